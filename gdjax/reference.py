@@ -1,0 +1,150 @@
+"""Closed-form answers for least squares, in float64 NumPy and independent of autodiff.
+
+These are the oracles gdjax is judged against: the least-squares optimum and `f*`, the hand-derived
+MSE gradient and Hessian of the linear model, and the curvature numbers that predict how gradient
+descent behaves (`L`, `mu`, the largest stable constant step `2/L`, the best constant step
+`2/(L + mu)` and its contraction rate `(L - mu)/(L + mu)`).
+
+The cost is `f(w, b) = mean((X w + b - y)**2)`, so with `A = [X, 1]` the Hessian is `H = 2/n A^T A`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from gdjax.validation import check_regression_data
+
+
+def _f64(a) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)
+
+
+def _design(X, fit_intercept: bool) -> np.ndarray:
+    X = _f64(X)
+    return np.hstack([X, np.ones((X.shape[0], 1))]) if fit_intercept else X
+
+
+class LeastSquares(NamedTuple):
+    """The least-squares solution with the diagnostics `numpy.linalg.lstsq` gives."""
+
+    params: dict  # {"w": (d,), "b": ()}
+    f_star: float  # optimal mean squared error
+    condition_number: float  # of the design matrix [X, 1] (singular values ratio)
+    rank: int
+    rcond: float  # singular values below rcond * s_max were treated as zero
+
+
+def default_rcond(X) -> float:
+    """`max(n, d+1) * eps(float64)`: NumPy's recommended cut-off for float64 data."""
+    n, d = np.shape(X)
+    return max(n, d + 1) * np.finfo(np.float64).eps
+
+
+def least_squares(X, y, *, fit_intercept: bool = True, rcond: float | None = None, full_output=False):
+    """The minimiser of `mean((X w + b - y)**2)`, solved in float64 by SVD.
+
+    Float32 `jnp.linalg.lstsq` drops directions whose singular values fall below float32's cut-off,
+    which on ill-conditioned data is a real direction; this always works in float64 with an explicit
+    `rcond` (default `default_rcond(X)`).
+
+    Args:
+      X: `(n, d)` features; y: `(n,)` targets.
+      fit_intercept: include `b` (else `b = 0`).
+      rcond: relative cut-off for small singular values.
+      full_output: also return a `LeastSquares` with `f*`, the condition number and the rank.
+
+    Returns:
+      `{"w": (d,), "b": ()}` as float64 NumPy arrays, or a `LeastSquares` if `full_output`.
+    """
+    check_regression_data(X, y)
+    A, y = _design(X, fit_intercept), _f64(y)
+    rcond = default_rcond(X) if rcond is None else float(rcond)
+    coef, _, rank, s = np.linalg.lstsq(A, y, rcond=rcond)
+    d = np.shape(X)[1]
+    params = {"w": coef[:d], "b": coef[d] if fit_intercept else np.float64(0.0)}
+    if not full_output:
+        return params
+    r = A @ coef - y
+    cond = float(s[0] / s[-1]) if s[-1] > 0 else float("inf")
+    return LeastSquares(params, float(np.mean(r * r)), cond, int(rank), rcond)
+
+
+def optimal_cost(X, y, *, fit_intercept: bool = True) -> float:
+    """`f*`: the smallest mean squared error any linear model can reach on `(X, y)`."""
+    return least_squares(X, y, fit_intercept=fit_intercept, full_output=True).f_star
+
+
+def mse_cost(params: dict, batch) -> float:
+    """`mean((X w + b - y)**2)` in float64 NumPy."""
+    X, y = batch
+    r = _f64(X) @ _f64(params["w"]) + _f64(params["b"]) - _f64(y)
+    return float(np.mean(r * r))
+
+
+def mse_grad(params: dict, batch) -> dict:
+    """The hand-derived MSE gradient of the linear model, in float64.
+
+    With residual `r = X w + b - y`: `df/dw = (2/n) X^T r`, `df/db = (2/n) sum(r)`.
+    """
+    X, y = batch
+    X = _f64(X)
+    n = X.shape[0]
+    r = X @ _f64(params["w"]) + _f64(params["b"]) - _f64(y)
+    return {"w": 2.0 / n * (X.T @ r), "b": np.float64(2.0 / n * r.sum())}
+
+
+def mse_hessian(X, *, fit_intercept: bool = True) -> np.ndarray:
+    """`H = (2/n) A^T A` with `A = [X, 1]`: the (constant) MSE Hessian, ordered `[w..., b]`."""
+    A = _design(X, fit_intercept)
+    return 2.0 / A.shape[0] * (A.T @ A)
+
+
+class Curvature(NamedTuple):
+    """What the MSE Hessian's spectrum predicts for constant-step gradient descent."""
+
+    L: float  # largest Hessian eigenvalue (smoothness)
+    mu: float  # smallest Hessian eigenvalue (strong convexity; 0 if rank deficient)
+    max_stable_lr: float  # 2 / L: larger constant steps diverge
+    best_lr: float  # 2 / (L + mu): fastest constant step
+    rate: float  # (L - mu) / (L + mu): error contraction per step at best_lr
+    condition_number: float  # L / mu
+
+
+def curvature(X, *, fit_intercept: bool = True) -> Curvature:
+    """Curvature of `mean((X w + b - y)**2)` from the eigenvalues of its Hessian.
+
+    Plain gradient descent with constant step `lr` contracts the error along eigenvector `i` by
+    `|1 - lr * lambda_i|` per step: it converges iff `lr < 2/L`, fastest at `lr = 2/(L + mu)`.
+    """
+    X = _f64(X)
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise ValueError(f"X must be a non-empty 2-D array, got shape {X.shape}")
+    eig = np.linalg.eigvalsh(mse_hessian(X, fit_intercept=fit_intercept))
+    L = float(eig[-1])
+    mu = float(max(eig[0], 0.0))
+    # Eigenvalues at round-off level are zero: a flat direction, not a tiny curvature.
+    if mu <= L * default_rcond(X):
+        mu = 0.0
+    return Curvature(
+        L=L,
+        mu=mu,
+        max_stable_lr=2.0 / L,
+        best_lr=2.0 / (L + mu),
+        rate=(L - mu) / (L + mu),
+        condition_number=L / mu if mu > 0 else float("inf"),
+    )
+
+
+__all__ = [
+    "Curvature",
+    "LeastSquares",
+    "curvature",
+    "default_rcond",
+    "least_squares",
+    "mse_cost",
+    "mse_grad",
+    "mse_hessian",
+    "optimal_cost",
+]

@@ -1,0 +1,152 @@
+"""Checks at the edge: data, arguments and cost signatures, with messages a person can act on.
+
+Everything here runs on the host before anything is traced, so a mistake surfaces as a `ValueError`
+naming the offending entry and shapes, never as a traceback from inside JAX.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from gdjax.types import PyTree
+
+
+def _path_name(path) -> str:
+    return jax.tree_util.keystr(path) or "<root>"
+
+
+def check_finite_number(name: str, value: Any, *, positive: bool = False, lower=None, upper=None):
+    """Raises ValueError unless `value` is a finite real number in the given bounds.
+
+    Tracers (values inside `jit`/`vmap`) are not checked: they are validated where they enter.
+    """
+    if isinstance(value, jax.core.Tracer):
+        return
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf" or arr.size == 0:
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if positive and not np.all(arr > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if lower is not None and not np.all(arr >= lower):
+        raise ValueError(f"{name} must be >= {lower}, got {value!r}")
+    if upper is not None and not np.all(arr <= upper):
+        raise ValueError(f"{name} must be <= {upper}, got {value!r}")
+
+
+def check_positive_int(name: str, value: Any, *, allow_none: bool = False):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check_data(data: PyTree) -> int | None:
+    """Checks a batch pytree: finite, non-empty, every leaf sharing one leading (example) axis.
+
+    Returns the number of examples, or None for `data=None` (costs that ignore their batch).
+    """
+    if data is None:
+        return None
+    leaves = jax.tree_util.tree_leaves_with_path(data)
+    if not leaves:
+        return None
+    n = None
+    for path, leaf in leaves:
+        name = "data" + _path_name(path)
+        if isinstance(leaf, jax.core.Tracer):
+            continue
+        arr = np.asarray(leaf)
+        if arr.ndim == 0:
+            raise ValueError(f"{name} is a scalar; every data entry needs a leading example axis")
+        if arr.shape[0] == 0:
+            raise ValueError(f"{name} is empty (shape {arr.shape}); need at least one example")
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            bad = np.argwhere(~np.isfinite(arr))[0]
+            raise ValueError(
+                f"{name} contains a non-finite value ({arr[tuple(bad)]}) at index {tuple(bad.tolist())}"
+            )
+        if n is None:
+            n = arr.shape[0]
+        elif arr.shape[0] != n:
+            shapes = {
+                "data" + _path_name(p): tuple(np.shape(x)) for p, x in leaves
+            }
+            raise ValueError(f"data entries disagree on the number of examples: {shapes}")
+    return n
+
+
+def check_regression_data(X, y):
+    """Checks a supervised `(X, y)` pair: `X` is `(n, d)`, `y` is `(n,)`, finite, non-empty."""
+    X_shape, y_shape = np.shape(X), np.shape(y)
+    if len(X_shape) != 2:
+        raise ValueError(f"X must be 2-D (n_examples, n_features), got shape {X_shape}")
+    if len(y_shape) == 2 and y_shape[1] == 1:
+        raise ValueError(
+            f"y has shape {y_shape}; pass a 1-D target of shape ({y_shape[0]},) (e.g. y.ravel()): "
+            "an (n, 1) target broadcasts against (n,) predictions into an (n, n) residual"
+        )
+    if len(y_shape) != 1:
+        raise ValueError(f"y must be 1-D (n_examples,), got shape {y_shape}")
+    if X_shape[0] != y_shape[0]:
+        raise ValueError(f"X has {X_shape[0]} rows but y has {y_shape[0]} entries (X {X_shape}, y {y_shape})")
+    check_data((X, y))
+
+
+def check_cost(cost, params: PyTree, data: PyTree):
+    """Traces `cost(params, data)` abstractly (no compilation) and checks it returns a real scalar.
+
+    Turns the shape errors of a params pytree that does not match the cost into one ValueError
+    naming the params structure.
+    """
+    try:
+        out = jax.eval_shape(cost, params, data)
+    except Exception as err:  # re-raised with context: the user's cost, not gdjax, failed
+        shapes = jax.tree.map(lambda x: tuple(np.shape(x)), params)
+        raise ValueError(
+            f"cost(params, data) failed for params with shapes {shapes}: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}"
+        ) from err
+    if not hasattr(out, "shape") or out.shape != ():
+        raise ValueError(f"cost must return a scalar, got {out}")
+    if not np.issubdtype(out.dtype, np.floating):
+        raise ValueError(f"cost must return a floating-point scalar, got dtype {out.dtype}")
+
+
+def check_params(params: PyTree):
+    """Params must be a non-empty pytree of finite floating-point arrays."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    if not leaves:
+        raise ValueError("params is empty: pass a pytree with at least one array")
+    for path, leaf in leaves:
+        if isinstance(leaf, jax.core.Tracer):
+            continue
+        arr = np.asarray(leaf)
+        name = "params" + _path_name(path)
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"{name} has dtype {arr.dtype}; parameters must be floating point")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains non-finite values")
+
+
+def nearest(name: str, options) -> str:
+    """A ' (did you mean X?)' suffix naming the closest option, or ''."""
+    import difflib
+
+    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+__all__ = [
+    "check_cost",
+    "check_data",
+    "check_finite_number",
+    "check_params",
+    "check_positive_int",
+    "check_regression_data",
+    "nearest",
+]

@@ -1,0 +1,22 @@
+"""Session-wide JAX settings for the test suite.
+
+Float64 is enabled so that oracles (closed-form least squares, NumPy loops, finite differences) can be
+compared at tight tolerances, and rank promotion raises so that the classic `(n,) - (n, 1)` MSE bug is
+an error rather than a silent `(n, n)` matrix. Library code never flips these flags itself.
+"""
+
+import jax
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture
+def key():
+    return jax.random.key(0)
+
+
+@pytest.fixture
+def seed():
+    return 0
