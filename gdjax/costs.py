@@ -34,6 +34,16 @@ def linear(params: dict, X: jax.Array) -> jax.Array:
     return X @ params["w"] + params["b"]
 
 
+def linear_feature_major(params: dict, XT: jax.Array) -> jax.Array:
+    """`linear` for features stored feature-major, `XT` of shape `(d, n)`: `w @ XT + b`.
+
+    Same numbers as `linear(params, XT.T)` up to summation order. On CPU, XLA computes both the
+    forward `w @ XT` and the gradient's `XT @ r` on contiguous rows this way, several times faster
+    than `X @ w` and `r @ X` on a row-major `(n, d)` matrix with few columns.
+    """
+    return params["w"] @ XT + params["b"]
+
+
 def init_linear(num_features: int, dtype=None) -> dict:
     """Zero parameters `{"w": zeros(d), "b": 0.0}` for `linear` (the tutorials' start)."""
     dtype = dtype or jnp.result_type(float)
@@ -105,6 +115,9 @@ def make_cost(model: Callable, loss: Callable = mse) -> Cost:
 
     cost.__name__ = f"{getattr(loss, '__name__', 'loss')}_{getattr(model, '__name__', 'model')}"
     cost.__qualname__ = cost.__name__
+    if model is linear:
+        # The layout protocol of `gdjax.run`: the same cost for batches `(X.T, y)`.
+        cost.feature_major = make_cost(linear_feature_major, loss)
     return cost
 
 
@@ -182,6 +195,7 @@ __all__ = [
     "ill_conditioned_quadratic",
     "init_linear",
     "linear",
+    "linear_feature_major",
     "make_cost",
     "mse",
     "polynomial",

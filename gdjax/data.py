@@ -112,9 +112,9 @@ def load_csv(
         return header.index(c)
 
     t = column(target)
-    cols = [column(c) for c in features] if features is not None else [
-        i for i in range(len(header)) if i != t
-    ]
+    cols = (
+        [column(c) for c in features] if features is not None else [i for i in range(len(header)) if i != t]
+    )
     try:
         table = np.array([[float(v) for v in r] for r in rows[1:] if r], dtype=np.float64)
     except ValueError as err:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gdjax.types import PyTree
@@ -65,7 +66,7 @@ def check_data(data: PyTree) -> int | None:
             raise ValueError(f"{name} is a scalar; every data entry needs a leading example axis")
         if arr.shape[0] == 0:
             raise ValueError(f"{name} is empty (shape {arr.shape}); need at least one example")
-        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        if jnp.issubdtype(arr.dtype, jnp.inexact) and not np.isfinite(arr).all():
             bad = np.argwhere(~np.isfinite(arr))[0]
             raise ValueError(
                 f"{name} contains a non-finite value ({arr[tuple(bad)]}) at index {tuple(bad.tolist())}"
@@ -73,9 +74,7 @@ def check_data(data: PyTree) -> int | None:
         if n is None:
             n = arr.shape[0]
         elif arr.shape[0] != n:
-            shapes = {
-                "data" + _path_name(p): tuple(np.shape(x)) for p, x in leaves
-            }
+            shapes = {"data" + _path_name(p): tuple(np.shape(x)) for p, x in leaves}
             raise ValueError(f"data entries disagree on the number of examples: {shapes}")
     return n
 
@@ -107,13 +106,14 @@ def check_cost(cost, params: PyTree, data: PyTree):
         out = jax.eval_shape(cost, params, data)
     except Exception as err:  # re-raised with context: the user's cost, not gdjax, failed
         shapes = jax.tree.map(lambda x: tuple(np.shape(x)), params)
+        data_shapes = jax.tree.map(lambda x: tuple(np.shape(x)), data)
         raise ValueError(
-            f"cost(params, data) failed for params with shapes {shapes}: {type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}"
+            f"cost(params, data) failed for params with shapes {shapes} and data with shapes "
+            f"{data_shapes}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         ) from err
     if not hasattr(out, "shape") or out.shape != ():
         raise ValueError(f"cost must return a scalar, got {out}")
-    if not np.issubdtype(out.dtype, np.floating):
+    if not jnp.issubdtype(out.dtype, jnp.floating):  # bfloat16 too
         raise ValueError(f"cost must return a floating-point scalar, got dtype {out.dtype}")
 
 
@@ -127,7 +127,7 @@ def check_params(params: PyTree):
             continue
         arr = np.asarray(leaf)
         name = "params" + _path_name(path)
-        if not np.issubdtype(arr.dtype, np.floating):
+        if not jnp.issubdtype(arr.dtype, jnp.floating):  # bfloat16 too
             raise ValueError(f"{name} has dtype {arr.dtype}; parameters must be floating point")
         if not np.isfinite(arr).all():
             raise ValueError(f"{name} contains non-finite values")

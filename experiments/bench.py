@@ -1,0 +1,346 @@
+"""Times gdjax against the plain alternatives, in one process, and prints ratios.
+
+Run:  python experiments/bench.py            (full sizes, a few minutes on 2 CPU cores)
+      python experiments/bench.py --quick    (small sizes, a smoke test)
+
+Every number is a median over repeats after a warm-up call; compile time is reported apart from run
+time. Baselines, all timed here in the same process:
+  - the tutorials' NumPy loop (one NumPy step per Python iteration),
+  - a Python loop calling a jitted Optax step,
+  - the C limit probes in ../shared/bench (tight float32 loops, built with gcc -O3 -march=native),
+    when that folder is beside the checkout,
+  - for sweeps: a Python loop of `gdjax.run` calls, an Optax optimizer rebuilt (so recompiled) per
+    value, and `optax.inject_hyperparams` under `jax.vmap`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import gdjax
+from gdjax import rules
+
+F32 = np.float32
+COST = gdjax.make_cost(gdjax.linear, gdjax.mse)
+BENCH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "bench")
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up (compiles if needed)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def first_call_time(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def load_c_probes():
+    if not os.path.exists(os.path.join(BENCH_DIR, "ref.py")):
+        return None, None
+    sys.path.insert(0, BENCH_DIR)
+    import ref  # noqa: PLC0415  (the yardstick lives outside the package on purpose)
+
+    try:
+        return ref, ref.load()
+    except Exception as err:  # no compiler: report without the C yardstick
+        print(f"  (C probes unavailable: {err})")
+        return None, None
+
+
+# ------------------------------------------------------------------------------ baselines
+def numpy_tutorial_loop(x, y, lr, num_steps):
+    """The tutorials' loop on one feature: predictions, residuals, partial derivatives, update."""
+    w, b, n = F32(0), F32(0), len(x)
+    lr = F32(lr)
+    history = np.empty(num_steps, F32)
+    for t in range(num_steps):
+        r = w * x + b - y
+        history[t] = np.mean(r * r)
+        dw = F32(2) / n * np.sum(r * x)
+        db = F32(2) / n * np.sum(r)
+        w, b = w - lr * dw, b - lr * db
+    return w, b, history
+
+
+def python_loop_over_jitted_optax_step(opt, params, data, num_steps):
+    @jax.jit
+    def step(params, state):
+        loss, grad = jax.value_and_grad(COST)(params, data)
+        updates, state = opt.update(grad, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+    def go():
+        p, s = params, opt.init(params)
+        losses = []
+        for _ in range(num_steps):
+            p, s, loss = step(p, s)
+            losses.append(loss)
+        return jax.block_until_ready((p, losses[-1]))
+
+    return go
+
+
+# ------------------------------------------------------------------------------ single runs
+def bench_small(num_steps: int, repeats: int, results: dict):
+    X, y = gdjax.data.house_prices()
+    X, y = X.astype(F32), y.astype(F32)
+    lr = 0.01
+    p0 = gdjax.init_linear(1, jnp.float32)
+
+    def gd():
+        # A new rule object every call, as a user would write it: must not recompile.
+        return jax.block_until_ready(gdjax.run(COST, rules.sgd(lr), p0, (X, y), num_steps=num_steps))
+
+    compile_s = first_call_time(gd)
+    run_s = median_time(gd, repeats)
+    numpy_s = median_time(lambda: numpy_tutorial_loop(X[:, 0], y, lr, num_steps), max(1, repeats // 10))
+    jitted_loop = python_loop_over_jitted_optax_step(
+        optax.sgd(lr), p0, (jnp.asarray(X), jnp.asarray(y)), num_steps
+    )
+    jit_loop_s = median_time(jitted_loop, max(1, repeats // 10))
+    trace = gd()
+    w_np, b_np, _ = numpy_tutorial_loop(X[:, 0], y, lr, num_steps)
+    results["a_house_10k"] = dict(
+        num_steps=num_steps,
+        gdjax_first_call_s=compile_s,
+        gdjax_s=run_s,
+        numpy_loop_s=numpy_s,
+        jitted_step_loop_s=jit_loop_s,
+        speedup_vs_numpy=numpy_s / run_s,
+        speedup_vs_jitted_step_loop=jit_loop_s / run_s,
+        max_abs_diff_w_vs_numpy=float(abs(trace.params["w"][0] - w_np)),
+    )
+    r = results["a_house_10k"]
+    print(f"(a) house prices, {num_steps} steps, float32, whole gdjax.run call")
+    print(
+        f"    gdjax.run          {r['gdjax_s'] * 1e3:9.3f} ms   (first call incl. compile {compile_s:.2f} s)"
+    )
+    print(f"    NumPy loop         {numpy_s * 1e3:9.3f} ms   -> gdjax {r['speedup_vs_numpy']:.0f}x faster")
+    print(
+        f"    loop of jit steps  {jit_loop_s * 1e3:9.3f} ms   -> gdjax {r['speedup_vs_jitted_step_loop']:.0f}x faster"
+    )
+
+
+def bench_per_step_small(num_steps: int, repeats: int, results: dict, ref, lib):
+    X, y = gdjax.data.house_prices()
+    X, y = X.astype(F32), y.astype(F32)
+    p0 = gdjax.init_linear(1, jnp.float32)
+    data = (jnp.asarray(X), jnp.asarray(y))
+    rule = rules.sgd(0.01)
+    gd = lambda: jax.block_until_ready(gdjax.run(COST, rule, p0, data, num_steps=num_steps))
+    run_s = median_time(gd, repeats)
+    out = dict(num_steps=num_steps, gdjax_ns_per_step=run_s / num_steps * 1e9)
+    print(f"(b) house prices, {num_steps} steps: gdjax {out['gdjax_ns_per_step']:.1f} ns/step", end="")
+    if lib is not None:
+        c_s = median_time(lambda: ref.tiny(lib, X[:, 0], y, 0.01, num_steps), repeats)
+        out.update(c_ns_per_step=c_s / num_steps * 1e9, ratio_vs_c=run_s / c_s)
+        print(f", C loop {out['c_ns_per_step']:.1f} ns/step -> ratio {out['ratio_vs_c']:.2f}x", end="")
+    print()
+    results["b_house_per_step"] = out
+
+
+def make_big(n: int, d: int):
+    s = gdjax.data.synthetic(0, n, d, noise=0.1)
+    return s.X.astype(F32), s.y.astype(F32)
+
+
+def bench_big_full_batch(n: int, d: int, num_steps: int, repeats: int, results: dict, ref, lib):
+    X, y = make_big(n, d)
+    lr = float(0.5 * gdjax.reference.curvature(X[:2000]).max_stable_lr)
+    p0 = gdjax.init_linear(d, jnp.float32)
+    data = (jnp.asarray(X), jnp.asarray(y))
+    out = dict(n=n, d=d, num_steps=num_steps)
+    for layout in ("feature_major", "as_given"):
+        gd = lambda layout=layout: jax.block_until_ready(
+            gdjax.run(COST, rules.sgd(lr), p0, data, num_steps=num_steps, layout=layout)
+        )
+        out[f"gdjax_{layout}_us_per_step"] = median_time(gd, repeats) / num_steps * 1e6
+    line = (
+        f"(c) n={n}, d={d}, full batch: gdjax {out['gdjax_feature_major_us_per_step']:.0f} us/step "
+        f"(row-major as given: {out['gdjax_as_given_us_per_step']:.0f})"
+    )
+    if lib is not None and d in (20, 32):
+        c_s = median_time(lambda: ref.fused(lib, X, y, lr, num_steps), repeats)
+        out.update(c_us_per_step=c_s / num_steps * 1e6)
+        out["ratio_vs_c"] = out["gdjax_feature_major_us_per_step"] / out["c_us_per_step"]
+        line += f", fused C+OpenMP {out['c_us_per_step']:.0f} us/step -> ratio {out['ratio_vs_c']:.2f}x"
+    print(line)
+    results["c_big_full_batch"] = out
+
+
+# ------------------------------------------------------------------------------------ sweeps
+def bench_sweep(n: int, d: int, K: int, num_steps: int, results: dict, ref, lib, rebuild_sample: int):
+    from gdjax.sweep import sweep
+
+    X, y = make_big(n, d)
+    bound = gdjax.reference.curvature(X[:5000]).max_stable_lr
+    lrs = np.geomspace(1e-3 * bound, 0.9 * bound, K).astype(F32)
+    p0 = gdjax.init_linear(d, jnp.float32)
+    data = (jnp.asarray(X), jnp.asarray(y))
+    out = dict(n=n, d=d, K=K, num_steps=num_steps)
+
+    def do_sweep(gram=False):
+        res = sweep(COST, "sgd", p0, data, grid={"learning_rate": lrs}, num_steps=num_steps, gram=gram)
+        jax.block_until_ready(res.trace.loss_history)
+        return res
+
+    out["sweep_first_call_s"] = first_call_time(do_sweep)
+    out["sweep_s"] = median_time(do_sweep, 2)
+    out["sweep_lane_steps_per_s"] = K * num_steps / out["sweep_s"]
+    out["gram_sweep_first_call_s"] = first_call_time(lambda: do_sweep(gram=True))
+    out["gram_sweep_s"] = median_time(lambda: do_sweep(gram=True), 2)
+
+    # (i) a Python loop of K gdjax.run calls (compiled once, reused).
+    def loop_of_runs():
+        for lr in lrs:
+            jax.block_until_ready(gdjax.run(COST, rules.sgd(float(lr)), p0, data, num_steps=num_steps).params)
+
+    out["loop_of_runs_s"] = median_time(loop_of_runs, 1)
+
+    # (ii) an Optax optimizer rebuilt per value: every value is a new program. Timed on a sample of
+    # values and scaled to K (the per-value cost is compile + run, the same for every value).
+    def rebuild(lr):
+        opt = optax.sgd(float(lr))
+
+        @jax.jit
+        def run_one(p):
+            def body(carry, _):
+                p, s = carry
+                loss, g = jax.value_and_grad(COST)(p, data)
+                u, s = opt.update(g, s, p)
+                return (optax.apply_updates(p, u), s), loss
+
+            return jax.lax.scan(body, (p, opt.init(p)), None, length=num_steps)
+
+        return jax.block_until_ready(run_one(p0))
+
+    t = time.perf_counter()
+    for lr in lrs[:rebuild_sample]:
+        rebuild(lr)
+    out["rebuild_per_value_s"] = (time.perf_counter() - t) / rebuild_sample
+    out["rebuild_all_s_estimated"] = out["rebuild_per_value_s"] * K
+
+    # (iii) optax.inject_hyperparams under vmap.
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+
+    @jax.jit
+    def injected(lrs):
+        def one(lr):
+            s = opt.init(p0)
+            s.hyperparams["learning_rate"] = lr
+
+            def body(carry, _):
+                p, s = carry
+                loss, g = jax.value_and_grad(COST)(p, data)
+                u, s = opt.update(g, s, p)
+                return (optax.apply_updates(p, u), s), loss
+
+            return jax.lax.scan(body, (p0, s), None, length=num_steps)
+
+        return jax.vmap(one)(lrs)
+
+    lrs_j = jnp.asarray(lrs)
+    out["inject_first_call_s"] = first_call_time(lambda: jax.block_until_ready(injected(lrs_j)))
+    out["inject_s"] = median_time(lambda: jax.block_until_ready(injected(lrs_j)), 2)
+
+    # Memory bound of the vmapped step: the (n, K) residual matrix is written once and read once per
+    # step (X itself stays in cache-friendly reuse), at the bandwidth this machine streams memory.
+    residual_bytes = 2 * n * K * 4
+    if lib is not None:
+        big = np.ones(64 * 1024 * 1024 // 4, F32)
+        lib.stream_read.restype = ctypes.c_float
+        ptr = big.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        nthreads = ctypes.c_int(os.cpu_count() or 1)
+        s = median_time(lambda: lib.stream_read(ptr, ctypes.c_long(big.size), nthreads), 5)
+        bandwidth = big.nbytes / s
+        out["stream_read_GBps"] = bandwidth / 1e9
+        out["memory_bound_s"] = residual_bytes * num_steps / bandwidth
+        out["ratio_vs_memory_bound"] = out["sweep_s"] / out["memory_bound_s"]
+    out["speedup_vs_loop_of_runs"] = out["loop_of_runs_s"] / out["sweep_s"]
+    out["speedup_vs_rebuild"] = out["rebuild_all_s_estimated"] / out["sweep_s"]
+    out["speedup_vs_inject"] = out["inject_s"] / out["sweep_s"]
+    out["gram_speedup_vs_sweep"] = out["sweep_s"] / out["gram_sweep_s"]
+    results["sweep"] = out
+    print(f"sweep: K={K} learning rates, n={n}, d={d}, {num_steps} full-batch steps, float32")
+    print(
+        f"    gdjax.sweep        {out['sweep_s']:8.3f} s  (first call {out['sweep_first_call_s']:.2f} s; "
+        f"{out['sweep_lane_steps_per_s']:.3g} lane-steps/s)"
+    )
+    print(
+        f"    loop of K runs     {out['loop_of_runs_s']:8.3f} s  -> sweep {out['speedup_vs_loop_of_runs']:.1f}x faster"
+    )
+    print(
+        f"    rebuild per value  {out['rebuild_all_s_estimated']:8.3f} s  (est. from {rebuild_sample} values)"
+        f" -> sweep {out['speedup_vs_rebuild']:.1f}x faster"
+    )
+    print(
+        f"    inject_hyperparams {out['inject_s']:8.3f} s  (first call {out['inject_first_call_s']:.2f} s)"
+        f" -> sweep {out['speedup_vs_inject']:.1f}x faster"
+    )
+    if "memory_bound_s" in out:
+        print(
+            f"    memory bound       {out['memory_bound_s']:8.3f} s  ({out['stream_read_GBps']:.1f} GB/s read)"
+            f" -> sweep at {out['ratio_vs_memory_bound']:.2f}x the bound"
+        )
+    print(
+        f"    gram fast path     {out['gram_sweep_s']:8.3f} s  (first call {out['gram_sweep_first_call_s']:.2f} s)"
+        f" -> {out['gram_speedup_vs_sweep']:.0f}x faster than the plain sweep"
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not a measurement")
+    parser.add_argument("--json", help="also write the numbers to this JSON file")
+    parser.add_argument("--skip-sweep", action="store_true")
+    args = parser.parse_args(argv)
+    q = args.quick
+    print(
+        f"gdjax {gdjax.__version__}, jax {jax.__version__}, optax {optax.__version__}, "
+        f"backend {jax.default_backend()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+    )
+    ref, lib = load_c_probes()
+    results: dict = {"backend": jax.default_backend(), "cpu_count": os.cpu_count(), "quick": q}
+    bench_small(1000 if q else 10_000, 5 if q else 50, results)
+    bench_per_step_small(20_000 if q else 200_000, 3 if q else 10, results, ref, lib)
+    bench_big_full_batch(5_000 if q else 100_000, 20, 20 if q else 200, 2 if q else 5, results, ref, lib)
+    if not args.skip_sweep:
+        bench_sweep(
+            2_000 if q else 100_000,
+            20,
+            8 if q else 256,
+            20 if q else 500,
+            results,
+            ref,
+            lib,
+            rebuild_sample=2 if q else 4,
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()
