@@ -1,0 +1,1170 @@
+"""Hand-written update rules, step-size schedules, and a registry that resolves a rule by name.
+
+Every rule is a factory returning an `optax.GradientTransformation` whose `update` gives the *final*
+updates (already multiplied by `-learning_rate`), to be applied with `optax.apply_updates`. The
+defaults reproduce the numerics of the Optax optimizer of the same name; where a textbook form
+differs (where `eps` sits, the momentum form, the initial accumulators) the difference is an
+argument whose default matches Optax.
+
+Unlike Optax, hyperparameter *values* live in the state: every state has a `hyperparams` dict of
+scalar arrays (stored in the floating dtype of the params) and `update` reads them from there. The
+`update` function is built once per static configuration (rule, schedule kind, boolean options) and
+cached, so `sgd(0.01).update is sgd(0.02).update`: a caller can pass `rule.update` as a static
+argument to `jax.jit` and a new learning rate does not recompile, and a factory may be called with
+traced scalars inside `jax.vmap` to sweep a grid of values in one compiled program.
+
+Example:
+  >>> import jax, jax.numpy as jnp, optax
+  >>> from gdjax import rules
+  >>> rule = rules.momentum(0.1, momentum=0.9, schedule=rules.inverse_sqrt())
+  >>> params = {"w": jnp.ones(3)}
+  >>> state = rule.init(params)
+  >>> grads = {"w": jnp.ones(3)}
+  >>> updates, state = rule.update(grads, state, params)
+  >>> params = optax.apply_updates(params, updates)
+  >>> sorted(state.hyperparams)
+  ['learning_rate', 'momentum']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import inspect
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gdjax.types import PyTree
+
+__all__ = [
+    "AdagradState",
+    "AdamState",
+    "MomentumState",
+    "NesterovState",
+    "RmspropState",
+    "Schedule",
+    "SgdState",
+    "adagrad",
+    "adam",
+    "constant",
+    "describe",
+    "exponential_decay",
+    "get",
+    "hyperparameters",
+    "inverse_sqrt",
+    "inverse_time",
+    "momentum",
+    "names",
+    "nesterov",
+    "rmsprop",
+    "schedule_names",
+    "sgd",
+]
+
+Hyperparams = dict[str, jax.Array]
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation at the edge: concrete values only (tracers from jit/vmap are checked where they enter).
+
+_CONSTRAINTS: dict[str, Callable[[float], bool]] = {
+    "": lambda x: True,
+    "> 0": lambda x: x > 0,
+    ">= 0": lambda x: x >= 0,
+    "in [0, 1)": lambda x: 0 <= x < 1,
+    "in [0, 1]": lambda x: 0 <= x <= 1,
+    "in (0, 1]": lambda x: 0 < x <= 1,
+}
+
+
+def _check_value(name: str, value: Any, constraint: str) -> None:
+    """Raises ValueError unless `value` is a real scalar satisfying `constraint`.
+
+    A tracer's value is unknown while tracing, so only its shape is checked.
+    """
+    if isinstance(value, bool | str) or value is None:
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    if isinstance(value, jax.core.Tracer):
+        if value.shape != ():
+            raise ValueError(f"{name} must be a scalar, got shape {value.shape}")
+        return
+    try:
+        arr = np.asarray(value)
+    except Exception as err:  # e.g. an arbitrary object
+        raise ValueError(f"{name} must be a real number, got {value!r}") from err
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    if arr.shape != ():
+        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
+    x = float(arr)
+    if not (math.isfinite(x) and _CONSTRAINTS[constraint](x)):
+        bound = f" {constraint}" if constraint else ""
+        raise ValueError(f"{name} must be a finite number{bound}, got {x!r}")
+
+
+def _check_values(values: dict[str, Any], constraints: dict[str, str]) -> None:
+    for name, constraint in constraints.items():
+        if values.get(name) is not None:
+            _check_value(name, values[name], constraint)
+
+
+# --------------------------------------------------------------------------------------------------
+# Schedules.
+
+_REQUIRED = object()  # marks a schedule value without a default
+
+
+class _ScheduleKind(NamedTuple):
+    step_size: Callable[[Hyperparams, jax.Array], jax.Array]  # (hyperparams, t) -> step size at t
+    defaults: tuple[tuple[str, Any], ...]
+    constraints: dict[str, str]
+
+
+# `t` is the number of updates already applied (the count before its increment, as Optax's
+# schedules see it), cast to the dtype of the learning rate.
+_SCHEDULE_KINDS: dict[str, _ScheduleKind] = {
+    "constant": _ScheduleKind(
+        step_size=lambda hp, t: hp["learning_rate"],
+        defaults=(),
+        constraints={},
+    ),
+    "inverse_sqrt": _ScheduleKind(
+        step_size=lambda hp, t: hp["learning_rate"] / jnp.sqrt(t + 1),
+        defaults=(),
+        constraints={},
+    ),
+    "inverse_time": _ScheduleKind(
+        step_size=lambda hp, t: hp["learning_rate"] / (1 + hp["decay_rate"] * t),
+        defaults=(("decay_rate", 1.0),),
+        constraints={"decay_rate": ">= 0"},
+    ),
+    "exponential_decay": _ScheduleKind(
+        # Same operations as optax.exponential_decay(learning_rate, transition_steps, decay_rate).
+        step_size=lambda hp, t: hp["learning_rate"] * jnp.power(hp["decay_rate"], t / hp["transition_steps"]),
+        defaults=(("decay_rate", _REQUIRED), ("transition_steps", 1)),
+        constraints={"decay_rate": "in (0, 1]", "transition_steps": "> 0"},
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """Static description of a step-size schedule: its kind and its hyperparameter values.
+
+    The kind is static (it selects the cached `update`); the values are copied into the rule's
+    `state.hyperparams` at `init`, so they can be swept like any other hyperparameter. Build one
+    with `constant()`, `inverse_sqrt()`, `inverse_time(...)` or `exponential_decay(...)`.
+
+    Attributes:
+      kind: one of `schedule_names()`.
+      values: `(name, value)` pairs of the schedule's own hyperparameters (not the learning rate).
+    """
+
+    kind: str
+    values: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def hyperparams(self) -> dict[str, Any]:
+        """The schedule's own hyperparameters as a dict."""
+        return dict(self.values)
+
+    def step_size(self, learning_rate: Any, count: Any) -> jax.Array:
+        """Step size after `count` updates for a base `learning_rate` (vectorised over `count`)."""
+        dtype = jnp.result_type(float)
+        hp = {"learning_rate": jnp.asarray(learning_rate, dtype)}
+        hp.update({k: jnp.asarray(v, dtype) for k, v in self.values})
+        t = jnp.asarray(count).astype(dtype)
+        return _SCHEDULE_KINDS[self.kind].step_size(hp, t)
+
+
+def _schedule(kind: str, **values: Any) -> Schedule:
+    """Builds and validates a `Schedule` of `kind`; missing values take the kind's defaults."""
+    spec = _SCHEDULE_KINDS[kind]
+    valid = [name for name, _ in spec.defaults]
+    for name in values:
+        if name not in valid:
+            raise ValueError(
+                f"schedule {kind!r} has no hyperparameter {name!r}; valid: {valid}" + _suggest(name, valid)
+            )
+    merged = {name: values.get(name, default) for name, default in spec.defaults}
+    missing = [name for name, value in merged.items() if value is _REQUIRED]
+    if missing:
+        raise ValueError(
+            f"schedule {kind!r} needs {', '.join(missing)} (e.g. schedule=rules.{kind}({missing[0]}=...))"
+        )
+    _check_values(merged, spec.constraints)
+    return Schedule(kind=kind, values=tuple(merged.items()))
+
+
+def constant() -> Schedule:
+    """Constant step size: `learning_rate_t = learning_rate`.
+
+    Returns:
+      A `Schedule` to pass as `schedule=` to any rule.
+    """
+    return _schedule("constant")
+
+
+def inverse_sqrt() -> Schedule:
+    """Inverse square-root decay: `learning_rate_t = learning_rate / sqrt(t + 1)`.
+
+    `t` is the number of updates already applied. The classic step size for subgradient and
+    stochastic methods on convex problems (the O(1/sqrt(T)) rate).
+
+    Returns:
+      A `Schedule` to pass as `schedule=` to any rule.
+    """
+    return _schedule("inverse_sqrt")
+
+
+def inverse_time(decay_rate: Any = 1.0) -> Schedule:
+    """Inverse-time decay: `learning_rate_t = learning_rate / (1 + decay_rate * t)`.
+
+    `t` is the number of updates already applied. The safe-but-slow decay: the steps sum to infinity
+    while their squares do not (the Robbins-Monro conditions), which guarantees convergence of SGD
+    on convex problems at the price of very small late steps.
+
+    Args:
+      decay_rate: how fast the step shrinks; `0` gives a constant step. Must be `>= 0`.
+
+    Returns:
+      A `Schedule` to pass as `schedule=` to any rule.
+    """
+    return _schedule("inverse_time", decay_rate=decay_rate)
+
+
+def exponential_decay(decay_rate: Any, transition_steps: Any = 1) -> Schedule:
+    """Exponential decay: `learning_rate_t = learning_rate * decay_rate ** (t / transition_steps)`.
+
+    `t` is the number of updates already applied. Same numerics as
+    `optax.exponential_decay(learning_rate, transition_steps, decay_rate)` (continuous, no
+    staircase).
+
+    Args:
+      decay_rate: factor applied every `transition_steps` updates, in `(0, 1]`.
+      transition_steps: number of updates over which the step shrinks by `decay_rate`, `> 0`.
+
+    Returns:
+      A `Schedule` to pass as `schedule=` to any rule.
+    """
+    return _schedule("exponential_decay", decay_rate=decay_rate, transition_steps=transition_steps)
+
+
+def schedule_names() -> tuple[str, ...]:
+    """Names accepted by `schedule=` as a string."""
+    return tuple(_SCHEDULE_KINDS)
+
+
+def _as_schedule(schedule: Schedule | str | None) -> Schedule:
+    if schedule is None:
+        return constant()
+    if isinstance(schedule, Schedule):
+        if schedule.kind not in _SCHEDULE_KINDS:
+            raise ValueError(f"unknown schedule kind {schedule.kind!r}")
+        return schedule
+    if isinstance(schedule, str):
+        if schedule not in _SCHEDULE_KINDS:
+            raise ValueError(
+                f"unknown schedule {schedule!r}; known: {list(_SCHEDULE_KINDS)}"
+                + _suggest(schedule, list(_SCHEDULE_KINDS))
+            )
+        return _schedule(schedule)
+    raise ValueError(
+        f"schedule must be a rules.Schedule or one of {list(_SCHEDULE_KINDS)}, got {schedule!r} "
+        "(for an Optax schedule function use get('optax.<name>', learning_rate=schedule_fn))"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared plumbing.
+
+
+def _hyperparam_dtype(params: PyTree) -> jnp.dtype:
+    """Promoted dtype of the floating leaves of `params`; the default float if there are none."""
+    dtypes = [jnp.result_type(x) for x in jax.tree.leaves(params)]
+    floats = [d for d in dtypes if jnp.issubdtype(d, jnp.floating)]
+    return jnp.result_type(*floats) if floats else jnp.result_type(float)
+
+
+def _like(x: jax.Array, leaf: jax.Array) -> jax.Array:
+    """A hyperparameter cast to the dtype of the leaf it acts on (mixed-precision pytrees)."""
+    return x.astype(leaf.dtype)
+
+
+def _step_size(step_size: Callable, state: Any) -> jax.Array:
+    hp = state.hyperparams
+    return step_size(hp, state.count.astype(hp["learning_rate"].dtype))
+
+
+def _scale(lr: jax.Array, tree: PyTree) -> PyTree:
+    """`-lr * tree`, the final update of every rule."""
+    return jax.tree.map(lambda u: -_like(lr, u) * u, tree)
+
+
+def _bias_correction(moment: PyTree, decay: jax.Array, count: jax.Array) -> PyTree:
+    # As optax.tree.bias_correction: compute `1 - decay**count` in the hyperparameter dtype, divide
+    # in the moment's dtype.
+    correction = 1 - decay**count
+    return jax.tree.map(lambda m: m / correction.astype(m.dtype), moment)
+
+
+def _abs_sq(g: jax.Array) -> jax.Array:
+    return (g.conj() * g).real
+
+
+_UPDATE_BUILDERS: dict[str, Callable[..., Callable]] = {}
+
+
+def _builds(rule: str):
+    def register(builder):
+        _UPDATE_BUILDERS[rule] = builder
+        return builder
+
+    return register
+
+
+@functools.cache
+def _cached_update(rule: str, schedule_kind: str, static: tuple[tuple[str, Any], ...]) -> Callable:
+    """The one `update` function for a static configuration: same key, same object (`is`)."""
+    step_size = _SCHEDULE_KINDS[schedule_kind].step_size
+    return _UPDATE_BUILDERS[rule](step_size, **dict(static))
+
+
+def _transformation(
+    rule: str,
+    values: dict[str, Any],
+    schedule: Schedule | str | None,
+    init_state: Callable[[PyTree, Hyperparams], Any],
+    **static: Any,
+) -> optax.GradientTransformation:
+    """Assembles a rule: values go to `state.hyperparams` at init, `update` comes from the cache."""
+    schedule = _as_schedule(schedule)
+    values = {k: v for k, v in values.items() if v is not None}
+    values.update(schedule.values)
+    update_fn = _cached_update(rule, schedule.kind, tuple(sorted(static.items())))
+
+    def init_fn(params: PyTree):
+        dtype = _hyperparam_dtype(params)
+        return init_state(params, {k: jnp.asarray(v, dtype) for k, v in values.items()})
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _count() -> jax.Array:
+    return jnp.zeros([], jnp.int32)
+
+
+def _zeros(params: PyTree) -> PyTree:
+    return jax.tree.map(jnp.zeros_like, params)
+
+
+def _full(params: PyTree, value: jax.Array) -> PyTree:
+    return jax.tree.map(lambda p: jnp.full_like(p, value), params)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rules.
+
+
+class SgdState(NamedTuple):
+    """State of `sgd`."""
+
+    count: jax.Array  # int32 updates applied
+    hyperparams: Hyperparams
+
+
+def sgd(learning_rate: Any, *, schedule: Schedule | str | None = "constant") -> optax.GradientTransformation:
+    r"""Plain gradient descent.
+
+    Steps against the gradient, scaled by the (possibly scheduled) learning rate. Same numerics as
+    `optax.sgd(learning_rate)`.
+
+    .. math::
+      u_t = -\text{learning\_rate}_t \, g_t, \qquad x_{t+1} = x_t + u_t
+
+    Args:
+      learning_rate: base step size, finite and `> 0`.
+      schedule: a `Schedule` or its name (see `schedule_names()`); default constant.
+
+    Returns:
+      An `optax.GradientTransformation` with state `SgdState`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> rule = sgd(0.1)
+      >>> params = jnp.array([1.0, 2.0])
+      >>> updates, state = rule.update(2 * params, rule.init(params))
+      >>> print(optax.apply_updates(params, updates))
+      [0.8 1.6]
+
+    References:
+      Cauchy, *Méthode générale pour la résolution des systèmes d'équations simultanées*, 1847.
+    """
+    _check_value("learning_rate", learning_rate, "> 0")
+    return _transformation(
+        "sgd",
+        {"learning_rate": learning_rate},
+        schedule,
+        lambda params, hp: SgdState(count=_count(), hyperparams=hp),
+    )
+
+
+@_builds("sgd")
+def _sgd_update(step_size):
+    def update_fn(updates, state, params=None):
+        del params
+        lr = _step_size(step_size, state)
+        return _scale(lr, updates), state._replace(count=optax.safe_increment(state.count))
+
+    return update_fn
+
+
+class MomentumState(NamedTuple):
+    """State of `momentum`.
+
+    `trace` is Optax's trace `t` by default and the velocity `v` when `velocity_form=True`.
+    """
+
+    count: jax.Array  # int32 updates applied
+    hyperparams: Hyperparams
+    trace: PyTree
+
+
+def momentum(
+    learning_rate: Any,
+    momentum: Any = 0.9,
+    *,
+    velocity_form: bool = False,
+    schedule: Schedule | str | None = "constant",
+) -> optax.GradientTransformation:
+    r"""Heavy-ball (Polyak) momentum.
+
+    Keeps a running direction that remembers past gradients with weight `momentum`, so steps build
+    up along consistent directions and oscillations across a valley cancel. By default the trace
+    form of `optax.sgd(learning_rate, momentum=momentum)`, with the same numerics:
+
+    .. math::
+      t_t = g_t + \text{momentum} \, t_{t-1}, \qquad u_t = -\text{learning\_rate}_t \, t_t
+
+    With `velocity_form=True`, the textbook heavy ball, which folds each step's learning rate into
+    the velocity:
+
+    .. math::
+      v_t = \text{momentum} \, v_{t-1} - \text{learning\_rate}_t \, g_t, \qquad u_t = v_t
+
+    The two give the same trajectory for a constant learning rate (`v = -learning_rate * t`) and
+    differ under a schedule.
+
+    Args:
+      learning_rate: base step size, finite and `> 0`.
+      momentum: weight of the past direction, in `[0, 1)`.
+      velocity_form: use the velocity form above instead of Optax's trace form.
+      schedule: a `Schedule` or its name; default constant.
+
+    Returns:
+      An `optax.GradientTransformation` with state `MomentumState`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> rule = momentum(0.1, momentum=0.9)
+      >>> state = rule.init(jnp.zeros(2))
+      >>> updates, state = rule.update(jnp.ones(2), state)
+
+    References:
+      Polyak, *Some methods of speeding up the convergence of iteration methods*, 1964.
+    """
+    values = {"learning_rate": learning_rate, "momentum": momentum}
+    _check_values(values, {"learning_rate": "> 0", "momentum": "in [0, 1)"})
+    return _transformation(
+        "momentum",
+        values,
+        schedule,
+        lambda params, hp: MomentumState(count=_count(), hyperparams=hp, trace=_zeros(params)),
+        velocity_form=bool(velocity_form),
+    )
+
+
+@_builds("momentum")
+def _momentum_update(step_size, velocity_form):
+    def update_fn(updates, state, params=None):
+        del params
+        lr = _step_size(step_size, state)
+        m = state.hyperparams["momentum"]
+        if velocity_form:
+            trace = jax.tree.map(lambda g, v: _like(m, v) * v - _like(lr, g) * g, updates, state.trace)
+            new_updates = trace
+        else:
+            trace = jax.tree.map(lambda g, t: g + _like(m, t) * t, updates, state.trace)
+            new_updates = _scale(lr, trace)
+        count = optax.safe_increment(state.count)
+        return new_updates, MomentumState(count=count, hyperparams=state.hyperparams, trace=trace)
+
+    return update_fn
+
+
+class NesterovState(NamedTuple):
+    """State of `nesterov`: `trace` as in `MomentumState`."""
+
+    count: jax.Array  # int32 updates applied
+    hyperparams: Hyperparams
+    trace: PyTree
+
+
+def nesterov(
+    learning_rate: Any,
+    momentum: Any = 0.9,
+    *,
+    velocity_form: bool = False,
+    schedule: Schedule | str | None = "constant",
+) -> optax.GradientTransformation:
+    r"""Nesterov momentum, in the form that needs only the gradient at the current parameters.
+
+    Nesterov's method takes the gradient at the look-ahead point `x + momentum * v`; rewritten in
+    shifted variables (Bengio et al. 2013, Sutskever et al. 2013) it becomes a momentum step plus an
+    extra `momentum` times the new direction. Default: the trace form of
+    `optax.sgd(learning_rate, momentum=momentum, nesterov=True)`, with the same numerics:
+
+    .. math::
+      t_t = g_t + \text{momentum} \, t_{t-1}, \qquad
+      u_t = -\text{learning\_rate}_t \, (g_t + \text{momentum} \, t_t)
+
+    With `velocity_form=True`:
+
+    .. math::
+      v_t = \text{momentum} \, v_{t-1} - \text{learning\_rate}_t \, g_t, \qquad
+      u_t = \text{momentum} \, v_t - \text{learning\_rate}_t \, g_t
+
+    The two agree for a constant learning rate and differ under a schedule.
+
+    Args:
+      learning_rate: base step size, finite and `> 0`.
+      momentum: weight of the past direction, in `[0, 1)`.
+      velocity_form: use the velocity form above instead of Optax's trace form.
+      schedule: a `Schedule` or its name; default constant.
+
+    Returns:
+      An `optax.GradientTransformation` with state `NesterovState`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> rule = nesterov(0.1, momentum=0.9)
+      >>> updates, state = rule.update(jnp.ones(2), rule.init(jnp.zeros(2)))
+
+    References:
+      Nesterov, *A method of solving a convex programming problem with convergence rate
+      O(1/k^2)*, 1983; Sutskever et al., *On the importance of initialization and momentum in deep
+      learning*, 2013.
+    """
+    values = {"learning_rate": learning_rate, "momentum": momentum}
+    _check_values(values, {"learning_rate": "> 0", "momentum": "in [0, 1)"})
+    return _transformation(
+        "nesterov",
+        values,
+        schedule,
+        lambda params, hp: NesterovState(count=_count(), hyperparams=hp, trace=_zeros(params)),
+        velocity_form=bool(velocity_form),
+    )
+
+
+@_builds("nesterov")
+def _nesterov_update(step_size, velocity_form):
+    def update_fn(updates, state, params=None):
+        del params
+        lr = _step_size(step_size, state)
+        m = state.hyperparams["momentum"]
+        if velocity_form:
+            trace = jax.tree.map(lambda g, v: _like(m, v) * v - _like(lr, g) * g, updates, state.trace)
+            new_updates = jax.tree.map(lambda g, v: _like(m, v) * v - _like(lr, g) * g, updates, trace)
+        else:
+            trace = jax.tree.map(lambda g, t: g + _like(m, t) * t, updates, state.trace)
+            new_updates = _scale(lr, jax.tree.map(lambda g, t: g + _like(m, t) * t, updates, trace))
+        count = optax.safe_increment(state.count)
+        return new_updates, NesterovState(count=count, hyperparams=state.hyperparams, trace=trace)
+
+    return update_fn
+
+
+class AdagradState(NamedTuple):
+    """State of `adagrad`."""
+
+    count: jax.Array  # int32 updates applied
+    hyperparams: Hyperparams
+    sum_of_squares: PyTree
+
+
+def adagrad(
+    learning_rate: Any,
+    initial_accumulator_value: Any = 0.1,
+    eps: Any = 1e-7,
+    *,
+    eps_in_sqrt: bool = True,
+    schedule: Schedule | str | None = "constant",
+) -> optax.GradientTransformation:
+    r"""AdaGrad: per-coordinate steps shrinking with the sum of squared past gradients.
+
+    Coordinates that have seen large gradients take small steps, rarely-updated ones keep large
+    steps. Same numerics as `optax.adagrad(learning_rate, initial_accumulator_value, eps)`:
+
+    .. math::
+      s_t = s_{t-1} + g_t^2, \quad s_0 = \text{initial\_accumulator\_value}, \qquad
+      u_t = -\text{learning\_rate}_t \, \frac{g_t}{\sqrt{s_t + \text{eps}}}
+
+    (coordinates with `s_t = 0` get a zero update). The paper's form, `g / (sqrt(s) + eps)` with
+    `initial_accumulator_value=0`, is `eps_in_sqrt=False`.
+
+    Args:
+      learning_rate: base step size, finite and `> 0`.
+      initial_accumulator_value: starting value of the sum of squares, `>= 0`.
+      eps: small constant against division by zero, `>= 0`.
+      eps_in_sqrt: add `eps` inside the square root (Optax) rather than outside (the paper).
+      schedule: a `Schedule` or its name; default constant.
+
+    Returns:
+      An `optax.GradientTransformation` with state `AdagradState`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> rule = adagrad(0.1)
+      >>> updates, state = rule.update(jnp.ones(2), rule.init(jnp.zeros(2)))
+
+    References:
+      Duchi et al., *Adaptive subgradient methods for online learning and stochastic
+      optimization*, 2011.
+    """
+    values = {
+        "learning_rate": learning_rate,
+        "initial_accumulator_value": initial_accumulator_value,
+        "eps": eps,
+    }
+    _check_values(values, {"learning_rate": "> 0", "initial_accumulator_value": ">= 0", "eps": ">= 0"})
+    return _transformation(
+        "adagrad",
+        values,
+        schedule,
+        lambda params, hp: AdagradState(
+            count=_count(),
+            hyperparams=hp,
+            sum_of_squares=_full(params, hp["initial_accumulator_value"]),
+        ),
+        eps_in_sqrt=bool(eps_in_sqrt),
+    )
+
+
+@_builds("adagrad")
+def _adagrad_update(step_size, eps_in_sqrt):
+    def scaling(s, eps):
+        if eps_in_sqrt:
+            return jnp.where(s > 0, jax.lax.rsqrt(s + eps), 0.0)
+        return jnp.where(s > 0, 1 / (jnp.sqrt(s) + eps), 0.0)
+
+    def update_fn(updates, state, params=None):
+        del params
+        lr = _step_size(step_size, state)
+        eps = state.hyperparams["eps"]
+        sum_of_squares = jax.tree.map(lambda g, s: _abs_sq(g) + s, updates, state.sum_of_squares)
+        scaled = jax.tree.map(lambda s, g: scaling(s, _like(eps, s)) * g, sum_of_squares, updates)
+        new_state = AdagradState(
+            count=optax.safe_increment(state.count),
+            hyperparams=state.hyperparams,
+            sum_of_squares=sum_of_squares,
+        )
+        return _scale(lr, scaled), new_state
+
+    return update_fn
+
+
+class RmspropState(NamedTuple):
+    """State of `rmsprop`. `mu` is None unless `centered`, `trace` is None without momentum."""
+
+    count: jax.Array  # int32 updates applied
+    hyperparams: Hyperparams
+    nu: PyTree  # EMA of squared gradients
+    mu: PyTree | None  # EMA of gradients (centered)
+    trace: PyTree | None  # momentum trace of the scaled updates
+
+
+def rmsprop(
+    learning_rate: Any,
+    decay: Any = 0.9,
+    eps: Any = 1e-8,
+    initial_scale: Any = 0.0,
+    eps_in_sqrt: bool = True,
+    centered: bool = False,
+    momentum: Any = None,
+    nesterov: bool = False,
+    bias_correction: bool = False,
+    *,
+    schedule: Schedule | str | None = "constant",
+) -> optax.GradientTransformation:
+    r"""RMSProp: divide the step by a running root-mean-square of recent gradients.
+
+    Like AdaGrad, but the squared gradients are averaged with exponential forgetting, so the step
+    does not shrink forever. Same arguments, defaults and numerics as `optax.rmsprop`:
+
+    .. math::
+      \nu_t = \text{decay} \, \nu_{t-1} + (1 - \text{decay}) \, g_t^2,
+        \quad \nu_0 = \text{initial\_scale} \\
+      \mu_t = \text{decay} \, \mu_{t-1} + (1 - \text{decay}) \, g_t
+        \quad (\text{centered; otherwise } \mu_t = 0) \\
+      s_t = -\text{learning\_rate}_t \, \frac{g_t}{\sqrt{\hat\nu_t - \hat\mu_t^2 + \text{eps}}}
+        \quad \left(\text{or } \frac{g_t}{\sqrt{\hat\nu_t - \hat\mu_t^2} + \text{eps}}
+        \text{ if not eps\_in\_sqrt}\right)
+
+    where the hats divide by `1 - decay**(t+1)` when `bias_correction` and are the identity
+    otherwise. Without `momentum`, `u_t = s_t`; with it, a trace of the scaled steps
+    `m_t = s_t + \text{momentum} \, m_{t-1}` and `u_t = m_t` (or `s_t + momentum * m_t` with
+    `nesterov`).
+
+    Note Optax's defaults: `eps` inside the square root and `initial_scale=0` (Hinton's lecture
+    notes); Keras/PyTorch put `eps` outside (`eps_in_sqrt=False`).
+
+    Args:
+      learning_rate: base step size, finite and `> 0`.
+      decay: forgetting factor of the averages, in `[0, 1]`.
+      eps: small constant against division by zero, `>= 0`.
+      initial_scale: starting value of `nu`, `>= 0`.
+      eps_in_sqrt: add `eps` inside the square root (Optax default) or outside.
+      centered: subtract the squared mean gradient (Graves 2013).
+      momentum: optional momentum on the scaled steps, in `[0, 1)`; None for none.
+      nesterov: Nesterov form of that momentum.
+      bias_correction: debias `nu` (and `mu`) as Adam does.
+      schedule: a `Schedule` or its name; default constant.
+
+    Returns:
+      An `optax.GradientTransformation` with state `RmspropState`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> rule = rmsprop(0.01, decay=0.9)
+      >>> updates, state = rule.update(jnp.ones(2), rule.init(jnp.zeros(2)))
+
+    References:
+      Tieleman and Hinton, *Lecture 6.5 - RMSProp*, COURSERA: Neural Networks for Machine Learning,
+      2012; Graves, *Generating sequences with recurrent neural networks*, 2013.
+    """
+    values = {
+        "learning_rate": learning_rate,
+        "decay": decay,
+        "eps": eps,
+        "initial_scale": initial_scale,
+        "momentum": momentum,
+    }
+    _check_values(
+        values,
+        {
+            "learning_rate": "> 0",
+            "decay": "in [0, 1]",
+            "eps": ">= 0",
+            "initial_scale": ">= 0",
+            "momentum": "in [0, 1)",
+        },
+    )
+    use_momentum = momentum is not None
+    centered = bool(centered)
+
+    def init_state(params, hp):
+        return RmspropState(
+            count=_count(),
+            hyperparams=hp,
+            nu=_full(params, hp["initial_scale"]),
+            mu=_zeros(params) if centered else None,
+            trace=_zeros(params) if use_momentum else None,
+        )
+
+    return _transformation(
+        "rmsprop",
+        values,
+        schedule,
+        init_state,
+        eps_in_sqrt=bool(eps_in_sqrt),
+        centered=centered,
+        use_momentum=use_momentum,
+        nesterov=bool(nesterov),
+        bias_correction=bool(bias_correction),
+    )
+
+
+@_builds("rmsprop")
+def _rmsprop_update(step_size, eps_in_sqrt, centered, use_momentum, nesterov, bias_correction):
+    def scaling(mean_square, eps):
+        if eps_in_sqrt:
+            return jax.lax.rsqrt(mean_square + eps)
+        return 1 / (jnp.sqrt(mean_square) + eps)
+
+    def update_fn(updates, state, params=None):
+        del params
+        hp = state.hyperparams
+        lr = _step_size(step_size, state)
+        decay, eps = hp["decay"], hp["eps"]
+        count = optax.safe_increment(state.count)
+        # Same operation order as optax.tree.update_moment / update_moment_per_elem_norm.
+        nu = jax.tree.map(lambda g, n: (1 - _like(decay, n)) * g**2 + _like(decay, n) * n, updates, state.nu)
+        nu_hat = _bias_correction(nu, decay, count) if bias_correction else nu
+        if centered:
+            mu = jax.tree.map(lambda g, m: (1 - _like(decay, m)) * g + _like(decay, m) * m, updates, state.mu)
+            mu_hat = _bias_correction(mu, decay, count) if bias_correction else mu
+            mean_square = jax.tree.map(lambda m, n: n - _abs_sq(m), mu_hat, nu_hat)
+        else:
+            mu = None
+            mean_square = nu_hat
+        scaled = jax.tree.map(lambda ms, g: scaling(ms, _like(eps, ms)) * g, mean_square, updates)
+        scaled = _scale(lr, scaled)
+        trace = None
+        if use_momentum:
+            m = hp["momentum"]
+            trace = jax.tree.map(lambda s, t: s + _like(m, t) * t, scaled, state.trace)
+            if nesterov:
+                scaled = jax.tree.map(lambda s, t: s + _like(m, t) * t, scaled, trace)
+            else:
+                scaled = trace
+        new_state = RmspropState(count=count, hyperparams=hp, nu=nu, mu=mu, trace=trace)
+        return scaled, new_state
+
+    return update_fn
+
+
+class AdamState(NamedTuple):
+    """State of `adam`."""
+
+    count: jax.Array  # int32 updates applied
+    hyperparams: Hyperparams
+    mu: PyTree  # EMA of gradients
+    nu: PyTree  # EMA of squared gradients
+
+
+def adam(
+    learning_rate: Any,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    *,
+    nesterov: bool = False,
+    schedule: Schedule | str | None = "constant",
+) -> optax.GradientTransformation:
+    r"""Adam: momentum on the gradient, scaled per coordinate by a running RMS, both debiased.
+
+    Same arguments, defaults and numerics as `optax.adam` (without `mu_dtype`):
+
+    .. math::
+      m_t = b_1 m_{t-1} + (1 - b_1) g_t, \qquad v_t = b_2 v_{t-1} + (1 - b_2) g_t^2 \\
+      \hat m_t = m_t / (1 - b_1^{t}), \qquad \hat v_t = v_t / (1 - b_2^{t}) \\
+      u_t = -\text{learning\_rate}_t \, \hat m_t / (\sqrt{\hat v_t + \text{eps\_root}} + \text{eps})
+
+    (here `t` counts from 1). With `nesterov=True` (NAdam),
+    `\hat m_t = b_1 m_t / (1 - b_1^{t+1}) + (1 - b_1) g_t / (1 - b_1^t)`.
+
+    Args:
+      learning_rate: base step size, finite and `> 0`.
+      b1: decay of the first moment, in `[0, 1)`.
+      b2: decay of the second moment, in `[0, 1)`.
+      eps: constant added outside the square root (as in the paper), `>= 0`.
+      eps_root: constant added inside the square root, `>= 0`.
+      nesterov: use Nesterov momentum (NAdam, Dozat 2016).
+      schedule: a `Schedule` or its name; default constant.
+
+    Returns:
+      An `optax.GradientTransformation` with state `AdamState`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> rule = adam(1e-2)
+      >>> updates, state = rule.update(jnp.ones(2), rule.init(jnp.zeros(2)))
+
+    References:
+      Kingma and Ba, *Adam: A method for stochastic optimization*, 2014; Dozat, *Incorporating
+      Nesterov momentum into Adam*, 2016.
+    """
+    values = {"learning_rate": learning_rate, "b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root}
+    _check_values(
+        values,
+        {
+            "learning_rate": "> 0",
+            "b1": "in [0, 1)",
+            "b2": "in [0, 1)",
+            "eps": ">= 0",
+            "eps_root": ">= 0",
+        },
+    )
+    return _transformation(
+        "adam",
+        values,
+        schedule,
+        lambda params, hp: AdamState(count=_count(), hyperparams=hp, mu=_zeros(params), nu=_zeros(params)),
+        nesterov=bool(nesterov),
+    )
+
+
+@_builds("adam")
+def _adam_update(step_size, nesterov):
+    def update_fn(updates, state, params=None):
+        del params
+        hp = state.hyperparams
+        lr = _step_size(step_size, state)
+        b1, b2, eps, eps_root = hp["b1"], hp["b2"], hp["eps"], hp["eps_root"]
+        # Same operation order as optax.scale_by_adam.
+        mu = jax.tree.map(lambda g, m: (1 - _like(b1, m)) * g + _like(b1, m) * m, updates, state.mu)
+        nu = jax.tree.map(lambda g, n: (1 - _like(b2, n)) * g**2 + _like(b2, n) * n, updates, state.nu)
+        count = optax.safe_increment(state.count)
+        if nesterov:
+            mu_hat = jax.tree.map(
+                lambda m, g: _like(b1, m) * m + (1 - _like(b1, g)) * g,
+                _bias_correction(mu, b1, optax.safe_increment(count)),
+                _bias_correction(updates, b1, count),
+            )
+        else:
+            mu_hat = _bias_correction(mu, b1, count)
+        nu_hat = _bias_correction(nu, b2, count)
+        scaled = jax.tree.map(
+            lambda m, v: m / (jnp.sqrt(v + _like(eps_root, v)) + _like(eps, v)), mu_hat, nu_hat
+        )
+        new_state = AdamState(count=count, hyperparams=hp, mu=mu, nu=nu)
+        return _scale(lr, scaled), new_state
+
+    return update_fn
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry.
+
+_RULES: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "sgd": sgd,
+    "gd": sgd,
+    "momentum": momentum,
+    "nesterov": nesterov,
+    "adagrad": adagrad,
+    "rmsprop": rmsprop,
+    "adam": adam,
+}
+_ALIASES = {"gd": "sgd"}
+_OPTAX_PREFIX = "optax."
+
+
+def _suggest(word: str, candidates) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def names() -> tuple[str, ...]:
+    """Names of the hand-written rules (including the alias `gd` for `sgd`)."""
+    return tuple(_RULES)
+
+
+@functools.cache
+def _optax_names() -> tuple[str, ...]:
+    """Public Optax factories that are annotated to return a gradient transformation."""
+    found = []
+    for attr in dir(optax):
+        if attr.startswith("_"):
+            continue
+        with warnings.catch_warnings():  # listing must not trip deprecation warnings
+            warnings.simplefilter("ignore")
+            fn = getattr(optax, attr, None)
+        if not inspect.isfunction(fn):
+            continue
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            continue
+        returns = sig.return_annotation
+        if any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values()):
+            continue  # combinators such as optax.chain take transformations, not hyperparameters
+        if isinstance(returns, type) and issubclass(returns, optax.GradientTransformation):
+            found.append(attr)
+    return tuple(found)
+
+
+def _unknown_rule(name: str) -> ValueError:
+    if isinstance(name, str) and name.startswith(_OPTAX_PREFIX):
+        optax_name = name[len(_OPTAX_PREFIX) :]
+        return ValueError(
+            f"unknown Optax optimizer {name!r}: optax has no gradient-transformation factory "
+            f"{optax_name!r}" + _suggest(name, [_OPTAX_PREFIX + n for n in _optax_names()])
+        )
+    candidates = list(names()) + [_OPTAX_PREFIX + n for n in _optax_names()]
+    return ValueError(
+        f"unknown rule {name!r}; hand-written rules are {', '.join(names())}, and any Optax "
+        f"optimizer can be named 'optax.<name>' (e.g. 'optax.lamb')"
+        + (_suggest(name, candidates) if isinstance(name, str) else "")
+    )
+
+
+def _is_numeric_parameter(param: inspect.Parameter) -> bool:
+    """Whether a factory argument looks like a numeric hyperparameter (sweepable as an array)."""
+    if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+        return False
+    if param.name == "schedule" or "dtype" in param.name or "mask" in param.name:
+        return False
+    if param.name in ("key", "linesearch"):
+        return False
+    default = param.default
+    if default is inspect.Parameter.empty or default is None:
+        return True
+    return isinstance(default, int | float) and not isinstance(default, bool)
+
+
+def _signature(name: str) -> tuple[Callable, inspect.Signature]:
+    optax_name = name.removeprefix(_OPTAX_PREFIX) if isinstance(name, str) else None
+    if name in _RULES:
+        fn = _RULES[name]
+    elif optax_name != name and optax_name in _optax_names():
+        fn = getattr(optax, optax_name)
+    else:
+        raise _unknown_rule(name)
+    return fn, inspect.signature(fn)
+
+
+def hyperparameters(name: str, schedule: Schedule | str | None = "constant") -> tuple[str, ...]:
+    """Names of the numeric (sweepable) hyperparameters of a rule.
+
+    Args:
+      name: a hand-written rule (`names()`) or `'optax.<name>'`.
+      schedule: for hand-written rules, the schedule whose hyperparameters are added.
+
+    Returns:
+      For a hand-written rule, the numeric arguments of its factory followed by the schedule's; for
+      an Optax optimizer, the arguments of its signature that take numbers.
+    """
+    _, sig = _signature(name)
+    numeric = tuple(p.name for p in sig.parameters.values() if _is_numeric_parameter(p))
+    if name in _RULES:
+        numeric += tuple(_as_schedule_kind(schedule)[1])
+    return numeric
+
+
+def _as_schedule_kind(schedule: Schedule | str | None) -> tuple[str, tuple[str, ...]]:
+    """Kind of a schedule given in any accepted form, and the names of its hyperparameters."""
+    if isinstance(schedule, str) and schedule in _SCHEDULE_KINDS:
+        kind = schedule  # by name: values may still come as keywords, so do not build it yet
+    else:
+        kind = _as_schedule(schedule).kind
+    return kind, tuple(n for n, _ in _SCHEDULE_KINDS[kind].defaults)
+
+
+def describe(name: str) -> str:
+    """One-line description of a rule, for `gdjax list`."""
+    fn, _ = _signature(name)
+    doc = inspect.getdoc(fn) or ""
+    line = doc.strip().splitlines()[0].strip() if doc.strip() else name
+    if name in _ALIASES:
+        return f"alias of {_ALIASES[name]!r}: {line}"
+    if name not in _RULES:
+        return f"Optax: {line}"
+    return line
+
+
+def get(name: str, **hyperparameters: Any) -> optax.GradientTransformation:
+    """Resolves a rule by name with its hyperparameters.
+
+    Hand-written rules take their factory's arguments plus `schedule=` (a `Schedule` or a name) and
+    that schedule's hyperparameters flat, e.g.
+    `get("sgd", learning_rate=0.1, schedule="exponential_decay", decay_rate=0.99)`.
+
+    `'optax.<name>'` builds `optax.inject_hyperparams(optax.<name>)(**hyperparameters)`, so numeric
+    values live in `state.hyperparams` too; its `update` is cached per (name, numeric hyperparameter
+    names, non-numeric values), so a new value does not recompile. Pass `params` to its `update`:
+    `inject_hyperparams` takes the hyperparameter dtype from them.
+
+    Args:
+      name: one of `names()`, or `'optax.<name>'` for any Optax optimizer.
+      **hyperparameters: values by name; see `hyperparameters(name)`.
+
+    Returns:
+      An `optax.GradientTransformation`.
+
+    Raises:
+      ValueError: unknown rule, unknown or missing hyperparameter, or an invalid value.
+    """
+    fn, sig = _signature(name)
+    if name in _RULES:
+        return _get_hand_written(name, fn, sig, dict(hyperparameters))
+    return _get_optax(name, fn, sig, dict(hyperparameters))
+
+
+def _get_hand_written(name, fn, sig, kwargs) -> optax.GradientTransformation:
+    schedule = kwargs.pop("schedule", "constant")
+    kind, schedule_names_ = _as_schedule_kind(schedule)
+    own = [p for p in sig.parameters if p != "schedule"]
+    for key in kwargs:
+        if key not in own and key not in schedule_names_:
+            valid = own + ["schedule", *schedule_names_]
+            hint = ""
+            owners = [k for k, s in _SCHEDULE_KINDS.items() if key in dict(s.defaults)]
+            if owners:
+                hint = f" ({key!r} belongs to schedule {' / '.join(owners)}; pass schedule=...)"
+            raise ValueError(
+                f"rule {name!r} has no hyperparameter {key!r}{hint}; valid: {valid}"
+                + ("" if hint else _suggest(key, valid))
+            )
+    schedule_values = {k: kwargs.pop(k) for k in schedule_names_ if k in kwargs}
+    if isinstance(schedule, Schedule):
+        schedule_values = {**schedule.hyperparams, **schedule_values}
+    resolved = _schedule(kind, **schedule_values)
+    _require(name, sig, kwargs)
+    return fn(**kwargs, schedule=resolved)
+
+
+def _require(name, sig, kwargs) -> None:
+    missing = [
+        p.name
+        for p in sig.parameters.values()
+        if p.default is inspect.Parameter.empty
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and p.name not in kwargs
+    ]
+    if missing:
+        raise ValueError(f"rule {name!r} needs {', '.join(missing)}")
+
+
+def _inject_kind(value: Any, static: bool) -> str:
+    """How `optax.inject_hyperparams` classifies a value (mirrors its `wrapped_transform`)."""
+    if static or isinstance(value, bool):
+        return "static"
+    if callable(value):  # including optax.schedules.StatefulSchedule
+        return "schedule"
+    if isinstance(value, int | float | jax.Array | np.ndarray):
+        return "numeric"
+    return "static"
+
+
+_OPTAX_UPDATES: dict[tuple, Callable] = {}
+
+
+def _get_optax(name, fn, sig, kwargs) -> optax.GradientTransformationExtraArgs:
+    valid = list(sig.parameters)
+    for key in kwargs:
+        if key not in valid:
+            raise ValueError(f"{name} has no hyperparameter {key!r}; valid: {valid}" + _suggest(key, valid))
+    _require(name, sig, kwargs)
+    # NumPy scalars would be neither numeric nor static to inject_hyperparams: make them arrays.
+    kwargs = {k: np.asarray(v) if isinstance(v, np.generic) else v for k, v in kwargs.items()}
+    # Non-numeric arguments (dtypes, masks, flags) are static: inject_hyperparams would otherwise
+    # take a callable mask or a dtype such as jnp.bfloat16 for a schedule.
+    static_args = tuple(
+        k for k in kwargs if k in sig.parameters and not _is_numeric_parameter(sig.parameters[k])
+    )
+    kinds = {k: _inject_kind(v, k in static_args) for k, v in kwargs.items()}
+    for key, value in kwargs.items():
+        if kinds[key] == "numeric":
+            # Beyond a positive learning rate, only finiteness is known to be required.
+            _check_value(key, value, "> 0" if key == "learning_rate" else "")
+    tx = optax.inject_hyperparams(fn, static_args=static_args)(**kwargs)
+    # inject_hyperparams' update reads numeric values from `state.hyperparams` and closes over only
+    # the schedules and static (non-numeric) values, so the first update built for a key serves
+    # every later init with other numeric values.
+    numeric = tuple(sorted(k for k, kind in kinds.items() if kind == "numeric"))
+    others = tuple(sorted((k, v) for k, v in kwargs.items() if kinds[k] != "numeric"))
+    key = (name, numeric, others)
+    try:
+        update = _OPTAX_UPDATES.setdefault(key, tx.update)
+    except TypeError:  # an unhashable static value (e.g. a mask pytree): no caching
+        update = tx.update
+    return optax.GradientTransformationExtraArgs(tx.init, update)

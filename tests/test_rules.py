@@ -1,0 +1,776 @@
+"""Tests for `gdjax.rules`: hand-written rules against Optax, schedules, the contract every rule keeps,
+and the registry.
+
+Oracles the code cannot influence: Optax's own optimizers and schedules for the same algorithm,
+NumPy loops for the textbook (velocity) forms, and closed formulas for the schedules.
+"""
+
+import functools
+import re
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from helpers import atol, count_compilations, rtol
+from jax import lax
+
+from gdjax import rules
+
+# --------------------------------------------------------------------------------------------------
+# Tables.
+
+
+class RuleCase(NamedTuple):
+    id: str
+    name: str  # registry name of the hand-written rule
+    kwargs: dict[str, Any]  # factory arguments besides learning_rate and schedule
+    optax_fn: Callable[[Any], optax.GradientTransformation]  # learning rate or schedule -> Optax
+    learning_rate: float  # base step on the least-squares problem
+
+
+RULES = [
+    RuleCase("sgd", "sgd", {}, lambda lr: optax.sgd(lr), 0.1),
+    RuleCase("momentum", "momentum", {}, lambda lr: optax.sgd(lr, momentum=0.9), 0.05),
+    RuleCase(
+        "momentum_0.5",
+        "momentum",
+        {"momentum": 0.5},
+        lambda lr: optax.sgd(lr, momentum=0.5),
+        0.1,
+    ),
+    RuleCase(
+        "nesterov",
+        "nesterov",
+        {"momentum": 0.9},
+        lambda lr: optax.sgd(lr, momentum=0.9, nesterov=True),
+        0.05,
+    ),
+    RuleCase("adagrad", "adagrad", {}, lambda lr: optax.adagrad(lr), 0.3),
+    RuleCase(
+        "adagrad_zero_init",
+        "adagrad",
+        {"initial_accumulator_value": 0.0, "eps": 1e-6},
+        lambda lr: optax.adagrad(lr, initial_accumulator_value=0.0, eps=1e-6),
+        0.3,
+    ),
+    RuleCase("rmsprop", "rmsprop", {}, lambda lr: optax.rmsprop(lr), 0.01),
+    RuleCase(
+        "rmsprop_centered_nesterov",
+        "rmsprop",
+        {"decay": 0.95, "centered": True, "momentum": 0.5, "nesterov": True},
+        lambda lr: optax.rmsprop(lr, decay=0.95, centered=True, momentum=0.5, nesterov=True),
+        0.01,
+    ),
+    RuleCase(
+        "rmsprop_eps_outside_debiased",
+        "rmsprop",
+        {"eps_in_sqrt": False, "bias_correction": True, "initial_scale": 0.1, "momentum": 0.3},
+        lambda lr: optax.rmsprop(
+            lr, eps_in_sqrt=False, bias_correction=True, initial_scale=0.1, momentum=0.3
+        ),
+        0.01,
+    ),
+    RuleCase("adam", "adam", {}, lambda lr: optax.adam(lr), 0.02),
+    RuleCase(
+        "adam_eps_root",
+        "adam",
+        {"b1": 0.8, "b2": 0.99, "eps": 1e-6, "eps_root": 1e-8},
+        lambda lr: optax.adam(lr, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-8),
+        0.02,
+    ),
+    RuleCase(
+        "nadam",
+        "adam",
+        {"nesterov": True},
+        lambda lr: optax.adam(lr, nesterov=True),
+        0.02,
+    ),
+]
+
+
+def make_rule(case: RuleCase, learning_rate=None, schedule="constant"):
+    lr = case.learning_rate if learning_rate is None else learning_rate
+    return rules.get(case.name, learning_rate=lr, schedule=schedule, **case.kwargs)
+
+
+def _least_squares_data(seed: int, n: int = 20, d: int = 3):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    y = X @ np.array([1.5, -2.0, 0.5]) + 0.7 + 0.1 * rng.normal(size=n)
+    return X, y
+
+
+_X, _Y = _least_squares_data(seed=0)
+
+
+def least_squares(params):
+    w = params["w"]
+    # `X @ w` written as a broadcast product: XLA's CPU dot is the slowest thing to compile here.
+    prediction = jnp.sum(jnp.asarray(_X, w.dtype) * w[None, :], axis=1) + params["b"]
+    return 0.5 * jnp.mean((prediction - jnp.asarray(_Y, w.dtype)) ** 2)
+
+
+def rosenbrock(params):
+    # Nested pytree on purpose: a tuple holding an array and a dict.
+    (x, inner) = params
+    y = inner["y"]
+    return (1 - x) ** 2 + 10 * (y - x**2) ** 2
+
+
+class Problem(NamedTuple):
+    id: str
+    loss: Callable
+    params0: Callable[[Any], Any]  # dtype -> starting parameters
+    lr_scale: float  # multiplies RuleCase.learning_rate
+
+
+PROBLEMS = [
+    Problem(
+        "least_squares",
+        least_squares,
+        lambda dtype: {"w": jnp.zeros(3, dtype), "b": jnp.zeros((), dtype)},
+        1.0,
+    ),
+    Problem(
+        "rosenbrock",
+        rosenbrock,
+        lambda dtype: (jnp.array(-0.5, dtype), {"y": jnp.array(1.0, dtype)}),
+        0.1,
+    ),
+]
+LSQ = PROBLEMS[0]
+
+
+class ScheduleCase(NamedTuple):
+    id: str
+    schedule: rules.Schedule
+    optax_schedule: Callable[[float], Any]  # base learning rate -> Optax learning_rate argument
+    formula: Callable[[float, np.ndarray], np.ndarray]  # closed form in NumPy, t = updates done
+
+
+SCHEDULES = [
+    ScheduleCase("constant", rules.constant(), lambda lr: lr, lambda lr, t: np.full(t.shape, lr)),
+    ScheduleCase(
+        "inverse_sqrt",
+        rules.inverse_sqrt(),
+        lambda lr: lambda count: lr / jnp.sqrt(count + 1),
+        lambda lr, t: lr / np.sqrt(t + 1),
+    ),
+    ScheduleCase(
+        "inverse_time",
+        rules.inverse_time(decay_rate=0.5),
+        lambda lr: lambda count: lr / (1 + 0.5 * count),
+        lambda lr, t: lr / (1 + 0.5 * t),
+    ),
+    ScheduleCase(
+        "exponential_decay",
+        rules.exponential_decay(0.99, transition_steps=10),
+        lambda lr: optax.exponential_decay(lr, transition_steps=10, decay_rate=0.99),
+        lambda lr, t: lr * 0.99 ** (t / 10),
+    ),
+]
+SCHEDULES_BY_ID = {s.id: s for s in SCHEDULES}
+
+
+def at_float_count(learning_rate, dtype):
+    """An Optax schedule evaluated on a float count of `dtype` (a constant passes through).
+
+    Optax calls schedules with an int32 count, which JAX promotes to *float32* even with x64 on, so
+    `optax.exponential_decay` and `lambda t: lr / jnp.sqrt(t + 1)` are only float32-accurate
+    (~1e-8 relative). The hand-written schedules compute in the params' dtype; feeding the Optax
+    schedule the count in that dtype makes it a float64 oracle.
+    """
+    if not callable(learning_rate):
+        return learning_rate
+    return lambda count: learning_rate(jnp.asarray(count).astype(dtype))
+
+
+class Comparison(NamedTuple):
+    """One hand-written-vs-Optax trajectory comparison, built from a rule row."""
+
+    id: str
+    # case -> (hand-written transformation, Optax transformation, problem, dtype, num_steps)
+    build: Callable[[RuleCase], tuple]
+
+
+def _on_problem(problem: Problem):
+    def build(case):
+        lr = case.learning_rate * problem.lr_scale
+        return make_rule(case, lr), case.optax_fn(lr), problem, jnp.float64, 200
+
+    return build
+
+
+def _with_schedule(schedule_id: str, dtype, num_steps: int):
+    def build(case):
+        sched = SCHEDULES_BY_ID[schedule_id]
+        oracle = case.optax_fn(at_float_count(sched.optax_schedule(case.learning_rate), dtype))
+        return make_rule(case, schedule=sched.schedule), oracle, LSQ, dtype, num_steps
+
+    return build
+
+
+def _in_chain(case):
+    clip = optax.clip_by_global_norm(1.0)
+    ours = optax.chain(clip, make_rule(case))
+    theirs = optax.chain(clip, case.optax_fn(case.learning_rate))
+    return ours, theirs, LSQ, jnp.float64, 50
+
+
+COMPARISONS = [
+    Comparison("least_squares", _on_problem(PROBLEMS[0])),
+    Comparison("rosenbrock", _on_problem(PROBLEMS[1])),
+    Comparison("inverse_sqrt", _with_schedule("inverse_sqrt", jnp.float64, 200)),
+    Comparison("inverse_time", _with_schedule("inverse_time", jnp.float64, 200)),
+    Comparison("exponential_decay", _with_schedule("exponential_decay", jnp.float64, 200)),
+    # float32: a short run, to the float32 tolerance.
+    Comparison("exponential_decay_float32", _with_schedule("exponential_decay", jnp.float32, 20)),
+    Comparison("in_optax_chain", _in_chain),
+]
+
+DTYPES = [jnp.float32, jnp.float64]
+
+rule_params = pytest.mark.parametrize("case", RULES, ids=[c.id for c in RULES])
+schedule_params = pytest.mark.parametrize("sched", SCHEDULES, ids=[s.id for s in SCHEDULES])
+dtype_params = pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+comparison_params = pytest.mark.parametrize("comparison", COMPARISONS, ids=[c.id for c in COMPARISONS])
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers.
+
+
+def _fast_compile_options() -> dict:
+    """The first set of XLA options this jaxlib accepts, from fastest to compile to none at all.
+
+    XLA's CPU compile time, not run time, dominates this file: every rule and oracle is its own
+    small program. LLVM optimisation off and the classic (non-MLIR) fusion emitters cut it about
+    four-fold. These are debug flags that come and go between jaxlib versions, hence the probe.
+    Both sides of every comparison are compiled with the same options.
+    """
+    candidates = (
+        {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False},
+        {"xla_backend_optimization_level": 0},
+    )
+    for options in candidates:
+        try:
+            jax.jit(lambda x: x + 1, compiler_options=options).lower(1.0).compile()
+        except Exception:  # an option this jaxlib does not know
+            continue
+        return options
+    return {}
+
+
+fast_compile_jit = functools.partial(jax.jit, compiler_options=_fast_compile_options())
+
+
+def scan_trajectory(tx, loss, params0, num_steps: int) -> jax.Array:
+    """Parameters after each of `num_steps` full-gradient updates, flattened: (num_steps, n)."""
+
+    def body(carry, _):
+        params, state = carry
+        updates, state = tx.update(jax.grad(loss)(params), state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, state), jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(params)])
+
+    return lax.scan(body, (params0, tx.init(params0)), None, length=num_steps)[1]
+
+
+def trajectories(pairs: dict) -> dict:
+    """{key: (tx_a, tx_b, problem, dtype, num_steps)} -> {key: (trajectory_a, trajectory_b)}.
+
+    Everything runs in one compiled program: compile time, not run time, dominates these tests.
+    """
+
+    @fast_compile_jit
+    def run_all():
+        return {
+            key: tuple(
+                scan_trajectory(tx, problem.loss, problem.params0(dtype), num_steps) for tx in (tx_a, tx_b)
+            )
+            for key, (tx_a, tx_b, problem, dtype, num_steps) in pairs.items()
+        }
+
+    return jax.tree.map(np.asarray, run_all())
+
+
+RULES_BY_ID = {c.id: c for c in RULES}
+
+
+@functools.cache
+def optax_comparisons(case_id: str) -> dict:
+    """Every `COMPARISONS` entry for one rule row, computed once and shared by the tests."""
+    case = RULES_BY_ID[case_id]
+    return trajectories({c.id: c.build(case) for c in COMPARISONS})
+
+
+def assert_trajectories_close(actual, expected):
+    assert np.all(np.isfinite(expected)), "oracle diverged: pick a smaller learning rate"
+    assert actual.dtype == expected.dtype
+    np.testing.assert_allclose(actual, expected, rtol=rtol(actual.dtype), atol=atol(actual.dtype))
+
+
+def avals(tree):
+    return jax.tree.map(lambda x: (x.shape, x.dtype, x.weak_type), tree)
+
+
+def _step(update, params, state):
+    updates, state = update(jax.grad(least_squares)(params), state, params)
+    return optax.apply_updates(params, updates), state, updates
+
+
+# `update` is a static argument: a cached update object hits this jit's cache for any value.
+jitted_step = fast_compile_jit(_step, static_argnums=0)
+
+
+def run_steps(rule, params, num_steps: int):
+    state = rule.init(params)
+    for _ in range(num_steps):
+        params, state, _ = jitted_step(rule.update, params, state)
+    return params, state
+
+
+# --------------------------------------------------------------------------------------------------
+# Numerics: trajectories against Optax and NumPy.
+
+
+@rule_params
+@comparison_params
+def test_trajectory_matches_optax(case, comparison):
+    ours, theirs = optax_comparisons(case.id)[comparison.id]
+    assert_trajectories_close(ours, theirs)
+    assert not np.allclose(ours[-1], ours[0], rtol=1e-3)  # the run actually moved
+
+
+def _numpy_heavy_ball(step_size, momentum, look_ahead, num_steps):
+    """Textbook velocity form on the least-squares problem, in NumPy: v = m v - lr_t g."""
+    A = np.concatenate([np.ones((len(_X), 1)), _X], axis=1)  # (b, w): jax's leaf order
+    x = np.zeros(A.shape[1])
+    v = np.zeros_like(x)
+    history = []
+    for t in range(num_steps):
+        g = A.T @ (A @ x - _Y) / len(_Y)
+        v = momentum * v - step_size(t) * g
+        x = x + (momentum * v - step_size(t) * g if look_ahead else v)
+        history.append(x.copy())
+    return np.array(history)
+
+
+class VelocityCase(NamedTuple):
+    id: str
+    factory: Callable
+    look_ahead: bool  # Nesterov's extra momentum * v term in the oracle
+
+
+VELOCITY = [
+    VelocityCase("momentum", rules.momentum, False),
+    VelocityCase("nesterov", rules.nesterov, True),
+]
+
+
+@pytest.mark.parametrize("vcase", VELOCITY, ids=[v.id for v in VELOCITY])
+def test_velocity_form(vcase):
+    sched = SCHEDULES_BY_ID["inverse_time"]
+    runs = trajectories(
+        {
+            "constant": (
+                vcase.factory(0.05, 0.9, velocity_form=True),
+                vcase.factory(0.05, 0.9),
+                LSQ,
+                jnp.float64,
+                200,
+            ),
+            "scheduled": (
+                vcase.factory(0.05, 0.9, velocity_form=True, schedule=sched.schedule),
+                vcase.factory(0.05, 0.9, schedule=sched.schedule),
+                LSQ,
+                jnp.float64,
+                100,
+            ),
+        }
+    )
+    # Constant step: the velocity form is Optax's trace form in other variables.
+    np.testing.assert_allclose(*runs["constant"], rtol=1e-9, atol=1e-12)
+    # Under a schedule it is the textbook heavy ball, a different algorithm from the trace form.
+    velocity, trace = runs["scheduled"]
+    expected = _numpy_heavy_ball(lambda t: sched.formula(0.05, t), 0.9, vcase.look_ahead, 100)
+    np.testing.assert_allclose(velocity, expected, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(velocity, trace, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# Schedules.
+
+
+@schedule_params
+def test_schedule_step_size_matches_closed_form(sched):
+    t = np.arange(300)
+    np.testing.assert_allclose(
+        np.asarray(sched.schedule.step_size(0.3, t)), sched.formula(0.3, t), rtol=1e-12
+    )
+
+
+@schedule_params
+def test_rule_applies_schedule_with_count_before_increment(sched):
+    # With a gradient of ones, sgd's update is exactly -learning_rate_t; no params needed.
+    rule = rules.sgd(0.3, schedule=sched.schedule)
+    grads = {"w": jnp.ones(2)}
+
+    def body(state, _):
+        updates, state = rule.update(grads, state)
+        return state, updates["w"][0]
+
+    state, steps = fast_compile_jit(lambda s: lax.scan(body, s, None, length=50))(rule.init(grads))
+    np.testing.assert_allclose(-np.asarray(steps), sched.formula(0.3, np.arange(50)), rtol=1e-12)
+    assert int(state.count) == 50
+
+
+@schedule_params
+def test_schedule_by_name_equals_schedule_object(sched):
+    by_name = rules.get("momentum", learning_rate=0.05, schedule=sched.id, **sched.schedule.hyperparams)
+    by_object = rules.momentum(0.05, schedule=sched.schedule)
+    assert by_name.update is by_object.update
+    params = LSQ.params0(jnp.float64)
+    assert jax.tree.map(float, by_name.init(params).hyperparams) == jax.tree.map(
+        float, by_object.init(params).hyperparams
+    )
+
+
+def test_schedule_is_hashable_static_description():
+    assert rules.inverse_time(0.5) == rules.inverse_time(0.5)
+    assert hash(rules.inverse_time(0.5)) == hash(rules.inverse_time(0.5))
+    assert rules.exponential_decay(0.9).hyperparams == {"decay_rate": 0.9, "transition_steps": 1}
+    assert rules.schedule_names() == tuple(s.id for s in SCHEDULES)
+
+
+def test_schedule_values_are_swept_from_the_state():
+    # Same update object for two decay rates; the value read from the state makes the difference.
+    slow = rules.sgd(0.1, schedule=rules.inverse_time(0.5))
+    fast = rules.sgd(0.1, schedule=rules.inverse_time(2.0))
+    assert slow.update is fast.update
+    params = LSQ.params0(jnp.float64)
+    run_steps(slow, params, 1)
+    with count_compilations() as compiles:
+        p_slow, _ = run_steps(slow, params, 3)
+        p_fast, _ = run_steps(fast, params, 3)
+    assert compiles.count == 0
+    assert not np.allclose(p_slow["w"], p_fast["w"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Contract every rule keeps.
+
+
+@rule_params
+def test_update_is_one_object_per_static_configuration(case):
+    first = make_rule(case, 0.01)
+    second = make_rule(case, 0.02)
+    assert first.update is second.update
+    assert first.update is getattr(rules, case.name)(0.5, **case.kwargs).update
+    scheduled = make_rule(case, 0.01, schedule="inverse_sqrt")
+    assert scheduled.update is not first.update  # the schedule kind is static
+
+
+@rule_params
+def test_new_hyperparameter_value_does_not_recompile(case):
+    params = LSQ.params0(jnp.float64)
+    first, second = make_rule(case, 0.01), make_rule(case, 0.03)
+    run_steps(first, params, 1)  # compiles (or hits the cache of an earlier test)
+    with count_compilations() as compiles:
+        p1, _ = run_steps(first, params, 2)  # a second call
+        p2, _ = run_steps(second, params, 2)  # a new value
+    assert compiles.count == 0
+    assert not np.allclose(p1["w"], p2["w"])  # the value came from the state
+
+
+@rule_params
+@dtype_params
+def test_state_dtypes_and_shapes_are_stable(case, dtype):
+    params = LSQ.params0(dtype)
+    rule = make_rule(case)
+    state0 = rule.init(params)
+    params1, state1, updates1 = jitted_step(rule.update, params, state0)
+    params2, state2, updates2 = jitted_step(rule.update, params1, state1)
+    assert avals(state2) == avals(state1) == avals(state0)
+    assert avals(params2) == avals(params1) == avals(params)
+    assert avals(updates2) == avals(updates1) == avals(params)
+    assert state0.count.dtype == jnp.int32 and state0.count.shape == ()
+    assert int(state2.count) == 2
+    assert {v.dtype for v in state0.hyperparams.values()} == {jnp.dtype(dtype)}
+    assert all(v.shape == () for v in state0.hyperparams.values())
+
+
+@rule_params
+def test_state_holds_every_numeric_hyperparameter(case):
+    rule = make_rule(case, 0.07, schedule=rules.exponential_decay(0.9, transition_steps=4))
+    hp = rule.init(LSQ.params0(jnp.float64)).hyperparams
+    assert set(hp) <= set(rules.hyperparameters(case.name, schedule="exponential_decay"))
+    expected = {"learning_rate": 0.07, "decay_rate": 0.9, "transition_steps": 4.0}
+    expected.update({k: v for k, v in case.kwargs.items() if not isinstance(v, bool)})
+    assert {k: float(v) for k, v in hp.items() if k in expected} == expected
+
+
+@rule_params
+def test_vmap_over_learning_rates_compiles_once(case):
+    params0 = LSQ.params0(jnp.float64)
+    learning_rates = jnp.linspace(0.2, 1.0, 16) * case.learning_rate
+
+    def final_params(lr):
+        rule = make_rule(case, lr)  # the factory sees a traced scalar
+        carry = (params0, rule.init(params0))
+        return lax.fori_loop(0, 10, lambda _, c: _step(rule.update, *c)[:2], carry)[0]
+
+    sweep = fast_compile_jit(jax.vmap(final_params))
+    with count_compilations() as compiles:
+        lanes = sweep(learning_rates)
+        jax.block_until_ready(lanes)
+    assert compiles.count == 1
+    # A lane of a sweep gives the same numbers as the same configuration run alone.
+    for i in (0, 15):
+        alone, _ = run_steps(make_rule(case, learning_rates[i]), params0, 10)
+        np.testing.assert_allclose(lanes["w"][i], alone["w"], rtol=1e-9, atol=1e-12)
+
+
+def test_vmap_over_init_with_traced_learning_rates():
+    params = LSQ.params0(jnp.float64)
+    learning_rates = jnp.linspace(0.01, 0.16, 16)
+    states = jax.vmap(lambda lr: rules.sgd(lr).init(params))(learning_rates)
+    np.testing.assert_array_equal(states.hyperparams["learning_rate"], learning_rates)
+    assert states.count.shape == (16,)
+
+
+def test_mixed_precision_pytree_keeps_each_leaf_dtype():
+    params = {"a": jnp.ones(2, jnp.float32), "b": jnp.ones(3, jnp.float64)}
+    rule = rules.adam(0.1, schedule="inverse_sqrt")
+    state = rule.init(params)
+    assert state.hyperparams["learning_rate"].dtype == jnp.float64  # promoted, like result_type
+    updates, new_state = fast_compile_jit(rule.update)(params, state)
+    assert avals(updates) == avals(params)
+    assert avals(new_state) == avals(state)
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry.
+
+HAND_WRITTEN = ["sgd", "gd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"]
+
+HYPERPARAMETERS = [
+    ("sgd", "constant", ("learning_rate",)),
+    ("gd", "inverse_sqrt", ("learning_rate",)),
+    ("momentum", "inverse_time", ("learning_rate", "momentum", "decay_rate")),
+    ("nesterov", "constant", ("learning_rate", "momentum")),
+    ("adagrad", "constant", ("learning_rate", "initial_accumulator_value", "eps")),
+    ("rmsprop", "constant", ("learning_rate", "decay", "eps", "initial_scale", "momentum")),
+    (
+        "adam",
+        "exponential_decay",
+        ("learning_rate", "b1", "b2", "eps", "eps_root", "decay_rate", "transition_steps"),
+    ),
+    ("optax.adam", "constant", ("learning_rate", "b1", "b2", "eps", "eps_root")),
+    ("optax.lamb", "constant", ("learning_rate", "b1", "b2", "eps", "eps_root", "weight_decay")),
+]
+
+
+def test_names_lists_hand_written_rules():
+    assert rules.names() == tuple(HAND_WRITTEN)
+
+
+@pytest.mark.parametrize("name", HAND_WRITTEN)
+def test_get_resolves_hand_written_names(name):
+    rule = rules.get(name, learning_rate=0.1)
+    assert isinstance(rule, optax.GradientTransformation)
+    assert rule.update is rules.get(name, learning_rate=0.2).update
+
+
+def test_gd_is_an_alias_of_sgd():
+    assert rules.get("gd", learning_rate=0.1).update is rules.sgd(0.3).update
+
+
+@pytest.mark.parametrize("name, schedule, expected", HYPERPARAMETERS)
+def test_hyperparameters(name, schedule, expected):
+    assert rules.hyperparameters(name, schedule=schedule) == expected
+
+
+@pytest.mark.parametrize("name", HAND_WRITTEN + ["optax.adam", "optax.lamb"])
+def test_describe_is_one_line(name):
+    text = rules.describe(name)
+    assert text and "\n" not in text and len(text) < 120
+
+
+def test_get_takes_schedule_hyperparameters_flat():
+    rule = rules.get(
+        "sgd",
+        learning_rate=0.1,
+        schedule="exponential_decay",
+        decay_rate=0.9,
+        transition_steps=5,
+    )
+    hp = rule.init(LSQ.params0(jnp.float64)).hyperparams
+    assert {k: float(v) for k, v in hp.items()} == {
+        "learning_rate": 0.1,
+        "decay_rate": 0.9,
+        "transition_steps": 5.0,
+    }
+
+
+REGISTRY_ERRORS = [
+    ("adma", {"learning_rate": 0.1}, r"unknown rule 'adma'.*optax\.<name>.*did you mean 'adam'\?"),
+    ("optax.adamm", {"learning_rate": 0.1}, r"'optax\.adamm'.*did you mean 'optax\.adam'\?"),
+    ("adam", {"learning_rate": 0.1, "bb1": 0.9}, r"no hyperparameter 'bb1'.*did you mean 'b1'\?"),
+    ("momentum", {"learning_rate": 0.1, "momentun": 0.9}, r"did you mean 'momentum'\?"),
+    ("optax.lamb", {"learning_rate": 0.1, "weight_decai": 0.1}, r"did you mean 'weight_decay'\?"),
+    ("sgd", {"learning_rate": 0.1, "decay_rate": 0.5}, r"'decay_rate' belongs to schedule"),
+    ("sgd", {}, r"rule 'sgd' needs learning_rate"),
+    ("optax.adam", {}, r"needs learning_rate"),
+    ("sgd", {"learning_rate": 0.1, "schedule": "inv_sqrt"}, r"did you mean 'inverse_sqrt'\?"),
+    ("sgd", {"learning_rate": 0.1, "schedule": "exponential_decay"}, r"needs decay_rate"),
+    ("sgd", {"learning_rate": 0.1, "schedule": optax.constant_schedule(0.1)}, r"schedule must be"),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, message", REGISTRY_ERRORS)
+def test_registry_errors(name, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        rules.get(name, **kwargs)
+
+
+BAD_LEARNING_RATES = [-0.1, 0.0, float("nan"), float("inf"), np.float32(-1.0), jnp.array(-2.0)]
+
+
+@pytest.mark.parametrize("name", HAND_WRITTEN + ["optax.adam"])
+@pytest.mark.parametrize("lr", BAD_LEARNING_RATES, ids=["neg", "zero", "nan", "inf", "np", "jax"])
+def test_bad_learning_rate_raises(name, lr):
+    message = f"learning_rate must be a finite number > 0, got {float(lr)!r}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        rules.get(name, learning_rate=lr)
+
+
+BAD_VALUES = [
+    ("momentum", {"momentum": 1.0}, "momentum must be a finite number in [0, 1), got 1.0"),
+    ("nesterov", {"momentum": -0.1}, "momentum must be a finite number in [0, 1), got -0.1"),
+    ("rmsprop", {"decay": 1.5}, "decay must be a finite number in [0, 1], got 1.5"),
+    ("rmsprop", {"momentum": float("nan")}, "momentum must be a finite number in [0, 1), got nan"),
+    ("adagrad", {"eps": -1.0}, "eps must be a finite number >= 0, got -1.0"),
+    (
+        "adagrad",
+        {"initial_accumulator_value": -0.1},
+        "initial_accumulator_value must be a finite number >= 0, got -0.1",
+    ),
+    ("adam", {"b1": 1.0}, "b1 must be a finite number in [0, 1), got 1.0"),
+    ("adam", {"b2": float("inf")}, "b2 must be a finite number in [0, 1), got inf"),
+    ("adam", {"eps_root": -1e-8}, "eps_root must be a finite number >= 0, got -1e-08"),
+    ("optax.adam", {"b1": float("nan")}, "b1 must be a finite number, got nan"),
+    (
+        "sgd",
+        {"schedule": "inverse_time", "decay_rate": -1.0},
+        "decay_rate must be a finite number >= 0, got -1.0",
+    ),
+    (
+        "sgd",
+        {"schedule": "exponential_decay", "decay_rate": 1.5},
+        "decay_rate must be a finite number in (0, 1], got 1.5",
+    ),
+    (
+        "sgd",
+        {"schedule": "exponential_decay", "decay_rate": 0.9, "transition_steps": 0},
+        "transition_steps must be a finite number > 0, got 0.0",
+    ),
+    ("sgd", {"learning_rate": np.ones(3)}, "learning_rate must be a scalar, got shape (3,)"),
+    ("sgd", {"learning_rate": True}, "learning_rate must be a real number, got True"),
+    ("sgd", {"learning_rate": "0.1"}, "learning_rate must be a real number, got '0.1'"),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, message", BAD_VALUES)
+def test_bad_hyperparameter_values_raise(name, kwargs, message):
+    kwargs = {"learning_rate": 0.1, **kwargs}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        rules.get(name, **kwargs)
+
+
+def test_tracers_are_not_validated():
+    # Inside jit the value is unknown: the factory must not try to read it.
+    lr = jax.jit(lambda lr: rules.sgd(lr).init(jnp.zeros(2)).hyperparams["learning_rate"])(-1.0)
+    assert float(lr) == -1.0
+
+
+class OptaxCase(NamedTuple):
+    id: str
+    name: str
+    first: dict[str, Any]  # hyperparameters of the call that fills the update cache
+    second: dict[str, Any]  # same names, new values: reuses the first call's update
+    optax_fn: Callable[..., optax.GradientTransformation]
+
+
+OPTAX_CASES = [
+    OptaxCase(
+        "adam",
+        "optax.adam",
+        {"learning_rate": 0.02, "b1": 0.9},
+        {"learning_rate": 0.05, "b1": 0.8},
+        optax.adam,
+    ),
+    OptaxCase(
+        "lamb",
+        "optax.lamb",
+        {"learning_rate": 0.01, "weight_decay": 1e-3},
+        {"learning_rate": 0.02, "weight_decay": 1e-2},
+        optax.lamb,
+    ),
+    OptaxCase(
+        "sgd_nesterov",
+        "optax.sgd",
+        {"learning_rate": 0.05, "momentum": 0.9, "nesterov": True},
+        {"learning_rate": 0.1, "momentum": 0.5, "nesterov": True},
+        optax.sgd,
+    ),
+]
+
+
+@pytest.mark.parametrize("ocase", OPTAX_CASES, ids=[o.id for o in OPTAX_CASES])
+def test_optax_rule_reuses_update_and_matches_plain_optax(ocase):
+    first = rules.get(ocase.name, **ocase.first)
+    second = rules.get(ocase.name, **ocase.second)
+    assert first.update is second.update
+    # `second` runs with the update built for `first`: valid because inject_hyperparams' update
+    # reads every numeric value from `state.hyperparams`.
+    runs = trajectories({"lsq": (second, ocase.optax_fn(**ocase.second), LSQ, jnp.float64, 200)})
+    assert_trajectories_close(*runs["lsq"])
+    params0 = LSQ.params0(jnp.float64)
+    run_steps(first, params0, 1)
+    with count_compilations() as compiles:
+        p1, _ = run_steps(first, params0, 2)
+        p2, _ = run_steps(second, params0, 2)
+    assert compiles.count == 0
+    assert not np.allclose(p1["w"], p2["w"])
+
+
+def test_optax_static_options_select_different_updates():
+    plain = rules.get("optax.sgd", learning_rate=0.1, momentum=0.9, nesterov=False)
+    look_ahead = rules.get("optax.sgd", learning_rate=0.1, momentum=0.9, nesterov=True)
+    assert plain.update is not look_ahead.update
+
+
+def test_optax_non_numeric_arguments_are_static():
+    # A dtype is callable: inject_hyperparams alone would take it for a schedule.
+    rule = rules.get("optax.adam", learning_rate=0.1, mu_dtype=jnp.float32)
+    _, state = run_steps(rule, LSQ.params0(jnp.float64), 1)
+    assert state.inner_state[0].mu["w"].dtype == jnp.float32
+    assert set(state.hyperparams) == {"learning_rate", "b1", "b2", "eps", "eps_root"}
+
+
+def test_optax_rule_works_inside_vmap():
+    params0 = LSQ.params0(jnp.float64)
+    learning_rates = jnp.array([0.01, 0.02, 0.04])
+
+    def final_params(lr):
+        rule = rules.get("optax.adam", learning_rate=lr)
+        return _step(rule.update, params0, rule.init(params0))[0]["w"]
+
+    lanes = fast_compile_jit(jax.vmap(final_params))(learning_rates)
+    alone, _ = run_steps(rules.get("optax.adam", learning_rate=0.04), params0, 1)
+    np.testing.assert_allclose(lanes[2], alone["w"], rtol=1e-12)
