@@ -1,0 +1,1219 @@
+"""Grids of runs as one compiled, vmapped, device-sharded program.
+
+`sweep(cost, rule, params0, data, grid=..., num_steps=...) -> SweepResult` runs every combination of
+hyperparameter values, seeds and starting points ("lanes") as `jax.vmap` of the same compiled body
+that `gdjax.loop.run` uses (`loop._scan_run`), so a lane gives the same numbers as the same
+configuration run alone. Each lane builds its rule state inside the program by calling the rule's
+factory on that lane's values (`rules.sgd(lr).init(params0)` with `lr` a traced scalar), and the
+rule's `update` is the one function object shared by every value: new values never recompile; only a
+new rule family, a new static option (`schedule=`, `velocity_form=`) or new shapes do.
+
+Lanes. The grid's 1-D entries are crossed into a product in the order given (or zipped with
+`zip_grid=True`), then crossed with `seeds` and `starts`, the last varying fastest: lane
+`(config, seed, start)`. A scalar grid entry is the same for every lane. With several rules
+(`rules={"sgd": grid1, "adam": grid2}`), each rule is its own compiled program and the lanes are
+concatenated in the order given. The PRNG key of a lane is `jax.random.key(seed)`: it samples the
+mini-batches exactly as `run(..., key=jax.random.key(seed))` does, and `init_noise=sigma` perturbs
+each leaf of the start by `sigma * jax.random.normal(k_i, leaf.shape, leaf.dtype)` with the keys
+`k_i = jax.random.split(jax.random.fold_in(key, NOISE_FOLD), num_leaves)` (a key no mini-batch
+epoch ever uses).
+
+Batch sizes. Lanes share one vmapped program only if they share shapes, and the batch size is a
+shape: `batch_size=[1, 8, None]` runs one compiled group per batch size (per rule), concatenated,
+and the summary's `batch_size` column says which lane ran which.
+
+Memory. Everything a lane records stays on the device until its chunk ends, so before compiling the
+sweep estimates, per lane and in the params' dtype,
+`(num_steps // record_every + 1) * params_size` (params history) `+ 2 * (num_steps + 1)` (loss and
+gradient-norm histories) `+ 3 * params_size + rule_state_size` (the carry) `+ residual` elements,
+where `residual` is the largest intermediate array of one `value_and_grad(cost)` evaluation on the
+full data (`n` for full-batch least squares; at least `n` with mini-batches, for the permutation).
+Times the lanes of one program call, this must fit `memory_budget` (default: half of the device
+memory XLA reports, else half of the host's physical memory); otherwise `sweep` raises a ValueError
+with the estimate and a `chunk_size` that fits. Chunks run one after another through the same
+compiled program (the last one padded by repeating a lane) and their results are moved to host
+memory, where the whole result must fit.
+
+Least squares. For `make_cost(linear, mse)` on `(X, y)` the summaries know `f*` (closed form), and
+`gram=True` runs the lanes on `gram_mse` over `X^T X`, `X^T y`, `y^T y` and the column sums,
+computed once: a step costs O(d^2) instead of O(n d), with the same trajectories up to round-off.
+
+Devices. With more than one device (`jax.devices()`, or `devices=`), the lane axis is sharded over
+a 1-D `Mesh` named `"lanes"`: the lane-stacked inputs (starts, hyperparameters, keys, tolerances)
+carry `NamedSharding(mesh, PartitionSpec("lanes"))`, the data is replicated, and the lanes are
+padded to a multiple of the device count. On a multi-GPU host nothing changes: the same call uses
+every GPU. On several hosts, call `jax.distributed.initialize()` in every process first, then run
+the same `sweep` call in every process: `jax.devices()` then spans the hosts, each process places
+its shards of the global inputs (`jax.make_array_from_callback`), and every process receives the
+full result (`jax.experimental.multihost_utils.process_allgather`).
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> import gdjax
+  >>> from gdjax.sweep import sweep
+  >>> X, y = gdjax.data.house_prices()
+  >>> cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
+  >>> result = sweep(cost, "momentum", gdjax.init_linear(1), (X, y), num_steps=200,
+  ...                grid={"learning_rate": jnp.logspace(-4, -1, 4), "momentum": [0.0, 0.9]})
+  >>> result.num_lanes
+  8
+  >>> sorted(set(result.trace.status_name()))  # lr = 0.1 > 2/L without momentum diverges
+  ['diverged', 'max_steps']
+  >>> best = result.best()[0]  # the best lane of each rule, diverged lanes left out
+  >>> best["momentum"], best["status"]
+  (0.9, 'max_steps')
+  >>> print(result.summary())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import inspect
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from gdjax import costs, loop, reference, validation
+from gdjax import rules as rules_lib
+from gdjax.types import PyTree, Status, Trace
+
+# Grid keys that are stopping settings rather than rule hyperparameters (arrays in loop.Tolerances).
+TOLERANCE_NAMES = ("tol", "grad_tol", "patience", "min_delta", "divergence_factor")
+# `fold_in` constant of the init-noise key: mini-batch epochs fold in 0, 1, 2, ... and never reach it.
+NOISE_FOLD = 2**32 - 1
+_LANES = "lanes"  # mesh axis name
+_STATUS_NAMES = tuple(str(s) for s in Status)
+_TOLERANCE_DEFAULTS = {
+    "tol": None,
+    "grad_tol": None,
+    "patience": None,
+    "min_delta": 0.0,
+    "divergence_factor": 100.0,
+}
+
+
+class SweepInterrupted(RuntimeError):
+    """A chunk (or the progress callback) raised after some chunks completed.
+
+    Attributes:
+      partial: a `SweepResult` of the lanes completed before the failure (a prefix of the lanes).
+    """
+
+    def __init__(self, message: str, partial: SweepResult):
+        super().__init__(message)
+        self.partial = partial
+
+
+# ------------------------------------------------------------------------------------ summaries
+def _format_cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float | np.floating):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _json_value(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "inf", "-inf", "nan": JSON has no such numbers
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _atomic_write(path: str | os.PathLike, text: str) -> None:
+    """Writes `text` to a temporary file next to `path`, then renames it into place."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class SummaryTable(list):
+    """A list of row dicts that prints as an aligned text table and writes CSV or JSON atomically."""
+
+    def columns(self) -> list[str]:
+        cols: list[str] = []
+        for row in self:
+            cols.extend(k for k in row if k not in cols)
+        return cols
+
+    def __str__(self) -> str:
+        cols = self.columns()
+        if not cols:
+            return "(empty table)"
+        cells = [[_format_cell(row.get(c)) for c in cols] for row in self]
+        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+        numeric = [
+            all(isinstance(row.get(c), int | float | np.number) or row.get(c) is None for row in self)
+            and not all(row.get(c) is None for row in self)
+            for c in cols
+        ]
+
+        def line(values):
+            return "  ".join(
+                v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
+            ).rstrip()
+
+        return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+    def to_csv(self, path: str | os.PathLike) -> None:
+        """Writes the table as CSV (None as an empty cell), atomically (temp file + `os.replace`)."""
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.columns(), lineterminator="\n")
+        writer.writeheader()
+        for row in self:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        _atomic_write(path, buf.getvalue())
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        """Writes the rows as a JSON list, atomically; non-finite numbers become "inf"/"-inf"/"nan"."""
+        rows = [{k: _json_value(v) for k, v in row.items()} for row in self]
+        _atomic_write(path, json.dumps(rows, indent=1) + "\n")
+
+
+def _py(value):
+    """NumPy scalars to Python scalars (for coordinates and summaries)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _coord_matches(have, want) -> bool:
+    if isinstance(have, float) and isinstance(want, int | float | np.number) and not isinstance(want, bool):
+        # float32 grids: jnp.logspace(-4, 0, 5)[2] holds 0.009999999776..., and select(learning_rate=0.01)
+        # should find it.
+        return math.isclose(have, float(want), rel_tol=1e-6, abs_tol=0.0)
+    return have == want
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """The lanes of a sweep: stacked trace, coordinates, timings and summaries.
+
+    Attributes:
+      trace: the `Trace` of every lane stacked on a leading lane axis (host NumPy arrays); with several
+        rules, their lanes concatenated in the order given.
+      coords: one dict per lane: `{"rule": name, <grid key>: value, ..., "seed": s, "start": i,
+        "batch_size": b}` (`seed` / `start` are None when not swept).
+      hyperparameter_names: the grid keys of every rule, in order of first appearance.
+      compile_seconds: time spent tracing and compiling the programs of this call (0 when cached).
+      run_seconds: time spent executing them (until the results were ready on the devices).
+      f_star: the optimal cost used for suboptimality, or None.
+      num_steps: the step budget of every lane.
+      sharding: the sharding of the lane-stacked outputs of the last program call (padded lanes
+        included), e.g. to check how the lanes were spread over devices.
+    """
+
+    trace: Trace
+    coords: list[dict]
+    hyperparameter_names: tuple[str, ...]
+    compile_seconds: float
+    run_seconds: float
+    f_star: float | None = None
+    num_steps: int = 0
+    sharding: jax.sharding.Sharding | None = None
+
+    @property
+    def num_lanes(self) -> int:
+        return len(self.coords)
+
+    def lane(self, i: int) -> Trace:
+        """The `Trace` of lane `i` (as `gdjax.loop.run` would return it, on the host)."""
+        if not -self.num_lanes <= i < self.num_lanes:
+            raise ValueError(f"lane {i} out of range for {self.num_lanes} lanes")
+        return jax.tree.map(lambda x: x[i], self.trace)
+
+    def select(self, **coords) -> list[int]:
+        """Indices of the lanes whose coordinates equal `coords` (floats to 1e-6 relative).
+
+        Example: `result.select(rule="sgd", learning_rate=0.1, seed=0)`.
+        """
+        known = {k for c in self.coords for k in c}
+        for name in coords:
+            if name not in known:
+                raise ValueError(
+                    f"no coordinate {name!r}{validation.nearest(name, known)}; coordinates: {sorted(known)}"
+                )
+        return [
+            i
+            for i, c in enumerate(self.coords)
+            if all(name in c and _coord_matches(c[name], v) for name, v in coords.items())
+        ]
+
+    def summary(self, target: float | None = None) -> SummaryTable:
+        """One row per lane.
+
+        Keys: `lane`, `rule`, each of `hyperparameter_names`, `seed`, `start`, `batch_size`,
+        `final_loss`, `suboptimality` (`final_loss - f_star`, None without `f_star`),
+        `steps_to_target` (first step whose loss minus `f_star` (or loss, without `f_star`) is
+        `<= target`; None if never or without `target`), `status` (`"converged"`, `"max_steps"`,
+        `"diverged"`, `"nonfinite"`), `steps` (updates applied) and `stop_step` (None for a lane
+        that used its whole budget).
+        """
+        if target is not None:
+            validation.check_finite_number("target", target)
+        losses = np.asarray(self.trace.loss_history)
+        final = losses[:, -1]
+        sub = None if self.f_star is None else final - self.f_star
+        reach_step = [None] * self.num_lanes
+        if target is not None and self.num_lanes:
+            gap = losses - self.f_star if self.f_star is not None else losses
+            reached = gap <= target
+            first = np.argmax(reached, axis=1)
+            reach_step = [int(f) if r else None for f, r in zip(first, reached.any(axis=1), strict=True)]
+        status = np.asarray(self.trace.status)
+        steps = np.asarray(self.trace.steps)
+        stop = np.asarray(self.trace.stop_step)
+        rows = SummaryTable()
+        for i, c in enumerate(self.coords):
+            row = {"lane": i, "rule": c["rule"]}
+            row.update({name: c.get(name) for name in self.hyperparameter_names})
+            row.update(
+                seed=c.get("seed"),
+                start=c.get("start"),
+                batch_size=c.get("batch_size"),
+                final_loss=float(final[i]),
+                suboptimality=None if sub is None else float(sub[i]),
+                steps_to_target=reach_step[i],
+                status=str(Status(int(status[i]))),
+                steps=int(steps[i]),
+                stop_step=None if status[i] == Status.MAX_STEPS else int(stop[i]),
+            )
+            rows.append(row)
+        return rows
+
+    def best(self, by: str = "final_loss", target: float | None = None) -> SummaryTable:
+        """The summary row of the best lane of each rule (smallest `by`), in rule order.
+
+        Diverged and non-finite lanes, and lanes whose `by` is None or not finite, are left out; a rule
+        with no such lane has no row. Ties go to the lowest lane index.
+        """
+        rows = self.summary(target)
+        if rows and by not in rows[0]:
+            raise ValueError(f"cannot rank by {by!r}{validation.nearest(by, rows[0])}; keys: {list(rows[0])}")
+        best: dict[str, dict] = {}
+        for row in rows:
+            value = row[by]
+            if row["status"] in ("diverged", "nonfinite") or value is None:
+                continue
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                continue
+            if row["rule"] not in best or value < best[row["rule"]][by]:
+                best[row["rule"]] = row
+        order = list(dict.fromkeys(c["rule"] for c in self.coords))
+        return SummaryTable(best[r] for r in order if r in best)
+
+    def aggregate(self, over: str | Sequence[str] = "seed", target: float | None = None) -> SummaryTable:
+        """Statistics over `over` (e.g. seeds), grouped by every other coordinate.
+
+        Each row holds the group's coordinates, `count`, `final_loss_{mean,std,min,max}`,
+        `suboptimality_{mean,std,min,max}` (None without `f_star`), `steps_to_target_mean` (over
+        lanes that reached `target`; None if none) and the number of lanes with each status
+        (`converged`, `max_steps`, `diverged`, `nonfinite`). All lanes count, diverged ones too;
+        `std` is the sample standard deviation (`ddof=1`), None for a group of one lane.
+        """
+        over = [over] if isinstance(over, str) else list(over)
+        keys = ["rule", *self.hyperparameter_names, "seed", "start", "batch_size"]
+        for name in over:
+            if name not in keys:
+                raise ValueError(
+                    f"cannot aggregate over {name!r}{validation.nearest(name, keys)}; coordinates: {keys}"
+                )
+        group_keys = [k for k in keys if k not in over]
+        groups: dict[tuple, list[dict]] = {}
+        for row in self.summary(target):
+            groups.setdefault(tuple(repr(row[k]) for k in group_keys), []).append(row)
+
+        def stats(prefix, values):
+            if any(v is None for v in values):
+                return {f"{prefix}_{s}": None for s in ("mean", "std", "min", "max")}
+            a = np.asarray(values, np.float64)
+            return {
+                f"{prefix}_mean": float(a.mean()),
+                f"{prefix}_std": float(a.std(ddof=1)) if a.size > 1 else None,
+                f"{prefix}_min": float(a.min()),
+                f"{prefix}_max": float(a.max()),
+            }
+
+        table = SummaryTable()
+        for rows in groups.values():
+            out = {k: rows[0][k] for k in group_keys}
+            out["count"] = len(rows)
+            out.update(stats("final_loss", [r["final_loss"] for r in rows]))
+            out.update(stats("suboptimality", [r["suboptimality"] for r in rows]))
+            reached = [r["steps_to_target"] for r in rows if r["steps_to_target"] is not None]
+            out["steps_to_target_mean"] = float(np.mean(reached)) if reached else None
+            for name in _STATUS_NAMES:
+                out[name] = sum(r["status"] == name for r in rows)
+            table.append(out)
+        return table
+
+
+# ------------------------------------------------------------------------- gram fast path
+class GramStatistics(NamedTuple):
+    """Sufficient statistics of `mean((X w + b - y)**2)`, each with a leading axis of length 1.
+
+    The leading axis makes them a one-example batch, so they pass through the data checks of
+    `gdjax.loop` like any batch (full-batch only).
+    """
+
+    xtx: np.ndarray  # (1, d, d) X^T X (symmetrised)
+    xsum: np.ndarray  # (1, d) X^T 1
+    xty: np.ndarray  # (1, d) X^T y
+    ysum: np.ndarray  # (1,) 1^T y
+    yty: np.ndarray  # (1,) y^T y
+    n: np.ndarray  # (1,) number of examples
+
+
+def gram_statistics(X, y) -> GramStatistics:
+    """`X^T X`, `X^T 1`, `X^T y`, `1^T y`, `y^T y` and `n`, computed once in float64 on the host.
+
+    A run casts them to the params' dtype like any data (so float32 params get float32 statistics).
+    """
+    validation.check_regression_data(X, y)
+    X = np.asarray(X, np.float64)
+    y = np.asarray(y, np.float64)
+    xtx = X.T @ X
+    xtx = 0.5 * (xtx + xtx.T)  # exactly symmetric: autodiff of w^T G w gives (G + G^T) w
+    return GramStatistics(
+        xtx=xtx[None],
+        xsum=X.sum(axis=0)[None],
+        xty=(X.T @ y)[None],
+        ysum=np.array([y.sum()]),
+        yty=np.array([y @ y]),
+        n=np.array([float(X.shape[0])]),
+    )
+
+
+def gram_mse(params: dict, stats: GramStatistics) -> jax.Array:
+    """`mean((X w + b - y)**2)` from `gram_statistics(X, y)`, in O(d^2) instead of O(n d).
+
+    `(w^T G w + 2 b s^T w + n b^2 - 2 c^T w - 2 b sum(y) + y^T y) / n` with `G = X^T X`,
+    `s = X^T 1`, `c = X^T y`. The same function as `make_cost(linear, mse)` on `(X, y)`; its value
+    carries an absolute round-off of about `eps * y^T y / n` (the terms cancel near the optimum), so
+    suboptimalities below that are noise.
+    """
+    G, s, c, sy, yy, n = (x[0] for x in stats)
+    w, b = params["w"], params["b"]
+    quad = w @ (G @ w) + b * (2 * (s @ w) + n * b)
+    lin = 2 * (c @ w + b * sy)
+    return (quad - lin + yy) / n
+
+
+def _linear_mse():
+    return costs.make_cost(costs.linear, costs.mse)
+
+
+def _regression_pair(data) -> bool:
+    return (
+        isinstance(data, tuple | list) and len(data) == 2 and np.ndim(data[0]) == 2 and np.ndim(data[1]) == 1
+    )
+
+
+# ------------------------------------------------------------------------------- rules and grids
+@dataclasses.dataclass(frozen=True)
+class _RuleSpec:
+    """A rule family and its static options: hashable, so it is a static argument of the program."""
+
+    name: str
+    source: Any  # a registry name or a factory
+    static: tuple[tuple[str, Any], ...]
+
+    def build(self, values: Mapping[str, Any]) -> optax.GradientTransformation:
+        kwargs = {**dict(self.static), **values}
+        if isinstance(self.source, str):
+            return rules_lib.get(self.source, **kwargs)
+        return self.source(**kwargs)
+
+    def init(self, values, params0):
+        return self.build(values).init(params0)
+
+
+def _is_static_value(value) -> bool:
+    """Non-numeric settings (schedules, flags, names) select the program instead of being swept."""
+    return (
+        value is None
+        or isinstance(value, bool | str | rules_lib.Schedule)
+        or callable(value)
+        or (isinstance(value, np.ndarray | np.generic) and value.dtype == np.bool_)
+    )
+
+
+def _registry_factory(rule) -> bool:
+    """Whether `rule` is the factory the registry returns for its own name (`rules.momentum`)."""
+    name = getattr(rule, "__name__", None)
+    return name in rules_lib.names() and getattr(rules_lib, name, None) is rule
+
+
+def _valid_names(rule, static: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The hyperparameters a rule takes (None when they cannot be known)."""
+    schedule = static.get("schedule", "constant")
+    if isinstance(rule, str):
+        return rules_lib.hyperparameters(rule, schedule=schedule)
+    if _registry_factory(rule):
+        return rules_lib.hyperparameters(rule.__name__, schedule=schedule)
+    try:
+        sig = inspect.signature(rule)
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in sig.parameters.values() if p.kind in kinds)
+
+
+def _rule_name(rule) -> str:
+    if isinstance(rule, str):
+        return rule
+    return getattr(rule, "__name__", None) or type(rule).__name__
+
+
+class _Axis(NamedTuple):
+    name: str
+    values: list  # Python values, one per grid point
+    tolerance: bool
+
+
+class _ParsedGrid(NamedTuple):
+    spec: _RuleSpec
+    keys: tuple[str, ...]  # every grid key, in order
+    axes: list[_Axis]  # 1-D entries
+    fixed: dict[str, Any]  # numeric scalars (rule hyperparameters and tolerances)
+    static: dict[str, Any]  # non-numeric scalars
+
+
+def _parse_grid(rule, grid, *, zip_grid: bool, tolerance_kwargs: Mapping[str, Any]) -> _ParsedGrid:
+    if isinstance(rule, optax.GradientTransformation):
+        raise ValueError(
+            "rule must be a rule name ('sgd', 'optax.lamb') or a factory (gdjax.rules.momentum), not a "
+            "built optax.GradientTransformation: a sweep calls the factory once per lane"
+        )
+    if not (isinstance(rule, str) or callable(rule)):
+        raise ValueError(f"rule must be a rule name or a factory, got {rule!r}")
+    name = _rule_name(rule)
+    if grid is None or not isinstance(grid, Mapping) or len(grid) == 0:
+        raise ValueError(
+            f"the grid of rule {name!r} is empty: give hyperparameter values, e.g. "
+            "grid={'learning_rate': [0.01, 0.1]} (a scalar fixes a value for every lane)"
+        )
+    axes: list[_Axis] = []
+    fixed: dict[str, Any] = {}
+    static: dict[str, Any] = {}
+    for key, value in grid.items():
+        if not isinstance(key, str):
+            raise ValueError(f"grid keys must be hyperparameter names, got {key!r}")
+        is_tol = key in TOLERANCE_NAMES
+        if is_tol and tolerance_kwargs[key] != _TOLERANCE_DEFAULTS[key]:
+            raise ValueError(f"{key!r} is both in the grid and given as sweep({key}=...): give it once")
+        if not is_tol and _is_static_value(value):
+            try:
+                hash(value)
+            except TypeError:
+                raise ValueError(
+                    f"grid[{key!r}] = {value!r} must be hashable: it selects the program"
+                ) from None
+            static[key] = value
+            continue
+        if is_tol and value is None:
+            fixed[key] = None  # None disables a tolerance
+            continue
+        if is_tol and isinstance(value, list | tuple) and any(v is None for v in value):
+            axes.append(_Axis(key, list(value), True))  # values checked by loop.make_tolerances
+            continue
+        try:
+            arr = np.asarray(value)
+        except ValueError:
+            arr = np.asarray(value, dtype=object)
+        if arr.dtype.kind not in "iuf":
+            if arr.ndim == 1 and not is_tol:
+                raise ValueError(
+                    f"grid[{key!r}] = {value!r}: a non-numeric setting (schedule, flag, name) selects the "
+                    "compiled program, so it takes one value per sweep; run one sweep per value"
+                )
+            raise ValueError(f"grid[{key!r}] must hold real numbers, got {value!r}")
+        if arr.ndim > 1:
+            raise ValueError(f"grid[{key!r}] must be a scalar or a 1-D array, got shape {arr.shape}")
+        if arr.ndim == 0:
+            fixed[key] = _py(arr[()])
+            continue
+        if arr.size == 0:
+            raise ValueError(f"grid[{key!r}] is empty: give at least one value")
+        axes.append(_Axis(key, [_py(v) for v in arr], is_tol))
+
+    valid = _valid_names(rule, static)  # raises ValueError for an unknown rule name
+    if valid is not None:
+        for key in grid:
+            if key not in TOLERANCE_NAMES and key not in static and key not in valid:
+                raise ValueError(
+                    f"rule {name!r} has no hyperparameter {key!r}{validation.nearest(key, valid)}; its "
+                    f"hyperparameters are {list(valid)} (and the tolerances {list(TOLERANCE_NAMES)} can be "
+                    "grid axes too)"
+                )
+    for axis in axes:
+        if axis.tolerance:
+            continue
+        arr = np.asarray(axis.values, np.float64)
+        if not np.all(np.isfinite(arr)):
+            bad = axis.values[int(np.argmin(np.isfinite(arr)))]
+            raise ValueError(f"grid[{axis.name!r}] must be finite, got {bad!r}")
+        if axis.name == "learning_rate" and not np.all(arr > 0):
+            bad = axis.values[int(np.argmin(arr > 0))]
+            raise ValueError(f"grid['learning_rate'] must be > 0, got {bad!r}")
+    if zip_grid and axes:
+        lengths = {a.name: len(a.values) for a in axes}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"zip_grid=True needs grid arrays of one length, got lengths {lengths}")
+    # A registry factory goes through `rules.get`, which also takes schedule values flat
+    # (`decay_rate=...`), and shares its program with a sweep that names the rule.
+    source = name if not isinstance(rule, str) and _registry_factory(rule) else rule
+    return _ParsedGrid(_RuleSpec(name, source, tuple(static.items())), tuple(grid), axes, fixed, static)
+
+
+def _validate_values(parsed: _ParsedGrid, tolerance_kwargs):
+    """Builds the rule (and the tolerances) once per distinct value on the host, so an invalid value
+    fails here with its grid key, before anything is compiled. Returns the two rules built from the
+    first and last grid points."""
+    spec = parsed.spec
+    rule_axes = [a for a in parsed.axes if not a.tolerance]
+    first = {k: v for k, v in parsed.fixed.items() if k not in TOLERANCE_NAMES}
+    first.update({a.name: a.values[0] for a in rule_axes})
+    last = dict(first, **{a.name: a.values[-1] for a in rule_axes})
+
+    def build(values, where):
+        try:
+            return spec.build(values)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"rule {spec.name!r} rejects {where}: {err}") from None
+
+    rule0 = build(first, "the grid's first values " + repr(first))
+    for axis in rule_axes:
+        for v in dict.fromkeys(axis.values):
+            build(dict(first, **{axis.name: v}), f"grid[{axis.name!r}] = {v!r}")
+    # A factory that bakes values into closures returns a new `update` on every call, even for
+    # equal values, so two calls tell it apart from one whose `update` is shared.
+    rule1 = build(last, "the grid's last values " + repr(last))
+    if rule0.update is not rule1.update:
+        raise ValueError(
+            f"rule {spec.name!r} builds a new update function for each hyperparameter value (its values "
+            "are baked into closures, as in optax.adam(lr)), so its lanes cannot share one program. "
+            "Use a gdjax.rules factory or name the Optax optimizer as 'optax.<name>' (e.g. "
+            "'optax.adam'), which keeps values in the state"
+        )
+    base = dict(tolerance_kwargs)  # every stopping setting, the grid's scalars overriding the defaults
+    base.update({k: v for k, v in parsed.fixed.items() if k in TOLERANCE_NAMES})
+    try:
+        loop.make_tolerances(**base)
+        for axis in parsed.axes:
+            if axis.tolerance:
+                for v in axis.values:
+                    loop.make_tolerances(**dict(base, **{axis.name: v}))
+    except ValueError as err:
+        raise ValueError(f"grid tolerance: {err}") from None
+    return rule0, base
+
+
+# ------------------------------------------------------------------------------------- groups
+@dataclasses.dataclass
+class _Group:
+    """The lanes of one compiled program: one rule family and one batch size."""
+
+    spec: _RuleSpec
+    update: Callable
+    cost: Callable
+    opts: loop.RunOptions
+    data: PyTree  # prepared (cast) data, shared by every lane
+    params0: PyTree  # (L, ...) NumPy
+    hp: dict[str, np.ndarray]  # (L,) in the params' floating dtype
+    key_data: np.ndarray | None  # (L, *key_shape) uint32
+    key_impl: str | None
+    tols: loop.Tolerances  # (L,) each
+    coords: list[dict]
+    bytes_per_lane: int
+
+    @property
+    def num_lanes(self) -> int:
+        return len(self.coords)
+
+
+def _lane_indices(parsed: _ParsedGrid, zip_grid: bool, num_seeds: int, num_starts: int):
+    lengths = [len(a.values) for a in parsed.axes]
+    if not lengths:
+        num_configs, per_axis = 1, []
+    elif zip_grid:
+        num_configs, per_axis = lengths[0], [np.arange(lengths[0])] * len(lengths)
+    else:
+        num_configs = int(np.prod(lengths))
+        per_axis = list(np.unravel_index(np.arange(num_configs), lengths))
+    inner = num_seeds * num_starts
+    config = np.repeat(np.arange(num_configs), inner)
+    seed_i = np.tile(np.repeat(np.arange(num_seeds), num_starts), num_configs)
+    start_i = np.tile(np.arange(num_starts), num_configs * num_seeds)
+    return [ix[config] for ix in per_axis], seed_i, start_i
+
+
+def _largest_intermediate(cost, params0, data) -> int:
+    """Elements of the largest array one `value_and_grad(cost)` evaluation creates (memory estimate)."""
+    jaxpr = jax.make_jaxpr(jax.value_and_grad(cost))(params0, data).jaxpr
+    largest = 0
+
+    def walk(jaxpr):
+        nonlocal largest
+        for eqn in jaxpr.eqns:
+            for var in eqn.outvars:
+                largest = max(largest, int(np.prod(getattr(var.aval, "shape", ()))))
+            for param in eqn.params.values():
+                for sub in param if isinstance(param, tuple | list) else (param,):
+                    sub = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
+                    if hasattr(sub, "eqns"):
+                        walk(sub)
+
+    walk(jaxpr)
+    return largest
+
+
+def _tree_size(tree) -> int:
+    return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(tree)))
+
+
+def _default_memory_budget(devices) -> int:
+    try:
+        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): assume a small machine
+        host = 4 * 2**30
+    limits = []
+    for d in devices:
+        try:
+            stats = d.memory_stats()
+        except Exception:  # backends without memory statistics
+            stats = None
+        if stats and stats.get("bytes_limit"):
+            limits.append(int(stats["bytes_limit"]))
+    if len(limits) == len(devices) and limits:
+        return min(host, sum(limits) // 2)
+    return host
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+# ------------------------------------------------------------------------- the compiled program
+def _lanes_program(cost, update, opts, spec, lane_sharding, key_impl, params0, hp, data, key_data, tols):
+    """`loop._scan_run` vmapped over lanes; each lane builds its rule state from its values."""
+    keys = None if key_data is None else jax.random.wrap_key_data(key_data, impl=key_impl)
+
+    def one(p0, values, key, lane_tols):
+        return loop._scan_run(cost, update, opts, p0, spec.init(values, p0), data, key, lane_tols)
+
+    out = jax.vmap(one)(params0, hp, keys, tols)
+    if lane_sharding is not None:
+        out = jax.lax.with_sharding_constraint(out, lane_sharding)
+    return out
+
+
+_program = jax.jit(_lanes_program, static_argnums=(0, 1, 2, 3, 4, 5))
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+_COMPILED_MAX = 64
+
+
+def _compiled(statics, args):
+    """The compiled program for these static arguments and input shapes/shardings (cached)."""
+    leaves, treedef = jax.tree.flatten(args)
+    key = (statics, treedef, tuple((x.shape, x.dtype, getattr(x, "sharding", None)) for x in leaves))
+    if key in _COMPILED:
+        _COMPILED.move_to_end(key)
+        return _COMPILED[key], 0.0
+    t0 = time.perf_counter()
+    compiled = _program.lower(*statics, *args).compile()
+    seconds = time.perf_counter() - t0
+    _COMPILED[key] = compiled
+    if len(_COMPILED) > _COMPILED_MAX:
+        _COMPILED.popitem(last=False)
+    return compiled, seconds
+
+
+def _place(tree, sharding, device):
+    """Puts host arrays on `device`, or as global arrays with `sharding` (works across processes)."""
+    if sharding is None:
+        return jax.device_put(tree, device)
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+    return jax.tree.map(put, tree)
+
+
+def _to_host(tree):
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
+
+
+# -------------------------------------------------------------------------------------- sweep
+def _seed_list(seeds) -> list[int] | None:
+    if seeds is None:
+        return None
+    if isinstance(seeds, int | np.integer) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    seeds = list(np.asarray(seeds).ravel().tolist()) if not isinstance(seeds, list | tuple) else list(seeds)
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one seed, e.g. seeds=[0, 1, 2]")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int | np.integer):
+            raise ValueError(f"seeds must be integers, got {s!r}")
+    return [int(s) for s in seeds]
+
+
+def _starts_stack(params0, starts):
+    """The stacked starting points `(S, ...)` as NumPy arrays of the params' canonical dtype."""
+
+    def canon(x):
+        x = np.asarray(x)
+        if x.dtype.kind not in "f":
+            raise ValueError(f"parameters must be floating point, got dtype {x.dtype}")
+        return x.astype(jax.dtypes.canonicalize_dtype(x.dtype))
+
+    if starts is None:
+        if params0 is None:
+            raise ValueError("params0 is None: give a starting point (or a stack of them as starts=)")
+        validation.check_params(params0)
+        return jax.tree.map(lambda x: canon(x)[None], params0)
+    validation.check_params(starts)
+    leaves = jax.tree.leaves(starts)
+    sizes = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
+    if None in sizes or len(sizes) != 1:
+        shapes = jax.tree.map(np.shape, starts)
+        raise ValueError(f"starts needs one leading (start) axis shared by every leaf, got shapes {shapes}")
+    if sizes == {0}:
+        raise ValueError("starts is empty: give at least one starting point")
+    stack = jax.tree.map(canon, starts)
+    if params0 is not None:
+        one = jax.tree.map(lambda x: np.shape(x), params0)
+        want = jax.tree.map(lambda x: x.shape[1:], stack)
+        if jax.tree.structure(params0) != jax.tree.structure(stack) or one != want:
+            raise ValueError(
+                f"params0 {one} does not match one start of starts {want}; pass params0=None with starts"
+            )
+    return stack
+
+
+def _noise(template, seed: int) -> list[np.ndarray]:
+    """Standard-normal perturbations of each leaf of one start for `seed` (see the module docstring)."""
+    leaves = jax.tree.leaves(template)
+    key = jax.random.fold_in(jax.random.key(seed), NOISE_FOLD)
+    keys = jax.random.split(key, len(leaves))
+    return [np.asarray(jax.random.normal(k, x.shape, x.dtype)) for k, x in zip(keys, leaves, strict=True)]
+
+
+def sweep(
+    cost: Callable[[PyTree, PyTree], jax.Array],
+    rule: str | Callable[..., optax.GradientTransformation] | None,
+    params0: PyTree,
+    data: PyTree = None,
+    *,
+    grid: Mapping[str, Any] | None = None,
+    num_steps: int,
+    rules: Mapping[str | Callable, Mapping[str, Any]] | None = None,
+    zip_grid: bool = False,
+    seeds: Sequence[int] | int | None = None,
+    starts: PyTree = None,
+    init_noise: float | None = None,
+    batch_size: int | None | Sequence[int | None] = None,
+    tol: float | None = None,
+    grad_tol: float | None = None,
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    divergence_factor: float | None = 100.0,
+    record_every: int = 1,
+    unroll: int = 1,
+    chunk_size: int | None = None,
+    progress: Callable[[int, int], Any] | None = None,
+    memory_budget: float | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    f_star: float | None = None,
+    gram: bool = False,
+) -> SweepResult:
+    """Runs a grid of optimisations (hyperparameters x seeds x starts) as one compiled vmapped program.
+
+    Every lane is `gdjax.loop.run(cost, factory(**values), start, data, key=jax.random.key(seed),
+    ...)` for its values, seed and start, computed by `jax.vmap` of the same compiled scan, so it
+    gives the same numbers (up to the summation order of vmapped reductions). A lane that diverges
+    only changes its own status. One program is compiled per rule family, batch size and shapes; a
+    second sweep with new values of the same sizes compiles nothing.
+
+    Args:
+      cost: pure `cost(params, batch) -> scalar`.
+      rule: a rule name (`"sgd"`, `"momentum"`, `"optax.lamb"`, see `gdjax.rules.get`) or a factory
+        (`gdjax.rules.momentum`) whose `update` is shared across values; None with `rules=`.
+      params0: the starting parameters (a pytree); None with `starts=`.
+      data: the batch pytree (e.g. `(X, y)`), replicated to every lane.
+      grid: hyperparameter name -> 1-D values (crossed into a product) or a scalar (fixed). Keys are
+        the rule's hyperparameters (`gdjax.rules.hyperparameters(name)`), its non-numeric options as
+        scalars (`schedule="inverse_sqrt"`, `velocity_form=True`), or the tolerances `tol`,
+        `grad_tol`, `patience`, `min_delta`, `divergence_factor` as lane axes.
+      num_steps: update steps per lane (histories have `num_steps + 1` entries).
+      rules: several optimizers in one call, `{rule: grid, ...}`; one program per rule, lanes
+        concatenated in this order.
+      zip_grid: zip the 1-D grid entries (equal lengths) instead of crossing them.
+      seeds: integer seeds, a grid axis: lane key `jax.random.key(seed)` for mini-batch sampling and
+        `init_noise`. Needed when `batch_size` samples or `init_noise` is set.
+      starts: a stack of starting points (params pytree with a leading axis), a grid axis.
+      init_noise: perturb each start by `init_noise * normal` drawn from the lane seed's noise key.
+      batch_size: None (full batch), an int, or a list of them: one compiled group per batch size.
+      tol, grad_tol, patience, min_delta, divergence_factor: stopping settings as in `loop.run`, the
+        same for every lane (put them in the grid to sweep them).
+      record_every: keep every `record_every`-th iterate in `params_history`.
+      unroll: `lax.scan` unroll factor.
+      chunk_size: run the lanes of each program in chunks of this many (one compiled program for all
+        chunks; the last chunk is padded by repeating a lane and the padding dropped).
+      progress: `progress(lanes_done, num_lanes)`, called after each chunk (and each program).
+      memory_budget: bytes one program call may need (see the module docstring); default half of the
+        device memory XLA reports, else half of the host memory.
+      devices: devices to shard the lanes over (default `jax.devices()`).
+      f_star: the optimal cost, for suboptimality in summaries. Computed in closed form when `cost`
+        is `make_cost(linear, mse)` and `data` is `(X, y)`.
+      gram: full-batch least squares only (`cost` is `make_cost(linear, mse)`, `data` is `(X, y)`):
+        run the lanes on `gram_mse` over `gram_statistics(X, y)`, O(d^2) per step instead of
+        O(n d); the same trajectories up to round-off.
+
+    Returns:
+      A `SweepResult`.
+
+    Raises:
+      ValueError: invalid input (before anything is compiled), including a sweep that would not fit
+        `memory_budget` without `chunk_size`.
+      SweepInterrupted: a chunk or `progress` raised after some chunks completed; `.partial` holds the
+        completed lanes.
+    """
+    entries = _rule_entries(rule, grid, rules)
+    tolerance_kwargs = dict(
+        tol=tol,
+        grad_tol=grad_tol,
+        patience=patience,
+        min_delta=min_delta,
+        divergence_factor=divergence_factor,
+    )
+    parsed_grids = [
+        _parse_grid(r, g, zip_grid=zip_grid, tolerance_kwargs=tolerance_kwargs) for r, g in entries
+    ]
+    names = [p.spec.name for p in parsed_grids]
+    if len(set(names)) != len(names):
+        raise ValueError(f"rules must have distinct names, got {names}")
+
+    seed_list = _seed_list(seeds)
+    if init_noise is not None:
+        validation.check_finite_number("init_noise", init_noise, lower=0.0)
+        if seed_list is None:
+            raise ValueError("init_noise needs seeds: each seed draws its own perturbation (seeds=[0, 1, 2])")
+    stack = _starts_stack(params0, starts)
+    batch_sizes = list(batch_size) if isinstance(batch_size, list | tuple) else [batch_size]
+    if not batch_sizes:
+        raise ValueError("batch_size is an empty list: give None, an int, or a non-empty list")
+    for b in batch_sizes:
+        validation.check_positive_int("batch_size", b, allow_none=True)
+    if len(set(batch_sizes)) != len(batch_sizes):
+        raise ValueError(f"batch_size lists a size twice: {batch_sizes}")
+    validation.check_positive_int("chunk_size", chunk_size, allow_none=True)
+    if memory_budget is not None:
+        validation.check_finite_number("memory_budget", memory_budget, positive=True)
+    if progress is not None and not callable(progress):
+        raise ValueError(f"progress must be a callable progress(done, total), got {progress!r}")
+    devices = list(jax.devices()) if devices is None else list(devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise ValueError(f"devices must be a non-empty list of jax devices, got {devices!r}")
+    num_examples = validation.check_data(data)
+    if f_star is not None:
+        validation.check_finite_number("f_star", f_star)
+        f_star = float(f_star)
+    elif cost is _linear_mse() and _regression_pair(data):
+        f_star = reference.optimal_cost(*data)
+
+    run_cost, run_data, run_batch_sizes = cost, data, list(batch_sizes)
+    if gram:
+        if cost is not _linear_mse() or not _regression_pair(data):
+            raise ValueError(
+                "gram=True is the full-batch least-squares fast path: it needs "
+                "cost=gdjax.make_cost(gdjax.linear, gdjax.mse) and data=(X, y)"
+            )
+        if any(b is not None and b != num_examples for b in batch_sizes):
+            raise ValueError(
+                f"gram=True computes the full-batch gradient from X^T X; it cannot sample mini-batches "
+                f"(batch_size={batch_size!r}): use gram=False"
+            )
+        run_cost, run_data = gram_mse, gram_statistics(*data)
+        run_batch_sizes = [None] * len(batch_sizes)
+    for b in run_batch_sizes:
+        if b is not None and seed_list is None and num_examples is not None and num_examples > b:
+            raise ValueError(
+                f"batch_size={b} samples mini-batches at random: pass seeds=[0, ...] (lane key "
+                "jax.random.key(seed))"
+            )
+
+    lanes = _LaneAxes.build(stack, starts is not None, seed_list, init_noise)
+    run_options = dict(num_steps=num_steps, record_every=record_every, unroll=unroll)
+    groups = []
+    for parsed in parsed_grids:
+        rule0, tol_base = _validate_values(parsed, tolerance_kwargs)
+        lane_params, hp, tols, key_data, coord_values, seed_i, start_i = _lane_values(
+            parsed, zip_grid, lanes, tol_base
+        )
+        for shown_bs, bs in zip(batch_sizes, run_batch_sizes, strict=True):
+            p0, prepared, _, opts = loop.prepare(
+                run_cost,
+                rule0,
+                jax.tree.map(lambda x: x[0], lane_params),
+                run_data,
+                batch_size=bs,
+                key=None if seed_list is None else jax.random.key(seed_list[0]),
+                **run_options,
+            )
+            coords = [
+                {
+                    "rule": parsed.spec.name,
+                    **{k: coord_values[k][i] for k in parsed.keys},
+                    "seed": None if seed_list is None else seed_list[seed_i[i]],
+                    "start": None if starts is None else int(start_i[i]),
+                    "batch_size": shown_bs,
+                }
+                for i in range(len(seed_i))
+            ]
+            groups.append(
+                _Group(
+                    spec=parsed.spec,
+                    update=rule0.update,
+                    cost=run_cost,
+                    opts=opts,
+                    data=prepared,
+                    params0=lane_params,
+                    hp=hp,
+                    key_data=key_data,
+                    key_impl=lanes.key_impl,
+                    tols=tols,
+                    coords=coords,
+                    bytes_per_lane=_bytes_per_lane(run_cost, rule0, p0, prepared, opts),
+                )
+            )
+
+    call_lanes = _check_memory(groups, chunk_size, devices, memory_budget, record_every)
+    hp_names = tuple(dict.fromkeys(k for p in parsed_grids for k in p.keys))
+    meta = dict(hyperparameter_names=hp_names, f_star=f_star, num_steps=num_steps)
+    return _execute(groups, call_lanes, chunk_size, devices, progress, meta)
+
+
+def _rule_entries(rule, grid, rules) -> list[tuple[Any, Any]]:
+    if rules is None:
+        if rule is None:
+            raise ValueError("rule is None: name a rule ('sgd') or pass rules={'sgd': grid, ...}")
+        return [(rule, grid)]
+    if rule is not None or grid is not None:
+        raise ValueError("give either rule= and grid=, or rules={rule: grid, ...}, not both")
+    if not isinstance(rules, Mapping) or not rules:
+        raise ValueError("rules must be a non-empty mapping {rule name or factory: grid}")
+    return list(rules.items())
+
+
+class _LaneAxes(NamedTuple):
+    """The seed and start axes every rule's grid is crossed with."""
+
+    stack: PyTree  # (num_starts, ...) NumPy starting points
+    has_starts: bool
+    seeds: list[int] | None
+    seed_keys: np.ndarray | None  # (num_seeds, *key_shape) uint32 key data
+    key_impl: str | None
+    noise: list[list[np.ndarray]] | None  # per seed, per leaf: standard-normal perturbations
+    init_noise: float | None
+
+    @classmethod
+    def build(cls, stack, has_starts, seeds, init_noise) -> _LaneAxes:
+        seed_keys = key_impl = noise = None
+        if seeds is not None:
+            seed_keys = np.stack([np.asarray(jax.random.key_data(jax.random.key(s))) for s in seeds])
+            key_impl = str(jax.random.key_impl(jax.random.key(0)))
+            if init_noise:
+                noise = [_noise(jax.tree.map(lambda x: x[0], stack), s) for s in seeds]
+        return cls(stack, has_starts, seeds, seed_keys, key_impl, noise, init_noise)
+
+    @property
+    def num_seeds(self) -> int:
+        return 1 if self.seeds is None else len(self.seeds)
+
+    @property
+    def num_starts(self) -> int:
+        return jax.tree.leaves(self.stack)[0].shape[0]
+
+
+def _lane_values(parsed: _ParsedGrid, zip_grid: bool, lanes: _LaneAxes, tol_base: dict):
+    """Host arrays of every lane of one rule: starts, hyperparameters, tolerances, keys, coordinates."""
+    axis_idx, seed_i, start_i = _lane_indices(parsed, zip_grid, lanes.num_seeds, lanes.num_starts)
+    num = len(seed_i)
+    leaves, treedef = jax.tree.flatten(lanes.stack)
+    lane_leaves = []
+    for j, leaf in enumerate(leaves):
+        x = leaf[start_i]
+        if lanes.noise is not None:
+            eps = np.stack([per_seed[j] for per_seed in lanes.noise])[seed_i]
+            x = (x + np.asarray(lanes.init_noise, leaf.dtype) * eps).astype(leaf.dtype)
+        lane_leaves.append(x)
+    lane_params = jax.tree.unflatten(treedef, lane_leaves)
+
+    # Hyperparameters in the params' dtype: what a Python float becomes in the rule's state at init
+    # (Optax's inject_hyperparams would keep a float64 array as float64).
+    dtype = loop._float_dtype(lanes.stack)
+    hp = {k: np.full(num, v, dtype) for k, v in parsed.fixed.items() if k not in TOLERANCE_NAMES}
+    encoded = loop.make_tolerances(**tol_base)
+    tol_fields = {f: np.full(num, getattr(encoded, f)) for f in loop.Tolerances._fields}
+    coord_values = {k: [v] * num for k, v in {**parsed.static, **parsed.fixed}.items()}
+    for axis, idx in zip(parsed.axes, axis_idx, strict=True):
+        if axis.tolerance:
+            codes = [
+                getattr(loop.make_tolerances(**dict(tol_base, **{axis.name: v})), axis.name)
+                for v in axis.values
+            ]
+            tol_fields[axis.name] = np.asarray(codes, tol_fields[axis.name].dtype)[idx]
+        else:
+            hp[axis.name] = np.asarray(axis.values, np.float64).astype(dtype)[idx]
+        coord_values[axis.name] = [axis.values[i] for i in idx]
+    key_data = None if lanes.seed_keys is None else lanes.seed_keys[seed_i]
+    return lane_params, hp, loop.Tolerances(**tol_fields), key_data, coord_values, seed_i, start_i
+
+
+def _bytes_per_lane(cost, rule, params0, data, opts: loop.RunOptions) -> int:
+    """The memory estimate of one lane (see the module docstring)."""
+    params_size = _tree_size(params0)
+    state_size = _tree_size(jax.eval_shape(rule.init, params0))
+    residual = _largest_intermediate(cost, params0, data)
+    if opts.batch_size is not None:
+        residual = max(residual, opts.num_examples)
+    elements = (
+        (opts.num_steps // opts.record_every + 1) * params_size
+        + 2 * (opts.num_steps + 1)
+        + 3 * params_size
+        + state_size
+        + residual
+    )
+    return elements * np.dtype(loop._float_dtype(params0)).itemsize
+
+
+def _check_memory(groups, chunk_size, devices, memory_budget, record_every) -> list[int]:
+    """Lanes per program call of each group (padded to the devices); raises if a call needs more
+    than the budget."""
+    num_devices = len(devices)
+    budget = _default_memory_budget(devices) if memory_budget is None else float(memory_budget)
+    call_lanes = [
+        _round_up(min(chunk_size, g.num_lanes) if chunk_size else g.num_lanes, num_devices) for g in groups
+    ]
+    need = max(n * g.bytes_per_lane for n, g in zip(call_lanes, groups, strict=True))
+    if need > budget:
+        per_lane = max(g.bytes_per_lane for g in groups)
+        fit = int(budget // per_lane) // num_devices * num_devices
+        advice = (
+            f"chunk_size={fit}"
+            if fit >= 1
+            else f"record_every > {record_every} (even {num_devices} lane(s) per call do not fit)"
+        )
+        what = f"chunks of {chunk_size} lanes need" if chunk_size else "the sweep needs"
+        raise ValueError(
+            f"{what} about {_fmt_bytes(need)} of histories and working memory in one program call "
+            f"({per_lane} bytes per lane), more than memory_budget={_fmt_bytes(budget)}: pass {advice}"
+        )
+    return call_lanes
+
+
+def _execute(groups, call_lanes, chunk_size, devices, progress, meta) -> SweepResult:
+    """Runs every group chunk by chunk; completed lanes survive a later failure (SweepInterrupted)."""
+    lane_sharding = replicated = None
+    if len(devices) > 1:
+        mesh = Mesh(np.asarray(devices), (_LANES,))
+        lane_sharding = NamedSharding(mesh, PartitionSpec(_LANES))
+        replicated = NamedSharding(mesh, PartitionSpec())
+    total = sum(g.num_lanes for g in groups)
+    all_coords = [c for g in groups for c in g.coords]
+    pieces: list[Trace] = []
+    timing = {"compile_seconds": 0.0, "run_seconds": 0.0, "sharding": None}
+    done = 0
+    try:
+        for g, padded in zip(groups, call_lanes, strict=True):
+            data = _place(g.data, replicated, devices[0])
+            step = chunk_size or g.num_lanes
+            for lo in range(0, g.num_lanes, step):
+                hi = min(lo + step, g.num_lanes)
+                # The last chunk repeats its first lane up to the common size, so it runs the same
+                # program; the repeats are dropped below.
+                idx = np.concatenate([np.arange(lo, hi), np.full(padded - (hi - lo), lo)])
+                lane_inputs = (
+                    jax.tree.map(lambda x, idx=idx: x[idx], g.params0),
+                    {k: v[idx] for k, v in g.hp.items()},
+                    None if g.key_data is None else g.key_data[idx],
+                    jax.tree.map(lambda x, idx=idx: x[idx], g.tols),
+                )
+                p0, hp, key_data, tols = _place(lane_inputs, lane_sharding, devices[0])
+                args = (p0, hp, data, key_data, tols)
+                compiled, seconds = _compiled(
+                    (g.cost, g.update, g.opts, g.spec, lane_sharding, g.key_impl), args
+                )
+                timing["compile_seconds"] += seconds
+                t0 = time.perf_counter()
+                out = jax.block_until_ready(compiled(*args))
+                timing["run_seconds"] += time.perf_counter() - t0
+                timing["sharding"] = out.loss_history.sharding
+                pieces.append(jax.tree.map(lambda x, n=hi - lo: np.asarray(x)[:n], _to_host(out)))
+                done += hi - lo
+                if progress is not None:
+                    progress(done, total)
+    except Exception as err:
+        if done == 0:
+            raise
+        partial = _result(pieces, all_coords[:done], **meta, **timing)
+        raise SweepInterrupted(
+            f"sweep stopped after {done} of {total} lanes ({type(err).__name__}: {err}); the completed "
+            "lanes are in .partial",
+            partial,
+        ) from err
+    return _result(pieces, all_coords, **meta, **timing)
+
+
+def _result(pieces, coords, **fields) -> SweepResult:
+    trace = jax.tree.map(lambda *xs: np.concatenate(xs), *pieces)
+    return SweepResult(trace=trace, coords=coords, **fields)
+
+
+__all__ = [
+    "NOISE_FOLD",
+    "TOLERANCE_NAMES",
+    "GramStatistics",
+    "SummaryTable",
+    "SweepInterrupted",
+    "SweepResult",
+    "gram_mse",
+    "gram_statistics",
+    "sweep",
+]

@@ -1,0 +1,614 @@
+"""Tests of `gdjax.sweep`: a grid of runs as one compiled, vmapped, device-sharded program.
+
+The oracle for every lane is the same configuration run alone with `gdjax.loop.run` (its rule built by
+`gdjax.rules.get` from the lane's coordinates, its start perturbed by a re-implementation of the
+documented init-noise formula), so the sweep cannot influence what it is compared against.
+"""
+
+import csv
+import dataclasses
+import functools
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import optax
+import pytest
+from helpers import atol, count_compilations, rtol
+
+import gdjax
+from gdjax import loop, rules
+from gdjax.sweep import (
+    NOISE_FOLD,
+    TOLERANCE_NAMES,
+    SweepInterrupted,
+    SweepResult,
+    gram_mse,
+    gram_statistics,
+    sweep,
+)
+
+COST = gdjax.make_cost(gdjax.linear, gdjax.mse)
+# A lane must equal its run alone to 1e-10 relative in float64: vmap may only reorder sums. Gradient
+# norms near an optimum are tiny differences of large terms, hence the absolute floor.
+LANE_RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): rtol(np.float32)}
+
+PROBLEMS = {
+    "synthetic": tuple(gdjax.data.synthetic(0, 64, 3)[:2]),  # 2/L = 0.783, f* = 0.0120
+    "house": gdjax.data.house_prices(),
+}
+START_STACK = {"w": np.array([[0.0, 0.0, 0.0], [1.0, -1.0, 0.5]]), "b": np.array([0.0, 2.0])}
+COORD_KEYS = ("rule", "seed", "start", "batch_size")
+
+# Each row: the problem, the sweep's arguments, and the statuses its lanes must end with. The rows
+# share problem shapes and step counts so that the tests below reuse their compiled programs (on a
+# small CPU an XLA compilation costs seconds; a lane's run costs microseconds).
+LANE_CASES = {
+    "sgd-diverging-nonfinite-tolerance-axes": dict(
+        problem="synthetic",
+        args=dict(
+            rule="sgd",
+            grid={"learning_rate": [0.05, 0.5, 1e5], "tol": [1e-6, None], "divergence_factor": [100.0, None]},
+            num_steps=40,
+        ),
+        statuses={"max_steps", "converged", "diverged", "nonfinite"},
+    ),
+    "house-prices-sgd-around-2-over-L": dict(
+        problem="house",
+        args=dict(rule="sgd", grid={"learning_rate": [0.01, 0.05, 0.08, 0.09]}, num_steps=40),
+        statuses={"max_steps", "diverged"},
+    ),
+    "momentum-product-seeds-starts-noise": dict(
+        problem="synthetic",
+        args=dict(
+            rule="momentum",
+            grid={"learning_rate": [0.01, 0.1], "momentum": [0.0, 0.9]},
+            num_steps=40,
+            params0=None,
+            starts=START_STACK,
+            seeds=[3, 4],
+            init_noise=0.5,
+        ),
+        statuses={"max_steps"},
+    ),
+    "sgd-minibatch-seeds-batch-size-list": dict(
+        problem="synthetic",
+        args=dict(
+            rule="sgd",
+            grid={"learning_rate": [0.05, 2.0]},
+            num_steps=40,
+            seeds=[0, 1, 2],
+            batch_size=[8, None],
+        ),
+        statuses={"max_steps", "diverged"},
+    ),
+    "multi-rule-sgd-adam": dict(
+        problem="synthetic",
+        args=dict(
+            rule=None,
+            rules={
+                "sgd": {"learning_rate": [0.05, 0.5]},
+                "adam": {"learning_rate": [0.01, 0.1], "b1": 0.8, "patience": [2, 1000]},
+            },
+            num_steps=40,
+            min_delta=1e-3,
+        ),
+        statuses={"max_steps", "converged"},
+    ),
+    "factory-zip-schedule-record-every": dict(
+        problem="synthetic",
+        args=dict(
+            rule=rules.momentum,
+            grid={
+                "learning_rate": [0.01, 0.02, 0.05],
+                "momentum": [0.0, 0.5, 0.8],
+                "schedule": "inverse_time",
+                "decay_rate": 0.01,
+            },
+            zip_grid=True,
+            num_steps=43,
+            record_every=5,
+        ),
+        statuses={"max_steps"},
+    ),
+    "optax-lamb-float32": dict(
+        problem="synthetic",
+        dtype=np.float32,  # grid values must reach the rule state as a Python float would
+        args=dict(rule="optax.lamb", grid={"learning_rate": [0.01, 0.1], "b2": 0.99}, num_steps=40),
+        statuses={"max_steps"},
+    ),
+}
+
+
+def _problem(row):
+    X, y = PROBLEMS[row["problem"]]
+    return X, y, gdjax.init_linear(X.shape[1], row.get("dtype", np.float64))
+
+
+def _sweep_row(row, **overrides) -> SweepResult:
+    X, y, params0 = _problem(row)
+    return sweep(COST, **{"params0": params0, "data": (X, y), **row["args"], **overrides})
+
+
+@functools.cache
+def _result(name: str) -> SweepResult:
+    """The sweep of LANE_CASES[name], computed once for every test that reads it."""
+    return _sweep_row(LANE_CASES[name])
+
+
+def _noisy(start, seed, sigma):
+    """The documented init-noise formula, re-implemented: leaf + sigma * normal(k_i)."""
+    leaves, treedef = jax.tree.flatten(start)
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), NOISE_FOLD), len(leaves))
+    return jax.tree.unflatten(
+        treedef,
+        [x + sigma * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys, strict=True)],
+    )
+
+
+def _run_alone(row, coords) -> gdjax.Trace:
+    """The lane's configuration as one `gdjax.loop.run` call."""
+    X, y, params0 = _problem(row)
+    args = row["args"]
+    hyper = {k: v for k, v in coords.items() if k not in COORD_KEYS and k not in TOLERANCE_NAMES}
+    stopping = {k: args[k] for k in TOLERANCE_NAMES if k in args}
+    stopping.update({k: v for k, v in coords.items() if k in TOLERANCE_NAMES})
+    start = params0
+    if coords["start"] is not None:
+        start = jax.tree.map(lambda s: s[coords["start"]], args["starts"])
+    if args.get("init_noise"):
+        start = _noisy(jax.tree.map(np.asarray, start), coords["seed"], args["init_noise"])
+    return loop.run(
+        COST,
+        rules.get(coords["rule"], **hyper),
+        start,
+        (X, y),
+        num_steps=args["num_steps"],
+        batch_size=coords["batch_size"],
+        key=coords["seed"],
+        record_every=args.get("record_every", 1),
+        **stopping,
+    )
+
+
+def _assert_traces_equal(got, want, rel, abs_=0.0):
+    for field in ("params", "loss_history", "params_history", "grad_norm_history"):
+        pairs = zip(jax.tree.leaves(getattr(got, field)), jax.tree.leaves(getattr(want, field)), strict=True)
+        for a, b in pairs:
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rel, atol=abs_, err_msg=field)
+    for field in ("steps", "status", "stop_step"):
+        np.testing.assert_array_equal(
+            np.asarray(getattr(got, field)), np.asarray(getattr(want, field)), field
+        )
+
+
+def _f64_tolerances():
+    return LANE_RTOL[np.dtype(np.float64)], atol(np.float64)
+
+
+@pytest.mark.parametrize("name", list(LANE_CASES))
+def test_every_lane_equals_the_run_alone(name):
+    row = LANE_CASES[name]
+    result = _result(name)
+    dtype = np.dtype(row.get("dtype", np.float64))
+    num_steps = row["args"]["num_steps"]
+    assert result.trace.loss_history.shape == (result.num_lanes, num_steps + 1)
+    assert result.trace.loss_history.dtype == dtype
+    for i, coords in enumerate(result.coords):
+        _assert_traces_equal(result.lane(i), _run_alone(row, coords), LANE_RTOL[dtype], atol(dtype))
+    assert set(result.trace.status_name()) == row["statuses"]
+
+
+# Lane order: rules in order, then batch sizes, then the grid product (first key slowest), then
+# seeds, then starts.
+LANE_ORDER = {
+    "momentum-product-seeds-starts-noise": (
+        ("learning_rate", "momentum", "seed", "start"),
+        list(itertools.product([0.01, 0.1], [0.0, 0.9], [3, 4], [0, 1])),
+    ),
+    "sgd-minibatch-seeds-batch-size-list": (
+        ("batch_size", "learning_rate", "seed"),
+        list(itertools.product([8, None], [0.05, 2.0], [0, 1, 2])),
+    ),
+    "multi-rule-sgd-adam": (
+        ("rule", "learning_rate", "b1", "patience"),
+        [("sgd", 0.05, None, None), ("sgd", 0.5, None, None)]
+        + [("adam", lr, 0.8, p) for lr in (0.01, 0.1) for p in (2, 1000)],
+    ),
+    "factory-zip-schedule-record-every": (
+        ("rule", "learning_rate", "momentum", "schedule", "seed", "start"),
+        [
+            ("momentum", lr, m, "inverse_time", None, None)
+            for lr, m in [(0.01, 0.0), (0.02, 0.5), (0.05, 0.8)]
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(LANE_ORDER))
+def test_lane_coordinates_and_order(name):
+    keys, want = LANE_ORDER[name]
+    result = _result(name)
+    assert [tuple(c.get(k) for k in keys) for c in result.coords] == want
+    grids = [row for row in LANE_CASES[name]["args"].get("rules", {}).values()] or [
+        LANE_CASES[name]["args"]["grid"]
+    ]
+    assert result.hyperparameter_names == tuple(dict.fromkeys(k for g in grids for k in g))
+
+
+# ----------------------------------------------------------------------------------- compilation
+# A second sweep with new values of the same sizes reuses the compiled programs of LANE_CASES.
+NEW_VALUES = {
+    "sgd-diverging-nonfinite-tolerance-axes": dict(
+        grid={"learning_rate": [0.07, 0.4, 2e5], "tol": [1e-7, 1e-3], "divergence_factor": [10.0, None]}
+    ),
+    "sgd-minibatch-seeds-batch-size-list": dict(grid={"learning_rate": [0.02, 0.3]}, seeds=[5, 6, 7]),
+    "multi-rule-sgd-adam": dict(
+        rules={
+            "sgd": {"learning_rate": [0.1, 0.2]},
+            "adam": {"learning_rate": [0.02, 0.3], "b1": 0.5, "patience": [3, 4]},
+        }
+    ),
+    "optax-lamb-float32": dict(grid={"learning_rate": [0.03, 0.3], "b2": 0.9}),
+    "momentum-product-seeds-starts-noise": dict(
+        grid={"learning_rate": [0.03, 0.04], "momentum": [0.1, 0.2]}, seeds=[8, 9], init_noise=2.0
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(NEW_VALUES))
+def test_new_values_do_not_recompile(name):
+    _result(name)  # compiles (once per session)
+    with count_compilations() as counter:
+        result = _sweep_row(LANE_CASES[name], **NEW_VALUES[name])
+    assert counter.count == 0
+    assert result.compile_seconds == 0.0
+    assert result.num_lanes == _result(name).num_lanes
+
+
+# ------------------------------------------------------------------------------------- summaries
+SUMMARY_KEYS = ["lane", "rule", "learning_rate", "tol", "divergence_factor", "seed", "start", "batch_size"]
+SUMMARY_KEYS += ["final_loss", "suboptimality", "steps_to_target", "status", "steps", "stop_step"]
+
+
+def test_summary_rows_keys_statuses_and_targets():
+    result = _result("sgd-diverging-nonfinite-tolerance-axes")
+    X, y = PROBLEMS["synthetic"]
+    f_star = gdjax.reference.least_squares(X, y, full_output=True).f_star
+    target = 1e-3
+    table = result.summary(target=target)
+    losses = result.trace.loss_history
+    assert len(table) == result.num_lanes == 12
+    for i, r in enumerate(table):
+        assert list(r) == SUMMARY_KEYS
+        assert (r["lane"], r["rule"]) == (i, "sgd")
+        assert r["final_loss"] == float(losses[i, -1])
+        assert r["suboptimality"] == float(losses[i, -1]) - f_star
+        reached = np.flatnonzero(losses[i] - f_star <= target)
+        assert r["steps_to_target"] == (int(reached[0]) if reached.size else None)
+        assert r["steps"] == int(result.trace.steps[i])
+        assert (r["stop_step"] is None) == (r["status"] == "max_steps")
+    statuses = [r["status"] for r in table]
+    assert (
+        statuses
+        == ["max_steps"] * 4
+        + ["converged", "converged", "max_steps", "max_steps"]
+        + [
+            "diverged",
+            "nonfinite",
+        ]
+        * 2
+    )
+    assert [r["steps_to_target"] is not None for r in table][4:8] == [True] * 4
+    assert all(r["steps_to_target"] is None for r in result.summary())
+    lines = str(table).splitlines()
+    assert lines[0].split() == SUMMARY_KEYS and len(lines) == 2 + 12 and "nonfinite" in lines[-1]
+
+
+def test_summary_without_f_star_targets_the_loss():
+    result = dataclasses.replace(_result("sgd-diverging-nonfinite-tolerance-axes"), f_star=None)
+    table = result.summary(target=0.02)
+    assert {r["suboptimality"] for r in table} == {None}
+    for i, r in enumerate(table):
+        reached = np.flatnonzero(result.trace.loss_history[i] <= 0.02)
+        assert r["steps_to_target"] == (int(reached[0]) if reached.size else None)
+    assert [r["steps_to_target"] is None for r in table] == [False] * 8 + [True] * 4
+
+
+def test_f_star_is_computed_for_least_squares_or_given():
+    X, y = PROBLEMS["synthetic"]
+    assert _result("multi-rule-sgd-adam").f_star == gdjax.reference.optimal_cost(X, y)
+    given = _sweep_row(LANE_CASES["multi-rule-sgd-adam"], f_star=0.5)
+    assert [r["suboptimality"] for r in given.summary()] == [r["final_loss"] - 0.5 for r in given.summary()]
+
+
+def test_summary_table_writes_csv_and_json(tmp_path):
+    table = _result("sgd-diverging-nonfinite-tolerance-axes").summary(target=1e-3)
+    table.to_csv(tmp_path / "summary.csv")
+    table.to_json(tmp_path / "summary.json")
+    with open(tmp_path / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [list(r) for r in rows] == [list(t) for t in table]
+    assert [float(r["final_loss"]) for r in rows] == [r["final_loss"] for r in table]
+    assert {r["seed"] for r in rows} == {""}
+    loaded = json.loads((tmp_path / "summary.json").read_text())
+    assert [r["status"] for r in loaded] == [r["status"] for r in table]
+    assert [r["final_loss"] for r in loaded][-1] == "inf"  # JSON has no infinity
+    assert sorted(os.listdir(tmp_path)) == ["summary.csv", "summary.json"]  # no temporary files left
+
+
+@pytest.mark.parametrize("name", list(LANE_CASES))
+def test_best_lane_per_rule_skips_diverged_lanes(name):
+    result = _result(name)
+    best = result.best()
+    rules_in_order = list(dict.fromkeys(c["rule"] for c in result.coords))
+    assert [r["rule"] for r in best] == rules_in_order
+    status = np.asarray(result.trace.status)
+    ok = (status != gdjax.Status.DIVERGED) & (status != gdjax.Status.NONFINITE)
+    for r in best:
+        lanes = [i for i in result.select(rule=r["rule"]) if ok[i]]
+        want = lanes[int(np.argmin(result.trace.loss_history[lanes, -1]))]  # argmin: first of ties
+        assert r["lane"] == want
+        assert r == result.summary()[want]
+
+
+def test_best_ties_go_to_the_lowest_lane_and_rank_by_any_column():
+    result = _result("sgd-diverging-nonfinite-tolerance-axes")
+    losses = result.trace.loss_history[:, -1]
+    assert losses[6] == losses[7] < losses[4]  # lr 0.5 without tol: two identical lanes
+    assert [r["lane"] for r in result.best()] == [6]
+    # Every finite lane is within 1e300 of f* at step 0: a 12-way tie.
+    assert [r["lane"] for r in result.best(by="steps_to_target", target=1e300)] == [0]
+    assert [r["lane"] for r in result.best(by="steps")] == [4]
+    with pytest.raises(ValueError, match="did you mean 'final_loss'"):
+        result.best(by="final_los")
+
+
+AGGREGATES = {
+    "over-seed": ("sgd-minibatch-seeds-batch-size-list", "seed", ("batch_size", "learning_rate"), 3),
+    "over-seed-and-start": (
+        "momentum-product-seeds-starts-noise",
+        ("seed", "start"),
+        ("learning_rate", "momentum"),
+        4,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(AGGREGATES.values()), ids=list(AGGREGATES))
+def test_aggregate(case):
+    name, over, by, size = case
+    result = _result(name)
+    table = result.aggregate(over=over)
+    assert len(table) == result.num_lanes // size
+    for r in table:
+        lanes = result.select(**{k: r[k] for k in by})
+        finals = result.trace.loss_history[lanes, -1]
+        status = [str(gdjax.Status(int(s))) for s in result.trace.status[lanes]]
+        assert r["count"] == size == len(lanes)
+        assert r["final_loss_mean"] == pytest.approx(float(np.mean(finals)), rel=1e-14)
+        assert r["final_loss_std"] == pytest.approx(float(np.std(finals, ddof=1)), rel=1e-12)
+        assert (r["final_loss_min"], r["final_loss_max"]) == (float(finals.min()), float(finals.max()))
+        assert r["suboptimality_mean"] == pytest.approx(r["final_loss_mean"] - result.f_star, rel=1e-12)
+        assert {s: r[s] for s in ("max_steps", "converged", "diverged", "nonfinite")} == {
+            s: status.count(s) for s in ("max_steps", "converged", "diverged", "nonfinite")
+        }
+        assert not set([over] if isinstance(over, str) else over) & set(r)
+
+
+def test_aggregate_rejects_unknown_coordinates():
+    with pytest.raises(ValueError, match="did you mean 'seed'"):
+        _result("sgd-minibatch-seeds-batch-size-list").aggregate(over="seeds")
+
+
+def test_select_and_lane():
+    result = _result("momentum-product-seeds-starts-noise")
+    assert result.select(learning_rate=0.1, momentum=0.9, seed=4) == [14, 15]
+    assert result.select(start=1, seed=3, momentum=0.0) == [1, 9]
+    np.testing.assert_array_equal(result.lane(15).loss_history, result.trace.loss_history[15])
+    with pytest.raises(ValueError, match="did you mean 'momentum'"):
+        result.select(momentun=0.5)
+    with pytest.raises(ValueError, match="out of range"):
+        result.lane(16)
+
+
+# ------------------------------------------------------------------------------ chunks and memory
+# The mini-batch group of LANE_CASES["sgd-minibatch-seeds-batch-size-list"]: 6 lanes, compiled once.
+CHUNKED = dict(rule="sgd", grid={"learning_rate": [0.05, 2.0]}, num_steps=40, seeds=[0, 1, 2], batch_size=8)
+NINE_LANES = {"learning_rate": [0.05, 2.0, 0.1]}  # chunks of 6: one full, one padded from 3
+
+
+def _chunked(**overrides) -> SweepResult:
+    X, y, p0 = _problem({"problem": "synthetic"})
+    return sweep(COST, params0=p0, data=(X, y), **{**CHUNKED, **overrides})
+
+
+def test_chunks_equal_one_call_reuse_one_program_and_report_progress():
+    whole = _chunked()
+    calls = []
+    with count_compilations() as counter:
+        chunked = _chunked(
+            grid=NINE_LANES, chunk_size=6, progress=lambda done, total: calls.append((done, total))
+        )
+    assert counter.count == 0  # the padded last chunk runs the program of the full one
+    assert calls == [(6, 9), (9, 9)]
+    assert chunked.coords[:6] == whole.coords
+    _assert_traces_equal(jax.tree.map(lambda x: x[:6], chunked.trace), whole.trace, *_f64_tolerances())
+    row = {"problem": "synthetic", "args": {**CHUNKED, "grid": NINE_LANES}}
+    for i in range(6, 9):
+        _assert_traces_equal(chunked.lane(i), _run_alone(row, chunked.coords[i]), *_f64_tolerances())
+
+
+def test_a_failing_chunk_keeps_the_completed_lanes():
+    whole = _chunked()
+
+    def progress(done, total):
+        raise KeyError("stop after the first chunk")
+
+    with pytest.raises(SweepInterrupted, match="after 6 of 9 lanes") as info:
+        _chunked(grid=NINE_LANES, chunk_size=6, progress=progress)
+    assert isinstance(info.value, RuntimeError)
+    assert isinstance(info.value.__cause__, KeyError)
+    partial = info.value.partial
+    assert partial.num_lanes == 6 and partial.coords == whole.coords
+    _assert_traces_equal(partial.trace, whole.trace, *_f64_tolerances())
+
+
+def test_too_large_a_sweep_raises_before_compiling_and_suggests_a_chunk_size():
+    with count_compilations() as counter, pytest.raises(ValueError, match="memory_budget") as info:
+        _chunked(grid=NINE_LANES, memory_budget=1000)
+    assert counter.count == 0
+    per_lane = int(re.search(r"\((\d+) bytes per lane\)", str(info.value)).group(1))
+    budget = 6 * per_lane + 1
+    with pytest.raises(ValueError, match=r"pass chunk_size=6\b"):
+        _chunked(grid=NINE_LANES, memory_budget=budget)
+    with pytest.raises(ValueError, match="chunks of 7 lanes"):
+        _chunked(grid=NINE_LANES, memory_budget=budget, chunk_size=7)
+    assert _chunked(grid=NINE_LANES, memory_budget=budget, chunk_size=6).num_lanes == 9
+
+
+# ----------------------------------------------------------------------------------- gram fast path
+@pytest.mark.parametrize(
+    "name", ["sgd-diverging-nonfinite-tolerance-axes", "house-prices-sgd-around-2-over-L"]
+)
+def test_gram_fast_path_follows_the_same_trajectories(name):
+    fast = _sweep_row(LANE_CASES[name], gram=True)
+    assert fast.coords == _result(name).coords
+    _assert_traces_equal(fast.trace, _result(name).trace, rtol(np.float64), atol(np.float64))
+
+
+def test_gram_cost_equals_the_mse_cost():
+    X, y = PROBLEMS["synthetic"]
+    params = {"w": np.array([0.3, -1.0, 2.0]), "b": np.float64(0.7)}
+    stats = gram_statistics(X, y)
+    value, grads = jax.jit(jax.value_and_grad(gram_mse))(params, stats)
+    assert float(value) == pytest.approx(gdjax.reference.mse_cost(params, (X, y)), rel=1e-12)
+    want = gdjax.reference.mse_grad(params, (X, y))
+    for k in ("w", "b"):
+        np.testing.assert_allclose(grads[k], want[k], rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------- bad input
+def _bad(**overrides):
+    X, y, p0 = _problem({"problem": "synthetic"})
+    base = dict(
+        cost=COST, rule="sgd", params0=p0, data=(X, y), grid={"learning_rate": [0.1, 0.2]}, num_steps=10
+    )
+    return {**base, **overrides}
+
+
+BAD_INPUTS = {
+    "empty-grid": (_bad(grid={}), "grid of rule 'sgd' is empty"),
+    "zero-length-array": (_bad(grid={"learning_rate": []}), r"grid\['learning_rate'\] is empty"),
+    "2-d-array": (_bad(grid={"learning_rate": [[0.1, 0.2]]}), "1-D"),
+    "list-of-schedules": (
+        _bad(grid={"learning_rate": [0.1], "schedule": ["constant", "inverse_sqrt"]}),
+        "one value per sweep",
+    ),
+    "schedule-missing-its-value": (
+        _bad(grid={"learning_rate": [0.1], "schedule": "exponential_decay"}),
+        "needs decay_rate",
+    ),
+    "key-the-rule-does-not-take": (_bad(grid={"learnig_rate": [0.1]}), "did you mean 'learning_rate'"),
+    "key-of-another-rule": (
+        _bad(grid={"learning_rate": [0.1], "momentum": [0.9]}),
+        r"hyperparameters are \['learning_rate'\]",
+    ),
+    "zip-mismatched-lengths": (
+        _bad(rule="momentum", grid={"learning_rate": [0.1, 0.2], "momentum": [0.9]}, zip_grid=True),
+        "one length",
+    ),
+    "non-positive-learning-rate": (_bad(grid={"learning_rate": [0.1, 0.0]}), "must be > 0"),
+    "nan-value": (_bad(grid={"learning_rate": [0.1, float("nan")]}), "finite"),
+    "value-the-rule-rejects": (
+        _bad(rule="momentum", grid={"learning_rate": [0.1], "momentum": [0.5, 1.5]}),
+        r"grid\['momentum'\] = 1.5",
+    ),
+    "unknown-rule": (_bad(rule="sgdd"), "unknown rule 'sgdd'"),
+    "unknown-optax-rule": (_bad(rule="optax.lamm"), "did you mean 'optax.lamb'"),
+    "optax-factory-bakes-values": (_bad(rule=optax.sgd), "optax.<name>"),
+    "built-transformation": (_bad(rule=rules.sgd(0.1)), "not a built optax.GradientTransformation"),
+    "rule-and-rules": (_bad(rules={"sgd": {"learning_rate": [0.1]}}), "not both"),
+    "no-rule": (_bad(rule=None), "rule is None"),
+    "tolerance-given-twice": (_bad(grid={"learning_rate": [0.1], "tol": [1e-3]}, tol=1e-4), "give it once"),
+    "bad-tolerance-value": (_bad(grid={"learning_rate": [0.1], "tol": [1e-3, -1.0]}), "tol"),
+    "minibatch-without-seeds": (_bad(batch_size=8), "pass seeds="),
+    "noise-without-seeds": (_bad(init_noise=0.1), "init_noise needs seeds"),
+    "empty-seeds": (_bad(seeds=[]), "seeds is empty"),
+    "batch-larger-than-data": (_bad(batch_size=100, seeds=[0]), "larger than the data"),
+    "starts-without-leading-axis": (
+        _bad(params0=None, starts={"w": np.zeros(3), "b": np.float64(0.0)}),
+        "leading",
+    ),
+    "gram-other-cost": (_bad(cost=gdjax.costs.quadratic, gram=True), "make_cost"),
+    "gram-minibatch": (_bad(batch_size=8, seeds=[0], gram=True), "mini-batches"),
+    "too-large": (_bad(memory_budget=2000), "chunk_size=1"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS.values()), ids=list(BAD_INPUTS))
+def test_bad_input_raises_before_compiling(case):
+    kwargs, message = case
+    with count_compilations() as counter, pytest.raises(ValueError, match=message):
+        sweep(**kwargs)
+    assert counter.count == 0
+
+
+# ------------------------------------------------------------------------------------- devices
+_SHARDED_SCRIPT = """
+import sys
+
+import jax
+import numpy as np
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+import gdjax
+from gdjax.sweep import sweep
+
+X, y = gdjax.data.synthetic(0, 64, 3)[:2]
+cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
+result = sweep(cost, "sgd", gdjax.init_linear(3), (X, y), **eval(sys.argv[2]))
+padded_lanes = 8  # 6 lanes padded to a multiple of 4 devices
+np.savez(
+    sys.argv[1],
+    devices=len(jax.devices()),
+    x64=jax.config.jax_enable_x64,
+    sharded_over=len(result.sharding.device_set),
+    lanes_per_device=result.sharding.shard_shape((padded_lanes, 41))[0],
+    **{f"leaf{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(result.trace))},
+)
+"""
+
+
+def test_lanes_shard_over_four_cpu_devices(tmp_path):
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+        JAX_ENABLE_X64="1",
+        JAX_PLATFORMS="cpu",
+    )
+    out = tmp_path / "sharded.npz"
+    kwargs = {k: v for k, v in CHUNKED.items() if k != "rule"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _SHARDED_SCRIPT, str(out), repr(kwargs)],
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # `python -c` imports this gdjax
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = np.load(out)
+    assert (int(got["devices"]), bool(got["x64"])) == (4, True)
+    assert (int(got["sharded_over"]), int(got["lanes_per_device"])) == (4, 2)
+    single = _chunked()
+    assert set(single.trace.status_name()) == {"max_steps", "diverged"}
+    for i, want in enumerate(jax.tree.leaves(single.trace)):
+        np.testing.assert_allclose(
+            got[f"leaf{i}"], want, rtol=LANE_RTOL[np.dtype(np.float64)], atol=atol(np.float64)
+        )
