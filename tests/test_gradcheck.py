@@ -1,0 +1,554 @@
+"""Tests for `gdjax.gradcheck.check_grad`.
+
+Tables kept as data: problems (a cost, a point, its data and a hand-derived NumPy gradient),
+mutant gradients (each a classic derivation bug), broken custom differentiation rules, bad inputs.
+Oracles the code cannot influence: the hand-derived gradients below and `jax.test_util.check_grads`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import gdjax
+from gdjax import costs, reference
+from gdjax.gradcheck import PAIRS, TOLERANCES, check_grad
+
+DTYPES = [np.float64, np.float32]
+ANALYTIC_PAIRS = {"analytic vs reverse", "analytic vs forward", "analytic vs fd"}
+
+
+def cast(tree, dtype):
+    """Float leaves of a pytree as JAX arrays of `dtype` (integer leaves untouched)."""
+
+    def one(x):
+        x = np.asarray(x)
+        return jnp.asarray(x, dtype) if np.issubdtype(x.dtype, np.floating) else jnp.asarray(x)
+
+    return jax.tree.map(one, tree)
+
+
+# ------------------------------------------------------------------ hand-derived NumPy gradients
+def quadratic_grad(params, batch=None):
+    return jax.tree.map(lambda x: 2.0 * np.asarray(x, np.float64), params)
+
+
+def shifted_quadratic_grad(params, batch=None):
+    return 2.0 * (np.asarray(params, np.float64) - 3.0)
+
+
+def rosenbrock_grad(params, batch=None):
+    x = np.asarray(params, np.float64)
+    g = np.zeros_like(x)
+    g[:-1] = -400.0 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2.0 * (1.0 - x[:-1])
+    g[1:] += 200.0 * (x[1:] - x[:-1] ** 2)
+    return g
+
+
+def ill_conditioned_grad(params, batch=None):
+    x = np.asarray(params, np.float64)
+    return np.geomspace(1.0, 100.0, x.size) * x
+
+
+def poly_grad(params, batch):
+    x, y = np.asarray(batch[0], np.float64).ravel(), batch[1]
+    return reference.mse_grad(params, (x[:, None] ** np.arange(1, 4), y))
+
+
+def mlp_cost(params, batch):
+    """A nested-pytree cost: a tanh layer stored as a tuple, an output layer stored as a dict."""
+    X, y = batch
+    W1, b1 = params["hidden"]
+    pred = jnp.tanh(X @ W1 + b1[None, :]) @ params["out"]["w"] + params["out"]["b"]
+    return jnp.mean((pred - y) ** 2)
+
+
+def mlp_grad(params, batch):
+    """Backpropagation by hand, in float64 NumPy."""
+    X, y = (np.asarray(a, np.float64) for a in batch)
+    W1, b1 = (np.asarray(a, np.float64) for a in params["hidden"])
+    w2, b2 = np.asarray(params["out"]["w"], np.float64), np.asarray(params["out"]["b"], np.float64)
+    H = np.tanh(X @ W1 + b1)
+    dpred = 2.0 * (H @ w2 + b2 - y) / len(y)
+    dZ = np.outer(dpred, w2) * (1.0 - H**2)
+    return {"hidden": (X.T @ dZ, dZ.sum(0)), "out": {"w": H.T @ dpred, "b": dpred.sum()}}
+
+
+# ---------------------------------------------------------------------------------- problems
+class Problem(NamedTuple):
+    cost: Callable
+    params: Callable[[], Any]  # float64 point to check at
+    batch: Callable[[], Any]  # float64 data (or None)
+    analytic: Callable  # hand-derived gradient (NumPy, float64)
+
+
+def _synthetic(n=50, d=3):
+    data = gdjax.data.synthetic(jax.random.key(3), n, d)
+    return data.X, data.y
+
+
+def _poly_data():
+    x = np.linspace(-1.0, 1.0, 20)
+    return x[:, None], 1.0 - 2.0 * x + 0.5 * x**3
+
+
+def _mlp_params():
+    r = np.random.default_rng(0)
+    return {
+        "hidden": (r.normal(size=(3, 4)), r.normal(size=(4,))),
+        "out": {"w": r.normal(size=(4,)), "b": np.array(0.1)},
+    }
+
+
+LINEAR_MSE = gdjax.make_cost(gdjax.linear, gdjax.mse)
+
+PROBLEMS = {
+    "linear_house_prices": Problem(
+        LINEAR_MSE,
+        lambda: {"w": np.array([30.0]), "b": np.array(10.0)},
+        gdjax.data.house_prices,
+        reference.mse_grad,
+    ),
+    "linear_synthetic": Problem(
+        LINEAR_MSE,
+        lambda: {"w": np.array([0.5, -1.0, 2.0]), "b": np.array(0.3)},
+        _synthetic,
+        reference.mse_grad,
+    ),
+    "polynomial": Problem(
+        gdjax.make_cost(gdjax.polynomial(3), gdjax.mse),
+        lambda: {"w": np.array([0.1, 0.2, -0.3]), "b": np.array(0.0)},
+        _poly_data,
+        poly_grad,
+    ),
+    "quadratic_nested": Problem(
+        costs.quadratic,
+        lambda: {"a": np.array([1.0, -2.0]), "b": (np.array(0.5), np.array([[1.0, 2.0], [3.0, 4.0]]))},
+        lambda: None,
+        quadratic_grad,
+    ),
+    "shifted_quadratic": Problem(
+        costs.shifted_quadratic, lambda: np.array([0.0, 1.0, 4.0]), lambda: None, shifted_quadratic_grad
+    ),
+    "rosenbrock": Problem(costs.rosenbrock, lambda: np.array([-1.2, 1.0]), lambda: None, rosenbrock_grad),
+    "ill_conditioned_quadratic": Problem(
+        costs.ill_conditioned_quadratic(100.0),
+        lambda: np.array([1.0, -0.5]),
+        lambda: None,
+        ill_conditioned_grad,
+    ),
+    "mlp_nested_pytree": Problem(mlp_cost, _mlp_params, _synthetic, mlp_grad),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", PROBLEMS)
+def test_true_gradients_pass(name, dtype):
+    """At the table's point and 3 perturbed copies, in one vmapped call."""
+    prob = PROBLEMS[name]
+    params, batch = cast(prob.params(), dtype), cast(prob.batch(), dtype)
+    report = check_grad(prob.cost, params, batch, analytic=prob.analytic, num_points=4, scale=0.5)
+    assert report.ok, str(report)
+    assert report.methods == ("reverse", "forward", "fd", "analytic")
+    assert report.num_points == 4
+    assert len(report.rows) == len(jax.tree.leaves(params)) * len(PAIRS)
+    assert (
+        report.num_coordinates == report.total_coordinates == sum(np.size(x) for x in jax.tree.leaves(params))
+    )
+
+
+@pytest.mark.parametrize("name", PROBLEMS)
+def test_jax_check_grads_agrees(name):
+    """The independent oracle passes on the same functions and points that check_grad passes."""
+    prob = PROBLEMS[name]
+    batch = prob.batch()
+    f = jax.jit(lambda p: prob.cost(p, batch))  # jit only for speed: check_grads works the same
+    check_grads(f, (cast(prob.params(), np.float64),), order=1, modes=["fwd", "rev"])
+
+
+# Exact stationary points: every true gradient component is zero, so only the finite difference's
+# own error estimate and the gradient-scale floor keep round-off from reading as a 100% error.
+STATIONARY = {
+    "quadratic": (costs.quadratic, lambda: costs.TEST_FUNCTIONS["quadratic"].minimizer(3), lambda: None),
+    "shifted_quadratic": (
+        costs.shifted_quadratic,
+        lambda: costs.TEST_FUNCTIONS["shifted_quadratic"].minimizer(3),
+        lambda: None,
+    ),
+    "rosenbrock": (costs.rosenbrock, lambda: costs.TEST_FUNCTIONS["rosenbrock"].minimizer(4), lambda: None),
+    "house_prices_least_squares": (
+        LINEAR_MSE,
+        lambda: reference.least_squares(*gdjax.data.house_prices()),
+        gdjax.data.house_prices,
+    ),
+}
+# float32 where it is hardest: Rosenbrock's large third derivative, and the least-squares optimum
+# where each gradient component is a cancelling sum of large float32 terms.
+STATIONARY_CASES = [(name, np.float64) for name in STATIONARY] + [
+    ("rosenbrock", np.float32),
+    ("house_prices_least_squares", np.float32),
+]
+
+
+@pytest.mark.parametrize(
+    "name, dtype", STATIONARY_CASES, ids=lambda v: v if isinstance(v, str) else np.dtype(v).name
+)
+def test_true_gradients_pass_at_a_minimiser(name, dtype):
+    cost, params, batch = STATIONARY[name]
+    report = check_grad(cost, cast(params(), dtype), cast(batch(), dtype))
+    assert report.ok, str(report)
+
+
+# -------------------------------------------------------------------------------- mutants
+def _residual(params, batch):
+    X, y = (np.asarray(a, np.float64) for a in batch)
+    return X, X @ np.asarray(params["w"], np.float64) + np.asarray(params["b"], np.float64) - y
+
+
+def grad_missing_factor_2(params, batch):
+    X, r = _residual(params, batch)
+    return {"w": X.T @ r / len(r), "b": r.mean()}
+
+
+def grad_sign_error(params, batch):
+    X, r = _residual(params, batch)
+    return {"w": -2.0 * X.T @ r / len(r), "b": -2.0 * r.mean()}
+
+
+def grad_sum_not_mean(params, batch):
+    X, r = _residual(params, batch)
+    return {"w": 2.0 * X.T @ r, "b": 2.0 * r.sum()}
+
+
+def grad_forgot_intercept(params, batch):
+    X, r = _residual(params, batch)
+    return {"w": 2.0 * X.T @ r / len(r), "b": np.float64(0.0)}
+
+
+def grad_residual_without_w(params, batch):
+    """Forgets `X w` in the residual: exact at w = 0 (the tutorials' start), wrong elsewhere."""
+    X, y = (np.asarray(a, np.float64) for a in batch)
+    r = np.asarray(params["b"], np.float64) - y
+    return {"w": 2.0 * X.T @ r / len(r), "b": 2.0 * r.mean()}
+
+
+class Mutant(NamedTuple):
+    analytic: Callable
+    failing_leaves: set
+
+
+MUTANTS = {
+    "missing_factor_2": Mutant(grad_missing_factor_2, {"w", "b"}),
+    "sign_error": Mutant(grad_sign_error, {"w", "b"}),
+    "sum_not_mean": Mutant(grad_sum_not_mean, {"w", "b"}),
+    "forgot_intercept": Mutant(grad_forgot_intercept, {"b"}),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", MUTANTS)
+def test_mutant_analytic_gradient_is_flagged(name, dtype):
+    mutant, prob = MUTANTS[name], PROBLEMS["linear_synthetic"]
+    report = check_grad(
+        prob.cost, cast(prob.params(), dtype), cast(prob.batch(), dtype), analytic=mutant.analytic
+    )
+    assert not report.ok
+    assert not report
+    assert {r.pair for r in report.failed} == ANALYTIC_PAIRS
+    assert {r.leaf for r in report.failed} == mutant.failing_leaves
+    assert all(r.ok for r in report.rows if not r.pair.startswith("analytic"))
+    leaves = sorted(mutant.failing_leaves)
+    assert report.verdict.startswith(f"FAIL: analytic vs reverse on {leaves} (max rel err ")
+    assert report.verdict.endswith("common to every failure: analytic")
+    assert str(report).splitlines()[-1] == report.verdict
+
+
+def test_mutant_wrong_only_away_from_start_needs_many_points():
+    X, y = PROBLEMS["linear_synthetic"].batch()
+    start = gdjax.init_linear(X.shape[1])
+    single = check_grad(LINEAR_MSE, start, (X, y), analytic=grad_residual_without_w)
+    assert single.ok, str(single)  # the bug is invisible at w = 0
+    many = check_grad(LINEAR_MSE, start, (X, y), analytic=grad_residual_without_w, num_points=8, key=1)
+    assert not many.ok
+    assert {r.pair for r in many.failed} == ANALYTIC_PAIRS
+    assert all(r.point != 0 for r in many.failed)
+    assert all(0 < r.point < 8 for r in many.rows if not r.ok)
+
+
+def jnp_quadratic_grad(params, batch=None):
+    return jax.tree.map(lambda x: 2.0 * x, params)
+
+
+def jnp_quadratic_grad_wrong_off_origin(params, batch=None):
+    return jax.tree.map(lambda x: 2.0 * x + x**2, params)  # right only at 0
+
+
+@pytest.mark.parametrize(
+    "analytic, ok",
+    [(jnp_quadratic_grad, True), (jnp_quadratic_grad_wrong_off_origin, False)],
+    ids=["true", "mutant"],
+)
+def test_traceable_analytic_is_vmapped_over_points(analytic, ok):
+    params = {"a": jnp.zeros(3), "b": (jnp.zeros(()), jnp.zeros((2, 2)))}
+    report = check_grad(costs.quadratic, params, analytic=analytic, num_points=5)
+    assert report.ok == ok, str(report)
+
+
+# ---------------------------------------------------------------- broken custom rules
+@jax.custom_vjp
+def _sum_sq_vjp_half(x):
+    return jnp.sum(x**2)
+
+
+_sum_sq_vjp_half.defvjp(lambda x: (_sum_sq_vjp_half(x), x), lambda x, g: (g * x,))  # should be 2 g x
+
+
+@jax.custom_vjp
+def _sum_sq_vjp_sign(x):
+    return jnp.sum(x**2)
+
+
+_sum_sq_vjp_sign.defvjp(lambda x: (_sum_sq_vjp_sign(x), x), lambda x, g: (-2.0 * g * x,))
+
+
+@jax.custom_jvp
+def _sum_sq_jvp_wrong(x):
+    return jnp.sum(x**2)
+
+
+_sum_sq_jvp_wrong.defjvp(lambda p, t: (_sum_sq_jvp_wrong(p[0]), jnp.sum(3.0 * p[0] * t[0])))  # 2, not 3
+
+
+class Broken(NamedTuple):
+    rule: Callable  # applied to params["a"]; params["c"] enters linearly and stays correct
+    failing_pairs: set
+    skipped: tuple  # methods check_grad cannot run
+    oracle_modes: list  # the modes jax.test_util.check_grads can run on it
+
+
+BROKEN = {
+    "custom_vjp_bwd_half": Broken(_sum_sq_vjp_half, {"reverse vs fd"}, ("forward",), ["rev"]),
+    "custom_vjp_bwd_sign": Broken(_sum_sq_vjp_sign, {"reverse vs fd"}, ("forward",), ["rev"]),
+    # Reverse mode transposes the (wrong) jvp rule, so the two autodiff modes agree with each other.
+    "custom_jvp_wrong": Broken(_sum_sq_jvp_wrong, {"reverse vs fd", "forward vs fd"}, (), ["fwd", "rev"]),
+}
+
+
+@pytest.mark.parametrize("name", BROKEN)
+def test_broken_custom_rule_is_flagged(name):
+    broken = BROKEN[name]
+
+    def cost(params, batch):
+        return broken.rule(params["a"]) + jnp.sum(params["c"])
+
+    params = {"a": jnp.array([1.0, -2.0, 0.5]), "c": jnp.ones(2)}
+    report = check_grad(cost, params)
+    assert not report.ok
+    assert {r.pair for r in report.failed} == broken.failing_pairs
+    assert {r.leaf for r in report.failed} == {"a"}
+    assert tuple(m for m, _ in report.skipped) == broken.skipped
+    assert all(m not in report.methods for m in broken.skipped)
+    with pytest.raises(AssertionError):  # the independent oracle agrees it is broken
+        check_grads(jax.jit(lambda p: cost(p, None)), (params,), order=1, modes=broken.oracle_modes)
+
+
+# A missing factor 2 is a relative error of exactly 0.5 on every component.
+OVERRIDES = [(dict(rtol=0.6), True), (dict(rtol=0.4), False), (dict(atol=1e6), True)]
+
+
+@pytest.mark.parametrize("kwargs, ok", OVERRIDES, ids=lambda v: str(v))
+def test_rtol_and_atol_overrides_apply_to_every_pair(kwargs, ok):
+    prob = PROBLEMS["linear_synthetic"]
+    report = check_grad(prob.cost, prob.params(), prob.batch(), analytic=grad_missing_factor_2, **kwargs)
+    assert report.ok == ok, str(report)
+    np.testing.assert_allclose(
+        [r.max_rel_err for r in report.rows if r.pair in ANALYTIC_PAIRS], 0.5, rtol=1e-6
+    )
+
+
+# ------------------------------------------------------------------------ precision
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize(
+    "analytic, ok", [(reference.mse_grad, True), (grad_sign_error, False)], ids=["true", "sign"]
+)
+def test_half_precision(dtype, analytic, ok):
+    prob = PROBLEMS["linear_synthetic"]
+    report = check_grad(prob.cost, cast(prob.params(), dtype), cast(prob.batch(), dtype), analytic=analytic)
+    assert report.ok == ok, str(report)
+    assert {r.dtype for r in report.rows if "fd" not in r.pair} == {np.dtype(dtype).name}
+
+
+def test_tolerance_table_is_keyed_by_dtype_and_loosens_with_precision():
+    order = [np.float64, np.float32, jnp.float16, jnp.bfloat16]
+    rtols = [TOLERANCES[np.dtype(d)].rtol for d in order]
+    assert rtols == sorted(rtols)
+    # Every bug check_grad exists to catch is an O(1) relative error: a missing factor 2 is 0.5.
+    assert max(rtols) < 0.5
+
+
+def test_mixed_precision_rows_use_the_less_precise_dtype():
+    params = {"w": jnp.array([0.5, -1.0, 2.0], jnp.float32), "b": jnp.array(0.3)}
+    report = check_grad(LINEAR_MSE, params, _synthetic(), analytic=reference.mse_grad)
+    assert report.ok, str(report)
+    dtypes = {(r.leaf, r.pair): r.dtype for r in report.rows}
+    assert dtypes["w", "reverse vs forward"] == "float32"
+    assert dtypes["b", "reverse vs forward"] == "float64"
+    assert dtypes["w", "analytic vs fd"] == "float64"
+
+
+# ------------------------------------------------------------------ coordinate sampling
+def test_max_coordinates_subsamples_big_leaves_deterministically():
+    X, y = _synthetic(n=40, d=60)
+    params = {"w": jnp.linspace(-1.0, 1.0, 60), "b": jnp.array(0.5)}
+    run = lambda analytic, key: check_grad(
+        LINEAR_MSE, params, (X, y), analytic=analytic, max_coordinates=8, key=key, num_points=2
+    )
+    first, again, other = run(reference.mse_grad, 7), run(reference.mse_grad, 7), run(reference.mse_grad, 8)
+    assert first.ok, str(first)
+    assert (first.num_coordinates, first.total_coordinates) == (8 + 1, 61)
+    assert first.rows == again.rows
+    assert first.rows != other.rows
+    assert not run(grad_missing_factor_2, 7).ok
+
+
+# ------------------------------------------------------------------------------ the report
+def test_report_is_an_immutable_table_ending_in_its_verdict():
+    prob = PROBLEMS["linear_house_prices"]
+    report = check_grad(prob.cost, prob.params(), prob.batch(), analytic=grad_forgot_intercept)
+    with pytest.raises(AttributeError):
+        report.ok = True
+    lines = str(report).splitlines()
+    header = next(line for line in lines if line.startswith("leaf"))
+    for column in ("leaf", "pair", "max abs err", "max rel err", "err/tol", "status"):
+        assert column in header
+    body = [line for line in lines if line.split()[:1] in (["w"], ["b"])]
+    assert len(body) == len(report.rows) == 2 * len(PAIRS)
+    assert {len(line) for line in body} == {len(header)}  # fixed width
+    assert sum(line.endswith("FAIL") for line in body) == len(report.failed) == 3
+    assert lines[-1] == report.verdict
+    assert report.verdict.startswith("FAIL: analytic vs reverse on ['b'] (max rel err 1)")
+    records = report.records()
+    assert [r["pair"] for r in records] == [r.pair for r in report.rows]
+    assert set(records[0]) == set(report.rows[0]._fields)
+    assert all(isinstance(r["max_rel_err"], float) for r in records)
+
+
+def test_passing_report_verdict():
+    prob = PROBLEMS["linear_house_prices"]
+    report = check_grad(prob.cost, prob.params(), prob.batch())
+    assert report and report.ok and report.failed == ()
+    assert str(report).splitlines()[-1].startswith("PASS: 6 comparisons of reverse, forward, fd")
+
+
+# ---------------------------------------------------------------------------- bad input
+def _house(X=None, y=None):
+    X0, y0 = gdjax.data.house_prices()
+    return (X0 if X is None else X), (y0 if y is None else y)
+
+
+def _with(arr, index, value):
+    arr = np.array(arr, np.float64)
+    arr[index] = value
+    return arr
+
+
+def _wrong_structure(params, batch):
+    return (params["w"], params["b"])
+
+
+def _wrong_shape(params, batch):
+    return {"w": np.zeros(2), "b": np.float64(0.0)}
+
+
+def _vector_cost(params, batch):
+    return params["w"] * 2.0
+
+
+def _while_loop_cost(params, batch):
+    # jax.grad cannot differentiate a while_loop with a traced trip count.
+    return jax.lax.while_loop(
+        lambda c: c[0] < params["b"], lambda c: (c[0] + 1.0, c[1] * 2.0), (0.0, params["b"])
+    )[1]
+
+
+START = {"w": np.zeros(1), "b": np.float64(0.5)}
+
+# (keyword arguments of check_grad, a regex the ValueError must match)
+BAD_INPUTS = {
+    "nan_in_X": (
+        dict(batch=_house(X=_with(_house()[0], (2, 0), np.nan))),
+        r"data\[0\] contains a non-finite",
+    ),
+    "inf_in_y": (dict(batch=_house(y=_with(_house()[1], 4, np.inf))), r"data\[1\] contains a non-finite"),
+    "X_y_lengths_differ": (
+        dict(batch=_house(y=_house()[1][:5])),
+        r"disagree on the number of examples.*\(5,\)",
+    ),
+    "y_column_vector": (dict(batch=_house(y=_house()[1][:, None])), r"targets have shape \(7, 1\)"),
+    "empty_data": (dict(batch=(np.zeros((0, 1)), np.zeros(0))), r"empty"),
+    "params_missing_b": (dict(params={"w": np.zeros(1)}), r"cost\(params, data\) failed.*'w': \(1,\)"),
+    "params_wrong_shape": (dict(params={"w": np.zeros(3), "b": np.float64(0.0)}), r"shapes .*'w': \(3,\)"),
+    "integer_params": (dict(params={"w": np.zeros(1, int), "b": np.int64(0)}), r"must be floating point"),
+    "nan_params": (
+        dict(params={"w": np.array([np.nan]), "b": np.float64(0.0)}),
+        r"params\['w'\] contains non-finite",
+    ),
+    "vector_cost": (dict(cost=_vector_cost), r"cost must return a scalar"),
+    "cost_not_callable": (dict(cost="mse"), r"cost must be callable"),
+    "analytic_wrong_structure": (
+        dict(analytic=_wrong_structure),
+        r"analytic\(params, batch\) returned a pytree",
+    ),
+    "analytic_wrong_shape": (dict(analytic=_wrong_shape), r"analytic gradient for w has shape \(2,\)"),
+    "num_points_zero": (dict(num_points=0), r"num_points must be an integer >= 1"),
+    "negative_scale": (dict(num_points=3, scale=-1.0), r"scale must be >= 0"),
+    "max_coordinates_zero": (dict(max_coordinates=0), r"max_coordinates must be an integer >= 1"),
+    "negative_rtol": (dict(rtol=-1e-3), r"rtol must be a finite number > 0"),
+    "fd_step_too_big": (dict(fd_step=2.0), r"fd_step must be <= 1"),
+    "not_reverse_differentiable": (
+        dict(cost=_while_loop_cost),
+        r"differentiating the cost failed: ValueError: Reverse-mode",
+    ),
+}
+
+
+class _CountingCost:
+    """A linear MSE cost that counts how often it is called (traced or not)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, params, batch):
+        self.calls += 1
+        return LINEAR_MSE(params, batch)
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_bad_input_raises_a_clear_error(name):
+    kwargs, match = BAD_INPUTS[name]
+    args = dict(cost=LINEAR_MSE, params=START, batch=_house()) | kwargs
+    with pytest.raises(ValueError, match=match):
+        check_grad(**args)
+
+
+@pytest.mark.parametrize(
+    "name", ["nan_in_X", "inf_in_y", "X_y_lengths_differ", "empty_data", "integer_params"]
+)
+def test_bad_data_is_rejected_before_the_cost_is_traced(name):
+    kwargs, match = BAD_INPUTS[name]
+    cost = _CountingCost()
+    with pytest.raises(ValueError, match=match):
+        check_grad(**(dict(params=START, batch=_house()) | kwargs | dict(cost=cost)))
+    assert cost.calls == 0
+
+
+def test_float64_disabled_is_a_clear_error():
+    with jax.enable_x64(False):
+        with pytest.raises(ValueError, match=r'jax.config.update\("jax_enable_x64", True\)'):
+            check_grad(costs.quadratic, jnp.ones(3, jnp.float32))
