@@ -1,0 +1,617 @@
+"""The `gdjax` command: run an experiment from a TOML config, check gradients, list what exists.
+
+    gdjax run [CONFIG] [--out DIR] [--resume | --force] [-q] [--no-plots]
+    gdjax check [CONFIG]
+    gdjax list
+    gdjax --version
+
+`main(argv)` returns the exit code (0 ok, 1 a failed gradient check or an interrupted run, 2 a usage
+or config error, 130 Ctrl-C), so the command can be driven in-process. It is the only place that sets
+`jax_enable_x64` (from the config's `precision`), and it puts the flag back when it returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shlex
+import sys
+import time
+import traceback
+from typing import Any, TextIO
+
+import jax
+import numpy as np
+
+from gdjax import experiment, plots, reference
+from gdjax.types import Status
+
+__all__ = ["ProgressBar", "draw_plots", "main"]
+
+PROG = "gdjax"
+
+_MAIN_EPILOG = """\
+examples:
+  gdjax run                               the default study (house prices; about 10 s on a CPU)
+  gdjax run configs/lr_regimes.toml       a study from a config file
+  gdjax run my.toml --out runs/try1       choose the run folder
+  gdjax run my.toml --out runs/try1 --resume   finish an interrupted run
+  gdjax check my.toml                     gradient check of the config's cost only
+  gdjax list                              rules, schedules, costs, data sets and plots
+
+Every command takes --debug to show a traceback instead of a one-line error.
+"""
+
+_RUN_EPILOG = """\
+The run folder (default runs/<name>-<YYYYmmdd-HHMMSS>) gets config.toml (the resolved config),
+manifest.json, gradcheck.txt, summary.csv, summary.json, histories.npz and the plots. An existing
+non-empty folder is never overwritten: --resume finishes an interrupted run (same config; finished
+optimizers are kept, the others rerun, and the result is that of an uninterrupted run), --force
+replaces it.
+
+examples:
+  gdjax run
+  gdjax run configs/optimizers_ill.toml --out runs/ill -q
+  gdjax run configs/decay.toml --out runs/decay --resume
+"""
+
+_CHECK_EPILOG = """\
+Compares jax.grad with forward mode, central finite differences (float64) and, where one exists,
+the hand-derived gradient, at the config's start and a few random points. Exit code 1 if any pair
+disagrees.
+
+examples:
+  gdjax check
+  gdjax check configs/house_prices.toml
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    from gdjax import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Gradient descent as a research instrument: run compiled optimizer studies from a\n"
+        "TOML config, check gradients, and list the rules, costs and data sets available.",
+        epilog=_MAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"gdjax {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(p):
+        p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+    run = sub.add_parser(
+        "run",
+        help="run an experiment (the default study without CONFIG)",
+        description="Validate CONFIG, check the gradients, run every optimizer's sweep, print the best\n"
+        "configuration of each, and write a run folder.",
+        epilog=_RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "config", nargs="?", metavar="CONFIG", help="a TOML config (default: the embedded study)"
+    )
+    run.add_argument("--out", metavar="DIR", help="the run folder (default: runs/<name>-<timestamp>)")
+    group = run.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="finish an interrupted run folder")
+    group.add_argument("--force", action="store_true", help="replace an existing run folder")
+    run.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    run.add_argument("--no-plots", action="store_true", help="skip the plots")
+    common(run)
+
+    check = sub.add_parser(
+        "check",
+        help="check the gradient of a config's cost",
+        description="Print the gradient-check report of CONFIG's cost(s) (the default study without CONFIG).",
+        epilog=_CHECK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument(
+        "config", nargs="?", metavar="CONFIG", help="a TOML config (default: the embedded study)"
+    )
+    common(check)
+
+    lst = sub.add_parser(
+        "list",
+        help="list rules, schedules, costs, data sets and plots",
+        description="List what a config can name: update rules, schedules, costs, data sets and plots.",
+        epilog="example:\n  gdjax list",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common(lst)
+    return parser
+
+
+# -------------------------------------------------------------------------------------- progress
+class ProgressBar:
+    """A one-line progress bar on a terminal: `adam  [#########.........]  12/20 lanes`.
+
+    Drawn outside the compiled code, once per finished chunk (the sweep's `progress` callback).
+    Disabled (every call a no-op) unless `enabled`; the CLI enables it when stderr is a terminal and
+    `-q` is not given.
+    """
+
+    def __init__(self, stream: TextIO | None = None, *, enabled: bool = True, width: int = 24):
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+        self.width = width
+        self._shown = False
+        self._start = time.perf_counter()
+        self._key = None
+
+    def __call__(self, key: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if key != self._key:
+            self._key, self._start = key, time.perf_counter()
+        filled = int(round(self.width * done / max(total, 1)))
+        bar = "#" * filled + "." * (self.width - filled)
+        elapsed = time.perf_counter() - self._start
+        self.stream.write(f"\r  {key}  [{bar}]  {done}/{total} lanes  {elapsed:5.1f} s")
+        self.stream.flush()
+        self._shown = True
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.enabled and self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = False
+
+
+# -------------------------------------------------------------------------------------- commands
+def _load_config(path: str | None):
+    from gdjax import config
+
+    return config.load(path) if path else config.load_default()
+
+
+def _x64_on():
+    return jax.enable_x64(True)
+
+
+def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
+    cfg = _load_config(args.config)
+    jax.config.update("jax_enable_x64", cfg.precision == "float64")
+    say = (lambda message: None) if args.quiet else (lambda message: print(message, file=out, flush=True))
+    bar = ProgressBar(err, enabled=not args.quiet and _isatty(err))
+    say(f"gdjax run: {cfg.name}" + (f" ({cfg.source})" if cfg.source else ""))
+    if cfg.description and not args.quiet:
+        say(_wrap(cfg.description))
+    try:
+        outcome = experiment.run_experiment(
+            cfg,
+            args.out,
+            resume=args.resume,
+            force=args.force,
+            draw=None if args.no_plots else draw_plots,
+            progress=bar,
+            log=say,
+            command=[PROG, *argv],
+            gradcheck_x64=_x64_on,
+        )
+    except experiment.GradCheckFailed as failure:
+        bar.close()
+        print(experiment.gradcheck_text(failure.reports), file=err, end="")
+        print(f"{PROG}: error: {failure}; nothing was run", file=err)
+        return 1
+    except experiment.RunInterrupted as stop:
+        bar.close()
+        print(f"{PROG}: error: run interrupted: {stop}", file=err)
+        print(
+            f"{PROG}: partial results in {stop.folder}; finish with: {_resume_hint(args, stop.folder)}",
+            file=err,
+        )
+        if args.debug:
+            traceback.print_exception(stop.__cause__ or stop, file=err)
+        return 1
+    except KeyboardInterrupt as stop:
+        bar.close()
+        folder = getattr(stop, "gdjax_run_folder", None)
+        where = f"; partial results in {folder}; finish with: {_resume_hint(args, folder)}" if folder else ""
+        print(f"\n{PROG}: interrupted{where}", file=err)
+        return 130
+    bar.close()
+    if not args.quiet:
+        say("")
+        say(experiment.format_summary(outcome.rows))
+        say("")
+        say(f"run folder: {outcome.folder}")
+        manifest = outcome.manifest
+        seconds = manifest.get("compile_seconds", 0.0), manifest.get("run_seconds", 0.0)
+        timing = f"compile {seconds[0]:.2f} s, run {seconds[1]:.2f} s"
+        if outcome.plots:
+            timing += "; plots: " + ", ".join(os.path.basename(p) for p in outcome.plots)
+        say(timing)
+    return 0
+
+
+def _resume_hint(args, folder: str) -> str:
+    parts = [PROG, "run"] + ([args.config] if args.config else []) + ["--out", folder, "--resume"]
+    return shlex.join(parts)
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _wrap(text: str, width: int = 100) -> str:
+    import textwrap
+
+    return textwrap.fill(" ".join(text.split()), width)
+
+
+def _cmd_check(args, out: TextIO, err: TextIO) -> int:
+    cfg = _load_config(args.config)
+    jax.config.update("jax_enable_x64", cfg.precision == "float64")
+    problems = experiment.build_problems(cfg)
+    with _x64_on():
+        reports = experiment.check_gradients(cfg, problems)
+    print(experiment.gradcheck_text(reports), file=out, end="")
+    ok = all(r.ok for r in reports.values())
+    if not ok:
+        print(f"{PROG}: error: gradient check failed", file=err)
+    return 0 if ok else 1
+
+
+def _first_line(obj) -> str:
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0].strip() if doc else ""
+
+
+def _cmd_list(args, out: TextIO) -> int:
+    from gdjax import costs, data, rules
+
+    def section(title, items):
+        print(title, file=out)
+        width = max(len(k) for k, _ in items)
+        for k, v in items:
+            print(f"  {k:<{width}}  {v}", file=out)
+        print(file=out)
+
+    section("rules (optimizers.rule):", [(n, rules.describe(n)) for n in rules.names()])
+    print(
+        "  optax.<name>  any Optax optimizer, e.g. 'optax.lamb' or 'optax.adamw' (hyperparameters from its "
+        "signature)\n",
+        file=out,
+    )
+    section(
+        "schedules (optimizers.schedule; their hyperparameters go in the grid):",
+        [(n, _first_line(getattr(rules, n))) for n in rules.schedule_names()],
+    )
+    section(
+        "costs: models (cost.model, with cost.loss):",
+        [
+            ("linear", _first_line(costs.linear)),
+            ("polynomial", _first_line(costs.polynomial) + " (cost.degree)"),
+            ("loss mse", _first_line(costs.mse)),
+        ],
+    )
+    functions = [(n, tf.description) for n, tf in costs.TEST_FUNCTIONS.items()]
+    functions.append(
+        ("ill_conditioned_quadratic", "0.5 sum h_i x_i**2, h from 1 to cost.condition_number (cost.dim)")
+    )
+    section("costs: test functions (cost.function, with cost.start or cost.dim):", functions)
+    datasets = [(n, _first_line(fn)) for n, fn in data.DATASETS.items()]
+    datasets += [
+        (
+            "synthetic",
+            "linear-regression data from a seed (num_examples, num_features, noise, condition_number)",
+        ),
+        ("csv", "a CSV file with a header row (path, target, features)"),
+        ("npz", "an .npz file with arrays X and y (path, x_key, y_key)"),
+    ]
+    section("data sets (data.source; data.standardize = true to standardise):", datasets)
+    section(
+        "plots (outputs.plots):",
+        [
+            ("loss_curves", "loss (or loss - f*) per step, best configuration of each optimizer"),
+            ("lr_sweep", "final loss against learning rate, diverged runs marked, 2/L dashed"),
+            ("contour", "paths of the best runs over the cost's contours (two-parameter costs)"),
+            ("fitted_line", "fitted lines against the least-squares line (one-feature linear model)"),
+        ],
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------- figures of a run
+# Drawing sits here, below both gdjax.experiment and gdjax.plots in the layering: run_experiment calls
+# draw_plots through its `draw` hook once every optimizer is done.
+def _lanes_of(trace, lanes: list[int]):
+    idx = np.asarray(lanes)
+    return jax.tree.map(lambda x: np.asarray(x)[idx], trace)
+
+
+def _best_label(b: dict) -> str:
+    skip = {"optimizer", "cost", "rule", "final_loss", "suboptimality", "steps_to_target", "status", "steps"}
+    skip |= {"seeds", "lanes", "schedule", "batch_size"}
+    short = {"learning_rate": "lr"}
+    parts = [f"{short.get(k, k)}={_fmt(v)}" for k, v in b.items() if k not in skip and v is not None]
+    if b.get("batch_size") is not None:
+        parts.append(f"batch={b['batch_size']}")
+    return f"{b['optimizer']} ({', '.join(parts)})" if parts else b["optimizer"]
+
+
+_PLAIN_GD = ("sgd", "gd")
+
+
+def _lr_sweep_figure(cfg, p, swept, results, title_cost: str):
+    """Final loss against learning rate, one panel per optimizer (their learning rates are not on
+    one scale: Adam's step is about `learning_rate` per coordinate, GD's `learning_rate * grad`).
+
+    The predicted bound `2/L` is drawn on the panels of plain gradient descent with a constant step,
+    the rule it is the bound of.
+    """
+    from matplotlib.figure import Figure
+
+    cols = min(len(swept), 2)
+    nrows = -(-len(swept) // cols)
+    fig = Figure(figsize=(8.5 * cols, 4.5 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    for ax, u in zip(axes, swept, strict=False):
+        rows = [dict(r, rule=u.optimizer.label) for r in results[u.key].rows]
+        varying = [
+            k for k in u.optimizer.axes() if k != "learning_rate" and len({repr(r.get(k)) for r in rows}) > 1
+        ]
+        if len({repr(r.get("batch_size")) for r in rows}) > 1:
+            varying.append("batch_size")
+        plain = u.optimizer.rule in _PLAIN_GD and u.optimizer.schedule == "constant"
+        plain = plain and all(b is None for b in u.batch_size)
+        plots.learning_rate_sweep_from(
+            rows,
+            group_by=["rule", *varying],
+            max_stable_lr=p.curvature.get("max_stable_lr") if plain else None,
+            f_star=p.f_star,
+            title=u.optimizer.label,
+            ax=ax,
+        )
+    for ax in axes[len(swept) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"{cfg.name}: final loss vs learning rate{title_cost}")
+    return fig
+
+
+_MAX_GRID_LINES = 12
+
+
+def _fmt(v) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _is_line(p) -> bool:
+    """A linear model on one feature: its fit is a line to draw over the data."""
+    return p.config.model == "linear" and p.dataset is not None and p.dataset.X.shape[1] == 1
+
+
+def _suffix(cfg, p) -> str:
+    return f"-{p.label}" if len(cfg.costs) > 1 else ""
+
+
+def _grid_label(u, row: dict) -> str:
+    """`lr=0.1, momentum=0.9`: the values of the swept hyperparameters of one lane."""
+    short = {"learning_rate": "lr"}
+    parts = [f"{short.get(k, k)}={_fmt(row.get(k))}" for k in u.optimizer.axes()]
+    if len(u.batch_size) > 1:
+        parts.append(f"batch={row.get('batch_size') or 'full'}")
+    return ", ".join(parts) or u.optimizer.label
+
+
+def _on_x_axis(trace, batch_size: int | None, p, x_axis: str):
+    """The trace as the x axis wants it: per step, or resampled at whole epochs (examples / n)."""
+    if x_axis == "steps" or p.dataset is None:
+        return trace
+    n = p.dataset.X.shape[0]
+    per_epoch = n / (batch_size or n)  # steps per epoch
+    loss = np.asarray(trace.loss_history)
+    num_epochs = int((loss.shape[-1] - 1) / per_epoch)
+    idx = np.minimum(np.round(np.arange(num_epochs + 1) * per_epoch).astype(int), loss.shape[-1] - 1)
+    stop = np.asarray(trace.stop_step)
+    stop = np.where(stop >= 0, np.ceil(stop / per_epoch), stop).astype(stop.dtype)
+    return trace._replace(loss_history=loss[..., idx], stop_step=stop)
+
+
+def _loss_figure(cfg, p, curves: dict, title: str):
+    fig = plots.loss_curves(curves, f_star=p.f_star, title=title)
+    ax = fig.axes[0]
+    ax.set_ylabel("loss - f*" if p.f_star is not None else "loss")
+    if cfg.outputs.x_axis == "epochs" and p.dataset is not None:
+        ax.set_xlabel("epochs (examples processed / number of examples)")
+    return fig
+
+
+def draw_plots(cfg, problems, unit_list, results, folder: str) -> list[str]:
+    """Draws `cfg.outputs.plots` into the run folder; returns the paths written.
+
+    Files are `<plot>.png`, `<plot>-<optimizer>.png` for the per-optimizer `*_grid` plots, with
+    `-<cost>` added when the config has several costs.
+    """
+    written = []
+    x_axis = cfg.outputs.x_axis
+    for pi, p in enumerate(problems):
+        mine = [u for u in unit_list if u.problem == pi and u.key in results]
+        if not mine:
+            continue
+        rows = [r for u in mine for r in results[u.key].rows]
+        best = {b["optimizer"]: b for b in experiment.best_rows(rows)}
+        title_cost = f" ({p.label})" if len(cfg.costs) > 1 else ""
+        sfx = _suffix(cfg, p)
+        small = [u for u in mine if 2 <= _num_configs(results[u.key].rows) <= _MAX_GRID_LINES]
+        figs: list[tuple[str, Any]] = []
+        for name in cfg.outputs.plots:
+            if name == "loss_curves":
+                curves = {}
+                for u in mine:
+                    b = best.get(u.optimizer.label)
+                    if b is None:
+                        continue
+                    trace = _lanes_of(results[u.key].trace, b["lanes"])
+                    curves[_best_label(b)] = _on_x_axis(trace, b.get("batch_size"), p, x_axis)
+                if curves:
+                    title = f"{cfg.name}: best of each optimizer{title_cost}"
+                    figs.append((f"loss_curves{sfx}.png", _loss_figure(cfg, p, curves, title)))
+            elif name == "loss_curves_grid":
+                for u in small:
+                    r = results[u.key]
+                    groups: dict[str, list[int]] = {}
+                    for row in r.rows:
+                        groups.setdefault(_grid_label(u, row), []).append(row["lane"])
+                    curves = {}
+                    for label, lanes in groups.items():
+                        bs = r.rows[lanes[0]].get("batch_size")
+                        curves[label] = _on_x_axis(_lanes_of(r.trace, lanes), bs, p, x_axis)
+                    title = f"{cfg.name}: {u.optimizer.label}, every grid point{title_cost}"
+                    figs.append(
+                        (f"loss_curves-{u.optimizer.label}{sfx}.png", _loss_figure(cfg, p, curves, title))
+                    )
+            elif name == "lr_sweep":
+                swept = [u for u in mine if len(u.optimizer.axes().get("learning_rate", ())) >= 2]
+                if swept:
+                    figs.append((f"lr_sweep{sfx}.png", _lr_sweep_figure(cfg, p, swept, results, title_cost)))
+            elif name == "contour" and p.num_params == 2:
+                paths = {}
+                for u in mine:
+                    b = best.get(u.optimizer.label)
+                    if b:
+                        paths[_best_label(b)] = _lanes_of(results[u.key].trace, b["lanes"][:1])
+                if paths:
+                    title = f"{cfg.name}: paths of the best runs{title_cost}"
+                    figs.append((f"contour{sfx}.png", _contour_figure(p, paths, title)))
+            elif name == "contour_grid" and p.num_params == 2:
+                for u in small:
+                    r = results[u.key]
+                    paths = {}
+                    for row in r.rows:
+                        paths.setdefault(_grid_label(u, row), _lanes_of(r.trace, [row["lane"]]))
+                    title = f"{cfg.name}: {u.optimizer.label} paths{title_cost}"
+                    figs.append((f"contour-{u.optimizer.label}{sfx}.png", _contour_figure(p, paths, title)))
+            elif name == "fitted_line" and _is_line(p):
+                ds = p.dataset
+                lines = {}
+                for u in mine:
+                    b = best.get(u.optimizer.label)
+                    if not b:
+                        continue
+                    params = jax.tree.map(
+                        lambda x, i=b["lanes"][0]: np.asarray(x)[i], results[u.key].trace.params
+                    )
+                    if ds.standardizer is not None:
+                        params = ds.standardizer.unstandardize(params)
+                    lines[_best_label(b)] = params
+                lines["least squares"] = reference.least_squares(ds.X_raw, ds.y)
+                fig = plots.fitted_line(
+                    ds.X_raw,
+                    ds.y,
+                    lines,
+                    title=f"{cfg.name}: fitted lines vs least squares",
+                    xlabel=ds.feature_names[0],
+                    ylabel=ds.feature_names[1],
+                )
+                figs.append((f"fitted_line{sfx}.png", fig))
+        for fname, fig in figs:
+            written.append(plots.save(fig, os.path.join(folder, fname)))
+    return written
+
+
+def _num_configs(rows: list[dict]) -> int:
+    return len({experiment.config_key(r) for r in rows})
+
+
+def _contour_figure(p, paths: dict, title: str):
+    minimizer = p.minimizer
+    if isinstance(minimizer, dict):
+        minimizer = {k: np.asarray(v) for k, v in minimizer.items()}
+    return plots.contour(
+        p.cost,
+        list(paths.values()),
+        labels=list(paths),
+        data=p.data,
+        minimizer=minimizer,
+        bounds=_contour_bounds(p, paths.values()),
+        title=title,
+    )
+
+
+def _plane(params_history) -> np.ndarray:
+    """`(T, 2)` points of a two-number params history: `(w, b)` for the linear model, else in order."""
+    if isinstance(params_history, dict) and set(params_history) == {"w", "b"}:
+        w = np.asarray(params_history["w"]).reshape(np.shape(params_history["b"])[0], -1)[:, 0]
+        return np.stack([w, np.asarray(params_history["b"])], axis=1)
+    leaves = [np.asarray(x).reshape(np.shape(x)[0], -1) for x in jax.tree.leaves(params_history)]
+    return np.concatenate(leaves, axis=1)[:, :2]
+
+
+def _contour_bounds(p, traces) -> tuple | None:
+    """Bounds covering the paths that did not blow up and the minimizer (a diverged path is left to
+    run off the picture instead of shrinking everything else to a dot); None: the plot's default."""
+    points = []
+    for t in traces:
+        for lane in range(np.shape(t.status)[0]):
+            if Status(int(t.status[lane])) in (Status.DIVERGED, Status.NONFINITE):
+                continue
+            points.append(_plane(jax.tree.map(lambda x, i=lane: np.asarray(x)[i], t.params_history)))
+    if not points:
+        return None
+    if p.minimizer is not None:
+        points.append(_plane(jax.tree.map(lambda x: np.asarray(x)[None], p.minimizer)))
+    pts = np.concatenate(points)
+    pts = pts[np.all(np.isfinite(pts), axis=1)]
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    span = np.maximum(hi - lo, 1e-3 * np.maximum(1.0, np.abs(hi)))
+    lo, hi = lo - 0.15 * span, hi + 0.15 * span
+    return ((float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1])))
+
+
+# ------------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Runs the `gdjax` command with `argv` (default `sys.argv[1:]`) and returns its exit code.
+
+    Errors a person can fix (a bad config, a folder that exists, invalid values) print one line
+    `gdjax: error: ...` to stderr and return 2; `--debug` shows the traceback instead. The
+    `jax_enable_x64` flag is restored before returning.
+    """
+    from gdjax.config import ConfigError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    parser = _parser()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, usage errors
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    if args.command is None:
+        parser.print_help(out)
+        return 0
+
+    x64 = jax.config.jax_enable_x64
+    try:
+        if args.command == "run":
+            return _cmd_run(args, out, err, argv)
+        if args.command == "check":
+            return _cmd_check(args, out, err)
+        return _cmd_list(args, out)
+    except BrokenPipeError:  # `gdjax list | head`: the reader went away, nothing to report
+        if out is sys.stdout:
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (ConfigError, ValueError, OSError) as error:
+        if args.debug:
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"{PROG}: error: {message}", file=err)
+        return 2
+    finally:
+        jax.config.update("jax_enable_x64", x64)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

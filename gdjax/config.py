@@ -1,0 +1,1040 @@
+"""Experiment configs: TOML validated once into frozen dataclasses.
+
+A config names the data, the cost, one or more optimizers with their hyperparameter grids, the run
+settings (steps, batch sizes, stopping tolerances), seeds, precision and outputs. `load(path)` reads
+and checks everything a person can get wrong before anything is traced, and raises one `ConfigError`
+naming the key (`optimizers[1].grid.learnig_rate`), the line of the TOML file it is on, and the
+nearest valid name. After that the dataclasses are trusted as they are (scikit-learn's rule:
+configuration is dumb, validated once).
+
+`ExperimentConfig.to_dict()` gives the resolved config (defaults filled in, `logspace` expanded, file
+paths absolute) and `dumps(config)` writes it back as TOML; `loads(dumps(c)) == c`.
+
+Example:
+  >>> from gdjax import config
+  >>> cfg = config.loads('''
+  ... name = "demo"
+  ... [data]
+  ... source = "house_prices"
+  ... standardize = true
+  ... [cost]
+  ... model = "linear"
+  ... [run]
+  ... num_steps = 100
+  ... [[optimizers]]
+  ... rule = "gd"
+  ... grid.learning_rate = { logspace = [0.01, 1.0, 3] }
+  ... ''')
+  >>> cfg.optimizers[0].axes()
+  {'learning_rate': (0.01, 0.1, 1.0)}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from gdjax import data, rules
+from gdjax.validation import nearest
+
+__all__ = [
+    "COST_FUNCTIONS",
+    "DATA_SOURCES",
+    "LOSSES",
+    "MODELS",
+    "PLOTS",
+    "ConfigError",
+    "CostConfig",
+    "DataConfig",
+    "ExperimentConfig",
+    "GradcheckConfig",
+    "OptimizerConfig",
+    "OutputsConfig",
+    "RunConfig",
+    "default_path",
+    "dumps",
+    "from_dict",
+    "load",
+    "load_default",
+    "loads",
+]
+
+MODELS = ("linear", "polynomial")
+LOSSES = ("mse",)
+COST_FUNCTIONS = ("quadratic", "shifted_quadratic", "ill_conditioned_quadratic", "rosenbrock")
+FILE_SOURCES = ("csv", "npz")
+DATA_SOURCES = (*data.DATASETS, "synthetic", *FILE_SOURCES)
+PRECISIONS = ("float32", "float64")
+PLOTS = ("loss_curves", "loss_curves_grid", "lr_sweep", "contour", "contour_grid", "fitted_line")
+X_AXES = ("steps", "epochs")
+_LABEL = re.compile(r"^[A-Za-z0-9_+-]+$")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be run, with the key and TOML line it is about.
+
+    `str(err)` reads `FILE:LINE: KEY: MESSAGE`, e.g.
+    `lr.toml:12: optimizers[1].grid.learnig_rate: unknown hyperparameter of rule 'momentum'
+    (did you mean 'learning_rate'?)`.
+
+    Attributes:
+      message: what is wrong and what to do.
+      key: dotted path of the offending key (`None` for the file as a whole).
+      line: 1-based line in the TOML text where the key (or its table) is, if found.
+      source: the file name, or `<string>`.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, line: int | None = None, source=None):
+        self.message, self.key, self.line, self.source = message, key, line, source
+        where = str(source or "<config>") + (f":{line}" if line else "")
+        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+
+
+# ------------------------------------------------------------------------------------- dataclasses
+@dataclass(frozen=True)
+class DataConfig:
+    """Where `(X, y)` comes from.
+
+    `source` is an embedded set (`data.DATASETS`), `"synthetic"` (`data.synthetic` with the
+    generator fields) or `"csv"` / `"npz"` (a file at the absolute `path`, with column choices).
+    Fields that do not apply to the source are `None`.
+    """
+
+    source: str
+    standardize: bool = False
+    path: str | None = None
+    target: str | int | None = None
+    features: tuple[str | int, ...] | None = None
+    x_key: str | None = None
+    y_key: str | None = None
+    num_examples: int | None = None
+    num_features: int | None = None
+    noise: float | None = None
+    condition_number: float | None = None
+    intercept: float | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class CostConfig:
+    """What is minimised: a model with a loss on the data, or a classic test function.
+
+    Exactly one of `model` (`"linear"` / `"polynomial"` with `degree`, and `loss`) and `function`
+    (one of `COST_FUNCTIONS`, with `dim`, `start` and for the ill-conditioned quadratic its
+    `condition_number`) is set. Models start at zero; test functions at `start`.
+    """
+
+    label: str
+    model: str | None = None
+    degree: int | None = None
+    loss: str | None = None
+    function: str | None = None
+    dim: int | None = None
+    condition_number: float | None = None
+    start: tuple[float, ...] | None = None
+    init_noise: float = 0.0
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """One update rule and its hyperparameter grid.
+
+    Attributes:
+      rule: a name for `rules.get` (`"gd"`, `"adam"`, `"optax.lamb"`, ...).
+      label: unique name of this entry in outputs (defaults to the rule's name).
+      schedule: step-size schedule of a hand-written rule (`rules.schedule_names()`).
+      grid: `(name, value)` pairs; a tuple value is a grid axis (axes are crossed, or zipped with
+        `zip_grid`), a scalar is fixed.
+      zip_grid: pair the axes element by element instead of crossing them.
+      num_steps, batch_size: per-optimizer overrides of `run.num_steps` / `run.batch_size`.
+    """
+
+    rule: str
+    label: str
+    schedule: str | None = None
+    grid: tuple[tuple[str, Any], ...] = ()
+    zip_grid: bool = False
+    num_steps: int | None = None
+    batch_size: tuple[int | None, ...] | None = None
+
+    def axes(self) -> dict[str, tuple]:
+        """The swept hyperparameters: name -> values."""
+        return {k: v for k, v in self.grid if isinstance(v, tuple)}
+
+    def fixed(self) -> dict[str, Any]:
+        """The fixed hyperparameters: name -> value."""
+        return {k: v for k, v in self.grid if not isinstance(v, tuple)}
+
+    def num_points(self) -> int:
+        """Grid points (before seeds, starts and batch sizes)."""
+        sizes = [len(v) for v in self.axes().values()]
+        if not sizes:
+            return 1
+        return sizes[0] if self.zip_grid else math.prod(sizes)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Step budget, sampling and stopping, shared by every optimizer unless overridden.
+
+    `batch_size` entries are example counts; `None` is the full batch (`"full"` in TOML). Stopping
+    tolerances left `None` are off. `target` is a suboptimality `f - f*` for `steps_to_target`.
+    """
+
+    num_steps: int
+    batch_size: tuple[int | None, ...] = (None,)
+    tol: float | None = None
+    grad_tol: float | None = None
+    patience: int | None = None
+    divergence_factor: float = 100.0
+    record_every: int = 1
+    chunk_size: int | None = None
+    target: float | None = None
+
+
+@dataclass(frozen=True)
+class GradcheckConfig:
+    """The gradient check run before any optimisation."""
+
+    enabled: bool = True
+    num_points: int = 3
+
+
+@dataclass(frozen=True)
+class OutputsConfig:
+    """Plots to draw and where run folders go.
+
+    Attributes:
+      plots: names from `PLOTS`: `loss_curves` / `contour` show the best configuration of each
+        optimizer; `loss_curves_grid` / `contour_grid` one figure per optimizer with every grid point
+        (for grids of at most 12 points); `lr_sweep` final loss against learning rate; `fitted_line`
+        the fitted lines against least squares (one-feature linear models).
+      x_axis: `"steps"`, or `"epochs"` (examples processed / number of examples) to compare batch
+        sizes at an equal budget of gradient evaluations.
+      dir: the folder that holds run folders, relative to the working directory.
+    """
+
+    plots: tuple[str, ...] = ("loss_curves",)
+    x_axis: str = "steps"
+    dir: str = "runs"
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment, validated. Build with `load`, `loads` or `from_dict`."""
+
+    name: str
+    costs: tuple[CostConfig, ...]
+    optimizers: tuple[OptimizerConfig, ...]
+    run: RunConfig
+    data: DataConfig | None = None
+    description: str = ""
+    seeds: tuple[int, ...] = (0,)
+    precision: str = "float32"
+    gradcheck: GradcheckConfig = GradcheckConfig()
+    outputs: OutputsConfig = OutputsConfig()
+    source: str | None = field(default=None, compare=False)
+
+    @property
+    def cost(self) -> CostConfig:
+        """The first (usually the only) cost."""
+        return self.costs[0]
+
+    def to_dict(self) -> dict:
+        """The resolved config as plain TOML-able values (`None` fields left out)."""
+
+        def clean(obj) -> dict:
+            out = {}
+            for f in dataclasses.fields(obj):
+                if f.name == "source" and isinstance(obj, ExperimentConfig):
+                    continue
+                value = getattr(obj, f.name)
+                if value is None:
+                    continue
+                if dataclasses.is_dataclass(value):
+                    value = clean(value)
+                elif isinstance(value, tuple):
+                    value = list(value)
+                out[f.name] = value
+            return out
+
+        d = {"name": self.name}
+        if self.description:
+            d["description"] = self.description
+        d["precision"] = self.precision
+        d["seeds"] = list(self.seeds)
+        if self.data is not None:
+            d["data"] = clean(self.data)
+        d["cost"] = [clean(c) for c in self.costs] if len(self.costs) > 1 else clean(self.cost)
+        d["run"] = clean(self.run)
+        d["run"]["batch_size"] = [_batch_to_toml(b) for b in self.run.batch_size]
+        d["optimizers"] = []
+        for opt in self.optimizers:
+            o = clean(opt)
+            o["grid"] = {k: list(v) if isinstance(v, tuple) else v for k, v in opt.grid}
+            if opt.batch_size is not None:
+                o["batch_size"] = [_batch_to_toml(b) for b in opt.batch_size]
+            if not opt.zip_grid:
+                del o["zip_grid"]
+            d["optimizers"].append(o)
+        d["gradcheck"] = clean(self.gradcheck)
+        d["outputs"] = clean(self.outputs)
+        return d
+
+    def to_toml(self) -> str:
+        """`dumps(self)`: the resolved config as TOML text."""
+        return dumps(self.to_dict())
+
+
+def _batch_to_toml(b):
+    return "full" if b is None else b
+
+
+# ------------------------------------------------------------------------ locating keys in the text
+_BARE = r"[A-Za-z0-9_-]+"
+_KEY_PART = rf'(?:{_BARE}|"(?:[^"\\]|\\.)*"|\'[^\']*\')'
+_DOTTED = rf"{_KEY_PART}(?:\s*\.\s*{_KEY_PART})*"
+_HEADER_RE = re.compile(rf"^\s*(\[\[?)\s*({_DOTTED})\s*\]\]?")
+_KEYLINE_RE = re.compile(rf"^\s*({_DOTTED})\s*=")
+_TOKEN_RE = re.compile(rf'"""|\'\'\'|"(?:[^"\\]|\\.)*"|\'[^\']*\'|#.*$|[{{}}\[\],]|({_DOTTED})\s*=')
+
+
+def _split_dotted(text: str) -> tuple[str, ...]:
+    return tuple(
+        p.strip()[1:-1] if p.strip()[:1] in "\"'" else p.strip() for p in re.findall(_KEY_PART, text)
+    )
+
+
+def _fmt_path(path: tuple) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Maps dotted key paths (`optimizers[1].grid.learning_rate`) to the line that defines them.
+
+    A light scan of the TOML text (headers, `key =` lines and keys inside inline tables) that only
+    has to be right for text `tomllib` already accepted.
+    """
+    lines: dict[str, int] = {}
+    arrays: dict[tuple, int] = {}  # array-of-tables path -> index of its latest element
+    current: tuple = ()
+    stack: list[tuple] = []  # open brackets of a value spanning lines: the path each belongs to
+
+    def resolve(parts: tuple[str, ...]) -> tuple:
+        out: tuple = ()
+        for p in parts:
+            out += (p,)
+            if out in arrays:
+                out += (arrays[out],)
+        return out
+
+    def scan_value(text: str, lineno: int, last):
+        for m in _TOKEN_RE.finditer(text):
+            tok = m.group(0)
+            if tok.startswith("#") or tok in ('"""', "'''"):
+                break
+            if m.group(1):
+                base = stack[-1] if stack else current
+                last = base + _split_dotted(m.group(1))
+                lines.setdefault(_fmt_path(last), lineno)
+            elif tok in "{[":
+                stack.append(last if last is not None else (stack[-1] if stack else current))
+            elif tok in "}]":
+                if stack:
+                    stack.pop()
+            elif tok == ",":
+                last = None
+        return last
+
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        if stack:
+            scan_value(raw, lineno, None)
+            continue
+        m = _HEADER_RE.match(raw)
+        if m:
+            parts = _split_dotted(m.group(2))
+            if m.group(1) == "[[":
+                base = resolve(parts[:-1]) + (parts[-1],)
+                arrays[base] = arrays.get(base, -1) + 1
+                current = base + (arrays[base],)
+                lines.setdefault(_fmt_path(base), lineno)
+            else:
+                current = resolve(parts)
+            lines.setdefault(_fmt_path(current), lineno)
+            continue
+        m = _KEYLINE_RE.match(raw)
+        if m:
+            path = current + _split_dotted(m.group(1))
+            lines.setdefault(_fmt_path(path), lineno)
+            scan_value(raw[m.end() :], lineno, path)
+    return lines
+
+
+class _Source:
+    """The TOML text a config came from, for error messages."""
+
+    def __init__(self, text: str | None, name: str | None, base_dir: str | None):
+        self.text, self.name, self.base_dir = text, name, base_dir
+        self._lines: dict[str, int] | None = None
+
+    def line(self, path: tuple) -> int | None:
+        if self.text is None:
+            return None
+        if self._lines is None:
+            self._lines = _key_lines(self.text)
+        path = tuple(path)
+        while path:
+            line = self._lines.get(_fmt_path(path))
+            if line is not None:
+                return line
+            path = path[:-1]
+        return None
+
+    def error(self, path: tuple, message: str) -> ConfigError:
+        return ConfigError(message, key=_fmt_path(path) or None, line=self.line(path), source=self.name)
+
+
+# ------------------------------------------------------------------------------------ typed reading
+_REQUIRED = object()
+
+
+def _toml_type(value) -> str:
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a float ({value!r})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__} ({value})"
+
+
+class _Table:
+    """One TOML table being read: typed getters that remember which keys were used."""
+
+    def __init__(self, src: _Source, path: tuple, values: dict):
+        self.src, self.path, self.values = src, path, values
+        self.known: list[str] = []
+
+    def fail(self, key, message: str):
+        path = self.path + ((key,) if isinstance(key, str | int) else tuple(key or ()))
+        raise self.src.error(path, message)
+
+    def take(self, key: str, default=_REQUIRED):
+        self.known.append(key)
+        if key in self.values:
+            return self.values[key]
+        if default is _REQUIRED:
+            # A misspelt required key reads better as "unknown key, did you mean" than as missing.
+            unknown = [k for k in self.values if k not in self.known]
+            if nearest(key, unknown):
+                typo = next(k for k in unknown if nearest(k, [key]))
+                where = f"[{_fmt_path(self.path)}]" if self.path else "the top level"
+                self.fail(typo, f"unknown key {typo!r} in {where} (did you mean {key!r}?)")
+            where = f"[{_fmt_path(self.path)}]" if self.path else "the top level"
+            self.fail(key, f"missing required key {key!r} in {where}")
+        return default
+
+    def finish(self, hint: str = ""):
+        for key in self.values:
+            if key not in self.known:
+                where = f"[{_fmt_path(self.path)}]" if self.path else "the top level"
+                self.fail(key, f"unknown key {key!r} in {where}{hint}{nearest(key, self.known)}")
+
+    # typed getters ---------------------------------------------------------------------------
+    def str(self, key, default=_REQUIRED, *, choices=None, what="value"):
+        if key not in self.values:
+            return self.take(key, default)
+        v = self.take(key, default)
+        if not isinstance(v, str):
+            self.fail(key, f"expected a string, got {_toml_type(v)}")
+        if choices is not None and v not in choices:
+            self.fail(key, f"unknown {what} {v!r}{nearest(v, choices)}; choose from {', '.join(choices)}")
+        return v
+
+    def bool(self, key, default=_REQUIRED):
+        if key not in self.values:
+            return self.take(key, default)
+        v = self.take(key, default)
+        if not isinstance(v, bool):
+            self.fail(key, f"expected true or false, got {_toml_type(v)}")
+        return v
+
+    def int(self, key, default=_REQUIRED, *, minimum=None):
+        if key not in self.values:
+            return self.take(key, default)
+        v = self.take(key, default)
+        return self.check_int(key, v, minimum=minimum)
+
+    def check_int(self, key, v, *, minimum=None):
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.fail(key, f"expected an integer, got {_toml_type(v)}")
+        if minimum is not None and v < minimum:
+            self.fail(key, f"must be an integer >= {minimum}, got {v}")
+        return v
+
+    def float(self, key, default=_REQUIRED, *, positive=False, minimum=None, above=None):
+        if key not in self.values:
+            return self.take(key, default)
+        v = self.take(key, default)
+        return self.check_float(key, v, positive=positive, minimum=minimum, above=above)
+
+    def check_float(self, key, v, *, positive=False, minimum=None, above=None):
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            self.fail(key, f"expected a number, got {_toml_type(v)}")
+        v = float(v)
+        if not math.isfinite(v):
+            self.fail(key, f"must be finite, got {v}")
+        if positive and not v > 0:
+            self.fail(key, f"must be > 0, got {v!r}")
+        if minimum is not None and v < minimum:
+            self.fail(key, f"must be >= {minimum}, got {v!r}")
+        if above is not None and not v > above:
+            self.fail(key, f"must be > {above}, got {v!r}")
+        return v
+
+    def table(self, key, default=_REQUIRED) -> _Table | None:
+        if key not in self.values:
+            return self.take(key, default)
+        v = self.take(key, default)
+        if not isinstance(v, dict):
+            self.fail(key, f"expected a table ([{_fmt_path(self.path + (key,))}]), got {_toml_type(v)}")
+        return _Table(self.src, self.path + (key,), v)
+
+    def list(self, key, default=_REQUIRED, *, scalar_ok=False):
+        if key not in self.values:
+            return self.take(key, default)
+        v = self.take(key, default)
+        if scalar_ok and not isinstance(v, list | dict):
+            return [v]
+        if not isinstance(v, list):
+            self.fail(key, f"expected an array, got {_toml_type(v)}")
+        return v
+
+
+# ---------------------------------------------------------------------------------------- sections
+_SYNTHETIC_DEFAULTS = {
+    "num_examples": 200,
+    "num_features": 5,
+    "noise": 0.1,
+    "condition_number": 1.0,
+    "intercept": 1.0,
+    "seed": 0,
+}
+
+
+def _read_data(t: _Table) -> DataConfig:
+    source = t.str("source", choices=DATA_SOURCES, what="data source")
+    standardize = t.bool("standardize", False)
+    kw: dict[str, Any] = {}
+    if source == "synthetic":
+        kw["num_examples"] = t.int("num_examples", _SYNTHETIC_DEFAULTS["num_examples"], minimum=1)
+        kw["num_features"] = t.int("num_features", _SYNTHETIC_DEFAULTS["num_features"], minimum=1)
+        kw["noise"] = t.float("noise", _SYNTHETIC_DEFAULTS["noise"], minimum=0.0)
+        kw["condition_number"] = t.float("condition_number", 1.0, minimum=1.0)
+        kw["intercept"] = t.float("intercept", 1.0)
+        kw["seed"] = t.int("seed", 0, minimum=0)
+    elif source in FILE_SOURCES:
+        path = t.str("path")
+        if not os.path.isabs(path) and t.src.base_dir is not None:
+            path = os.path.join(t.src.base_dir, path)
+        path = os.path.abspath(path)
+        if not os.path.isfile(path):
+            t.fail("path", f"data file not found: {path}")
+        kw["path"] = path
+        if source == "csv":
+            kw["target"] = _column(t, "target", t.take("target", -1))
+            features = t.list("features", None)
+            if features is not None:
+                if not features:
+                    t.fail("features", "needs at least one column (or leave it out for all others)")
+                kw["features"] = tuple(_column(t, ("features", i), c) for i, c in enumerate(features))
+        else:
+            kw["x_key"] = t.str("x_key", "X")
+            kw["y_key"] = t.str("y_key", "y")
+    hint = f" for source {source!r}" if source else ""
+    t.finish(hint)
+    return DataConfig(source=source, standardize=standardize, **kw)
+
+
+def _column(t: _Table, key, value):
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        t.fail(key, f"a column is a header name or an index, got {_toml_type(value)}")
+    return value
+
+
+_DEFAULT_START = {"quadratic": 10.0, "shifted_quadratic": 10.0, "ill_conditioned_quadratic": 1.0}
+
+
+def _read_cost(t: _Table, has_data: bool) -> CostConfig:
+    has_model, has_function = "model" in t.values, "function" in t.values
+    if has_model == has_function:
+        t.fail(
+            None,
+            "a cost needs exactly one of 'model' (linear, polynomial) or 'function' "
+            f"({', '.join(COST_FUNCTIONS)})",
+        )
+    init_noise = t.float("init_noise", 0.0, minimum=0.0)
+    if has_model:
+        model = t.str("model", choices=MODELS, what="model")
+        degree = t.int("degree", minimum=1) if model == "polynomial" else None
+        loss = t.str("loss", "mse", choices=LOSSES, what="loss")
+        label = t.str("label", model if degree is None else f"{model}{degree}")
+        if not has_data:
+            t.fail("model", "a model cost needs a [data] table to fit")
+        t.finish(f" for model {model!r}")
+        cfg = CostConfig(label=label, model=model, degree=degree, loss=loss, init_noise=init_noise)
+    else:
+        function = t.str("function", choices=COST_FUNCTIONS, what="test function")
+        condition_number = None
+        if function == "ill_conditioned_quadratic":
+            condition_number = t.float("condition_number", minimum=1.0)
+        raw_start = t.take("start", None)
+        dim = t.int("dim", None, minimum=2 if function == "rosenbrock" else 1)
+        if raw_start is None:
+            dim = dim or 2
+            start = _default_start(function, dim)
+        else:
+            values = raw_start if isinstance(raw_start, list) else [raw_start]
+            start = tuple(t.check_float(("start", i), v) for i, v in enumerate(values))
+            if not start:
+                t.fail("start", "needs at least one coordinate")
+            if not isinstance(raw_start, list):
+                start = start * (dim or 1)
+            if dim is not None and len(start) != dim:
+                t.fail("start", f"has {len(start)} coordinates but dim = {dim}")
+            dim = len(start)
+            if function == "rosenbrock" and dim < 2:
+                t.fail("start", "rosenbrock needs at least 2 coordinates")
+        label = t.str("label", function)
+        t.finish(f" for function {function!r}")
+        cfg = CostConfig(
+            label=label,
+            function=function,
+            dim=dim,
+            condition_number=condition_number,
+            start=start,
+            init_noise=init_noise,
+        )
+    if not _LABEL.match(cfg.label):
+        t.fail("label", f"labels use letters, digits, '_', '+' and '-' only, got {cfg.label!r}")
+    return cfg
+
+
+def _default_start(function: str, dim: int) -> tuple[float, ...]:
+    if function == "rosenbrock":
+        return tuple(-1.2 if i % 2 == 0 else 1.0 for i in range(dim))
+    return (_DEFAULT_START[function],) * dim
+
+
+def _read_batch_sizes(t: _Table, key: str, default) -> tuple[int | None, ...] | None:
+    raw = t.list(key, default, scalar_ok=True)
+    if raw is None or raw is default:
+        return raw
+    if not raw:
+        t.fail(key, "needs at least one batch size")
+    out = []
+    for i, b in enumerate(raw):
+        where = (key, i) if len(raw) > 1 else key
+        if b == "full":
+            out.append(None)
+        elif isinstance(b, str):
+            t.fail(where, f'a batch size is an integer >= 1 or "full", got {b!r}')
+        else:
+            out.append(t.check_int(where, b, minimum=1))
+    return tuple(out)
+
+
+def _read_run(t: _Table) -> RunConfig:
+    cfg = RunConfig(
+        num_steps=t.int("num_steps", minimum=1),
+        batch_size=_read_batch_sizes(t, "batch_size", (None,)),
+        tol=t.float("tol", None, positive=True),
+        grad_tol=t.float("grad_tol", None, positive=True),
+        patience=t.int("patience", None, minimum=1),
+        divergence_factor=t.float("divergence_factor", 100.0, above=1.0),
+        record_every=t.int("record_every", 1, minimum=1),
+        chunk_size=t.int("chunk_size", None, minimum=1),
+        target=t.float("target", None, positive=True),
+    )
+    t.finish()
+    return cfg
+
+
+def _read_axis(t: _Table, key: str, value) -> Any:
+    """A grid entry: a scalar (fixed), an array (an axis), or `{ logspace = [lo, hi, num] }`."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return t.check_float(key, value)
+    if isinstance(value, list):
+        if not value:
+            t.fail(key, "an empty array sweeps nothing; give at least one value")
+        return tuple(t.check_float((key, i), v) for i, v in enumerate(value))
+    if isinstance(value, dict):
+        spec = _Table(t.src, t.path + (key,), value)
+        kinds = ("logspace", "linspace")
+        present = [k for k in kinds if k in value]
+        if not present:
+            spec.known.extend(kinds)
+            spec.finish()
+        if len(present) != 1:
+            t.fail(key, "give exactly one of logspace = [lo, hi, num] or linspace = [lo, hi, num]")
+        kind = present[0]
+        raw = spec.take(kind)
+        spec.finish()
+        usage = f"{kind} = [lo, hi, num] with lo, hi numbers and num an integer >= 2"
+        if not isinstance(raw, list) or len(raw) != 3:
+            spec.fail(kind, f"expected {usage}, got {raw!r}")
+        lo, hi, num = raw
+        lo, hi = spec.check_float(kind, lo), spec.check_float(kind, hi)
+        if isinstance(num, bool) or not isinstance(num, int) or num < 2:
+            spec.fail(kind, f"expected {usage}; num must be an integer >= 2, got {num!r}")
+        if kind == "logspace":
+            if not (lo > 0 and hi > 0):
+                spec.fail(
+                    kind,
+                    f"logspace endpoints are the values themselves and must be > 0, got "
+                    f"[{lo!r}, {hi!r}, {num}] (for 10**-3 .. 10**0 write [0.001, 1.0, {num}])",
+                )
+            ratio = (hi / lo) ** (1.0 / (num - 1))
+            values = [lo * ratio**i for i in range(num)]
+        else:
+            values = [lo + (hi - lo) * i / (num - 1) for i in range(num)]
+        values[0], values[-1] = lo, hi
+        return tuple(float(f"{v:.12g}") for v in values)
+    t.fail(
+        key,
+        f"a grid value is a number, an array of numbers or {{ logspace = [lo, hi, num] }}, "
+        f"got {_toml_type(value)}",
+    )
+
+
+def _read_optimizer(t: _Table) -> OptimizerConfig:
+    rule = t.str("rule")
+    try:
+        rules.hyperparameters(rule)
+    except ValueError as err:
+        if rule.startswith("optax."):
+            t.fail("rule", str(err))
+        options = list(rules.names())
+        t.fail(
+            "rule",
+            f"unknown rule {rule!r}{nearest(rule, options)}; choose from "
+            f"{', '.join(options)}, or 'optax.<name>' for any Optax optimizer",
+        )
+    hand_written = rule in rules.names()
+    schedule = None
+    if hand_written:
+        schedule = t.str("schedule", "constant", choices=rules.schedule_names(), what="schedule")
+    elif "schedule" in t.values:
+        t.fail(
+            "schedule",
+            f"schedules apply to the hand-written rules ({', '.join(rules.names())}); "
+            f"{rule!r} is an Optax optimizer",
+        )
+    label = t.str("label", rule)
+    if not _LABEL.match(label):
+        t.fail("label", f"labels use letters, digits, '_', '+' and '-' only, got {label!r}")
+    zip_grid = t.bool("zip_grid", False)
+    num_steps = t.int("num_steps", None, minimum=1)
+    batch_size = _read_batch_sizes(t, "batch_size", None)
+    g = t.table("grid")
+    names = rules.hyperparameters(rule, schedule) if hand_written else rules.hyperparameters(rule)
+    grid = []
+    for key, value in g.values.items():
+        g.known.append(key)
+        parsed = _read_axis(g, key, value)
+        if key not in names and not isinstance(parsed, bool):
+            g.fail(key, _unknown_hyperparameter(key, rule, schedule, names))
+        grid.append((key, parsed))
+    t.finish()
+    cfg = OptimizerConfig(
+        rule=rule,
+        label=label,
+        schedule=schedule,
+        grid=tuple(grid),
+        zip_grid=zip_grid,
+        num_steps=num_steps,
+        batch_size=batch_size,
+    )
+    axes = cfg.axes()
+    if zip_grid and len({len(v) for v in axes.values()}) > 1:
+        g.fail(
+            None,
+            "zip_grid pairs the axes element by element, so they need equal lengths; got "
+            + ", ".join(f"{k}: {len(v)}" for k, v in axes.items()),
+        )
+    _check_values(g, cfg)
+    return cfg
+
+
+def _unknown_hyperparameter(key: str, rule: str, schedule: str | None, names) -> str:
+    message = f"unknown hyperparameter {key!r} of rule {rule!r}"
+    if schedule is not None and schedule != "constant":
+        message += f" with schedule {schedule!r}"
+    owners = []
+    if schedule is not None:
+        own = set(rules.hyperparameters(rule, "constant"))
+        owners = [s for s in rules.schedule_names() if key in set(rules.hyperparameters(rule, s)) - own]
+    if owners:
+        return (
+            message
+            + f": it belongs to schedule {' / '.join(map(repr, owners))} (set schedule = {owners[0]!r})"
+        )
+    return message + f"{nearest(key, names)}; valid: {', '.join(names)}"
+
+
+def _check_values(g: _Table, opt: OptimizerConfig) -> None:
+    """Builds the rule at each value of each axis so that a bad value names its key now."""
+    fixed = opt.fixed()
+    first = {k: v[0] for k, v in opt.axes().items()}
+    extra = {"schedule": opt.schedule} if opt.schedule is not None else {}
+    try:
+        rules.get(opt.rule, **fixed, **first, **extra)
+    except ValueError as err:
+        key = next((k for k, _ in opt.grid if re.search(rf"\b{re.escape(k)}\b", str(err))), None)
+        g.fail(key, str(err))
+    for name, values in opt.axes().items():
+        for i, v in enumerate(values[1:], 1):
+            try:
+                rules.get(opt.rule, **fixed, **{**first, name: v}, **extra)
+            except ValueError as err:
+                g.fail((name, i), str(err))
+
+
+def _read_gradcheck(t: _Table | None) -> GradcheckConfig:
+    if t is None:
+        return GradcheckConfig()
+    cfg = GradcheckConfig(enabled=t.bool("enabled", True), num_points=t.int("num_points", 3, minimum=1))
+    t.finish()
+    return cfg
+
+
+def _read_outputs(t: _Table | None) -> OutputsConfig:
+    if t is None:
+        return OutputsConfig()
+    plots = t.list("plots", list(OutputsConfig.plots))
+    for i, p in enumerate(plots):
+        if not isinstance(p, str):
+            t.fail(("plots", i), f"expected a plot name, got {_toml_type(p)}")
+        if p not in PLOTS:
+            t.fail(("plots", i), f"unknown plot {p!r}{nearest(p, PLOTS)}; choose from {', '.join(PLOTS)}")
+    cfg = OutputsConfig(
+        plots=tuple(dict.fromkeys(plots)),
+        x_axis=t.str("x_axis", "steps", choices=X_AXES, what="x axis"),
+        dir=t.str("dir", "runs"),
+    )
+    t.finish()
+    return cfg
+
+
+_TOP_LEVEL = (
+    "name",
+    "description",
+    "precision",
+    "seeds",
+    "data",
+    "cost",
+    "run",
+    "optimizers",
+    "gradcheck",
+    "outputs",
+)
+
+
+def _read(values: dict, src: _Source) -> ExperimentConfig:
+    top = _Table(src, (), values)
+    top.known.extend(_TOP_LEVEL)
+    top.finish()
+    top.known.clear()
+    name = top.str("name")
+    if not re.match(r"^[A-Za-z0-9_.+-]+$", name):
+        top.fail(
+            "name", f"the name becomes a folder name: use letters, digits, '_', '.', '+', '-'; got {name!r}"
+        )
+    description = top.str("description", "")
+    precision = top.str("precision", "float32", choices=PRECISIONS, what="precision")
+    seeds = top.list("seeds", [0])
+    if not seeds:
+        top.fail("seeds", "needs at least one seed")
+    seeds = tuple(top.check_int(("seeds", i), s, minimum=0) for i, s in enumerate(seeds))
+    if len(set(seeds)) != len(seeds):
+        top.fail("seeds", f"seeds repeat: {list(seeds)}")
+    data_table = top.table("data", None)
+    data_cfg = _read_data(data_table) if data_table is not None else None
+
+    raw_cost = top.take("cost")
+    if isinstance(raw_cost, dict):
+        cost_cfgs = (_read_cost(_Table(src, ("cost",), raw_cost), data_cfg is not None),)
+    elif isinstance(raw_cost, list) and raw_cost and all(isinstance(c, dict) for c in raw_cost):
+        cost_cfgs = tuple(
+            _read_cost(_Table(src, ("cost", i), c), data_cfg is not None) for i, c in enumerate(raw_cost)
+        )
+        labels = [c.label for c in cost_cfgs]
+        for i, lab in enumerate(labels):
+            if labels.index(lab) != i:
+                top.fail(("cost", i), f'two costs are labelled {lab!r}: give each a distinct label = "..."')
+    else:
+        top.fail("cost", f"expected a [cost] table or [[cost]] tables, got {_toml_type(raw_cost)}")
+    if data_cfg is not None and all(c.function is not None for c in cost_cfgs):
+        top.fail("data", "test functions take no data: remove the [data] table")
+
+    run = _read_run(top.table("run"))
+    raw_opts = top.take("optimizers")
+    if not isinstance(raw_opts, list) or not all(isinstance(o, dict) for o in raw_opts):
+        top.fail("optimizers", f"expected [[optimizers]] tables, got {_toml_type(raw_opts)}")
+    if not raw_opts:
+        top.fail("optimizers", "needs at least one [[optimizers]] entry")
+    opts = tuple(_read_optimizer(_Table(src, ("optimizers", i), o)) for i, o in enumerate(raw_opts))
+    labels = [o.label for o in opts]
+    for i, lab in enumerate(labels):
+        if labels.index(lab) != i:
+            top.fail(
+                ("optimizers", i, "label"),
+                f'two optimizers are labelled {lab!r}: give each a distinct label = "..."',
+            )
+    gradcheck = _read_gradcheck(top.table("gradcheck", None))
+    outputs = _read_outputs(top.table("outputs", None))
+    top.finish()
+    return ExperimentConfig(
+        name=name,
+        description=description,
+        precision=precision,
+        seeds=seeds,
+        data=data_cfg,
+        costs=cost_cfgs,
+        run=run,
+        optimizers=opts,
+        gradcheck=gradcheck,
+        outputs=outputs,
+        source=src.name,
+    )
+
+
+# ------------------------------------------------------------------------------------- public API
+def loads(text: str, *, source: str | None = None, base_dir: str | None = None) -> ExperimentConfig:
+    """Parses and validates TOML text.
+
+    Args:
+      text: the TOML.
+      source: a name for messages (the file path); default `<string>`.
+      base_dir: folder that relative data paths are resolved against (default: the cwd).
+
+    Raises:
+      ConfigError: anything that cannot be run, with key, line and a suggestion.
+    """
+    src = _Source(text, source or "<string>", base_dir)
+    try:
+        values = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        m = re.search(r"\(at line (\d+), column \d+\)", str(err))
+        raise ConfigError(
+            f"not valid TOML: {err}", line=int(m.group(1)) if m else None, source=src.name
+        ) from None
+    return _read(values, src)
+
+
+def load(path: str | os.PathLike) -> ExperimentConfig:
+    """Reads and validates a TOML config file; relative data paths are taken from its folder."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}", source=path)
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    return loads(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def from_dict(values: dict, *, source: str | None = None, base_dir: str | None = None) -> ExperimentConfig:
+    """Validates a config given as a dict (the shape `tomllib` returns, or `to_dict()`'s)."""
+    return _read(values, _Source(None, source or "<dict>", base_dir))
+
+
+def default_path():
+    """The embedded default study (`gdjax/defaults/default.toml`), as a `Traversable`."""
+    return resources.files("gdjax") / "defaults" / "default.toml"
+
+
+def load_default() -> ExperimentConfig:
+    """The default study that `gdjax run` runs without a config."""
+    return loads(default_path().read_text(encoding="utf-8"), source="<default study>")
+
+
+# -------------------------------------------------------------------------------------- TOML writer
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(_BARE, key) else json.dumps(key, ensure_ascii=False)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML: {value!r}")
+
+
+def _is_table_array(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def dumps(values: dict | ExperimentConfig) -> str:
+    """Writes a dict of TOML-able values (or a config) as TOML.
+
+    Covers the subset configs use: strings, integers, floats (incl. `inf`/`nan`), booleans,
+    arrays, tables and arrays of tables. `tomllib.loads(dumps(d)) == d`.
+    """
+    if isinstance(values, ExperimentConfig):
+        values = values.to_dict()
+    out: list[str] = []
+
+    def emit(path: tuple, table: dict, header: str | None):
+        if header is not None:
+            if out:
+                out.append("")
+            out.append(header)
+        subtables = []
+        for k, v in table.items():
+            if v is None:
+                continue
+            if isinstance(v, dict) or _is_table_array(v):
+                subtables.append((k, v))
+            else:
+                out.append(f"{_toml_key(k)} = {_toml_value(v)}")
+        for k, v in subtables:
+            p = path + (k,)
+            dotted = ".".join(_toml_key(x) for x in p)
+            if isinstance(v, dict):
+                emit(p, v, f"[{dotted}]")
+            else:
+                for item in v:
+                    emit(p, item, f"[[{dotted}]]")
+
+    emit((), values, None)
+    return "\n".join(out) + "\n"

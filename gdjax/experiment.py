@@ -1,0 +1,1189 @@
+"""Experiments: a validated config turned into data, costs, gradient checks, sweeps and a run folder.
+
+`run_experiment(config, out_dir)` is what `gdjax run` does: it builds each cost's problem (data,
+starting point, closed-form answers), checks the gradients, runs one `gdjax.sweep` per optimizer
+(a "unit"; one per cost and optimizer when the config has several costs), and writes the run folder
+atomically as it goes:
+
+    <run folder>/
+      config.toml        the resolved config (defaults filled in, grids expanded, paths absolute)
+      manifest.json      versions, devices, precision, timings, git commit, command, status
+      gradcheck.txt      the gradient-check report of every cost
+      summary.csv/.json  one row per lane of every optimizer
+      histories.npz      loss / grad-norm / params histories, statuses, steps, per optimizer
+      *.png              the plots named in outputs.plots
+      parts/             per-optimizer results while the run is incomplete (what --resume builds
+                         on); removed once the run is complete
+      PARTIAL            only in an incomplete folder: what is done, what is left, how to finish
+
+A run is a pure function of the config (every random draw comes from its seeds), so an interrupted
+folder is finished by rerunning the optimizers that are not done and merging: the result is the one
+an uninterrupted run writes. Library code here never flips JAX flags: `precision = "float64"` needs
+`jax_enable_x64` on (the `gdjax` command sets it), and the gradient check needs float64 too (the
+command runs it under `jax.enable_x64(True)` for float32 studies).
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gdjax import config as config_lib
+from gdjax import costs, data, reference
+from gdjax.config import ConfigError, CostConfig, ExperimentConfig, OptimizerConfig
+from gdjax.gradcheck import check_grad
+from gdjax.sweep import SweepInterrupted, SweepResult, sweep
+from gdjax.types import GradCheckReport, PyTree, Status, Trace
+
+__all__ = [
+    "GradCheckFailed",
+    "Problem",
+    "RunInterrupted",
+    "RunOutcome",
+    "Unit",
+    "UnitResult",
+    "best_rows",
+    "build_problems",
+    "config_key",
+    "check_gradients",
+    "load_data",
+    "read_run",
+    "run_experiment",
+    "units",
+]
+
+FILES = ("config.toml", "manifest.json", "gradcheck.txt", "summary.csv", "summary.json", "histories.npz")
+PARTIAL_MARKER = "PARTIAL"
+PARTS = "parts"
+_AXIS_NAMES = {"house_prices": ("bedrooms", "price (thousands)")}
+
+
+class GradCheckFailed(RuntimeError):
+    """The gradient check of a cost failed: nothing was run. `reports` maps cost label -> report."""
+
+    def __init__(self, reports: dict[str, GradCheckReport]):
+        self.reports = reports
+        failed = [k for k, r in reports.items() if not r.ok]
+        super().__init__(
+            f"gradient check failed for cost {', '.join(map(repr, failed))}: "
+            + "; ".join(reports[k].verdict for k in failed)
+        )
+
+
+class RunInterrupted(RuntimeError):
+    """A run stopped part-way; `folder` holds the finished optimizers and a PARTIAL marker."""
+
+    def __init__(self, message: str, folder: str):
+        super().__init__(message)
+        self.folder = folder
+
+
+# ------------------------------------------------------------------------------------------- data
+def _locate_error(cfg: ExperimentConfig, key: str, message: str) -> ConfigError:
+    """A ConfigError at `key` with its line, re-reading the config file when there is one."""
+    line = None
+    if cfg.source and os.path.isfile(cfg.source):
+        with open(cfg.source, encoding="utf-8") as f:
+            src = config_lib._Source(f.read(), cfg.source, None)
+        path = tuple(int(p) if p.isdigit() else p for p in key.replace("[", ".").replace("]", "").split("."))
+        line = src.line(path)
+    return ConfigError(message, key=key, line=line, source=cfg.source or "<config>")
+
+
+class Dataset(NamedTuple):
+    X: np.ndarray  # (n, d) float64, what the model sees (standardised if asked)
+    y: np.ndarray  # (n,)
+    X_raw: np.ndarray  # (n, d) before standardisation
+    standardizer: data.Standardizer | None
+    feature_names: tuple[str, str]  # axis labels for a one-feature plot
+
+
+def load_data(cfg: ExperimentConfig) -> Dataset | None:
+    """Loads (and standardises) the config's data in float64; None for test functions."""
+    d = cfg.data
+    if d is None:
+        return None
+    names = _AXIS_NAMES.get(d.source, ("x", "y"))
+    try:
+        if d.source == "synthetic":
+            s = data.synthetic(
+                d.seed,
+                d.num_examples,
+                d.num_features,
+                noise=d.noise,
+                condition_number=d.condition_number,
+                intercept=d.intercept,
+            )
+            X, y = s.X, s.y
+        elif d.source == "csv":
+            features = list(d.features) if d.features is not None else None
+            X, y = data.load_csv(d.path, target=d.target, features=features)
+            names = (str(features[0]) if features else "x", str(d.target))
+        elif d.source == "npz":
+            X, y = data.load_npz(d.path, x_key=d.x_key, y_key=d.y_key)
+        else:
+            X, y = data.load(d.source)
+    except ValueError as err:
+        raise _locate_error(cfg, "data.path" if d.path else "data.source", str(err)) from None
+    X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
+    standardizer = None
+    X_raw = X
+    if d.standardize:
+        standardizer = data.Standardizer.fit(X)
+        X = standardizer.transform(X)
+    return Dataset(X, y, X_raw, standardizer, names)
+
+
+# --------------------------------------------------------------------------------------- problems
+class Problem(NamedTuple):
+    """One cost of a config, ready to run: what the sweeps take and what the answers are.
+
+    Attributes:
+      label: the cost's label.
+      config: the cost's part of the config.
+      cost: `cost(params, batch) -> scalar`.
+      params0: the start, in the runs' dtype.
+      data: `(X, y)` in the runs' dtype, or None for test functions.
+      dataset: the float64 data (`Dataset`), or None.
+      f_star: the optimal cost (closed form), or None when unknown.
+      minimizer: the optimal params (closed form), or None.
+      curvature: `L`, `mu`, `max_stable_lr` (2/L), `best_lr` (2/(L+mu)), `condition_number`, or {}.
+      analytic: a hand-derived gradient `analytic(params, batch)` for the gradient check, or None.
+    """
+
+    label: str
+    config: CostConfig
+    cost: Callable
+    params0: PyTree
+    data: tuple | None
+    dataset: Dataset | None
+    f_star: float | None
+    minimizer: PyTree | None
+    curvature: dict
+    analytic: Callable | None
+
+    @property
+    def num_params(self) -> int:
+        return int(sum(np.size(x) for x in jax.tree.leaves(self.params0)))
+
+
+def _poly_features(x: np.ndarray, degree: int) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    x = x[:, 0] if x.ndim == 2 else x
+    return x[:, None] ** np.arange(1, degree + 1, dtype=np.float64)[None, :]
+
+
+def _curvature_dict(c) -> dict:
+    return {
+        "L": c.L,
+        "mu": c.mu,
+        "max_stable_lr": c.max_stable_lr,
+        "best_lr": c.best_lr,
+        "condition_number": c.condition_number,
+    }
+
+
+def _quadratic_curvature(h: np.ndarray) -> dict:
+    L, mu = float(np.max(h)), float(np.min(h))
+    return {"L": L, "mu": mu, "max_stable_lr": 2 / L, "best_lr": 2 / (L + mu), "condition_number": L / mu}
+
+
+def _rosenbrock_grad(x, batch=None):
+    x = jnp.asarray(x)
+    inner = x[1:] - x[:-1] ** 2
+    g = jnp.zeros_like(x)
+    g = g.at[:-1].add(-400.0 * x[:-1] * inner - 2.0 * (1.0 - x[:-1]))
+    return g.at[1:].add(200.0 * inner)
+
+
+def _dtype(cfg: ExperimentConfig):
+    if cfg.precision == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError(
+            'precision = "float64" needs float64 enabled: jax.config.update("jax_enable_x64", True) at '
+            "start-up (the gdjax command does this for you); gdjax never flips the flag itself"
+        )
+    return jnp.float64 if cfg.precision == "float64" else jnp.float32
+
+
+def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> list[Problem]:
+    """One `Problem` per cost of the config (data loaded once and shared)."""
+    dtype = _dtype(cfg)
+    if dataset is None:
+        dataset = load_data(cfg)
+    problems = []
+    for i, c in enumerate(cfg.costs):
+        key = f"cost[{i}]" if len(cfg.costs) > 1 else "cost"
+        if c.model is not None:
+            X, y = dataset.X, dataset.y
+            if c.model == "polynomial":
+                if X.shape[1] != 1:
+                    raise _locate_error(
+                        cfg,
+                        f"{key}.model",
+                        f"a polynomial model takes one input feature; the data has {X.shape[1]}",
+                    )
+                features = _poly_features(X, c.degree)
+                model = costs.polynomial(c.degree)
+                num_w = c.degree
+
+                def analytic(p, b, degree=c.degree):
+                    return reference.mse_grad(p, (_poly_features(b[0], degree), b[1]))
+
+            else:
+                features, model, num_w, analytic = X, costs.linear, X.shape[1], reference.mse_grad
+            cost = costs.make_cost(model, costs.mse)
+            ls = reference.least_squares(features, y, full_output=True)
+            problems.append(
+                Problem(
+                    label=c.label,
+                    config=c,
+                    cost=cost,
+                    params0=costs.init_linear(num_w, dtype),
+                    data=(jnp.asarray(X, dtype), jnp.asarray(y, dtype)),
+                    dataset=dataset,
+                    f_star=ls.f_star,
+                    minimizer=ls.params,
+                    curvature=_curvature_dict(reference.curvature(features)),
+                    analytic=analytic,
+                )
+            )
+            continue
+        x_star = None
+        if c.function == "ill_conditioned_quadratic":
+            cost = costs.ill_conditioned_quadratic(c.condition_number, c.dim)
+            h = np.asarray(cost.curvature)
+            f_star, x_star, curv = 0.0, np.zeros(c.dim), _quadratic_curvature(h)
+
+            def analytic(x, batch=None, h=h):
+                return jnp.asarray(h, x.dtype) * x
+
+        else:
+            tf = costs.TEST_FUNCTIONS[c.function]
+            cost, f_star, x_star = tf.cost, tf.f_star, tf.minimizer(c.dim)
+            if c.function == "rosenbrock":
+                curv, analytic = {}, _rosenbrock_grad
+            else:
+                curv = _quadratic_curvature(np.full(c.dim, 2.0))
+                shift = 0.0 if c.function == "quadratic" else 3.0
+
+                def analytic(x, batch=None, shift=shift):
+                    return 2.0 * (x - shift)
+
+        problems.append(
+            Problem(
+                label=c.label,
+                config=c,
+                cost=cost,
+                params0=jnp.asarray(c.start, dtype),
+                data=None,
+                dataset=None,
+                f_star=float(f_star),
+                minimizer=np.asarray(x_star, np.float64),
+                curvature=curv,
+                analytic=analytic,
+            )
+        )
+    return problems
+
+
+def check_gradients(cfg: ExperimentConfig, problems: list[Problem]) -> dict[str, GradCheckReport]:
+    """`check_grad` of every cost at its start and `gradcheck.num_points - 1` random points.
+
+    Needs float64 enabled (finite differences in float64); checks in the runs' dtype.
+    """
+    reports = {}
+    for p in problems:
+        reports[p.label] = check_grad(
+            p.cost,
+            p.params0,
+            p.data,
+            analytic=p.analytic,
+            num_points=cfg.gradcheck.num_points,
+            key=cfg.seeds[0],
+        )
+    return reports
+
+
+def gradcheck_text(reports: dict[str, GradCheckReport]) -> str:
+    return "\n\n".join(f"cost {label!r}\n{report}" for label, report in reports.items()) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ units
+class Unit(NamedTuple):
+    """One sweep of a run: one optimizer on one cost."""
+
+    key: str  # the optimizer's label, or "<cost>.<optimizer>" with several costs
+    problem: int  # index into the problems
+    optimizer: OptimizerConfig
+    num_steps: int
+    batch_size: tuple[int | None, ...]
+
+
+def units(cfg: ExperimentConfig) -> list[Unit]:
+    """The sweeps of a config, in the order they run (costs outer, optimizers inner)."""
+    out = []
+    for i, c in enumerate(cfg.costs):
+        for opt in cfg.optimizers:
+            key = opt.label if len(cfg.costs) == 1 else f"{c.label}.{opt.label}"
+            out.append(
+                Unit(
+                    key=key,
+                    problem=i,
+                    optimizer=opt,
+                    num_steps=opt.num_steps or cfg.run.num_steps,
+                    batch_size=opt.batch_size or cfg.run.batch_size,
+                )
+            )
+    return out
+
+
+def _check_units(cfg: ExperimentConfig, problems: list[Problem], unit_list: list[Unit]) -> None:
+    """Checks what needs the data (batch sizes against the number of examples, plots)."""
+    for u in unit_list:
+        p = problems[u.problem]
+        n = None if p.data is None else p.data[0].shape[0]
+        for b in u.batch_size:
+            if b is None:
+                continue
+            key = f"optimizers[{cfg.optimizers.index(u.optimizer)}].batch_size"
+            if u.optimizer.batch_size is None:
+                key = "run.batch_size"
+            if n is None:
+                raise _locate_error(cfg, key, "test functions take no data, so there is nothing to sample")
+            if b > n:
+                raise _locate_error(cfg, key, f"batch_size = {b} is larger than the data ({n} examples)")
+    for i, name in enumerate(cfg.outputs.plots):
+        key = f"outputs.plots[{i}]"
+        if name in ("contour", "contour_grid") and not any(p.num_params == 2 for p in problems):
+            sizes = ", ".join(f"{p.label}: {p.num_params}" for p in problems)
+            raise _locate_error(cfg, key, f"contour plots need a cost of exactly two parameters ({sizes})")
+        if name == "fitted_line" and not any(_is_line(p) for p in problems):
+            raise _locate_error(cfg, key, "fitted_line needs a linear model on one feature")
+    if cfg.outputs.x_axis == "epochs" and any(p.data is None for p in problems):
+        raise _locate_error(cfg, "outputs.x_axis", "epochs count examples: test functions have no data")
+
+
+def _is_line(p: Problem) -> bool:
+    return p.config.model == "linear" and p.dataset is not None and p.dataset.X.shape[1] == 1
+
+
+def _random(u: Unit, p: Problem) -> bool:
+    n = None if p.data is None else p.data[0].shape[0]
+    return p.config.init_noise > 0 or any(b is not None and b < n for b in u.batch_size)
+
+
+@dataclass
+class UnitResult:
+    """What one unit produced: host arrays, lane coordinates and summary rows."""
+
+    key: str
+    trace: Trace  # NumPy, lanes first
+    coords: list[dict]
+    rows: list[dict]
+    compile_seconds: float
+    run_seconds: float
+    complete: bool = True
+    total_lanes: int | None = None
+    hyperparameter_names: tuple[str, ...] = ()
+    num_steps: int = 0
+
+    def sweep_result(self, f_star: float | None) -> SweepResult:
+        return SweepResult(
+            trace=self.trace,
+            coords=self.coords,
+            hyperparameter_names=self.hyperparameter_names,
+            compile_seconds=self.compile_seconds,
+            run_seconds=self.run_seconds,
+            f_star=f_star,
+            num_steps=self.num_steps,
+        )
+
+
+def _py(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _unit_result(cfg, u: Unit, p: Problem, result: SweepResult, complete: bool, total: int) -> UnitResult:
+    rows = []
+    for row in result.summary(target=cfg.run.target):
+        out = {"optimizer": u.optimizer.label}
+        if len(cfg.costs) > 1:
+            out["cost"] = p.label
+        out.update({k: _py(v) for k, v in row.items()})
+        rows.append(out)
+    return UnitResult(
+        key=u.key,
+        trace=jax.tree.map(np.asarray, result.trace),
+        coords=[{k: _py(v) for k, v in c.items()} for c in result.coords],
+        rows=rows,
+        compile_seconds=float(result.compile_seconds),
+        run_seconds=float(result.run_seconds),
+        complete=complete,
+        total_lanes=total,
+        hyperparameter_names=tuple(result.hyperparameter_names),
+        num_steps=u.num_steps,
+    )
+
+
+def _sweep_args(cfg: ExperimentConfig, u: Unit, p: Problem) -> dict:
+    opt = u.optimizer
+    grid: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v for k, v in opt.grid}
+    if opt.schedule is not None:
+        grid["schedule"] = opt.schedule
+    batch = list(u.batch_size) if len(u.batch_size) > 1 else u.batch_size[0]
+    return dict(
+        grid=grid,
+        num_steps=u.num_steps,
+        zip_grid=opt.zip_grid,
+        seeds=list(cfg.seeds) if _random(u, p) else None,
+        init_noise=p.config.init_noise or None,
+        batch_size=batch,
+        tol=cfg.run.tol,
+        grad_tol=cfg.run.grad_tol,
+        patience=cfg.run.patience,
+        divergence_factor=cfg.run.divergence_factor,
+        record_every=cfg.run.record_every,
+        chunk_size=cfg.run.chunk_size,
+        f_star=p.f_star,
+    )
+
+
+def num_lanes(cfg: ExperimentConfig, u: Unit, p: Problem) -> int:
+    """Lanes of a unit: grid points x seeds (when sampled) x batch sizes."""
+    seeds = len(cfg.seeds) if _random(u, p) else 1
+    return u.optimizer.num_points() * seeds * len(u.batch_size)
+
+
+def run_unit(cfg: ExperimentConfig, u: Unit, p: Problem, *, progress=None) -> UnitResult:
+    """Runs one unit's sweep. Raises `SweepInterrupted` (with `.partial`) if a later chunk fails."""
+    total = num_lanes(cfg, u, p)
+    result = sweep(p.cost, u.optimizer.rule, p.params0, p.data, progress=progress, **_sweep_args(cfg, u, p))
+    return _unit_result(cfg, u, p, result, True, total)
+
+
+# ------------------------------------------------------------------------------ summaries and best
+_OUTCOME_KEYS = (
+    "lane",
+    "rule",
+    "seed",
+    "start",
+    "final_loss",
+    "suboptimality",
+    "steps_to_target",
+    "status",
+    "steps",
+    "stop_step",
+)
+_BLEW_UP = ("diverged", "nonfinite")
+
+
+def config_key(row: dict) -> tuple:
+    return tuple((k, repr(v)) for k, v in row.items() if k not in _OUTCOME_KEYS)
+
+
+def best_rows(rows: list[dict]) -> list[dict]:
+    """The best configuration of each optimizer (and cost), pooled over seeds.
+
+    Lanes that differ only in seed (or start) form one configuration. A configuration is scored by
+    the median final loss of its lanes, rounded to 6 significant digits, then by the median number
+    of steps (faster wins among configurations that reach the same loss); a configuration with a
+    diverged or non-finite lane is ranked after every configuration without one.
+
+    Returns:
+      One row per optimizer: its configuration's columns, `final_loss` / `suboptimality` / `steps`
+      as medians over the seeds, `seeds` (how many lanes), and `lanes` (their indices).
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        unit = (r.get("cost"), r["optimizer"])
+        groups.setdefault((unit, config_key(r)), []).append(r)
+    best: dict[tuple, tuple] = {}
+    for (unit, _), members in groups.items():
+        blew_up = any(m["status"] in _BLEW_UP for m in members)
+        losses = [m["final_loss"] for m in members]
+        loss = float(np.median(losses)) if not blew_up else math.inf
+        steps = float(np.median([m["steps"] for m in members]))
+        score = (blew_up, float(f"{loss:.6g}") if math.isfinite(loss) else math.inf, steps)
+        if unit not in best or score < best[unit][0]:
+            best[unit] = (score, members)
+    out = []
+    for unit in dict.fromkeys(k for k, _ in groups):
+        _, members = best[unit]
+        row = {k: v for k, v in members[0].items() if k not in ("lane", "seed", "start", "stop_step")}
+        subs = [m["suboptimality"] for m in members]
+        row.update(
+            final_loss=float(np.median([m["final_loss"] for m in members])),
+            suboptimality=None if None in subs else float(np.median(subs)),
+            steps=float(np.median([m["steps"] for m in members])),
+            status=_majority([m["status"] for m in members]),
+            seeds=len(members),
+            lanes=[m["lane"] for m in members],
+        )
+        out.append(row)
+    return out
+
+
+def _majority(values: list[str]) -> str:
+    counts = {v: values.count(v) for v in values}
+    top = max(counts.values())
+    name = next(v for v in values if counts[v] == top)
+    return name if top == len(values) else f"{name} ({top}/{len(values)})"
+
+
+def status_counts(rows: list[dict]) -> dict[str, dict[str, int]]:
+    """Per optimizer (and cost): how many lanes ended in each status."""
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        key = r["optimizer"] if r.get("cost") is None else f"{r['cost']}.{r['optimizer']}"
+        counts = out.setdefault(key, {str(s): 0 for s in Status})
+        counts[r["status"]] += 1
+    return out
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _counts_text(c: dict) -> str:
+    return f"{c['converged']}/{c['max_steps']}/{c['diverged']}/{c['nonfinite']}"
+
+
+def format_summary(rows: list[dict]) -> str:
+    """The table `gdjax run` prints: best configuration per optimizer and its status counts."""
+    best = best_rows(rows)
+    counts = status_counts(rows)
+    skip = {"optimizer", "cost", "rule", "batch_size", "final_loss", "suboptimality", "steps_to_target"}
+    skip |= {"status", "steps", "seeds", "lanes", "schedule"}
+    table = []
+    for b in best:
+        key = b["optimizer"] if b.get("cost") is None else f"{b['cost']}.{b['optimizer']}"
+        hp = ", ".join(f"{k}={_fmt(v)}" for k, v in b.items() if k not in skip and v is not None)
+        if b.get("batch_size") is not None:
+            hp += f", batch_size={b['batch_size']}"
+        c = counts[key]
+        table.append(
+            {
+                "optimizer": key,
+                "best configuration": hp or "-",
+                "final loss": _fmt(b["final_loss"]),
+                "f - f*": _fmt(b["suboptimality"]),
+                "steps": _fmt(b["steps"]),
+                "status": b["status"],
+                "lanes (conv/max/div/nan)": _counts_text(c),
+            }
+        )
+    missing = [k for k in counts if k not in {t["optimizer"] for t in table}]
+    for key in missing:
+        c = counts[key]
+        table.append(
+            {
+                "optimizer": key,
+                "best configuration": "(every lane blew up)",
+                "final loss": "-",
+                "f - f*": "-",
+                "steps": "-",
+                "status": "-",
+                "lanes (conv/max/div/nan)": _counts_text(c),
+            }
+        )
+    cols = list(table[0]) if table else []
+    widths = [max(len(c), *(len(t[c]) for t in table)) for c in cols]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(t[c].ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip() for t in table]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- atomic writes
+def _atomic(path: str, write: Callable[[io.IOBase], None], mode: str = "w") -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    try:
+        kwargs = {"encoding": "utf-8", "newline": ""} if "b" not in mode else {}
+        with os.fdopen(fd, mode, **kwargs) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes `text` atomically (temporary file in the same folder, then `os.replace`)."""
+    _atomic(path, lambda f: f.write(text))
+
+
+def write_json(path: str, value) -> None:
+    write_text(path, json.dumps(value, indent=1, allow_nan=True) + "\n")
+
+
+def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    _atomic(path, lambda f: np.savez(f, **arrays), mode="wb")
+
+
+def _json_safe(value):
+    """Rows for summary.json: non-finite floats become null (the status says why)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _csv_text(rows: list[dict]) -> str:
+    import csv
+
+    cols: list[str] = []
+    for r in rows:
+        cols.extend(k for k in r if k not in cols)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(
+            {k: "" if v is None else (repr(v) if isinstance(v, float) else v) for k, v in r.items()}
+        )
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------- histories
+def leaf_names(params: PyTree) -> list[str]:
+    """Names of the leaves of a params pytree (`w`, `b`; `x` for a bare array)."""
+    paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    return [jax.tree_util.keystr(p, simple=True, separator="/") or "x" for p, _ in paths]
+
+
+def _trace_arrays(trace: Trace, names: list[str]) -> dict[str, np.ndarray]:
+    out = {
+        "loss_history": np.asarray(trace.loss_history),
+        "grad_norm_history": np.asarray(trace.grad_norm_history),
+        "status": np.asarray(trace.status),
+        "steps": np.asarray(trace.steps),
+        "stop_step": np.asarray(trace.stop_step),
+    }
+    for name, leaf in zip(names, jax.tree.leaves(trace.params), strict=True):
+        out[f"params/{name}"] = np.asarray(leaf)
+    for name, leaf in zip(names, jax.tree.leaves(trace.params_history), strict=True):
+        out[f"params_history/{name}"] = np.asarray(leaf)
+    return out
+
+
+def _trace_from_arrays(arrays: dict[str, np.ndarray], template: PyTree) -> Trace:
+    names = leaf_names(template)
+    treedef = jax.tree.structure(template)
+    return Trace(
+        params=jax.tree.unflatten(treedef, [arrays[f"params/{n}"] for n in names]),
+        loss_history=arrays["loss_history"],
+        params_history=jax.tree.unflatten(treedef, [arrays[f"params_history/{n}"] for n in names]),
+        grad_norm_history=arrays["grad_norm_history"],
+        steps=arrays["steps"],
+        status=arrays["status"],
+        stop_step=arrays["stop_step"],
+    )
+
+
+def _coord_arrays(coords: list[dict]) -> dict[str, np.ndarray]:
+    """Numeric lane coordinates as arrays (`nan` where a lane has none, e.g. the full batch)."""
+    out = {}
+    keys = dict.fromkeys(k for c in coords for k in c)
+    for k in keys:
+        values = [c.get(k) for c in coords]
+        if all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values):
+            if all(v is None for v in values):
+                continue
+            out[f"coords/{k}"] = np.asarray([np.nan if v is None else v for v in values], np.float64)
+    return out
+
+
+# ------------------------------------------------------------------------------------ run folder
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else None
+
+
+def _versions() -> dict:
+    import optax
+
+    import gdjax
+
+    try:
+        devices = [str(d) for d in jax.devices()]
+        backend = jax.default_backend()
+    except RuntimeError:  # no backend could start
+        devices, backend = [], None
+    return {
+        "gdjax": gdjax.__version__,
+        "jax": jax.__version__,
+        "jaxlib": _dist_version("jaxlib"),
+        "optax": optax.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "backend": backend,
+        "devices": devices,
+    }
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _problem_info(p: Problem) -> dict:
+    info: dict[str, Any] = {"num_params": p.num_params, "f_star": p.f_star, **p.curvature}
+    if p.dataset is not None:
+        info["num_examples"] = int(p.dataset.X.shape[0])
+        info["num_features"] = int(p.dataset.X.shape[1])
+    if p.minimizer is not None:
+        info["minimizer"] = jax.tree.map(lambda x: np.asarray(x, np.float64).tolist(), p.minimizer)
+        if p.dataset is not None and p.dataset.standardizer is not None and p.config.model == "linear":
+            raw = p.dataset.standardizer.unstandardize(p.minimizer)
+            info["minimizer_original_scale"] = jax.tree.map(lambda x: np.asarray(x).tolist(), raw)
+    return _json_safe(info)
+
+
+def default_out_dir(cfg: ExperimentConfig) -> str:
+    """`<outputs.dir>/<name>-<YYYYmmdd-HHMMSS>` (a suffix `-2`, `-3`, ... if taken)."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(cfg.outputs.dir, f"{cfg.name}-{stamp}")
+    path, k = base, 2
+    while os.path.exists(path):
+        path, k = f"{base}-{k}", k + 1
+    return path
+
+
+def _is_run_folder(path: str) -> bool:
+    return any(os.path.exists(os.path.join(path, f)) for f in ("manifest.json", PARTIAL_MARKER))
+
+
+def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = list(dict.fromkeys([*a, *b]))
+    out = []
+    for k in keys:
+        path = f"{prefix}.{k}" if prefix else k
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _config_diff(va, vb, path)
+        elif (
+            isinstance(va, list)
+            and isinstance(vb, list)
+            and len(va) == len(vb)
+            and va
+            and all(isinstance(x, dict) for x in va + vb)
+        ):
+            for i, (x, y) in enumerate(zip(va, vb, strict=True)):
+                out += _config_diff(x, y, f"{path}[{i}]")
+        elif va != vb:
+            out.append(path)
+    return out
+
+
+class _Folder:
+    """The run folder: atomic writes, parts of finished units, the PARTIAL marker and the manifest."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def file(self, *name: str) -> str:
+        return os.path.join(self.path, *name)
+
+    def part_names(self, key: str) -> tuple[str, str]:
+        return self.file(PARTS, f"{key}.npz"), self.file(PARTS, f"{key}.json")
+
+    def save_part(self, u: UnitResult, template: PyTree, suffix: str = "") -> None:
+        os.makedirs(self.file(PARTS), exist_ok=True)
+        npz, meta = self.part_names(u.key + suffix)
+        write_npz(npz, _trace_arrays(u.trace, leaf_names(template)))
+        write_json(
+            meta,
+            {
+                "key": u.key,
+                "complete": u.complete,
+                "lanes": len(u.coords),
+                "total_lanes": u.total_lanes,
+                "compile_seconds": u.compile_seconds,
+                "run_seconds": u.run_seconds,
+                "hyperparameter_names": list(u.hyperparameter_names),
+                "num_steps": u.num_steps,
+                "coords": u.coords,
+                "rows": u.rows,
+            },
+        )
+
+    def load_part(self, key: str, template: PyTree) -> UnitResult | None:
+        npz, meta = self.part_names(key)
+        if not (os.path.isfile(npz) and os.path.isfile(meta)):
+            return None
+        with open(meta, encoding="utf-8") as f:
+            m = json.load(f)
+        if not m.get("complete"):
+            return None
+        with np.load(npz, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        return UnitResult(
+            key=key,
+            trace=_trace_from_arrays(arrays, template),
+            coords=m["coords"],
+            rows=m["rows"],
+            compile_seconds=m["compile_seconds"],
+            run_seconds=m["run_seconds"],
+            complete=True,
+            total_lanes=m["total_lanes"],
+            hyperparameter_names=tuple(m["hyperparameter_names"]),
+            num_steps=m["num_steps"],
+        )
+
+
+def _prepare_folder(cfg: ExperimentConfig, out: str, *, resume: bool, force: bool) -> tuple[_Folder, bool]:
+    """Creates (or reopens, with `resume`) the run folder. Returns it and whether it is resumed."""
+    exists = os.path.isdir(out) and bool(os.listdir(out))
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} exists and is not a folder")
+    if exists and resume:
+        if not _is_run_folder(out):
+            raise ValueError(f"cannot resume {out}: it is not a gdjax run folder (no manifest.json)")
+        cfg_file = os.path.join(out, "config.toml")
+        if not os.path.isfile(cfg_file):
+            raise ValueError(f"cannot resume {out}: its config.toml is missing")
+        previous = config_lib.load(cfg_file)
+        diff = _config_diff(previous.to_dict(), cfg.to_dict())
+        if diff:
+            raise ValueError(
+                f"cannot resume {out}: it was run with a different config (differs in "
+                f"{', '.join(diff[:5])}); use the same config, or a new --out"
+            )
+        return _Folder(out), True
+    if exists and not force:
+        raise ValueError(
+            f"run folder {out} already exists and is not empty: pass --resume to finish an interrupted run, "
+            "--force to replace it, or another --out"
+        )
+    if exists and force:
+        if not _is_run_folder(out):
+            raise ValueError(
+                f"refusing to clear {out} with --force: it is not a gdjax run folder (no manifest.json)"
+            )
+        shutil.rmtree(out)
+    os.makedirs(out, exist_ok=True)
+    return _Folder(out), False
+
+
+@dataclass
+class RunOutcome:
+    """What `run_experiment` did: the folder, the rows of every lane, and what it wrote."""
+
+    folder: str
+    rows: list[dict]
+    results: dict[str, UnitResult]
+    problems: list[Problem]
+    reports: dict[str, GradCheckReport]
+    manifest: dict
+    plots: list[str] = field(default_factory=list)
+    resumed: bool = False
+
+
+def _merge(cfg, unit_list, results: dict[str, UnitResult], problems) -> tuple[list[dict], dict]:
+    rows, arrays = [], {}
+    for u in unit_list:
+        r = results.get(u.key)
+        if r is None:
+            continue
+        rows.extend(r.rows)
+        names = leaf_names(problems[u.problem].params0)
+        for k, v in _trace_arrays(r.trace, names).items():
+            arrays[f"{u.key}/{k}"] = v
+        for k, v in _coord_arrays(r.coords).items():
+            arrays[f"{u.key}/{k}"] = v
+    if arrays:
+        arrays["status_names"] = np.asarray([str(s) for s in Status])
+    return _normalize_rows(rows, [results[u.key] for u in unit_list if u.key in results]), arrays
+
+
+_ROW_HEAD = ("optimizer", "cost", "lane", "rule")
+_ROW_TAIL = ("seed", "start", "batch_size", "final_loss", "suboptimality", "steps_to_target", "status")
+_ROW_TAIL += ("steps", "stop_step")
+
+
+def _normalize_rows(rows: list[dict], results: list[UnitResult]) -> list[dict]:
+    """Every row with the same columns in one order: who, hyperparameters, then outcomes."""
+    hp = list(dict.fromkeys(k for r in results for k in r.hyperparameter_names))
+    present = set().union(*(r.keys() for r in rows)) if rows else set()
+    cols = [c for c in _ROW_HEAD if c in present] + [c for c in hp if c not in _ROW_HEAD + _ROW_TAIL]
+    cols += [c for c in present if c not in cols and c not in _ROW_TAIL]
+    cols += list(_ROW_TAIL)
+    return [{c: r.get(c) for c in cols} for r in rows]
+
+
+def _write_results(folder: _Folder, rows: list[dict], arrays: dict) -> None:
+    write_text(folder.file("summary.csv"), _csv_text(rows))
+    write_json(folder.file("summary.json"), _json_safe(rows))
+    write_npz(folder.file("histories.npz"), arrays)
+
+
+def _partial_text(cfg, unit_list, results, interrupted: dict | None, reason: str, folder: str) -> str:
+    done = [u.key for u in unit_list if u.key in results]
+    pending = [u.key for u in unit_list if u.key not in results and (interrupted or {}).get("key") != u.key]
+    src = cfg.source if cfg.source and os.path.isfile(cfg.source) else "CONFIG"
+    if cfg.source == "<default study>":
+        src = ""
+    lines = [
+        "This run folder is incomplete: " + reason,
+        f"Finish it with:  gdjax run {src + ' ' if src else ''}--out {folder} --resume",
+        "",
+        "done:     " + (", ".join(f"{k} ({len(results[k].coords)} lanes)" for k in done) or "none"),
+    ]
+    if interrupted:
+        lines.append(
+            f"partial:  {interrupted['key']}: {interrupted['lanes']} of {interrupted['total_lanes']} lanes "
+            f"(chunks done, in {PARTS}/{interrupted['key']}.partial.npz; rerun in full on --resume)"
+        )
+    lines.append("pending:  " + (", ".join(pending) or "none"))
+    return "\n".join(lines) + "\n"
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    out: str | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    draw: Callable[..., list[str]] | None = None,
+    progress: Callable[[str, int, int], Any] | None = None,
+    log: Callable[[str], Any] | None = None,
+    command: list[str] | None = None,
+    gradcheck_x64: Callable | None = None,
+) -> RunOutcome:
+    """Runs a whole experiment and writes its run folder.
+
+    Args:
+      cfg: the validated config.
+      out: the run folder (default `default_out_dir(cfg)`).
+      resume: finish an interrupted folder: optimizers already done are loaded, the rest rerun.
+      force: replace an existing run folder.
+      draw: `draw(cfg, problems, units, results, folder) -> paths` draws the plots once every
+        optimizer is done (the CLI passes `gdjax.cli.draw_plots`; plotting sits below this layer).
+      progress: `progress(unit_key, lanes_done, total_lanes)` after each chunk of a sweep.
+      log: where one-line messages go (default: nowhere).
+      command: the command line, recorded in the manifest.
+      gradcheck_x64: a context manager factory the gradient check runs under (the CLI passes one
+        that enables float64 for float32 runs; library code does not flip flags itself).
+
+    Returns:
+      A `RunOutcome`.
+
+    Raises:
+      ConfigError / ValueError: invalid config or folder, before anything is written.
+      GradCheckFailed: a cost's gradient check failed, before anything is written.
+      RunInterrupted: a sweep failed part-way (the folder is marked partial); a KeyboardInterrupt
+        (or any other exception) during a sweep propagates as itself after the folder is marked
+        partial, with the folder's path in its `gdjax_run_folder` attribute.
+    """
+    log = log or (lambda message: None)
+    started = _now()
+    problems = build_problems(cfg)
+    unit_list = units(cfg)
+    _check_units(cfg, problems, unit_list)
+    out = out or default_out_dir(cfg)
+    if resume and os.path.isdir(out) and os.path.isfile(os.path.join(out, "manifest.json")):
+        with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
+            old = json.load(f)
+        if old.get("status") == "complete" and not os.path.exists(os.path.join(out, PARTIAL_MARKER)):
+            _prepare_folder(cfg, out, resume=True, force=False)  # still check the config matches
+            log(f"nothing to resume: {out} is complete")
+            return read_run(out, cfg=cfg, problems=problems)
+
+    reports: dict[str, GradCheckReport] = {}
+    if cfg.gradcheck.enabled:
+        if gradcheck_x64 is not None:
+            with gradcheck_x64():
+                reports = check_gradients(cfg, problems)
+        else:
+            reports = check_gradients(cfg, problems)
+        if not all(r.ok for r in reports.values()):
+            raise GradCheckFailed(reports)
+        for label, report in reports.items():
+            log(f"gradient check of {label}: {report.verdict}")
+
+    folder, resumed = _prepare_folder(cfg, out, resume=resume, force=force)
+    manifest = {
+        "name": cfg.name,
+        "status": "partial",
+        "config": cfg.source,
+        "command": command if command is not None else list(sys.argv),
+        "cwd": os.getcwd(),
+        "git_commit": _git_commit(),
+        "precision": cfg.precision,
+        "x64_enabled": bool(jax.config.jax_enable_x64),
+        **_versions(),
+        "started": started,
+        "finished": None,
+        "compile_seconds": 0.0,
+        "run_seconds": 0.0,
+        "problems": {p.label: _problem_info(p) for p in problems},
+        "gradcheck": {k: r.verdict for k, r in reports.items()} or "disabled",
+        "units": {
+            u.key: {"status": "pending", "lanes": num_lanes(cfg, u, problems[u.problem])} for u in unit_list
+        },
+    }
+    results: dict[str, UnitResult] = {}
+    if resumed:
+        with open(folder.file("manifest.json"), encoding="utf-8") as f:
+            old = json.load(f)
+        manifest["started"] = old.get("started", started)
+        manifest["resumed"] = [*old.get("resumed", []), started]
+        for u in unit_list:
+            r = folder.load_part(u.key, problems[u.problem].params0)
+            if r is not None:
+                results[u.key] = r
+        log(f"resuming {out}: {len(results)} of {len(unit_list)} optimizers already done")
+    else:
+        write_text(folder.file("config.toml"), cfg.to_toml())
+    if reports:
+        write_text(folder.file("gradcheck.txt"), gradcheck_text(reports))
+    elif not os.path.exists(folder.file("gradcheck.txt")):
+        write_text(folder.file("gradcheck.txt"), "gradient check disabled (gradcheck.enabled = false)\n")
+
+    def mark(reason: str, interrupted: dict | None = None):
+        for k in results:
+            manifest["units"][k]["status"] = "complete"
+        if interrupted:
+            manifest["units"][interrupted["key"]]["status"] = f"partial ({interrupted['lanes']} lanes done)"
+        manifest["compile_seconds"] = sum(r.compile_seconds for r in results.values())
+        manifest["run_seconds"] = sum(r.run_seconds for r in results.values())
+        manifest["status"] = "partial"
+        manifest["interrupted"] = reason
+        rows, arrays = _merge(cfg, unit_list, results, problems)
+        _write_results(folder, rows, arrays)
+        write_json(folder.file("manifest.json"), _json_safe(manifest))
+        write_text(
+            folder.file(PARTIAL_MARKER),
+            _partial_text(cfg, unit_list, results, interrupted, reason, folder.path),
+        )
+
+    mark("the run is in progress (or was killed)")
+    for u in unit_list:
+        if u.key in results:
+            continue
+        p = problems[u.problem]
+        total = num_lanes(cfg, u, p)
+        log(f"running {u.key}: {total} lane(s) x {u.num_steps} steps")
+        tick = None
+        if progress is not None:
+            tick = lambda done, n, key=u.key: progress(key, done, n)  # noqa: E731
+            progress(u.key, 0, total)
+        try:
+            r = run_unit(cfg, u, p, progress=tick)
+        except SweepInterrupted as err:
+            partial = _unit_result(cfg, u, p, err.partial, False, total)
+            folder.save_part(partial, p.params0, suffix=".partial")
+            info = {"key": u.key, "lanes": len(partial.coords), "total_lanes": total}
+            reason = f"{u.key} stopped after {info['lanes']} of {total} lanes ({err.__cause__!r})"
+            mark(reason, info)
+            raise RunInterrupted(reason, folder.path) from err
+        except BaseException as err:
+            mark(f"{u.key} was interrupted ({type(err).__name__})")
+            err.gdjax_run_folder = folder.path  # where the partial results are, for the caller
+            raise
+        folder.save_part(r, p.params0)
+        results[u.key] = r
+        mark(f"stopped after {', '.join(results)}")
+        log(
+            f"  done in {r.compile_seconds + r.run_seconds:.2f} s (compile {r.compile_seconds:.2f} s, "
+            f"run {r.run_seconds:.2f} s)"
+        )
+
+    rows, arrays = _merge(cfg, unit_list, results, problems)
+    _write_results(folder, rows, arrays)
+    drawn = draw(cfg, problems, unit_list, results, folder.path) if draw is not None else []
+    for k in results:
+        manifest["units"][k]["status"] = "complete"
+        manifest["units"][k]["compile_seconds"] = results[k].compile_seconds
+        manifest["units"][k]["run_seconds"] = results[k].run_seconds
+    manifest.pop("interrupted", None)
+    manifest.update(
+        status="complete",
+        finished=_now(),
+        compile_seconds=sum(r.compile_seconds for r in results.values()),
+        run_seconds=sum(r.run_seconds for r in results.values()),
+        plots=[os.path.basename(p) for p in drawn],
+    )
+    write_json(folder.file("manifest.json"), _json_safe(manifest))
+    if os.path.exists(folder.file(PARTIAL_MARKER)):
+        os.remove(folder.file(PARTIAL_MARKER))
+    shutil.rmtree(folder.file(PARTS), ignore_errors=True)
+    return RunOutcome(folder.path, rows, results, problems, reports, manifest, drawn, resumed)
+
+
+def read_run(path: str, *, cfg: ExperimentConfig | None = None, problems=None) -> RunOutcome:
+    """Reads a complete run folder back (rows, histories and manifest)."""
+    cfg = cfg or config_lib.load(os.path.join(path, "config.toml"))
+    problems = problems or build_problems(cfg)
+    with open(os.path.join(path, "manifest.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
+    with open(os.path.join(path, "summary.json"), encoding="utf-8") as f:
+        rows = json.load(f)
+    results = {}
+    with np.load(os.path.join(path, "histories.npz"), allow_pickle=False) as z:
+        for u in units(cfg):
+            prefix = u.key + "/"
+            arrays = {k[len(prefix) :]: z[k] for k in z.files if k.startswith(prefix)}
+            if not arrays:
+                continue
+            mine = [
+                r
+                for r in rows
+                if r["optimizer"] == u.optimizer.label
+                and r.get("cost", None) in (None, problems[u.problem].label)
+            ]
+            results[u.key] = UnitResult(
+                key=u.key,
+                trace=_trace_from_arrays(arrays, problems[u.problem].params0),
+                coords=[],
+                rows=mine,
+                compile_seconds=manifest["units"].get(u.key, {}).get("compile_seconds", 0.0),
+                run_seconds=manifest["units"].get(u.key, {}).get("run_seconds", 0.0),
+                num_steps=u.num_steps,
+            )
+    plots = [os.path.join(path, p) for p in manifest.get("plots", [])]
+    return RunOutcome(path, rows, results, problems, {}, manifest, plots, False)
