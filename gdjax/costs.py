@@ -94,7 +94,6 @@ def mse(pred: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.mean(r * r)
 
 
-@functools.cache
 def make_cost(model: Callable, loss: Callable = mse) -> Cost:
     """Builds `cost(params, (X, y)) = loss(model(params, X), y)`.
 
@@ -108,7 +107,13 @@ def make_cost(model: Callable, loss: Callable = mse) -> Cost:
       >>> round(float(cost(gdjax.init_linear(1), (X, y))), 2)  # mean of squared prices
       65228.57
     """
+    # The cache sits on a helper that takes both arguments positionally: functools.cache keys on the
+    # call as written, so make_cost(m) and make_cost(m, mse) would otherwise be different functions.
+    return _make_cost(model, loss)
 
+
+@functools.cache
+def _make_cost(model: Callable, loss: Callable) -> Cost:
     def cost(params, batch):
         X, y = batch
         return loss(model(params, X), y)
