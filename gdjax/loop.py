@@ -34,7 +34,10 @@ class RunOptions(NamedTuple):
     num_examples: int | None
     record_every: int
     unroll: int
-    feature_major: bool = False  # data is `(X.T, ...)`: examples along axis 1 of the first leaf
+    feature_major: bool = False
+    use_tol: bool = True
+    use_grad_tol: bool = True
+    use_patience: bool = True  # data is `(X.T, ...)`: examples along axis 1 of the first leaf
 
 
 class Tolerances(NamedTuple):
@@ -121,6 +124,8 @@ def _scan_run(
     threshold = loss0 + (tols.divergence_factor - 1) * jnp.abs(loss0)
 
     def record(history, t, params):
+        if history is None:  # full batch: recorded as scan outputs instead
+            return None
         # Rows at t = 0, k, 2k, ...; other steps write out of bounds, which mode="drop" discards.
         row = jnp.where(t % opts.record_every == 0, t // opts.record_every, num_records)
         return jax.tree.map(lambda h, p: h.at[row].set(p, mode="drop"), history, params)
@@ -137,16 +142,21 @@ def _scan_run(
         updates, new_rule_state = update(grad, carry.rule_state, carry.params)
         new_params = optax.apply_updates(carry.params, updates)
         new_params = jax.tree.map(lambda p, q: p.astype(q.dtype), new_params, carry.params)
-        delta = jnp.sqrt(_tree_sq_norm(jax.tree.map(jnp.subtract, new_params, carry.params)))
-
-        improved = loss < carry.best_loss - tols.min_delta
-        since_best = jnp.where(improved, 0, carry.since_best + 1)
+        false = jnp.zeros((), bool)
+        if opts.use_tol:
+            delta = jnp.sqrt(_tree_sq_norm(jax.tree.map(jnp.subtract, new_params, carry.params)))
+            converged_after = delta < tols.tol
+        else:
+            converged_after = false
+        if opts.use_patience:
+            improved = loss < carry.best_loss - tols.min_delta
+            since_best = jnp.where(improved, 0, carry.since_best + 1)
+            converged_after = converged_after | (since_best >= tols.patience)
         nonfinite_here = ~(jnp.isfinite(loss) & jnp.isfinite(gnorm))
         diverged_here = loss > threshold
-        grad_small = gnorm < tols.grad_tol
+        grad_small = gnorm < tols.grad_tol if opts.use_grad_tol else false
         nonfinite_next = ~_tree_all_finite(new_params)
         stop_before = nonfinite_here | diverged_here | grad_small | nonfinite_next
-        converged_after = (delta < tols.tol) | (since_best >= tols.patience)
         # In order of precedence, the first check that fires decides the status.
         checks = [
             (nonfinite_here, Status.NONFINITE),
@@ -170,15 +180,25 @@ def _scan_run(
             params=params,
             rule_state=pick(new_rule_state, carry.rule_state),
             status=jnp.where(stops, status, carry.status),
-            stop_step=jnp.where(stops, steps, carry.stop_step),
+            stop_step=carry.stop_step,
             steps=steps,
-            best_loss=jnp.where(running & improved, loss, carry.best_loss),
-            since_best=jnp.where(running, since_best, carry.since_best),
+            best_loss=jnp.where(running & improved, loss, carry.best_loss)
+            if opts.use_patience
+            else carry.best_loss,
+            since_best=jnp.where(running, since_best, carry.since_best)
+            if opts.use_patience
+            else carry.since_best,
             params_history=record(carry.params_history, t + 1, params),
         )
         return new_carry, (loss, gnorm)
 
-    history = jax.tree.map(lambda p: jnp.zeros((num_records, *p.shape), p.dtype).at[0].set(p), params0)
+    # Full batch records params as scan outputs (no per-step scatter); mini-batch walks epochs and
+    # writes its records into buffers carried through the loop.
+    history = (
+        None
+        if opts.batch_size is None
+        else jax.tree.map(lambda p: jnp.zeros((num_records, *p.shape), p.dtype).at[0].set(p), params0)
+    )
     carry0 = _Carry(
         params=params0,
         rule_state=rule_state0,
@@ -191,11 +211,10 @@ def _scan_run(
     )
 
     if opts.batch_size is None:
-        carry, (losses, gnorms) = jax.lax.scan(
-            lambda c, t: step(c, t, None), carry0, jnp.arange(opts.num_steps), unroll=opts.unroll
-        )
+        carry, (losses, gnorms), params_history = _full_batch_scan(step, carry0, opts)
     else:
         carry, (losses, gnorms) = _epoch_scan(step, carry0, key, opts)
+        params_history = carry.params_history
 
     # The last iterate: its loss completes the history (num_steps + 1 entries).
     loss_T, grad_T = value_and_grad(carry.params, data)
@@ -204,20 +223,52 @@ def _scan_run(
     gnorms = jnp.concatenate([gnorms, gnorm_T[None]])
     # A run that stopped keeps its frozen values from the stop on.
     idx = jnp.arange(opts.num_steps + 1)
-    frozen = (carry.stop_step != _NO_STOP) & (idx > carry.stop_step)
-    stop_at = jnp.clip(carry.stop_step, 0, opts.num_steps)
+    stop_step = jnp.where(carry.status != Status.MAX_STEPS, carry.steps, _NO_STOP).astype(jnp.int32)
+    frozen = (stop_step != _NO_STOP) & (idx > stop_step)
+    stop_at = jnp.clip(stop_step, 0, opts.num_steps)
     losses = jnp.where(frozen, losses[stop_at], losses)
     gnorms = jnp.where(frozen, gnorms[stop_at], gnorms)
     del loss0, grad0
     return Trace(
         params=carry.params,
         loss_history=losses,
-        params_history=carry.params_history,
+        params_history=params_history,
         grad_norm_history=gnorms,
         steps=carry.steps,
         status=carry.status,
-        stop_step=carry.stop_step,
+        stop_step=stop_step,
     )
+
+
+def _full_batch_scan(step, carry0, opts: RunOptions):
+    """Full-batch steps as nested scans: chunks of `record_every` steps, params recorded per chunk."""
+    k, num_steps = opts.record_every, opts.num_steps
+    num_chunks, rest = divmod(num_steps, k)
+    inner = lambda c, t: step(c, t, None)
+
+    def chunk(c, ts):
+        c, outs = jax.lax.scan(inner, c, ts, unroll=opts.unroll)
+        return c, (outs, c.params)
+
+    if k == 1:
+        carry, (outs, records) = jax.lax.scan(
+            lambda c, t: (lambda c2, o: (c2, (o, c2.params)))(*inner(c, t)),
+            carry0,
+            jnp.arange(num_steps),
+            unroll=opts.unroll,
+        )
+    else:
+        carry, (outs, records) = jax.lax.scan(
+            chunk, carry0, jnp.arange(num_chunks * k).reshape(num_chunks, k)
+        )
+        outs = jax.tree.map(lambda x: x.reshape(-1), outs)
+    if rest:
+        carry, rest_outs = jax.lax.scan(
+            inner, carry, jnp.arange(num_chunks * k, num_steps), unroll=opts.unroll
+        )
+        outs = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), outs, rest_outs)
+    history = jax.tree.map(lambda p0, r: jnp.concatenate([p0[None], r]), carry0.params, records)
+    return carry, outs, history
 
 
 def _epoch_scan(step, carry0, key, opts: RunOptions):
@@ -251,6 +302,18 @@ def _epoch_scan(step, carry0, key, opts: RunOptions):
 
 
 _compiled_run = jax.jit(_scan_run, static_argnums=(0, 1, 2))
+
+
+def enabled_criteria(opts: RunOptions, tols: Tolerances) -> RunOptions:
+    """Compiles only the stopping checks some run (or lane) uses: a disabled criterion costs nothing.
+
+    Turning a criterion on or off is a new program; changing its value is not.
+    """
+    return opts._replace(
+        use_tol=bool(np.any(np.asarray(tols.tol) > 0)),
+        use_grad_tol=bool(np.any(np.asarray(tols.grad_tol) > 0)),
+        use_patience=bool(np.any(np.asarray(tols.patience) < np.iinfo(np.int32).max)),
+    )
 
 
 def use_feature_major(cost, data, opts: RunOptions):
@@ -456,6 +519,7 @@ def run(
         cost, data, opts = use_feature_major(cost, data, opts)
     elif layout != "as_given":
         raise ValueError(f"layout must be 'feature_major' or 'as_given', got {layout!r}")
+    opts = enabled_criteria(opts, tols)
     rule_state0 = rule.init(params0)
     return _compiled_run(cost, rule.update, opts, params0, rule_state0, data, key, tols)
 

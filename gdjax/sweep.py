@@ -996,6 +996,7 @@ def sweep(
                 key=None if seed_list is None else jax.random.key(seed_list[0]),
                 **run_options,
             )
+            opts = loop.enabled_criteria(opts, tols)
             coords = [
                 {
                     "rule": parsed.spec.name,
