@@ -136,7 +136,8 @@ def bench_small(num_steps: int, repeats: int, results: dict):
     )
     print(f"    NumPy loop         {numpy_s * 1e3:9.3f} ms   -> gdjax {r['speedup_vs_numpy']:.0f}x faster")
     print(
-        f"    loop of jit steps  {jit_loop_s * 1e3:9.3f} ms   -> gdjax {r['speedup_vs_jitted_step_loop']:.0f}x faster"
+        f"    loop of jit steps  {jit_loop_s * 1e3:9.3f} ms   "
+        f"-> gdjax {r['speedup_vs_jitted_step_loop']:.0f}x faster"
     )
 
 
@@ -286,7 +287,8 @@ def bench_sweep(n: int, d: int, K: int, num_steps: int, results: dict, ref, lib,
         f"{out['sweep_lane_steps_per_s']:.3g} lane-steps/s)"
     )
     print(
-        f"    loop of K runs     {out['loop_of_runs_s']:8.3f} s  -> sweep {out['speedup_vs_loop_of_runs']:.1f}x faster"
+        f"    loop of K runs     {out['loop_of_runs_s']:8.3f} s  "
+        f"-> sweep {out['speedup_vs_loop_of_runs']:.1f}x faster"
     )
     print(
         f"    rebuild per value  {out['rebuild_all_s_estimated']:8.3f} s  (est. from {rebuild_sample} values)"
@@ -298,11 +300,13 @@ def bench_sweep(n: int, d: int, K: int, num_steps: int, results: dict, ref, lib,
     )
     if "memory_bound_s" in out:
         print(
-            f"    memory bound       {out['memory_bound_s']:8.3f} s  ({out['stream_read_GBps']:.1f} GB/s read)"
+            f"    memory bound       {out['memory_bound_s']:8.3f} s  "
+            f"({out['stream_read_GBps']:.1f} GB/s read)"
             f" -> sweep at {out['ratio_vs_memory_bound']:.2f}x the bound"
         )
     print(
-        f"    gram fast path     {out['gram_sweep_s']:8.3f} s  (first call {out['gram_sweep_first_call_s']:.2f} s)"
+        f"    gram fast path     {out['gram_sweep_s']:8.3f} s  "
+        f"(first call {out['gram_sweep_first_call_s']:.2f} s)"
         f" -> {out['gram_speedup_vs_sweep']:.0f}x faster than the plain sweep"
     )
 
@@ -318,7 +322,8 @@ def main(argv=None):
     q = args.quick
     print(
         f"gdjax {gdjax.__version__}, jax {jax.__version__}, optax {optax.__version__}, "
-        f"backend {jax.default_backend()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+        f"backend {jax.default_backend()}, {os.cpu_count()} cores, "
+        f"{platform.processor() or platform.machine()}"
     )
     ref, lib = load_c_probes()
     results: dict = {"backend": jax.default_backend(), "cpu_count": os.cpu_count(), "quick": q}

@@ -997,6 +997,8 @@ def sweep(
                 **run_options,
             )
             opts = loop.enabled_criteria(opts, tols)
+            # The same data layout as `run`, so that a lane reproduces the run alone.
+            group_cost, prepared, opts = loop.use_feature_major(run_cost, prepared, opts)
             coords = [
                 {
                     "rule": parsed.spec.name,
@@ -1011,7 +1013,7 @@ def sweep(
                 _Group(
                     spec=parsed.spec,
                     update=rule0.update,
-                    cost=run_cost,
+                    cost=group_cost,
                     opts=opts,
                     data=prepared,
                     params0=lane_params,
@@ -1020,7 +1022,7 @@ def sweep(
                     key_impl=lanes.key_impl,
                     tols=tols,
                     coords=coords,
-                    bytes_per_lane=_bytes_per_lane(run_cost, rule0, p0, prepared, opts),
+                    bytes_per_lane=_bytes_per_lane(group_cost, rule0, p0, prepared, opts),
                 )
             )
 
