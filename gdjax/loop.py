@@ -487,7 +487,8 @@ def run(
         sampled without replacement epoch by epoch from `key`.
       key: PRNG key (or integer seed) for sampling; required when `batch_size` < number of examples.
       record_every: keep every `record_every`-th iterate in `params_history` (memory for big models).
-      unroll: `lax.scan` unroll factor (a performance knob; results are identical).
+      unroll: `lax.scan` unroll factor (results are identical). Leave it at 1 on CPU: with jax 0.10
+        an unrolled scan copied its history buffers each step here, 40x slower on a small problem.
       layout: `"feature_major"` (default) lets a cost that supports it (`make_cost(linear, ...)`)
         see `X` stored transposed, which is several times faster on CPU; `"as_given"` passes the
         data untouched. Results agree up to floating-point summation order.
