@@ -80,7 +80,6 @@ class _Carry(NamedTuple):
     params: PyTree
     rule_state: Any
     status: jax.Array  # int32 Status code; MAX_STEPS while running
-    stop_step: jax.Array  # int32, _NO_STOP while running
     steps: jax.Array  # int32 updates applied
     best_loss: jax.Array
     since_best: jax.Array  # int32 steps since best_loss last improved
@@ -119,8 +118,7 @@ def _scan_run(
     if opts.feature_major:
         example_axes = (1, *example_axes[1:])
 
-    loss0, grad0 = value_and_grad(params0, data)
-    loss0 = loss0.astype(dtype)
+    loss0 = cost(params0, data).astype(dtype)
     threshold = loss0 + (tols.divergence_factor - 1) * jnp.abs(loss0)
 
     def record(history, t, params):
@@ -180,7 +178,6 @@ def _scan_run(
             params=params,
             rule_state=pick(new_rule_state, carry.rule_state),
             status=jnp.where(stops, status, carry.status),
-            stop_step=carry.stop_step,
             steps=steps,
             best_loss=jnp.where(running & improved, loss, carry.best_loss)
             if opts.use_patience
@@ -203,7 +200,6 @@ def _scan_run(
         params=params0,
         rule_state=rule_state0,
         status=jnp.int32(Status.MAX_STEPS),
-        stop_step=jnp.int32(_NO_STOP),
         steps=jnp.int32(0),
         best_loss=jnp.asarray(jnp.inf, dtype),
         since_best=jnp.int32(0),
@@ -228,7 +224,6 @@ def _scan_run(
     stop_at = jnp.clip(stop_step, 0, opts.num_steps)
     losses = jnp.where(frozen, losses[stop_at], losses)
     gnorms = jnp.where(frozen, gnorms[stop_at], gnorms)
-    del loss0, grad0
     return Trace(
         params=carry.params,
         loss_history=losses,
