@@ -288,10 +288,15 @@ def _as_schedule(schedule: Schedule | str | None) -> Schedule:
 
 
 def _hyperparam_dtype(params: PyTree) -> jnp.dtype:
-    """Promoted dtype of the floating leaves of `params`; the default float if there are none."""
+    """Real dtype of the promoted inexact leaves of `params`; the default float if there are none.
+
+    Complex leaves count by their real part (complex64 -> float32), as hyperparameters are real.
+    """
     dtypes = [jnp.result_type(x) for x in jax.tree.leaves(params)]
-    floats = [d for d in dtypes if jnp.issubdtype(d, jnp.floating)]
-    return jnp.result_type(*floats) if floats else jnp.result_type(float)
+    inexact = [d for d in dtypes if jnp.issubdtype(d, jnp.inexact)]
+    if not inexact:
+        return jnp.result_type(float)
+    return jnp.finfo(jnp.result_type(*inexact)).dtype
 
 
 def _like(x: jax.Array, leaf: jax.Array) -> jax.Array:
@@ -318,6 +323,11 @@ def _bias_correction(moment: PyTree, decay: jax.Array, count: jax.Array) -> PyTr
 
 def _abs_sq(g: jax.Array) -> jax.Array:
     return (g.conj() * g).real
+
+
+def _square(g: jax.Array) -> jax.Array:
+    """`g**2` for real leaves, `|g|**2` for complex ones (optax.tree.update_moment_per_elem_norm)."""
+    return g**2 if jnp.isrealobj(g) else _abs_sq(g)
 
 
 _UPDATE_BUILDERS: dict[str, Callable[..., Callable]] = {}
@@ -355,7 +365,7 @@ def _transformation(
         dtype = _hyperparam_dtype(params)
         return init_state(params, {k: jnp.asarray(v, dtype) for k, v in values.items()})
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def _count() -> jax.Array:
@@ -419,8 +429,8 @@ def sgd(learning_rate: Any, *, schedule: Schedule | str | None = "constant") -> 
 
 @_builds("sgd")
 def _sgd_update(step_size):
-    def update_fn(updates, state, params=None):
-        del params
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args  # extra args (value, grad, value_fn) are for rules that need them
         lr = _step_size(step_size, state)
         return _scale(lr, updates), state._replace(count=optax.safe_increment(state.count))
 
@@ -494,8 +504,8 @@ def momentum(
 
 @_builds("momentum")
 def _momentum_update(step_size, velocity_form):
-    def update_fn(updates, state, params=None):
-        del params
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args  # extra args (value, grad, value_fn) are for rules that need them
         lr = _step_size(step_size, state)
         m = state.hyperparams["momentum"]
         if velocity_form:
@@ -576,8 +586,8 @@ def nesterov(
 
 @_builds("nesterov")
 def _nesterov_update(step_size, velocity_form):
-    def update_fn(updates, state, params=None):
-        del params
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args  # extra args (value, grad, value_fn) are for rules that need them
         lr = _step_size(step_size, state)
         m = state.hyperparams["momentum"]
         if velocity_form:
@@ -665,8 +675,8 @@ def _adagrad_update(step_size, eps_in_sqrt):
             return jnp.where(s > 0, jax.lax.rsqrt(s + eps), 0.0)
         return jnp.where(s > 0, 1 / (jnp.sqrt(s) + eps), 0.0)
 
-    def update_fn(updates, state, params=None):
-        del params
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args  # extra args (value, grad, value_fn) are for rules that need them
         lr = _step_size(step_size, state)
         eps = state.hyperparams["eps"]
         sum_of_squares = jax.tree.map(lambda g, s: _abs_sq(g) + s, updates, state.sum_of_squares)
@@ -799,14 +809,16 @@ def _rmsprop_update(step_size, eps_in_sqrt, centered, use_momentum, nesterov, bi
             return jax.lax.rsqrt(mean_square + eps)
         return 1 / (jnp.sqrt(mean_square) + eps)
 
-    def update_fn(updates, state, params=None):
-        del params
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args  # extra args (value, grad, value_fn) are for rules that need them
         hp = state.hyperparams
         lr = _step_size(step_size, state)
         decay, eps = hp["decay"], hp["eps"]
         count = optax.safe_increment(state.count)
         # Same operation order as optax.tree.update_moment / update_moment_per_elem_norm.
-        nu = jax.tree.map(lambda g, n: (1 - _like(decay, n)) * g**2 + _like(decay, n) * n, updates, state.nu)
+        nu = jax.tree.map(
+            lambda g, n: (1 - _like(decay, n)) * _square(g) + _like(decay, n) * n, updates, state.nu
+        )
         nu_hat = _bias_correction(nu, decay, count) if bias_correction else nu
         if centered:
             mu = jax.tree.map(lambda g, m: (1 - _like(decay, m)) * g + _like(decay, m) * m, updates, state.mu)
@@ -905,14 +917,14 @@ def adam(
 
 @_builds("adam")
 def _adam_update(step_size, nesterov):
-    def update_fn(updates, state, params=None):
-        del params
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args  # extra args (value, grad, value_fn) are for rules that need them
         hp = state.hyperparams
         lr = _step_size(step_size, state)
         b1, b2, eps, eps_root = hp["b1"], hp["b2"], hp["eps"], hp["eps_root"]
         # Same operation order as optax.scale_by_adam.
         mu = jax.tree.map(lambda g, m: (1 - _like(b1, m)) * g + _like(b1, m) * m, updates, state.mu)
-        nu = jax.tree.map(lambda g, n: (1 - _like(b2, n)) * g**2 + _like(b2, n) * n, updates, state.nu)
+        nu = jax.tree.map(lambda g, n: (1 - _like(b2, n)) * _square(g) + _like(b2, n) * n, updates, state.nu)
         count = optax.safe_increment(state.count)
         if nesterov:
             mu_hat = jax.tree.map(
@@ -958,9 +970,42 @@ def names() -> tuple[str, ...]:
     return tuple(_RULES)
 
 
+def _unwrap(fn: Any) -> Any:
+    """The function under any `functools.partial` layers (`optax.nadam = partial(adam, nesterov=True)`)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return fn
+
+
+def _returns_transformation(fn: Any) -> bool:
+    """Whether an Optax callable builds a gradient transformation.
+
+    Read from the return annotation of the function (under any partials); an unannotated one
+    (`optax.scale_by_factored_rms`) counts when its docstring's `Returns:` names a gradient
+    transformation.
+    """
+    base = _unwrap(fn)
+    if not inspect.isfunction(base):
+        return False
+    returns = inspect.signature(base).return_annotation
+    if returns is inspect.Signature.empty:
+        _, _, after = (inspect.getdoc(fn) or "").partition("Returns:")
+        first = " ".join(after.strip().split("\n\n")[0].split()).lower()
+        return "gradienttransformation" in first or "gradient transformation" in first
+    if isinstance(returns, type):
+        return issubclass(returns, optax.GradientTransformation)
+    if isinstance(returns, str):  # postponed annotations
+        return returns.rsplit(".", 1)[-1] in ("GradientTransformation", "GradientTransformationExtraArgs")
+    return False
+
+
 @functools.cache
 def _optax_names() -> tuple[str, ...]:
-    """Public Optax factories that are annotated to return a gradient transformation."""
+    """Public Optax factories that build a gradient transformation, partials included.
+
+    Combinators that take transformations as `*args` (`optax.chain`) are left out: they take
+    transformations, not hyperparameters. `optax.contrib` is not searched.
+    """
     found = []
     for attr in dir(optax):
         if attr.startswith("_"):
@@ -968,16 +1013,16 @@ def _optax_names() -> tuple[str, ...]:
         with warnings.catch_warnings():  # listing must not trip deprecation warnings
             warnings.simplefilter("ignore")
             fn = getattr(optax, attr, None)
-        if not inspect.isfunction(fn):
+        if inspect.isclass(fn) or not callable(fn):
             continue
         try:
-            sig = inspect.signature(fn)
+            sig = inspect.signature(fn)  # a partial's signature: bound arguments removed or defaulted
+            builds = _returns_transformation(fn)
         except (TypeError, ValueError):
             continue
-        returns = sig.return_annotation
         if any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values()):
             continue  # combinators such as optax.chain take transformations, not hyperparameters
-        if isinstance(returns, type) and issubclass(returns, optax.GradientTransformation):
+        if builds:
             found.append(attr)
     return tuple(found)
 
@@ -998,12 +1043,20 @@ def _unknown_rule(name: str) -> ValueError:
 
 
 def _is_numeric_parameter(param: inspect.Parameter) -> bool:
-    """Whether a factory argument looks like a numeric hyperparameter (sweepable as an array)."""
+    """Whether a factory argument looks like a numeric hyperparameter (sweepable as an array).
+
+    By name (no schedules, dtypes, masks, keys or line searches), by default (none, None or a
+    number) and, when annotated, by annotation: it must admit a float. An `int` (`memory_size`,
+    `min_dim_size_to_factor`, a seed) sets shapes or loop counts and stays static.
+    """
     if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
         return False
     if param.name == "schedule" or "dtype" in param.name or "mask" in param.name:
         return False
     if param.name in ("key", "linesearch"):
+        return False
+    annotation = param.annotation
+    if annotation not in (inspect.Parameter.empty, Any, "Any") and "float" not in str(annotation):
         return False
     default = param.default
     if default is inspect.Parameter.empty or default is None:
@@ -1053,6 +1106,8 @@ def describe(name: str) -> str:
     """One-line description of a rule, for `gdjax list`."""
     fn, _ = _signature(name)
     doc = inspect.getdoc(fn) or ""
+    if isinstance(fn, functools.partial) and doc == inspect.getdoc(functools.partial):
+        doc = inspect.getdoc(_unwrap(fn)) or ""  # a partial without its own docstring
     line = doc.strip().splitlines()[0].strip() if doc.strip() else name
     if name in _ALIASES:
         return f"alias of {_ALIASES[name]!r}: {line}"
@@ -1146,11 +1201,10 @@ def _get_optax(name, fn, sig, kwargs) -> optax.GradientTransformationExtraArgs:
     _require(name, sig, kwargs)
     # NumPy scalars would be neither numeric nor static to inject_hyperparams: make them arrays.
     kwargs = {k: np.asarray(v) if isinstance(v, np.generic) else v for k, v in kwargs.items()}
-    # Non-numeric arguments (dtypes, masks, flags) are static: inject_hyperparams would otherwise
-    # take a callable mask or a dtype such as jnp.bfloat16 for a schedule.
-    static_args = tuple(
-        k for k in kwargs if k in sig.parameters and not _is_numeric_parameter(sig.parameters[k])
-    )
+    # Non-numeric arguments (dtypes, masks, flags, sizes such as lbfgs' memory_size, a line search),
+    # given or defaulted, are static: inject_hyperparams would otherwise take a callable mask or a
+    # dtype such as jnp.bfloat16 for a schedule, or trace an integer that sets a shape.
+    static_args = tuple(k for k, p in sig.parameters.items() if not _is_numeric_parameter(p))
     kinds = {k: _inject_kind(v, k in static_args) for k, v in kwargs.items()}
     for key, value in kwargs.items():
         if kinds[key] == "numeric":
