@@ -1,7 +1,7 @@
 """Runs the classic studies through `gdjax run` and writes experiments/README.md from their results.
 
 Every study is a config in `configs/` (plus the default study of a bare `gdjax run`), run by the same
-code path as the command (`gdjax.cli.main`), into `runs/studies/<name>/`. The README's tables and
+code path as the command (`gdjax.study.cli.main`), into `runs/studies/<name>/`. The README's tables and
 notes are computed from those run folders (summary.json, manifest.json, histories.npz), and the
 figures are copied into `experiments/figures/`, so every number in the README comes from a run.
 
@@ -20,7 +20,8 @@ import sys
 import jax
 import numpy as np
 
-from gdjax import cli, config, data, experiment, reference
+from gdjax import data, reference
+from gdjax.study import cli, config, experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HERE = ROOT / "experiments"

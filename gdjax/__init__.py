@@ -3,28 +3,52 @@
 Costs are written once as pure JAX functions `cost(params, batch)`; `check_grad` proves their
 gradients; `run` minimises one as a single compiled `lax.scan`; `sweep` runs a grid of learning
 rates, seeds, starting points and optimizers as one vmapped program.
+
+This is the core. The study face (TOML configs, run folders, figures, the `gdjax` command) lives in
+`gdjax.study` and is not imported here: `import gdjax` loads neither it nor matplotlib. The old
+spellings `gdjax.load_config`, `gdjax.ExperimentConfig`, `gdjax.ConfigError`, `gdjax.run_experiment`
+and the attributes `gdjax.config`, `gdjax.experiment`, `gdjax.plots`, `gdjax.cli` still work: they
+load the study face on first use (PEP 562). New code imports from `gdjax.study`.
 """
 
-from gdjax import config, costs, data, experiment, reference, rules, validation
-from gdjax.config import ConfigError, ExperimentConfig
-from gdjax.config import load as load_config
+import importlib as _importlib
+
+from gdjax import costs, data, io, reference, rules, validation
+from gdjax._version import __version__
 from gdjax.costs import init_linear, linear, make_cost, mse, polynomial, polynomial_features
 from gdjax.estimator import GDConvergenceWarning, GDRegressor
-from gdjax.experiment import run_experiment
 from gdjax.gradcheck import check_grad
 from gdjax.loop import run
 from gdjax.sweep import SweepInterrupted, SweepResult, sweep
 from gdjax.types import GradCheckReport, Status, Trace
 
-__version__ = "0.1.0"
+# Study-face names kept for old code, loaded on first access: name -> (module, attribute or None).
+_LAZY = {
+    "config": ("gdjax.study.config", None),
+    "experiment": ("gdjax.study.experiment", None),
+    "plots": ("gdjax.study.plots", None),
+    "cli": ("gdjax.study.cli", None),
+    "study": ("gdjax.study", None),
+    "ConfigError": ("gdjax.study.config", "ConfigError"),
+    "ExperimentConfig": ("gdjax.study.config", "ExperimentConfig"),
+    "load_config": ("gdjax.study.config", "load"),
+    "run_experiment": ("gdjax.study.experiment", "run_experiment"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'gdjax' has no attribute {name!r}")
+    module_name, attr = _LAZY[name]
+    module = _importlib.import_module(module_name)
+    return module if attr is None else getattr(module, attr)
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
-    "ConfigError",
-    "ExperimentConfig",
-    "config",
-    "experiment",
-    "load_config",
-    "run_experiment",
     "GDConvergenceWarning",
     "GDRegressor",
     "GradCheckReport",
@@ -37,6 +61,7 @@ __all__ = [
     "costs",
     "data",
     "init_linear",
+    "io",
     "linear",
     "make_cost",
     "mse",

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import os
 import sys
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -33,7 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdjax import io as gdjax_io
 from gdjax import reference, rules, validation
+from gdjax._version import __version__
 from gdjax.costs import linear, make_cost, mse
 from gdjax.data import Standardizer
 from gdjax.loop import run
@@ -661,25 +661,11 @@ class GDRegressor:
                 "arrays": sorted(arrays),
             }
         try:
-            text = json.dumps(meta, allow_nan=True)
+            text = gdjax_io.dumps(meta, indent=None)
         except TypeError as err:
             raise ValueError(f"cannot save {type(self).__name__}: {err}") from None
         arrays[_META_KEY] = np.asarray(text)
-
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; a model file is meant to be shared
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        gdjax_io.write_npz(path, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> GDRegressor:
@@ -692,21 +678,28 @@ class GDRegressor:
         path = os.fspath(path)
         if not os.path.exists(path):
             raise ValueError(f"model file not found: {path}")
+        # Checked before anything is decompressed: a zip of plain .npy arrays whose headers declare
+        # sizes the stored bytes can hold (gdjax.io.inspect_npz); the metadata, read first, then
+        # says which shapes and dtypes the other members must declare.
         try:
-            # Our own handle: np.load leaks the one it opens when the zip directory is unreadable.
-            with open(path, "rb") as handle:
-                f = np.load(handle, allow_pickle=False)
-                if not hasattr(f, "files"):  # a bare .npy array
-                    raise ValueError("it is not an .npz archive")
-                with f:
-                    if _META_KEY not in f.files:
-                        raise ValueError("it has no gdjax metadata")
-                    meta = json.loads(str(f[_META_KEY][()]))
-                    arrays = {k: f[k] for k in f.files if k != _META_KEY}
-        except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error) as err:
+            members = gdjax_io.inspect_npz(path)
+            if _META_KEY not in members:
+                raise ValueError("it has no gdjax metadata")
+            m = members[_META_KEY]
+            if m.shape != () or m.dtype.kind != "U" or m.nbytes > _MAX_META_BYTES:
+                raise ValueError(f"its metadata is not a JSON string ({m.dtype}, shape {m.shape})")
+            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as f:
+                meta = gdjax_io.loads(str(f[_META_KEY][()]))
+                if isinstance(meta, dict) and isinstance(meta.get("fitted"), dict):
+                    _check_declared(meta["fitted"], members)
+                arrays = {k: f[k] for k in members if k != _META_KEY}
+        except _Corrupted as err:
+            raise ValueError(f"{path} is a corrupted {cls.__name__} file: {err}") from None
+        except (OSError, EOFError, KeyError, ValueError, TypeError, zipfile.BadZipFile, zlib.error) as err:
+            reason = str(err).removeprefix(f"{path}: ").removeprefix(f"{path} ")
             raise ValueError(
                 f"{path} is not a readable {cls.__name__} file (truncated, corrupted, or not "
-                f"written by {cls.__name__}.save): {type(err).__name__}: {err}"
+                f"written by {cls.__name__}.save): {type(err).__name__}: {reason}"
             ) from None
         fmt = meta.get("format") if isinstance(meta, dict) else None
         if fmt != FORMAT:
@@ -731,15 +724,8 @@ class GDRegressor:
         return estimator
 
     def _restore(self, fitted: dict, arrays: dict[str, np.ndarray]) -> None:
-        d, k = int(fitted["n_features_in"]), int(fitted["n_iter"]) + 1
-        dtype = np.dtype(fitted["dtype"])
-        expected = {
-            "coef": (d,),
-            "intercept": (),
-            "loss_curve": (k,),
-            "coef_path": (k, d),
-            "intercept_path": (k,),
-        }
+        expected, dtype = _expected_arrays(fitted)
+        d = expected["coef"][0]
         for name, shape in expected.items():
             if name not in arrays:
                 raise ValueError(f"array {name!r} is missing")
@@ -774,9 +760,44 @@ def _same(value, default) -> bool:
 
 
 def _gdjax_version() -> str:
-    from gdjax import __version__
-
     return __version__
+
+
+_MAX_META_BYTES = 4 * 1024 * 1024  # the JSON metadata of a model: parameters and a few names
+
+
+class _Corrupted(ValueError):
+    pass
+
+
+def _expected_arrays(fitted: dict) -> tuple[dict[str, tuple[int, ...]], np.dtype]:
+    d, k = int(fitted["n_features_in"]), int(fitted["n_iter"]) + 1
+    if d < 0 or k < 1:
+        raise _Corrupted(f"n_features_in={d}, n_iter={k - 1}")
+    dtype = np.dtype(fitted["dtype"])
+    if dtype.kind != "f":
+        raise _Corrupted(f"dtype {dtype} is not a floating type")
+    shapes = {"coef": (d,), "intercept": (), "loss_curve": (k,), "coef_path": (k, d), "intercept_path": (k,)}
+    return shapes, dtype
+
+
+def _check_declared(fitted: dict, members: dict) -> None:
+    """The members' declared shapes and dtypes against the metadata, before any is read."""
+    try:
+        expected, dtype = _expected_arrays(fitted)
+    except (KeyError, TypeError, ValueError) as err:
+        raise _Corrupted(f"{type(err).__name__}: {err}") from None
+    for name, shape in expected.items():
+        if name not in members:
+            raise _Corrupted(f"array {name!r} is missing")
+        m = members[name]
+        if m.shape != shape or m.dtype != dtype:
+            raise _Corrupted(
+                f"array {name!r} has shape {m.shape} and dtype {m.dtype}, expected {shape} and {dtype}"
+            )
+    extra = sorted(set(members) - set(expected) - {_META_KEY})
+    if extra:
+        raise _Corrupted(f"unexpected arrays {extra}")
 
 
 def _to_json(name: str, value):

@@ -68,14 +68,10 @@ Example:
 from __future__ import annotations
 
 import collections
-import csv
 import dataclasses
 import inspect
-import io
-import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -86,6 +82,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gdjax import costs, loop, reference, validation
+from gdjax import io as gdjax_io
 from gdjax import rules as rules_lib
 from gdjax.types import PyTree, Status, Trace
 
@@ -117,80 +114,8 @@ class SweepInterrupted(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------ summaries
-def _format_cell(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float | np.floating):
-        return f"{value:.6g}"
-    return str(value)
-
-
-def _json_value(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # "inf", "-inf", "nan": JSON has no such numbers
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
-def _atomic_write(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` to a temporary file next to `path`, then renames it into place."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-class SummaryTable(list):
-    """A list of row dicts that prints as an aligned text table and writes CSV or JSON atomically."""
-
-    def columns(self) -> list[str]:
-        cols: list[str] = []
-        for row in self:
-            cols.extend(k for k in row if k not in cols)
-        return cols
-
-    def __str__(self) -> str:
-        cols = self.columns()
-        if not cols:
-            return "(empty table)"
-        cells = [[_format_cell(row.get(c)) for c in cols] for row in self]
-        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
-        numeric = [
-            all(isinstance(row.get(c), int | float | np.number) or row.get(c) is None for row in self)
-            and not all(row.get(c) is None for row in self)
-            for c in cols
-        ]
-
-        def line(values):
-            return "  ".join(
-                v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
-            ).rstrip()
-
-        return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in cells)])
-
-    def to_csv(self, path: str | os.PathLike) -> None:
-        """Writes the table as CSV (None as an empty cell), atomically (temp file + `os.replace`)."""
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=self.columns(), lineterminator="\n")
-        writer.writeheader()
-        for row in self:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
-        _atomic_write(path, buf.getvalue())
-
-    def to_json(self, path: str | os.PathLike) -> None:
-        """Writes the rows as a JSON list, atomically; non-finite numbers become "inf"/"-inf"/"nan"."""
-        rows = [{k: _json_value(v) for k, v in row.items()} for row in self]
-        _atomic_write(path, json.dumps(rows, indent=1) + "\n")
+# The table type and the writers live in gdjax.io; `gdjax.sweep.SummaryTable` stays importable.
+SummaryTable = gdjax_io.SummaryTable
 
 
 def _py(value):
@@ -314,7 +239,7 @@ class SweepResult:
         best: dict[str, dict] = {}
         for row in rows:
             value = row[by]
-            if row["status"] in ("diverged", "nonfinite") or value is None:
+            if row["status"] in gdjax_io.BLEW_UP or value is None:
                 continue
             if not isinstance(value, int | float) or not math.isfinite(value):
                 continue

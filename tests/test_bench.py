@@ -4,9 +4,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "bench.py"
 
 
+@pytest.mark.slow
 def test_bench_quick_runs_and_reports_every_comparison(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(

@@ -1,4 +1,4 @@
-"""The `gdjax` command, driven in-process through `gdjax.cli.main(argv)` (one subprocess test of the
+"""The `gdjax` command, driven in-process through `gdjax.study.cli.main(argv)` (one subprocess test of the
 installed script). The default study's programs compile once per session and are reused after."""
 
 import io
@@ -12,8 +12,9 @@ import jax
 import numpy as np
 import pytest
 
-from gdjax import cli, config, data, experiment, reference
-from gdjax.config import ConfigError
+from gdjax import data, reference
+from gdjax.study import cli, config, experiment
+from gdjax.study.config import ConfigError
 
 DEFAULT_LANES = {"gd": 15, "momentum": 6, "adam": 5, "minibatch": 5}
 MANIFEST_KEYS = {
@@ -371,7 +372,7 @@ def test_progress_bar_draws_one_line():
 
 def test_installed_script_help():
     script = shutil.which("gdjax")
-    argv = [script, "--help"] if script else [sys.executable, "-m", "gdjax.cli", "--help"]
+    argv = [script, "--help"] if script else [sys.executable, "-m", "gdjax.study.cli", "--help"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "gdjax run" in proc.stdout and "examples:" in proc.stdout

@@ -6,8 +6,8 @@ import tomllib
 
 import pytest
 
-from gdjax import config
-from gdjax.config import ConfigError
+from gdjax.study import config
+from gdjax.study.config import ConfigError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.toml"))

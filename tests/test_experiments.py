@@ -13,7 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from gdjax import cli, data, reference
+from gdjax import data, reference
+from gdjax.study import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.toml"))
@@ -68,6 +69,7 @@ class Run:
         return float(np.median([r["suboptimality"] for r in rows]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CONFIGS)
 def test_study_runs_and_writes_its_results(runs, name):
     folder = runs(name)
@@ -189,6 +191,7 @@ def test_every_config_has_a_study_check():
     assert sorted(name for name, _ in STUDIES) == CONFIGS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "check"), STUDIES, ids=[s[0] for s in STUDIES])
 def test_study_shows_what_it_is_meant_to(runs, name, check):
     check(Run(runs(name)))

@@ -1,4 +1,4 @@
-"""Tests of `gdjax.plots`: every figure carries the artists it promises, from small real runs.
+"""Tests of `gdjax.study.plots`: every figure carries the artists it promises, from small real runs.
 
 Figures are rendered to PNG bytes (`_render`) so that warnings raised at draw time (log axes fed
 non-positive values, layout engines giving up) fail the test under `filterwarnings = ["error"]`.
@@ -18,8 +18,9 @@ from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
 
 import gdjax
-from gdjax import plots, reference, rules
+from gdjax import reference, rules
 from gdjax.loop import run
+from gdjax.study import plots
 from gdjax.types import Status
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -120,7 +121,9 @@ def seeds_sweep(house):
 
 
 def test_import_gdjax_does_not_import_matplotlib():
-    code = "import gdjax, gdjax.plots, sys; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
+    code = (
+        "import gdjax, gdjax.study.plots, sys; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 

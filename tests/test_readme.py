@@ -15,6 +15,7 @@ def test_readme_has_snippets():
     assert len(SNIPPETS) >= 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(SNIPPETS)))
 def test_readme_snippet_runs(index, tmp_path):
     proc = subprocess.run(

@@ -585,6 +585,7 @@ np.savez(
 """
 
 
+@pytest.mark.slow
 def test_lanes_shard_over_four_cpu_devices(tmp_path):
     env = dict(
         os.environ,

@@ -1,17 +1,19 @@
-"""Experiment configs: TOML validated once into frozen dataclasses.
+"""Experiment configs: TOML read into frozen dataclasses and checked at the edge.
 
 A config names the data, the cost, one or more optimizers with their hyperparameter grids, the run
 settings (steps, batch sizes, stopping tolerances), seeds, precision and outputs. `load(path)` reads
 and checks everything a person can get wrong before anything is traced, and raises one `ConfigError`
 naming the key (`optimizers[1].grid.learnig_rate`), the line of the TOML file it is on, and the
-nearest valid name. After that the dataclasses are trusted as they are (scikit-learn's rule:
-configuration is dumb, validated once).
+nearest valid name. What can only be checked against the data (a batch size larger than the data
+set, a plot the cost cannot have, a data file's contents) is checked by `gdjax.study.experiment`
+when it loads the data, before any sweep runs, with the same `ConfigError` and line numbers; the
+dataclasses themselves stay dumb (scikit-learn's rule: configuration only stores settings).
 
 `ExperimentConfig.to_dict()` gives the resolved config (defaults filled in, `logspace` expanded, file
 paths absolute) and `dumps(config)` writes it back as TOML; `loads(dumps(c)) == c`.
 
 Example:
-  >>> from gdjax import config
+  >>> from gdjax.study import config
   >>> cfg = config.loads('''
   ... name = "demo"
   ... [data]
@@ -966,8 +968,8 @@ def from_dict(values: dict, *, source: str | None = None, base_dir: str | None =
 
 
 def default_path():
-    """The embedded default study (`gdjax/defaults/default.toml`), as a `Traversable`."""
-    return resources.files("gdjax") / "defaults" / "default.toml"
+    """The embedded default study (`gdjax/study/defaults/default.toml`), as a `Traversable`."""
+    return resources.files("gdjax.study") / "defaults" / "default.toml"
 
 
 def load_default() -> ExperimentConfig:

@@ -26,15 +26,12 @@ command runs it under `jax.enable_x64(True)` for float32 studies).
 from __future__ import annotations
 
 import datetime
-import io
-import json
 import math
 import os
 import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -43,10 +40,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdjax import config as config_lib
 from gdjax import costs, data, reference
-from gdjax.config import ConfigError, CostConfig, ExperimentConfig, OptimizerConfig
+from gdjax._version import __version__
 from gdjax.gradcheck import check_grad
+from gdjax.io import (
+    BLEW_UP,
+    csv_text,
+    format_number,
+    format_table,
+    leaf_names,
+    read_json,
+    trace_arrays,
+    trace_from_arrays,
+    write_json,
+    write_npz,
+    write_text,
+)
+from gdjax.study import config as config_lib
+from gdjax.study import runfolder
+from gdjax.study.config import ConfigError, CostConfig, ExperimentConfig, OptimizerConfig
 from gdjax.sweep import SweepInterrupted, SweepResult, sweep
 from gdjax.types import GradCheckReport, PyTree, Status, Trace
 
@@ -68,8 +80,8 @@ __all__ = [
 ]
 
 FILES = ("config.toml", "manifest.json", "gradcheck.txt", "summary.csv", "summary.json", "histories.npz")
-PARTIAL_MARKER = "PARTIAL"
-PARTS = "parts"
+PARTIAL_MARKER = runfolder.PARTIAL_MARKER
+PARTS = runfolder.PARTS
 _AXIS_NAMES = {"house_prices": ("bedrooms", "price (thousands)")}
 
 
@@ -372,13 +384,13 @@ def _check_units(cfg: ExperimentConfig, problems: list[Problem], unit_list: list
         if name in ("contour", "contour_grid") and not any(p.num_params == 2 for p in problems):
             sizes = ", ".join(f"{p.label}: {p.num_params}" for p in problems)
             raise _locate_error(cfg, key, f"contour plots need a cost of exactly two parameters ({sizes})")
-        if name == "fitted_line" and not any(_is_line(p) for p in problems):
+        if name == "fitted_line" and not any(is_line(p) for p in problems):
             raise _locate_error(cfg, key, "fitted_line needs a linear model on one feature")
     if cfg.outputs.x_axis == "epochs" and any(p.data is None for p in problems):
         raise _locate_error(cfg, "outputs.x_axis", "epochs count examples: test functions have no data")
 
 
-def _is_line(p: Problem) -> bool:
+def is_line(p: Problem) -> bool:
     return p.config.model == "linear" and p.dataset is not None and p.dataset.X.shape[1] == 1
 
 
@@ -491,7 +503,6 @@ _OUTCOME_KEYS = (
     "steps",
     "stop_step",
 )
-_BLEW_UP = ("diverged", "nonfinite")
 
 
 def config_key(row: dict) -> tuple:
@@ -516,7 +527,7 @@ def best_rows(rows: list[dict]) -> list[dict]:
         groups.setdefault((unit, config_key(r)), []).append(r)
     best: dict[tuple, tuple] = {}
     for (unit, _), members in groups.items():
-        blew_up = any(m["status"] in _BLEW_UP for m in members)
+        blew_up = any(m["status"] in BLEW_UP for m in members)
         losses = [m["final_loss"] for m in members]
         loss = float(np.median(losses)) if not blew_up else math.inf
         steps = float(np.median([m["steps"] for m in members]))
@@ -557,14 +568,6 @@ def status_counts(rows: list[dict]) -> dict[str, dict[str, int]]:
     return out
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
-
-
 def _counts_text(c: dict) -> str:
     return f"{c['converged']}/{c['max_steps']}/{c['diverged']}/{c['nonfinite']}"
 
@@ -578,7 +581,7 @@ def format_summary(rows: list[dict]) -> str:
     table = []
     for b in best:
         key = b["optimizer"] if b.get("cost") is None else f"{b['cost']}.{b['optimizer']}"
-        hp = ", ".join(f"{k}={_fmt(v)}" for k, v in b.items() if k not in skip and v is not None)
+        hp = ", ".join(f"{k}={format_number(v)}" for k, v in b.items() if k not in skip and v is not None)
         if b.get("batch_size") is not None:
             hp += f", batch_size={b['batch_size']}"
         c = counts[key]
@@ -586,9 +589,9 @@ def format_summary(rows: list[dict]) -> str:
             {
                 "optimizer": key,
                 "best configuration": hp or "-",
-                "final loss": _fmt(b["final_loss"]),
-                "f - f*": _fmt(b["suboptimality"]),
-                "steps": _fmt(b["steps"]),
+                "final loss": format_number(b["final_loss"]),
+                "f - f*": format_number(b["suboptimality"]),
+                "steps": format_number(b["steps"]),
                 "status": b["status"],
                 "lanes (conv/max/div/nan)": _counts_text(c),
             }
@@ -607,108 +610,10 @@ def format_summary(rows: list[dict]) -> str:
                 "lanes (conv/max/div/nan)": _counts_text(c),
             }
         )
-    cols = list(table[0]) if table else []
-    widths = [max(len(c), *(len(t[c]) for t in table)) for c in cols]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(t[c].ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip() for t in table]
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------- atomic writes
-def _atomic(path: str, write: Callable[[io.IOBase], None], mode: str = "w") -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    try:
-        kwargs = {"encoding": "utf-8", "newline": ""} if "b" not in mode else {}
-        with os.fdopen(fd, mode, **kwargs) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_text(path: str, text: str) -> None:
-    """Writes `text` atomically (temporary file in the same folder, then `os.replace`)."""
-    _atomic(path, lambda f: f.write(text))
-
-
-def write_json(path: str, value) -> None:
-    write_text(path, json.dumps(value, indent=1, allow_nan=True) + "\n")
-
-
-def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    _atomic(path, lambda f: np.savez(f, **arrays), mode="wb")
-
-
-def _json_safe(value):
-    """Rows for summary.json: non-finite floats become null (the status says why)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _csv_text(rows: list[dict]) -> str:
-    import csv
-
-    cols: list[str] = []
-    for r in rows:
-        cols.extend(k for k in r if k not in cols)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow(
-            {k: "" if v is None else (repr(v) if isinstance(v, float) else v) for k, v in r.items()}
-        )
-    return buf.getvalue()
+    return format_table(table) if table else ""
 
 
 # ------------------------------------------------------------------------------------- histories
-def leaf_names(params: PyTree) -> list[str]:
-    """Names of the leaves of a params pytree (`w`, `b`; `x` for a bare array)."""
-    paths = jax.tree_util.tree_flatten_with_path(params)[0]
-    return [jax.tree_util.keystr(p, simple=True, separator="/") or "x" for p, _ in paths]
-
-
-def _trace_arrays(trace: Trace, names: list[str]) -> dict[str, np.ndarray]:
-    out = {
-        "loss_history": np.asarray(trace.loss_history),
-        "grad_norm_history": np.asarray(trace.grad_norm_history),
-        "status": np.asarray(trace.status),
-        "steps": np.asarray(trace.steps),
-        "stop_step": np.asarray(trace.stop_step),
-    }
-    for name, leaf in zip(names, jax.tree.leaves(trace.params), strict=True):
-        out[f"params/{name}"] = np.asarray(leaf)
-    for name, leaf in zip(names, jax.tree.leaves(trace.params_history), strict=True):
-        out[f"params_history/{name}"] = np.asarray(leaf)
-    return out
-
-
-def _trace_from_arrays(arrays: dict[str, np.ndarray], template: PyTree) -> Trace:
-    names = leaf_names(template)
-    treedef = jax.tree.structure(template)
-    return Trace(
-        params=jax.tree.unflatten(treedef, [arrays[f"params/{n}"] for n in names]),
-        loss_history=arrays["loss_history"],
-        params_history=jax.tree.unflatten(treedef, [arrays[f"params_history/{n}"] for n in names]),
-        grad_norm_history=arrays["grad_norm_history"],
-        steps=arrays["steps"],
-        status=arrays["status"],
-        stop_step=arrays["stop_step"],
-    )
-
-
 def _coord_arrays(coords: list[dict]) -> dict[str, np.ndarray]:
     """Numeric lane coordinates as arrays (`nan` where a lane has none, e.g. the full batch)."""
     out = {}
@@ -741,15 +646,13 @@ def _git_commit() -> str | None:
 def _versions() -> dict:
     import optax
 
-    import gdjax
-
     try:
         devices = [str(d) for d in jax.devices()]
         backend = jax.default_backend()
     except RuntimeError:  # no backend could start
         devices, backend = [], None
     return {
-        "gdjax": gdjax.__version__,
+        "gdjax": __version__,
         "jax": jax.__version__,
         "jaxlib": _dist_version("jaxlib"),
         "optax": optax.__version__,
@@ -780,7 +683,7 @@ def _problem_info(p: Problem) -> dict:
         if p.dataset is not None and p.dataset.standardizer is not None and p.config.model == "linear":
             raw = p.dataset.standardizer.unstandardize(p.minimizer)
             info["minimizer_original_scale"] = jax.tree.map(lambda x: np.asarray(x).tolist(), raw)
-    return _json_safe(info)
+    return info
 
 
 def default_out_dir(cfg: ExperimentConfig) -> str:
@@ -793,120 +696,49 @@ def default_out_dir(cfg: ExperimentConfig) -> str:
     return path
 
 
-def _is_run_folder(path: str) -> bool:
-    return any(os.path.exists(os.path.join(path, f)) for f in ("manifest.json", PARTIAL_MARKER))
+def _save_part(folder: runfolder.RunFolder, u: UnitResult, template: PyTree, suffix: str = "") -> None:
+    meta = {
+        "key": u.key,
+        "complete": u.complete,
+        "lanes": len(u.coords),
+        "total_lanes": u.total_lanes,
+        "compile_seconds": u.compile_seconds,
+        "run_seconds": u.run_seconds,
+        "hyperparameter_names": list(u.hyperparameter_names),
+        "num_steps": u.num_steps,
+        "coords": u.coords,
+        "rows": u.rows,
+    }
+    folder.save_part(u.key + suffix, trace_arrays(u.trace, leaf_names(template)), meta)
 
 
-def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = list(dict.fromkeys([*a, *b]))
-    out = []
-    for k in keys:
-        path = f"{prefix}.{k}" if prefix else k
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _config_diff(va, vb, path)
-        elif (
-            isinstance(va, list)
-            and isinstance(vb, list)
-            and len(va) == len(vb)
-            and va
-            and all(isinstance(x, dict) for x in va + vb)
-        ):
-            for i, (x, y) in enumerate(zip(va, vb, strict=True)):
-                out += _config_diff(x, y, f"{path}[{i}]")
-        elif va != vb:
-            out.append(path)
-    return out
-
-
-class _Folder:
-    """The run folder: atomic writes, parts of finished units, the PARTIAL marker and the manifest."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def file(self, *name: str) -> str:
-        return os.path.join(self.path, *name)
-
-    def part_names(self, key: str) -> tuple[str, str]:
-        return self.file(PARTS, f"{key}.npz"), self.file(PARTS, f"{key}.json")
-
-    def save_part(self, u: UnitResult, template: PyTree, suffix: str = "") -> None:
-        os.makedirs(self.file(PARTS), exist_ok=True)
-        npz, meta = self.part_names(u.key + suffix)
-        write_npz(npz, _trace_arrays(u.trace, leaf_names(template)))
-        write_json(
-            meta,
-            {
-                "key": u.key,
-                "complete": u.complete,
-                "lanes": len(u.coords),
-                "total_lanes": u.total_lanes,
-                "compile_seconds": u.compile_seconds,
-                "run_seconds": u.run_seconds,
-                "hyperparameter_names": list(u.hyperparameter_names),
-                "num_steps": u.num_steps,
-                "coords": u.coords,
-                "rows": u.rows,
-            },
-        )
-
-    def load_part(self, key: str, template: PyTree) -> UnitResult | None:
-        npz, meta = self.part_names(key)
-        if not (os.path.isfile(npz) and os.path.isfile(meta)):
-            return None
-        with open(meta, encoding="utf-8") as f:
-            m = json.load(f)
-        if not m.get("complete"):
-            return None
-        with np.load(npz, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+def _load_part(folder: runfolder.RunFolder, key: str, template: PyTree, log) -> UnitResult | None:
+    """A finished unit from `parts/`; None (with a note) when its part is missing or damaged."""
+    names = leaf_names(template)
+    required = ["loss_history", "grad_norm_history", "status", "steps", "stop_step"]
+    required += [f"params/{n}" for n in names] + [f"params_history/{n}" for n in names]
+    meta, arrays, damaged = folder.load_part(key, required)
+    if damaged:
+        log(f"note: the saved part of {key} is damaged, so it is redone ({damaged})")
+        return None
+    if meta is None:
+        return None
+    try:
         return UnitResult(
             key=key,
-            trace=_trace_from_arrays(arrays, template),
-            coords=m["coords"],
-            rows=m["rows"],
-            compile_seconds=m["compile_seconds"],
-            run_seconds=m["run_seconds"],
+            trace=trace_from_arrays(arrays, template),
+            coords=meta["coords"],
+            rows=meta["rows"],
+            compile_seconds=meta["compile_seconds"],
+            run_seconds=meta["run_seconds"],
             complete=True,
-            total_lanes=m["total_lanes"],
-            hyperparameter_names=tuple(m["hyperparameter_names"]),
-            num_steps=m["num_steps"],
+            total_lanes=meta["total_lanes"],
+            hyperparameter_names=tuple(meta["hyperparameter_names"]),
+            num_steps=meta["num_steps"],
         )
-
-
-def _prepare_folder(cfg: ExperimentConfig, out: str, *, resume: bool, force: bool) -> tuple[_Folder, bool]:
-    """Creates (or reopens, with `resume`) the run folder. Returns it and whether it is resumed."""
-    exists = os.path.isdir(out) and bool(os.listdir(out))
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"--out {out} exists and is not a folder")
-    if exists and resume:
-        if not _is_run_folder(out):
-            raise ValueError(f"cannot resume {out}: it is not a gdjax run folder (no manifest.json)")
-        cfg_file = os.path.join(out, "config.toml")
-        if not os.path.isfile(cfg_file):
-            raise ValueError(f"cannot resume {out}: its config.toml is missing")
-        previous = config_lib.load(cfg_file)
-        diff = _config_diff(previous.to_dict(), cfg.to_dict())
-        if diff:
-            raise ValueError(
-                f"cannot resume {out}: it was run with a different config (differs in "
-                f"{', '.join(diff[:5])}); use the same config, or a new --out"
-            )
-        return _Folder(out), True
-    if exists and not force:
-        raise ValueError(
-            f"run folder {out} already exists and is not empty: pass --resume to finish an interrupted run, "
-            "--force to replace it, or another --out"
-        )
-    if exists and force:
-        if not _is_run_folder(out):
-            raise ValueError(
-                f"refusing to clear {out} with --force: it is not a gdjax run folder (no manifest.json)"
-            )
-        shutil.rmtree(out)
-    os.makedirs(out, exist_ok=True)
-    return _Folder(out), False
+    except (KeyError, TypeError, ValueError) as err:
+        log(f"note: the saved part of {key} is damaged, so it is redone ({type(err).__name__}: {err})")
+        return None
 
 
 @dataclass
@@ -931,7 +763,7 @@ def _merge(cfg, unit_list, results: dict[str, UnitResult], problems) -> tuple[li
             continue
         rows.extend(r.rows)
         names = leaf_names(problems[u.problem].params0)
-        for k, v in _trace_arrays(r.trace, names).items():
+        for k, v in trace_arrays(r.trace, names).items():
             arrays[f"{u.key}/{k}"] = v
         for k, v in _coord_arrays(r.coords).items():
             arrays[f"{u.key}/{k}"] = v
@@ -955,9 +787,9 @@ def _normalize_rows(rows: list[dict], results: list[UnitResult]) -> list[dict]:
     return [{c: r.get(c) for c in cols} for r in rows]
 
 
-def _write_results(folder: _Folder, rows: list[dict], arrays: dict) -> None:
-    write_text(folder.file("summary.csv"), _csv_text(rows))
-    write_json(folder.file("summary.json"), _json_safe(rows))
+def _write_results(folder: runfolder.RunFolder, rows: list[dict], arrays: dict) -> None:
+    write_text(folder.file("summary.csv"), csv_text(rows))
+    write_json(folder.file("summary.json"), rows)
     write_npz(folder.file("histories.npz"), arrays)
 
 
@@ -1002,7 +834,7 @@ def run_experiment(
       resume: finish an interrupted folder: optimizers already done are loaded, the rest rerun.
       force: replace an existing run folder.
       draw: `draw(cfg, problems, units, results, folder) -> paths` draws the plots once every
-        optimizer is done (the CLI passes `gdjax.cli.draw_plots`; plotting sits below this layer).
+        optimizer is done (the command passes `gdjax.study.report.draw_plots`, which sits above this module).
       progress: `progress(unit_key, lanes_done, total_lanes)` after each chunk of a sweep.
       log: where one-line messages go (default: nowhere).
       command: the command line, recorded in the manifest.
@@ -1026,10 +858,10 @@ def run_experiment(
     _check_units(cfg, problems, unit_list)
     out = out or default_out_dir(cfg)
     if resume and os.path.isdir(out) and os.path.isfile(os.path.join(out, "manifest.json")):
-        with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
-            old = json.load(f)
+        old = read_json(os.path.join(out, "manifest.json"))
         if old.get("status") == "complete" and not os.path.exists(os.path.join(out, PARTIAL_MARKER)):
-            _prepare_folder(cfg, out, resume=True, force=False)  # still check the config matches
+            done, _ = runfolder.prepare(cfg, out, resume=True, force=False)  # checks the config matches
+            done.unlock()
             log(f"nothing to resume: {out} is complete")
             return read_run(out, cfg=cfg, problems=problems)
 
@@ -1045,113 +877,119 @@ def run_experiment(
         for label, report in reports.items():
             log(f"gradient check of {label}: {report.verdict}")
 
-    folder, resumed = _prepare_folder(cfg, out, resume=resume, force=force)
-    manifest = {
-        "name": cfg.name,
-        "status": "partial",
-        "config": cfg.source,
-        "command": command if command is not None else list(sys.argv),
-        "cwd": os.getcwd(),
-        "git_commit": _git_commit(),
-        "precision": cfg.precision,
-        "x64_enabled": bool(jax.config.jax_enable_x64),
-        **_versions(),
-        "started": started,
-        "finished": None,
-        "compile_seconds": 0.0,
-        "run_seconds": 0.0,
-        "problems": {p.label: _problem_info(p) for p in problems},
-        "gradcheck": {k: r.verdict for k, r in reports.items()} or "disabled",
-        "units": {
-            u.key: {"status": "pending", "lanes": num_lanes(cfg, u, problems[u.problem])} for u in unit_list
-        },
-    }
-    results: dict[str, UnitResult] = {}
-    if resumed:
-        with open(folder.file("manifest.json"), encoding="utf-8") as f:
-            old = json.load(f)
-        manifest["started"] = old.get("started", started)
-        manifest["resumed"] = [*old.get("resumed", []), started]
-        for u in unit_list:
-            r = folder.load_part(u.key, problems[u.problem].params0)
-            if r is not None:
-                results[u.key] = r
-        log(f"resuming {out}: {len(results)} of {len(unit_list)} optimizers already done")
-    else:
-        write_text(folder.file("config.toml"), cfg.to_toml())
-    if reports:
-        write_text(folder.file("gradcheck.txt"), gradcheck_text(reports))
-    elif not os.path.exists(folder.file("gradcheck.txt")):
-        write_text(folder.file("gradcheck.txt"), "gradient check disabled (gradcheck.enabled = false)\n")
+    folder, resumed = runfolder.prepare(cfg, out, resume=resume, force=force)
+    try:
+        manifest = {
+            "name": cfg.name,
+            "status": "partial",
+            "config": cfg.source,
+            "command": command if command is not None else list(sys.argv),
+            "cwd": os.getcwd(),
+            "git_commit": _git_commit(),
+            "precision": cfg.precision,
+            "x64_enabled": bool(jax.config.jax_enable_x64),
+            **_versions(),
+            "started": started,
+            "finished": None,
+            "compile_seconds": 0.0,
+            "run_seconds": 0.0,
+            "problems": {p.label: _problem_info(p) for p in problems},
+            "gradcheck": {k: r.verdict for k, r in reports.items()} or "disabled",
+            "units": {
+                u.key: {"status": "pending", "lanes": num_lanes(cfg, u, problems[u.problem])}
+                for u in unit_list
+            },
+        }
+        results: dict[str, UnitResult] = {}
+        if resumed:
+            old = read_json(folder.file("manifest.json"))
+            manifest["started"] = old.get("started", started)
+            manifest["resumed"] = [*old.get("resumed", []), started]
+            for u in unit_list:
+                r = _load_part(folder, u.key, problems[u.problem].params0, log)
+                if r is not None:
+                    results[u.key] = r
+            log(f"resuming {out}: {len(results)} of {len(unit_list)} optimizers already done")
+        else:
+            write_text(folder.file("config.toml"), cfg.to_toml())
+        if reports:
+            write_text(folder.file("gradcheck.txt"), gradcheck_text(reports))
+        elif not os.path.exists(folder.file("gradcheck.txt")):
+            write_text(folder.file("gradcheck.txt"), "gradient check disabled (gradcheck.enabled = false)\n")
 
-    def mark(reason: str, interrupted: dict | None = None):
-        for k in results:
-            manifest["units"][k]["status"] = "complete"
-        if interrupted:
-            manifest["units"][interrupted["key"]]["status"] = f"partial ({interrupted['lanes']} lanes done)"
-        manifest["compile_seconds"] = sum(r.compile_seconds for r in results.values())
-        manifest["run_seconds"] = sum(r.run_seconds for r in results.values())
-        manifest["status"] = "partial"
-        manifest["interrupted"] = reason
+        def mark(reason: str, interrupted: dict | None = None):
+            for k in results:
+                manifest["units"][k]["status"] = "complete"
+            if interrupted:
+                manifest["units"][interrupted["key"]]["status"] = (
+                    f"partial ({interrupted['lanes']} lanes done)"
+                )
+            manifest["compile_seconds"] = sum(r.compile_seconds for r in results.values())
+            manifest["run_seconds"] = sum(r.run_seconds for r in results.values())
+            manifest["status"] = "partial"
+            manifest["interrupted"] = reason
+            rows, arrays = _merge(cfg, unit_list, results, problems)
+            _write_results(folder, rows, arrays)
+            write_json(folder.file("manifest.json"), manifest)
+            write_text(
+                folder.file(PARTIAL_MARKER),
+                _partial_text(cfg, unit_list, results, interrupted, reason, folder.path),
+            )
+
+        mark("the run is in progress (or was killed)")
+        for u in unit_list:
+            if u.key in results:
+                continue
+            p = problems[u.problem]
+            total = num_lanes(cfg, u, p)
+            log(f"running {u.key}: {total} lane(s) x {u.num_steps} steps")
+            tick = None
+            if progress is not None:
+                tick = lambda done, n, key=u.key: progress(key, done, n)  # noqa: E731
+                progress(u.key, 0, total)
+            try:
+                r = run_unit(cfg, u, p, progress=tick)
+            except SweepInterrupted as err:
+                partial = _unit_result(cfg, u, p, err.partial, False, total)
+                _save_part(folder, partial, p.params0, suffix=".partial")
+                info = {"key": u.key, "lanes": len(partial.coords), "total_lanes": total}
+                reason = f"{u.key} stopped after {info['lanes']} of {total} lanes ({err.__cause__!r})"
+                mark(reason, info)
+                raise RunInterrupted(reason, folder.path) from err
+            except BaseException as err:
+                mark(f"{u.key} was interrupted ({type(err).__name__})")
+                err.gdjax_run_folder = folder.path  # where the partial results are, for the caller
+                raise
+            _save_part(folder, r, p.params0)
+            results[u.key] = r
+            mark(f"stopped after {', '.join(results)}")
+            log(
+                f"  done in {r.compile_seconds + r.run_seconds:.2f} s (compile {r.compile_seconds:.2f} s, "
+                f"run {r.run_seconds:.2f} s)"
+            )
+
         rows, arrays = _merge(cfg, unit_list, results, problems)
         _write_results(folder, rows, arrays)
-        write_json(folder.file("manifest.json"), _json_safe(manifest))
-        write_text(
-            folder.file(PARTIAL_MARKER),
-            _partial_text(cfg, unit_list, results, interrupted, reason, folder.path),
+        drawn = draw(cfg, problems, unit_list, results, folder.path) if draw is not None else []
+        for k in results:
+            manifest["units"][k]["status"] = "complete"
+            manifest["units"][k]["compile_seconds"] = results[k].compile_seconds
+            manifest["units"][k]["run_seconds"] = results[k].run_seconds
+        manifest.pop("interrupted", None)
+        manifest.update(
+            status="complete",
+            finished=_now(),
+            compile_seconds=sum(r.compile_seconds for r in results.values()),
+            run_seconds=sum(r.run_seconds for r in results.values()),
+            plots=[os.path.basename(p) for p in drawn],
         )
-
-    mark("the run is in progress (or was killed)")
-    for u in unit_list:
-        if u.key in results:
-            continue
-        p = problems[u.problem]
-        total = num_lanes(cfg, u, p)
-        log(f"running {u.key}: {total} lane(s) x {u.num_steps} steps")
-        tick = None
-        if progress is not None:
-            tick = lambda done, n, key=u.key: progress(key, done, n)  # noqa: E731
-            progress(u.key, 0, total)
-        try:
-            r = run_unit(cfg, u, p, progress=tick)
-        except SweepInterrupted as err:
-            partial = _unit_result(cfg, u, p, err.partial, False, total)
-            folder.save_part(partial, p.params0, suffix=".partial")
-            info = {"key": u.key, "lanes": len(partial.coords), "total_lanes": total}
-            reason = f"{u.key} stopped after {info['lanes']} of {total} lanes ({err.__cause__!r})"
-            mark(reason, info)
-            raise RunInterrupted(reason, folder.path) from err
-        except BaseException as err:
-            mark(f"{u.key} was interrupted ({type(err).__name__})")
-            err.gdjax_run_folder = folder.path  # where the partial results are, for the caller
-            raise
-        folder.save_part(r, p.params0)
-        results[u.key] = r
-        mark(f"stopped after {', '.join(results)}")
-        log(
-            f"  done in {r.compile_seconds + r.run_seconds:.2f} s (compile {r.compile_seconds:.2f} s, "
-            f"run {r.run_seconds:.2f} s)"
-        )
-
-    rows, arrays = _merge(cfg, unit_list, results, problems)
-    _write_results(folder, rows, arrays)
-    drawn = draw(cfg, problems, unit_list, results, folder.path) if draw is not None else []
-    for k in results:
-        manifest["units"][k]["status"] = "complete"
-        manifest["units"][k]["compile_seconds"] = results[k].compile_seconds
-        manifest["units"][k]["run_seconds"] = results[k].run_seconds
-    manifest.pop("interrupted", None)
-    manifest.update(
-        status="complete",
-        finished=_now(),
-        compile_seconds=sum(r.compile_seconds for r in results.values()),
-        run_seconds=sum(r.run_seconds for r in results.values()),
-        plots=[os.path.basename(p) for p in drawn],
-    )
-    write_json(folder.file("manifest.json"), _json_safe(manifest))
-    if os.path.exists(folder.file(PARTIAL_MARKER)):
-        os.remove(folder.file(PARTIAL_MARKER))
-    shutil.rmtree(folder.file(PARTS), ignore_errors=True)
+        folder.clean_temps()
+        write_json(folder.file("manifest.json"), manifest)
+        if os.path.exists(folder.file(PARTIAL_MARKER)):
+            os.remove(folder.file(PARTIAL_MARKER))
+        shutil.rmtree(folder.file(PARTS), ignore_errors=True)
+    finally:
+        folder.unlock()
     return RunOutcome(folder.path, rows, results, problems, reports, manifest, drawn, resumed)
 
 
@@ -1159,10 +997,8 @@ def read_run(path: str, *, cfg: ExperimentConfig | None = None, problems=None) -
     """Reads a complete run folder back (rows, histories and manifest)."""
     cfg = cfg or config_lib.load(os.path.join(path, "config.toml"))
     problems = problems or build_problems(cfg)
-    with open(os.path.join(path, "manifest.json"), encoding="utf-8") as f:
-        manifest = json.load(f)
-    with open(os.path.join(path, "summary.json"), encoding="utf-8") as f:
-        rows = json.load(f)
+    manifest = read_json(os.path.join(path, "manifest.json"))
+    rows = read_json(os.path.join(path, "summary.json"))
     results = {}
     with np.load(os.path.join(path, "histories.npz"), allow_pickle=False) as z:
         for u in units(cfg):
@@ -1178,7 +1014,7 @@ def read_run(path: str, *, cfg: ExperimentConfig | None = None, problems=None) -
             ]
             results[u.key] = UnitResult(
                 key=u.key,
-                trace=_trace_from_arrays(arrays, problems[u.problem].params0),
+                trace=trace_from_arrays(arrays, problems[u.problem].params0),
                 coords=[],
                 rows=mine,
                 compile_seconds=manifest["units"].get(u.key, {}).get("compile_seconds", 0.0),

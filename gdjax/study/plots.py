@@ -1,6 +1,6 @@
 """Matplotlib figures for comparing runs: loss curves, learning-rate sweeps, contours, fitted lines.
 
-Matplotlib is imported inside the functions, so `import gdjax.plots` stays cheap and a headless
+Matplotlib is imported inside the functions, so `import gdjax.study.plots` stays cheap and a headless
 library user who never plots never loads it. Every function builds a `matplotlib.figure.Figure`
 with the object-oriented API (no `pyplot`, no global state, no GUI backend) and returns it;
 `save(fig, path)` writes it atomically. Pass `ax=` to draw into an axes of your own figure instead.
@@ -15,7 +15,8 @@ colour in `RULE_COLORS`; diverged and non-finite runs are always drawn with the 
 
 Example:
   >>> import gdjax
-  >>> from gdjax import plots, rules
+  >>> from gdjax import rules
+  >>> from gdjax.study import plots
   >>> from gdjax.loop import run
   >>> X, y = gdjax.data.house_prices()
   >>> cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdjax.io import BLEW_UP, atomic_write, format_number
 from gdjax.types import PyTree, Status, Trace
 
 if TYPE_CHECKING:  # only for annotations: importing this module must not import matplotlib
@@ -97,7 +98,6 @@ STATUS_COLORS: dict[str, str] = {
     "diverged": STATUS_STYLES["diverged"].color,
     "nonfinite": STATUS_STYLES["nonfinite"].color,
 }
-_BLEW_UP = ("diverged", "nonfinite")
 _BLOWUP_DECADES = 3  # how far above the calm runs a loss-curve axis follows a blow-up
 _SEQUENTIAL_FROM = 4  # settings of one rule drawn along a colormap rather than in its shades
 _LOG_LEVEL_DEPTH = 1e-5  # lowest log-spaced contour level, as a fraction of the cost's range
@@ -229,9 +229,12 @@ def _is_sweep_result(obj) -> bool:
 
 
 def _fmt(v: Any) -> str:
-    if isinstance(v, float | np.floating):
-        return f"{float(v):.3g}"
-    return str(v)
+    return format_number(v, 3)
+
+
+def abbreviate(name: str) -> str:
+    """The short name of a hyperparameter in legends and labels (`learning_rate` -> `lr`)."""
+    return _LR_ABBREV.get(name, name)
 
 
 def config_labels(coords: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -247,7 +250,7 @@ def config_labels(coords: Sequence[Mapping[str, Any]]) -> list[str]:
     labels = []
     for c in coords:
         parts = [str(c["rule"])] if "rule" in c else []
-        parts += [f"{_LR_ABBREV.get(k, k)}={_fmt(c[k])}" for k in varying if c.get(k) is not None]
+        parts += [f"{abbreviate(k)}={_fmt(c[k])}" for k in varying if c.get(k) is not None]
         labels.append(" ".join(parts) or "run")
     return labels
 
@@ -345,7 +348,7 @@ def _status_handles(present: Sequence[str], *, prefix: str = "", blown_suffix: s
         style = STATUS_STYLES[name]
         color = style.color or "#333333"
         hollow = name == "max_steps"
-        label = prefix + style.label + (blown_suffix if name in _BLEW_UP else "")
+        label = prefix + style.label + (blown_suffix if name in BLEW_UP else "")
         handles.append(
             Line2D(
                 [],
@@ -517,7 +520,7 @@ def loss_curves(
         y = r.loss.astype(np.float64)
         if f_star is not None:
             y = y - float(f_star)
-        if r.status in _BLEW_UP and r.stop_step >= 0:
+        if r.status in BLEW_UP and r.stop_step >= 0:
             y[r.stop_step + 1 :] = np.nan  # the frozen tail of a blown-up run is not a measurement
         ys.append(np.where(np.isfinite(y), y, np.nan))
     if logy:
@@ -537,7 +540,7 @@ def loss_curves(
     if logy:
         values = np.concatenate(ys)
         values = values[np.isfinite(values)]
-        calm = [y for r, y in zip(runs, ys, strict=True) if r.status not in _BLEW_UP]
+        calm = [y for r, y in zip(runs, ys, strict=True) if r.status not in BLEW_UP]
         calm = np.concatenate([*calm, np.array([y[0] for y in ys])])
         calm = calm[np.isfinite(calm)]
         if calm.size and values.size and values.max() > calm.max() * 10**_BLOWUP_DECADES:
@@ -673,7 +676,7 @@ def learning_rate_sweep(
     colors = dict(zip(names, _group_colors(names), strict=True))
 
     y = losses - (float(f_star) if f_star is not None else 0.0)
-    blew = np.array([s in _BLEW_UP for s in status])
+    blew = np.array([s in BLEW_UP for s in status])
     good = ~blew & np.isfinite(y)
     y = np.where(good, y, np.nan)
     lo = _floor_for(y[good], f_star, losses_in.dtype, floor)
@@ -739,7 +742,7 @@ def learning_rate_sweep(
                 )
         if g in rows:
             yk = row_y(rows.index(g))
-            for s in _BLEW_UP:
+            for s in BLEW_UP:
                 sel = idx[[status[i] == s for i in idx]]
                 if sel.size:
                     style = STATUS_STYLES[s]
@@ -1154,11 +1157,11 @@ def contour(
         ax.plot(
             *pts[-1],
             ls="none",
-            marker="s" if p.status not in _BLEW_UP else end_style.marker,
+            marker="s" if p.status not in BLEW_UP else end_style.marker,
             markersize=7,
             markeredgewidth=2 if p.status == "diverged" else 1,
             color=end_color,
-            markeredgecolor="black" if p.status not in _BLEW_UP else end_color,
+            markeredgecolor="black" if p.status not in BLEW_UP else end_color,
             zorder=6,  # above the minimizer's star: a converged path ends right on it
         )
     if star is not None:
@@ -1189,7 +1192,7 @@ def contour(
                 label="minimizer",
             )
         )
-    blown = sorted({p.status for p in paths if p.status in _BLEW_UP})
+    blown = sorted({p.status for p in paths if p.status in BLEW_UP})
     handles += _status_handles(blown, prefix="ended: ")
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
@@ -1303,18 +1306,8 @@ def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 150, **savefig_kwar
             f"cannot tell the image format of {path!r}: use one of the suffixes "
             f"{', '.join('.' + s for s in sorted(supported))}"
         )
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="." + suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=suffix, dpi=dpi, **savefig_kwargs)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; an image is meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: fig.savefig(f, format=suffix, dpi=dpi, **savefig_kwargs))
     return path
 
 

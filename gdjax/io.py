@@ -1,0 +1,451 @@
+"""Files on disk: one atomic writer, one JSON policy, one number formatter, safe NPZ reading.
+
+Every file gdjax writes (summaries, histories, manifests, figures, model files) goes through
+`atomic_write`: the bytes go to a temporary file `.tmp-gdjax-*` in the destination's folder, are
+flushed and fsynced, the file gets mode 0644 (readable by all, like a file written with `open`;
+`mkstemp` would leave 0600), and `os.replace` moves it into place. A reader never sees half a file,
+an error (KeyboardInterrupt included) leaves any earlier file in place and no temporary file behind;
+only a kill -9 in the middle can leave a `.tmp-gdjax-*` file, which `remove_stale_temps` clears.
+
+JSON policy. JSON has no infinity or NaN. gdjax writes a non-finite float as the string `"inf"`,
+`"-inf"` or `"nan"` (never the non-standard tokens `Infinity`/`NaN`, never null), and `loads` /
+`read_json` map those three strings back to floats.
+
+NPZ reading. `read_npz` checks an archive before anything is decompressed or allocated: a zip
+file, member names, the `.npy` headers' shapes and dtypes (no object arrays: `allow_pickle=False`
+always), declared sizes against a limit and against the compressed sizes (a zip bomb declares far
+more than its compressed bytes could hold). Every error is a `FileFormatError` naming the file.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import csv
+import io as _io
+import json
+import math
+import os
+import struct
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, BinaryIO
+
+import jax
+import numpy as np
+
+from gdjax.types import PyTree, Trace
+
+__all__ = [
+    "BLEW_UP",
+    "TEMP_PREFIX",
+    "FileFormatError",
+    "NpzMember",
+    "SummaryTable",
+    "atomic_write",
+    "csv_text",
+    "dumps",
+    "format_number",
+    "format_table",
+    "inspect_npz",
+    "leaf_names",
+    "load_trace",
+    "save_trace",
+    "trace_arrays",
+    "trace_from_arrays",
+    "json_value",
+    "loads",
+    "read_json",
+    "read_npz",
+    "remove_stale_temps",
+    "write_bytes",
+    "write_json",
+    "write_npz",
+    "write_text",
+]
+
+# Statuses of a lane that blew up (`Status.DIVERGED`, `Status.NONFINITE` by name).
+BLEW_UP = ("diverged", "nonfinite")
+# Prefix of every temporary file gdjax writes; `remove_stale_temps` removes only these.
+TEMP_PREFIX = ".tmp-gdjax-"
+FILE_MODE = 0o644
+
+
+class FileFormatError(ValueError):
+    """A file gdjax was asked to read is not what it should be; the message names the file."""
+
+
+# ------------------------------------------------------------------------------------------ writing
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> str:
+    """Calls `write(f)` on a binary temp file next to `path`, then moves it into place atomically.
+
+    Returns:
+      `path` as a string.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix="-" + os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; what gdjax writes is meant to be read
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> str:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def write_text(path: str | os.PathLike, text: str) -> str:
+    """Writes `text` as UTF-8, atomically; newlines are written as given."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def json_value(value):
+    """`value` with every non-finite float as "inf"/"-inf"/"nan" and NumPy scalars as Python ones."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "inf", "-inf", "nan"
+    if isinstance(value, Mapping):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_value(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_value(value.tolist())
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def dumps(value, *, indent: int | None = 1) -> str:
+    """JSON text under gdjax's policy (non-finite floats as strings); never `NaN`/`Infinity` tokens."""
+    return json.dumps(json_value(value), indent=indent, allow_nan=False)
+
+
+def _restore(value):
+    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _restore(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore(v) for v in value]
+    return value
+
+
+def loads(text: str):
+    """Reads JSON written by `dumps`: "inf"/"-inf"/"nan" strings become floats again."""
+    return _restore(json.loads(text))
+
+
+def write_json(path: str | os.PathLike, value) -> str:
+    return write_text(path, dumps(value) + "\n")
+
+
+def read_json(path: str | os.PathLike, *, what: str = "JSON file"):
+    """Reads a JSON file written by gdjax; a damaged file raises `FileFormatError` naming it."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return loads(f.read())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FileFormatError(f"{path} is not a readable {what} (damaged or truncated): {err}") from None
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> str:
+    """Writes `arrays` as an uncompressed `.npz`, atomically."""
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[str]:
+    """Removes gdjax's own temporary files (`.tmp-gdjax-*`) from `folder` (left by a kill -9)."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(folder):
+            if name.startswith(TEMP_PREFIX):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(folder, name))
+                    removed.append(name)
+    return removed
+
+
+# --------------------------------------------------------------------------------------- formatting
+def format_number(value, digits: int = 6) -> str:
+    """A cell of a table: floats to `digits` significant digits, None as "-", others as `str`."""
+    if value is None:
+        return "-"
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.{digits}g}"
+    return str(value)
+
+
+def format_table(rows: list[Mapping[str, Any]], *, align_numbers: bool = True) -> str:
+    """An aligned text table of `rows` (columns in first-seen order); numeric columns right-aligned."""
+    cols: list[str] = []
+    for row in rows:
+        cols.extend(k for k in row if k not in cols)
+    if not cols:
+        return "(empty table)"
+    cells = [[v if isinstance(v := row.get(c), str) else format_number(v) for c in cols] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+    numeric = [
+        align_numbers
+        and all(isinstance(row.get(c), int | float | np.number) or row.get(c) is None for row in rows)
+        and not all(row.get(c) is None for row in rows)
+        for c in cols
+    ]
+
+    def line(values):
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
+    """CSV with a header row; None as an empty cell, floats with `repr` (round-trips exactly)."""
+    rows = list(rows)
+    cols: list[str] = []
+    for r in rows:
+        cols.extend(k for k in r if k not in cols)
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(
+            {k: "" if v is None else (repr(float(v)) if isinstance(v, float) else v) for k, v in r.items()}
+        )
+    return buf.getvalue()
+
+
+class SummaryTable(list):
+    """A list of row dicts that prints as an aligned text table and writes CSV or JSON atomically."""
+
+    def columns(self) -> list[str]:
+        cols: list[str] = []
+        for row in self:
+            cols.extend(k for k in row if k not in cols)
+        return cols
+
+    def __str__(self) -> str:
+        return format_table(self)
+
+    def to_csv(self, path: str | os.PathLike) -> None:
+        """Writes the table as CSV (None as an empty cell), atomically (temp file + `os.replace`)."""
+        write_text(path, csv_text(self))
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        """Writes the rows as a JSON list, atomically; non-finite numbers become "inf"/"-inf"/"nan"."""
+        write_json(path, list(self))
+
+
+# ------------------------------------------------------------------------------------- NPZ reading
+class NpzMember:
+    """What a member's `.npy` header declares: name, shape, dtype, sizes."""
+
+    def __init__(self, name: str, shape: tuple[int, ...], dtype: np.dtype, file_size: int, stored: int):
+        self.name, self.shape, self.dtype = name, shape, dtype
+        self.file_size, self.stored = file_size, stored
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    def __repr__(self) -> str:
+        return f"NpzMember({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+_MAX_HEADER = 65536
+
+
+def _npy_header(raw: bytes, path: str, name: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    if raw[:6] != _NPY_MAGIC or len(raw) < 10:
+        raise FileFormatError(f"{path}: member {name!r} is not a .npy array")
+    major = raw[6]
+    if major == 1:
+        (hlen,), start = struct.unpack("<H", raw[8:10]), 10
+    elif major in (2, 3):
+        if len(raw) < 12:
+            raise FileFormatError(f"{path}: member {name!r} has a truncated .npy header")
+        (hlen,), start = struct.unpack("<I", raw[8:12]), 12
+    else:
+        raise FileFormatError(f"{path}: member {name!r} has an unknown .npy version {major}")
+    if hlen > _MAX_HEADER or len(raw) < start + hlen:
+        raise FileFormatError(f"{path}: member {name!r} has a truncated or oversized .npy header")
+    try:
+        header = ast.literal_eval(raw[start : start + hlen].decode("latin1"))
+        shape = tuple(int(s) for s in header["shape"])
+        dtype = np.dtype(header["descr"]) if isinstance(header["descr"], str) else None
+        if not isinstance(header["fortran_order"], bool):
+            raise ValueError
+    except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError):
+        raise FileFormatError(f"{path}: member {name!r} has an unreadable .npy header") from None
+    if dtype is None or dtype.hasobject or dtype.fields is not None or dtype.itemsize == 0:
+        raise FileFormatError(
+            f"{path}: member {name!r} holds objects or records ({header['descr']!r}); gdjax reads only "
+            "plain numeric, boolean and string arrays (it never unpickles)"
+        )
+    if any(s < 0 for s in shape):
+        raise FileFormatError(f"{path}: member {name!r} declares a negative shape {shape}")
+    return shape, dtype, start + hlen
+
+
+def inspect_npz(
+    path: str | os.PathLike, *, max_bytes: int | None = None, max_ratio: float = 2000.0
+) -> dict[str, NpzMember]:
+    """Checks an `.npz` file without decompressing its arrays; returns what each member declares.
+
+    Raises:
+      FileFormatError: not a zip archive (a text file, a truncated download), a member that is not a
+        plain `.npy` array, declared sizes inconsistent with the stored ones, a total above
+        `max_bytes`, or a member whose declared size is more than `max_ratio` times its compressed
+        size (a zip bomb).
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except FileNotFoundError:
+        raise FileFormatError(f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise FileFormatError(f"{path} is a folder, not an .npz file") from None
+    if head[:4] == _NPY_MAGIC[:4]:
+        raise FileFormatError(f"{path} is a single .npy array, not an .npz archive of named arrays")
+    if head[:2] != b"PK":
+        raise FileFormatError(
+            f"{path} is not an .npz archive (it does not start like a zip file: empty, text, or another "
+            "format)"
+        )
+    members: dict[str, NpzMember] = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            total = 0
+            for info in z.infolist():
+                if info.is_dir():
+                    continue
+                if not info.filename.endswith(".npy"):
+                    raise FileFormatError(f"{path}: member {info.filename!r} is not a .npy array")
+                name = info.filename[: -len(".npy")]
+                if name in members:
+                    raise FileFormatError(f"{path}: member {name!r} appears twice")
+                with z.open(info) as m:
+                    raw = m.read(_MAX_HEADER + 16)
+                shape, dtype, offset = _npy_header(raw, path, name)
+                member = NpzMember(name, shape, dtype, info.file_size, info.compress_size)
+                if info.file_size != offset + member.nbytes:
+                    raise FileFormatError(
+                        f"{path}: member {name!r} declares shape {shape} {dtype} ({member.nbytes} bytes) "
+                        f"but holds {info.file_size - offset} bytes (damaged file)"
+                    )
+                if member.nbytes > 1024 * 1024 and member.nbytes > max_ratio * max(info.compress_size, 1):
+                    raise FileFormatError(
+                        f"{path}: member {name!r} declares {member.nbytes} bytes from only "
+                        f"{info.compress_size} compressed bytes; refusing to decompress it"
+                    )
+                total += member.nbytes
+                members[name] = member
+    except FileFormatError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError) as err:
+        raise FileFormatError(
+            f"{path} is not a readable .npz archive (damaged or truncated): {err}"
+        ) from None
+    except Exception as err:  # zlib.error and friends from a damaged member
+        raise FileFormatError(
+            f"{path} is not a readable .npz archive (damaged): {type(err).__name__}: {err}"
+        ) from None
+    if max_bytes is not None and total > max_bytes:
+        raise FileFormatError(
+            f"{path} declares {total} bytes of arrays, more than the {max_bytes} bytes allowed for it"
+        )
+    return members
+
+
+def read_npz(
+    path: str | os.PathLike,
+    *,
+    required: Iterable[str] = (),
+    max_bytes: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Reads every array of an `.npz` after `inspect_npz` has checked it; `allow_pickle=False` always.
+
+    Raises:
+      FileFormatError: see `inspect_npz`; also a missing required member, or data that fails CRC.
+    """
+    path = os.fspath(path)
+    members = inspect_npz(path, max_bytes=max_bytes)
+    missing = [k for k in required if k not in members]
+    if missing:
+        raise FileFormatError(
+            f"{path} has no array named {', '.join(map(repr, missing))} "
+            f"(it holds {', '.join(map(repr, members)) or 'nothing'})"
+        )
+    try:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as z:
+            return {k: z[k] for k in members}
+    except Exception as err:
+        raise FileFormatError(
+            f"{path} is not a readable .npz archive (damaged): {type(err).__name__}: {err}"
+        ) from None
+
+
+# ------------------------------------------------------------------------------------ Trace files
+def leaf_names(params: PyTree) -> list[str]:
+    """Names of the leaves of a params pytree (`w`, `b`; `x` for a bare array)."""
+    paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    return [jax.tree_util.keystr(p, simple=True, separator="/") or "x" for p, _ in paths]
+
+
+_TRACE_FIELDS = ("loss_history", "grad_norm_history", "status", "steps", "stop_step")
+
+
+def trace_arrays(trace: Trace, names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """A `Trace` as flat host arrays: its fields, `params/<leaf>` and `params_history/<leaf>`."""
+    names = leaf_names(trace.params) if names is None else names
+    out = {k: np.asarray(getattr(trace, k)) for k in _TRACE_FIELDS}
+    for name, leaf in zip(names, jax.tree.leaves(trace.params), strict=True):
+        out[f"params/{name}"] = np.asarray(leaf)
+    for name, leaf in zip(names, jax.tree.leaves(trace.params_history), strict=True):
+        out[f"params_history/{name}"] = np.asarray(leaf)
+    return out
+
+
+def trace_from_arrays(arrays: Mapping[str, np.ndarray], template: PyTree) -> Trace:
+    """The inverse of `trace_arrays`, with the params' tree structure taken from `template`."""
+    names = leaf_names(template)
+    treedef = jax.tree.structure(template)
+    return Trace(
+        params=jax.tree.unflatten(treedef, [arrays[f"params/{n}"] for n in names]),
+        loss_history=arrays["loss_history"],
+        params_history=jax.tree.unflatten(treedef, [arrays[f"params_history/{n}"] for n in names]),
+        grad_norm_history=arrays["grad_norm_history"],
+        steps=arrays["steps"],
+        status=arrays["status"],
+        stop_step=arrays["stop_step"],
+    )
+
+
+def save_trace(path: str | os.PathLike, trace: Trace) -> str:
+    """Writes a `Trace` (of one run or of a sweep's lanes) as an `.npz`, atomically."""
+    return write_npz(path, trace_arrays(trace))
+
+
+def load_trace(path: str | os.PathLike, template: PyTree) -> Trace:
+    """Reads a `Trace` written by `save_trace`; `template` gives the params' tree structure.
+
+    Raises:
+      FileFormatError: the file is damaged or lacks a field (the message names the file).
+    """
+    names = leaf_names(template)
+    required = [*_TRACE_FIELDS, *(f"params/{n}" for n in names), *(f"params_history/{n}" for n in names)]
+    return trace_from_arrays(read_npz(path, required=required), template)

@@ -1,0 +1,74 @@
+"""The two floors stay visible: the core never imports the study face, and imports point downward."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "gdjax"
+CORE = sorted(p for p in PACKAGE.glob("*.py"))
+STUDY = sorted((PACKAGE / "study").glob("*.py"))
+# The study face's modules, lowest first: each may import the core and the modules before it.
+STUDY_ORDER = ["config", "plots", "runfolder", "experiment", "report", "cli"]
+
+
+def _gdjax_imports(path: pathlib.Path) -> set[str]:
+    """Every `gdjax...` module a file imports, at any depth (function-level imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "gdjax"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "gdjax":
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def test_import_gdjax_loads_neither_the_study_face_nor_matplotlib():
+    code = (
+        "import sys, gdjax\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('gdjax.study', 'matplotlib')))\n"
+        "assert not bad, bad\n"
+        "gdjax.run, gdjax.sweep, gdjax.check_grad, gdjax.GDRegressor\n"
+        "assert not [m for m in sys.modules if m.startswith('gdjax.study')]\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_old_spellings_load_the_study_face_on_first_use():
+    code = (
+        "import sys, gdjax\n"
+        "assert gdjax.load_config is gdjax.study.config.load\n"
+        "assert gdjax.ConfigError.__module__ == 'gdjax.study.config'\n"
+        "assert callable(gdjax.run_experiment) and gdjax.ExperimentConfig\n"
+        "assert 'gdjax.study.config' in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("path", CORE, ids=[p.name for p in CORE])
+def test_core_never_imports_the_study_face(path):
+    bad = sorted(m for m in _gdjax_imports(path) if m.startswith("gdjax.study"))
+    if path.name == "__init__.py":  # names the study modules only as strings, for lazy loading
+        assert not bad
+    assert not bad, f"{path.name} imports {bad}"
+
+
+def test_every_study_module_has_a_place_in_the_order():
+    assert sorted(p.stem for p in STUDY if p.stem != "__init__") == sorted(STUDY_ORDER)
+
+
+@pytest.mark.parametrize("name", STUDY_ORDER)
+def test_study_modules_import_only_downward(name):
+    path = PACKAGE / "study" / f"{name}.py"
+    above = set(STUDY_ORDER[STUDY_ORDER.index(name) :])
+    bad = sorted(
+        m
+        for m in _gdjax_imports(path)
+        if m.startswith("gdjax.study.") and m.split(".")[2] in above
+    )
+    assert not bad, f"gdjax.study.{name} imports {bad}, which sit at or above it"
