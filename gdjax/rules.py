@@ -64,6 +64,7 @@ __all__ = [
     "momentum",
     "names",
     "nesterov",
+    "optax_equivalent",
     "rmsprop",
     "schedule_names",
     "sgd",
@@ -945,6 +946,77 @@ def _adam_update(step_size, nesterov):
 
 
 # --------------------------------------------------------------------------------------------------
+# Plain Optax counterparts: the oracle each hand-written rule promises to reproduce.
+
+
+def _optax_sgd(hp, static):
+    return optax.sgd(hp["learning_rate"])
+
+
+def _optax_momentum(nesterov_):
+    def build(hp, static):
+        if static.get("velocity_form"):
+            return None  # the textbook velocity form has no Optax counterpart under a schedule
+        return optax.sgd(hp["learning_rate"], momentum=hp.get("momentum", 0.9), nesterov=nesterov_)
+
+    return build
+
+
+def _optax_adagrad(hp, static):
+    if not static.get("eps_in_sqrt", True):
+        return None  # the paper's form: Optax puts eps inside the square root only
+    keys = ("learning_rate", "initial_accumulator_value", "eps")
+    return optax.adagrad(**{k: hp[k] for k in keys if k in hp})
+
+
+def _optax_rmsprop(hp, static):
+    return optax.rmsprop(**hp, **static)
+
+
+def _optax_adam(hp, static):
+    return optax.adam(**hp, **static)
+
+
+_OPTAX_EQUIVALENTS: dict[str, Callable[[dict, dict], optax.GradientTransformation | None]] = {
+    "sgd": _optax_sgd,
+    "momentum": _optax_momentum(False),
+    "nesterov": _optax_momentum(True),
+    "adagrad": _optax_adagrad,
+    "rmsprop": _optax_rmsprop,
+    "adam": _optax_adam,
+}
+
+
+def optax_equivalent(name: str, **hyperparameters: Any) -> optax.GradientTransformation | None:
+    """The plain Optax transformation with the same numerics as `get(name, **hyperparameters)`.
+
+    For a hand-written rule with a constant schedule, the Optax optimizer it reproduces (with the
+    values baked in, as Optax does); for `'optax.<name>'`, `optax.<name>(**hyperparameters)` itself.
+    None when there is none: a schedule other than `constant`, or an option Optax lacks
+    (`velocity_form`, `adagrad(eps_in_sqrt=False)`).
+
+    Args:
+      name: as for `get`.
+      **hyperparameters: as for `get`.
+
+    Returns:
+      An `optax.GradientTransformation`, or None.
+    """
+    fn, sig = _signature(name)
+    name = _ALIASES.get(name, name)
+    if name not in _RULES:
+        return fn(**hyperparameters)
+    kwargs = dict(hyperparameters)
+    schedule = kwargs.pop("schedule", "constant")
+    if _as_schedule_kind(schedule)[0] != "constant":
+        return None
+    static_names = {p.name for p in sig.parameters.values() if isinstance(p.default, bool)}
+    static = {k: v for k, v in kwargs.items() if k in static_names}
+    hp = {k: v for k, v in kwargs.items() if k not in static_names}
+    return _OPTAX_EQUIVALENTS[name](hp, static)
+
+
+# --------------------------------------------------------------------------------------------------
 # Registry.
 
 _RULES: dict[str, Callable[..., optax.GradientTransformation]] = {
@@ -1193,6 +1265,13 @@ def _inject_kind(value: Any, static: bool) -> str:
 _OPTAX_UPDATES: dict[tuple, Callable] = {}
 
 
+def _strong(x: Any) -> Any:
+    """`x` without a weak type (same dtype and value)."""
+    if getattr(x, "weak_type", False):
+        return jnp.asarray(x, dtype=x.dtype)
+    return x
+
+
 def _get_optax(name, fn, sig, kwargs) -> optax.GradientTransformationExtraArgs:
     valid = list(sig.parameters)
     for key in kwargs:
@@ -1213,12 +1292,29 @@ def _get_optax(name, fn, sig, kwargs) -> optax.GradientTransformationExtraArgs:
     tx = optax.inject_hyperparams(fn, static_args=static_args)(**kwargs)
     # inject_hyperparams' update reads numeric values from `state.hyperparams` and closes over only
     # the schedules and static (non-numeric) values, so the first update built for a key serves
-    # every later init with other numeric values.
-    numeric = tuple(sorted(k for k, kind in kinds.items() if kind == "numeric"))
-    others = tuple(sorted((k, v) for k, v in kwargs.items() if kinds[k] != "numeric"))
-    key = (name, numeric, others)
+    # every later init with other numeric values. The key covers every argument, defaults included,
+    # so `polyak_sgd()` and `polyak_sgd(max_learning_rate=0.5)` share one update.
+    bound = sig.bind(**kwargs)
+    bound.apply_defaults()
+    signature_kinds = {k: _inject_kind(v, k in static_args) for k, v in bound.arguments.items()}
+    key = (
+        name,
+        tuple(
+            sorted(
+                (k, "numeric" if kind == "numeric" else v)
+                for k, v in bound.arguments.items()
+                for kind in [signature_kinds[k]]
+            )
+        ),
+    )
     try:
         update = _OPTAX_UPDATES.setdefault(key, tx.update)
     except TypeError:  # an unhashable static value (e.g. a mask pytree): no caching
         update = tx.update
-    return optax.GradientTransformationExtraArgs(tx.init, update)
+
+    def init_fn(params):
+        # Some Optax states start with weakly typed scalars that an update makes strong (lbfgs' line
+        # search info): start strong, so the state's avals are the same at every step.
+        return jax.tree.map(_strong, tx.init(params))
+
+    return optax.GradientTransformationExtraArgs(init_fn, update)
