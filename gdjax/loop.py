@@ -12,7 +12,8 @@ This module imports neither `gdjax.costs` nor `gdjax.rules`: both arrive as argu
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gdjax import validation
+from gdjax import sampler, validation
 from gdjax.types import PyTree, Status, Trace
 
 _NO_STOP = -1  # stop_step of a run that used its whole budget
@@ -32,12 +33,16 @@ class RunOptions(NamedTuple):
     num_steps: int
     batch_size: int | None  # None: full batch
     num_examples: int | None
-    record_every: int
+    eval_every: int  # steps between evaluations (0, k, 2k, ... and the last step)
+    record_every: int  # steps between recorded iterates: a multiple of eval_every
     unroll: int
-    feature_major: bool = False
+    feature_major: bool = False  # data is `(X.T, ...)`: examples along axis 1 of the first leaf
     use_tol: bool = True
     use_grad_tol: bool = True
-    use_patience: bool = True  # data is `(X.T, ...)`: examples along axis 1 of the first leaf
+    use_patience: bool = True
+    use_divergence: bool = True
+    extra_args: bool = False  # the rule's update takes value=, grad=, value_fn= (optax.lbfgs)
+    batch_losses: bool = True  # record the loss of every step's batch
 
 
 class Tolerances(NamedTuple):
@@ -50,11 +55,21 @@ class Tolerances(NamedTuple):
     grad_tol: jax.Array  # stop when ||grad f(params_t)|| < grad_tol
     patience: jax.Array  # stop after this many steps without improving the best loss by min_delta
     min_delta: jax.Array
-    divergence_factor: jax.Array  # diverged once f(params_t) > f(params_0) + (factor - 1)|f(params_0)|
+    divergence_factor: jax.Array  # threshold f(params_0) + (factor - 1)|f(params_0)|
+    divergence_patience: jax.Array  # evaluations in a row above the threshold and not falling
+
+
+DIVERGENCE_FACTOR = 100.0
+DIVERGENCE_PATIENCE = 50
 
 
 def make_tolerances(
-    tol=None, grad_tol=None, patience=None, min_delta=0.0, divergence_factor=100.0
+    tol=None,
+    grad_tol=None,
+    patience=None,
+    min_delta=0.0,
+    divergence_factor=DIVERGENCE_FACTOR,
+    divergence_patience=DIVERGENCE_PATIENCE,
 ) -> Tolerances:
     """Validates stopping settings and packs them as host scalars (`None` disables a criterion)."""
     for name, value in (("tol", tol), ("grad_tol", grad_tol)):
@@ -67,12 +82,14 @@ def make_tolerances(
         validation.check_finite_number("divergence_factor", divergence_factor)
         if not divergence_factor > 1:
             raise ValueError(f"divergence_factor must be > 1, got {divergence_factor}")
+    validation.check_positive_int("divergence_patience", divergence_patience)
     return Tolerances(
         tol=np.float64(-1.0 if tol is None else tol),
         grad_tol=np.float64(-1.0 if grad_tol is None else grad_tol),
         patience=np.int32(np.iinfo(np.int32).max if patience is None else patience),
         min_delta=np.float64(min_delta),
         divergence_factor=np.float64(np.inf if divergence_factor is None else divergence_factor),
+        divergence_patience=np.int32(min(divergence_patience, np.iinfo(np.int32).max)),
     )
 
 
@@ -81,9 +98,20 @@ class _Carry(NamedTuple):
     rule_state: Any
     status: jax.Array  # int32 Status code; MAX_STEPS while running
     steps: jax.Array  # int32 updates applied
-    best_loss: jax.Array
-    since_best: jax.Array  # int32 steps since best_loss last improved
-    params_history: PyTree  # (num_records, ...) buffers, written in place
+    best_loss: jax.Array  # best evaluated loss (patience)
+    since_best: jax.Array  # int32 evaluations since best_loss last improved
+    streak: jax.Array  # int32 evaluations in a row above the divergence threshold and not falling
+    last_loss: jax.Array  # the previous evaluation's loss
+    threshold: jax.Array  # divergence threshold, set from the first evaluation's loss
+    params_history: PyTree  # (num_records, ...) buffers written at evaluations, or None
+
+
+class Evaluated(NamedTuple):
+    """What one evaluation measures on the full data at the current parameters."""
+
+    loss: jax.Array
+    grad_norm: jax.Array
+    metrics: dict
 
 
 def _tree_all_finite(tree) -> jax.Array:
@@ -92,211 +120,244 @@ def _tree_all_finite(tree) -> jax.Array:
 
 
 def _tree_sq_norm(tree) -> jax.Array:
-    return sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree))
+    return sum(jnp.sum(jnp.real(x * jnp.conj(x))) for x in jax.tree.leaves(tree))
 
 
 def _float_dtype(params) -> np.dtype:
-    return jnp.result_type(*jax.tree.leaves(params))
+    """The real floating dtype of the run: the params' promoted dtype (complex64 -> float32)."""
+    dtype = jnp.result_type(*jax.tree.leaves(params))
+    return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
+
+
+def schedule(opts: RunOptions) -> tuple[np.ndarray, np.ndarray]:
+    """The steps evaluated and the steps whose parameters are recorded (host arrays, int64)."""
+    evals = np.unique(np.r_[np.arange(0, opts.num_steps, opts.eval_every), opts.num_steps])
+    per_record = opts.record_every // opts.eval_every
+    records = np.unique(np.r_[evals[:-1][::per_record], opts.num_steps])
+    return evals, records
 
 
 def _scan_run(
     cost: Callable,
+    rule_init: Callable,
     update: Callable,
+    metrics: tuple,
     opts: RunOptions,
     params0: PyTree,
-    rule_state0: Any,
+    hyperparams: Any,
     data: PyTree,
     key: jax.Array | None,
     tols: Tolerances,
 ) -> Trace:
-    """The compiled body of `run`: pure in its array arguments, vmappable over all of them."""
+    """The compiled body of `run`: pure in its array arguments, vmappable over all of them.
+
+    The loop is a scan over evaluation intervals: each interval evaluates the full-data loss,
+    gradient norm and metrics at its first iterate (and decides the stopping rules that need them),
+    then takes `eval_every` steps, each on its own batch. A last evaluation follows the last step.
+    """
     dtype = _float_dtype(params0)
     tols = jax.tree.map(lambda t: jnp.asarray(t, jnp.int32 if t.dtype == np.int32 else dtype), tols)
+    rule_state0 = rule_init(params0, hyperparams)
     value_and_grad = jax.value_and_grad(cost)
-    num_records = opts.num_steps // opts.record_every + 1
-    example_axes = jax.tree.map(lambda _: 0, data)
-    if opts.feature_major:
-        example_axes = (1, *example_axes[1:])
+    k, num_steps = opts.eval_every, opts.num_steps
+    num_full, rest = divmod(num_steps, k)
+    eval_steps, record_steps = schedule(opts)
+    per_record = opts.record_every // k
+    num_records = len(record_steps)
+    full_batch = opts.batch_size is None
+    false = jnp.zeros((), bool)
 
-    loss0 = cost(params0, data).astype(dtype)
-    threshold = loss0 + (tols.divergence_factor - 1) * jnp.abs(loss0)
+    def evaluate(params) -> tuple[Evaluated, Any]:
+        loss, grad = value_and_grad(params, data)
+        values = {name: jnp.asarray(fn(params)).astype(dtype) for name, fn in metrics}
+        return Evaluated(loss.astype(dtype), jnp.sqrt(_tree_sq_norm(grad)).astype(dtype), values), grad
 
-    def record(history, t, params):
-        if history is None:  # full batch: recorded as scan outputs instead
-            return None
-        # Rows at t = 0, k, 2k, ...; other steps write out of bounds, which mode="drop" discards.
-        row = jnp.where(t % opts.record_every == 0, t // opts.record_every, num_records)
-        return jax.tree.map(lambda h, p: h.at[row].set(p, mode="drop"), history, params)
-
-    def step(carry: _Carry, t, batch_idx):
-        running = carry.status == Status.MAX_STEPS
-        loss, grad = value_and_grad(carry.params, data)
-        loss = loss.astype(dtype)
-        gnorm = jnp.sqrt(_tree_sq_norm(grad)).astype(dtype)
-        if batch_idx is not None:  # stochastic / mini-batch: the rule sees a sampled batch
-            batch = jax.tree.map(lambda x, ax: jnp.take(x, batch_idx, axis=ax), data, example_axes)
-            grad = jax.grad(cost)(carry.params, batch)
-
-        updates, new_rule_state = update(grad, carry.rule_state, carry.params)
-        new_params = optax.apply_updates(carry.params, updates)
-        new_params = jax.tree.map(lambda p, q: p.astype(q.dtype), new_params, carry.params)
-        false = jnp.zeros((), bool)
-        if opts.use_tol:
-            delta = jnp.sqrt(_tree_sq_norm(jax.tree.map(jnp.subtract, new_params, carry.params)))
-            converged_after = delta < tols.tol
+    def at_evaluation(c: _Carry, ev: Evaluated) -> _Carry:
+        """Stopping rules decided on full-data quantities (precedence: first listed wins)."""
+        running = c.status == Status.MAX_STEPS
+        nonfinite = ~(jnp.isfinite(ev.loss) & jnp.isfinite(ev.grad_norm))
+        first = jnp.isnan(c.threshold)
+        threshold = jnp.where(
+            first, ev.loss + (tols.divergence_factor - 1) * jnp.abs(ev.loss), c.threshold
+        )
+        if opts.use_divergence:
+            # A transient (a spike that turns around) resets the streak; runaway growth keeps it.
+            rising = (ev.loss > threshold) & (ev.loss >= c.last_loss)
+            streak = jnp.where(rising, c.streak + 1, 0)
+            diverged = streak >= tols.divergence_patience
         else:
-            converged_after = false
+            streak, diverged = c.streak, false
+        grad_small = ev.grad_norm < tols.grad_tol if opts.use_grad_tol else false
         if opts.use_patience:
-            improved = loss < carry.best_loss - tols.min_delta
-            since_best = jnp.where(improved, 0, carry.since_best + 1)
-            converged_after = converged_after | (since_best >= tols.patience)
-        nonfinite_here = ~(jnp.isfinite(loss) & jnp.isfinite(gnorm))
-        diverged_here = loss > threshold
-        grad_small = gnorm < tols.grad_tol if opts.use_grad_tol else false
-        nonfinite_next = ~_tree_all_finite(new_params)
-        stop_before = nonfinite_here | diverged_here | grad_small | nonfinite_next
-        # In order of precedence, the first check that fires decides the status.
-        checks = [
-            (nonfinite_here, Status.NONFINITE),
-            (diverged_here, Status.DIVERGED),
-            (grad_small, Status.CONVERGED),
-            (nonfinite_next, Status.NONFINITE),
-            (converged_after, Status.CONVERGED),
-        ]
+            improved = ev.loss < c.best_loss - tols.min_delta
+            since_best = jnp.where(improved, 0, c.since_best + 1)
+            patience_out = since_best >= tols.patience
+            best_loss = jnp.where(improved, ev.loss, c.best_loss)
+        else:
+            since_best, patience_out, best_loss = c.since_best, false, c.best_loss
         status = jnp.int32(Status.MAX_STEPS)
-        for fired, code in reversed(checks):
+        for fired, code in reversed(
+            [
+                (nonfinite, Status.NONFINITE),
+                (diverged, Status.DIVERGED),
+                (grad_small, Status.CONVERGED),
+                (patience_out, Status.CONVERGED),
+            ]
+        ):
             status = jnp.where(fired, jnp.int32(code), status)
-        apply = running & ~stop_before
-        stops = running & (status != Status.MAX_STEPS)
+
+        def keep(new, old):
+            return jnp.where(running, new, old)
+
+        return c._replace(
+            status=keep(status, c.status),
+            streak=keep(streak, c.streak),
+            last_loss=keep(ev.loss, c.last_loss),
+            threshold=threshold,
+            best_loss=keep(best_loss, c.best_loss),
+            since_best=keep(since_best, c.since_best),
+        )
+
+    def step(c: _Carry, t, given=None):
+        """One update on the batch of step `t` (or on the full data, reusing `given` if computed)."""
+        running = c.status == Status.MAX_STEPS
+        if given is not None:
+            loss, grad = given
+            batch = data
+        elif full_batch:
+            batch = data
+            loss, grad = value_and_grad(c.params, batch)
+        else:
+            idx = sampler.batch_indices(key, t, opts.num_examples, opts.batch_size)
+            batch = jax.tree.map(lambda x: jnp.take(x, idx, axis=0), data)
+            loss, grad = value_and_grad(c.params, batch)
+        loss = loss.astype(dtype)
+        if opts.extra_args:
+            updates, new_rule_state = update(
+                grad, c.rule_state, c.params, value=loss, grad=grad, value_fn=lambda p: cost(p, batch)
+            )
+        else:
+            updates, new_rule_state = update(grad, c.rule_state, c.params)
+        new_params = optax.apply_updates(c.params, updates)
+        new_params = jax.tree.map(lambda p, q: p.astype(q.dtype), new_params, c.params)
+        nonfinite = ~jnp.isfinite(loss) | ~_tree_all_finite(new_params)
+        if opts.use_tol:
+            delta = jnp.sqrt(_tree_sq_norm(jax.tree.map(jnp.subtract, new_params, c.params)))
+            converged = delta < tols.tol
+        else:
+            converged = false
+        apply = running & ~nonfinite
+        status = jnp.where(nonfinite, jnp.int32(Status.NONFINITE), jnp.int32(Status.MAX_STEPS))
+        status = jnp.where(apply & converged, jnp.int32(Status.CONVERGED), status)
 
         def pick(new, old):
             return jax.tree.map(lambda a, b: jnp.where(apply, a, b), new, old)
 
-        params = pick(new_params, carry.params)
-        steps = carry.steps + apply.astype(jnp.int32)
-        new_carry = _Carry(
-            params=params,
-            rule_state=pick(new_rule_state, carry.rule_state),
-            status=jnp.where(stops, status, carry.status),
-            steps=steps,
-            best_loss=jnp.where(running & improved, loss, carry.best_loss)
-            if opts.use_patience
-            else carry.best_loss,
-            since_best=jnp.where(running, since_best, carry.since_best)
-            if opts.use_patience
-            else carry.since_best,
-            params_history=record(carry.params_history, t + 1, params),
+        c = c._replace(
+            params=pick(new_params, c.params),
+            rule_state=pick(new_rule_state, c.rule_state),
+            status=jnp.where(running, status, c.status),
+            steps=c.steps + apply.astype(jnp.int32),
         )
-        return new_carry, (loss, gnorm)
+        return c, loss
 
-    # Full batch records params as scan outputs (no per-step scatter); mini-batch walks epochs and
-    # writes its records into buffers carried through the loop.
-    history = (
-        None
-        if opts.batch_size is None
-        else jax.tree.map(lambda p: jnp.zeros((num_records, *p.shape), p.dtype).at[0].set(p), params0)
-    )
-    carry0 = _Carry(
+    def record(c: _Carry, i) -> _Carry:
+        if c.params_history is None:
+            return c
+        # Rows at evaluations 0, m, 2m, ...; others write out of bounds, which mode="drop" discards.
+        row = jnp.where(i % per_record == 0, i // per_record, num_records)
+        history = jax.tree.map(lambda h, p: h.at[row].set(p, mode="drop"), c.params_history, c.params)
+        return c._replace(params_history=history)
+
+    def interval(c: _Carry, i, length: int):
+        """Evaluation `i`, then `length` steps from step `i * k`."""
+        ev, grad = evaluate(c.params)
+        c = at_evaluation(c, ev)
+        c = record(c, i)
+        at_eval = c.params
+        t0 = i * k
+        c, first = step(c, t0, (ev.loss, grad) if full_batch else None)
+        if length > 1:
+            c, more = jax.lax.scan(
+                lambda c, t: step(c, t), c, t0 + jnp.arange(1, length), unroll=opts.unroll
+            )
+            batch_losses = jnp.concatenate([first[None], more])
+        else:
+            batch_losses = first[None]
+        out = (ev, batch_losses if opts.batch_losses else None)
+        return c, (out, at_eval if per_record == 1 else None)
+
+    history = None
+    if per_record > 1:
+        history = jax.tree.map(lambda p: jnp.zeros((num_records, *p.shape), p.dtype), params0)
+    carry = _Carry(
         params=params0,
         rule_state=rule_state0,
         status=jnp.int32(Status.MAX_STEPS),
         steps=jnp.int32(0),
         best_loss=jnp.asarray(jnp.inf, dtype),
         since_best=jnp.int32(0),
+        streak=jnp.int32(0),
+        last_loss=jnp.asarray(-jnp.inf, dtype),
+        threshold=jnp.asarray(jnp.nan, dtype),
         params_history=history,
     )
+    evals, batch_losses, records = [], [], []
+    if num_full:
+        carry, ((ev, bl), rec) = jax.lax.scan(
+            lambda c, i: interval(c, i, k), carry, jnp.arange(num_full, dtype=jnp.int32)
+        )
+        evals.append(ev)
+        batch_losses.append(None if bl is None else bl.reshape(-1))
+        records.append(rec)
+    if rest:
+        carry, ((ev, bl), rec) = interval(carry, jnp.int32(num_full), rest)
+        evals.append(jax.tree.map(lambda x: x[None], ev))
+        batch_losses.append(bl)
+        records.append(None if rec is None else jax.tree.map(lambda x: x[None], rec))
+    last, _ = evaluate(carry.params)
+    carry = carry._replace(
+        status=jnp.where(
+            (carry.status == Status.MAX_STEPS) & ~(jnp.isfinite(last.loss) & jnp.isfinite(last.grad_norm)),
+            jnp.int32(Status.NONFINITE),
+            carry.status,
+        )
+    )
+    evals.append(jax.tree.map(lambda x: x[None], last))
+    ev = jax.tree.map(lambda *xs: jnp.concatenate(xs), *evals)
 
-    if opts.batch_size is None:
-        carry, (losses, gnorms), params_history = _full_batch_scan(step, carry0, opts)
+    if per_record == 1:
+        # Every evaluation is recorded: params came out of the scan (no per-step scatter).
+        params_history = jax.tree.map(
+            lambda *xs: jnp.concatenate(xs), *records, jax.tree.map(lambda x: x[None], carry.params)
+        )
     else:
-        carry, (losses, gnorms) = _epoch_scan(step, carry0, key, opts)
-        params_history = carry.params_history
+        last_row = num_records - 1
+        params_history = jax.tree.map(lambda h, p: h.at[last_row].set(p), carry.params_history, carry.params)
 
-    # The last iterate: its loss completes the history (num_steps + 1 entries).
-    loss_T, grad_T = value_and_grad(carry.params, data)
-    gnorm_T = jnp.sqrt(_tree_sq_norm(grad_T)).astype(dtype)
-    losses = jnp.concatenate([losses, loss_T.astype(dtype)[None]])
-    gnorms = jnp.concatenate([gnorms, gnorm_T[None]])
-    # A run that stopped keeps its frozen values from the stop on.
-    idx = jnp.arange(opts.num_steps + 1)
     stop_step = jnp.where(carry.status != Status.MAX_STEPS, carry.steps, _NO_STOP).astype(jnp.int32)
-    frozen = (stop_step != _NO_STOP) & (idx > stop_step)
-    stop_at = jnp.clip(stop_step, 0, opts.num_steps)
-    losses = jnp.where(frozen, losses[stop_at], losses)
-    gnorms = jnp.where(frozen, gnorms[stop_at], gnorms)
     return Trace(
         params=carry.params,
-        loss_history=losses,
+        loss_history=ev.loss,
         params_history=params_history,
-        grad_norm_history=gnorms,
+        grad_norm_history=ev.grad_norm,
         steps=carry.steps,
         status=carry.status,
         stop_step=stop_step,
+        eval_steps=jnp.asarray(eval_steps, jnp.int32),
+        batch_loss_history=jnp.concatenate(batch_losses) if opts.batch_losses else None,
+        metrics=ev.metrics,
+        record_steps=jnp.asarray(record_steps, jnp.int32),
     )
 
 
-def _full_batch_scan(step, carry0, opts: RunOptions):
-    """Full-batch steps as nested scans: chunks of `record_every` steps, params recorded per chunk."""
-    k, num_steps = opts.record_every, opts.num_steps
-    num_chunks, rest = divmod(num_steps, k)
-    inner = lambda c, t: step(c, t, None)
-
-    def chunk(c, ts):
-        c, outs = jax.lax.scan(inner, c, ts, unroll=opts.unroll)
-        return c, (outs, c.params)
-
-    if k == 1:
-        carry, (outs, records) = jax.lax.scan(
-            lambda c, t: (lambda c2, o: (c2, (o, c2.params)))(*inner(c, t)),
-            carry0,
-            jnp.arange(num_steps),
-            unroll=opts.unroll,
-        )
-    else:
-        carry, (outs, records) = jax.lax.scan(
-            chunk, carry0, jnp.arange(num_chunks * k).reshape(num_chunks, k)
-        )
-        outs = jax.tree.map(lambda x: x.reshape(-1), outs)
-    if rest:
-        carry, rest_outs = jax.lax.scan(
-            inner, carry, jnp.arange(num_chunks * k, num_steps), unroll=opts.unroll
-        )
-        outs = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), outs, rest_outs)
-    history = jax.tree.map(lambda p0, r: jnp.concatenate([p0[None], r]), carry0.params, records)
-    return carry, outs, history
+_compiled_run = jax.jit(_scan_run, static_argnums=(0, 1, 2, 3, 4))
 
 
-def _epoch_scan(step, carry0, key, opts: RunOptions):
-    """Mini-batch sampling without replacement, epoch by epoch, inside the compiled loop.
-
-    Each epoch draws one permutation of the examples from `fold_in(key, epoch)` and walks it in
-    `n // batch_size` batches (the remainder is left out of that epoch; the next permutation differs).
-    Steps past `num_steps` in the last epoch are computed but discarded.
-    """
-    n, bs = opts.num_examples, opts.batch_size
-    per_epoch = n // bs
-    num_epochs = -(-opts.num_steps // per_epoch)
-
-    def epoch(carry, e):
-        perm = jax.random.permutation(jax.random.fold_in(key, e), n)[: per_epoch * bs]
-        batches = perm.reshape(per_epoch, bs)
-        ts = e * per_epoch + jnp.arange(per_epoch)
-
-        def body(c, x):
-            t, idx = x
-            new_c, out = step(c, t, idx)
-            # Past the budget: keep the carry (the outputs are sliced away below).
-            keep = t < opts.num_steps
-            new_c = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new_c, c)
-            return new_c, out
-
-        return jax.lax.scan(body, carry, (ts, batches), unroll=opts.unroll)
-
-    carry, (losses, gnorms) = jax.lax.scan(epoch, carry0, jnp.arange(num_epochs))
-    return carry, (losses.reshape(-1)[: opts.num_steps], gnorms.reshape(-1)[: opts.num_steps])
-
-
-_compiled_run = jax.jit(_scan_run, static_argnums=(0, 1, 2))
+def given_state(params0: PyTree, state: Any) -> Any:
+    """`rule_init` of a rule whose state was built outside the program (`rule.init(params0)`)."""
+    del params0
+    return state
 
 
 def enabled_criteria(opts: RunOptions, tols: Tolerances) -> RunOptions:
@@ -308,6 +369,7 @@ def enabled_criteria(opts: RunOptions, tols: Tolerances) -> RunOptions:
         use_tol=bool(np.any(np.asarray(tols.tol) > 0)),
         use_grad_tol=bool(np.any(np.asarray(tols.grad_tol) > 0)),
         use_patience=bool(np.any(np.asarray(tols.patience) < np.iinfo(np.int32).max)),
+        use_divergence=bool(np.any(np.isfinite(np.asarray(tols.divergence_factor)))),
     )
 
 
@@ -316,12 +378,14 @@ def use_feature_major(cost, data, opts: RunOptions):
 
     A cost may carry `cost.feature_major`, the same cost for batches `(X.T, y, ...)` (gdjax's
     `make_cost(linear, loss)` does). For `n` examples of `d < n` features, XLA on CPU runs both
-    products of a least-squares step (`X w` and `X^T r`) several times faster on the transposed,
-    contiguous-rows layout; the results equal the row-major ones up to summation order.
+    products of a full-batch least-squares step (`X w` and `X^T r`) several times faster on the
+    transposed, contiguous-rows layout; the results equal the row-major ones up to summation order.
+    Mini-batch runs keep the row-major layout, where a batch is a gather of contiguous rows.
     """
     alt = getattr(cost, "feature_major", None)
     if (
         alt is None
+        or opts.batch_size is not None
         or not isinstance(data, tuple)
         or len(data) < 2
         or np.ndim(data[0]) != 2
@@ -384,6 +448,66 @@ def _checked_signature(cost, params_key: _StructKey, data_key: _StructKey):
     validation.check_cost(cost, _abstract(params_key.struct), _abstract(data_key.struct))
 
 
+# Names a metric may not take: the columns every trace and summary already has.
+RESERVED_NAMES = frozenset(
+    {
+        "loss", "final_loss", "grad_norm", "batch_loss", "status", "steps", "stop_step", "lane", "rule",
+        "seed", "start", "batch_size", "suboptimality", "steps_to_target", "eval_step", "params",
+    }
+)  # fmt: skip
+MAX_RECORD_BYTES = 64 * 2**20  # default cap of the recorded iterates (and of the batch losses) of a run
+
+
+def default_eval_every(num_steps: int, batch_size: int | None, num_examples: int | None) -> int:
+    """Every step for full batch (free: the step's own gradient is the evaluation); for mini-batches,
+    often enough for curves but rarely enough that evaluation (a pass over all `n` examples) costs at
+    most about 10% of the stepping (`10 n / batch_size` steps between evaluations)."""
+    if batch_size is None or num_examples is None:
+        return 1
+    return max(1, min(num_steps, -(-10 * num_examples // batch_size)))
+
+
+def check_metrics(metrics, params0: PyTree) -> tuple[tuple[str, Callable], ...]:
+    """Validates `metrics={"name": fn(params) -> scalar}` on the host (abstractly: nothing runs)."""
+    if metrics is None:
+        return ()
+    if not isinstance(metrics, Mapping):
+        raise ValueError(f"metrics must be a dict {{name: fn(params) -> scalar}}, got {type(metrics).__name__}")
+    out = []
+    for name, fn in metrics.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"metric names must be identifiers (letters, digits, _), got {name!r}")
+        if name in RESERVED_NAMES:
+            raise ValueError(f"metric name {name!r} clashes with a built-in column; rename it (e.g. 'test_{name}')")
+        if not callable(fn):
+            raise ValueError(f"metrics[{name!r}] must be a function fn(params) -> scalar, got {fn!r}")
+        _checked_metric(fn, name, _StructKey(params0))
+        out.append((name, fn))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_metric(fn, name: str, params_key: _StructKey):
+    try:
+        value = jax.eval_shape(fn, _abstract(params_key.struct))
+    except Exception as err:  # the user's metric failed: say which, not where in JAX
+        raise ValueError(
+            f"metrics[{name!r}] failed on the params: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}"
+        ) from err
+    if getattr(value, "shape", None) != () or not jnp.issubdtype(value.dtype, jnp.number):
+        raise ValueError(
+            f"metrics[{name!r}] must return a real scalar, got "
+            f"{getattr(value, 'shape', value)} {getattr(value, 'dtype', '')}".rstrip()
+        )
+    if jnp.issubdtype(value.dtype, jnp.complexfloating):
+        raise ValueError(f"metrics[{name!r}] must return a real scalar, got dtype {value.dtype}")
+
+
+def _tree_bytes(tree) -> int:
+    return int(sum(np.prod(np.shape(x)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)))
+
+
 def prepare(
     cost,
     rule: optax.GradientTransformation,
@@ -393,15 +517,20 @@ def prepare(
     num_steps: int,
     batch_size: int | None,
     key,
-    record_every: int,
-    unroll: int,
+    eval_every: int | None = None,
+    record_every: int | None = None,
+    metrics=None,
+    unroll: int = 1,
+    max_record_bytes: int = MAX_RECORD_BYTES,
 ):
     """Validates the arguments of `run` and returns what the compiled scan takes.
 
-    Shared by `run` and `gdjax.sweep`, so both accept and reject exactly the same inputs.
+    Shared by `run` and `gdjax.sweep`, so both accept and reject exactly the same inputs. Returns
+    `(params0, data, key, opts, metrics)`.
     """
     validation.check_positive_int("num_steps", num_steps)
-    validation.check_positive_int("record_every", record_every)
+    validation.check_positive_int("eval_every", eval_every, allow_none=True)
+    validation.check_positive_int("record_every", record_every, allow_none=True)
     validation.check_positive_int("unroll", unroll)
     if not isinstance(rule, optax.GradientTransformation):
         raise ValueError(
@@ -416,6 +545,8 @@ def prepare(
             raise ValueError("batch_size needs data with a leading example axis; data is None")
         if batch_size > n:
             raise ValueError(f"batch_size={batch_size} is larger than the data ({n} examples)")
+        if n > sampler.MAX_EXAMPLES:
+            raise ValueError(f"mini-batch sampling supports up to {sampler.MAX_EXAMPLES} examples, got {n}")
         if batch_size == n:
             batch_size = None  # every batch is the whole data set: full-batch gradient descent
         elif key is None:
@@ -426,12 +557,59 @@ def prepare(
     dtype = _float_dtype(params0)
     data = _prepare_data(data, dtype)
     _checked_signature(cost, _StructKey(params0), _StructKey(data))
-    if key is not None and not (
-        isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-    ):
-        key = jax.random.key(int(key)) if np.ndim(key) == 0 else jax.random.wrap_key_data(key)
-    opts = RunOptions(num_steps, batch_size, n, record_every, unroll)
-    return params0, data, key, opts
+    metric_fns = check_metrics(metrics, params0)
+    key = _as_key(key)
+
+    default = default_eval_every(num_steps, batch_size, n)
+    if eval_every is None:
+        eval_every = default if record_every is None else math.gcd(record_every, min(default, record_every))
+    eval_every = min(eval_every, num_steps)
+    num_evals = -(-num_steps // eval_every) + 1
+    itemsize = np.dtype(dtype).itemsize
+    if num_evals * (2 + len(metric_fns)) * itemsize > 8 * max_record_bytes:
+        raise ValueError(
+            f"num_steps={num_steps} with eval_every={eval_every} makes {num_evals} evaluations, whose "
+            f"histories would need {num_evals * (2 + len(metric_fns)) * itemsize / 2**20:.0f} MiB: pass "
+            f"eval_every >= {-(-num_steps * (2 + len(metric_fns)) * itemsize // (8 * max_record_bytes))}"
+        )
+    params_bytes = max(1, _tree_bytes(params0))
+    if record_every is None:
+        # Iterates at evaluations, thinned so that the records fit max_record_bytes.
+        rows = max(1, max_record_bytes // params_bytes - 1)
+        record_every = eval_every * max(1, -(-(num_evals - 1) // rows))
+    elif record_every % eval_every:
+        raise ValueError(
+            f"record_every={record_every} must be a multiple of eval_every={eval_every}: iterates are "
+            "recorded at evaluations"
+        )
+    batch_losses = num_steps * itemsize <= max_record_bytes
+    opts = RunOptions(
+        num_steps=num_steps,
+        batch_size=batch_size,
+        num_examples=n,
+        eval_every=eval_every,
+        record_every=record_every,
+        unroll=unroll,
+        extra_args=isinstance(rule, optax.GradientTransformationExtraArgs),
+        batch_losses=batch_losses,
+    )
+    return params0, data, key, opts, metric_fns
+
+
+def _as_key(key):
+    """An integer seed, raw key data or a typed key -> a typed PRNG key (None stays None)."""
+    if key is None or (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
+        return key
+    if isinstance(key, bool) or (np.ndim(key) == 0 and not isinstance(key, int | np.integer)):
+        raise ValueError(f"key must be an integer seed or a jax.random.key, got {key!r}")
+    if np.ndim(key) == 0:
+        if not -(2**63) <= int(key) < 2**64:
+            raise ValueError(f"key must be an integer seed that fits 64 bits, got {key!r}")
+        return jax.random.key(int(key))
+    try:
+        return jax.random.wrap_key_data(np.asarray(key, np.uint32))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"key must be an integer seed or a jax.random.key, got {key!r} ({err})") from None
 
 
 def run(
@@ -444,52 +622,77 @@ def run(
     batch_size: int | None = None,
     key: jax.Array | int | None = None,
     tol: float | None = None,
+    metrics: Mapping[str, Callable[[PyTree], jax.Array]] | None = None,
+    eval_every: int | None = None,
     grad_tol: float | None = None,
     patience: int | None = None,
     min_delta: float = 0.0,
-    divergence_factor: float | None = 100.0,
-    record_every: int = 1,
+    divergence_factor: float | None = DIVERGENCE_FACTOR,
+    divergence_patience: int = DIVERGENCE_PATIENCE,
+    record_every: int | None = None,
     unroll: int = 1,
     layout: str = "feature_major",
 ) -> Trace:
     """Minimises `cost(params, data)` with `rule` for up to `num_steps` steps, as one compiled scan.
 
-    Each step evaluates the full-data cost and gradient at the current parameters (the histories),
-    asks `rule` for an update from that gradient (full batch) or from the gradient on a sampled batch
-    (`batch_size` set), and applies it. Stopping and divergence are decided inside the compiled loop;
-    a stopped run is frozen for the remaining steps, so runs of different lengths vmap together.
+    Each step asks `rule` for an update from the gradient on its batch (the whole data for full batch;
+    `batch_size` examples sampled without replacement otherwise) and applies it; a run computes exactly
+    `num_steps` steps. Measurement is separate from stepping: an *evaluation* computes the full-data
+    loss, the full-data gradient norm and `metrics` at steps `0, eval_every, 2 eval_every, ...` and
+    after the last step, inside the same compiled program. Stopping and divergence are decided inside
+    the loop; a stopped run is frozen for the remaining steps, so runs of different lengths vmap
+    together.
 
-    Stopping (each optional, the first to fire wins):
-      - `tol`: the tutorials' rule, `||params_t - params_{t-1}|| < tol` (global 2-norm).
-      - `grad_tol`: `||grad f(params_t)|| < grad_tol` on the full-data gradient.
-      - `patience`: `patience` steps in a row without the loss improving on its best by `min_delta`.
-    Divergence is a status, not an exception: a non-finite loss, gradient or update gives
-    `Status.NONFINITE`, and a loss above `f(params_0) + (divergence_factor - 1) * |f(params_0)|`
-    (100x the initial loss by default; `None` disables) gives `Status.DIVERGED`. The run is frozen
-    at the last finite iterate before the update that would overflow.
+    Evaluation schedule (`eval_every`): default every step for full batch (free: the step's own
+    `value_and_grad` is the evaluation), and `ceil(10 n / batch_size)` steps for mini-batches, so
+    that evaluation costs at most about 10% of the stepping. `eval_every=1` gives the tutorials' loss
+    at every step. The loss of every step's batch is recorded too (`batch_loss_history`, free).
+
+    Stopping (each optional, the first to fire wins), and when each is checked:
+      - `tol` (every step): the tutorials' rule, `||params_t - params_{t-1}|| < tol` (global 2-norm).
+      - `grad_tol` (at evaluations): `||grad f(params_t)|| < grad_tol` on the full-data gradient.
+      - `patience` (at evaluations): `patience` evaluations in a row without the full-data loss
+        improving on its best by `min_delta`.
+    Divergence is a status, not an exception:
+      - `NONFINITE` (every step and at evaluations): a non-finite loss, gradient norm or update; the
+        run is frozen at the last finite iterate.
+      - `DIVERGED` (at evaluations): the full-data loss stayed above
+        `f(params_0) + (divergence_factor - 1) |f(params_0)|` (100x the initial loss by default) and
+        did not fall, for `divergence_patience` (50) evaluations in a row. A transient spike that turns
+        around (Adagrad or LARS at Optax's own settings on Rosenbrock climb to 100x and 8e6x before
+        converging) resets the count; runaway growth does not. `divergence_factor=None` disables it.
 
     Args:
-      cost: pure `cost(params, batch) -> scalar`.
+      cost: pure `cost(params, data) -> scalar`.
       rule: any `optax.GradientTransformation`. Rules from `gdjax.rules` keep their hyperparameters
         in their state, so `rules.sgd(0.01)` then `rules.sgd(0.02)` reuses one compilation; an
-        Optax optimizer built anew (`optax.adam(lr)`) is a new program for each value.
-      params0: starting parameters, any pytree of floating arrays; the run keeps their dtype and the
-        floating data is cast to it.
-      data: the batch pytree passed to `cost` (e.g. `(X, y)`), every leaf with a leading example
-        axis; `None` for costs that ignore it.
-      num_steps: number of update steps (the histories have `num_steps + 1` entries).
+        Optax optimizer built anew (`optax.adam(lr)`) is a new program for each value. Rules that take
+        extra arguments (`optax.lbfgs()`, `optax.polyak_sgd`) get `value`, `grad` and `value_fn`.
+      params0: starting parameters, any pytree of floating (or complex) arrays; the run keeps their
+        dtype and the floating data is cast to it.
+      data: the pytree passed to `cost` (e.g. `(X, y)`), every leaf with a leading example axis;
+        `None` for costs that ignore it.
+      num_steps: number of update steps.
       batch_size: `None` for full batch; `1` for stochastic, `k` for mini-batch gradient descent,
-        sampled without replacement epoch by epoch from `key`.
+        sampled without replacement epoch by epoch from `key` (`gdjax.sampler`).
       key: PRNG key (or integer seed) for sampling; required when `batch_size` < number of examples.
-      record_every: keep every `record_every`-th iterate in `params_history` (memory for big models).
-      unroll: `lax.scan` unroll factor (results are identical). Leave it at 1 on CPU: with jax 0.10
-        an unrolled scan copied its history buffers each step here, 40x slower on a small problem.
+      tol: see Stopping.
+      metrics: `{"name": fn(params) -> scalar}`, evaluated at every evaluation inside the compiled
+        program (a held-out loss or accuracy) and returned as `trace.metrics["name"]`. Define each
+        function once: a new function object is a new program.
+      eval_every: steps between evaluations (see above).
+      grad_tol, patience, min_delta: see Stopping.
+      divergence_factor, divergence_patience: see Divergence.
+      record_every: steps between recorded iterates (`params_history`), a multiple of `eval_every`.
+        Default: at every evaluation, thinned so that the records stay under 64 MiB.
+      unroll: `lax.scan` unroll factor of the steps between evaluations (results are identical).
       layout: `"feature_major"` (default) lets a cost that supports it (`make_cost(linear, ...)`)
-        see `X` stored transposed, which is several times faster on CPU; `"as_given"` passes the
-        data untouched. Results agree up to floating-point summation order.
+        see `X` stored transposed for full-batch runs, several times faster on CPU; `"as_given"`
+        passes the data untouched. Results agree up to floating-point summation order.
 
     Returns:
-      A `Trace` (see `gdjax.Trace`).
+      A `Trace` (see `gdjax.Trace`): `loss_history`, `grad_norm_history` and `metrics` at
+      `eval_steps`; `params_history` at `record_steps`; `batch_loss_history` per step.
 
     Example:
       >>> import gdjax
@@ -499,8 +702,8 @@ def run(
       >>> round(float(trace.params["w"][0]), 3), round(float(trace.params["b"]), 3)
       (20.0, 5.0)
     """
-    tols = make_tolerances(tol, grad_tol, patience, min_delta, divergence_factor)
-    params0, data, key, opts = prepare(
+    tols = make_tolerances(tol, grad_tol, patience, min_delta, divergence_factor, divergence_patience)
+    params0, data, key, opts, metric_fns = prepare(
         cost,
         rule,
         params0,
@@ -508,7 +711,9 @@ def run(
         num_steps=num_steps,
         batch_size=batch_size,
         key=key,
+        eval_every=eval_every,
         record_every=record_every,
+        metrics=metrics,
         unroll=unroll,
     )
     if layout == "feature_major":
@@ -517,7 +722,18 @@ def run(
         raise ValueError(f"layout must be 'feature_major' or 'as_given', got {layout!r}")
     opts = enabled_criteria(opts, tols)
     rule_state0 = rule.init(params0)
-    return _compiled_run(cost, rule.update, opts, params0, rule_state0, data, key, tols)
+    return _compiled_run(
+        cost, given_state, rule.update, metric_fns, opts, params0, rule_state0, data, key, tols
+    )
 
 
-__all__ = ["RunOptions", "Tolerances", "make_tolerances", "prepare", "run"]
+__all__ = [
+    "DIVERGENCE_FACTOR",
+    "DIVERGENCE_PATIENCE",
+    "RESERVED_NAMES",
+    "RunOptions",
+    "Tolerances",
+    "make_tolerances",
+    "prepare",
+    "run",
+]

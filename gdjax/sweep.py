@@ -87,9 +87,11 @@ from gdjax import rules as rules_lib
 from gdjax.types import PyTree, Status, Trace
 
 # Grid keys that are stopping settings rather than rule hyperparameters (arrays in loop.Tolerances).
-TOLERANCE_NAMES = ("tol", "grad_tol", "patience", "min_delta", "divergence_factor")
+TOLERANCE_NAMES = ("tol", "grad_tol", "patience", "min_delta", "divergence_factor", "divergence_patience")
 # `fold_in` constant of the init-noise key: mini-batch epochs fold in 0, 1, 2, ... and never reach it.
 NOISE_FOLD = 2**32 - 1
+# Default cap of the recorded iterates of all the lanes of one program, together.
+SWEEP_RECORD_BYTES = 256 * 2**20
 _LANES = "lanes"  # mesh axis name
 _STATUS_NAMES = tuple(str(s) for s in Status)
 _TOLERANCE_DEFAULTS = {
@@ -97,7 +99,8 @@ _TOLERANCE_DEFAULTS = {
     "grad_tol": None,
     "patience": None,
     "min_delta": 0.0,
-    "divergence_factor": 100.0,
+    "divergence_factor": loop.DIVERGENCE_FACTOR,
+    "divergence_patience": loop.DIVERGENCE_PATIENCE,
 }
 
 
@@ -370,7 +373,8 @@ class _RuleSpec:
             return rules_lib.get(self.source, **kwargs)
         return self.source(**kwargs)
 
-    def init(self, values, params0):
+    def init(self, params0, values):
+        """`rule_init` of the compiled loop: the lane's rule state, built inside the program."""
         return self.build(values).init(params0)
 
 
@@ -562,6 +566,7 @@ class _Group:
 
     spec: _RuleSpec
     update: Callable
+    metrics: tuple  # ((name, fn), ...)
     cost: Callable
     opts: loop.RunOptions
     data: PyTree  # prepared (cast) data, shared by every lane
@@ -649,12 +654,14 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 # ------------------------------------------------------------------------- the compiled program
-def _lanes_program(cost, update, opts, spec, lane_sharding, key_impl, params0, hp, data, key_data, tols):
+def _lanes_program(
+    cost, update, metrics, opts, spec, lane_sharding, key_impl, params0, hp, data, key_data, tols
+):
     """`loop._scan_run` vmapped over lanes; each lane builds its rule state from its values."""
     keys = None if key_data is None else jax.random.wrap_key_data(key_data, impl=key_impl)
 
     def one(p0, values, key, lane_tols):
-        return loop._scan_run(cost, update, opts, p0, spec.init(values, p0), data, key, lane_tols)
+        return loop._scan_run(cost, spec.init, update, metrics, opts, p0, values, data, key, lane_tols)
 
     out = jax.vmap(one)(params0, hp, keys, tols)
     if lane_sharding is not None:
@@ -662,7 +669,7 @@ def _lanes_program(cost, update, opts, spec, lane_sharding, key_impl, params0, h
     return out
 
 
-_program = jax.jit(_lanes_program, static_argnums=(0, 1, 2, 3, 4, 5))
+_program = jax.jit(_lanes_program, static_argnums=(0, 1, 2, 3, 4, 5, 6))
 _COMPILED: collections.OrderedDict = collections.OrderedDict()
 _COMPILED_MAX = 64
 
@@ -777,8 +784,11 @@ def sweep(
     grad_tol: float | None = None,
     patience: int | None = None,
     min_delta: float = 0.0,
-    divergence_factor: float | None = 100.0,
-    record_every: int = 1,
+    divergence_factor: float | None = loop.DIVERGENCE_FACTOR,
+    divergence_patience: int = loop.DIVERGENCE_PATIENCE,
+    metrics: Mapping[str, Callable[[PyTree], jax.Array]] | None = None,
+    eval_every: int | None = None,
+    record_every: int | None = None,
     unroll: int = 1,
     chunk_size: int | None = None,
     progress: Callable[[int, int], Any] | None = None,
@@ -816,7 +826,15 @@ def sweep(
       batch_size: None (full batch), an int, or a list of them: one compiled group per batch size.
       tol, grad_tol, patience, min_delta, divergence_factor: stopping settings as in `loop.run`, the
         same for every lane (put them in the grid to sweep them).
-      record_every: keep every `record_every`-th iterate in `params_history`.
+      divergence_patience: see `gdjax.run`.
+      metrics: `{"name": fn(params) -> scalar}` evaluated per lane at every evaluation (as in
+        `gdjax.run`): `trace.metrics["name"]` is `(lanes, num_evals)`, summaries get a column with
+        the last value, and `best(by="name", mode="max")` ranks by it.
+      eval_every: steps between evaluations, as in `gdjax.run` (default: every step for full batch,
+        `ceil(10 n / batch_size)` for mini-batches).
+      record_every: steps between recorded iterates (`params_history`), a multiple of `eval_every`;
+        default at evaluations, thinned so that one lane's records stay under 64 MiB / lanes... see
+        `gdjax.run`.
       unroll: `lax.scan` unroll factor.
       chunk_size: run the lanes of each program in chunks of this many (one compiled program for all
         chunks; the last chunk is padded by repeating a lane and the padding dropped).
@@ -846,6 +864,7 @@ def sweep(
         patience=patience,
         min_delta=min_delta,
         divergence_factor=divergence_factor,
+        divergence_patience=divergence_patience,
     )
     parsed_grids = [
         _parse_grid(r, g, zip_grid=zip_grid, tolerance_kwargs=tolerance_kwargs) for r, g in entries
@@ -904,7 +923,15 @@ def sweep(
             )
 
     lanes = _LaneAxes.build(stack, starts is not None, seed_list, init_noise)
-    run_options = dict(num_steps=num_steps, record_every=record_every, unroll=unroll)
+    if eval_every is None and len(run_batch_sizes) > 1:
+        # Lanes of every batch size stack into one trace: they share the most frequent default schedule.
+        eval_every = min(
+            loop.default_eval_every(num_steps, None if b == num_examples else b, num_examples)
+            for b in run_batch_sizes
+        )
+    run_options = dict(
+        num_steps=num_steps, eval_every=eval_every, record_every=record_every, metrics=metrics, unroll=unroll
+    )
     groups = []
     for parsed in parsed_grids:
         rule0, tol_base = _validate_values(parsed, tolerance_kwargs)
@@ -912,13 +939,15 @@ def sweep(
             parsed, zip_grid, lanes, tol_base
         )
         for shown_bs, bs in zip(batch_sizes, run_batch_sizes, strict=True):
-            p0, prepared, _, opts = loop.prepare(
+            p0, prepared, _, opts, metric_fns = loop.prepare(
                 run_cost,
                 rule0,
                 jax.tree.map(lambda x: x[0], lane_params),
                 run_data,
                 batch_size=bs,
                 key=None if seed_list is None else jax.random.key(seed_list[0]),
+                # The records of all lanes share one cap (they are stacked on the host too).
+                max_record_bytes=max(1, SWEEP_RECORD_BYTES // len(seed_i)),
                 **run_options,
             )
             opts = loop.enabled_criteria(opts, tols)
@@ -938,6 +967,7 @@ def sweep(
                 _Group(
                     spec=parsed.spec,
                     update=rule0.update,
+                    metrics=metric_fns,
                     cost=group_cost,
                     opts=opts,
                     data=prepared,
@@ -947,7 +977,7 @@ def sweep(
                     key_impl=lanes.key_impl,
                     tols=tols,
                     coords=coords,
-                    bytes_per_lane=_bytes_per_lane(group_cost, rule0, p0, prepared, opts),
+                    bytes_per_lane=_bytes_per_lane(group_cost, rule0, p0, prepared, opts, len(metric_fns)),
                 )
             )
 
@@ -1034,16 +1064,17 @@ def _lane_values(parsed: _ParsedGrid, zip_grid: bool, lanes: _LaneAxes, tol_base
     return lane_params, hp, loop.Tolerances(**tol_fields), key_data, coord_values, seed_i, start_i
 
 
-def _bytes_per_lane(cost, rule, params0, data, opts: loop.RunOptions) -> int:
+def _bytes_per_lane(cost, rule, params0, data, opts: loop.RunOptions, num_metrics: int) -> int:
     """The memory estimate of one lane (see the module docstring)."""
     params_size = _tree_size(params0)
     state_size = _tree_size(jax.eval_shape(rule.init, params0))
+    # The full-data evaluation is the largest working set (a mini-batch step needs only its batch).
     residual = _largest_intermediate(cost, params0, data)
-    if opts.batch_size is not None:
-        residual = max(residual, opts.num_examples)
+    eval_steps, record_steps = loop.schedule(opts)
     elements = (
-        (opts.num_steps // opts.record_every + 1) * params_size
-        + 2 * (opts.num_steps + 1)
+        len(record_steps) * params_size
+        + (2 + num_metrics) * len(eval_steps)
+        + (opts.num_steps if opts.batch_losses else 0)
         + 3 * params_size
         + state_size
         + residual
@@ -1066,7 +1097,7 @@ def _check_memory(groups, chunk_size, devices, memory_budget, record_every) -> l
         advice = (
             f"chunk_size={fit}"
             if fit >= 1
-            else f"record_every > {record_every} (even {num_devices} lane(s) per call do not fit)"
+            else f"a larger record_every or eval_every (even {num_devices} lane(s) per call do not fit)"
         )
         what = f"chunks of {chunk_size} lanes need" if chunk_size else "the sweep needs"
         raise ValueError(
@@ -1106,7 +1137,7 @@ def _execute(groups, call_lanes, chunk_size, devices, progress, meta) -> SweepRe
                 p0, hp, key_data, tols = _place(lane_inputs, lane_sharding, devices[0])
                 args = (p0, hp, data, key_data, tols)
                 compiled, seconds = _compiled(
-                    (g.cost, g.update, g.opts, g.spec, lane_sharding, g.key_impl), args
+                    (g.cost, g.update, g.metrics, g.opts, g.spec, lane_sharding, g.key_impl), args
                 )
                 timing["compile_seconds"] += seconds
                 t0 = time.perf_counter()

@@ -29,18 +29,25 @@ class Status(enum.IntEnum):
 
 
 class Trace(NamedTuple):
-    """Histories of one run (or, with a leading grid axis, of every lane of a sweep).
+    """Histories of one run (or, with a leading lane axis, of every lane of a sweep).
+
+    Measurement runs on an evaluation schedule (`eval_steps`: `0, k, 2k, ...` and the last step);
+    stepping records only the loss of each step's own batch, which is free.
 
     Attributes:
-      params: final parameters (the last finite iterate for a diverged run).
-      loss_history: `(num_steps + 1,)` full-data cost; entry 0 is before any update. After a run
-        stops, the remaining entries repeat the frozen value.
-      params_history: parameter pytree with a leading axis of `num_steps // record_every + 1`
-        records, taken at steps `0, record_every, 2 * record_every, ...`.
-      grad_norm_history: `(num_steps + 1,)` global norm of the full-data gradient at each iterate.
+      params: final parameters (the last finite iterate for a run that blew up).
+      loss_history: `(num_evals,)` full-data cost at `eval_steps`; entry 0 is before any update.
+        After a run stops, later entries repeat the frozen value.
+      params_history: parameter pytree with a leading axis of records, taken at `record_steps`.
+      grad_norm_history: `(num_evals,)` global norm of the full-data gradient at `eval_steps`.
       steps: number of updates applied to the parameters.
       status: a `Status` code (int32).
       stop_step: the step at which the run stopped; `-1` if it used its whole budget.
+      eval_steps: `(num_evals,)` int32, the steps evaluated (the same for every lane of a sweep).
+      batch_loss_history: `(num_steps,)` loss of the batch each step's update used (for full batch,
+        the full-data loss at every step), or None when it would exceed the recording cap.
+      metrics: `{name: (num_evals,)}`, the user's metrics at `eval_steps`.
+      record_steps: `(num_records,)` int32, the steps whose iterates are in `params_history`.
     """
 
     params: PyTree
@@ -50,6 +57,10 @@ class Trace(NamedTuple):
     steps: jax.Array
     status: jax.Array
     stop_step: jax.Array
+    eval_steps: jax.Array | None = None
+    batch_loss_history: jax.Array | None = None
+    metrics: dict | None = None
+    record_steps: jax.Array | None = None
 
     @property
     def final_loss(self) -> jax.Array:
@@ -81,6 +92,9 @@ class GradCheckRow(NamedTuple):
       index: index, within the leaf, of the worst component at that point.
       dtype: the dtype whose tolerances were used (the less precise of the two computations).
       rtol: the relative tolerance used.
+      along: `"coordinates"` (the gradient's components, compared one by one) or `"directions"`
+        (directional derivatives along random unit directions in the leaf; `index` is then
+        `(direction,)`).
     """
 
     leaf: str
@@ -93,6 +107,7 @@ class GradCheckRow(NamedTuple):
     index: tuple
     dtype: str
     rtol: float
+    along: str = "coordinates"
 
 
 class GradCheckReport(NamedTuple):
@@ -110,6 +125,10 @@ class GradCheckReport(NamedTuple):
       num_points: points checked (point 0 is the given params).
       num_coordinates: coordinates checked per point, over all leaves.
       total_coordinates: coordinates in the params pytree.
+      num_directions: random directions checked per leaf and point (0: none).
+      zero_leaves: leaves whose gradient is exactly zero at every checked point while the cost
+        does not change at all when they move (a piecewise-constant cost, an integer cast, an
+        unused leaf): gradient descent cannot move them, so the report fails.
     """
 
     ok: bool
@@ -119,6 +138,8 @@ class GradCheckReport(NamedTuple):
     num_points: int
     num_coordinates: int
     total_coordinates: int
+    num_directions: int = 0
+    zero_leaves: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.ok)
@@ -136,38 +157,53 @@ class GradCheckReport(NamedTuple):
     def verdict(self) -> str:
         """One line: `PASS: ...` or `FAIL: <pair> on [<leaves>] (max rel err x); ...`."""
         if self.ok:
+            along = f" and {self.num_directions} direction(s) per leaf" if self.num_directions else ""
             return (
                 f"PASS: {len(self.rows)} comparisons of {', '.join(self.methods)} agree "
-                f"at {self.num_points} point(s)"
+                f"at {self.num_points} point(s){along}"
+            )
+        parts = []
+        if self.zero_leaves:
+            parts.append(
+                f"the gradient is identically zero on {list(self.zero_leaves)} at every checked "
+                "point and the cost does not change when they move (piecewise constant, e.g. "
+                "jnp.floor or an integer cast, or unused): gradient descent cannot move them"
             )
         by_pair: dict[str, list[GradCheckRow]] = {}
         for r in self.failed:
-            by_pair.setdefault(r.pair, []).append(r)
-        parts = [
-            f"{pair} on {[r.leaf for r in rows]} (max rel err {max(r.max_rel_err for r in rows):.3g})"
-            for pair, rows in by_pair.items()
+            label = r.pair + (" along directions" if r.along == "directions" else "")
+            by_pair.setdefault(label, []).append(r)
+        parts += [
+            f"{label} on {[r.leaf for r in rows]} (max rel err {max(r.max_rel_err for r in rows):.3g})"
+            for label, rows in by_pair.items()
         ]
         # A method present in every failing pair, while the pairs without it pass, is the suspect.
-        common = set.intersection(*(set(pair.split(" vs ")) for pair in by_pair))
+        pairs = {r.pair for r in self.failed}
+        common = set.intersection(*(set(pair.split(" vs ")) for pair in pairs)) if pairs else set()
         suspect = f"; common to every failure: {common.pop()}" if len(common) == 1 else ""
         return "FAIL: " + "; ".join(parts) + suspect
 
     def __str__(self) -> str:
         width = max([len("leaf")] + [len(r.leaf) for r in self.rows])
         pair_width = max([len("pair")] + [len(r.pair) for r in self.rows])
+        directions = any(r.along == "directions" for r in self.rows)
         lines = [
             f"check_grad: {', '.join(self.methods)} at {self.num_points} point(s), "
             f"{self.num_coordinates} of {self.total_coordinates} coordinates"
+            + (f", {self.num_directions} random direction(s) per leaf" if self.num_directions else "")
         ]
         lines += [f"  {method} skipped: {reason}" for method, reason in self.skipped]
+        # The `along` column appears only when some rows are directional: small checks keep the
+        # original table.
+        along = lambda text: f"  {text:<11}" if directions else ""
         header = (
-            f"{'leaf':<{width}}  {'pair':<{pair_width}}  {'max abs err':>11}  {'max rel err':>11}"
-            f"  {'err/tol':>9}  {'dtype':>8}  {'point':>5}  status"
+            f"{'leaf':<{width}}  {'pair':<{pair_width}}{along('along')}  {'max abs err':>11}"
+            f"  {'max rel err':>11}  {'err/tol':>9}  {'dtype':>8}  {'point':>5}  status"
         )
         lines += [header, "-" * len(header)]
         for r in self.rows:
             lines.append(
-                f"{r.leaf:<{width}}  {r.pair:<{pair_width}}  {r.max_abs_err:11.3e}  "
+                f"{r.leaf:<{width}}  {r.pair:<{pair_width}}{along(r.along)}  {r.max_abs_err:11.3e}  "
                 f"{r.max_rel_err:11.3e}  {r.err_over_tol:9.3g}  {r.dtype:>8}  {r.point:5d}  "
                 f"{'pass' if r.ok else 'FAIL':>6}"
             )

@@ -203,7 +203,7 @@ def test_sampling_is_without_replacement_within_an_epoch():
 def test_decaying_step_converges_where_constant_step_stalls():
     X, y = synthetic(n=128, d=2, condition_number=2.0, noise=0.5)
     f_star = reference.optimal_cost(X, y)
-    common = dict(num_steps=4000, batch_size=1, key=jax.random.key(0))
+    common = dict(num_steps=4000, batch_size=1, key=jax.random.key(0), eval_every=1)
     constant = run(COST, rules.sgd(0.1), gdjax.init_linear(2), (X, y), **common)
     decaying = run(COST, rules.sgd(0.1, schedule="inverse_time"), gdjax.init_linear(2), (X, y), **common)
     gap_const = np.mean(np.asarray(constant.loss_history[-500:])) - f_star

@@ -55,12 +55,15 @@ LANE_CASES = {
             rule="sgd",
             grid={"learning_rate": [0.05, 0.5, 1e5], "tol": [1e-6, None], "divergence_factor": [100.0, None]},
             num_steps=40,
+            divergence_patience=1,  # flag at the first evaluation above the threshold
         ),
         statuses={"max_steps", "converged", "diverged", "nonfinite"},
     ),
     "house-prices-sgd-around-2-over-L": dict(
         problem="house",
-        args=dict(rule="sgd", grid={"learning_rate": [0.01, 0.05, 0.08, 0.09]}, num_steps=40),
+        args=dict(
+            rule="sgd", grid={"learning_rate": [0.01, 0.05, 0.08, 0.09]}, num_steps=40, divergence_patience=1
+        ),
         statuses={"max_steps", "diverged"},
     ),
     "momentum-product-seeds-starts-noise": dict(
@@ -84,6 +87,8 @@ LANE_CASES = {
             num_steps=40,
             seeds=[0, 1, 2],
             batch_size=[8, None],
+            eval_every=1,  # lanes of several batch sizes stack on one evaluation schedule
+            divergence_patience=1,
         ),
         statuses={"max_steps", "diverged"},
     ),
@@ -171,7 +176,8 @@ def _run_alone(row, coords) -> gdjax.Trace:
         num_steps=args["num_steps"],
         batch_size=coords["batch_size"],
         key=coords["seed"],
-        record_every=args.get("record_every", 1),
+        eval_every=args.get("eval_every"),
+        record_every=args.get("record_every"),
         **stopping,
     )
 
@@ -419,7 +425,15 @@ def test_select_and_lane():
 
 # ------------------------------------------------------------------------------ chunks and memory
 # The mini-batch group of LANE_CASES["sgd-minibatch-seeds-batch-size-list"]: 6 lanes, compiled once.
-CHUNKED = dict(rule="sgd", grid={"learning_rate": [0.05, 2.0]}, num_steps=40, seeds=[0, 1, 2], batch_size=8)
+CHUNKED = dict(
+    rule="sgd",
+    grid={"learning_rate": [0.05, 2.0]},
+    num_steps=40,
+    seeds=[0, 1, 2],
+    batch_size=8,
+    eval_every=1,
+    divergence_patience=1,
+)
 NINE_LANES = {"learning_rate": [0.05, 2.0, 0.1]}  # chunks of 6: one full, one padded from 3
 
 

@@ -1,0 +1,83 @@
+"""Mini-batch sampling without replacement at O(batch) cost per step.
+
+An epoch visits the examples in the order of a keyed pseudo-random bijection of `[0, n)`: a
+balanced Feistel network on the smallest even-bit power-of-two domain that holds `n`, with
+cycle-walking (re-apply the permutation while the image lies outside `[0, n)`) to restrict it to
+`[0, n)` (Black & Rogaway, "Ciphers with arbitrary finite domains", CT-RSA 2002). Step `t` of a run
+takes positions `j * batch_size, ..., (j + 1) * batch_size - 1` of epoch `e`, where
+`e, j = divmod(t, n // batch_size)`; the last `n % batch_size` positions of an epoch are left out of it
+(the next epoch's order differs, so no example is left out twice in a row by construction).
+
+Only the batch's positions are evaluated: no `n`-element permutation is ever built or sorted, so a step
+costs O(batch_size) and so does the first step of an epoch. The order depends only on the key, `n` and
+the batch size, never on the optimizer, so two rules given one seed see the same batches (paired
+comparisons); it is a pure function of arrays and vmaps over keys.
+
+Round keys of epoch `e` are `jax.random.bits(jax.random.fold_in(key, e), (ROUNDS,), uint32)`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROUNDS = 6  # Luby-Rackoff: 4 rounds give a pseudo-random permutation; 6 for margin on a weak round function
+MAX_EXAMPLES = 2**31 - 1  # positions are int32 inside the program
+
+
+def _half_bits(n: int) -> int:
+    """Bits of each Feistel half: the domain `4**h` is the smallest even power of two >= n."""
+    return max(1, -(-max(int(n - 1).bit_length(), 1) // 2))
+
+
+def _mix(x: jax.Array) -> jax.Array:
+    """A 32-bit integer finaliser (murmur3's fmix32): every input bit affects every output bit."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def _feistel(x: jax.Array, round_keys: jax.Array, half_bits: int) -> jax.Array:
+    """One pass of the Feistel network over `[0, 4**half_bits)` (a bijection of that domain)."""
+    mask = jnp.uint32((1 << half_bits) - 1)
+    left, right = x >> half_bits, x & mask
+    for r in range(ROUNDS):
+        left, right = right, left ^ (_mix(right ^ round_keys[r]) & mask)
+    return (left << half_bits) | right
+
+
+def permute(positions: jax.Array, key: jax.Array, n: int) -> jax.Array:
+    """The images of `positions` (int, each in `[0, n)`) under the keyed bijection of `[0, n)`.
+
+    Cycle-walking needs a data-dependent number of passes: at most `4n / n = 4` on average per
+    element (the domain is below `4n`), done for the whole batch at once in a `lax.while_loop`.
+    """
+    half_bits = _half_bits(n)
+    round_keys = jax.random.bits(key, (ROUNDS,), jnp.uint32)
+    x = _feistel(positions.astype(jnp.uint32), round_keys, half_bits)
+    bound = jnp.uint32(n)
+    x = jax.lax.while_loop(
+        lambda x: jnp.any(x >= bound),
+        lambda x: jnp.where(x >= bound, _feistel(x, round_keys, half_bits), x),
+        x,
+    )
+    return x.astype(jnp.int32)
+
+
+def batch_indices(key: jax.Array, step: jax.Array, n: int, batch_size: int) -> jax.Array:
+    """Example indices of the batch of step `step` (see the module docstring): `(batch_size,)` int32."""
+    per_epoch = n // batch_size
+    epoch, j = jnp.divmod(step, per_epoch)
+    positions = j * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
+    return permute(positions, jax.random.fold_in(key, epoch), n)
+
+
+def epoch_order(key: jax.Array, epoch: int, n: int) -> np.ndarray:
+    """The whole visiting order of one epoch, on the host (for tests and inspection)."""
+    return np.asarray(permute(jnp.arange(n, dtype=jnp.int32), jax.random.fold_in(key, epoch), n))
+
+
+__all__ = ["MAX_EXAMPLES", "ROUNDS", "batch_indices", "epoch_order", "permute"]
