@@ -502,6 +502,7 @@ class GDRegressor:
             tol=settings.tol,
             grad_tol=settings.grad_tol,
             divergence_factor=settings.divergence_factor,
+            eval_every=1,  # the estimator keeps the whole history: loss_curve_[k] after k updates
         )
         trace = jax.device_get(trace)
         steps = int(trace.steps)
