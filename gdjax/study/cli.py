@@ -6,8 +6,13 @@
     gdjax --version
 
 `main(argv)` returns the exit code (0 ok, 1 a failed gradient check or an interrupted run, 2 a usage
-or config error, 130 Ctrl-C), so the command can be driven in-process. It is the only place that sets
-`jax_enable_x64` (from the config's `precision`), and it puts the flag back when it returns.
+or config error, 130 / 143 / 129 for SIGINT (Ctrl-C) / SIGTERM / SIGHUP), so the command can be
+driven in-process. A signal at any moment (loading, compiling, running, plotting) ends the command
+the same clean way: the run folder is marked partial, one line says how to resume, and, when `main`
+runs as the process's command, the process always leaves with `os._exit` after flushing, so
+that interpreter teardown never races XLA's threads (a segfault after Ctrl-C, issue 12). It is the
+only place that sets `jax_enable_x64` (from the config's `precision`), and it puts the flag back
+when it returns.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import argparse
 import contextlib
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 import traceback
 from typing import TextIO
@@ -162,6 +169,53 @@ class ProgressBar:
             self._shown = False
 
 
+# -------------------------------------------------------------------------------------- signals
+class Interrupted(KeyboardInterrupt):
+    """A SIGINT, SIGTERM or SIGHUP, raised in the main thread; `code` is the shell's `128 + signum`."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.code = 128 + signum
+
+
+_received: list[int] = []  # signals seen, in case a callback swallowed the exception
+_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+@contextlib.contextmanager
+def _signals_as_interrupts(restore: bool = True):
+    """The first SIGINT/SIGTERM/SIGHUP raises `Interrupted`; later ones are only recorded while the
+    command cleans up (marking the run folder partial takes a few file writes), so cleanup is not
+    cut. With `restore=False` (the process's command, which leaves by `os._exit` next) signals stay
+    recorded-only afterwards instead of getting their default handlers back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def record(signum, frame):
+        _received.append(signum)
+
+    def handler(signum, frame):
+        for s in _SIGNALS:
+            signal.signal(s, record)
+        _received.append(signum)
+        raise Interrupted(signum)
+
+    _received.clear()
+    previous = {s: signal.getsignal(s) for s in _SIGNALS}
+    for s in _SIGNALS:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, (h if h is not None else signal.SIG_DFL) if restore else record)
+
+
+def _interrupt_code(stop: BaseException) -> int:
+    return getattr(stop, "code", 130)
+
+
 # -------------------------------------------------------------------------------------- commands
 def _load_config(path: str | None):
     return config.load(path) if path else config.load_default()
@@ -210,8 +264,9 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
         bar.close()
         folder = getattr(stop, "gdjax_run_folder", None)
         where = f"; partial results in {folder}; finish with: {_resume_hint(args, folder)}" if folder else ""
-        print(f"\n{PROG}: interrupted{where}", file=err)
-        return 130
+        name = f" ({stop.args[0]})" if isinstance(stop, Interrupted) else ""
+        print(f"\n{PROG}: interrupted{name}{where}", file=err)
+        return _interrupt_code(stop)
     bar.close()
     if not args.quiet:
         say("")
@@ -322,11 +377,34 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
 
     Errors a person can fix (a bad config, a folder that exists, invalid values) print one line
     `gdjax: error: ...` to stderr and return 2; `--debug` shows the traceback instead. The
-    `jax_enable_x64` flag is restored before returning.
+    `jax_enable_x64` flag is restored before returning. Called without arguments (the installed
+    `gdjax` command), a signal ends the process with `os._exit(128 + signum)` after flushing.
     """
+    as_command = argv is None and stdout is None and stderr is None
+    err = stderr if stderr is not None else sys.stderr
+    try:
+        with _signals_as_interrupts(restore=not as_command):
+            code = _main(argv, stdout, err)
+            if _received and code not in (129, 130, 143):
+                # The exception was raised inside a callback that swallowed it (Python prints
+                # "Exception ignored in ..."); the command went on, but the caller asked it to stop.
+                print(f"{PROG}: interrupted ({signal.Signals(_received[0]).name})", file=err)
+                code = 128 + _received[0]
+    except KeyboardInterrupt as stop:  # a signal outside any command's own handling
+        with contextlib.suppress(Exception):
+            print(f"\n{PROG}: interrupted", file=err)
+        code = _interrupt_code(stop)
+    if as_command:  # leave without interpreter teardown, which can race XLA's threads
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: list[str] | None, stdout: TextIO | None, err: TextIO) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     out = stdout if stdout is not None else sys.stdout
-    err = stderr if stderr is not None else sys.stderr
     parser = _parser()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -354,6 +432,11 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"{PROG}: error: {message}", file=err)
+        return 2
+    except MemoryError:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: out of memory; make the grid, num_steps or the data smaller", file=err)
         return 2
     finally:
         jax.config.update("jax_enable_x64", x64)

@@ -988,6 +988,10 @@ def run_experiment(
         if os.path.exists(folder.file(PARTIAL_MARKER)):
             os.remove(folder.file(PARTIAL_MARKER))
         shutil.rmtree(folder.file(PARTS), ignore_errors=True)
+    except KeyboardInterrupt as err:
+        if os.path.exists(folder.file(PARTIAL_MARKER)):  # stopped while writing results or plots
+            err.gdjax_run_folder = folder.path
+        raise
     finally:
         folder.unlock()
     return RunOutcome(folder.path, rows, results, problems, reports, manifest, drawn, resumed)
