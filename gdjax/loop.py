@@ -452,7 +452,8 @@ def _checked_signature(cost, params_key: _StructKey, data_key: _StructKey):
 RESERVED_NAMES = frozenset(
     {
         "loss", "final_loss", "grad_norm", "batch_loss", "status", "steps", "stop_step", "lane", "rule",
-        "seed", "start", "batch_size", "suboptimality", "steps_to_target", "eval_step", "params",
+        "seed", "start", "batch_size", "suboptimality", "suboptimality_vs_best", "steps_to_target",
+        "eval_step", "params",
     }
 )  # fmt: skip
 MAX_RECORD_BYTES = 64 * 2**20  # default cap of the recorded iterates (and of the batch losses) of a run
@@ -472,13 +473,17 @@ def check_metrics(metrics, params0: PyTree) -> tuple[tuple[str, Callable], ...]:
     if metrics is None:
         return ()
     if not isinstance(metrics, Mapping):
-        raise ValueError(f"metrics must be a dict {{name: fn(params) -> scalar}}, got {type(metrics).__name__}")
+        raise ValueError(
+            f"metrics must be a dict {{name: fn(params) -> scalar}}, got {type(metrics).__name__}"
+        )
     out = []
     for name, fn in metrics.items():
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"metric names must be identifiers (letters, digits, _), got {name!r}")
         if name in RESERVED_NAMES:
-            raise ValueError(f"metric name {name!r} clashes with a built-in column; rename it (e.g. 'test_{name}')")
+            raise ValueError(
+                f"metric name {name!r} clashes with a built-in column; rename it (e.g. 'test_{name}')"
+            )
         if not callable(fn):
             raise ValueError(f"metrics[{name!r}] must be a function fn(params) -> scalar, got {fn!r}")
         _checked_metric(fn, name, _StructKey(params0))

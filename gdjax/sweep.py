@@ -165,6 +165,15 @@ class SweepResult:
     def num_lanes(self) -> int:
         return len(self.coords)
 
+    @property
+    def eval_steps(self) -> np.ndarray:
+        """The evaluated steps, shared by every lane (`trace.loss_history[:, j]` is at `eval_steps[j]`)."""
+        steps = self.trace.eval_steps
+        if steps is None:  # a trace from before evaluation schedules: every step
+            return np.arange(np.shape(self.trace.loss_history)[-1])
+        steps = np.asarray(steps)
+        return steps[0] if steps.ndim == 2 else steps
+
     def lane(self, i: int) -> Trace:
         """The `Trace` of lane `i` (as `gdjax.loop.run` would return it, on the host)."""
         if not -self.num_lanes <= i < self.num_lanes:
@@ -192,23 +201,34 @@ class SweepResult:
         """One row per lane.
 
         Keys: `lane`, `rule`, each of `hyperparameter_names`, `seed`, `start`, `batch_size`,
-        `final_loss`, `suboptimality` (`final_loss - f_star`, None without `f_star`),
-        `steps_to_target` (first step whose loss minus `f_star` (or loss, without `f_star`) is
-        `<= target`; None if never or without `target`), `status` (`"converged"`, `"max_steps"`,
-        `"diverged"`, `"nonfinite"`), `steps` (updates applied) and `stop_step` (None for a lane
-        that used its whole budget).
+        `final_loss`, `suboptimality` (`final_loss - f_star`; None when `f_star` is unknown, and then
+        `suboptimality_vs_best` follows: `final_loss` minus the best loss any lane of this result
+        evaluated, the usual stand-in for f*, as benchopt does), `steps_to_target` (first evaluated step whose
+        suboptimality (or loss, without `f_star`) is `<= target`; None if never or without `target`),
+        `status` (`"converged"`, `"max_steps"`, `"diverged"`, `"nonfinite"`), `steps` (updates
+        applied), `stop_step` (None for a lane that used its whole budget), then one column per user
+        metric holding its value at the last evaluation.
         """
         if target is not None:
             validation.check_finite_number("target", target)
         losses = np.asarray(self.trace.loss_history)
         final = losses[:, -1]
         sub = None if self.f_star is None else final - self.f_star
+        vs_best = {}
+        if self.f_star is None:
+            finite = losses[np.isfinite(losses)]
+            found = float(finite.min()) if finite.size else None
+            vs_best = {"suboptimality_vs_best": None if found is None else final - found}
+        eval_steps = self.eval_steps
         reach_step = [None] * self.num_lanes
         if target is not None and self.num_lanes:
             gap = losses - self.f_star if self.f_star is not None else losses
             reached = gap <= target
             first = np.argmax(reached, axis=1)
-            reach_step = [int(f) if r else None for f, r in zip(first, reached.any(axis=1), strict=True)]
+            reach_step = [
+                int(eval_steps[f]) if r else None for f, r in zip(first, reached.any(axis=1), strict=True)
+            ]
+        metrics = {k: np.asarray(v)[:, -1] for k, v in (self.trace.metrics or {}).items()}
         status = np.asarray(self.trace.status)
         steps = np.asarray(self.trace.steps)
         stop = np.asarray(self.trace.stop_step)
@@ -222,23 +242,31 @@ class SweepResult:
                 batch_size=c.get("batch_size"),
                 final_loss=float(final[i]),
                 suboptimality=None if sub is None else float(sub[i]),
+                **{k: None if v is None else float(v[i]) for k, v in vs_best.items()},
                 steps_to_target=reach_step[i],
                 status=str(Status(int(status[i]))),
                 steps=int(steps[i]),
                 stop_step=None if status[i] == Status.MAX_STEPS else int(stop[i]),
+                **{k: float(v[i]) for k, v in metrics.items()},
             )
             rows.append(row)
         return rows
 
-    def best(self, by: str = "final_loss", target: float | None = None) -> SummaryTable:
-        """The summary row of the best lane of each rule (smallest `by`), in rule order.
+    def best(self, by: str = "final_loss", mode: str = "min", target: float | None = None) -> SummaryTable:
+        """The summary row of the best *lane* of each rule, in rule order.
 
-        Diverged and non-finite lanes, and lanes whose `by` is None or not finite, are left out; a rule
-        with no such lane has no row. Ties go to the lowest lane index.
+        "Best" here is one lane: the smallest `by` (`mode="min"`) or the largest (`mode="max"`, for a
+        metric such as a held-out accuracy); `by` is any numeric summary column, user metrics
+        included. Diverged and non-finite lanes, and lanes whose `by` is None or not finite, are left
+        out; a rule with no such lane has no row. Ties go to the lowest lane index. (For the best
+        *configuration* over seeds, rank `aggregate()` rows instead.)
         """
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         rows = self.summary(target)
         if rows and by not in rows[0]:
             raise ValueError(f"cannot rank by {by!r}{validation.nearest(by, rows[0])}; keys: {list(rows[0])}")
+        sign = 1.0 if mode == "min" else -1.0
         best: dict[str, dict] = {}
         for row in rows:
             value = row[by]
@@ -246,7 +274,7 @@ class SweepResult:
                 continue
             if not isinstance(value, int | float) or not math.isfinite(value):
                 continue
-            if row["rule"] not in best or value < best[row["rule"]][by]:
+            if row["rule"] not in best or sign * value < sign * best[row["rule"]][by]:
                 best[row["rule"]] = row
         order = list(dict.fromkeys(c["rule"] for c in self.coords))
         return SummaryTable(best[r] for r in order if r in best)
@@ -255,8 +283,9 @@ class SweepResult:
         """Statistics over `over` (e.g. seeds), grouped by every other coordinate.
 
         Each row holds the group's coordinates, `count`, `final_loss_{mean,std,min,max}`,
-        `suboptimality_{mean,std,min,max}` (None without `f_star`), `steps_to_target_mean` (over
-        lanes that reached `target`; None if none) and the number of lanes with each status
+        `suboptimality_{mean,std,min,max}` (`suboptimality_vs_best_...` without `f_star`, see
+        `summary`), the same four for each user metric, `steps_to_target_mean` (over lanes that
+        reached `target`; None if none) and the number of lanes with each status
         (`converged`, `max_steps`, `diverged`, `nonfinite`). All lanes count, diverged ones too;
         `std` is the sample standard deviation (`ddof=1`), None for a group of one lane.
         """
@@ -288,7 +317,11 @@ class SweepResult:
             out = {k: rows[0][k] for k in group_keys}
             out["count"] = len(rows)
             out.update(stats("final_loss", [r["final_loss"] for r in rows]))
-            out.update(stats("suboptimality", [r["suboptimality"] for r in rows]))
+            for sub in ("suboptimality", "suboptimality_vs_best"):
+                if sub in rows[0]:
+                    out.update(stats(sub, [r[sub] for r in rows]))
+            for name in self.trace.metrics or {}:
+                out.update(stats(name, [r[name] for r in rows]))
             reached = [r["steps_to_target"] for r in rows if r["steps_to_target"] is not None]
             out["steps_to_target_mean"] = float(np.mean(reached)) if reached else None
             for name in _STATUS_NAMES:

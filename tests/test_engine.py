@@ -1,0 +1,270 @@
+"""The engine's cost model: evaluation schedule, metrics, O(batch) sampling, bounded records."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gdjax
+from gdjax import loop, rules, sampler
+from gdjax.sweep import sweep
+from tests.helpers import count_compilations
+
+COST = gdjax.make_cost(gdjax.linear, gdjax.mse)
+
+
+def _data(n=200, d=3, seed=0):
+    data = gdjax.data.synthetic(seed, n, d)
+    return np.asarray(data[0]), np.asarray(data[1])
+
+
+# ------------------------------------------------------------------------------------- sampler
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 1000, 4097])
+def test_each_example_exactly_once_per_epoch(n):
+    key = jax.random.key(3)
+    for epoch in range(3):
+        order = sampler.epoch_order(key, epoch, n)
+        assert sorted(order.tolist()) == list(range(n))
+
+
+@pytest.mark.parametrize(("n", "batch_size"), [(10, 3), (64, 8), (1000, 7)])
+def test_batches_of_an_epoch_cover_distinct_examples(n, batch_size):
+    key = jax.random.key(1)
+    per_epoch = n // batch_size
+    batches = jax.jit(jax.vmap(lambda t: sampler.batch_indices(key, t, n, batch_size)))(
+        jnp.arange(2 * per_epoch)
+    )
+    for epoch in range(2):
+        seen = np.asarray(batches[epoch * per_epoch : (epoch + 1) * per_epoch]).ravel()
+        assert len(set(seen.tolist())) == per_epoch * batch_size  # no repeats within an epoch
+        assert seen.min() >= 0 and seen.max() < n
+
+
+def test_sampling_is_reproducible_keyed_and_vmaps_over_seeds():
+    n, bs = 500, 16
+    one = lambda key, t: sampler.batch_indices(key, t, n, bs)  # noqa: E731
+    a = one(jax.random.key(0), 5)
+    np.testing.assert_array_equal(a, one(jax.random.key(0), 5))
+    assert not np.array_equal(a, one(jax.random.key(1), 5))
+    keys = jax.random.split(jax.random.key(0), 4)
+    lanes = jax.vmap(one, in_axes=(0, None))(keys, 5)
+    for i in range(4):
+        np.testing.assert_array_equal(lanes[i], one(keys[i], 5))
+    # Epochs are different orders.
+    assert not np.array_equal(
+        sampler.epoch_order(jax.random.key(0), 0, n), sampler.epoch_order(jax.random.key(0), 1, n)
+    )
+
+
+def test_every_rule_sees_the_same_batches_for_one_seed():
+    """Paired comparisons: the batch order depends on the key only. The cost records which examples it
+    saw through its gradient: with `y = e_i` one-hot columns the batch loss reveals the batch."""
+    X, y = _data(n=60)
+    traces = [
+        gdjax.run(COST, rule, gdjax.init_linear(3), (X, y), num_steps=25, batch_size=6, key=7, eval_every=5)
+        for rule in (rules.sgd(0.0001), rules.adam(0.0001))
+    ]
+    # Identical first batch losses at identical starting params: the same examples were drawn.
+    assert float(traces[0].batch_loss_history[0]) == float(traces[1].batch_loss_history[0])
+    idx = [np.asarray(sampler.batch_indices(jax.random.key(7), t, 60, 6)) for t in range(3)]
+    p0 = gdjax.init_linear(3)
+    for t in range(1):
+        want = COST(p0, (X[idx[t]], y[idx[t]]))
+        np.testing.assert_allclose(traces[0].batch_loss_history[t], want, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------- evaluation schedule
+@pytest.mark.parametrize(
+    ("num_steps", "eval_every", "want"),
+    [(10, 1, list(range(11))), (10, 3, [0, 3, 6, 9, 10]), (10, 5, [0, 5, 10]), (7, 20, [0, 7])],
+)
+def test_eval_steps_are_multiples_and_the_last_step(num_steps, eval_every, want):
+    X, y = _data()
+    trace = gdjax.run(
+        COST, rules.sgd(0.05), gdjax.init_linear(3), (X, y), num_steps=num_steps, eval_every=eval_every
+    )
+    assert np.asarray(trace.eval_steps).tolist() == want
+    assert trace.loss_history.shape == (len(want),)
+    assert trace.batch_loss_history.shape == (num_steps,)
+    # Iterates are recorded at evaluations by default, and the losses are the full-data cost there.
+    assert np.asarray(trace.record_steps).tolist() == want
+    for j in range(len(want)):
+        params = jax.tree.map(lambda h, j=j: h[j], trace.params_history)
+        np.testing.assert_allclose(trace.loss_history[j], COST(params, (X, y)), rtol=1e-12)
+
+
+def test_eval_every_does_not_change_the_trajectory():
+    X, y = _data()
+    args = dict(num_steps=40, batch_size=10, key=3)
+    dense = gdjax.run(
+        COST, rules.momentum(0.05, momentum=0.9), gdjax.init_linear(3), (X, y), eval_every=1, **args
+    )
+    sparse = gdjax.run(
+        COST, rules.momentum(0.05, momentum=0.9), gdjax.init_linear(3), (X, y), eval_every=8, **args
+    )
+    np.testing.assert_array_equal(dense.batch_loss_history, sparse.batch_loss_history)
+    np.testing.assert_array_equal(dense.loss_history[::8], sparse.loss_history)
+    for a, b in zip(jax.tree.leaves(dense.params), jax.tree.leaves(sparse.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_full_batch_loss_at_every_step_is_the_step_loss():
+    X, y = _data()
+    trace = gdjax.run(COST, rules.sgd(0.05), gdjax.init_linear(3), (X, y), num_steps=20)
+    np.testing.assert_array_equal(trace.eval_steps, np.arange(21))
+    np.testing.assert_allclose(trace.batch_loss_history, trace.loss_history[:-1], rtol=1e-12)
+
+
+def test_default_mini_batch_schedule_keeps_evaluation_cheap():
+    X, y = _data(n=1000)
+    trace = gdjax.run(
+        COST, rules.sgd(0.05), gdjax.init_linear(3), (X, y), num_steps=5000, batch_size=10, key=0
+    )
+    k = int(trace.eval_steps[1])
+    assert k == 10 * 1000 // 10  # an evaluation (n examples) per 10 n / batch_size steps: <= 10%
+    assert int(trace.steps) == 5000
+
+
+def test_a_run_computes_exactly_num_steps_steps():
+    X, y = _data(n=1000)
+    trace = gdjax.run(COST, rules.sgd(0.01), gdjax.init_linear(3), (X, y), num_steps=30, batch_size=64, key=0)
+    assert int(trace.steps) == 30 and trace.batch_loss_history.shape == (30,)
+
+
+# ------------------------------------------------------------------------------------- metrics
+def _held_out():
+    X, y = _data(n=100, seed=5)
+    X_test, y_test = jnp.asarray(X), jnp.asarray(y)
+    return {
+        "test_loss": lambda p: COST(p, (X_test, y_test)),
+        "w0": lambda p: p["w"][0],
+    }
+
+
+def test_metrics_are_evaluated_on_the_schedule():
+    X, y = _data()
+    metrics = _held_out()
+    trace = gdjax.run(
+        COST, rules.sgd(0.05), gdjax.init_linear(3), (X, y), num_steps=30, eval_every=10, metrics=metrics
+    )
+    assert set(trace.metrics) == {"test_loss", "w0"}
+    for j, step in enumerate(np.asarray(trace.eval_steps)):
+        params = jax.tree.map(lambda h, j=j: h[j], trace.params_history)
+        assert int(trace.record_steps[j]) == step
+        np.testing.assert_allclose(trace.metrics["test_loss"][j], metrics["test_loss"](params), rtol=1e-12)
+        np.testing.assert_allclose(trace.metrics["w0"][j], params["w"][0], rtol=1e-12)
+
+
+def test_new_learning_rate_with_metrics_does_not_recompile():
+    X, y = _data()
+    metrics = _held_out()
+    args = dict(num_steps=20, eval_every=5, metrics=metrics)
+    gdjax.run(COST, rules.sgd(0.01), gdjax.init_linear(3), (X, y), **args)
+    with count_compilations() as c:
+        gdjax.run(COST, rules.sgd(0.02), gdjax.init_linear(3), (X, y), **args)
+    assert c.count == 0
+
+
+def test_metrics_in_a_sweep_rank_lanes():
+    X, y = _data()
+    acc = {"neg_w0": lambda p: -jnp.abs(p["w"][0] - 1.0)}
+    result = sweep(
+        COST, "sgd", gdjax.init_linear(3), (X, y), grid={"learning_rate": [0.001, 0.01, 0.1]}, num_steps=30,
+        metrics=acc, eval_every=10,
+    )  # fmt: skip
+    assert result.trace.metrics["neg_w0"].shape == (3, 4)
+    rows = result.summary()
+    assert [r["neg_w0"] for r in rows] == [float(v) for v in result.trace.metrics["neg_w0"][:, -1]]
+    best_max = result.best(by="neg_w0", mode="max")[0]
+    assert best_max["neg_w0"] == max(r["neg_w0"] for r in rows)
+    best_min = result.best(by="neg_w0", mode="min")[0]
+    assert best_min["neg_w0"] == min(r["neg_w0"] for r in rows)
+    for i in range(3):  # a lane equals the run alone, metrics included
+        alone = gdjax.run(
+            COST, rules.sgd(result.coords[i]["learning_rate"]), gdjax.init_linear(3), (X, y), num_steps=30,
+            metrics=acc, eval_every=10,
+        )  # fmt: skip
+        np.testing.assert_allclose(result.trace.metrics["neg_w0"][i], alone.metrics["neg_w0"], rtol=1e-10)
+    agg = result.aggregate(over="seed")
+    assert "neg_w0_mean" in agg[0]
+    with pytest.raises(ValueError, match="mode must be"):
+        result.best(by="neg_w0", mode="largest")
+
+
+# ---------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(eval_every=0), "eval_every must be an integer >= 1"),
+        (dict(eval_every=2.5), "eval_every must be an integer >= 1"),
+        (dict(metrics={"v": lambda p: p["w"]}), r"metrics\['v'\] must return a real scalar"),
+        (dict(metrics={"boom": lambda p: p["nope"]}), r"metrics\['boom'\] failed"),
+        (dict(metrics={"final_loss": lambda p: p["b"]}), "clashes with a built-in column"),
+        (dict(metrics={"not a name": lambda p: p["b"]}), "identifiers"),
+        (dict(metrics={"m": 3.0}), "must be a function"),
+        (dict(metrics=[lambda p: p["b"]]), "metrics must be a dict"),
+        (dict(eval_every=3, record_every=4), "multiple of eval_every"),
+        (dict(divergence_patience=0), "divergence_patience must be an integer >= 1"),
+        (dict(key="abc", batch_size=2), "key must be an integer seed"),
+        (dict(key=2**70, batch_size=2), "fits 64 bits"),
+    ],
+)
+def test_bad_engine_arguments_get_clear_errors(kwargs, match):
+    X, y = _data()
+    with pytest.raises(ValueError, match=match):
+        gdjax.run(COST, rules.sgd(0.01), gdjax.init_linear(3), (X, y), num_steps=10, **kwargs)
+
+
+# ------------------------------------------------------------------------------------ memory
+def test_records_are_bounded_by_default():
+    params = {"w": jnp.zeros(2**20, jnp.float32)}  # 4 MiB
+    rule = rules.sgd(0.1)
+    _, _, _, opts, _ = loop.prepare(
+        gdjax.costs.quadratic, rule, params, None, num_steps=10_000, batch_size=None, key=None
+    )
+    _, records = loop.schedule(opts)
+    assert len(records) * 4 * 2**20 <= loop.MAX_RECORD_BYTES
+    assert records[0] == 0 and records[-1] == 10_000
+
+
+def test_huge_step_counts_with_sparse_evaluation_are_possible():
+    rule = rules.sgd(0.1)
+    _, _, _, opts, _ = loop.prepare(
+        gdjax.costs.quadratic, rule, {"w": jnp.zeros(3)}, None, num_steps=10**12, batch_size=None, key=None,
+        eval_every=10**10,
+    )  # fmt: skip
+    evals, _ = loop.schedule(opts)
+    assert len(evals) == 101 and not opts.batch_losses  # per-step losses would not fit: not recorded
+    with pytest.raises(ValueError, match="pass eval_every >= "):
+        loop.prepare(
+            gdjax.costs.quadratic, rule, {"w": jnp.zeros(3)}, None, num_steps=10**12, batch_size=None,
+            key=None, eval_every=1,
+        )  # fmt: skip
+
+
+# -------------------------------------------------------------------------------- divergence
+def test_learning_rates_above_two_over_l_diverge_on_the_tutorial_data():
+    X, y = gdjax.data.house_prices()
+    bound = gdjax.reference.curvature(np.asarray(X)).max_stable_lr
+    for lr, want in ((0.0750, {"max_steps", "converged"}), (0.0824, {"diverged"})):
+        assert lr < bound if lr == 0.0750 else lr > bound
+        trace = gdjax.run(COST, rules.sgd(lr), gdjax.init_linear(1), (X, y), num_steps=3000, tol=1e-6)
+        assert trace.status_name() in want, (lr, trace.status_name())
+
+
+@pytest.mark.parametrize(
+    ("rule", "peak"), [(optax.adagrad(1.0), 100.0), (optax.lars(1.0), 7e6)], ids=["adagrad", "lars"]
+)
+def test_a_transient_spike_is_not_divergence(rule, peak):
+    """Optax's own settings on Rosenbrock climb far above 100x the initial loss, then converge."""
+    x0 = jnp.zeros(2)
+    trace = gdjax.run(gdjax.costs.rosenbrock, rule, x0, None, num_steps=10_000)
+    assert float(np.max(trace.loss_history)) > peak
+    assert trace.status_name() == "max_steps"
+    assert float(trace.loss_history[-1]) < 3e-2
+
+
+def test_extra_args_rules_run_inside_the_loop():
+    trace = gdjax.run(gdjax.costs.rosenbrock, optax.lbfgs(), jnp.zeros(2), None, num_steps=100)
+    assert float(trace.final_loss) < 1e-8
