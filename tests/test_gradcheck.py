@@ -18,7 +18,14 @@ from jax.test_util import check_grads
 
 import gdjax
 from gdjax import costs, reference
-from gdjax.gradcheck import PAIRS, TOLERANCES, check_grad
+from gdjax.gradcheck import (
+    DEFAULT_COORDINATES,
+    DEFAULT_DIRECTIONS,
+    DIRECTIONS_ABOVE,
+    PAIRS,
+    TOLERANCES,
+    check_grad,
+)
 
 DTYPES = [np.float64, np.float32]
 ANALYTIC_PAIRS = {"analytic vs reverse", "analytic vs forward", "analytic vs fd"}
@@ -548,7 +555,259 @@ def test_bad_data_is_rejected_before_the_cost_is_traced(name):
     assert cost.calls == 0
 
 
-def test_float64_disabled_is_a_clear_error():
+def test_float64_disabled_still_checks_in_float64_and_restores_the_flag():
+    """Issue 11: no global x64 needed; the float64 reference runs in a scoped context."""
     with jax.enable_x64(False):
-        with pytest.raises(ValueError, match=r'jax.config.update\("jax_enable_x64", True\)'):
-            check_grad(costs.quadratic, jnp.ones(3, jnp.float32))
+        report = check_grad(costs.rosenbrock, jnp.array([-1.2, 1.0], jnp.float32), num_directions=2)
+        assert report.ok, str(report)
+        assert {r.dtype for r in report.rows if r.along == "directions"} == {"float64"}
+        assert {r.dtype for r in report.rows if r.along == "coordinates"} == {"float32"}
+        assert not jax.config.jax_enable_x64
+        assert jnp.ones(1).dtype == jnp.float32
+    assert jax.config.jax_enable_x64
+
+
+# ------------------------------------------------------------------------- at model scale
+# A tanh MLP just past DIRECTIONS_ABOVE (2,074 parameters), so the automatic default switches to
+# directional checks; the 17k-parameter MLP of the issue is measured in gdjax/gradcheck.py.
+MLP_SIZES = (32, 48, 10)
+
+
+def deep_mlp_cost(params, batch):
+    """Softmax cross-entropy of a tanh MLP; params: a list of (W, b) layers."""
+    X, y = batch
+    h = X
+    for W, b in params[:-1]:
+        h = jnp.tanh(h @ W + b[None, :])
+    W, b = params[-1]
+    logits = h @ W + b[None, :]
+    return jnp.mean(jax.nn.logsumexp(logits, axis=1) - jnp.take_along_axis(logits, y[:, None], axis=1)[:, 0])
+
+
+def deep_mlp_problem(dtype):
+    r = np.random.default_rng(0)
+    params = [
+        (jnp.asarray(r.normal(size=(a, b)) / np.sqrt(a), dtype), jnp.asarray(0.1 * r.normal(size=b), dtype))
+        for a, b in zip(MLP_SIZES[:-1], MLP_SIZES[1:], strict=True)
+    ]
+    X = jnp.asarray(r.normal(size=(256, MLP_SIZES[0])), dtype)
+    return params, (X, jnp.asarray(r.integers(0, MLP_SIZES[-1], 256)))
+
+
+def scale_one_weight(grads, leaf, index, factor):
+    """`grads` with one coordinate of layer `leaf`'s weight matrix multiplied by `factor`."""
+    grads = list(grads)
+    W, b = grads[leaf]
+    grads[leaf] = (W * jnp.ones_like(W).at[index].set(factor), b)
+    return grads
+
+
+def vjp_mutant(leaf, index, factor):
+    """The MLP cost with a custom_vjp identity on layer `leaf`'s weights whose backward pass scales
+    one weight's gradient by `factor`: a bug in a hand-written rule, one coordinate wide."""
+
+    @jax.custom_vjp
+    def tap(W):
+        return W
+
+    tap.defvjp(lambda W: (W, None), lambda _, g: (g * jnp.ones_like(g).at[index].set(factor),))
+
+    def cost(params, batch):
+        params = list(params)
+        W, b = params[leaf]
+        params[leaf] = (tap(W), b)
+        return deep_mlp_cost(params, batch)
+
+    return cost
+
+
+def analytic_mutant(leaf, index, factor):
+    return lambda params, batch: scale_one_weight(jax.grad(deep_mlp_cost)(params, batch), leaf, index, factor)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_at_scale_true_gradient_passes_with_directions(dtype):
+    params, batch = deep_mlp_problem(dtype)
+    total = sum(x.size for x in jax.tree.leaves(params))
+    assert total > DIRECTIONS_ABOVE
+    report = check_grad(deep_mlp_cost, params, batch, analytic=jax.grad(deep_mlp_cost))
+    assert report.ok, str(report)
+    assert report.num_directions == DEFAULT_DIRECTIONS
+    assert report.num_coordinates == 4 * DEFAULT_COORDINATES  # every leaf is sampled
+    assert report.total_coordinates == total
+    along = {(r.leaf, r.pair, r.along) for r in report.rows}
+    for leaf in ("0/0", "0/1", "1/0", "1/1"):
+        assert {(leaf, f"{a} vs {b}", "directions") for a, b in PAIRS} <= along
+        assert {(leaf, f"{a} vs {b}", "coordinates") for a, b in PAIRS} <= along
+        assert ((leaf, "reverse vs reverse64", "coordinates") in along) == (dtype == np.float32)
+    assert {r.dtype for r in report.rows if r.along == "directions"} == {"float64"}
+    table = str(report)
+    assert "along" in table.splitlines()[1] and table.splitlines()[-1] == report.verdict
+    assert report.verdict.endswith(f"and {DEFAULT_DIRECTIONS} direction(s) per leaf")
+
+
+def test_directions_are_deterministic_given_the_key():
+    params, batch = deep_mlp_problem(np.float64)
+    run = lambda key: check_grad(deep_mlp_cost, params, batch, key=key, num_directions=4)
+    first, again, other = run(3), run(3), run(4)
+    assert first.rows == again.rows
+    assert first.rows != other.rows
+
+
+def test_small_params_keep_every_coordinate_and_the_original_table():
+    prob = PROBLEMS["linear_house_prices"]
+    report = check_grad(prob.cost, prob.params(), prob.batch())
+    assert report.num_directions == 0 and {r.along for r in report.rows} == {"coordinates"}
+    assert "along" not in str(report)
+    forced = check_grad(prob.cost, prob.params(), prob.batch(), num_directions=3)
+    assert forced.ok, str(forced)
+    assert forced.num_directions == 3 and "directions" in {r.along for r in forced.rows}
+
+
+# One weight of the hidden layer (48 x 32 = 1,536 weights) with a typical gradient; its gradient
+# is off by 5%. The sampled coordinates (8 of 1,536) almost never include it: the directions must
+# catch it, at every key. The module docstring gives the catch rate measured over 50 random weights.
+WEIGHT = (5, 17)
+MUTANT_KEYS = [0, 1, 2]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("key", MUTANT_KEYS)
+def test_five_percent_error_in_one_weight_of_a_custom_vjp_is_caught(key, dtype):
+    params, batch = deep_mlp_problem(dtype)
+    report = check_grad(vjp_mutant(0, WEIGHT, 1.05), params, batch, key=key)
+    assert not report.ok, str(report)
+    assert {(r.leaf, r.pair, r.along) for r in report.failed} == {("0/0", "reverse vs fd", "directions")}
+    assert report.skipped and report.skipped[0][0] == "forward"  # forward mode through custom_vjp
+    assert report.verdict.startswith("FAIL: reverse vs fd along directions on ['0/0'] (max rel err")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("key", MUTANT_KEYS)
+def test_five_percent_error_in_one_weight_of_an_analytic_gradient_is_caught(key, dtype):
+    params, batch = deep_mlp_problem(dtype)
+    report = check_grad(deep_mlp_cost, params, batch, analytic=analytic_mutant(0, WEIGHT, 1.05), key=key)
+    assert not report.ok, str(report)
+    assert {r.leaf for r in report.failed} == {"0/0"}
+    assert {r.pair for r in report.failed if r.along == "directions"} == ANALYTIC_PAIRS
+    assert report.verdict.endswith("common to every failure: analytic")
+
+
+def test_the_true_weight_gradient_is_typical():
+    """The mutants' weight is not an easy case: its gradient is near the median of its layer's."""
+    params, batch = deep_mlp_problem(np.float64)
+    g = np.abs(np.asarray(jax.grad(deep_mlp_cost)(params, batch)[0][0]))
+    assert 0.25 < np.mean(g < g[WEIGHT]) < 0.75
+
+
+# Run in a fresh interpreter with float64 off, as a float32 program would: the check must pass on
+# the true gradient, catch the one-weight mutant, and leave the flag as it found it.
+X64_OFF_SCRIPT = """
+import jax, jax.numpy as jnp, numpy as np
+import test_gradcheck as t
+from gdjax.gradcheck import check_grad
+assert not jax.config.jax_enable_x64
+params, batch = t.deep_mlp_problem(np.float32)
+ok = check_grad(t.deep_mlp_cost, params, batch)
+bad = check_grad(t.vjp_mutant(0, t.WEIGHT, 1.05), params, batch)
+small = check_grad(t.costs.rosenbrock, np.array([-1.2, 1.0]))
+assert not jax.config.jax_enable_x64 and jnp.ones(1).dtype == jnp.float32
+print(ok.ok, bad.ok, small.ok, {r.dtype for r in small.rows if r.pair == "reverse vs forward"})
+"""
+
+
+def test_float32_program_without_x64_is_checked_in_float64(tmp_path):
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    env = dict(
+        os.environ,
+        JAX_ENABLE_X64="0",
+        PYTHONPATH=os.pathsep.join([str(pathlib.Path(__file__).parent), *sys.path]),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", X64_OFF_SCRIPT],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split("\n")[-2] == "True False True {'float32'}", proc.stdout
+
+
+# -------------------------------------------------------------- identically zero gradients
+def floor_cost(params, batch=None):
+    return jnp.sum(jnp.floor(3.0 * params["w"]) ** 2) + jnp.sum(params["b"] ** 2)
+
+
+def int_cast_cost(params, batch=None):
+    return jnp.sum((10.0 * params["w"]).astype(jnp.int32).astype(params["w"].dtype) ** 2) + jnp.sum(
+        params["b"] ** 2
+    )
+
+
+def unused_leaf_cost(params, batch=None):
+    return jnp.sum(params["b"] ** 2)
+
+
+ZERO_GRADIENT = {"floor": floor_cost, "int_cast": int_cast_cost, "unused_leaf": unused_leaf_cost}
+
+
+@pytest.mark.parametrize("num_directions", [0, 4], ids=["coordinates", "directions"])
+@pytest.mark.parametrize("name", ZERO_GRADIENT)
+def test_identically_zero_gradient_is_not_a_pass(name, num_directions):
+    """Issue 12: zero reverse, zero forward and zero differences agree, yet nothing can move `w`."""
+    params = {"w": jnp.array([0.43, -1.37, 2.21]), "b": jnp.array([0.5, 1.0])}  # off the jumps
+    report = check_grad(ZERO_GRADIENT[name], params, num_points=3, num_directions=num_directions)
+    assert all(r.ok for r in report.rows), str(report)  # every comparison agrees...
+    assert not report.ok and not report  # ...but the report fails
+    assert report.zero_leaves == ("w",)
+    assert report.verdict.startswith("FAIL: the gradient is identically zero on ['w'] at every checked point")
+    assert str(report).splitlines()[-1] == report.verdict
+
+
+def test_zero_gradient_while_the_cost_varies_fails_reverse_vs_fd():
+    def cost(params, batch=None):
+        return jnp.sum(jax.lax.stop_gradient(params["w"]) ** 2) + jnp.sum(params["b"] ** 2)
+
+    params = {"w": jnp.array([0.4, -1.3, 2.2]), "b": jnp.array([0.5, 1.0])}
+    report = check_grad(cost, params)
+    assert not report.ok and report.zero_leaves == ()
+    assert {(r.leaf, r.pair) for r in report.failed} == {("w", "reverse vs fd"), ("w", "forward vs fd")}
+
+
+@pytest.mark.parametrize("name", ["quadratic", "rosenbrock"])
+def test_exact_stationary_point_is_not_a_zero_gradient(name):
+    """At a minimiser the gradient is exactly zero too, but the cost curves: a PASS."""
+    cost, params, batch = STATIONARY[name]
+    report = check_grad(cost, params(), batch(), num_directions=2)
+    assert report.ok and report.zero_leaves == (), str(report)
+
+
+# ----------------------------------------------------------------------- bad input at scale
+def _failing_cost(params, batch):
+    raise RuntimeError("boom")
+
+
+def _vector_mlp_cost(params, batch):
+    return jnp.tanh(batch[0] @ params[0][0]).sum(axis=1)
+
+
+AT_SCALE_BAD_INPUTS = {
+    "vector_cost": (dict(cost=_vector_mlp_cost), r"cost must return a scalar"),
+    "failing_cost": (dict(cost=_failing_cost), r"cost\(params, data\) failed .*RuntimeError: boom"),
+    "negative_directions": (dict(num_directions=-1), r"num_directions must be an integer >= 1"),
+    "too_many_directions": (dict(num_directions=10**6), r"pass a smaller num_directions"),
+}
+
+
+@pytest.mark.parametrize("name", AT_SCALE_BAD_INPUTS)
+def test_bad_input_at_scale_raises_a_clear_error(name):
+    kwargs, match = AT_SCALE_BAD_INPUTS[name]
+    params, batch = deep_mlp_problem(np.float32)
+    with pytest.raises(ValueError, match=match):
+        check_grad(**(dict(cost=deep_mlp_cost, params=params, batch=batch) | kwargs))
