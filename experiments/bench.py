@@ -311,6 +311,163 @@ def bench_sweep(n: int, d: int, K: int, num_steps: int, results: dict, ref, lib,
     )
 
 
+# ------------------------------------------------------------------------------ engine cost model
+def _per_step(fn, num_steps: int, repeats: int) -> float:
+    return median_time(fn, repeats) / num_steps
+
+
+def bare_minibatch_scan(n: int, d: int, bs: int, num_steps: int, lr: float):
+    """The bare program a mini-batch run is judged against: a permutation (a sort) per epoch, then a
+    scan over its batches, SGD on least squares, nothing else."""
+    per_epoch = n // bs
+    num_epochs = -(-num_steps // per_epoch)
+
+    @jax.jit
+    def go(w, b, X, y, key):
+        def epoch(c, e):
+            perm = jax.random.permutation(jax.random.fold_in(key, e), n)[: per_epoch * bs]
+
+            def body(c, idx):
+                w, b = c
+                Xb, yb = X[idx], y[idx]
+                r = Xb @ w + b - yb
+                return (w - lr * 2 * (r @ Xb) / bs, b - lr * 2 * jnp.mean(r)), jnp.mean(r * r)
+
+            return jax.lax.scan(body, c, perm.reshape(per_epoch, bs))
+
+        return jax.lax.scan(epoch, (w, b), jnp.arange(num_epochs))
+
+    return go
+
+
+def bench_engine(results: dict, quick: bool):
+    """The rows of the engine issue, side by side in one process (see README)."""
+    out: dict = {}
+    print("engine: each ratio against the bare program (a hand-written jit of lax.scan), same process")
+    # Mini-batch SGD: O(batch) per step, evaluation on its default schedule.
+    for label, n, d, bs in (("minibatch_1e5", 100_000, 20, 32), ("minibatch_1e6", 1_000_000, 32, 1024)):
+        if quick:
+            n //= 50
+        X, y = make_big(n, d)
+        lr = 1e-3
+        num_steps = 2 * (n // bs)  # two epochs
+        p0 = gdjax.init_linear(d, jnp.float32)
+        data = (jnp.asarray(X), jnp.asarray(y))
+        run = lambda num_steps=num_steps, data=data, p0=p0, bs=bs, lr=lr: jax.block_until_ready(  # noqa: E731
+            gdjax.run(COST, rules.sgd(lr), p0, data, num_steps=num_steps, batch_size=bs, key=0)
+        )
+        bare = bare_minibatch_scan(n, d, bs, num_steps, lr)
+        bare_call = lambda bare=bare, p0=p0, data=data: jax.block_until_ready(  # noqa: E731
+            bare(p0["w"], p0["b"], *data, jax.random.key(0))
+        )
+        row = dict(n=n, d=d, batch_size=bs, num_steps=num_steps)
+        row["gdjax_us_per_step"] = _per_step(run, num_steps, 3) * 1e6
+        row["bare_us_per_step"] = _per_step(bare_call, num_steps, 3) * 1e6
+        row["ratio_vs_bare"] = row["gdjax_us_per_step"] / row["bare_us_per_step"]
+        out[label] = row
+        print(
+            f"    mini-batch n={n} d={d} batch {bs}, 2 epochs: gdjax {row['gdjax_us_per_step']:.1f} us/step, "
+            f"bare scan + sorted permutation per epoch {row['bare_us_per_step']:.1f} us/step "
+            f"-> {row['ratio_vs_bare']:.2f}x"
+        )
+        if label == "minibatch_1e6":
+            # 30 steps: their cost beyond the run's two evaluations, against one epoch of steps.
+            t30 = median_time(lambda run=run: run(num_steps=30), 3)
+            t1 = median_time(lambda run=run: run(num_steps=1), 3)
+            epoch = row["gdjax_us_per_step"] * 1e-6 * (n // bs)
+            row.update(t30_s=t30, t1_s=t1, marginal_30_over_epoch=(t30 - t1) / epoch)
+            print(
+                f"    30 steps on n={n}: whole call {t30 * 1e3:.1f} ms (two full-data evaluations "
+                f"included), beyond a 1-step call {(t30 - t1) * 1e3:.1f} ms = "
+                f"{row['marginal_30_over_epoch']:.3f} of an epoch's steps"
+            )
+
+    # Fixed cost of a call, and in-scan cost, on the 7-point data.
+    X, y = gdjax.data.house_prices()
+    X, y = X.astype(F32), y.astype(F32)
+    p0 = gdjax.init_linear(1, jnp.float32)
+    XT = np.ascontiguousarray(X.T)
+
+    def bare_small(num_steps):
+        @jax.jit
+        def go(w, b, XT, y):
+            def body(c, _):
+                w, b = c
+                r = w @ XT + b - y
+                return (w - 0.01 * 2 * (XT @ r) / 7, b - 0.01 * 2 * jnp.mean(r)), jnp.mean(r * r)
+
+            return jax.lax.scan(body, (w, b), None, length=num_steps)
+
+        return lambda: jax.block_until_ready(go(p0["w"], p0["b"], XT, y))
+
+    call = lambda num_steps: jax.block_until_ready(  # noqa: E731
+        gdjax.run(COST, rules.sgd(0.01), p0, (X, y), num_steps=num_steps)
+    )
+    fixed = dict(
+        gdjax_us=median_time(lambda: call(10), 200) * 1e6, bare_us=median_time(bare_small(10), 200) * 1e6
+    )
+    fixed["ratio"] = fixed["gdjax_us"] / fixed["bare_us"]
+    out["fixed_cost_10_steps"] = fixed
+    print(
+        f"    fixed cost, run of 10 steps on 7 points: gdjax {fixed['gdjax_us']:.0f} us, one jitted call "
+        f"{fixed['bare_us']:.0f} us -> {fixed['ratio']:.1f}x"
+    )
+    T = 20_000 if quick else 200_000
+    per = dict(
+        gdjax_ns=_per_step(lambda: call(T), T, 5) * 1e9,
+        bare_ns=_per_step(bare_small(T), T, 5) * 1e9,
+    )
+    per["ratio"] = per["gdjax_ns"] / per["bare_ns"]
+    out["in_scan_7_points"] = per
+    print(
+        f"    {T} steps on 7 points: gdjax {per['gdjax_ns']:.0f} ns/step, bare scan {per['bare_ns']:.0f} "
+        f"ns/step -> {per['ratio']:.2f}x"
+    )
+
+    # Large full batch.
+    n, d, T = (20_000, 32, 10) if quick else (1_000_000, 32, 20)
+    X, y = make_big(n, d)
+    XT = np.ascontiguousarray(X.T)
+    lr = 0.01
+    p0 = gdjax.init_linear(d, jnp.float32)
+    data = (jnp.asarray(X), jnp.asarray(y))
+
+    @jax.jit
+    def bare_big(w, b, XT, y):
+        def body(c, _):
+            w, b = c
+            r = w @ XT + b - y
+            return (w - lr * 2 * (XT @ r) / n, b - lr * 2 * jnp.mean(r)), jnp.mean(r * r)
+
+        return jax.lax.scan(body, (w, b), None, length=T)
+
+    def numpy_loop():
+        w, b = np.zeros(d, F32), F32(0)
+        for _ in range(T):
+            r = w @ XT + b - y
+            w, b = w - F32(lr * 2 / n) * (XT @ r), b - F32(lr * 2) * r.mean()
+        return w
+
+    big = dict(n=n, d=d)
+    big["gdjax_ms"] = (
+        _per_step(lambda: jax.block_until_ready(gdjax.run(COST, rules.sgd(lr), p0, data, num_steps=T)), T, 3)
+        * 1e3
+    )
+    dXT, dy = jnp.asarray(XT), jnp.asarray(y)
+    big["bare_ms"] = _per_step(lambda: jax.block_until_ready(bare_big(p0["w"], p0["b"], dXT, dy)), T, 3) * 1e3
+    big["numpy_ms"] = _per_step(numpy_loop, T, 2) * 1e3
+    big.update(
+        ratio_vs_bare=big["gdjax_ms"] / big["bare_ms"], ratio_vs_numpy=big["gdjax_ms"] / big["numpy_ms"]
+    )
+    out["full_batch_large"] = big
+    print(
+        f"    full batch n={n} d={d}: gdjax {big['gdjax_ms']:.2f} ms/step (data given row-major, device), "
+        f"bare feature-major scan {big['bare_ms']:.2f} -> {big['ratio_vs_bare']:.2f}x, "
+        f"NumPy loop on X (d, n) {big['numpy_ms']:.2f} -> {big['ratio_vs_numpy']:.2f}x"
+    )
+    results["engine"] = out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -318,6 +475,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not a measurement")
     parser.add_argument("--json", help="also write the numbers to this JSON file")
     parser.add_argument("--skip-sweep", action="store_true")
+    parser.add_argument("--only-engine", action="store_true", help="only the engine cost-model rows")
     args = parser.parse_args(argv)
     q = args.quick
     print(
@@ -327,6 +485,9 @@ def main(argv=None):
     )
     ref, lib = load_c_probes()
     results: dict = {"backend": jax.default_backend(), "cpu_count": os.cpu_count(), "quick": q}
+    bench_engine(results, q)
+    if args.only_engine:
+        return results
     bench_small(1000 if q else 10_000, 5 if q else 50, results)
     bench_per_step_small(20_000 if q else 200_000, 3 if q else 10, results, ref, lib)
     bench_big_full_batch(5_000 if q else 100_000, 20, 20 if q else 200, 2 if q else 5, results, ref, lib)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -392,9 +393,27 @@ def use_feature_major(cost, data, opts: RunOptions):
         or not np.shape(data[0])[0] > np.shape(data[0])[1]
     ):
         return cost, data, opts
-    X = data[0]
-    XT = X.T if isinstance(X, jax.Array) else np.ascontiguousarray(np.asarray(X).T)
-    return alt, (XT, *data[1:]), opts._replace(feature_major=True)
+    return alt, (_transposed(data[0]), *data[1:]), opts._replace(feature_major=True)
+
+
+_TRANSPOSED: dict[int, tuple] = {}  # id(X) -> (weakref to X, X.T): device arrays are immutable
+
+
+def _transposed(X):
+    """`X.T`, contiguous: host data is transposed on the host; a device array's transpose is kept
+    while the array lives, so repeated runs on the same data pay it once."""
+    if not isinstance(X, jax.Array):
+        return np.ascontiguousarray(np.asarray(X).T)
+    hit = _TRANSPOSED.get(id(X))
+    if hit is not None and hit[0]() is X:
+        return hit[1]
+    XT = jnp.asarray(X.T)
+    try:
+        key = id(X)
+        _TRANSPOSED[key] = (weakref.ref(X, lambda _, key=key: _TRANSPOSED.pop(key, None)), XT)
+    except TypeError:
+        pass
+    return XT
 
 
 def _prepare_data(data: PyTree, dtype) -> PyTree:
