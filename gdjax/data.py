@@ -8,6 +8,7 @@ callers choose the dtype (`jnp.asarray(X, jnp.float32)`) so that precision stays
 from __future__ import annotations
 
 import csv
+import math
 import os
 from typing import NamedTuple
 
@@ -15,7 +16,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdjax import io
 from gdjax.validation import check_regression_data, nearest
+
+# Data a reader or generator may hold, as a fraction of the host's physical memory: a request above
+# it is refused before anything is allocated (issue 12), instead of ending in a MemoryError.
+_MEMORY_FRACTION = 0.5
+
+
+def _memory_budget() -> int:
+    try:
+        return int(_MEMORY_FRACTION * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 4 * 1024**3
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1024**3:.3g} GB"
+
 
 # The 7-point house-price set of the gradient-descent tutorials: bedrooms -> price (thousands).
 HOUSE_BEDROOMS = np.array([1.0, 2.0, 3.0, 3.0, 4.0, 4.0, 5.0])
@@ -70,6 +88,12 @@ def synthetic(
         raise ValueError(f"condition_number must be a finite number >= 1, got {condition_number}")
     if num_examples < 1 or num_features < 1:
         raise ValueError(f"need num_examples >= 1 and num_features >= 1, got {num_examples}, {num_features}")
+    need, budget = 8 * num_examples * (num_features + 2), _memory_budget()
+    if need > budget:
+        raise ValueError(
+            f"num_examples={num_examples} x num_features={num_features} need about {_gb(need)} of float64 "
+            f"data, more than {_gb(budget)}; use num_examples <= {budget // (8 * (num_features + 2))}"
+        )
     if not isinstance(key, jax.Array):
         key = jax.random.key(int(key))
     seed = np.asarray(jax.random.key_data(key)).ravel()
@@ -88,16 +112,29 @@ def load_csv(
     target: str | int = -1,
     features: list[str | int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Loads `(X, y)` from a CSV file with a header row.
+    """Loads `(X, y)` in float64 from a CSV file with a header row.
+
+    Only the target and feature columns are parsed: other columns (ids, names, dates) may hold
+    anything. A value that is not a number, or one too large for float64, is an error naming the
+    file, the row and the column.
 
     Args:
       target: the target column, by header name or index (default: the last column).
       features: the feature columns by name or index (default: every other column).
     """
-    if not os.path.exists(path):
+    path = os.fspath(path)
+    if not os.path.isfile(path):
         raise ValueError(f"data file not found: {path}")
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+    size, budget = os.path.getsize(path), _memory_budget()
+    if 4 * size > budget:  # parsed rows take a few times the text
+        raise ValueError(f"{path} is {_gb(size)}, too large to read here (at most about {_gb(budget / 4)})")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not a UTF-8 text CSV file: {err}") from None
+    except csv.Error as err:
+        raise ValueError(f"{path} is not a readable CSV file: {err}") from None
     if len(rows) < 2:
         raise ValueError(f"{path}: need a header row and at least one data row")
     header = [h.strip() for h in rows[0]]
@@ -115,28 +152,108 @@ def load_csv(
     cols = (
         [column(c) for c in features] if features is not None else [i for i in range(len(header)) if i != t]
     )
+    wanted = [*cols, t]
+    table = np.empty((len(rows) - 1, len(wanted)), np.float64)
+    n = 0
+    for line, r in enumerate(rows[1:], start=2):
+        if not r or all(not v.strip() for v in r):
+            continue
+        if len(r) != len(header):
+            raise ValueError(f"{path}, line {line}: {len(r)} values for {len(header)} columns")
+        for j, c in enumerate(wanted):
+            try:
+                v = float(r[c])
+            except ValueError:
+                hint = (
+                    "; choose numeric columns with the features option" if c != t else "; choose the target"
+                )
+                raise ValueError(
+                    f"{path}, line {line}, column {header[c]!r}: {r[c]!r} is not a number{hint}"
+                ) from None
+            if math.isinf(v) and "inf" not in r[c].lower():
+                raise ValueError(
+                    f"{path}, line {line}, column {header[c]!r}: {r[c].strip()} is too large for float64"
+                )
+            table[n, j] = v
+        n += 1
+    table = table[:n]
+    X, y = table[:, :-1], table[:, -1]
     try:
-        table = np.array([[float(v) for v in r] for r in rows[1:] if r], dtype=np.float64)
+        check_regression_data(X, y)
     except ValueError as err:
-        raise ValueError(f"{path}: every value must be numeric ({err})") from None
-    X, y = table[:, cols], table[:, t]
-    check_regression_data(X, y)
+        raise ValueError(f"{path}: {err}") from None
     return X, y
 
 
 def load_npz(path: str | os.PathLike, *, x_key: str = "X", y_key: str = "y"):
-    """Loads `(X, y)` from an `.npz` file holding arrays under `x_key` and `y_key`."""
-    if not os.path.exists(path):
+    """Loads `(X, y)` in float64 from an `.npz` file holding arrays under `x_key` and `y_key`.
+
+    The archive is checked before anything is decompressed (`gdjax.io.inspect_npz`: a zip of plain
+    `.npy` arrays whose declared sizes its bytes can hold, never unpickled); then `X` must be real
+    numbers of shape `(n, d)` or `(n,)` and `y` of shape `(n,)`. Complex data is refused rather than
+    silently cast. Every error names the file.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
         raise ValueError(f"data file not found: {path}")
-    with np.load(path, allow_pickle=False) as f:
-        for k in (x_key, y_key):
-            if k not in f:
-                raise ValueError(f"{path}: no array {k!r}{nearest(k, f.files)}; arrays are {f.files}")
-        X, y = np.asarray(f[x_key], np.float64), np.asarray(f[y_key], np.float64)
+    members = io.inspect_npz(path)
+    for k in (x_key, y_key):
+        if k not in members:
+            raise ValueError(f"{path}: no array {k!r}{nearest(k, list(members))}; arrays are {list(members)}")
+    for k in (x_key, y_key):
+        m = members[k]
+        if m.dtype.kind == "c":
+            raise ValueError(f"{path}: array {k!r} is complex ({m.dtype}); gdjax fits real data only")
+        if m.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: array {k!r} holds {m.dtype}, not numbers")
+    mx, my = members[x_key], members[y_key]
+    if mx.shape and len(mx.shape) > 2 or len(my.shape) != 1 or not mx.shape:
+        raise ValueError(
+            f"{path}: expected {x_key!r} of shape (n, d) or (n,) and {y_key!r} of shape (n,), "
+            f"got {mx.shape} and {my.shape}"
+        )
+    if mx.shape[0] != my.shape[0]:
+        raise ValueError(f"{path}: {x_key!r} has {mx.shape[0]} rows but {y_key!r} has {my.shape[0]}")
+    need, budget = 8 * (math.prod(mx.shape) + my.shape[0]) + mx.nbytes + my.nbytes, _memory_budget()
+    if need > budget:
+        raise ValueError(
+            f"{path}: {x_key!r} {mx.shape} and {y_key!r} {my.shape} need about {_gb(need)}, "
+            f"more than {_gb(budget)} allowed here"
+        )
+    arrays = io.read_npz(path, required=(x_key, y_key))
+    X, y = np.asarray(arrays[x_key], np.float64), np.asarray(arrays[y_key], np.float64)
     if X.ndim == 1:
         X = X[:, None]
-    check_regression_data(X, y)
+    try:
+        check_regression_data(X, y)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     return X, y
+
+
+def check_representable(X, y, dtype, *, source: str = "the data", columns=None) -> None:
+    """Raises a ValueError if a value of `X` or `y` overflows `dtype` (e.g. 1e39 in float32 -> inf).
+
+    Args:
+      source: what to name in the message (a file).
+      columns: names of `X`'s columns, for the message.
+    """
+    big = float(np.finfo(np.dtype(dtype)).max)
+    for name, a in (("X", np.asarray(X)), ("y", np.asarray(y))):
+        finite = np.isfinite(a)
+        over = finite & (np.abs(np.where(finite, a, 0.0)) > big)
+        if over.any():
+            idx = np.argwhere(over)[0]
+            where = name
+            if name == "X" and a.ndim == 2:
+                col = int(idx[1])
+                where = f"column {columns[col]!r}" if columns is not None else f"X column {col}"
+            elif name == "y":
+                where = "the target" if columns is None else "the target column"
+            raise ValueError(
+                f"{source}: {where} holds {float(a[tuple(idx)]):g} (row {int(idx[0])}), which overflows "
+                f'{np.dtype(dtype).name} to inf; rescale the data, or use precision = "float64"'
+            )
 
 
 class Standardizer(NamedTuple):
@@ -180,7 +297,12 @@ def load(name: str):
 
 
 def as_batch(X, y, dtype=None) -> tuple[jax.Array, jax.Array]:
-    """Validates `(X, y)` and returns them as JAX arrays of `dtype` (default: JAX's float)."""
+    """Validates `(X, y)` and returns them as JAX arrays of `dtype` (default: JAX's float).
+
+    Raises:
+      ValueError: invalid data, or a value that overflows `dtype` (1e39 in float32).
+    """
     check_regression_data(X, y)
     dtype = dtype or jnp.result_type(float)
+    check_representable(X, y, dtype)
     return jnp.asarray(X, dtype), jnp.asarray(y, dtype)

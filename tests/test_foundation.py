@@ -367,7 +367,10 @@ BAD_FILES = {
         lambda p: data.load_csv(_csv(p, "a,b\n1,2\n"), target=5),
         r"column index 5 out of range",
     ),
-    "csv_not_numeric": (lambda p: data.load_csv(_csv(p, "a,b\n1,x\n")), r"every value must be numeric"),
+    "csv_not_numeric": (
+        lambda p: data.load_csv(_csv(p, "a,b\n1,x\n")),
+        r"d.csv, line 2, column 'b': 'x' is not a number",
+    ),
     "csv_header_only": (lambda p: data.load_csv(_csv(p, "a,b\n")), r"header row and at least one data row"),
     "csv_nan": (
         lambda p: data.load_csv(_csv(p, "a,b\n1,2\nnan,3\n")),

@@ -76,7 +76,7 @@ DATA_SOURCES = (*data.DATASETS, "synthetic", *FILE_SOURCES)
 PRECISIONS = ("float32", "float64")
 PLOTS = ("loss_curves", "loss_curves_grid", "lr_sweep", "contour", "contour_grid", "fitted_line")
 X_AXES = ("steps", "epochs")
-_LABEL = re.compile(r"^[A-Za-z0-9_+-]+$")
+_LABEL = re.compile(r"[A-Za-z0-9_+-]+")  # whole string (fullmatch): "adam\n" is no label
 
 
 class ConfigError(ValueError):
@@ -633,7 +633,7 @@ def _read_cost(t: _Table, has_data: bool) -> CostConfig:
             start=start,
             init_noise=init_noise,
         )
-    if not _LABEL.match(cfg.label):
+    if not _LABEL.fullmatch(cfg.label):
         t.fail("label", f"labels use letters, digits, '_', '+' and '-' only, got {cfg.label!r}")
     return cfg
 
@@ -678,6 +678,66 @@ def _read_run(t: _Table) -> RunConfig:
     return cfg
 
 
+# Size limits checked before anything is allocated (issue 12): values on one grid axis, and the bytes
+# of the loss / gradient-norm histories every lane keeps (as a fraction of the host's memory).
+MAX_AXIS = 100_000
+_MEMORY_FRACTION = 0.5
+
+
+def _host_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 1024**3
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1024**3:.3g} GB"
+
+
+def _check_sizes(top: _Table, cfg: ExperimentConfig) -> None:
+    """Refuses what cannot fit in memory, with numbers and advice that can work, before allocation."""
+    budget = _MEMORY_FRACTION * _host_memory()
+    itemsize = 8 if cfg.precision == "float64" else 4
+    d = cfg.data
+    if d is not None and d.source == "synthetic":
+        need = 8 * d.num_examples * (d.num_features + 2)  # float64 X, y and noise
+        if need > budget:
+            fit = max(1, int(budget // (8 * (d.num_features + 2))))
+            top.fail(
+                ("data", "num_examples"),
+                f"{d.num_examples} examples x {d.num_features} features need about {_gb(need)} of memory, "
+                f"more than the {_gb(budget)} gdjax allows itself here; use num_examples <= {fit}",
+            )
+    for i, o in enumerate(cfg.optimizers):
+        axes = o.axes()
+        lengths = [len(v) for v in axes.values()]
+        configs = (lengths[0] if lengths else 1) if o.zip_grid else math.prod(lengths)
+        batch_sizes = len(o.batch_size or cfg.run.batch_size)
+        lanes = configs * len(cfg.seeds) * batch_sizes * len(cfg.costs)
+        num_steps = o.num_steps or cfg.run.num_steps
+        per_lane = 2 * (num_steps + 1) * itemsize  # loss and gradient-norm histories
+        need = lanes * per_lane
+        if need > budget:
+            max_steps = int(budget // (2 * itemsize * max(lanes, 1))) - 1  # histories hold num_steps + 1
+            max_lanes = int(budget // per_lane)
+            advice = []
+            if max_steps >= 1:
+                advice.append(f"num_steps <= {max_steps} for this grid")
+            if max_lanes >= 1:
+                advice.append(f"at most {max_lanes} lanes (fewer grid values, seeds or batch sizes)")
+            key = ("optimizers", i, "grid") if max_lanes < lanes and max_steps < 1 else None
+            if key is None:
+                key = ("optimizers", i, "num_steps") if o.num_steps else ("run", "num_steps")
+                key = key if max_lanes < 1 else ("optimizers", i, "grid")
+            top.fail(
+                key,
+                f"{o.label}: {lanes} lanes x {num_steps} steps keep about {_gb(need)} of loss and "
+                f"gradient-norm histories, more than the {_gb(budget)} gdjax allows itself here; use "
+                + " or ".join(advice),
+            )
+
+
 def _read_axis(t: _Table, key: str, value) -> Any:
     """A grid entry: a scalar (fixed), an array (an axis), or `{ logspace = [lo, hi, num] }`."""
     if isinstance(value, bool):
@@ -707,6 +767,12 @@ def _read_axis(t: _Table, key: str, value) -> Any:
         lo, hi = spec.check_float(kind, lo), spec.check_float(kind, hi)
         if isinstance(num, bool) or not isinstance(num, int) or num < 2:
             spec.fail(kind, f"expected {usage}; num must be an integer >= 2, got {num!r}")
+        if num > MAX_AXIS:
+            spec.fail(
+                kind,
+                f"num = {num} values on one axis is more than gdjax sweeps ({MAX_AXIS} at most per axis); "
+                f"a few dozen values usually find the regime: try num = 32, then refine around the best",
+            )
         if kind == "logspace":
             if not (lo > 0 and hi > 0):
                 spec.fail(
@@ -751,7 +817,7 @@ def _read_optimizer(t: _Table) -> OptimizerConfig:
             f"{rule!r} is an Optax optimizer",
         )
     label = t.str("label", rule)
-    if not _LABEL.match(label):
+    if not _LABEL.fullmatch(label):
         t.fail("label", f"labels use letters, digits, '_', '+' and '-' only, got {label!r}")
     zip_grid = t.bool("zip_grid", False)
     num_steps = t.int("num_steps", None, minimum=1)
@@ -866,7 +932,7 @@ def _read(values: dict, src: _Source) -> ExperimentConfig:
     top.finish()
     top.known.clear()
     name = top.str("name")
-    if not re.match(r"^[A-Za-z0-9_.+-]+$", name):
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
         top.fail(
             "name", f"the name becomes a folder name: use letters, digits, '_', '.', '+', '-'; got {name!r}"
         )
@@ -914,7 +980,7 @@ def _read(values: dict, src: _Source) -> ExperimentConfig:
     gradcheck = _read_gradcheck(top.table("gradcheck", None))
     outputs = _read_outputs(top.table("outputs", None))
     top.finish()
-    return ExperimentConfig(
+    cfg = ExperimentConfig(
         name=name,
         description=description,
         precision=precision,
@@ -927,6 +993,8 @@ def _read(values: dict, src: _Source) -> ExperimentConfig:
         outputs=outputs,
         source=src.name,
     )
+    _check_sizes(top, cfg)
+    return cfg
 
 
 # ------------------------------------------------------------------------------------- public API

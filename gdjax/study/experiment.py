@@ -258,6 +258,11 @@ def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> lis
 
             else:
                 features, model, num_w, analytic = X, costs.linear, X.shape[1], reference.mse_grad
+            try:
+                names = cfg.data.features if cfg.data.source == "csv" else None
+                data.check_representable(X, y, dtype, source=cfg.data.path or cfg.data.source, columns=names)
+            except ValueError as err:
+                raise _locate_error(cfg, "precision", str(err)) from None
             cost = costs.make_cost(model, costs.mse)
             ls = reference.least_squares(features, y, full_output=True)
             problems.append(
