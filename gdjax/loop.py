@@ -317,13 +317,14 @@ def _scan_run(
         batch_losses.append(bl)
         records.append(None if rec is None else jax.tree.map(lambda x: x[None], rec))
     last, _ = evaluate(carry.params)
-    carry = carry._replace(
-        status=jnp.where(
-            (carry.status == Status.MAX_STEPS) & ~(jnp.isfinite(last.loss) & jnp.isfinite(last.grad_norm)),
-            jnp.int32(Status.NONFINITE),
-            carry.status,
-        )
+    running = carry.status == Status.MAX_STEPS
+    status = jnp.where(
+        ~(jnp.isfinite(last.loss) & jnp.isfinite(last.grad_norm)), jnp.int32(Status.NONFINITE), carry.status
     )
+    if opts.use_divergence:
+        # A run that ends above the threshold did not come back within its budget: diverged.
+        status = jnp.where(last.loss > carry.threshold, jnp.int32(Status.DIVERGED), status)
+    carry = carry._replace(status=jnp.where(running, status, carry.status))
     evals.append(jax.tree.map(lambda x: x[None], last))
     ev = jax.tree.map(lambda *xs: jnp.concatenate(xs), *evals)
 
@@ -682,9 +683,10 @@ def run(
         run is frozen at the last finite iterate.
       - `DIVERGED` (at evaluations): the full-data loss stayed above
         `f(params_0) + (divergence_factor - 1) |f(params_0)|` (100x the initial loss by default) and
-        did not fall, for `divergence_patience` (50) evaluations in a row. A transient spike that turns
-        around (Adagrad or LARS at Optax's own settings on Rosenbrock climb to 100x and 8e6x before
-        converging) resets the count; runaway growth does not. `divergence_factor=None` disables it.
+        did not fall, for `divergence_patience` (50) evaluations in a row, or it is still above that
+        threshold at the last evaluation. A transient spike that turns around (Adagrad or LARS at
+        Optax's own settings on Rosenbrock climb to 100x and 8e6x before converging) resets the count;
+        runaway growth does not. `divergence_factor=None` disables it.
 
     Args:
       cost: pure `cost(params, data) -> scalar`.

@@ -268,3 +268,10 @@ def test_a_transient_spike_is_not_divergence(rule, peak):
 def test_extra_args_rules_run_inside_the_loop():
     trace = gdjax.run(gdjax.costs.rosenbrock, optax.lbfgs(), jnp.zeros(2), None, num_steps=100)
     assert float(trace.final_loss) < 1e-8
+
+
+def test_a_short_run_that_ends_far_above_its_start_is_diverged():
+    X, y = gdjax.data.house_prices()  # 2/L = 0.0813: lr = 0.15 grows the loss ~7x per step
+    trace = gdjax.run(COST, rules.sgd(0.15), gdjax.init_linear(1), (X, y), num_steps=20)
+    assert trace.status_name() == "diverged" and int(trace.steps) == 20
+    assert np.all(np.isfinite(np.asarray(trace.loss_history)))
