@@ -19,16 +19,11 @@ import numpy as np
 from gdjax import io
 from gdjax.validation import check_regression_data, nearest
 
-# Data a reader or generator may hold, as a fraction of the host's physical memory: a request above
-# it is refused before anything is allocated (issue 12), instead of ending in a MemoryError.
-_MEMORY_FRACTION = 0.5
-
 
 def _memory_budget() -> int:
-    try:
-        return int(_MEMORY_FRACTION * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 4 * 1024**3
+    # Data a reader or generator may hold: a request above it is refused before anything is
+    # allocated (issue 12), instead of ending in a MemoryError.
+    return io.memory_budget()
 
 
 def _gb(n: float) -> str:

@@ -56,6 +56,7 @@ __all__ = [
     "trace_from_arrays",
     "json_value",
     "loads",
+    "memory_budget",
     "read_json",
     "read_npz",
     "remove_stale_temps",
@@ -249,6 +250,14 @@ class SummaryTable(list):
 
 
 # ------------------------------------------------------------------------------------- NPZ reading
+def memory_budget(fraction: float = 0.5) -> int:
+    """`fraction` of the host's physical memory: what one file or data set may take once read."""
+    try:
+        return int(fraction * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return int(fraction * 8 * 1024**3)
+
+
 class NpzMember:
     """What a member's `.npy` header declares: name, shape, dtype, sizes."""
 
@@ -379,11 +388,15 @@ def read_npz(
 ) -> dict[str, np.ndarray]:
     """Reads every array of an `.npz` after `inspect_npz` has checked it; `allow_pickle=False` always.
 
+    Args:
+      required: members that must be present.
+      max_bytes: the most the arrays may declare in all (default `memory_budget()`).
+
     Raises:
       FileFormatError: see `inspect_npz`; also a missing required member, or data that fails CRC.
     """
     path = os.fspath(path)
-    members = inspect_npz(path, max_bytes=max_bytes)
+    members = inspect_npz(path, max_bytes=memory_budget() if max_bytes is None else max_bytes)
     missing = [k for k in required if k not in members]
     if missing:
         raise FileFormatError(

@@ -46,8 +46,6 @@ MARKER_CONTENT = {"format": "gdjax-run-folder", "version": 1}
 LOCK = ".gdjax-lock"
 PARTIAL_MARKER = "PARTIAL"
 PARTS = "parts"
-# A part's arrays must fit this many bytes (a sanity bound against a damaged or hostile header).
-_MAX_PART_BYTES = 1 << 40
 
 
 class FolderInUse(ValueError):
@@ -155,7 +153,7 @@ class RunFolder:
                 raise io.FileFormatError(f"{meta_path} is not a part file (not a JSON object)")
             if not meta.get("complete"):
                 return None, None, None
-            arrays = io.read_npz(npz, required=required, max_bytes=_MAX_PART_BYTES)
+            arrays = io.read_npz(npz, required=required)
         except (io.FileFormatError, OSError) as err:
             return None, None, str(err)
         return meta, arrays, None
@@ -190,6 +188,9 @@ def prepare(cfg, out: str, *, resume: bool, force: bool) -> tuple[RunFolder, boo
         try:
             cfg_file = folder.file("config.toml")
             if not os.path.isfile(cfg_file):
+                folder.clean_temps()
+                if set(os.listdir(out)) <= {MARKER, LOCK}:  # killed right after creating it
+                    return folder, False
                 raise ValueError(f"cannot resume {out}: its config.toml is missing")
             previous = config_lib.load(cfg_file)
             diff = _config_diff(previous.to_dict(), cfg.to_dict())

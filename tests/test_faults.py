@@ -1,0 +1,341 @@
+"""Fault injection (issue 12): kills, interrupts, damaged and hostile files, floods of work.
+
+Each case asserts that nothing is lost, that the message is one clear line naming what is wrong,
+and that a resumed run gives byte-identical summaries. The signal cases run the real command in a
+subprocess and are marked slow; the rest drive `gdjax.study.cli.main` in-process.
+"""
+
+import io
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from gdjax.estimator import GDRegressor
+from gdjax.study import cli, experiment, runfolder
+from gdjax.study import config as config_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Two optimizers, a few lanes, no gradient check and no plots: about a second of work in-process.
+TINY = """
+name = "tiny"
+precision = "float64"
+seeds = [0, 1]
+[data]
+source = "house_prices"
+standardize = true
+[cost]
+model = "linear"
+[run]
+num_steps = 200
+[[optimizers]]
+rule = "gd"
+grid.learning_rate = [0.01, 0.1, 0.5]
+[[optimizers]]
+rule = "momentum"
+grid.learning_rate = [0.01, 0.1]
+grid.momentum = 0.9
+[gradcheck]
+enabled = false
+[outputs]
+plots = []
+"""
+SUMMARIES = ("summary.csv", "summary.json", "histories.npz")
+
+
+def run_cli(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    before = jax.config.jax_enable_x64
+    try:
+        code = cli.main(list(argv), stdout=out, stderr=err)
+    finally:
+        jax.config.update("jax_enable_x64", before)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny config and one uninterrupted run of it (the reference for byte-identity)."""
+    base = tmp_path_factory.mktemp("faults")
+    cfg = base / "tiny.toml"
+    cfg.write_text(TINY)
+    ref = base / "reference"
+    code, _, err = run_cli("run", str(cfg), "--out", str(ref), "-q")
+    assert code == 0, err
+    return cfg, ref
+
+
+def assert_same_results(folder, ref):
+    for name in SUMMARIES:
+        assert (folder / name).read_bytes() == (ref / name).read_bytes(), name
+    assert not (folder / runfolder.PARTIAL_MARKER).exists()
+    assert not (folder / runfolder.PARTS).exists()
+    assert not [n for n in os.listdir(folder) if n.startswith(".tmp-")]
+
+
+def interrupted_folder(cfg_path, out, after: str):
+    """A partial run folder: the run is stopped by a KeyboardInterrupt when unit `after` starts."""
+    cfg = config_lib.load(cfg_path)
+
+    def progress(key, done, total):
+        if key == after:
+            raise KeyboardInterrupt
+
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            experiment.run_experiment(cfg, str(out), progress=progress)
+    finally:
+        jax.config.update("jax_enable_x64", before)
+    assert (out / runfolder.PARTIAL_MARKER).exists()
+
+
+# ------------------------------------------------------------------------------------ ownership
+def test_force_refuses_a_foreign_folder_with_a_manifest(tiny, tmp_path):
+    cfg, _ = tiny
+    web = tmp_path / "webapp"
+    web.mkdir()
+    (web / "manifest.json").write_text('{"name": "my web app"}')
+    (web / "index.html").write_text("<html></html>")
+    for flag in ("--force", "--resume"):
+        code, _, err = run_cli("run", str(cfg), "--out", str(web), "-q", flag)
+        assert code == 2 and str(web) in err and "not a gdjax run folder" in err, err
+        assert sorted(os.listdir(web)) == ["index.html", "manifest.json"]
+        assert (web / "index.html").read_text() == "<html></html>"
+
+
+def test_force_replaces_a_folder_gdjax_made(tiny, tmp_path):
+    cfg, ref = tiny
+    out = tmp_path / "run"
+    interrupted_folder(cfg, out, after="momentum")
+    (out / "stray.txt").write_text("left by a previous attempt")
+    code, _, err = run_cli("run", str(cfg), "--out", str(out), "-q", "--force")
+    assert code == 0, err
+    assert_same_results(out, ref)
+    assert not (out / "stray.txt").exists() and runfolder.is_run_folder(str(out))
+
+
+def test_a_live_lock_refuses_a_concurrent_resume(tiny, tmp_path):
+    cfg, _ = tiny
+    out = tmp_path / "run"
+    interrupted_folder(cfg, out, after="momentum")
+    holder = runfolder.RunFolder(str(out))
+    holder.lock()  # as another live gdjax process would
+    try:
+        code, _, err = run_cli("run", str(cfg), "--out", str(out), "-q", "--resume")
+    finally:
+        holder.unlock()
+    assert code == 2 and "in use by another gdjax run" in err and str(out) in err, err
+    assert (out / runfolder.PARTIAL_MARKER).exists()
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tiny, tmp_path):
+    cfg, ref = tiny
+    out = tmp_path / "run"
+    interrupted_folder(cfg, out, after="momentum")
+    (out / runfolder.LOCK).write_text("pid 999999999 on a host that died\n")  # no flock held
+    code, _, err = run_cli("run", str(cfg), "--out", str(out), "-q", "--resume")
+    assert code == 0, err
+    assert_same_results(out, ref)
+    assert not (out / runfolder.LOCK).exists()
+
+
+# ------------------------------------------------------------------------------- damaged parts
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+DAMAGES = {
+    "npz-truncated": ("gd.npz", _truncate),
+    "npz-text": ("gd.npz", lambda p: p.write_text("not an archive")),
+    "json-truncated": ("gd.json", _truncate),
+    "json-not-an-object": ("gd.json", lambda p: p.write_text("[1, 2]")),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_part_is_redone_on_resume(tiny, tmp_path, damage):
+    cfg, ref = tiny
+    out = tmp_path / "run"
+    interrupted_folder(cfg, out, after="momentum")
+    name, hurt = DAMAGES[damage]
+    hurt(out / runfolder.PARTS / name)
+    code, stdout, err = run_cli("run", str(cfg), "--out", str(out), "--resume")
+    assert code == 0, err
+    assert "part of gd is damaged, so it is redone" in stdout and name in stdout, stdout
+    assert_same_results(out, ref)
+
+
+def test_temp_files_left_by_a_kill_are_removed_before_completion(tiny, tmp_path):
+    cfg, ref = tiny
+    out = tmp_path / "run"
+    interrupted_folder(cfg, out, after="momentum")
+    (out / ".tmp-gdjax-abc123-summary.csv").write_text("half a file")
+    (out / runfolder.PARTS / ".tmp-gdjax-def456-gd.npz").write_bytes(b"PK\x03")
+    code, _, err = run_cli("run", str(cfg), "--out", str(out), "-q", "--resume")
+    assert code == 0, err
+    assert_same_results(out, ref)
+
+
+# ------------------------------------------------------------------------------- hostile inputs
+def _npz_config(tmp_path, data_file):
+    cfg = tmp_path / "npz.toml"
+    cfg.write_text(TINY.replace('source = "house_prices"', f'source = "npz"\npath = "{data_file.name}"'))
+    return cfg
+
+
+def _write_text(p):
+    p.write_text("X,y\n1,2\n")
+
+
+def _write_truncated(p):
+    np.savez(p, X=np.arange(6.0), y=np.arange(6.0))
+    _truncate(p)
+
+
+def _write_complex(p):
+    np.savez(p, X=np.arange(6.0) * 1j, y=np.arange(6.0))
+
+
+def _write_object(p):
+    np.savez(p, X=np.array([{"a": 1}] * 6, dtype=object), y=np.arange(6.0))
+
+
+HOSTILE_DATA = {
+    "text-named-npz": (_write_text, "is not an .npz archive"),
+    "truncated": (_write_truncated, "is not a readable .npz archive"),
+    "complex": (_write_complex, "is complex"),
+    "pickled-objects": (_write_object, "never unpickles"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_DATA)
+def test_hostile_data_files_give_a_gdjax_error_naming_the_file(tmp_path, case):
+    write, message = HOSTILE_DATA[case]
+    data_file = tmp_path / "data.npz"
+    write(data_file)
+    out = tmp_path / "run"
+    code, _, err = run_cli("run", str(_npz_config(tmp_path, data_file)), "--out", str(out), "-q")
+    assert code == 2 and message in err and str(data_file) in err, err
+    assert "allow_pickle" not in err and "Traceback" not in err
+    assert err.count("\n") == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["text-named-npz", "truncated", "pickled-objects"])
+def test_hostile_model_files_give_an_error_naming_the_file(tmp_path, case):
+    path = tmp_path / "model.npz"
+    HOSTILE_DATA[case][0](path)
+    with pytest.raises(ValueError, match="not a readable GDRegressor file") as info:
+        GDRegressor.load(path)
+    assert str(path) in str(info.value) and "allow_pickle" not in str(info.value)
+
+
+FLOODS = {
+    "logspace-1e9": (
+        "grid.learning_rate = [0.01, 0.1, 0.5]",
+        "grid.learning_rate = { logspace = [0.001, 1.0, 1000000000] }",
+        "values on one axis",
+    ),
+    "grid-1e5-x-1e5": (
+        "grid.learning_rate = [0.01, 0.1]\ngrid.momentum = 0.9",
+        "grid.learning_rate = { logspace = [0.001, 1.0, 100000] }\n"
+        "grid.momentum = { linspace = [0.0, 0.9, 100000] }",
+        "at most",
+    ),
+    "num_steps-1e12": ("num_steps = 200", "num_steps = 1000000000000", "use num_steps <="),
+    "num_examples-1e9": (
+        'source = "house_prices"\nstandardize = true',
+        'source = "synthetic"\nnum_examples = 1000000000',
+        "use num_examples <=",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", FLOODS)
+def test_impossible_sizes_are_refused_before_allocation_without_a_folder(tmp_path, case):
+    old, new, advice = FLOODS[case]
+    cfg = tmp_path / "flood.toml"
+    assert old in TINY
+    cfg.write_text(TINY.replace(old, new))
+    out = tmp_path / "run"
+    code, _, err = run_cli("run", str(cfg), "--out", str(out), "-q")
+    assert code == 2 and advice in err, err
+    assert err.count("\n") == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("bad", ['label = "gd\\n"', 'name = "tiny\\n"'])
+def test_names_ending_in_a_newline_are_refused(tmp_path, bad):
+    text = (
+        TINY.replace('name = "tiny"', bad)
+        if bad.startswith("name")
+        else TINY.replace('rule = "gd"\n', f'rule = "gd"\n{bad}\n')
+    )
+    with pytest.raises(config_lib.ConfigError, match="letters, digits"):
+        config_lib.loads(text)
+
+
+def test_csv_overflowing_float32_is_an_error_naming_the_file(tmp_path):
+    csv = tmp_path / "big.csv"
+    csv.write_text("id,x,y\na,1e39,2\nb,2,4\nc,3,6\n")
+    text = TINY.replace(
+        'source = "house_prices"\nstandardize = true',
+        'source = "csv"\npath = "big.csv"\ntarget = "y"\nfeatures = ["x"]',
+    ).replace('precision = "float64"', 'precision = "float32"')
+    cfg = tmp_path / "csv.toml"
+    cfg.write_text(text)
+    code, _, err = run_cli("run", str(cfg), "--out", str(tmp_path / "run"), "-q")
+    assert code == 2 and "overflows float32" in err and str(csv) in err and "'x'" in err, err
+
+
+# ------------------------------------------------------------------------------------- signals
+def _command(*argv):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return subprocess.Popen(
+        [sys.executable, "-m", "gdjax.study.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+# (signal, seconds after the first line of output, expected exit code); -9 cannot be caught.
+SIGNALS = [
+    (signal.SIGINT, 0.0, 130),
+    (signal.SIGTERM, 0.5, 143),
+    (signal.SIGHUP, 1.0, 129),
+    (signal.SIGKILL, 0.8, -9),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "delay", "code"), SIGNALS, ids=[s[0].name for s in SIGNALS])
+def test_a_signal_ends_cleanly_and_resume_gives_identical_results(tiny, tmp_path, sig, delay, code):
+    cfg, ref = tiny
+    out = tmp_path / "run"
+    proc = _command("run", str(cfg), "--out", str(out))
+    proc.stdout.readline()  # "gdjax run: tiny (...)": the command has started
+    time.sleep(delay)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (code, 0), err  # 0: the run finished before the signal landed
+    assert "Traceback" not in err and "Segmentation" not in err, err
+    if proc.returncode == 0:
+        assert_same_results(out, ref)
+        return
+    if sig != signal.SIGKILL:
+        assert f"interrupted ({sig.name})" in err, err
+    resume = _command("run", str(cfg), "--out", str(out), "--resume", "-q")
+    _, err = resume.communicate(timeout=120)
+    assert resume.returncode == 0, err
+    assert_same_results(out, ref)
