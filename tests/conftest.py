@@ -5,8 +5,14 @@ compared at tight tolerances, and rank promotion raises so that the classic `(n,
 an error rather than a silent `(n, n)` matrix. Library code never flips these flags itself.
 """
 
+import os
+
 import jax
 import pytest
+
+# The `gdjax` command keeps a per-user persistent compilation cache; tests (and the commands they
+# start) compile afresh and write nothing to the user's home.
+os.environ.setdefault("GDJAX_COMPILE_CACHE", "off")
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")

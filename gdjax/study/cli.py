@@ -57,7 +57,8 @@ The run folder (default runs/<name>-<YYYYmmdd-HHMMSS>) gets config.toml (the res
 manifest.json, gradcheck.txt, summary.csv, summary.json, histories.npz and the plots. An existing
 non-empty folder is never overwritten: --resume finishes an interrupted run (same config; finished
 optimizers are kept, the others rerun, and the result is that of an uninterrupted run), --force
-replaces it.
+replaces it. Both act only on a folder gdjax made (it holds a .gdjax-run marker), and only one run
+at a time may write a folder (a lock). Ctrl-C, SIGTERM and SIGHUP leave a folder --resume finishes.
 
 examples:
   gdjax run
