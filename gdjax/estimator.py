@@ -735,6 +735,11 @@ class GDRegressor:
                     f"array {name!r} has shape {arrays[name].shape} and dtype {arrays[name].dtype}, "
                     f"expected {shape} and {dtype}"
                 )
+        status = str(Status[str(fitted["status"]).upper()])
+        if status not in gdjax_io.BLEW_UP and not (
+            np.all(np.isfinite(arrays["coef"])) and np.isfinite(arrays["intercept"])
+        ):
+            raise ValueError(f"its fitted coefficients are not finite although its status is {status!r}")
         self.coef_ = arrays["coef"]
         self.intercept_ = arrays["intercept"][()]
         self.coef_path_ = arrays["coef_path"]

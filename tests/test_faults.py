@@ -339,3 +339,15 @@ def test_a_signal_ends_cleanly_and_resume_gives_identical_results(tiny, tmp_path
     _, err = resume.communicate(timeout=120)
     assert resume.returncode == 0, err
     assert_same_results(out, ref)
+
+
+def test_a_model_file_with_non_finite_coefficients_is_refused(tmp_path):
+    X, y = np.arange(8.0).reshape(4, 2), np.arange(4.0)
+    path = tmp_path / "model.npz"
+    GDRegressor(learning_rate=0.1, standardize=True, num_steps=20, tol=None).fit(X, y).save(path)
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["coef"] = np.full_like(arrays["coef"], np.nan)
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="corrupted GDRegressor file: .*coefficients are not finite"):
+        GDRegressor.load(path)

@@ -6,6 +6,8 @@ starting point, closed-form answers), checks the gradients, runs one `gdjax.swee
 atomically as it goes:
 
     <run folder>/
+      .gdjax-run         the ownership marker, written first (see gdjax.study.runfolder)
+      .gdjax-lock        while a run writes the folder: the lock it holds
       config.toml        the resolved config (defaults filled in, grids expanded, paths absolute)
       manifest.json      versions, devices, precision, timings, git commit, command, status
       gradcheck.txt      the gradient-check report of every cost
