@@ -196,10 +196,13 @@ def _scan_run(
             best_loss = jnp.where(improved, ev.loss, c.best_loss)
         else:
             since_best, patience_out, best_loss = c.since_best, false, c.best_loss
+        # Overflow while the loss was running away above the threshold is divergence, not a NaN.
+        blew_up = jnp.int32(Status.DIVERGED) if opts.use_divergence else jnp.int32(Status.NONFINITE)
+        blew_up = jnp.where(c.streak > 0, blew_up, jnp.int32(Status.NONFINITE))
         status = jnp.int32(Status.MAX_STEPS)
         for fired, code in reversed(
             [
-                (nonfinite, Status.NONFINITE),
+                (nonfinite, blew_up),
                 (diverged, Status.DIVERGED),
                 (grad_small, Status.CONVERGED),
                 (patience_out, Status.CONVERGED),
@@ -248,7 +251,8 @@ def _scan_run(
         else:
             converged = false
         apply = running & ~nonfinite
-        status = jnp.where(nonfinite, jnp.int32(Status.NONFINITE), jnp.int32(Status.MAX_STEPS))
+        blew_up = jnp.where(c.streak > 0, jnp.int32(Status.DIVERGED), jnp.int32(Status.NONFINITE))
+        status = jnp.where(nonfinite, blew_up, jnp.int32(Status.MAX_STEPS))
         status = jnp.where(apply & converged, jnp.int32(Status.CONVERGED), status)
 
         def pick(new, old):
@@ -318,9 +322,8 @@ def _scan_run(
         records.append(None if rec is None else jax.tree.map(lambda x: x[None], rec))
     last, _ = evaluate(carry.params)
     running = carry.status == Status.MAX_STEPS
-    status = jnp.where(
-        ~(jnp.isfinite(last.loss) & jnp.isfinite(last.grad_norm)), jnp.int32(Status.NONFINITE), carry.status
-    )
+    blew_up = jnp.where(carry.streak > 0, jnp.int32(Status.DIVERGED), jnp.int32(Status.NONFINITE))
+    status = jnp.where(~(jnp.isfinite(last.loss) & jnp.isfinite(last.grad_norm)), blew_up, carry.status)
     if opts.use_divergence:
         # A run that ends above the threshold did not come back within its budget: diverged.
         status = jnp.where(last.loss > carry.threshold, jnp.int32(Status.DIVERGED), status)
