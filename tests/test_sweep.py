@@ -320,7 +320,8 @@ def test_summary_without_f_star_targets_the_loss():
     result = dataclasses.replace(_result("sgd-diverging-nonfinite-tolerance-axes"), f_star=None)
     table = result.summary(target=0.02)
     assert {r["suboptimality"] for r in table} == {None}
-    best_found = np.nanmin(np.where(np.isfinite(result.trace.loss_history), result.trace.loss_history, np.nan))
+    losses = result.trace.loss_history
+    best_found = np.nanmin(np.where(np.isfinite(losses), losses, np.nan))
     for i, r in enumerate(table):
         assert r["suboptimality_vs_best"] == float(result.trace.loss_history[i, -1]) - best_found
     for i, r in enumerate(table):
