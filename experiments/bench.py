@@ -473,6 +473,143 @@ def bench_engine(results: dict, quick: bool):
     results["engine"] = out
 
 
+def bare_sweep_programs(n: int, bs: int | None, num_steps: int):
+    """The bare programs a sweep is judged against: `jax.jit(jax.vmap(scan))` of plain SGD on least
+    squares, float32, nothing else. Full batch: feature-major `X.T` (the layout gdjax uses), the loss
+    of every step. Mini-batch: `bs` row indices drawn per step from the lane's key (O(batch), with
+    replacement), the batch loss of every step, and a full-data loss at the start and the end (the
+    two evaluations gdjax's default schedule makes in a run shorter than 10 epochs)."""
+    if bs is None:
+
+        def one(lr, w, b, XT, y):
+            def body(c, _):
+                w, b = c
+                r = w @ XT + b - y
+                return (w - lr * 2 * (XT @ r) / n, b - lr * 2 * jnp.mean(r)), jnp.mean(r * r)
+
+            return jax.lax.scan(body, (w, b), None, length=num_steps)
+
+        return jax.jit(jax.vmap(one, in_axes=(0, None, None, None, None)))
+
+    def one_mb(lr, key, w, b, X, y):
+        def full_loss(w, b):
+            r = X @ w + b - y
+            return jnp.mean(r * r)
+
+        def body(c, t):
+            w, b = c
+            idx = jax.random.randint(jax.random.fold_in(key, t), (bs,), 0, n)
+            Xb, yb = X[idx], y[idx]
+            r = Xb @ w + b - yb
+            return (w - lr * 2 * (r @ Xb) / bs, b - lr * 2 * jnp.mean(r)), jnp.mean(r * r)
+
+        first = full_loss(w, b)
+        (w, b), losses = jax.lax.scan(body, (w, b), jnp.arange(num_steps))
+        return (w, b), losses, first, full_loss(w, b)
+
+    return jax.jit(jax.vmap(one_mb, in_axes=(0, 0, None, None, None, None)))
+
+
+def bench_sweep_engine(results: dict, quick: bool):
+    """Issue 10 item 8: a sweep of K learning rates against the bare `jit(vmap(scan))` of the same math
+    and against a Python loop of K `gdjax.run` calls, side by side in one process, float32."""
+    out: dict = {}
+    n, d, K = (2_000, 20, 8) if quick else (100_000, 20, 256)
+    X, y = make_big(n, d)
+    bound = float(gdjax.reference.curvature(X[:5000]).max_stable_lr)
+    p0 = gdjax.init_linear(d, jnp.float32)
+    data = (jnp.asarray(X), jnp.asarray(y))
+    w0 = jnp.zeros((d,), jnp.float32)
+    b0 = jnp.zeros((), jnp.float32)
+    repeats = 2 if quick else 3
+    print(
+        f"sweep vs bare: K={K} lanes, n={n}, d={d}, float32; per lane-step times, "
+        "compile apart from run (median of warm calls)"
+    )
+    # Full batch: K learning rates. Mini-batch: K/4 learning rates x 4 seeds, batch 32.
+    num_seeds = 4
+    for label, bs, num_steps in (
+        ("full_batch", None, 10 if quick else 50),
+        ("minibatch_32", 32, 50 if quick else 1000),
+    ):
+        lanes_lr = K if bs is None else K // num_seeds
+        lrs = np.geomspace(1e-3 * bound, 0.9 * bound, lanes_lr).astype(F32)
+        seeds = None if bs is None else list(range(num_seeds))
+        lane_lrs = lrs if bs is None else np.repeat(lrs, num_seeds)  # gdjax's lane order: seeds fastest
+        lane_seeds = None if bs is None else np.tile(np.arange(num_seeds), lanes_lr)
+        lane_steps = K * num_steps
+
+        def do_sweep(lrs=lrs, bs=bs, seeds=seeds, num_steps=num_steps):
+            res = gdjax.sweep(
+                COST, "sgd", p0, data, grid={"learning_rate": lrs}, num_steps=num_steps, seeds=seeds,
+                batch_size=bs,
+            )  # fmt: skip
+            jax.block_until_ready(res.trace.loss_history)
+            return res
+
+        row = dict(n=n, d=d, lanes=K, batch_size=bs, num_steps=num_steps, seeds=num_seeds if bs else None)
+        t = time.perf_counter()
+        first = do_sweep()
+        row["gdjax_first_call_s"] = time.perf_counter() - t
+        row["gdjax_compile_s"] = first.compile_seconds
+        warm = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            res = do_sweep()
+            warm.append((time.perf_counter() - t, res.run_seconds))
+        row["gdjax_call_s"] = statistics.median(w for w, _ in warm)
+        row["gdjax_device_s"] = statistics.median(r for _, r in warm)
+
+        # (a) the bare program, compiled and warmed up first.
+        bare = bare_sweep_programs(n, bs, num_steps)
+        lrs_j = jnp.asarray(lane_lrs)
+        if bs is None:
+            args = (lrs_j, w0, b0, jnp.asarray(np.ascontiguousarray(X.T)), data[1])
+        else:
+            keys = jax.vmap(jax.random.key)(jnp.asarray(lane_seeds))
+            args = (lrs_j, keys, w0, b0, *data)
+        t = time.perf_counter()
+        compiled = bare.lower(*args).compile()
+        row["bare_compile_s"] = time.perf_counter() - t
+        row["bare_s"] = median_time(
+            lambda compiled=compiled, args=args: jax.block_until_ready(compiled(*args)), repeats
+        )
+
+        # (b) a Python loop of K gdjax.run calls (warm: the first call compiles, outside the timing).
+        def loop_of_runs(lane_lrs=lane_lrs, lane_seeds=lane_seeds, bs=bs, num_steps=num_steps):
+            for i, lr in enumerate(lane_lrs):
+                key = None if bs is None else int(lane_seeds[i])
+                tr = gdjax.run(
+                    COST, rules.sgd(float(lr)), p0, data, num_steps=num_steps, batch_size=bs, key=key
+                )
+                jax.block_until_ready(tr.loss_history)
+
+        row["loop_of_runs_s"] = median_time(loop_of_runs, 1 if not quick else 2)
+        for name in ("gdjax_call", "gdjax_device", "bare", "loop_of_runs"):
+            row[f"{name}_ns_per_lane_step"] = row[f"{name}_s"] / lane_steps * 1e9
+        row["speed_vs_bare"] = row["bare_s"] / row["gdjax_call_s"]  # target >= 0.8
+        row["speed_vs_bare_device_only"] = row["bare_s"] / row["gdjax_device_s"]
+        row["speedup_vs_loop_of_runs"] = row["loop_of_runs_s"] / row["gdjax_call_s"]  # target >= 1.3
+        out[label] = row
+        what = "full batch" if bs is None else f"batch {bs}, {lanes_lr} learning rates x {num_seeds} seeds"
+        print(f"    {what}, {num_steps} steps:")
+        print(
+            f"      gdjax.sweep      {row['gdjax_call_ns_per_lane_step']:9.1f} ns/lane-step "
+            f"(device part {row['gdjax_device_ns_per_lane_step']:.1f}; "
+            f"compile {row['gdjax_compile_s']:.2f} s, first call {row['gdjax_first_call_s']:.2f} s)"
+        )
+        print(
+            f"      bare jit(vmap(scan)) {row['bare_ns_per_lane_step']:5.1f} ns/lane-step "
+            f"(compile {row['bare_compile_s']:.2f} s) -> gdjax speed / bare speed "
+            f"{row['speed_vs_bare']:.2f} (device part {row['speed_vs_bare_device_only']:.2f}; target >= 0.8)"
+        )
+        print(
+            f"      loop of K runs   {row['loop_of_runs_ns_per_lane_step']:9.1f} ns/lane-step "
+            f"-> gdjax {row['speedup_vs_loop_of_runs']:.2f}x faster than the loop of runs (target >= 1.3x)"
+        )
+    results["sweep_engine"] = out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -481,6 +618,11 @@ def main(argv=None):
     parser.add_argument("--json", help="also write the numbers to this JSON file")
     parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--only-engine", action="store_true", help="only the engine cost-model rows")
+    parser.add_argument(
+        "--only-sweep-engine",
+        action="store_true",
+        help="only the engine issue's sweep rows (gdjax.sweep vs bare jit(vmap(scan)) vs a loop of runs)",
+    )
     args = parser.parse_args(argv)
     q = args.quick
     print(
@@ -490,9 +632,13 @@ def main(argv=None):
     )
     ref, lib = load_c_probes()
     results: dict = {"backend": jax.default_backend(), "cpu_count": os.cpu_count(), "quick": q}
+    if args.only_sweep_engine:
+        bench_sweep_engine(results, q)
+        return _write(results, args.json)
     bench_engine(results, q)
+    bench_sweep_engine(results, q)
     if args.only_engine:
-        return results
+        return _write(results, args.json)
     bench_small(1000 if q else 10_000, 5 if q else 50, results)
     bench_per_step_small(20_000 if q else 200_000, 3 if q else 10, results, ref, lib)
     bench_big_full_batch(5_000 if q else 100_000, 20, 20 if q else 200, 2 if q else 5, results, ref, lib)
@@ -507,8 +653,12 @@ def main(argv=None):
             lib,
             rebuild_sample=2 if q else 4,
         )
-    if args.json:
-        with open(args.json, "w") as f:
+    return _write(results, args.json)
+
+
+def _write(results: dict, path: str | None) -> dict:
+    if path:
+        with open(path, "w") as f:
             json.dump(results, f, indent=2)
     return results
 

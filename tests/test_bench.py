@@ -19,6 +19,16 @@ def test_bench_quick_runs_and_reports_every_comparison(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for label in ("(a)", "(b)", "(c)", "sweep:", "loop of K runs", "inject_hyperparams", "gram fast path"):
+    for label in (
+        "(a)",
+        "(b)",
+        "(c)",
+        "sweep:",
+        "loop of K runs",
+        "inject_hyperparams",
+        "gram fast path",
+        "sweep vs bare",
+        "bare jit(vmap(scan))",
+    ):
         assert label in proc.stdout
     assert out.stat().st_size > 0
