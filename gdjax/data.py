@@ -1,5 +1,5 @@
-"""Datasets: the classic tutorial sets (embedded), a synthetic least-squares generator, file loading,
-and standardisation that can be undone on fitted coefficients.
+"""Datasets: the classic tutorial sets and the 8x8 digits (embedded), a synthetic least-squares
+generator, file loading, and standardisation that can be undone on fitted coefficients.
 
 Every loader returns `(X, y)` with `X` of shape `(n, d)` and `y` of shape `(n,)` as NumPy arrays;
 callers choose the dtype (`jnp.asarray(X, jnp.float32)`) so that precision stays a user decision.
@@ -111,7 +111,7 @@ def load_csv(
 
     Only the target and feature columns are parsed: other columns (ids, names, dates) may hold
     anything. A value that is not a number, or one too large for float64, is an error naming the
-    file, the row and the column.
+    file, the row, the column and the option (`features`, `target`) that selected it.
 
     Args:
       target: the target column, by header name or index (default: the last column).
@@ -159,9 +159,15 @@ def load_csv(
             try:
                 v = float(r[c])
             except ValueError:
-                hint = (
-                    "; choose numeric columns with the features option" if c != t else "; choose the target"
-                )
+                if c == t:
+                    hint = "; the target option must name a numeric column"
+                elif features is None:
+                    hint = (
+                        "; every column but the target is a feature by default: list the numeric ones "
+                        "in the features option"
+                    )
+                else:
+                    hint = "; it is listed in the features option, which must name numeric columns"
                 raise ValueError(
                     f"{path}, line {line}, column {header[c]!r}: {r[c]!r} is not a number{hint}"
                 ) from None
@@ -278,9 +284,27 @@ class Standardizer(NamedTuple):
         return {"w": w, "b": b}
 
 
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 8x8 handwritten digits: X = pixel intensities 0..16 `(1797, 64)`, y = the digit 0..9 `(1797,)`.
+
+    A classification set shipped inside the package (`gdjax/_data/digits.npz`, 45 kB; nothing is
+    downloaded): the test set of the UCI "Optical Recognition of Handwritten Digits" data
+    (E. Alpaydin, C. Kaynak, 1998; CC BY 4.0) as scikit-learn bundles it (`sklearn.datasets.load_digits`).
+    About 180 examples of each digit. Targets are class indices as floats; take two classes for a
+    logistic regression, all ten for a softmax (cross-entropy) one.
+    """
+    from importlib import resources
+
+    path = resources.files("gdjax") / "_data" / "digits.npz"
+    with resources.as_file(path) as f:
+        arrays = io.read_npz(f, required=("X", "y"))
+    return np.asarray(arrays["X"], np.float64), np.asarray(arrays["y"], np.float64)
+
+
 DATASETS = {
     "house_prices": house_prices,
     "line": line,
+    "digits": digits,
 }
 
 
