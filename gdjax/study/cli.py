@@ -295,7 +295,7 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
     bar.close()
     if not args.quiet:
         say("")
-        say(experiment.format_summary(outcome.rows))
+        say(experiment.format_summary(outcome.rows, cfg.outputs.rank_by))
         say("")
         say(f"run folder: {outcome.folder}")
         manifest = outcome.manifest
@@ -367,6 +367,12 @@ def _cmd_list(args, out: TextIO) -> int:
             ("linear", _first_line(costs.linear)),
             ("polynomial", _first_line(costs.polynomial) + " (cost.degree)"),
             ("loss mse", _first_line(costs.mse)),
+            ("loss logistic", "logistic loss of a linear model on 0/1 targets, with accuracy"),
+            (
+                "loss cross_entropy",
+                "softmax cross entropy of a linear model on classes 0..k-1, with accuracy",
+            ),
+            ("callable", 'your own cost(params, data): cost.callable = "file.py:cost", cost.params0'),
         ],
     )
     functions = [(n, tf.description) for n, tf in costs.TEST_FUNCTIONS.items()]
@@ -382,6 +388,10 @@ def _cmd_list(args, out: TextIO) -> int:
         ),
         ("csv", "a CSV file with a header row (path, target, features)"),
         ("npz", "an .npz file with arrays X and y (path, x_key, y_key)"),
+        (
+            "(any)",
+            "data.test_fraction holds out a seeded test split; data.classes picks and relabels targets",
+        ),
     ]
     section("data sets (data.source; data.standardize = true to standardise):", datasets)
     section(
@@ -391,6 +401,10 @@ def _cmd_list(args, out: TextIO) -> int:
             ("lr_sweep", "final loss against learning rate, diverged runs marked, 2/L dashed"),
             ("contour", "paths of the best runs over the cost's contours (two-parameter costs)"),
             ("fitted_line", "fitted lines against the least-squares line (one-feature linear model)"),
+            (
+                "accuracy",
+                "training (and held-out) accuracy per step, best of each optimizer (classification)",
+            ),
         ],
     )
     return 0

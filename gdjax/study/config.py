@@ -69,13 +69,23 @@ __all__ = [
 ]
 
 MODELS = ("linear", "polynomial")
-LOSSES = ("mse",)
+LOSSES = ("mse", "logistic", "cross_entropy")
+CLASSIFICATION_LOSSES = ("logistic", "cross_entropy")
 COST_FUNCTIONS = ("quadratic", "shifted_quadratic", "ill_conditioned_quadratic", "rosenbrock")
 FILE_SOURCES = ("csv", "npz")
 DATA_SOURCES = (*data.DATASETS, "synthetic", *FILE_SOURCES)
 PRECISIONS = ("float32", "float64")
-PLOTS = ("loss_curves", "loss_curves_grid", "lr_sweep", "contour", "contour_grid", "fitted_line")
+PLOTS = (
+    "loss_curves",
+    "loss_curves_grid",
+    "lr_sweep",
+    "contour",
+    "contour_grid",
+    "fitted_line",
+    "accuracy",
+)
 X_AXES = ("steps", "epochs")
+RANK_BY = ("final_loss", "test_loss", "accuracy", "test_accuracy")
 _LABEL = re.compile(r"[A-Za-z0-9_+-]+")  # whole string (fullmatch): "adam\n" is no label
 
 
@@ -107,6 +117,11 @@ class DataConfig:
     `source` is an embedded set (`data.DATASETS`), `"synthetic"` (`data.synthetic` with the
     generator fields) or `"csv"` / `"npz"` (a file at the absolute `path`, with column choices).
     Fields that do not apply to the source are `None`.
+
+    `classes` keeps the examples whose target is one of these values and relabels them `0, 1, ...`
+    in that order (two digits for a logistic regression). `test_fraction` holds out that fraction
+    of the examples, drawn with the study's first seed, as a test set: the runs never see it, and
+    its loss (and accuracy) are recorded at every evaluation (`test_loss`, `test_accuracy`).
     """
 
     source: str
@@ -122,15 +137,24 @@ class DataConfig:
     condition_number: float | None = None
     intercept: float | None = None
     seed: int | None = None
+    classes: tuple[float, ...] | None = None
+    test_fraction: float | None = None
 
 
 @dataclass(frozen=True)
 class CostConfig:
-    """What is minimised: a model with a loss on the data, or a classic test function.
+    """What is minimised: a model with a loss on the data, a classic test function, or the user's own.
 
-    Exactly one of `model` (`"linear"` / `"polynomial"` with `degree`, and `loss`) and `function`
-    (one of `COST_FUNCTIONS`, with `dim`, `start` and for the ill-conditioned quadratic its
-    `condition_number`) is set. Models start at zero; test functions at `start`.
+    Exactly one of `model` (`"linear"` / `"polynomial"` with `degree`, and `loss`: `"mse"`,
+    `"logistic"` for 0/1 targets or `"cross_entropy"` for class indices), `function` (one of
+    `COST_FUNCTIONS`, with `dim`, `start` and for the ill-conditioned quadratic its
+    `condition_number`) and `callable` is set. Models start at zero; test functions at `start`.
+
+    `callable` is `"/abs/path/file.py:function"` (relative paths in a file are resolved against the
+    config's folder when it is read) or `"module:function"`: `function(params, data) -> scalar`,
+    with `data` the `(X, y)` of `[data]` (None without it). Its start `params0` is a list of numbers
+    (a vector) or `"file.py:init"` naming `init()` or `init(data)` that returns the params pytree;
+    `analytic` optionally names a hand-derived gradient `grad(params, data)` for the gradient check.
     """
 
     label: str
@@ -142,6 +166,9 @@ class CostConfig:
     condition_number: float | None = None
     start: tuple[float, ...] | None = None
     init_noise: float = 0.0
+    callable: str | None = None
+    params0: str | tuple[float, ...] | None = None
+    analytic: str | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +215,8 @@ class RunConfig:
 
     `batch_size` entries are example counts; `None` is the full batch (`"full"` in TOML). Stopping
     tolerances left `None` are off. `target` is a suboptimality `f - f*` for `steps_to_target`.
+    `eval_every` is the evaluation schedule (full-data loss, gradient norm, accuracy and test
+    metrics every `eval_every` steps; `None`: every step); `record_every` is a multiple of it.
     """
 
     num_steps: int
@@ -199,6 +228,7 @@ class RunConfig:
     record_every: int = 1
     chunk_size: int | None = None
     target: float | None = None
+    eval_every: int | None = None
 
 
 @dataclass(frozen=True)
@@ -221,11 +251,15 @@ class OutputsConfig:
       x_axis: `"steps"`, or `"epochs"` (examples processed / number of examples) to compare batch
         sizes at an equal budget of gradient evaluations.
       dir: the folder that holds run folders, relative to the working directory.
+      rank_by: the column that picks each optimizer's best configuration (summary table, plots):
+        `final_loss` (lowest training loss, the default), `test_loss` (lowest held-out loss), or
+        `accuracy` / `test_accuracy` (highest), each a median over seeds.
     """
 
     plots: tuple[str, ...] = ("loss_curves",)
     x_axis: str = "steps"
     dir: str = "runs"
+    rank_by: str = "final_loss"
 
 
 @dataclass(frozen=True)
@@ -569,9 +603,53 @@ def _read_data(t: _Table) -> DataConfig:
         else:
             kw["x_key"] = t.str("x_key", "X")
             kw["y_key"] = t.str("y_key", "y")
+    classes = t.list("classes", None)
+    if classes is not None:
+        values = tuple(t.check_float(("classes", i), c) for i, c in enumerate(classes))
+        if len(values) < 2:
+            t.fail("classes", f"needs at least two target values to tell apart, got {classes}")
+        if len(set(values)) != len(values):
+            t.fail("classes", f"lists a class twice: {classes}")
+        kw["classes"] = values
+    test_fraction = t.float("test_fraction", None)
+    if test_fraction is not None and not 0.0 < test_fraction < 1.0:
+        t.fail(
+            "test_fraction",
+            f"is the fraction of the examples held out for testing, strictly between 0 and 1 "
+            f"(e.g. 0.25), got {test_fraction!r}",
+        )
+    kw["test_fraction"] = test_fraction
     hint = f" for source {source!r}" if source else ""
     t.finish(hint)
     return DataConfig(source=source, standardize=standardize, **kw)
+
+
+def _read_reference(t: _Table, key: str, what: str) -> str:
+    """A `"file.py:name"` (a path, relative to the config's folder) or `"module:name"` reference.
+
+    Files are resolved to absolute paths and must exist; modules are imported later, when the
+    problem is built (importing runs the user's code).
+    """
+    value = t.str(key)
+    usage = f'{key} = "file.py:{what}" (a path relative to this config) or "module:{what}"'
+    target, sep, name = value.rpartition(":")
+    if not sep or not target.strip() or not name.strip():
+        t.fail(key, f"expected {usage}, got {value!r}")
+    if not all(part.isidentifier() for part in name.split(".")):
+        t.fail(key, f"{name!r} is not a Python name; expected {usage}")
+    if target.endswith(".py") or "/" in target or os.sep in target:
+        path = target
+        if not os.path.isabs(path) and t.src.base_dir is not None:
+            path = os.path.join(t.src.base_dir, path)
+        path = os.path.abspath(path)
+        if not os.path.isfile(path):
+            t.fail(
+                key, f"file not found: {path} (from {value!r}; relative paths start at the config's folder)"
+            )
+        return f"{path}:{name}"
+    if not all(part.isidentifier() for part in target.split(".")):
+        t.fail(key, f"{target!r} is neither a .py file nor a module name; expected {usage}")
+    return value
 
 
 def _column(t: _Table, key, value):
@@ -584,18 +662,45 @@ _DEFAULT_START = {"quadratic": 10.0, "shifted_quadratic": 10.0, "ill_conditioned
 
 
 def _read_cost(t: _Table, has_data: bool) -> CostConfig:
-    has_model, has_function = "model" in t.values, "function" in t.values
-    if has_model == has_function:
+    kinds = [k for k in ("model", "function", "callable") if k in t.values]
+    if len(kinds) != 1:
         t.fail(
             None,
-            "a cost needs exactly one of 'model' (linear, polynomial) or 'function' "
-            f"({', '.join(COST_FUNCTIONS)})",
+            "a cost needs exactly one of 'model' (linear, polynomial), 'function' "
+            f"({', '.join(COST_FUNCTIONS)}) or 'callable' (\"file.py:function\", your own cost)"
+            + (f"; got {' and '.join(map(repr, kinds))}" if kinds else ""),
         )
     init_noise = t.float("init_noise", 0.0, minimum=0.0)
-    if has_model:
+    if kinds[0] == "callable":
+        callable_ = _read_reference(t, "callable", "cost")
+        if "params0" not in t.values:
+            t.take("params0", None)
+            t.fail(
+                "params0",
+                "a callable cost needs its start: params0 = [0.0, 0.0] (a vector) or params0 = "
+                '"file.py:init" (a function init() or init(data) returning the params pytree)',
+            )
+        raw = t.values["params0"]
+        if isinstance(raw, str):
+            params0 = _read_reference(t, "params0", "init")
+        else:
+            values = t.list("params0", scalar_ok=True)
+            if not values:
+                t.fail("params0", "needs at least one number")
+            params0 = tuple(t.check_float(("params0", i), v) for i, v in enumerate(values))
+        analytic = _read_reference(t, "analytic", "grad") if "analytic" in t.values else None
+        t.take("analytic", None)
+        label = t.str("label", callable_.rpartition(":")[2].replace(".", "_"))
+        t.finish(" for a callable cost")
+        cfg = CostConfig(
+            label=label, callable=callable_, params0=params0, analytic=analytic, init_noise=init_noise
+        )
+    elif kinds[0] == "model":
         model = t.str("model", choices=MODELS, what="model")
         degree = t.int("degree", minimum=1) if model == "polynomial" else None
         loss = t.str("loss", "mse", choices=LOSSES, what="loss")
+        if loss in CLASSIFICATION_LOSSES and model != "linear":
+            t.fail("loss", f'loss = "{loss}" fits a linear model (set model = "linear"), not a {model} one')
         label = t.str("label", model if degree is None else f"{model}{degree}")
         if not has_data:
             t.fail("model", "a model cost needs a [data] table to fit")
@@ -673,7 +778,17 @@ def _read_run(t: _Table) -> RunConfig:
         record_every=t.int("record_every", 1, minimum=1),
         chunk_size=t.int("chunk_size", None, minimum=1),
         target=t.float("target", None, positive=True),
+        eval_every=t.int("eval_every", None, minimum=1),
     )
+    if cfg.eval_every is not None:
+        if "record_every" not in t.values:
+            cfg = dataclasses.replace(cfg, record_every=cfg.eval_every)
+        elif cfg.record_every % cfg.eval_every:
+            t.fail(
+                "record_every",
+                f"iterates are recorded at evaluations: record_every = {cfg.record_every} must be a "
+                f"multiple of eval_every = {cfg.eval_every}",
+            )
     t.finish()
     return cfg
 
@@ -709,6 +824,8 @@ def _check_sizes(top: _Table, cfg: ExperimentConfig) -> None:
                 f"{d.num_examples} examples x {d.num_features} features need about {_gb(need)} of memory, "
                 f"more than the {_gb(budget)} gdjax allows itself here; use num_examples <= {fit}",
             )
+    series = 2 + _num_metrics(cfg)  # loss, gradient norm and the metrics, at every evaluation
+    every = cfg.run.eval_every or 1
     for i, o in enumerate(cfg.optimizers):
         axes = o.axes()
         lengths = [len(v) for v in axes.values()]
@@ -716,14 +833,18 @@ def _check_sizes(top: _Table, cfg: ExperimentConfig) -> None:
         batch_sizes = len(o.batch_size or cfg.run.batch_size)
         lanes = configs * len(cfg.seeds) * batch_sizes * len(cfg.costs)
         num_steps = o.num_steps or cfg.run.num_steps
-        per_lane = 2 * (num_steps + 1) * itemsize  # loss and gradient-norm histories
+        num_evals = -(-num_steps // every) + 1
+        per_lane = series * num_evals * itemsize
         need = lanes * per_lane
         if need > budget:
-            max_steps = int(budget // (2 * itemsize * max(lanes, 1))) - 1  # histories hold num_steps + 1
+            evals_fit = int(budget // (series * itemsize * max(lanes, 1)))  # evaluations per lane that fit
+            max_steps = (evals_fit - 1) * every
             max_lanes = int(budget // per_lane)
             advice = []
             if max_steps >= 1:
                 advice.append(f"num_steps <= {max_steps} for this grid")
+            if evals_fit >= 2:
+                advice.append(f"[run] eval_every >= {-(-num_steps // (evals_fit - 1))}")
             if max_lanes >= 1:
                 advice.append(f"at most {max_lanes} lanes (fewer grid values, seeds or batch sizes)")
             key = ("optimizers", i, "grid") if max_lanes < lanes and max_steps < 1 else None
@@ -732,10 +853,20 @@ def _check_sizes(top: _Table, cfg: ExperimentConfig) -> None:
                 key = key if max_lanes < 1 else ("optimizers", i, "grid")
             top.fail(
                 key,
-                f"{o.label}: {lanes} lanes x {num_steps} steps keep about {_gb(need)} of loss and "
-                f"gradient-norm histories, more than the {_gb(budget)} gdjax allows itself here; use "
-                + " or ".join(advice),
+                f"{o.label}: {lanes} lanes x {num_evals} evaluations keep about {_gb(need)} of loss, "
+                f"gradient-norm and metric histories, more than the {_gb(budget)} gdjax allows itself "
+                "here; use " + " or ".join(advice),
             )
+
+
+def _num_metrics(cfg: ExperimentConfig) -> int:
+    """Metric histories each lane keeps: accuracy for classification, test loss / accuracy."""
+    held_out = cfg.data is not None and cfg.data.test_fraction is not None
+    counts = [
+        (c.loss in CLASSIFICATION_LOSSES) * (1 + held_out) + (held_out and c.function is None)
+        for c in cfg.costs
+    ]
+    return max(counts)
 
 
 def _read_axis(t: _Table, key: str, value) -> Any:
@@ -907,6 +1038,7 @@ def _read_outputs(t: _Table | None) -> OutputsConfig:
         plots=tuple(dict.fromkeys(plots)),
         x_axis=t.str("x_axis", "steps", choices=X_AXES, what="x axis"),
         dir=t.str("dir", "runs"),
+        rank_by=t.str("rank_by", "final_loss", choices=RANK_BY, what="ranking column"),
     )
     t.finish()
     return cfg

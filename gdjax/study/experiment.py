@@ -59,6 +59,7 @@ from gdjax.io import (
     write_text,
 )
 from gdjax.study import config as config_lib
+from gdjax.study import problems as problems_lib
 from gdjax.study import runfolder
 from gdjax.study.config import ConfigError, CostConfig, ExperimentConfig, OptimizerConfig
 from gdjax.sweep import SweepInterrupted, SweepResult, sweep
@@ -82,6 +83,7 @@ __all__ = [
 ]
 
 FILES = ("config.toml", "manifest.json", "gradcheck.txt", "summary.csv", "summary.json", "histories.npz")
+METRIC_NAMES = ("accuracy", "test_loss", "test_accuracy")  # the metrics a study records (Problem.metrics)
 PARTIAL_MARKER = runfolder.PARTIAL_MARKER
 PARTS = runfolder.PARTS
 _AXIS_NAMES = {"house_prices": ("bedrooms", "price (thousands)")}
@@ -120,15 +122,35 @@ def _locate_error(cfg: ExperimentConfig, key: str, message: str) -> ConfigError:
 
 
 class Dataset(NamedTuple):
+    """The config's data in float64: the training split the runs see, and the held-out split.
+
+    With `[data] test_fraction`, `X`/`y` are the training examples and `X_test`/`y_test` the held-out
+    ones (drawn with the study's first seed; the standardisation is fitted on the training split
+    only); without it, `X_test` and `y_test` are None.
+    """
+
     X: np.ndarray  # (n, d) float64, what the model sees (standardised if asked)
     y: np.ndarray  # (n,)
     X_raw: np.ndarray  # (n, d) before standardisation
     standardizer: data.Standardizer | None
     feature_names: tuple[str, str]  # axis labels for a one-feature plot
+    X_test: np.ndarray | None = None  # (n_test, d), standardised like X
+    y_test: np.ndarray | None = None  # (n_test,)
+
+    @property
+    def y_all(self) -> np.ndarray:
+        return self.y if self.y_test is None else np.concatenate([self.y, self.y_test])
+
+
+def split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted training and held-out example indices: `round(fraction * n)` held out, drawn by `seed`."""
+    num_test = int(round(fraction * n))
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[num_test:]), np.sort(order[:num_test])
 
 
 def load_data(cfg: ExperimentConfig) -> Dataset | None:
-    """Loads (and standardises) the config's data in float64; None for test functions."""
+    """Loads, splits and standardises the config's data in float64; None for test functions."""
     d = cfg.data
     if d is None:
         return None
@@ -153,14 +175,47 @@ def load_data(cfg: ExperimentConfig) -> Dataset | None:
         else:
             X, y = data.load(d.source)
     except ValueError as err:
-        raise _locate_error(cfg, "data.path" if d.path else "data.source", str(err)) from None
+        key = "data.path" if d.path else "data.source"
+        if d.source == "csv" and "the features option" in str(err):
+            key = "data.features"
+        elif d.source == "csv" and "the target option" in str(err):
+            key = "data.target"
+        raise _locate_error(cfg, key, str(err)) from None
     X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
+    if d.classes is not None:
+        keep = np.isin(y, d.classes)
+        missing = [c for c in d.classes if not np.any(y == c)]
+        if missing:
+            found = np.unique(y)
+            shown = ", ".join(format_number(v) for v in found[:12]) + (", ..." if found.size > 12 else "")
+            raise _locate_error(
+                cfg,
+                "data.classes",
+                f"no example has target {', '.join(format_number(c) for c in missing)}; "
+                f"the targets are {shown}",
+            )
+        classes = np.asarray(d.classes, np.float64)
+        X, y = X[keep], np.argmax(y[keep][:, None] == classes[None, :], axis=1).astype(np.float64)
+    X_test = y_test = None
+    if d.test_fraction is not None:
+        n = X.shape[0]
+        train, test = split(n, d.test_fraction, cfg.seeds[0])
+        if train.size == 0 or test.size == 0:
+            raise _locate_error(
+                cfg,
+                "data.test_fraction",
+                f"test_fraction = {d.test_fraction} of {n} examples leaves "
+                f"{'no training' if train.size == 0 else 'no test'} example; choose a fraction that "
+                f"holds out between 1 and {n - 1} of them",
+            )
+        X, X_test, y, y_test = X[train], X[test], y[train], y[test]
     standardizer = None
     X_raw = X
     if d.standardize:
         standardizer = data.Standardizer.fit(X)
         X = standardizer.transform(X)
-    return Dataset(X, y, X_raw, standardizer, names)
+        X_test = None if X_test is None else standardizer.transform(X_test)
+    return Dataset(X, y, X_raw, standardizer, names, X_test, y_test)
 
 
 # --------------------------------------------------------------------------------------- problems
@@ -178,6 +233,9 @@ class Problem(NamedTuple):
       minimizer: the optimal params (closed form), or None.
       curvature: `L`, `mu`, `max_stable_lr` (2/L), `best_lr` (2/(L+mu)), `condition_number`, or {}.
       analytic: a hand-derived gradient `analytic(params, batch)` for the gradient check, or None.
+      metrics: `{name: fn(params) -> scalar}` recorded at every evaluation of the runs:
+        `accuracy` (training) for classification losses, `test_loss` and `test_accuracy` on the
+        held-out split; None when there are none.
     """
 
     label: str
@@ -190,6 +248,7 @@ class Problem(NamedTuple):
     minimizer: PyTree | None
     curvature: dict
     analytic: Callable | None
+    metrics: dict | None = None
 
     @property
     def num_params(self) -> int:
@@ -242,6 +301,28 @@ def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> lis
     problems = []
     for i, c in enumerate(cfg.costs):
         key = f"cost[{i}]" if len(cfg.costs) > 1 else "cost"
+        if dataset is not None:
+            try:
+                names = cfg.data.features if cfg.data.source == "csv" else None
+                data.check_representable(
+                    dataset.X, dataset.y, dtype, source=cfg.data.path or cfg.data.source, columns=names
+                )
+                if dataset.X_test is not None:
+                    data.check_representable(
+                        dataset.X_test,
+                        dataset.y_test,
+                        dtype,
+                        source=cfg.data.path or cfg.data.source,
+                        columns=names,
+                    )
+            except ValueError as err:
+                raise _locate_error(cfg, "precision", str(err)) from None
+        if c.callable is not None:
+            problems.append(_callable_problem(cfg, c, key, dataset, dtype))
+            continue
+        if c.model is not None and c.loss in config_lib.CLASSIFICATION_LOSSES:
+            problems.append(_classification_problem(cfg, c, key, dataset, dtype))
+            continue
         if c.model is not None:
             X, y = dataset.X, dataset.y
             if c.model == "polynomial":
@@ -260,11 +341,6 @@ def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> lis
 
             else:
                 features, model, num_w, analytic = X, costs.linear, X.shape[1], reference.mse_grad
-            try:
-                names = cfg.data.features if cfg.data.source == "csv" else None
-                data.check_representable(X, y, dtype, source=cfg.data.path or cfg.data.source, columns=names)
-            except ValueError as err:
-                raise _locate_error(cfg, "precision", str(err)) from None
             cost = costs.make_cost(model, costs.mse)
             ls = reference.least_squares(features, y, full_output=True)
             problems.append(
@@ -279,6 +355,7 @@ def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> lis
                     minimizer=ls.params,
                     curvature=_curvature_dict(reference.curvature(features)),
                     analytic=analytic,
+                    metrics=_held_out_metrics(cost, dataset, dtype),
                 )
             )
             continue
@@ -318,6 +395,126 @@ def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> lis
             )
         )
     return problems
+
+
+def _test_batch(dataset: Dataset, dtype):
+    return jnp.asarray(dataset.X_test, dtype), jnp.asarray(dataset.y_test, dtype)
+
+
+def _held_out_metrics(cost: Callable, dataset: Dataset | None, dtype) -> dict | None:
+    """`{"test_loss": ...}` over the held-out split, or None without one."""
+    if dataset is None or dataset.X_test is None:
+        return None
+    return {"test_loss": problems_lib.bound(cost, _test_batch(dataset, dtype))}
+
+
+def _classification_problem(cfg, c: CostConfig, key: str, dataset: Dataset, dtype) -> Problem:
+    """A linear classifier under the logistic or cross-entropy loss, with its accuracy metrics."""
+    y_all = dataset.y_all
+    values = np.unique(y_all)
+    shown = ", ".join(format_number(v) for v in values[:12]) + (", ..." if values.size > 12 else "")
+    if c.loss == "logistic":
+        if not np.all(np.isin(values, (0.0, 1.0))):
+            raise _locate_error(
+                cfg,
+                f"{key}.loss",
+                f'loss = "logistic" needs 0/1 targets; the targets are {shown}: pick two classes with '
+                f'[data] classes = [a, b], or use loss = "cross_entropy" for class indices',
+            )
+        num_classes = 2
+    else:
+        if np.any(values < 0) or np.any(values != np.round(values)):
+            raise _locate_error(
+                cfg,
+                f"{key}.loss",
+                f'loss = "cross_entropy" needs class indices 0, 1, ..., k-1 as targets; the targets are '
+                f"{shown}: relabel them with [data] classes = [...]",
+            )
+        num_classes = int(values.max()) + 1
+        if num_classes < 2 or num_classes > 100_000:
+            raise _locate_error(
+                cfg,
+                f"{key}.loss",
+                f"cross entropy needs between 2 and 100000 classes; the targets are {shown}",
+            )
+    cost, analytic, accuracy = problems_lib.LOSSES[c.loss]
+    train = (jnp.asarray(dataset.X, dtype), jnp.asarray(dataset.y, dtype))
+    metrics = {"accuracy": problems_lib.bound(accuracy, train)}
+    if dataset.X_test is not None:
+        test = _test_batch(dataset, dtype)
+        metrics["test_loss"] = problems_lib.bound(cost, test)
+        metrics["test_accuracy"] = problems_lib.bound(accuracy, test)
+    return Problem(
+        label=c.label,
+        config=c,
+        cost=cost,
+        params0=problems_lib.init_classifier(c.loss, dataset.X.shape[1], num_classes, dtype),
+        data=train,
+        dataset=dataset,
+        f_star=None,
+        minimizer=None,
+        curvature={},
+        analytic=analytic,
+        metrics=metrics,
+    )
+
+
+def _callable_problem(cfg, c: CostConfig, key: str, dataset: Dataset | None, dtype) -> Problem:
+    """The user's own `cost(params, data)`, its start and optional analytic gradient, checked abstractly."""
+    try:
+        cost = problems_lib.load_reference(c.callable)
+    except ValueError as err:
+        raise _locate_error(cfg, f"{key}.callable", str(err)) from None
+    host_data = None if dataset is None else (dataset.X, dataset.y)
+    if isinstance(c.params0, str):
+        try:
+            init = problems_lib.load_reference(c.params0)
+        except ValueError as err:
+            raise _locate_error(cfg, f"{key}.params0", str(err)) from None
+        try:
+            start = problems_lib.call_init(init, host_data)
+        except Exception as err:
+            raise _locate_error(
+                cfg, f"{key}.params0", f"{c.params0} failed: {type(err).__name__}: {str(err).strip()[:200]}"
+            ) from None
+    else:
+        start = np.asarray(c.params0, np.float64)
+    try:
+        leaves = jax.tree.leaves(start)
+        if not leaves:
+            raise ValueError("it holds no arrays")
+        params0 = jax.tree.map(lambda x: jnp.asarray(x, dtype), start)
+    except (TypeError, ValueError) as err:
+        raise _locate_error(
+            cfg,
+            f"{key}.params0",
+            f"the start must be a pytree of numeric arrays ({type(err).__name__}: {err})",
+        ) from None
+    batch = None if dataset is None else (jnp.asarray(dataset.X, dtype), jnp.asarray(dataset.y, dtype))
+    try:
+        problems_lib.check_scalar_cost(cost, params0, batch)
+    except ValueError as err:
+        raise _locate_error(cfg, f"{key}.callable", f"{c.callable}: {err}") from None
+    analytic = None
+    if c.analytic is not None:
+        try:
+            analytic = problems_lib.load_reference(c.analytic)
+            problems_lib.check_gradient_shape(analytic, params0, batch)
+        except ValueError as err:
+            raise _locate_error(cfg, f"{key}.analytic", str(err)) from None
+    return Problem(
+        label=c.label,
+        config=c,
+        cost=cost,
+        params0=params0,
+        data=batch,
+        dataset=dataset,
+        f_star=None,
+        minimizer=None,
+        curvature={},
+        analytic=analytic,
+        metrics=_held_out_metrics(cost, dataset, dtype),
+    )
 
 
 def check_gradients(cfg: ExperimentConfig, problems: list[Problem]) -> dict[str, GradCheckReport]:
@@ -393,8 +590,88 @@ def _check_units(cfg: ExperimentConfig, problems: list[Problem], unit_list: list
             raise _locate_error(cfg, key, f"contour plots need a cost of exactly two parameters ({sizes})")
         if name == "fitted_line" and not any(is_line(p) for p in problems):
             raise _locate_error(cfg, key, "fitted_line needs a linear model on one feature")
+        if name == "accuracy" and not any("accuracy" in (p.metrics or {}) for p in problems):
+            raise _locate_error(
+                cfg,
+                key,
+                'accuracy curves need a classification cost (loss = "logistic" or "cross_entropy")',
+            )
+    by = cfg.outputs.rank_by
+    if by != "final_loss":
+        lacking = [p.label for p in problems if by not in (p.metrics or {})]
+        if lacking:
+            need = (
+                "[data] test_fraction"
+                if by == "test_loss"
+                else 'a classification loss (cost.loss = "logistic" or "cross_entropy")'
+            )
+            if by == "test_accuracy":
+                need += " and [data] test_fraction"
+            raise _locate_error(
+                cfg,
+                "outputs.rank_by",
+                f"ranking by {by} needs {need}; cost {', '.join(map(repr, lacking))} has no {by}",
+            )
     if cfg.outputs.x_axis == "epochs" and any(p.data is None for p in problems):
         raise _locate_error(cfg, "outputs.x_axis", "epochs count examples: test functions have no data")
+
+
+def check_memory(cfg: ExperimentConfig, problems: list[Problem], unit_list: list[Unit]) -> None:
+    """Refuses a study whose histories cannot fit in host memory, before any folder is made.
+
+    Every lane of every optimizer keeps, on the host, its recorded iterates (`params_history`: one
+    copy of the parameters per `record_every` steps), its loss, gradient-norm and metric histories
+    (one entry per evaluation) and its per-step batch losses; the finished run holds them all at
+    once to write `histories.npz`. The config reader bounds the loss histories alone; this adds the
+    iterates, which scale with the number of parameters only known once the data is loaded (a
+    650-parameter classifier recording every step of 10^6 steps needs 2.6 GB per lane). Raises a
+    `ConfigError` naming the key to change, with values that fit.
+    """
+    budget = config_lib._MEMORY_FRACTION * config_lib._host_memory()
+    itemsize = 8 if cfg.precision == "float64" else 4
+    every = cfg.run.eval_every or 1
+    total = 0.0
+    worst = None
+    for u in unit_list:
+        p = problems[u.problem]
+        lanes = num_lanes(cfg, u, p)
+        num_evals = -(-u.num_steps // every) + 1
+        num_records = -(-u.num_steps // cfg.run.record_every) + 1
+        series = 2 + len(p.metrics or {})
+        per_lane = itemsize * (
+            num_records * p.num_params + series * num_evals + u.num_steps + 4 * p.num_params
+        )
+        need = lanes * per_lane
+        total += need
+        if worst is None or need > worst[0]:
+            worst = (need, u, p, lanes, num_records)
+    if worst is None or total <= budget:
+        return
+    need, u, p, lanes, num_records = worst
+    share = budget * need / total  # what this unit may take, at the study's proportions
+    fixed = itemsize * lanes * ((2 + len(p.metrics or {})) * (-(-u.num_steps // every) + 1) + u.num_steps)
+    records_fit = int((share - fixed) // (itemsize * lanes * p.num_params)) - 5
+    advice = []
+    if records_fit >= 2:
+        record_every = -(-u.num_steps // (records_fit - 1))
+        record_every = -(-record_every // every) * every  # a multiple of eval_every
+        advice.append(f"[run] record_every = {record_every} (iterates every {record_every} steps)")
+    lanes_fit = int(budget * lanes // total)
+    if lanes_fit >= 1:
+        advice.append(f"at most {lanes_fit} lanes for {u.key} (fewer grid values, seeds or batch sizes)")
+    steps_fit = int(u.num_steps * budget // total)
+    if steps_fit >= 1:
+        key = "num_steps"
+        advice.append(f"{key} <= {steps_fit}")
+    key = "run.record_every" if records_fit >= 2 else f"optimizers[{cfg.optimizers.index(u.optimizer)}].grid"
+    raise _locate_error(
+        cfg,
+        key,
+        f"the study would keep about {config_lib._gb(total)} of histories in memory ({u.key}: "
+        f"{lanes} lanes x {num_records} recorded iterates of {p.num_params} parameters), more than the "
+        f"{config_lib._gb(budget)} gdjax allows itself here; nothing was written. Use "
+        + (" or ".join(advice) if advice else "a smaller study"),
+    )
 
 
 def is_line(p: Problem) -> bool:
@@ -481,6 +758,8 @@ def _sweep_args(cfg: ExperimentConfig, u: Unit, p: Problem) -> dict:
         record_every=cfg.run.record_every,
         chunk_size=cfg.run.chunk_size,
         f_star=p.f_star,
+        metrics=p.metrics,
+        eval_every=cfg.run.eval_every,
     )
 
 
@@ -505,10 +784,12 @@ _OUTCOME_KEYS = (
     "start",
     "final_loss",
     "suboptimality",
+    "suboptimality_vs_best",
     "steps_to_target",
     "status",
     "steps",
     "stop_step",
+    *METRIC_NAMES,
 )
 
 
@@ -516,17 +797,19 @@ def config_key(row: dict) -> tuple:
     return tuple((k, repr(v)) for k, v in row.items() if k not in _OUTCOME_KEYS)
 
 
-def best_rows(rows: list[dict]) -> list[dict]:
+def best_rows(rows: list[dict], by: str = "final_loss") -> list[dict]:
     """The best configuration of each optimizer (and cost), pooled over seeds.
 
     Lanes that differ only in seed (or start) form one configuration. A configuration is scored by
-    the median final loss of its lanes, rounded to 6 significant digits, then by the median number
-    of steps (faster wins among configurations that reach the same loss); a configuration with a
-    diverged or non-finite lane is ranked after every configuration without one.
+    the median `by` of its lanes (`final_loss` or `test_loss`: lowest; `accuracy` or
+    `test_accuracy`: highest), rounded to 6 significant digits, then by the median number of steps
+    (faster wins among configurations that score the same); a configuration with a diverged or
+    non-finite lane is ranked after every configuration without one.
 
     Returns:
       One row per optimizer: its configuration's columns, `final_loss` / `suboptimality` / `steps`
-      as medians over the seeds, `seeds` (how many lanes), and `lanes` (their indices).
+      (and the metrics, `suboptimality_vs_best`) as medians over the seeds, `seeds` (how many
+      lanes), and `lanes` (their indices).
     """
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -535,8 +818,10 @@ def best_rows(rows: list[dict]) -> list[dict]:
     best: dict[tuple, tuple] = {}
     for (unit, _), members in groups.items():
         blew_up = any(m["status"] in BLEW_UP for m in members)
-        losses = [m["final_loss"] for m in members]
-        loss = float(np.median(losses)) if not blew_up else math.inf
+        sign = -1.0 if by in ("accuracy", "test_accuracy") else 1.0
+        values = [m.get(by) for m in members]
+        bad = blew_up or any(v is None or not math.isfinite(v) for v in values)
+        loss = sign * float(np.median(values)) if not bad else math.inf
         steps = float(np.median([m["steps"] for m in members]))
         score = (blew_up, float(f"{loss:.6g}") if math.isfinite(loss) else math.inf, steps)
         if unit not in best or score < best[unit][0]:
@@ -546,6 +831,10 @@ def best_rows(rows: list[dict]) -> list[dict]:
         _, members = best[unit]
         row = {k: v for k, v in members[0].items() if k not in ("lane", "seed", "start", "stop_step")}
         subs = [m["suboptimality"] for m in members]
+        for name in ("suboptimality_vs_best", *METRIC_NAMES):
+            if name in row:
+                values = [m[name] for m in members]
+                row[name] = None if None in values else float(np.median(values))
         row.update(
             final_loss=float(np.median([m["final_loss"] for m in members])),
             suboptimality=None if None in subs else float(np.median(subs)),
@@ -579,12 +868,14 @@ def _counts_text(c: dict) -> str:
     return f"{c['converged']}/{c['max_steps']}/{c['diverged']}/{c['nonfinite']}"
 
 
-def format_summary(rows: list[dict]) -> str:
-    """The table `gdjax run` prints: best configuration per optimizer and its status counts."""
-    best = best_rows(rows)
+def format_summary(rows: list[dict], by: str = "final_loss") -> str:
+    """The table `gdjax run` prints: best configuration per optimizer (by `by`) and its status counts."""
+    best = best_rows(rows, by)
     counts = status_counts(rows)
     skip = {"optimizer", "cost", "rule", "batch_size", "final_loss", "suboptimality", "steps_to_target"}
-    skip |= {"status", "steps", "seeds", "lanes", "schedule"}
+    skip |= {"status", "steps", "seeds", "lanes", "schedule", "suboptimality_vs_best", *METRIC_NAMES}
+    shown = [m for m in METRIC_NAMES if any(b.get(m) is not None for b in best)]
+    vs_best = any(b.get("suboptimality") is None and b.get("suboptimality_vs_best") is not None for b in best)
     table = []
     for b in best:
         key = b["optimizer"] if b.get("cost") is None else f"{b['cost']}.{b['optimizer']}"
@@ -597,7 +888,12 @@ def format_summary(rows: list[dict]) -> str:
                 "optimizer": key,
                 "best configuration": hp or "-",
                 "final loss": format_number(b["final_loss"]),
-                "f - f*": format_number(b["suboptimality"]),
+                **(
+                    {"f - best": format_number(b.get("suboptimality_vs_best"))}
+                    if vs_best
+                    else {"f - f*": format_number(b["suboptimality"])}
+                ),
+                **{m.replace("_", " "): format_number(b.get(m)) for m in shown},
                 "steps": format_number(b["steps"]),
                 "status": b["status"],
                 "lanes (conv/max/div/nan)": _counts_text(c),
@@ -611,7 +907,8 @@ def format_summary(rows: list[dict]) -> str:
                 "optimizer": key,
                 "best configuration": "(every lane blew up)",
                 "final loss": "-",
-                "f - f*": "-",
+                **({"f - best": "-"} if vs_best else {"f - f*": "-"}),
+                **{m.replace("_", " "): "-" for m in shown},
                 "steps": "-",
                 "status": "-",
                 "lanes (conv/max/div/nan)": _counts_text(c),
@@ -715,8 +1012,27 @@ def _save_part(folder: runfolder.RunFolder, u: UnitResult, template: PyTree, suf
         "num_steps": u.num_steps,
         "coords": u.coords,
         "rows": u.rows,
+        "metrics": sorted(u.trace.metrics or {}),
     }
-    folder.save_part(u.key + suffix, trace_arrays(u.trace, leaf_names(template)), meta)
+    folder.save_part(u.key + suffix, _trace_arrays(u.trace, template), meta)
+
+
+def _trace_arrays(trace: Trace, template: PyTree) -> dict[str, np.ndarray]:
+    """`gdjax.io.trace_arrays` plus the evaluation steps and the metric histories (`metrics/<name>`)."""
+    arrays = trace_arrays(trace, leaf_names(template))
+    if trace.eval_steps is not None:
+        arrays["eval_steps"] = np.asarray(trace.eval_steps)
+    for name, values in (trace.metrics or {}).items():
+        arrays[f"metrics/{name}"] = np.asarray(values)
+    return arrays
+
+
+def _trace_from(arrays: dict, template: PyTree, metric_names=None) -> Trace:
+    """The inverse of `_trace_arrays`."""
+    trace = trace_from_arrays(arrays, template)
+    names = metric_names if metric_names is not None else [k[8:] for k in arrays if k.startswith("metrics/")]
+    metrics = {n: arrays[f"metrics/{n}"] for n in names} or None
+    return trace._replace(eval_steps=arrays.get("eval_steps"), metrics=metrics)
 
 
 def _load_part(folder: runfolder.RunFolder, key: str, template: PyTree, log) -> UnitResult | None:
@@ -733,7 +1049,7 @@ def _load_part(folder: runfolder.RunFolder, key: str, template: PyTree, log) -> 
     try:
         return UnitResult(
             key=key,
-            trace=trace_from_arrays(arrays, template),
+            trace=_trace_from(arrays, template, meta.get("metrics", [])),
             coords=meta["coords"],
             rows=meta["rows"],
             compile_seconds=meta["compile_seconds"],
@@ -769,19 +1085,39 @@ def _merge(cfg, unit_list, results: dict[str, UnitResult], problems) -> tuple[li
         if r is None:
             continue
         rows.extend(r.rows)
-        names = leaf_names(problems[u.problem].params0)
-        for k, v in trace_arrays(r.trace, names).items():
+        for k, v in _trace_arrays(r.trace, problems[u.problem].params0).items():
             arrays[f"{u.key}/{k}"] = v
         for k, v in _coord_arrays(r.coords).items():
             arrays[f"{u.key}/{k}"] = v
     if arrays:
         arrays["status_names"] = np.asarray([str(s) for s in Status])
+    _suboptimality_vs_best(rows, unit_list, results, problems)
     return _normalize_rows(rows, [results[u.key] for u in unit_list if u.key in results]), arrays
 
 
+def _suboptimality_vs_best(rows: list[dict], unit_list, results, problems) -> None:
+    """Where f* is unknown, `suboptimality_vs_best` = final loss minus the lowest loss any lane of the
+    study evaluated on that cost (every optimizer's, as benchopt does), instead of the sweep's own."""
+    for pi, p in enumerate(problems):
+        if p.f_star is not None:
+            continue
+        keys = [u.key for u in unit_list if u.problem == pi and u.key in results]
+        found = [np.asarray(results[k].trace.loss_history) for k in keys]
+        found = [a[np.isfinite(a)] for a in found]
+        found = [float(a.min()) for a in found if a.size]
+        best = min(found) if found else None
+        labels = {results[k].rows[0]["optimizer"] for k in keys if results[k].rows}
+        for r in rows:
+            if r["optimizer"] in labels and r.get("cost", p.label) == p.label:
+                fl = r["final_loss"]
+                ok = best is not None and fl is not None and math.isfinite(fl)
+                r["suboptimality_vs_best"] = fl - best if ok else None
+
+
 _ROW_HEAD = ("optimizer", "cost", "lane", "rule")
-_ROW_TAIL = ("seed", "start", "batch_size", "final_loss", "suboptimality", "steps_to_target", "status")
-_ROW_TAIL += ("steps", "stop_step")
+_ROW_TAIL = ("seed", "start", "batch_size", "final_loss", "suboptimality", "suboptimality_vs_best")
+_ROW_TAIL += ("steps_to_target", *METRIC_NAMES, "status", "steps", "stop_step")
+_OPTIONAL_TAIL = {"suboptimality_vs_best", *METRIC_NAMES}  # columns only some studies have
 
 
 def _normalize_rows(rows: list[dict], results: list[UnitResult]) -> list[dict]:
@@ -790,7 +1126,7 @@ def _normalize_rows(rows: list[dict], results: list[UnitResult]) -> list[dict]:
     present = set().union(*(r.keys() for r in rows)) if rows else set()
     cols = [c for c in _ROW_HEAD if c in present] + [c for c in hp if c not in _ROW_HEAD + _ROW_TAIL]
     cols += [c for c in present if c not in cols and c not in _ROW_TAIL]
-    cols += list(_ROW_TAIL)
+    cols += [c for c in _ROW_TAIL if c not in _OPTIONAL_TAIL or c in present]
     return [{c: r.get(c) for c in cols} for r in rows]
 
 
@@ -863,6 +1199,7 @@ def run_experiment(
     problems = build_problems(cfg)
     unit_list = units(cfg)
     _check_units(cfg, problems, unit_list)
+    check_memory(cfg, problems, unit_list)
     out = out or default_out_dir(cfg)
     if resume and os.path.isdir(out) and os.path.isfile(os.path.join(out, "manifest.json")):
         old = read_json(os.path.join(out, "manifest.json"))
@@ -956,6 +1293,14 @@ def run_experiment(
                 progress(u.key, 0, total)
             try:
                 r = run_unit(cfg, u, p, progress=tick)
+            except ValueError as err:
+                # The sweep refused its input before running a lane (a size only it can judge).
+                if not resumed and not results:
+                    folder.discard()  # a folder this call made and nothing was written to: no PARTIAL
+                    raise ValueError(f"{u.key}: {err}; nothing was written") from err
+                mark(f"{u.key} was refused: {err}")
+                err.gdjax_run_folder = folder.path
+                raise
             except SweepInterrupted as err:
                 partial = _unit_result(cfg, u, p, err.partial, False, total)
                 _save_part(folder, partial, p.params0, suffix=".partial")
@@ -1025,7 +1370,7 @@ def read_run(path: str, *, cfg: ExperimentConfig | None = None, problems=None) -
             ]
             results[u.key] = UnitResult(
                 key=u.key,
-                trace=trace_from_arrays(arrays, problems[u.problem].params0),
+                trace=_trace_from(arrays, problems[u.problem].params0),
                 coords=[],
                 rows=mine,
                 compile_seconds=manifest["units"].get(u.key, {}).get("compile_seconds", 0.0),

@@ -367,11 +367,32 @@ def _status_handles(present: Sequence[str], *, prefix: str = "", blown_suffix: s
 
 # ------------------------------------------------------------------------------------- loss curves
 class _Run(NamedTuple):
-    loss: np.ndarray  # (num_steps + 1,)
+    loss: np.ndarray  # (num_evals,): at every step, or at the trace's eval_steps
     status: str
     stop_step: int  # -1: did not stop
     label: str
     group: str | None
+    x: np.ndarray | None = None  # the steps of `loss` (a trace's eval_steps); None: 0, 1, 2, ...
+
+    def steps(self) -> np.ndarray:
+        return np.arange(len(self.loss)) if self.x is None else self.x
+
+    def stop_index(self) -> int:
+        """Index into `loss` of the stop: the first evaluation at or after `stop_step`."""
+        if self.x is None:
+            return self.stop_step
+        return int(min(np.searchsorted(self.x, self.stop_step, side="left"), len(self.x) - 1))
+
+
+def _eval_steps(trace, length: int) -> np.ndarray | None:
+    """A trace's evaluation steps when they are not simply 0, 1, 2, ... (an `eval_every` > 1)."""
+    steps = getattr(trace, "eval_steps", None)
+    if steps is None:
+        return None
+    steps = np.asarray(steps).reshape(-1, np.shape(steps)[-1])[0] if np.ndim(steps) else None
+    if steps is None or len(steps) != length or np.array_equal(steps, np.arange(length)):
+        return None
+    return steps.astype(np.int64)
 
 
 def _lanes(obj, label: str, group: str | None) -> list[_Run]:
@@ -382,6 +403,7 @@ def _lanes(obj, label: str, group: str | None) -> list[_Run]:
         loss = loss.reshape(-1, loss.shape[-1])
         status = _status_names(np.broadcast_to(np.asarray(obj.status), lead), loss.shape[0])
         stop = np.broadcast_to(np.asarray(obj.stop_step), lead).reshape(-1).tolist()
+        x = _eval_steps(obj, loss.shape[-1])
     else:
         loss = np.asarray(obj)
         if loss.ndim not in (1, 2) or loss.shape[-1] == 0:
@@ -391,11 +413,12 @@ def _lanes(obj, label: str, group: str | None) -> list[_Run]:
             )
         loss = loss.reshape(-1, loss.shape[-1])
         status, stop = ["max_steps"] * loss.shape[0], [-1] * loss.shape[0]
+        x = None
     if not np.issubdtype(loss.dtype, np.number):
         raise ValueError(f"loss values must be numbers, got dtype {loss.dtype}")
     many = loss.shape[0] > 1
     return [
-        _Run(loss[i], status[i], int(stop[i]), f"{label} [{i}]" if many else label, group)
+        _Run(loss[i], status[i], int(stop[i]), f"{label} [{i}]" if many else label, group, x)
         for i in range(loss.shape[0])
     ]
 
@@ -521,7 +544,7 @@ def loss_curves(
         if f_star is not None:
             y = y - float(f_star)
         if r.status in BLEW_UP and r.stop_step >= 0:
-            y[r.stop_step + 1 :] = np.nan  # the frozen tail of a blown-up run is not a measurement
+            y[r.stop_index() + 1 :] = np.nan  # the frozen tail of a blown-up run is not a measurement
         ys.append(np.where(np.isfinite(y), y, np.nan))
     if logy:
         lo = _floor_for(np.concatenate(ys), f_star, dtype, floor)
@@ -558,7 +581,8 @@ def loss_curves(
         block = np.full((len(members), length), np.nan)
         for j, i in enumerate(members):
             block[j, : len(ys[i])] = ys[i]
-        steps = np.arange(length)
+        longest = max(members, key=lambda i: len(ys[i]))
+        steps = runs[longest].steps()[:length]
         if len(members) == 1:
             ax.plot(steps, block[0], color=color, lw=1.6, label=name)
         else:
@@ -575,7 +599,7 @@ def loss_curves(
             r = runs[i]
             if r.status == "max_steps" or r.stop_step < 0:
                 continue
-            y_at = _marker_y(ys[i], r.stop_step)
+            y_at = _marker_y(ys[i], r.stop_index())
             if y_at is None:
                 continue
             if top is not None:
@@ -583,7 +607,7 @@ def loss_curves(
             style = STATUS_STYLES[r.status]
             mcolor = style.color or color
             ax.plot(
-                [min(r.stop_step, len(ys[i]) - 1)],
+                [r.steps()[min(r.stop_index(), len(ys[i]) - 1)]],
                 [y_at],
                 ls="none",
                 marker=style.marker,
@@ -603,7 +627,7 @@ def loss_curves(
         ax.set_ylabel("loss")
     else:
         ax.set_ylabel(f"loss − f*   (f* = {float(f_star):.6g})")
-    ax.set_xlim(0, max(len(y) for y in ys) - 1 or 1)
+    ax.set_xlim(0, max(int(r.steps()[-1]) for r in runs) or 1)
     if title:
         ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
@@ -616,6 +640,84 @@ def loss_curves(
     stopped = sorted({r.status for r in runs if r.stop_step >= 0 and r.status != "max_steps"})
     handles += _status_handles(stopped, prefix="stopped: ")
     _legend(ax, handles)
+    return fig
+
+
+# ---------------------------------------------------------------------------------- metric curves
+def metric_curves(
+    curves: Mapping[str, Trace],
+    metric: str,
+    *,
+    title: str | None = None,
+    ylabel: str | None = None,
+    logy: bool = False,
+    linestyle: str = "-",
+    label_suffix: str = "",
+    legend: bool = True,
+    ax: Axes | None = None,
+) -> Figure:
+    """A user metric's history (`trace.metrics[metric]`, e.g. a held-out accuracy) against step.
+
+    One line per entry of `curves`, the median over its lanes with a min-max band when it has
+    several, in the colour `loss_curves` gives the same label, so that a metric drawn into the loss
+    figure (`ax=`, `linestyle="--"`) pairs with its loss curve. A lane's values after a diverged or
+    non-finite stop are left out. Entries without the metric are skipped.
+
+    Args:
+      curves: `{label: Trace}` (one run, or a sweep's lanes).
+      metric: the metric's name.
+      title, ylabel: axes texts (`ylabel` defaults to the metric's name).
+      logy: log y axis.
+      linestyle, label_suffix: how the lines are drawn and what their legend labels end with.
+      legend: draw the legend (off to add the lines to a legend of your own).
+      ax: draw into this axes instead of a new figure.
+
+    Returns:
+      The `matplotlib.figure.Figure`.
+    """
+    if not isinstance(curves, Mapping):
+        raise ValueError(f"curves must be a dict {{label: Trace}}, got {type(curves).__name__}")
+    fig, ax = _new_axes(ax)
+    names = list(curves)
+    colors = _group_colors([str(n) for n in names])
+    drawn = False
+    for name, color in zip(names, colors, strict=True):
+        trace = curves[name]
+        values = (getattr(trace, "metrics", None) or {}).get(metric)
+        if values is None:
+            continue
+        values = np.asarray(values, np.float64)
+        block = values.reshape(-1, values.shape[-1]).copy()
+        runs = _lanes(trace, str(name), str(name))
+        for j, r in enumerate(runs):
+            if r.status in BLEW_UP and r.stop_step >= 0:
+                block[j, r.stop_index() + 1 :] = np.nan
+        block[~np.isfinite(block)] = np.nan
+        steps = runs[0].steps()[: block.shape[1]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # steps where every lane stopped are NaN
+            mid = np.nanmedian(block, axis=0)
+            low, high = np.nanmin(block, axis=0), np.nanmax(block, axis=0)
+        many = block.shape[0] > 1
+        label = f"{name}{label_suffix}" + (f" (median of {block.shape[0]})" if many else "")
+        ax.plot(steps, mid, color=color, lw=1.6, ls=linestyle, label=label)
+        if many:
+            ax.fill_between(steps, low, high, color=color, alpha=0.15, lw=0)
+        drawn = True
+    if not drawn:
+        raise ValueError(f"no curve has the metric {metric!r}")
+    if logy:
+        ax.set_yscale("log")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel or metric)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+    if legend:
+        _legend(ax)
     return fig
 
 

@@ -22,12 +22,14 @@ __all__ = ["draw_plots"]
 
 def _lanes_of(trace, lanes: list[int]):
     idx = np.asarray(lanes)
-    return jax.tree.map(lambda x: np.asarray(x)[idx], trace)
+    eval_steps = trace.eval_steps  # shared by every lane: kept whole
+    out = jax.tree.map(lambda x: np.asarray(x)[idx], trace._replace(eval_steps=None))
+    return out._replace(eval_steps=eval_steps)
 
 
 def _best_label(b: dict) -> str:
     skip = {"optimizer", "cost", "rule", "final_loss", "suboptimality", "steps_to_target", "status", "steps"}
-    skip |= {"seeds", "lanes", "schedule", "batch_size"}
+    skip |= {"seeds", "lanes", "schedule", "batch_size", "suboptimality_vs_best", *experiment.METRIC_NAMES}
     parts = [
         f"{plots.abbreviate(k)}={format_number(v)}" for k, v in b.items() if k not in skip and v is not None
     ]
@@ -61,14 +63,23 @@ def _lr_sweep_figure(cfg, p, swept, results, title_cost: str):
             varying.append("batch_size")
         plain = u.optimizer.rule in _PLAIN_GD and u.optimizer.schedule == "constant"
         plain = plain and all(b is None for b in u.batch_size)
+        test = "test_loss" in (p.metrics or {})
+        if test:  # training and held-out loss on one axis: raw losses, no f*
+            rows = [dict(r, rule=f"{u.optimizer.label} (training)") for r in rows]
+            rows += [
+                dict(r, rule=f"{u.optimizer.label} (test)", final_loss=r.get("test_loss"))
+                for r in results[u.key].rows
+            ]
         plots.learning_rate_sweep_from(
             rows,
             group_by=["rule", *varying],
             max_stable_lr=p.curvature.get("max_stable_lr") if plain else None,
-            f_star=p.f_star,
+            f_star=None if test else p.f_star,
             title=u.optimizer.label,
             ax=ax,
         )
+        if test:
+            ax.set_ylabel("final loss (training, held-out test)")
     for ax in axes[len(swept) :]:
         ax.set_visible(False)
     fig.suptitle(f"{cfg.name}: final loss vs learning rate{title_cost}")
@@ -97,17 +108,70 @@ def _on_x_axis(trace, batch_size: int | None, p, x_axis: str):
     n = p.dataset.X.shape[0]
     per_epoch = n / (batch_size or n)  # steps per epoch
     loss = np.asarray(trace.loss_history)
-    num_epochs = int((loss.shape[-1] - 1) / per_epoch)
-    idx = np.minimum(np.round(np.arange(num_epochs + 1) * per_epoch).astype(int), loss.shape[-1] - 1)
+    evals = np.arange(loss.shape[-1]) if trace.eval_steps is None else np.asarray(trace.eval_steps)
+    evals = evals.reshape(-1, evals.shape[-1])[0]
+    num_epochs = int(evals[-1] / per_epoch)
+    wanted = np.round(np.arange(num_epochs + 1) * per_epoch)
+    idx = np.minimum(np.searchsorted(evals, wanted, side="left"), loss.shape[-1] - 1)
     stop = np.asarray(trace.stop_step)
     stop = np.where(stop >= 0, np.ceil(stop / per_epoch), stop).astype(stop.dtype)
-    return trace._replace(loss_history=loss[..., idx], stop_step=stop)
+    metrics = {k: np.asarray(v)[..., idx] for k, v in (trace.metrics or {}).items()} or None
+    return trace._replace(loss_history=loss[..., idx], stop_step=stop, eval_steps=None, metrics=metrics)
+
+
+def _has(curves: dict, metric: str) -> bool:
+    return any(metric in (getattr(t, "metrics", None) or {}) for t in curves.values())
 
 
 def _loss_figure(cfg, p, curves: dict, title: str):
-    fig = plots.loss_curves(curves, f_star=p.f_star, title=title)
+    """Training loss (or loss - f*) per step; with a held-out split, the raw training loss (solid) and
+    the test loss (dashed, same colour) on one axis."""
+    test = _has(curves, "test_loss")
+    f_star = None if test else p.f_star
+    fig = plots.loss_curves(curves, f_star=f_star, title=title)
     ax = fig.axes[0]
-    ax.set_ylabel("loss - f*" if p.f_star is not None else "loss")
+    ax.set_ylabel("loss - f*" if f_star is not None else "loss")
+    if test:
+        old = ax.get_legend()
+        handles = list(old.legend_handles) if old is not None else []
+        plots.metric_curves(curves, "test_loss", ax=ax, linestyle="--", legend=False)
+        if old is not None:
+            old.remove()
+        plots._legend(ax, handles + _style_handles())
+        ax.set_ylabel("loss")
+    if cfg.outputs.x_axis == "epochs" and p.dataset is not None:
+        ax.set_xlabel("epochs (examples processed / number of examples)")
+    return fig
+
+
+def _style_handles() -> list:
+    from matplotlib.lines import Line2D
+
+    return [
+        Line2D([], [], color="#555555", lw=1.6, ls="-", label="training data"),
+        Line2D([], [], color="#555555", lw=1.6, ls="--", label="held-out test data"),
+    ]
+
+
+def _accuracy_figure(cfg, p, curves: dict, title: str):
+    """Training accuracy (solid) and, with a held-out split, test accuracy (dashed) per step."""
+    fig = plots.metric_curves(curves, "accuracy", title=title, legend=False)
+    ax = fig.axes[0]
+    handles, _ = ax.get_legend_handles_labels()
+    if _has(curves, "test_accuracy"):
+        plots.metric_curves(curves, "test_accuracy", ax=ax, linestyle="--", legend=False)
+        handles += _style_handles()
+    ax.set_ylabel("accuracy")
+    # The first steps climb from chance; the comparison is in the last percents.
+    late = [
+        np.asarray(line.get_ydata(), np.float64)[len(line.get_ydata()) // 10 :] for line in ax.get_lines()
+    ]
+    late = np.concatenate(late) if late else np.zeros(0)
+    late = late[np.isfinite(late)]
+    if late.size:
+        lo = float(late.min())
+        ax.set_ylim(max(0.0, lo - 0.1 * (1.0 - lo) - 0.005), 1.0 + 0.02 * (1.0 - lo) + 0.002)
+    plots._legend(ax, handles)
     if cfg.outputs.x_axis == "epochs" and p.dataset is not None:
         ax.set_xlabel("epochs (examples processed / number of examples)")
     return fig
@@ -126,7 +190,7 @@ def draw_plots(cfg, problems, unit_list, results, folder: str) -> list[str]:
         if not mine:
             continue
         rows = [r for u in mine for r in results[u.key].rows]
-        best = {b["optimizer"]: b for b in experiment.best_rows(rows)}
+        best = {b["optimizer"]: b for b in experiment.best_rows(rows, cfg.outputs.rank_by)}
         title_cost = f" ({p.label})" if len(cfg.costs) > 1 else ""
         sfx = _suffix(cfg, p)
         small = [u for u in mine if 2 <= _num_configs(results[u.key].rows) <= _MAX_GRID_LINES]
@@ -157,6 +221,16 @@ def draw_plots(cfg, problems, unit_list, results, folder: str) -> list[str]:
                     figs.append(
                         (f"loss_curves-{u.optimizer.label}{sfx}.png", _loss_figure(cfg, p, curves, title))
                     )
+            elif name == "accuracy" and "accuracy" in (p.metrics or {}):
+                curves = {}
+                for u in mine:
+                    b = best.get(u.optimizer.label)
+                    if b is not None:
+                        trace = _lanes_of(results[u.key].trace, b["lanes"])
+                        curves[_best_label(b)] = _on_x_axis(trace, b.get("batch_size"), p, x_axis)
+                if curves:
+                    title = f"{cfg.name}: accuracy of the best of each optimizer{title_cost}"
+                    figs.append((f"accuracy{sfx}.png", _accuracy_figure(cfg, p, curves, title)))
             elif name == "lr_sweep":
                 swept = [u for u in mine if len(u.optimizer.axes().get("learning_rate", ())) >= 2]
                 if swept:

@@ -130,6 +130,15 @@ class RunFolder:
         os.close(self._lock_fd)
         self._lock_fd = None
 
+    def discard(self) -> None:
+        """Removes the whole folder (it must carry gdjax's marker) and releases the lock: for a run
+        refused before it wrote anything, which should leave no folder behind (issue 12)."""
+        if not is_run_folder(self.path):
+            self.unlock()
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.unlock()
+
     # --------------------------------------------------------------------------------- parts
     def part_names(self, key: str) -> tuple[str, str]:
         return self.file(PARTS, f"{key}.npz"), self.file(PARTS, f"{key}.json")

@@ -1,0 +1,247 @@
+"""Costs a config can name beyond the core's least squares: classification losses and user callables.
+
+Classification (`[cost] loss = "logistic"` or `"cross_entropy"` on a linear model):
+
+    logistic:       z = X w + b,        cost = mean(log(1 + exp(z)) - y z),        y in {0, 1}
+    cross_entropy:  Z = X W + b (n, k), cost = mean(logsumexp(Z_i) - Z_i[y_i]),    y in {0, ..., k-1}
+
+with `params = {"w": (d,), "b": ()}` (logistic) or `{"w": (d, k), "b": (k,)}` (cross entropy),
+starting at zero, and their hand-derived gradients for the gradient check,
+
+    logistic:       grad_w = X^T (sigmoid(z) - y) / n,          grad_b = mean(sigmoid(z) - y)
+    cross_entropy:  grad_W = X^T (softmax(Z) - onehot(y)) / n,  grad_b = mean(softmax(Z) - onehot(y))
+
+Accuracy is the fraction of examples whose predicted class (`z > 0`, `argmax Z`) is the target.
+Each function is defined once at module level, so that every sweep over them shares its compiled
+program (a new closure per call would compile again).
+
+User callables (`[cost] callable = "file.py:cost"` or `"module:cost"`) are imported by
+`load_reference`: a file is executed once per process as a module of its own (its folder on
+`sys.path` while it loads, so it may import its neighbours); every failure is a `ValueError` that
+names the file or module and the function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "accuracy_fn",
+    "check_scalar_cost",
+    "cross_entropy_accuracy",
+    "cross_entropy_cost",
+    "cross_entropy_grad",
+    "init_classifier",
+    "load_reference",
+    "logistic_accuracy",
+    "logistic_cost",
+    "logistic_grad",
+]
+
+
+# ---------------------------------------------------------------------------------- logistic
+def _logits(params, X):
+    b = params["b"]
+    return X @ params["w"] + (b[None, :] if b.ndim else b)  # (n,) or (n, k)
+
+
+def logistic_cost(params, batch):
+    """Mean logistic loss (binary cross entropy on logits) of a linear model; `y` holds 0 / 1."""
+    X, y = batch
+    z = _logits(params, X)  # (n,)
+    return jnp.mean(jnp.logaddexp(0.0, z) - y * z)
+
+
+def logistic_grad(params, batch):
+    """The hand-derived gradient of `logistic_cost`."""
+    X, y = batch
+    r = jax.nn.sigmoid(_logits(params, X)) - y  # (n,)
+    return {"w": X.T @ r / X.shape[0], "b": jnp.mean(r)}
+
+
+def logistic_accuracy(params, batch):
+    """Fraction of examples with `(z > 0) == y`."""
+    X, y = batch
+    return jnp.mean(((_logits(params, X) > 0) == (y > 0.5)).astype(X.dtype))
+
+
+# ------------------------------------------------------------------------------ cross entropy
+def cross_entropy_cost(params, batch):
+    """Mean softmax cross entropy of a linear model with one output per class; `y` holds class indices."""
+    X, y = batch
+    Z = _logits(params, X)  # (n, k)
+    picked = jnp.take_along_axis(Z, y.astype(jnp.int32)[:, None], axis=1)[:, 0]
+    return jnp.mean(jax.nn.logsumexp(Z, axis=1) - picked)
+
+
+def cross_entropy_grad(params, batch):
+    """The hand-derived gradient of `cross_entropy_cost`."""
+    X, y = batch
+    Z = _logits(params, X)
+    R = jax.nn.softmax(Z, axis=1) - jax.nn.one_hot(y.astype(jnp.int32), Z.shape[1], dtype=Z.dtype)
+    return {"w": X.T @ R / X.shape[0], "b": jnp.mean(R, axis=0)}
+
+
+def cross_entropy_accuracy(params, batch):
+    """Fraction of examples whose largest logit is the target class."""
+    X, y = batch
+    return jnp.mean((jnp.argmax(_logits(params, X), axis=1) == y.astype(jnp.int32)).astype(X.dtype))
+
+
+LOSSES = {
+    "logistic": (logistic_cost, logistic_grad, logistic_accuracy),
+    "cross_entropy": (cross_entropy_cost, cross_entropy_grad, cross_entropy_accuracy),
+}
+
+
+def init_classifier(loss: str, num_features: int, num_classes: int, dtype) -> dict:
+    """Zero parameters of the linear classifier of `loss`."""
+    if loss == "logistic":
+        return {"w": jnp.zeros((num_features,), dtype), "b": jnp.zeros((), dtype)}
+    return {"w": jnp.zeros((num_features, num_classes), dtype), "b": jnp.zeros((num_classes,), dtype)}
+
+
+def accuracy_fn(loss: str) -> Callable:
+    return LOSSES[loss][2]
+
+
+def bound(fn: Callable, batch) -> Callable:
+    """`params -> fn(params, batch)`: a metric over fixed data (evaluated inside the compiled run)."""
+
+    def metric(params):
+        return fn(params, batch)
+
+    return metric
+
+
+# ------------------------------------------------------------------------------- user code
+_MODULES: dict[tuple, object] = {}
+
+
+def _load_file(path: str):
+    stat = os.stat(path)
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if key in _MODULES:
+        return _MODULES[key]
+    name = "_gdjax_user_" + hashlib.sha1(path.encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"{path} cannot be loaded as Python code")
+    module = importlib.util.module_from_spec(spec)
+    folder = os.path.dirname(path)
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:
+        raise ValueError(f"{path} failed to load: {type(err).__name__}: {_first_line(err)}") from None
+    finally:
+        if sys.path and sys.path[0] == folder:
+            sys.path.pop(0)
+    _MODULES[key] = module
+    return module
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def load_reference(ref: str) -> Callable:
+    """The function that `"path/file.py:name"` or `"module:name"` names (`name` may be dotted).
+
+    Raises:
+      ValueError: the file or module is missing or fails to load, or has no such function.
+    """
+    target, _, name = ref.rpartition(":")
+    if target.endswith(".py") or os.sep in target or "/" in target:
+        if not os.path.isfile(target):
+            raise ValueError(f"file not found: {target}")
+        module, where = _load_file(target), target
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError as err:
+            raise ValueError(
+                f"no module named {err.name!r} (for {ref!r}; a file is named by its path, ending in .py)"
+            ) from None
+        except Exception as err:
+            raise ValueError(
+                f"module {target!r} failed to import: {type(err).__name__}: {_first_line(err)}"
+            ) from None
+        where = f"module {target!r}"
+    obj = module
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n, None))]
+            from gdjax.validation import nearest
+
+            raise ValueError(
+                f"{where} has no function {name!r}{nearest(part, names)}"
+                + (f"; it defines {', '.join(sorted(names))}" if names else "")
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"{where}: {name!r} is a {type(obj).__name__}, not a function")
+    return obj
+
+
+def call_init(init: Callable, data):
+    """`init()` or `init(data)`, whichever the function's signature takes."""
+    try:
+        sig = inspect.signature(init)
+        takes_data = any(
+            p.default is inspect.Parameter.empty
+            and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            for p in sig.parameters.values()
+        )
+    except (TypeError, ValueError):
+        takes_data = True
+    return init(data) if takes_data else init()
+
+
+def check_scalar_cost(cost: Callable, params, data) -> None:
+    """Traces `cost(params, data)` abstractly (nothing runs) and checks that it is a real scalar.
+
+    Raises:
+      ValueError: the cost fails, or returns something else than a real floating scalar.
+    """
+    try:
+        out = jax.eval_shape(cost, params, data)
+    except Exception as err:  # the user's cost failed: say how, not where inside JAX
+        raise ValueError(
+            f"the cost failed on params0 and the data: {type(err).__name__}: {_first_line(err)}"
+        ) from None
+    shape, dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
+    if shape is None or dtype is None:
+        raise ValueError(f"the cost must return a real scalar, got {type(out).__name__}")
+    if shape != ():
+        raise ValueError(
+            f"the cost must return a scalar (what is minimised), got an array of shape {shape}: "
+            "reduce it, e.g. with jnp.mean or jnp.sum"
+        )
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"the cost must return a real floating-point scalar, got dtype {dtype}")
+
+
+def check_gradient_shape(grad: Callable, params, data) -> None:
+    """Checks abstractly that `grad(params, data)` has the structure and shapes of `params`."""
+    try:
+        out = jax.eval_shape(grad, params, data)
+    except Exception as err:
+        raise ValueError(
+            f"the gradient failed on params0 and the data: {type(err).__name__}: {_first_line(err)}"
+        ) from None
+    want = jax.tree.map(lambda x: tuple(np.shape(x)), params)
+    got = jax.tree.map(lambda x: tuple(getattr(x, "shape", ())), out)
+    if jax.tree.structure(out) != jax.tree.structure(params) or want != got:
+        raise ValueError(f"the gradient must have the params' structure and shapes {want}, got {got}")
