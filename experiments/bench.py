@@ -31,6 +31,7 @@ import optax
 
 import gdjax
 from gdjax import rules
+from gdjax.options import Execution
 
 F32 = np.float32
 COST = gdjax.make_cost(gdjax.linear, gdjax.mse)
@@ -172,7 +173,7 @@ def bench_big_full_batch(n: int, d: int, num_steps: int, repeats: int, results: 
     out = dict(n=n, d=d, num_steps=num_steps)
     for layout in ("feature_major", "as_given"):
         gd = lambda layout=layout: jax.block_until_ready(
-            gdjax.run(COST, rules.sgd(lr), p0, data, num_steps=num_steps, layout=layout)
+            gdjax.run(COST, rules.sgd(lr), p0, data, num_steps=num_steps, execution=Execution(layout=layout))
         )
         out[f"gdjax_{layout}_us_per_step"] = median_time(gd, repeats) / num_steps * 1e6
     line = (
@@ -200,7 +201,10 @@ def bench_sweep(n: int, d: int, K: int, num_steps: int, results: dict, ref, lib,
     out = dict(n=n, d=d, K=K, num_steps=num_steps)
 
     def do_sweep(gram=False):
-        res = sweep(COST, "sgd", p0, data, grid={"learning_rate": lrs}, num_steps=num_steps, gram=gram)
+        execution = Execution(layout="gram") if gram else None
+        res = sweep(
+            COST, "sgd", p0, data, grid={"learning_rate": lrs}, num_steps=num_steps, execution=execution
+        )
         jax.block_until_ready(res.trace.loss_history)
         return res
 

@@ -1,8 +1,13 @@
 """gdjax: gradient descent as a research instrument, on JAX + Optax.
 
-Costs are written once as pure JAX functions `cost(params, batch)`; `check_grad` proves their
+Costs are written once as pure JAX functions `cost(params, data)`; `check_grad` proves their
 gradients; `run` minimises one as a single compiled `lax.scan`; `sweep` runs a grid of learning
-rates, seeds, starting points and optimizers as one vmapped program.
+rates, cost hyperparameters, seeds, starting points and optimizers as one vmapped program.
+
+One representation per idea: a rule is a `Rule` (hashable `RuleSpec` + hyperparameter values), the
+settings most calls leave alone are `Stopping` and `Execution`, linear least squares is a
+`LeastSquaresProblem` (cost, data, f*, curvature, fast forms), and a cost's hyperparameters are
+its keyword parameters (`bind(cost, l2=0.1)`, or grid axes of `sweep`).
 
 This is the core. The study face (TOML configs, run folders, figures, the `gdjax` command) lives in
 `gdjax.study` and is not imported here: `import gdjax` loads neither it nor matplotlib. The old
@@ -13,13 +18,25 @@ load the study face on first use (PEP 562). New code imports from `gdjax.study`.
 
 import importlib as _importlib
 
-from gdjax import costs, data, io, reference, rules, validation
+from gdjax import costs, data, io, options, reference, rules, validation
 from gdjax._version import __version__
-from gdjax.costs import init_linear, linear, make_cost, mse, polynomial, polynomial_features
+from gdjax.costs import (
+    LeastSquaresProblem,
+    bind,
+    init_linear,
+    least_squares_problem,
+    linear,
+    make_cost,
+    mse,
+    polynomial,
+    polynomial_features,
+)
 from gdjax.estimator import GDConvergenceWarning, GDRegressor
 from gdjax.gradcheck import check_grad
 from gdjax.loop import run
-from gdjax.sweep import SweepInterrupted, SweepResult, sweep
+from gdjax.options import Execution, Stopping
+from gdjax.rules import Rule, RuleSpec
+from gdjax.sweep import Starts, SweepInterrupted, SweepResult, Zip, sweep
 from gdjax.types import GradCheckReport, Status, Trace
 
 # Study-face names kept for old code, loaded on first access: name -> (module, attribute or None).
@@ -49,22 +66,32 @@ def __dir__():
 
 
 __all__ = [
+    "Execution",
     "GDConvergenceWarning",
     "GDRegressor",
     "GradCheckReport",
+    "LeastSquaresProblem",
+    "Rule",
+    "RuleSpec",
+    "Starts",
     "Status",
+    "Stopping",
     "SweepInterrupted",
     "SweepResult",
     "Trace",
+    "Zip",
     "__version__",
+    "bind",
     "check_grad",
     "costs",
     "data",
     "init_linear",
     "io",
+    "least_squares_problem",
     "linear",
     "make_cost",
     "mse",
+    "options",
     "polynomial",
     "polynomial_features",
     "reference",

@@ -7,14 +7,17 @@ parameters (Equinox's rule).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdjax import reference, validation
 from gdjax.types import PyTree
 
 Cost = Callable[[PyTree, PyTree], jax.Array]
@@ -94,11 +97,13 @@ def mse(pred: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.mean(r * r)
 
 
-def make_cost(model: Callable, loss: Callable = mse) -> Cost:
+def make_cost(model: Callable, loss: Callable = mse) -> ModelCost:
     """Builds `cost(params, (X, y)) = loss(model(params, X), y)`.
 
-    Cached, so asking twice for the same model and loss returns the same function object and a jitted
-    run keyed on it does not recompile.
+    The result is a `ModelCost`: a callable that compares equal (and hashes equal) for the same model
+    and loss, so a jitted run keyed on it does not recompile when it is built again. For the linear
+    model it offers the feature-major layout, and for linear least squares the Gram form and the
+    closed-form optimum as well (`gdjax.run` and `gdjax.sweep` use them because the cost offers them).
 
     Example:
       >>> import gdjax
@@ -107,23 +112,249 @@ def make_cost(model: Callable, loss: Callable = mse) -> Cost:
       >>> round(float(cost(gdjax.init_linear(1), (X, y))), 2)  # mean of squared prices
       65228.57
     """
-    # The cache sits on a helper that takes both arguments positionally: functools.cache keys on the
-    # call as written, so make_cost(m) and make_cost(m, mse) would otherwise be different functions.
-    return _make_cost(model, loss)
+    return ModelCost(model, loss)
 
 
-@functools.cache
-def _make_cost(model: Callable, loss: Callable) -> Cost:
-    def cost(params, batch):
+@dataclasses.dataclass(frozen=True)
+class ModelCost:
+    """`cost(params, (X, y, ...)) = loss(model(params, X), y)` with the fast forms it can offer.
+
+    Attributes:
+      model: `model(params, X) -> predictions`.
+      loss: `loss(predictions, y) -> scalar`.
+    """
+
+    model: Callable
+    loss: Callable
+
+    def __call__(self, params: PyTree, batch: PyTree) -> jax.Array:
         X, y = batch
-        return loss(model(params, X), y)
+        return self.loss(self.model(params, X), y)
 
-    cost.__name__ = f"{getattr(loss, '__name__', 'loss')}_{getattr(model, '__name__', 'model')}"
-    cost.__qualname__ = cost.__name__
-    if model is linear:
-        # The layout protocol of `gdjax.run`: the same cost for batches `(X.T, y)`.
-        cost.feature_major = make_cost(linear_feature_major, loss)
-    return cost
+    @property
+    def __name__(self) -> str:
+        return f"{getattr(self.loss, '__name__', 'loss')}_{getattr(self.model, '__name__', 'model')}"
+
+    @property
+    def feature_major(self) -> ModelCost | None:
+        """The same cost for batches `(X.T, y)`, when the model has a feature-major form (linear)."""
+        return ModelCost(linear_feature_major, self.loss) if self.model is linear else None
+
+    @property
+    def least_squares(self) -> bool:
+        """Whether this is linear least squares, `mean((X w + b - y)**2)`."""
+        return self.model is linear and self.loss is mse
+
+    def gram_form(self, data) -> tuple[Callable, GramStatistics] | None:
+        """`(gram_mse, gram_statistics(X, y))` for linear least squares: O(d^2) per step."""
+        if not self.least_squares:
+            return None
+        return gram_mse, gram_statistics(*_regression_pair(data))
+
+    def optimal_value(self, data) -> float | None:
+        """f* in closed form (float64 least squares) for linear least squares on `(X, y)`, else None."""
+        if not self.least_squares or not _is_regression_pair(data):
+            return None
+        return reference.optimal_cost(*data)
+
+
+def _is_regression_pair(data) -> bool:
+    return (
+        isinstance(data, tuple | list) and len(data) == 2 and np.ndim(data[0]) == 2 and np.ndim(data[1]) == 1
+    )
+
+
+def _regression_pair(data):
+    if not _is_regression_pair(data):
+        raise ValueError(
+            "the least-squares Gram form needs data=(X, y) with X of shape (n, d) and y of shape (n,)"
+        )
+    return data
+
+
+# ------------------------------------------------------------------------- least squares
+class GramStatistics(NamedTuple):
+    """Sufficient statistics of `mean((X w + b - y)**2)`, each with a leading axis of length 1.
+
+    The leading axis makes them a one-example batch, so they pass through the data checks of
+    `gdjax.loop` like any batch (full-batch only).
+    """
+
+    xtx: np.ndarray  # (1, d, d) X^T X (symmetrised)
+    xsum: np.ndarray  # (1, d) X^T 1
+    xty: np.ndarray  # (1, d) X^T y
+    ysum: np.ndarray  # (1,) 1^T y
+    yty: np.ndarray  # (1,) y^T y
+    n: np.ndarray  # (1,) number of examples
+
+
+def gram_statistics(X, y) -> GramStatistics:
+    """`X^T X`, `X^T 1`, `X^T y`, `1^T y`, `y^T y` and `n`, computed once in float64 on the host.
+
+    A run casts them to the params' dtype like any data (so float32 params get float32 statistics).
+    """
+    validation.check_regression_data(X, y)
+    X = np.asarray(X, np.float64)
+    y = np.asarray(y, np.float64)
+    xtx = X.T @ X
+    xtx = 0.5 * (xtx + xtx.T)  # exactly symmetric: autodiff of w^T G w gives (G + G^T) w
+    return GramStatistics(
+        xtx=xtx[None],
+        xsum=X.sum(axis=0)[None],
+        xty=(X.T @ y)[None],
+        ysum=np.array([y.sum()]),
+        yty=np.array([y @ y]),
+        n=np.array([float(X.shape[0])]),
+    )
+
+
+def gram_mse(params: dict, stats: GramStatistics) -> jax.Array:
+    """`mean((X w + b - y)**2)` from `gram_statistics(X, y)`, in O(d^2) instead of O(n d).
+
+    `(w^T G w + 2 b s^T w + n b^2 - 2 c^T w - 2 b sum(y) + y^T y) / n` with `G = X^T X`,
+    `s = X^T 1`, `c = X^T y`. The same function as `make_cost(linear, mse)` on `(X, y)`; its value
+    carries an absolute round-off of about `eps * y^T y / n` (the terms cancel near the optimum), so
+    suboptimalities below that are noise.
+    """
+    G, s, c, sy, yy, n = (x[0] for x in stats)
+    w, b = params["w"], params["b"]
+    quad = w @ (G @ w) + b * (2 * (s @ w) + n * b)
+    lin = 2 * (c @ w + b * sy)
+    return (quad - lin + yy) / n
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LeastSquaresProblem:
+    """Linear least squares `mean((X w + b - y)**2)` as one object: cost, data, f*, curvature.
+
+    Pass its parts to `run` and `sweep` (`gdjax.run(p.cost, rule, p.params0(), p.data, ...)`); the
+    cost offers the fast forms (feature-major layout, Gram statistics), and the oracles come from
+    `gdjax.reference` (float64, independent of autodiff).
+
+    Example:
+      >>> import gdjax
+      >>> p = gdjax.least_squares_problem(*gdjax.data.line())
+      >>> round(p.f_star, 6), round(p.curvature.max_stable_lr, 4)
+      (0.0, 0.0845)
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+
+    @property
+    def cost(self) -> ModelCost:
+        return make_cost(linear, mse)
+
+    @property
+    def data(self) -> tuple[np.ndarray, np.ndarray]:
+        return (self.X, self.y)
+
+    def params0(self, dtype=None) -> dict:
+        """Zero parameters, the tutorials' start."""
+        return init_linear(self.X.shape[1], dtype)
+
+    @functools.cached_property
+    def solution(self) -> reference.LeastSquares:
+        """The float64 least-squares solution (params, f*, condition number, rank)."""
+        return reference.least_squares(self.X, self.y, full_output=True)
+
+    @property
+    def f_star(self) -> float:
+        return self.solution.f_star
+
+    @functools.cached_property
+    def curvature(self) -> reference.Curvature:
+        """L, mu, 2/L, the best constant step and its rate, from the Hessian's eigenvalues."""
+        return reference.curvature(self.X)
+
+    @functools.cached_property
+    def gram(self) -> GramStatistics:
+        return gram_statistics(self.X, self.y)
+
+
+def least_squares_problem(X, y) -> LeastSquaresProblem:
+    """A validated `LeastSquaresProblem` on `(X, y)` (finite, matching shapes)."""
+    validation.check_regression_data(X, y)
+    return LeastSquaresProblem(np.asarray(X), np.asarray(y))
+
+
+# ------------------------------------------------------------------------- cost hyperparameters
+def hyperparameters(cost: Callable) -> tuple[str, ...]:
+    """Names of a cost's hyperparameters: its keyword parameters with numeric defaults.
+
+    A cost `cost(params, data, l2=0.0, delta=1.0)` has hyperparameters `("l2", "delta")`. They are
+    passed to the compiled program as arrays, so a new value never recompiles, and `gdjax.sweep`
+    takes them as grid axes beside the rule's (`grid={"learning_rate": [...], "l2": [...]}`).
+    """
+    cost = cost.cost if isinstance(cost, BoundCost) else cost
+    try:
+        sig = inspect.signature(cost)
+    except (TypeError, ValueError):
+        return ()
+    params = list(sig.parameters.values())
+    names = []
+    for i, p in enumerate(params):
+        if i < 2 or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            continue
+        default = p.default
+        if isinstance(default, int | float) and not isinstance(default, bool):
+            names.append(p.name)
+    return tuple(names)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BoundCost:
+    """A cost with values for its hyperparameters: `bind(cost, l2=0.1)`.
+
+    `gdjax.run` passes the values into the compiled program as arrays (a new value does not
+    recompile); calling it directly is `cost(params, data, **values)`.
+    """
+
+    cost: Callable
+    values: dict
+
+    def __call__(self, params: PyTree, data: PyTree) -> jax.Array:
+        return self.cost(params, data, **self.values)
+
+    @property
+    def __name__(self) -> str:
+        return getattr(self.cost, "__name__", "cost")
+
+
+def bind(cost: Callable, **values: Any) -> BoundCost:
+    """`cost` with hyperparameter values (see `hyperparameters`), validated: finite real numbers.
+
+    Example:
+      >>> import jax.numpy as jnp, gdjax
+      >>> def ridge(params, data, l2=0.0):
+      ...     X, y = data
+      ...     return jnp.mean((X @ params["w"] - y) ** 2) + l2 * jnp.sum(params["w"] ** 2)
+      >>> gdjax.costs.hyperparameters(ridge)
+      ('l2',)
+      >>> cost = gdjax.costs.bind(ridge, l2=0.1)  # then bind(ridge, l2=0.2): the same program
+    """
+    if isinstance(cost, BoundCost):
+        values = {**cost.values, **values}
+        cost = cost.cost
+    names = hyperparameters(cost)
+    for key, value in values.items():
+        if key not in names:
+            raise ValueError(
+                f"cost {getattr(cost, '__name__', cost)!r} has no hyperparameter {key!r}"
+                + validation.nearest(key, names)
+                + f"; its hyperparameters are its keyword parameters with numeric defaults: {list(names)}"
+            )
+        validation.check_finite_number(f"cost hyperparameter {key!r}", value)
+        if np.ndim(value) != 0:
+            raise ValueError(f"cost hyperparameter {key!r} must be a scalar, got shape {np.shape(value)}")
+    return BoundCost(cost, dict(values))
+
+
+def split(cost: Callable) -> tuple[Callable, dict]:
+    """`(cost, values)`: a `BoundCost`'s function and values; any other cost with no values."""
+    if isinstance(cost, BoundCost):
+        return cost.cost, dict(cost.values)
+    return cost, {}
 
 
 # ------------------------------------------------------------------------------- test functions
@@ -195,7 +426,16 @@ TEST_FUNCTIONS: dict[str, TestFunction] = {
 TestFunction.__test__ = False  # not a pytest class
 
 __all__ = [
+    "BoundCost",
     "Cost",
+    "bind",
+    "hyperparameters",
+    "GramStatistics",
+    "LeastSquaresProblem",
+    "ModelCost",
+    "gram_mse",
+    "gram_statistics",
+    "least_squares_problem",
     "TEST_FUNCTIONS",
     "ill_conditioned_quadratic",
     "init_linear",

@@ -37,6 +37,7 @@ from gdjax._version import __version__
 from gdjax.costs import linear, make_cost, mse
 from gdjax.data import Standardizer
 from gdjax.loop import run
+from gdjax.options import Stopping
 from gdjax.types import Status
 
 FORMAT = "gdjax.GDRegressor"
@@ -233,6 +234,8 @@ class _Settings(NamedTuple):
     divergence_factor: float | None
     seed: int
     dtype: np.dtype
+    built: rules.Rule  # the rule, validated by the registry (the one place rule values are checked)
+    stopping: Stopping
 
 
 # ------------------------------------------------------------------------------- estimator
@@ -425,16 +428,22 @@ class GDRegressor:
                 "rule_options holds 'learning_rate': set it with the estimator's learning_rate "
                 "parameter instead"
             )
+        hyperparameters = {"learning_rate": self.learning_rate, **options}
+        built = rules.get(self.rule, **hyperparameters)
+        grad_tol = None if self.grad_tol is None else float(self.grad_tol)
+        divergence_factor = None if self.divergence_factor is None else float(self.divergence_factor)
         return _Settings(
             rule=self.rule,
-            hyperparameters={"learning_rate": self.learning_rate, **options},
+            hyperparameters=hyperparameters,
             num_steps=int(self.num_steps),
             tol=None if self.tol is None else float(self.tol),
             batch_size=None if self.batch_size is None else int(self.batch_size),
-            grad_tol=None if self.grad_tol is None else float(self.grad_tol),
-            divergence_factor=None if self.divergence_factor is None else float(self.divergence_factor),
+            grad_tol=grad_tol,
+            divergence_factor=divergence_factor,
             seed=int(self.seed),
             dtype=_resolve_dtype(self.dtype),
+            built=built,
+            stopping=Stopping(grad_tol=grad_tol, divergence_factor=divergence_factor),
         )
 
     def _scaler(self, X: np.ndarray) -> Standardizer | None:
@@ -486,7 +495,7 @@ class GDRegressor:
         Z = X if scaler is None else scaler.transform(X)
         params0 = self._start(d, scaler)
         model = linear if self.fit_intercept else _linear_through_origin
-        rule = rules.get(settings.rule, **settings.hyperparameters)
+        rule = settings.built
         dtype = settings.dtype
         batch_size = settings.batch_size
         if batch_size is not None and batch_size >= n:
@@ -500,8 +509,7 @@ class GDRegressor:
             batch_size=batch_size,
             key=jax.random.key(settings.seed),
             tol=settings.tol,
-            grad_tol=settings.grad_tol,
-            divergence_factor=settings.divergence_factor,
+            stopping=settings.stopping,
             eval_every=1,  # the estimator keeps the whole history: loss_curve_[k] after k updates
         )
         trace = jax.device_get(trace)

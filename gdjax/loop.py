@@ -6,11 +6,15 @@ optimisation inside one jit-compiled program: sampling of stochastic / mini-batc
 the update rule, stopping tolerances and divergence detection all happen inside the scan, so a run is
 a pure function of arrays and `jax.vmap` turns it into a sweep (`gdjax.sweep`).
 
-This module imports neither `gdjax.costs` nor `gdjax.rules`: both arrive as arguments.
+Rules arrive as arguments (`gdjax.rules` is not imported): a gdjax `Rule` as its hashable spec
+plus its values, any other transformation as an opaque `update` with its state. A cost's
+hyperparameters (`gdjax.costs.bind(cost, l2=0.1)`) arrive as arrays too, so a new value of either
+never recompiles.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import weakref
@@ -22,7 +26,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gdjax import sampler, validation
+from gdjax import costs, sampler, validation
+from gdjax.options import (
+    DIVERGENCE_FACTOR,
+    DIVERGENCE_PATIENCE,
+    Execution,
+    Stopping,
+    execution_of,
+    stopping_of,
+)
 from gdjax.types import PyTree, Status, Trace
 
 _NO_STOP = -1  # stop_step of a run that used its whole budget
@@ -60,10 +72,6 @@ class Tolerances(NamedTuple):
     divergence_patience: jax.Array  # evaluations in a row above the threshold and not falling
 
 
-DIVERGENCE_FACTOR = 100.0
-DIVERGENCE_PATIENCE = 50
-
-
 def make_tolerances(
     tol=None,
     grad_tol=None,
@@ -73,24 +81,20 @@ def make_tolerances(
     divergence_patience=DIVERGENCE_PATIENCE,
 ) -> Tolerances:
     """Validates stopping settings and packs them as host scalars (`None` disables a criterion)."""
-    for name, value in (("tol", tol), ("grad_tol", grad_tol)):
-        if value is not None:
-            validation.check_finite_number(name, value, positive=True)
-    if patience is not None:
-        validation.check_positive_int("patience", patience)
-    validation.check_finite_number("min_delta", min_delta, lower=0.0)
-    if divergence_factor is not None:
-        validation.check_finite_number("divergence_factor", divergence_factor)
-        if not divergence_factor > 1:
-            raise ValueError(f"divergence_factor must be > 1, got {divergence_factor}")
-    validation.check_positive_int("divergence_patience", divergence_patience)
+    return tolerances(Stopping(tol, grad_tol, patience, min_delta, divergence_factor, divergence_patience))
+
+
+@functools.lru_cache(maxsize=512)
+def tolerances(stopping: Stopping) -> Tolerances:
+    """A (validated) `Stopping` packed as host scalars: a disabled criterion can never trigger."""
+    s = stopping
     return Tolerances(
-        tol=np.float64(-1.0 if tol is None else tol),
-        grad_tol=np.float64(-1.0 if grad_tol is None else grad_tol),
-        patience=np.int32(np.iinfo(np.int32).max if patience is None else patience),
-        min_delta=np.float64(min_delta),
-        divergence_factor=np.float64(np.inf if divergence_factor is None else divergence_factor),
-        divergence_patience=np.int32(min(divergence_patience, np.iinfo(np.int32).max)),
+        tol=np.float64(-1.0 if s.tol is None else s.tol),
+        grad_tol=np.float64(-1.0 if s.grad_tol is None else s.grad_tol),
+        patience=np.int32(np.iinfo(np.int32).max if s.patience is None else s.patience),
+        min_delta=np.float64(s.min_delta),
+        divergence_factor=np.float64(np.inf if s.divergence_factor is None else s.divergence_factor),
+        divergence_patience=np.int32(min(s.divergence_patience, np.iinfo(np.int32).max)),
     )
 
 
@@ -126,7 +130,15 @@ def _tree_sq_norm(tree) -> jax.Array:
 
 def _float_dtype(params) -> np.dtype:
     """The real floating dtype of the run: the params' promoted dtype (complex64 -> float32)."""
-    dtype = jnp.result_type(*jax.tree.leaves(params))
+    leaves = jax.tree.leaves(params)
+    dtypes = tuple(x.dtype if hasattr(x, "dtype") else type(x) for x in leaves)
+    return _float_dtype_of(dtypes, jax.config.jax_enable_x64)
+
+
+@functools.lru_cache(maxsize=256)
+def _float_dtype_of(dtypes: tuple, x64: bool) -> np.dtype:
+    del x64  # part of the cache key: canonical dtypes depend on it
+    dtype = jnp.result_type(*dtypes)
     return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
 
 
@@ -140,8 +152,7 @@ def schedule(opts: RunOptions) -> tuple[np.ndarray, np.ndarray]:
 
 def _scan_run(
     cost: Callable,
-    rule_init: Callable,
-    update: Callable,
+    spec: Any,
     metrics: tuple,
     opts: RunOptions,
     params0: PyTree,
@@ -158,7 +169,12 @@ def _scan_run(
     """
     dtype = _float_dtype(params0)
     tols = jax.tree.map(lambda t: jnp.asarray(t, jnp.int32 if t.dtype == np.int32 else dtype), tols)
-    rule_state0 = rule_init(params0, hyperparams)
+    rule_values, cost_values = hyperparams
+    if cost_values:
+        # The cost's hyperparameters (an L2 weight, a Huber delta) are arrays, like the rule's.
+        cost = functools.partial(cost, **cost_values)
+    rule_state0 = spec.init(params0, rule_values)
+    update = spec.update
     value_and_grad = jax.value_and_grad(cost)
     k, num_steps = opts.eval_every, opts.num_steps
     num_full, rest = divmod(num_steps, k)
@@ -177,10 +193,7 @@ def _scan_run(
         """Stopping rules decided on full-data quantities (precedence: first listed wins)."""
         running = c.status == Status.MAX_STEPS
         nonfinite = ~(jnp.isfinite(ev.loss) & jnp.isfinite(ev.grad_norm))
-        first = jnp.isnan(c.threshold)
-        threshold = jnp.where(
-            first, ev.loss + (tols.divergence_factor - 1) * jnp.abs(ev.loss), c.threshold
-        )
+        threshold = c.threshold  # fixed before the loop, from the loss at params0
         if opts.use_divergence:
             # A transient (a spike that turns around) resets the streak; runaway growth keeps it.
             rising = (ev.loss > threshold) & (ev.loss >= c.last_loss)
@@ -217,7 +230,6 @@ def _scan_run(
             status=keep(status, c.status),
             streak=keep(streak, c.streak),
             last_loss=keep(ev.loss, c.last_loss),
-            threshold=threshold,
             best_loss=keep(best_loss, c.best_loss),
             since_best=keep(since_best, c.since_best),
         )
@@ -283,15 +295,21 @@ def _scan_run(
         t0 = i * k
         c, first = step(c, t0, (ev.loss, grad) if full_batch else None)
         if length > 1:
-            c, more = jax.lax.scan(
-                lambda c, t: step(c, t), c, t0 + jnp.arange(1, length), unroll=opts.unroll
-            )
+            c, more = jax.lax.scan(lambda c, t: step(c, t), c, t0 + jnp.arange(1, length), unroll=opts.unroll)
             batch_losses = jnp.concatenate([first[None], more])
         else:
             batch_losses = first[None]
-        out = (ev, batch_losses if opts.batch_losses else None)
+        out = (ev, batch_losses if opts.batch_losses and not batch_losses_from_evals else None)
         return c, (out, at_eval if per_record == 1 else None)
 
+    if opts.use_divergence:
+        loss0 = jnp.asarray(cost(params0, data)).astype(dtype)
+        threshold0 = loss0 + (tols.divergence_factor - 1) * jnp.abs(loss0)
+    else:
+        threshold0 = jnp.asarray(jnp.inf, dtype)
+    # Full batch with an evaluation before every step: the batch loss of step t is the evaluation's
+    # loss at t (the step reuses it), so it is not written twice.
+    batch_losses_from_evals = opts.batch_losses and full_batch and k == 1
     history = None
     if per_record > 1:
         history = jax.tree.map(lambda p: jnp.zeros((num_records, *p.shape), p.dtype), params0)
@@ -304,7 +322,7 @@ def _scan_run(
         since_best=jnp.int32(0),
         streak=jnp.int32(0),
         last_loss=jnp.asarray(-jnp.inf, dtype),
-        threshold=jnp.asarray(jnp.nan, dtype),
+        threshold=threshold0,
         params_history=history,
     )
     evals, batch_losses, records = [], [], []
@@ -350,19 +368,82 @@ def _scan_run(
         status=carry.status,
         stop_step=stop_step,
         eval_steps=jnp.asarray(eval_steps, jnp.int32),
-        batch_loss_history=jnp.concatenate(batch_losses) if opts.batch_losses else None,
+        batch_loss_history=(
+            ev.loss[:-1]
+            if batch_losses_from_evals
+            else jnp.concatenate(batch_losses)
+            if opts.batch_losses
+            else None
+        ),
         metrics=ev.metrics,
         record_steps=jnp.asarray(record_steps, jnp.int32),
     )
 
 
-_compiled_run = jax.jit(_scan_run, static_argnums=(0, 1, 2, 3, 4))
+_compiled_run = jax.jit(_scan_run, static_argnums=(0, 1, 2, 3))
 
 
-def given_state(params0: PyTree, state: Any) -> Any:
-    """`rule_init` of a rule whose state was built outside the program (`rule.init(params0)`)."""
-    del params0
-    return state
+def use_layout(cost, data, layout: str, batch_size):
+    """The cost and data a run computes on for `Execution.layout` (before validation of the rest)."""
+    if layout != "gram":
+        return cost, data, layout
+    gram = getattr(cost, "gram_form", None)
+    if gram is None:
+        raise ValueError(
+            "layout='gram' is the full-batch least-squares fast path: it needs a cost that offers it "
+            "(gdjax.make_cost(gdjax.linear, gdjax.mse) or gdjax.LeastSquares) and data=(X, y)"
+        )
+    if batch_size is not None and batch_size != validation.check_data(data):
+        raise ValueError(
+            f"layout='gram' computes the full-batch gradient from X^T X; it cannot sample mini-batches "
+            f"(batch_size={batch_size!r}): use the default layout"
+        )
+    gram_cost, stats = gram(data)
+    return gram_cost, stats, "as_given"
+
+
+@functools.lru_cache(maxsize=64)
+def _device_tolerances(stopping: Stopping, x64: bool) -> Tolerances:
+    """`run`'s tolerances on the default device, once per setting (not six transfers per call)."""
+    del x64  # part of the cache key: the arrays' dtypes depend on it
+    return jax.device_put(tolerances(stopping))
+
+
+@functools.lru_cache(maxsize=512)
+def _enabled_criteria_cached(opts: RunOptions, tols: Tolerances) -> RunOptions:
+    return enabled_criteria(opts, tols)  # `run`'s tolerances are host scalars: hashable
+
+
+@dataclasses.dataclass(frozen=True)
+class Opaque:
+    """The spec of a transformation that is not a gdjax `Rule` (`optax.adam(0.1)`): its state is
+    built outside the program and passed in, and its `update` selects the program by identity."""
+
+    update: Callable
+
+    def init(self, params0: PyTree, state: Any) -> Any:
+        del params0
+        return state
+
+
+def rule_parts(rule, params0: PyTree) -> tuple[Any, Any]:
+    """`(spec, values)` of a rule for the compiled loop: a gdjax `Rule` is its hashable spec and its
+    hyperparameter values (the state is built inside the program); any other transformation is
+    `Opaque` with its state built here."""
+    spec = getattr(rule, "spec", None)
+    if spec is not None and hasattr(spec, "init") and hasattr(rule, "hyperparams"):
+        dtype = _float_dtype(params0)
+        values = {k: _host_value(v, dtype) for k, v in rule.hyperparams.items()}
+        return spec, values
+    return Opaque(rule.update), rule.init(params0)
+
+
+def _host_value(value, dtype):
+    """A hyperparameter as a host array: floats in the run's dtype (as the state would store them)."""
+    if isinstance(value, jax.Array):
+        return value
+    arr = np.asarray(value)
+    return arr.astype(dtype) if arr.dtype.kind == "f" else arr
 
 
 def enabled_criteria(opts: RunOptions, tols: Tolerances) -> RunOptions:
@@ -618,7 +699,9 @@ def prepare(
         eval_every=eval_every,
         record_every=record_every,
         unroll=unroll,
-        extra_args=isinstance(rule, optax.GradientTransformationExtraArgs),
+        extra_args=getattr(
+            getattr(rule, "spec", None), "extra_args", isinstance(rule, optax.GradientTransformationExtraArgs)
+        ),
         batch_losses=batch_losses,
     )
     return params0, data, key, opts, metric_fns
@@ -652,14 +735,8 @@ def run(
     tol: float | None = None,
     metrics: Mapping[str, Callable[[PyTree], jax.Array]] | None = None,
     eval_every: int | None = None,
-    grad_tol: float | None = None,
-    patience: int | None = None,
-    min_delta: float = 0.0,
-    divergence_factor: float | None = DIVERGENCE_FACTOR,
-    divergence_patience: int = DIVERGENCE_PATIENCE,
-    record_every: int | None = None,
-    unroll: int = 1,
-    layout: str = "feature_major",
+    stopping: Stopping | None = None,
+    execution: Execution | None = None,
 ) -> Trace:
     """Minimises `cost(params, data)` with `rule` for up to `num_steps` steps, as one compiled scan.
 
@@ -676,7 +753,8 @@ def run(
     that evaluation costs at most about 10% of the stepping. `eval_every=1` gives the tutorials' loss
     at every step. The loss of every step's batch is recorded too (`batch_loss_history`, free).
 
-    Stopping (each optional, the first to fire wins), and when each is checked:
+    Stopping (`stopping=gdjax.Stopping(...)`; each optional, the first to fire wins), and when each is
+    checked:
       - `tol` (every step): the tutorials' rule, `||params_t - params_{t-1}|| < tol` (global 2-norm).
       - `grad_tol` (at evaluations): `||grad f(params_t)|| < grad_tol` on the full-data gradient.
       - `patience` (at evaluations): `patience` evaluations in a row without the full-data loss
@@ -705,19 +783,19 @@ def run(
       batch_size: `None` for full batch; `1` for stochastic, `k` for mini-batch gradient descent,
         sampled without replacement epoch by epoch from `key` (`gdjax.sampler`).
       key: PRNG key (or integer seed) for sampling; required when `batch_size` < number of examples.
-      tol: see Stopping.
+      tol: see Stopping (the same as `stopping=Stopping(tol=...)`).
       metrics: `{"name": fn(params) -> scalar}`, evaluated at every evaluation inside the compiled
         program (a held-out loss or accuracy) and returned as `trace.metrics["name"]`. Define each
         function once: a new function object is a new program.
       eval_every: steps between evaluations (see above).
-      grad_tol, patience, min_delta: see Stopping.
-      divergence_factor, divergence_patience: see Divergence.
-      record_every: steps between recorded iterates (`params_history`), a multiple of `eval_every`.
-        Default: at every evaluation, thinned so that the records stay under 64 MiB.
-      unroll: `lax.scan` unroll factor of the steps between evaluations (results are identical).
-      layout: `"feature_major"` (default) lets a cost that supports it (`make_cost(linear, ...)`)
-        see `X` stored transposed for full-batch runs, several times faster on CPU; `"as_given"`
-        passes the data untouched. Results agree up to floating-point summation order.
+      stopping: a `gdjax.Stopping` (`grad_tol`, `patience`, `min_delta`, `divergence_factor`,
+        `divergence_patience`); see Stopping and Divergence above.
+      execution: a `gdjax.Execution`: `record_every` (steps between recorded iterates, a multiple of
+        `eval_every`; default at every evaluation, thinned so that the records stay under 64 MiB),
+        `unroll` and `layout` (`"feature_major"`, the default, lets a cost that offers it see `X`
+        stored transposed for full-batch runs; `"as_given"` passes the data untouched; `"gram"`
+        runs full-batch least squares on `X^T X`). None of these changes the numbers beyond
+        floating-point summation order.
 
     Returns:
       A `Trace` (see `gdjax.Trace`): `loss_history`, `grad_norm_history` and `metrics` at
@@ -731,7 +809,11 @@ def run(
       >>> round(float(trace.params["w"][0]), 3), round(float(trace.params["b"]), 3)
       (20.0, 5.0)
     """
-    tols = make_tolerances(tol, grad_tol, patience, min_delta, divergence_factor, divergence_patience)
+    stopping = stopping_of(stopping, tol)
+    execution = execution_of(execution)
+    tols = tolerances(stopping)
+    cost, cost_values = costs.split(cost)
+    cost, data, layout = use_layout(cost, data, execution.layout, batch_size)
     params0, data, key, opts, metric_fns = prepare(
         cost,
         rule,
@@ -741,23 +823,54 @@ def run(
         batch_size=batch_size,
         key=key,
         eval_every=eval_every,
-        record_every=record_every,
+        record_every=execution.record_every,
         metrics=metrics,
-        unroll=unroll,
+        unroll=execution.unroll,
     )
     if layout == "feature_major":
         cost, data, opts = use_feature_major(cost, data, opts)
-    elif layout != "as_given":
-        raise ValueError(f"layout must be 'feature_major' or 'as_given', got {layout!r}")
-    opts = enabled_criteria(opts, tols)
-    rule_state0 = rule.init(params0)
-    return _compiled_run(
-        cost, given_state, rule.update, metric_fns, opts, params0, rule_state0, data, key, tols
-    )
+    opts = _enabled_criteria_cached(opts, tols)
+    tols = _device_tolerances(stopping, jax.config.jax_enable_x64)
+    spec, values = rule_parts(rule, params0)
+    dtype = _float_dtype(params0)
+    cost_values = {k: _host_value(v, dtype) for k, v in cost_values.items()}
+    trace = _compiled_run(cost, spec, metric_fns, opts, params0, (values, cost_values), data, key, tols)
+    if isinstance(spec, Opaque):
+        # gdjax's rules refuse values that cannot move (learning_rate <= 0); an Optax transformation
+        # built by hand (optax.sgd(0.0)) is checked after the fact, at the price of one small sync.
+        _warn_if_stuck(trace, params0)
+    return trace
+
+
+class RuleCannotMoveWarning(UserWarning):
+    """The rule left the parameters exactly where they started although the gradient was nonzero."""
+
+
+@jax.jit
+def _stuck(params0, params, loss0, grad_norm0, status):
+    leaves = zip(jax.tree.leaves(params0), jax.tree.leaves(params), strict=True)
+    same = jnp.all(jnp.stack([jnp.all(a == b) for a, b in leaves]))
+    # A gradient above round-off (relative to the loss) that moved nothing.
+    noticeable = grad_norm0 > jnp.sqrt(jnp.finfo(grad_norm0.dtype).eps) * (1 + jnp.abs(loss0))
+    return same & noticeable & (status == Status.MAX_STEPS)
+
+
+def _warn_if_stuck(trace: Trace, params0) -> None:
+    if bool(_stuck(params0, trace.params, trace.loss_history[0], trace.grad_norm_history[0], trace.status)):
+        import warnings
+
+        warnings.warn(
+            f"the rule did not move the parameters in {int(trace.steps)} steps although the gradient "
+            f"norm at the start is {float(trace.grad_norm_history[0]):.3g}: is its learning rate 0 (or "
+            "its schedule at 0)? The run's status is max_steps, not converged",
+            RuleCannotMoveWarning,
+            stacklevel=3,
+        )
 
 
 __all__ = [
     "DIVERGENCE_FACTOR",
+    "RuleCannotMoveWarning",
     "DIVERGENCE_PATIENCE",
     "RESERVED_NAMES",
     "RunOptions",

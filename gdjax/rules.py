@@ -6,12 +6,15 @@ defaults reproduce the numerics of the Optax optimizer of the same name; where a
 differs (where `eps` sits, the momentum form, the initial accumulators) the difference is an
 argument whose default matches Optax.
 
-Unlike Optax, hyperparameter *values* live in the state: every state has a `hyperparams` dict of
-scalar arrays (stored in the floating dtype of the params) and `update` reads them from there. The
-`update` function is built once per static configuration (rule, schedule kind, boolean options) and
-cached, so `sgd(0.01).update is sgd(0.02).update`: a caller can pass `rule.update` as a static
-argument to `jax.jit` and a new learning rate does not recompile, and a factory may be called with
-traced scalars inside `jax.vmap` to sweep a grid of values in one compiled program.
+One rule representation. Every rule (hand-written, or Optax's by name) is a `Rule`: an
+`optax.GradientTransformationExtraArgs` made of two halves, a hashable `rule.spec` (`RuleSpec`: the
+rule's name and its non-numeric options, which select the program) and `rule.hyperparams` (the
+numeric values, which are data). Unlike Optax, the values live in the state: every state has a
+`hyperparams` dict of scalar arrays (in the floating dtype of the params) and `update` reads them
+from there. So `sgd(0.01).update == sgd(0.02).update`, `jax.jit` keys on the spec, a new learning rate
+never recompiles, and `spec.init(params, values)` inside `jax.vmap` sweeps a grid of values in one
+compiled program. `run`, `sweep`, configs and `GDRegressor` all take rules in this form and validate
+values in one place, `get` (or the factories).
 
 Every rule's `update` takes `update(updates, state, params=None, **extra_args)` and returns an
 `optax.GradientTransformationExtraArgs`: the run loop passes `value=`, `grad=` and `value_fn=` to all
@@ -51,7 +54,7 @@ import functools
 import inspect
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -63,6 +66,9 @@ from gdjax.types import PyTree
 
 __all__ = [
     "AdagradState",
+    "Rule",
+    "RuleSpec",
+    "RuleUpdate",
     "AdamState",
     "MomentumState",
     "NesterovState",
@@ -77,6 +83,7 @@ __all__ = [
     "get",
     "hyperparameters",
     "inverse_sqrt",
+    "is_rule",
     "inverse_time",
     "momentum",
     "names",
@@ -359,11 +366,133 @@ def _builds(rule: str):
     return register
 
 
-@functools.cache
-def _cached_update(rule: str, schedule_kind: str, static: tuple[tuple[str, Any], ...]) -> Callable:
-    """The one `update` function for a static configuration: same key, same object (`is`)."""
-    step_size = _SCHEDULE_KINDS[schedule_kind].step_size
-    return _UPDATE_BUILDERS[rule](step_size, **dict(static))
+# --------------------------------------------------------------------------------------------------
+# The one rule representation: a static spec plus a pytree of hyperparameter values.
+
+
+class _ByIdentity:
+    """Wraps an unhashable static option (a mask pytree): it then selects the program by identity."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self):
+        return repr(self.value)
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return _ByIdentity(value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleSpec:
+    """The static half of a rule: which rule and its non-numeric options. Hashable.
+
+    Two specs are equal when they describe the same program: the same rule (`name`, and `source` for
+    a user's factory), the same static options (schedule kind, flags, Optax's non-numeric arguments)
+    and the same hyperparameter names. `jax.jit` keys on the spec, so a new hyperparameter *value*
+    never recompiles. The values themselves are the other half, `Rule.hyperparams`.
+
+    Attributes:
+      name: the registry name (`"adam"`, `"optax.lamb"`) or a user factory's name.
+      static: `(option, value)` pairs that select the program.
+      numeric: names of the hyperparameters kept as arrays in the rule's state.
+      source: a user's factory (None for the registry's rules).
+      extra_args: whether the update takes `value`, `grad` and `value_fn` (the hand-written rules do
+        not need them, so the compiled loop does not build them).
+    """
+
+    name: str
+    static: tuple[tuple[str, Any], ...] = ()
+    numeric: tuple[str, ...] = ()
+    source: Any = None
+    extra_args: bool = True  # whether `update` uses value=, grad=, value_fn= (Optax's lbfgs)
+    init_state: Callable[[PyTree, Hyperparams], Any] = dataclasses.field(
+        default=None, compare=False, repr=False
+    )
+    make_update: Callable[[], Callable] = dataclasses.field(default=None, compare=False, repr=False)
+
+    def init(self, params: PyTree, hyperparams: Mapping[str, Any]) -> Any:
+        """The rule state at `params` for the values `hyperparams` (traceable: jit and vmap over them)."""
+        return self.init_state(params, dict(hyperparams))
+
+    @functools.cached_property
+    def update_fn(self) -> Callable:
+        """The update function: built once per spec object, the same program for every equal spec."""
+        return self.make_update()
+
+    @property
+    def update(self) -> RuleUpdate:
+        return RuleUpdate(self)
+
+    def build(self, hyperparams: Mapping[str, Any]) -> Rule:
+        """The rule for these values, without validation (for traced values inside a program)."""
+        hyperparams = dict(hyperparams)
+        return Rule(_RuleInit(self, hyperparams), RuleUpdate(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleUpdate:
+    """`rule.update`: a function equal (and hashing equal) for every rule of the same `RuleSpec`."""
+
+    spec: RuleSpec
+
+    def __call__(self, updates, state, params=None, **extra_args):
+        return self.spec.update_fn(updates, state, params, **extra_args)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _RuleInit:
+    spec: RuleSpec
+    hyperparams: dict
+
+    def __call__(self, params: PyTree):
+        return self.spec.init(params, self.hyperparams)
+
+
+class Rule(optax.GradientTransformationExtraArgs):
+    """An update rule: an `optax.GradientTransformationExtraArgs` that knows its own description.
+
+    Every gdjax rule (`sgd(0.1)`, `get("optax.lamb", learning_rate=1e-3)`) is a `Rule`: use it as any
+    Optax transformation (`init`, `update`, `optax.chain`), and `run`/`sweep` use its two halves:
+    `rule.spec` (hashable: what is compiled) and `rule.hyperparams` (values: what is passed in). So
+    `sgd(0.1).update == sgd(0.2).update`, and a new value never recompiles.
+    """
+
+    __slots__ = ()
+
+    @property
+    def spec(self) -> RuleSpec:
+        """The static half: rule name and non-numeric options."""
+        return self.update.spec
+
+    @property
+    def hyperparams(self) -> dict[str, Any]:
+        """The numeric half: hyperparameter values by name, as given."""
+        return dict(self.init.hyperparams)
+
+    def replace(self, **values: Any) -> Rule:
+        """The same rule with new hyperparameter values, validated as the factory would."""
+        unknown = [k for k in values if k not in self.spec.numeric]
+        if unknown:
+            raise ValueError(
+                f"rule {self.spec.name!r} has no numeric hyperparameter {unknown[0]!r}; its "
+                f"hyperparameters are {list(self.spec.numeric)}" + _suggest(unknown[0], self.spec.numeric)
+            )
+        for key, value in values.items():
+            _check_value(key, value, "> 0" if key == "learning_rate" else "")
+        return self.spec.build({**self.hyperparams, **values})
+
+
+def is_rule(rule: Any) -> bool:
+    """Whether `rule` is a gdjax `Rule` (a spec plus values) rather than an opaque transformation."""
+    return isinstance(rule, Rule) and isinstance(rule.update, RuleUpdate)
 
 
 def _transformation(
@@ -372,18 +501,28 @@ def _transformation(
     schedule: Schedule | str | None,
     init_state: Callable[[PyTree, Hyperparams], Any],
     **static: Any,
-) -> optax.GradientTransformation:
-    """Assembles a rule: values go to `state.hyperparams` at init, `update` comes from the cache."""
+) -> Rule:
+    """Assembles a hand-written rule: values go to `state.hyperparams` at init (in the params'
+    floating dtype); `update` is built from the static options."""
     schedule = _as_schedule(schedule)
     values = {k: v for k, v in values.items() if v is not None}
     values.update(schedule.values)
-    update_fn = _cached_update(rule, schedule.kind, tuple(sorted(static.items())))
+    static = dict(sorted(static.items()))
+    kind = schedule.kind
 
-    def init_fn(params: PyTree):
+    def init(params: PyTree, hyperparams: Hyperparams):
         dtype = _hyperparam_dtype(params)
-        return init_state(params, {k: jnp.asarray(v, dtype) for k, v in values.items()})
+        return init_state(params, {k: jnp.asarray(v, dtype) for k, v in hyperparams.items()})
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    spec = RuleSpec(
+        name=rule,
+        static=(("schedule", kind), *static.items()),
+        numeric=tuple(values),
+        extra_args=False,
+        init_state=init,
+        make_update=lambda: _UPDATE_BUILDERS[rule](_SCHEDULE_KINDS[kind].step_size, **static),
+    )
+    return spec.build(values)
 
 
 def _count() -> jax.Array:
@@ -1279,9 +1418,6 @@ def _inject_kind(value: Any, static: bool) -> str:
     return "static"
 
 
-_OPTAX_UPDATES: dict[tuple, Callable] = {}
-
-
 def _strong(x: Any) -> Any:
     """`x` without a weak type (same dtype and value)."""
     if getattr(x, "weak_type", False):
@@ -1289,7 +1425,7 @@ def _strong(x: Any) -> Any:
     return x
 
 
-def _get_optax(name, fn, sig, kwargs) -> optax.GradientTransformationExtraArgs:
+def _get_optax(name, fn, sig, kwargs) -> Rule:
     valid = list(sig.parameters)
     for key in kwargs:
         if key not in valid:
@@ -1306,32 +1442,25 @@ def _get_optax(name, fn, sig, kwargs) -> optax.GradientTransformationExtraArgs:
         if kinds[key] == "numeric":
             # Beyond a positive learning rate, only finiteness is known to be required.
             _check_value(key, value, "> 0" if key == "learning_rate" else "")
-    tx = optax.inject_hyperparams(fn, static_args=static_args)(**kwargs)
-    # inject_hyperparams' update reads numeric values from `state.hyperparams` and closes over only
-    # the schedules and static (non-numeric) values, so the first update built for a key serves
-    # every later init with other numeric values. The key covers every argument, defaults included,
-    # so `polyak_sgd()` and `polyak_sgd(max_learning_rate=0.5)` share one update.
     bound = sig.bind(**kwargs)
     bound.apply_defaults()
-    signature_kinds = {k: _inject_kind(v, k in static_args) for k, v in bound.arguments.items()}
-    key = (
-        name,
-        tuple(
-            sorted(
-                (k, "numeric" if kind == "numeric" else v)
-                for k, v in bound.arguments.items()
-                for kind in [signature_kinds[k]]
-            )
-        ),
-    )
-    try:
-        update = _OPTAX_UPDATES.setdefault(key, tx.update)
-    except TypeError:  # an unhashable static value (e.g. a mask pytree): no caching
-        update = tx.update
+    arguments = dict(bound.arguments)
+    numeric = tuple(k for k, v in arguments.items() if _inject_kind(v, k in static_args) == "numeric")
+    fixed = {k: v for k, v in arguments.items() if k not in numeric}
+    build = optax.inject_hyperparams(fn, static_args=static_args)
 
-    def init_fn(params):
+    def init(params, hyperparams):
         # Some Optax states start with weakly typed scalars that an update makes strong (lbfgs' line
         # search info): start strong, so the state's avals are the same at every step.
-        return jax.tree.map(_strong, tx.init(params))
+        return jax.tree.map(_strong, build(**fixed, **hyperparams).init(params))
 
-    return optax.GradientTransformationExtraArgs(init_fn, update)
+    # inject_hyperparams' update reads numeric values from `state.hyperparams` and closes over only
+    # the schedules and static (non-numeric) values: any values build it.
+    spec = RuleSpec(
+        name=name,
+        static=tuple((k, _hashable(v)) for k, v in sorted(fixed.items())),
+        numeric=numeric,
+        init_state=init,
+        make_update=lambda: build(**fixed, **{k: arguments[k] for k in numeric}).update,
+    )
+    return spec.build({k: arguments[k] for k in numeric})

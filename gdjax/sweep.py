@@ -4,19 +4,19 @@
 hyperparameter values, seeds and starting points ("lanes") as `jax.vmap` of the same compiled body
 that `gdjax.loop.run` uses (`loop._scan_run`), so a lane gives the same numbers as the same
 configuration run alone. Each lane builds its rule state inside the program by calling the rule's
-factory on that lane's values (`rules.sgd(lr).init(params0)` with `lr` a traced scalar), and the
-rule's `update` is the one function object shared by every value: new values never recompile; only a
-new rule family, a new static option (`schedule=`, `velocity_form=`) or new shapes do.
+rule's spec on that lane's values (`rule.spec.init(params0, values)` with traced values), and every
+lane runs the spec's one `update`: new values never recompile; only a new rule family, a new static
+option (`schedule=`, `velocity_form=`) or new shapes do.
 
 Lanes. The grid's 1-D entries are crossed into a product in the order given (or zipped with
-`zip_grid=True`), then crossed with `seeds` and `starts`, the last varying fastest: lane
-`(config, seed, start)`. A scalar grid entry is the same for every lane. With several rules
-(`rules={"sgd": grid1, "adam": grid2}`), each rule is its own compiled program and the lanes are
+`grid=Zip({...})`), then crossed with `seeds` and the starts (`params0=Starts(stack)`), the last
+varying fastest: lane `(config, seed, start)`. A scalar grid entry is the same for every lane. With
+several rules (`rule={"sgd": grid1, "adam": grid2}`), each rule is its own compiled program and the lanes are
 concatenated in the order given. The PRNG key of a lane is `jax.random.key(seed)`: it samples the
-mini-batches exactly as `run(..., key=jax.random.key(seed))` does, and `init_noise=sigma` perturbs
-each leaf of the start by `sigma * jax.random.normal(k_i, leaf.shape, leaf.dtype)` with the keys
-`k_i = jax.random.split(jax.random.fold_in(key, NOISE_FOLD), num_leaves)` (a key no mini-batch
-epoch ever uses).
+mini-batches exactly as `run(..., key=jax.random.key(seed))` does, and `Starts(..., init_noise=sigma)`
+perturbs each leaf of the start by `sigma * jax.random.normal(k_i, leaf.shape, leaf.dtype)` with keys
+`k_i = jax.random.split(jax.random.fold_in(key, NOISE_FOLD), num_leaves)` (the mini-batch sampler
+hashes the key's raw bits with the epoch number and never draws from it with `jax.random`).
 
 Batch sizes. Lanes share one vmapped program only if they share shapes, and the batch size is a
 shape: `batch_size=[1, 8, None]` runs one compiled group per batch size (per rule), concatenated,
@@ -34,12 +34,13 @@ with the estimate and a `chunk_size` that fits. Chunks run one after another thr
 compiled program (the last one padded by repeating a lane) and their results are moved to host
 memory, where the whole result must fit.
 
-Least squares. For `make_cost(linear, mse)` on `(X, y)` the summaries know `f*` (closed form), and
-`gram=True` runs the lanes on `gram_mse` over `X^T X`, `X^T y`, `y^T y` and the column sums,
-computed once: a step costs O(d^2) instead of O(n d), with the same trajectories up to round-off.
+Least squares. For `make_cost(linear, mse)` on `(X, y)` the cost offers `f*` (closed form) to the
+summaries, and `execution=Execution(layout="gram")` runs the lanes on `gram_mse` over `X^T X`,
+`X^T y`, `y^T y` and the column sums, computed once: a step costs O(d^2) instead of O(n d), with the
+same trajectories up to round-off.
 
-Devices. With more than one device (`jax.devices()`, or `devices=`), the lane axis is sharded over
-a 1-D `Mesh` named `"lanes"`: the lane-stacked inputs (starts, hyperparameters, keys, tolerances)
+Devices. With more than one device (`jax.devices()`, or `Execution(devices=...)`), the lane axis is
+sharded over a 1-D `Mesh` named `"lanes"`: the lane-stacked inputs (starts, hyperparameters, keys, tolerances)
 carry `NamedSharding(mesh, PartitionSpec("lanes"))`, the data is replicated, and the lanes are
 padded to a multiple of the device count. On a multi-GPU host nothing changes: the same call uses
 every GPU. On several hosts, call `jax.distributed.initialize()` in every process first, then run
@@ -69,6 +70,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import inspect
 import math
 import os
@@ -81,27 +83,34 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gdjax import costs, loop, reference, validation
+from gdjax import costs, loop, options, validation
 from gdjax import io as gdjax_io
 from gdjax import rules as rules_lib
+from gdjax.costs import GramStatistics, gram_mse, gram_statistics
+from gdjax.options import Execution, Stopping
 from gdjax.types import PyTree, Status, Trace
 
 # Grid keys that are stopping settings rather than rule hyperparameters (arrays in loop.Tolerances).
-TOLERANCE_NAMES = ("tol", "grad_tol", "patience", "min_delta", "divergence_factor", "divergence_patience")
-# `fold_in` constant of the init-noise key: mini-batch epochs fold in 0, 1, 2, ... and never reach it.
+TOLERANCE_NAMES = tuple(f.name for f in dataclasses.fields(Stopping))  # stopping settings: lane axes too
+# `fold_in` constant of the init-noise key (the sampler derives its round keys by hashing, not fold_in).
 NOISE_FOLD = 2**32 - 1
 # Default cap of the recorded iterates of all the lanes of one program, together.
 SWEEP_RECORD_BYTES = 256 * 2**20
 _LANES = "lanes"  # mesh axis name
 _STATUS_NAMES = tuple(str(s) for s in Status)
-_TOLERANCE_DEFAULTS = {
-    "tol": None,
-    "grad_tol": None,
-    "patience": None,
-    "min_delta": 0.0,
-    "divergence_factor": loop.DIVERGENCE_FACTOR,
-    "divergence_patience": loop.DIVERGENCE_PATIENCE,
-}
+_TOLERANCE_DEFAULTS = Stopping().as_dict()  # the stopping settings, defaults in one place
+
+
+def _get_f_star(self):
+    value = self.__dict__.get("_f_star")
+    if callable(value):  # computed on first use: a closed-form f* of big data costs an SVD
+        value = value()
+        self.__dict__["_f_star"] = value
+    return value
+
+
+def _set_f_star(self, value):
+    self.__dict__["_f_star"] = value
 
 
 class SweepInterrupted(RuntimeError):
@@ -157,9 +166,16 @@ class SweepResult:
     hyperparameter_names: tuple[str, ...]
     compile_seconds: float
     run_seconds: float
-    f_star: float | None = None
+    f_star: float | None = None  # see _lazy_f_star below: may be given as a zero-argument function
     num_steps: int = 0
     sharding: jax.sharding.Sharding | None = None
+
+    def with_f_star(self, f_star: float | None) -> SweepResult:
+        """This result with the optimal cost `f_star` for the suboptimality columns (None: unknown)."""
+        if f_star is not None:
+            validation.check_finite_number("f_star", f_star)
+            f_star = float(f_star)
+        return dataclasses.replace(self, f_star=f_star)
 
     @property
     def num_lanes(self) -> int:
@@ -330,85 +346,33 @@ class SweepResult:
         return table
 
 
-# ------------------------------------------------------------------------- gram fast path
-class GramStatistics(NamedTuple):
-    """Sufficient statistics of `mean((X w + b - y)**2)`, each with a leading axis of length 1.
-
-    The leading axis makes them a one-example batch, so they pass through the data checks of
-    `gdjax.loop` like any batch (full-batch only).
-    """
-
-    xtx: np.ndarray  # (1, d, d) X^T X (symmetrised)
-    xsum: np.ndarray  # (1, d) X^T 1
-    xty: np.ndarray  # (1, d) X^T y
-    ysum: np.ndarray  # (1,) 1^T y
-    yty: np.ndarray  # (1,) y^T y
-    n: np.ndarray  # (1,) number of examples
-
-
-def gram_statistics(X, y) -> GramStatistics:
-    """`X^T X`, `X^T 1`, `X^T y`, `1^T y`, `y^T y` and `n`, computed once in float64 on the host.
-
-    A run casts them to the params' dtype like any data (so float32 params get float32 statistics).
-    """
-    validation.check_regression_data(X, y)
-    X = np.asarray(X, np.float64)
-    y = np.asarray(y, np.float64)
-    xtx = X.T @ X
-    xtx = 0.5 * (xtx + xtx.T)  # exactly symmetric: autodiff of w^T G w gives (G + G^T) w
-    return GramStatistics(
-        xtx=xtx[None],
-        xsum=X.sum(axis=0)[None],
-        xty=(X.T @ y)[None],
-        ysum=np.array([y.sum()]),
-        yty=np.array([y @ y]),
-        n=np.array([float(X.shape[0])]),
-    )
-
-
-def gram_mse(params: dict, stats: GramStatistics) -> jax.Array:
-    """`mean((X w + b - y)**2)` from `gram_statistics(X, y)`, in O(d^2) instead of O(n d).
-
-    `(w^T G w + 2 b s^T w + n b^2 - 2 c^T w - 2 b sum(y) + y^T y) / n` with `G = X^T X`,
-    `s = X^T 1`, `c = X^T y`. The same function as `make_cost(linear, mse)` on `(X, y)`; its value
-    carries an absolute round-off of about `eps * y^T y / n` (the terms cancel near the optimum), so
-    suboptimalities below that are noise.
-    """
-    G, s, c, sy, yy, n = (x[0] for x in stats)
-    w, b = params["w"], params["b"]
-    quad = w @ (G @ w) + b * (2 * (s @ w) + n * b)
-    lin = 2 * (c @ w + b * sy)
-    return (quad - lin + yy) / n
-
-
-def _linear_mse():
-    return costs.make_cost(costs.linear, costs.mse)
-
-
-def _regression_pair(data) -> bool:
-    return (
-        isinstance(data, tuple | list) and len(data) == 2 and np.ndim(data[0]) == 2 and np.ndim(data[1]) == 1
-    )
+# `f_star` is a dataclass field whose value may be a zero-argument function (the cost's closed-form
+# optimum), resolved on first read: a sweep that never asks for suboptimality never pays for it.
+SweepResult.f_star = property(
+    _get_f_star, _set_f_star, doc="The optimal cost used for suboptimality, or None."
+)
 
 
 # ------------------------------------------------------------------------------- rules and grids
-@dataclasses.dataclass(frozen=True)
-class _RuleSpec:
-    """A rule family and its static options: hashable, so it is a static argument of the program."""
+class _Source(NamedTuple):
+    """Where a sweep's rule comes from: a registry name, a built gdjax `Rule`, or a user's factory."""
 
-    name: str
-    source: Any  # a registry name or a factory
-    static: tuple[tuple[str, Any], ...]
+    name: str  # the lanes' `rule` coordinate
+    rule: Any  # a name (str), a rules.Rule, or a factory
 
     def build(self, values: Mapping[str, Any]) -> optax.GradientTransformation:
-        kwargs = {**dict(self.static), **values}
-        if isinstance(self.source, str):
-            return rules_lib.get(self.source, **kwargs)
-        return self.source(**kwargs)
-
-    def init(self, params0, values):
-        """`rule_init` of the compiled loop: the lane's rule state, built inside the program."""
-        return self.build(values).init(params0)
+        """The rule for `values` (static options and numbers), validated as its factory would."""
+        if isinstance(self.rule, str):
+            return rules_lib.get(self.rule, **values)
+        if rules_lib.is_rule(self.rule):
+            static = {k: v for k, v in values.items() if k not in self.rule.spec.numeric}
+            if static:
+                raise ValueError(
+                    f"{sorted(static)} would change a built rule's static options: name the rule "
+                    f"({self.rule.spec.name!r}) or pass its factory instead"
+                )
+            return self.rule.replace(**values)
+        return self.rule(**values)
 
 
 def _is_static_value(value) -> bool:
@@ -445,6 +409,8 @@ def _valid_names(rule, static: Mapping[str, Any]) -> tuple[str, ...] | None:
 def _rule_name(rule) -> str:
     if isinstance(rule, str):
         return rule
+    if rules_lib.is_rule(rule):
+        return rule.spec.name
     return getattr(rule, "__name__", None) or type(rule).__name__
 
 
@@ -452,25 +418,34 @@ class _Axis(NamedTuple):
     name: str
     values: list  # Python values, one per grid point
     tolerance: bool
+    cost: bool = False  # a hyperparameter of the cost, not of the rule
 
 
 class _ParsedGrid(NamedTuple):
-    spec: _RuleSpec
+    source: _Source
     keys: tuple[str, ...]  # every grid key, in order
     axes: list[_Axis]  # 1-D entries
     fixed: dict[str, Any]  # numeric scalars (rule hyperparameters and tolerances)
     static: dict[str, Any]  # non-numeric scalars
+    zipped: bool = False  # 1-D entries zipped (grid given as Zip) instead of crossed
+    cost_keys: frozenset = frozenset()  # grid keys that are the cost's hyperparameters
 
 
-def _parse_grid(rule, grid, *, zip_grid: bool, tolerance_kwargs: Mapping[str, Any]) -> _ParsedGrid:
-    if isinstance(rule, optax.GradientTransformation):
+def _parse_grid(
+    rule, grid, *, zip_grid: bool, tolerance_kwargs: Mapping[str, Any], cost_names: tuple[str, ...] = ()
+) -> _ParsedGrid:
+    if isinstance(rule, optax.GradientTransformation) and not rules_lib.is_rule(rule):
         raise ValueError(
-            "rule must be a rule name ('sgd', 'optax.lamb') or a factory (gdjax.rules.momentum), not a "
-            "built optax.GradientTransformation: a sweep calls the factory once per lane"
+            "rule must be a rule name ('sgd', 'optax.lamb'), a gdjax rule (gdjax.rules.adam(0.1)) or a "
+            "factory (gdjax.rules.momentum), not an Optax transformation built with its values baked "
+            "in: name it as 'optax.<name>' (e.g. 'optax.adam') so its values can vary per lane"
         )
-    if not (isinstance(rule, str) or callable(rule)):
-        raise ValueError(f"rule must be a rule name or a factory, got {rule!r}")
+    if not (isinstance(rule, str) or callable(rule) or rules_lib.is_rule(rule)):
+        raise ValueError(f"rule must be a rule name, a gdjax rule or a factory, got {rule!r}")
     name = _rule_name(rule)
+    if rules_lib.is_rule(rule) and (grid is None or isinstance(grid, Mapping)):
+        # A built rule's values are every lane's defaults: scalar grid entries, shown in the results.
+        grid = type(grid or {})({**rule.hyperparams, **(grid or {})})
     if grid is None or not isinstance(grid, Mapping) or len(grid) == 0:
         raise ValueError(
             f"the grid of rule {name!r} is empty: give hyperparameter values, e.g. "
@@ -483,6 +458,12 @@ def _parse_grid(rule, grid, *, zip_grid: bool, tolerance_kwargs: Mapping[str, An
         if not isinstance(key, str):
             raise ValueError(f"grid keys must be hyperparameter names, got {key!r}")
         is_tol = key in TOLERANCE_NAMES
+        is_cost = key in cost_names
+        if is_cost and _is_static_value(value):
+            raise ValueError(
+                f"grid[{key!r}] = {value!r}: a cost hyperparameter takes real numbers (a scalar or a 1-D "
+                "list of values)"
+            )
         if is_tol and tolerance_kwargs[key] != _TOLERANCE_DEFAULTS[key]:
             raise ValueError(f"{key!r} is both in the grid and given as sweep({key}=...): give it once")
         if not is_tol and _is_static_value(value):
@@ -518,17 +499,32 @@ def _parse_grid(rule, grid, *, zip_grid: bool, tolerance_kwargs: Mapping[str, An
             continue
         if arr.size == 0:
             raise ValueError(f"grid[{key!r}] is empty: give at least one value")
-        axes.append(_Axis(key, [_py(v) for v in arr], is_tol))
+        axes.append(_Axis(key, [_py(v) for v in arr], is_tol, is_cost))
 
-    valid = _valid_names(rule, static)  # raises ValueError for an unknown rule name
+    # Raises ValueError for an unknown rule name.
+    valid = rule.spec.numeric if rules_lib.is_rule(rule) else _valid_names(rule, static)
     if valid is not None:
         for key in grid:
-            if key not in TOLERANCE_NAMES and key not in static and key not in valid:
+            if key in cost_names and key in valid:
                 raise ValueError(
-                    f"rule {name!r} has no hyperparameter {key!r}{validation.nearest(key, valid)}; its "
-                    f"hyperparameters are {list(valid)} (and the tolerances {list(TOLERANCE_NAMES)} can be "
-                    "grid axes too)"
+                    f"grid key {key!r} names both a hyperparameter of rule {name!r} and one of the cost: "
+                    "rename the cost's keyword parameter"
                 )
+            if (
+                key not in TOLERANCE_NAMES
+                and key not in static
+                and key not in valid
+                and key not in cost_names
+            ):
+                raise ValueError(
+                    f"rule {name!r} has no hyperparameter {key!r}"
+                    f"{validation.nearest(key, [*valid, *cost_names])}; its hyperparameters are "
+                    f"{list(valid)}, the cost's are {list(cost_names)} (keyword parameters with numeric "
+                    f"defaults), and the stopping settings {list(TOLERANCE_NAMES)} can be grid axes too"
+                )
+    fixed_cost = [k for k in fixed if k in cost_names]
+    for key in fixed_cost:
+        validation.check_finite_number(f"grid[{key!r}]", fixed[key])
     for axis in axes:
         if axis.tolerance:
             continue
@@ -542,54 +538,79 @@ def _parse_grid(rule, grid, *, zip_grid: bool, tolerance_kwargs: Mapping[str, An
     if zip_grid and axes:
         lengths = {a.name: len(a.values) for a in axes}
         if len(set(lengths.values())) > 1:
-            raise ValueError(f"zip_grid=True needs grid arrays of one length, got lengths {lengths}")
+            raise ValueError(f"a Zip grid needs 1-D entries of one length, got lengths {lengths}")
     # A registry factory goes through `rules.get`, which also takes schedule values flat
     # (`decay_rate=...`), and shares its program with a sweep that names the rule.
     source = name if not isinstance(rule, str) and _registry_factory(rule) else rule
-    return _ParsedGrid(_RuleSpec(name, source, tuple(static.items())), tuple(grid), axes, fixed, static)
+    cost_keys = frozenset(k for k in grid if k in cost_names)
+    return _ParsedGrid(_Source(name, source), tuple(grid), axes, fixed, static, zip_grid, cost_keys)
 
 
 def _validate_values(parsed: _ParsedGrid, tolerance_kwargs):
     """Builds the rule (and the tolerances) once per distinct value on the host, so an invalid value
-    fails here with its grid key, before anything is compiled. Returns the two rules built from the
-    first and last grid points."""
-    spec = parsed.spec
-    rule_axes = [a for a in parsed.axes if not a.tolerance]
-    first = {k: v for k, v in parsed.fixed.items() if k not in TOLERANCE_NAMES}
+    fails here with its grid key, before anything is compiled.
+
+    Returns `(spec, base, tol_base)`: the rule's `RuleSpec` (the one program every lane shares),
+    the values every lane starts from (the first grid point, defaults included), and the stopping
+    settings."""
+    source = parsed.source
+    rule_axes = [a for a in parsed.axes if not a.tolerance and not a.cost]
+    first = {k: v for k, v in parsed.fixed.items() if k not in TOLERANCE_NAMES and k not in parsed.cost_keys}
     first.update({a.name: a.values[0] for a in rule_axes})
     last = dict(first, **{a.name: a.values[-1] for a in rule_axes})
 
     def build(values, where):
         try:
-            return spec.build(values)
+            return source.build({**parsed.static, **values})
         except (ValueError, TypeError) as err:
-            raise ValueError(f"rule {spec.name!r} rejects {where}: {err}") from None
+            raise ValueError(f"rule {source.name!r} rejects {where}: {err}") from None
 
     rule0 = build(first, "the grid's first values " + repr(first))
     for axis in rule_axes:
         for v in dict.fromkeys(axis.values):
             build(dict(first, **{axis.name: v}), f"grid[{axis.name!r}] = {v!r}")
-    # A factory that bakes values into closures returns a new `update` on every call, even for
-    # equal values, so two calls tell it apart from one whose `update` is shared.
     rule1 = build(last, "the grid's last values " + repr(last))
-    if rule0.update is not rule1.update:
-        raise ValueError(
-            f"rule {spec.name!r} builds a new update function for each hyperparameter value (its values "
-            "are baked into closures, as in optax.adam(lr)), so its lanes cannot share one program. "
-            "Use a gdjax.rules factory or name the Optax optimizer as 'optax.<name>' (e.g. "
-            "'optax.adam'), which keeps values in the state"
+    if rules_lib.is_rule(rule0):
+        spec, base = rule0.spec, rule0.hyperparams
+        not_numeric = [a.name for a in rule_axes if a.name not in spec.numeric]
+        if not_numeric or rule1.spec != spec:
+            raise ValueError(
+                f"rule {source.name!r}: {not_numeric or 'its grid'} would change the compiled program "
+                f"(not among its numeric hyperparameters {list(spec.numeric)}); run one sweep per value"
+            )
+    else:
+        # A user's factory: its `update` must be shared across values (values kept in the state, as
+        # optax.inject_hyperparams does). One that bakes values into closures returns a new `update`
+        # on every call, even for equal values, so two calls tell it apart.
+        if rule0.update is not rule1.update:
+            raise ValueError(
+                f"rule {source.name!r} builds a new update function for each hyperparameter value (its "
+                "values are baked into closures, as in optax.adam(lr)), so its lanes cannot share one "
+                "program. Use a gdjax.rules factory or name the Optax optimizer as 'optax.<name>' (e.g. "
+                "'optax.adam'), which keeps values in the state"
+            )
+        factory, static, update = source.rule, dict(parsed.static), rule0.update
+        base = {k: v for k, v in first.items()}
+        spec = rules_lib.RuleSpec(
+            name=source.name,
+            static=tuple((k, rules_lib._hashable(v)) for k, v in sorted(static.items())),
+            numeric=tuple(base),
+            source=factory,
+            extra_args=isinstance(rule0, optax.GradientTransformationExtraArgs),
+            init_state=lambda params, values: factory(**static, **values).init(params),
+            make_update=lambda: update,
         )
-    base = dict(tolerance_kwargs)  # every stopping setting, the grid's scalars overriding the defaults
-    base.update({k: v for k, v in parsed.fixed.items() if k in TOLERANCE_NAMES})
+    base_tol = dict(tolerance_kwargs)  # every stopping setting, the grid's scalars overriding the defaults
+    base_tol.update({k: v for k, v in parsed.fixed.items() if k in TOLERANCE_NAMES})
     try:
-        loop.make_tolerances(**base)
+        loop.make_tolerances(**base_tol)
         for axis in parsed.axes:
             if axis.tolerance:
                 for v in axis.values:
-                    loop.make_tolerances(**dict(base, **{axis.name: v}))
+                    loop.make_tolerances(**dict(base_tol, **{axis.name: v}))
     except ValueError as err:
         raise ValueError(f"grid tolerance: {err}") from None
-    return rule0, base
+    return spec, base, base_tol
 
 
 # ------------------------------------------------------------------------------------- groups
@@ -597,14 +618,13 @@ def _validate_values(parsed: _ParsedGrid, tolerance_kwargs):
 class _Group:
     """The lanes of one compiled program: one rule family and one batch size."""
 
-    spec: _RuleSpec
-    update: Callable
+    spec: rules_lib.RuleSpec  # what every lane runs (hashable: selects the program)
     metrics: tuple  # ((name, fn), ...)
     cost: Callable
     opts: loop.RunOptions
     data: PyTree  # prepared (cast) data, shared by every lane
     params0: PyTree  # (L, ...) NumPy
-    hp: dict[str, np.ndarray]  # (L,) in the params' floating dtype
+    hp: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # (rule, cost) values, (L,) each
     key_data: np.ndarray | None  # (L, *key_shape) uint32
     key_impl: str | None
     tols: loop.Tolerances  # (L,) each
@@ -687,14 +707,14 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 # ------------------------------------------------------------------------- the compiled program
-def _lanes_program(
-    cost, update, metrics, opts, spec, lane_sharding, key_impl, params0, hp, data, key_data, tols
-):
+def _lanes_program(cost, metrics, opts, spec, lane_sharding, key_impl, params0, hp, data, key_data, tols):
     """`loop._scan_run` vmapped over lanes; each lane builds its rule state from its values."""
     keys = None if key_data is None else jax.random.wrap_key_data(key_data, impl=key_impl)
 
     def one(p0, values, key, lane_tols):
-        return loop._scan_run(cost, spec.init, update, metrics, opts, p0, values, data, key, lane_tols)
+        return loop._scan_run(cost, spec, metrics, opts, p0, values, data, key, lane_tols)
+
+    # `hp` is (rule values, cost values), each a dict of (lanes,) arrays.
 
     out = jax.vmap(one)(params0, hp, keys, tols)
     if lane_sharding is not None:
@@ -702,7 +722,7 @@ def _lanes_program(
     return out
 
 
-_program = jax.jit(_lanes_program, static_argnums=(0, 1, 2, 3, 4, 5, 6))
+_program = jax.jit(_lanes_program, static_argnums=(0, 1, 2, 3, 4, 5))
 _COMPILED: collections.OrderedDict = collections.OrderedDict()
 _COMPILED_MAX = 64
 
@@ -769,7 +789,9 @@ def _starts_stack(params0, starts):
 
     if starts is None:
         if params0 is None:
-            raise ValueError("params0 is None: give a starting point (or a stack of them as starts=)")
+            raise ValueError(
+                "params0 is None: give a starting point (or a stack of them as params0=gdjax.Starts(stack))"
+            )
         validation.check_params(params0)
         return jax.tree.map(lambda x: canon(x)[None], params0)
     validation.check_params(starts)
@@ -785,9 +807,7 @@ def _starts_stack(params0, starts):
         one = jax.tree.map(lambda x: np.shape(x), params0)
         want = jax.tree.map(lambda x: x.shape[1:], stack)
         if jax.tree.structure(params0) != jax.tree.structure(stack) or one != want:
-            raise ValueError(
-                f"params0 {one} does not match one start of starts {want}; pass params0=None with starts"
-            )
+            raise ValueError(f"params0 {one} does not match one start of the stack {want}")
     return stack
 
 
@@ -799,36 +819,45 @@ def _noise(template, seed: int) -> list[np.ndarray]:
     return [np.asarray(jax.random.normal(k, x.shape, x.dtype)) for k, x in zip(keys, leaves, strict=True)]
 
 
+class Zip(dict):
+    """A grid whose 1-D entries are zipped (equal lengths, one lane per position) instead of crossed.
+
+    Example: `grid=gdjax.Zip({"learning_rate": [0.1, 0.01], "momentum": [0.5, 0.9]})` gives two
+    configurations, not four.
+    """
+
+
+class Starts(NamedTuple):
+    """Starting points of a sweep, passed as its `params0`: a grid axis of starts, and/or noise.
+
+    Attributes:
+      points: a stack of starting points (a params pytree with a leading axis), or with
+        `stacked=False` one starting point.
+      init_noise: perturb each start by `init_noise * normal`, one draw per seed (needs `seeds`).
+      stacked: whether `points` has the leading start axis.
+    """
+
+    points: PyTree
+    init_noise: float | None = None
+    stacked: bool = True
+
+
 def sweep(
     cost: Callable[[PyTree, PyTree], jax.Array],
-    rule: str | Callable[..., optax.GradientTransformation] | None,
-    params0: PyTree,
+    rule: str | Callable[..., optax.GradientTransformation] | Mapping | None,
+    params0: PyTree | Starts,
     data: PyTree = None,
     *,
     grid: Mapping[str, Any] | None = None,
     num_steps: int,
-    rules: Mapping[str | Callable, Mapping[str, Any]] | None = None,
-    zip_grid: bool = False,
     seeds: Sequence[int] | int | None = None,
-    starts: PyTree = None,
-    init_noise: float | None = None,
     batch_size: int | None | Sequence[int | None] = None,
     tol: float | None = None,
-    grad_tol: float | None = None,
-    patience: int | None = None,
-    min_delta: float = 0.0,
-    divergence_factor: float | None = loop.DIVERGENCE_FACTOR,
-    divergence_patience: int = loop.DIVERGENCE_PATIENCE,
+    chunk_size: int | None = None,
     metrics: Mapping[str, Callable[[PyTree], jax.Array]] | None = None,
     eval_every: int | None = None,
-    record_every: int | None = None,
-    unroll: int = 1,
-    chunk_size: int | None = None,
-    progress: Callable[[int, int], Any] | None = None,
-    memory_budget: float | None = None,
-    devices: Sequence[jax.Device] | None = None,
-    f_star: float | None = None,
-    gram: bool = False,
+    stopping: Stopping | None = None,
+    execution: Execution | None = None,
 ) -> SweepResult:
     """Runs a grid of optimisations (hyperparameters x seeds x starts) as one compiled vmapped program.
 
@@ -840,46 +869,44 @@ def sweep(
 
     Args:
       cost: pure `cost(params, batch) -> scalar`.
-      rule: a rule name (`"sgd"`, `"momentum"`, `"optax.lamb"`, see `gdjax.rules.get`) or a factory
-        (`gdjax.rules.momentum`) whose `update` is shared across values; None with `rules=`.
-      params0: the starting parameters (a pytree); None with `starts=`.
-      data: the batch pytree (e.g. `(X, y)`), replicated to every lane.
-      grid: hyperparameter name -> 1-D values (crossed into a product) or a scalar (fixed). Keys are
-        the rule's hyperparameters (`gdjax.rules.hyperparameters(name)`), its non-numeric options as
-        scalars (`schedule="inverse_sqrt"`, `velocity_form=True`), or the tolerances `tol`,
-        `grad_tol`, `patience`, `min_delta`, `divergence_factor` as lane axes.
-      num_steps: update steps per lane (histories have `num_steps + 1` entries).
-      rules: several optimizers in one call, `{rule: grid, ...}`; one program per rule, lanes
+      rule: a rule name (`"sgd"`, `"momentum"`, `"optax.lamb"`, see `gdjax.rules.get`), a built gdjax
+        rule (`gdjax.rules.adam(0.1)`: its values are the lanes' defaults), or a factory
+        (`gdjax.rules.momentum`) whose `update` is shared across values. Several optimizers in one
+        call: a mapping `{rule: grid, ...}` (then no `grid=`); one program per rule, lanes
         concatenated in this order.
-      zip_grid: zip the 1-D grid entries (equal lengths) instead of crossing them.
+      params0: the starting parameters (a pytree), or `gdjax.Starts(stack, init_noise=...)`: a stack
+        of starting points (a grid axis) and/or a perturbation of each start per seed.
+      data: the batch pytree (e.g. `(X, y)`), replicated to every lane.
+      grid: hyperparameter name -> 1-D values (crossed into a product; `gdjax.Zip({...})` zips them
+        instead) or a scalar (fixed). Keys are the rule's hyperparameters
+        (`gdjax.rules.hyperparameters(name)`), its non-numeric options as scalars
+        (`schedule="inverse_sqrt"`, `velocity_form=True`), or the stopping settings `tol`,
+        `grad_tol`, `patience`, `min_delta`, `divergence_factor` as lane axes.
+      num_steps: update steps per lane.
       seeds: integer seeds, a grid axis: lane key `jax.random.key(seed)` for mini-batch sampling and
         `init_noise`. Needed when `batch_size` samples or `init_noise` is set.
-      starts: a stack of starting points (params pytree with a leading axis), a grid axis.
-      init_noise: perturb each start by `init_noise * normal` drawn from the lane seed's noise key.
       batch_size: None (full batch), an int, or a list of them: one compiled group per batch size.
-      tol, grad_tol, patience, min_delta, divergence_factor: stopping settings as in `loop.run`, the
-        same for every lane (put them in the grid to sweep them).
-      divergence_patience: see `gdjax.run`.
+      tol: as in `gdjax.run` (the same as `stopping=Stopping(tol=...)`).
+      chunk_size: run the lanes of each program in chunks of this many (one compiled program for all
+        chunks; the last chunk is padded by repeating a lane and the padding dropped). The same as
+        `execution=Execution(chunk_size=...)`.
       metrics: `{"name": fn(params) -> scalar}` evaluated per lane at every evaluation (as in
         `gdjax.run`): `trace.metrics["name"]` is `(lanes, num_evals)`, summaries get a column with
         the last value, and `best(by="name", mode="max")` ranks by it.
       eval_every: steps between evaluations, as in `gdjax.run` (default: every step for full batch,
         `ceil(10 n / batch_size)` for mini-batches).
-      record_every: steps between recorded iterates (`params_history`), a multiple of `eval_every`;
-        default at evaluations, thinned so that one lane's records stay under 64 MiB / lanes... see
-        `gdjax.run`.
-      unroll: `lax.scan` unroll factor.
-      chunk_size: run the lanes of each program in chunks of this many (one compiled program for all
-        chunks; the last chunk is padded by repeating a lane and the padding dropped).
-      progress: `progress(lanes_done, num_lanes)`, called after each chunk (and each program).
-      memory_budget: bytes one program call may need (see the module docstring); default half of the
-        device memory XLA reports, else half of the host memory.
-      devices: devices to shard the lanes over (default `jax.devices()`).
-      f_star: the optimal cost, for suboptimality in summaries. Computed in closed form when `cost`
-        is `make_cost(linear, mse)` and `data` is `(X, y)`.
-      gram: full-batch least squares only (`cost` is `make_cost(linear, mse)`, `data` is `(X, y)`):
-        run the lanes on `gram_mse` over `gram_statistics(X, y)`, O(d^2) per step instead of
-        O(n d); the same trajectories up to round-off.
+      stopping: a `gdjax.Stopping`, the same for every lane (put a setting in the grid to sweep it).
+      execution: a `gdjax.Execution`: `record_every` (default at evaluations, thinned so that all
+        lanes' records stay under 256 MiB), `unroll`, `layout` (`"gram"`: full-batch least squares
+        on `X^T X`, O(d^2) per step instead of O(n d), the same trajectories up to round-off),
+        `chunk_size`, `devices` (default `jax.devices()`), `memory_budget` (bytes one program call may
+        need, see the module docstring) and `progress` (`progress(lanes_done, num_lanes)`, called
+        after each chunk).
+
+    Suboptimality in summaries uses f*: computed in closed form when the cost offers it
+    (`cost.optimal_value(data)`: `make_cost(linear, mse)` on `(X, y)`); otherwise set it with
+    `result.with_f_star(value)`, or read `suboptimality_vs_best` (against the best loss any lane
+    found).
 
     Returns:
       A `SweepResult`.
@@ -890,19 +917,36 @@ def sweep(
       SweepInterrupted: a chunk or `progress` raised after some chunks completed; `.partial` holds the
         completed lanes.
     """
-    entries = _rule_entries(rule, grid, rules)
-    tolerance_kwargs = dict(
-        tol=tol,
-        grad_tol=grad_tol,
-        patience=patience,
-        min_delta=min_delta,
-        divergence_factor=divergence_factor,
-        divergence_patience=divergence_patience,
-    )
+    stopping = options.stopping_of(stopping, tol)
+    execution = options.execution_of(execution, chunk_size)
+    chunk_size, devices = execution.chunk_size, execution.devices
+    progress, memory_budget = execution.progress, execution.memory_budget
+    record_every = execution.record_every
+    if isinstance(rule, Mapping):
+        if grid is not None:
+            raise ValueError("give either rule= and grid=, or rule={rule: grid, ...}, not both")
+        if not rule:
+            raise ValueError("rule is an empty mapping: give {rule name or factory: grid, ...}")
+        entries = list(rule.items())
+    elif rule is None:
+        raise ValueError("rule is None: name a rule ('sgd'), or give several as rule={'sgd': grid, ...}")
+    else:
+        entries = [(rule, grid)]
+    starts = init_noise = None
+    if isinstance(params0, Starts):
+        given = params0
+        init_noise = given.init_noise
+        starts, params0 = (given.points, None) if given.stacked else (None, given.points)
+    tolerance_kwargs = stopping.as_dict()
+    cost, cost_base = costs.split(cost)  # a bound cost's values: every lane's defaults
+    cost_names = costs.hyperparameters(cost)
     parsed_grids = [
-        _parse_grid(r, g, zip_grid=zip_grid, tolerance_kwargs=tolerance_kwargs) for r, g in entries
+        _parse_grid(
+            r, g, zip_grid=isinstance(g, Zip), tolerance_kwargs=tolerance_kwargs, cost_names=cost_names
+        )
+        for r, g in entries
     ]
-    names = [p.spec.name for p in parsed_grids]
+    names = [p.source.name for p in parsed_grids]
     if len(set(names)) != len(names):
         raise ValueError(f"rules must have distinct names, got {names}")
 
@@ -928,25 +972,19 @@ def sweep(
     if not devices or not all(isinstance(d, jax.Device) for d in devices):
         raise ValueError(f"devices must be a non-empty list of jax devices, got {devices!r}")
     num_examples = validation.check_data(data)
-    if f_star is not None:
-        validation.check_finite_number("f_star", f_star)
-        f_star = float(f_star)
-    elif cost is _linear_mse() and _regression_pair(data):
-        f_star = reference.optimal_cost(*data)
+    offered = getattr(cost, "optimal_value", None)
+    # Resolved on first use; NumPy data is copied, so that later changes to it cannot change f*.
+    frozen = jax.tree.map(lambda x: x.copy() if isinstance(x, np.ndarray) else x, data)
+    f_star = functools.partial(offered, frozen) if callable(offered) else None
 
     run_cost, run_data, run_batch_sizes = cost, data, list(batch_sizes)
-    if gram:
-        if cost is not _linear_mse() or not _regression_pair(data):
-            raise ValueError(
-                "gram=True is the full-batch least-squares fast path: it needs "
-                "cost=gdjax.make_cost(gdjax.linear, gdjax.mse) and data=(X, y)"
-            )
+    if execution.layout == "gram":
         if any(b is not None and b != num_examples for b in batch_sizes):
             raise ValueError(
-                f"gram=True computes the full-batch gradient from X^T X; it cannot sample mini-batches "
-                f"(batch_size={batch_size!r}): use gram=False"
+                f"layout='gram' computes the full-batch gradient from X^T X; it cannot sample "
+                f"mini-batches (batch_size={batch_size!r}): use the default layout"
             )
-        run_cost, run_data = gram_mse, gram_statistics(*data)
+        run_cost, run_data, _ = loop.use_layout(cost, data, "gram", None)
         run_batch_sizes = [None] * len(batch_sizes)
     for b in run_batch_sizes:
         if b is not None and seed_list is None and num_examples is not None and num_examples > b:
@@ -963,14 +1001,19 @@ def sweep(
             for b in run_batch_sizes
         )
     run_options = dict(
-        num_steps=num_steps, eval_every=eval_every, record_every=record_every, metrics=metrics, unroll=unroll
+        num_steps=num_steps,
+        eval_every=eval_every,
+        record_every=record_every,
+        metrics=metrics,
+        unroll=execution.unroll,
     )
     groups = []
     for parsed in parsed_grids:
-        rule0, tol_base = _validate_values(parsed, tolerance_kwargs)
+        spec, base, tol_base = _validate_values(parsed, tolerance_kwargs)
         lane_params, hp, tols, key_data, coord_values, seed_i, start_i = _lane_values(
-            parsed, zip_grid, lanes, tol_base
+            parsed, parsed.zipped, lanes, tol_base, base, cost_base
         )
+        rule0 = spec.build(base)
         for shown_bs, bs in zip(batch_sizes, run_batch_sizes, strict=True):
             p0, prepared, _, opts, metric_fns = loop.prepare(
                 run_cost,
@@ -985,10 +1028,12 @@ def sweep(
             )
             opts = loop.enabled_criteria(opts, tols)
             # The same data layout as `run`, so that a lane reproduces the run alone.
-            group_cost, prepared, opts = loop.use_feature_major(run_cost, prepared, opts)
+            group_cost = run_cost
+            if execution.layout == "feature_major":
+                group_cost, prepared, opts = loop.use_feature_major(run_cost, prepared, opts)
             coords = [
                 {
-                    "rule": parsed.spec.name,
+                    "rule": parsed.source.name,
                     **{k: coord_values[k][i] for k in parsed.keys},
                     "seed": None if seed_list is None else seed_list[seed_i[i]],
                     "start": None if starts is None else int(start_i[i]),
@@ -998,8 +1043,7 @@ def sweep(
             ]
             groups.append(
                 _Group(
-                    spec=parsed.spec,
-                    update=rule0.update,
+                    spec=spec,
                     metrics=metric_fns,
                     cost=group_cost,
                     opts=opts,
@@ -1018,18 +1062,6 @@ def sweep(
     hp_names = tuple(dict.fromkeys(k for p in parsed_grids for k in p.keys))
     meta = dict(hyperparameter_names=hp_names, f_star=f_star, num_steps=num_steps)
     return _execute(groups, call_lanes, chunk_size, devices, progress, meta)
-
-
-def _rule_entries(rule, grid, rules) -> list[tuple[Any, Any]]:
-    if rules is None:
-        if rule is None:
-            raise ValueError("rule is None: name a rule ('sgd') or pass rules={'sgd': grid, ...}")
-        return [(rule, grid)]
-    if rule is not None or grid is not None:
-        raise ValueError("give either rule= and grid=, or rules={rule: grid, ...}, not both")
-    if not isinstance(rules, Mapping) or not rules:
-        raise ValueError("rules must be a non-empty mapping {rule name or factory: grid}")
-    return list(rules.items())
 
 
 class _LaneAxes(NamedTuple):
@@ -1062,7 +1094,9 @@ class _LaneAxes(NamedTuple):
         return jax.tree.leaves(self.stack)[0].shape[0]
 
 
-def _lane_values(parsed: _ParsedGrid, zip_grid: bool, lanes: _LaneAxes, tol_base: dict):
+def _lane_values(
+    parsed: _ParsedGrid, zip_grid: bool, lanes: _LaneAxes, tol_base: dict, base: dict, cost_base: dict
+):
     """Host arrays of every lane of one rule: starts, hyperparameters, tolerances, keys, coordinates."""
     axis_idx, seed_i, start_i = _lane_indices(parsed, zip_grid, lanes.num_seeds, lanes.num_starts)
     num = len(seed_i)
@@ -1079,7 +1113,9 @@ def _lane_values(parsed: _ParsedGrid, zip_grid: bool, lanes: _LaneAxes, tol_base
     # Hyperparameters in the params' dtype: what a Python float becomes in the rule's state at init
     # (Optax's inject_hyperparams would keep a float64 array as float64).
     dtype = loop._float_dtype(lanes.stack)
-    hp = {k: np.full(num, v, dtype) for k, v in parsed.fixed.items() if k not in TOLERANCE_NAMES}
+    hp = {k: np.full(num, v, dtype) for k, v in base.items()}
+    cost_hp = {k: np.full(num, v, dtype) for k, v in cost_base.items()}
+    cost_hp.update({k: np.full(num, v, dtype) for k, v in parsed.fixed.items() if k in parsed.cost_keys})
     encoded = loop.make_tolerances(**tol_base)
     tol_fields = {f: np.full(num, getattr(encoded, f)) for f in loop.Tolerances._fields}
     coord_values = {k: [v] * num for k, v in {**parsed.static, **parsed.fixed}.items()}
@@ -1091,10 +1127,11 @@ def _lane_values(parsed: _ParsedGrid, zip_grid: bool, lanes: _LaneAxes, tol_base
             ]
             tol_fields[axis.name] = np.asarray(codes, tol_fields[axis.name].dtype)[idx]
         else:
-            hp[axis.name] = np.asarray(axis.values, np.float64).astype(dtype)[idx]
+            target = cost_hp if axis.cost else hp
+            target[axis.name] = np.asarray(axis.values, np.float64).astype(dtype)[idx]
         coord_values[axis.name] = [axis.values[i] for i in idx]
     key_data = None if lanes.seed_keys is None else lanes.seed_keys[seed_i]
-    return lane_params, hp, loop.Tolerances(**tol_fields), key_data, coord_values, seed_i, start_i
+    return lane_params, (hp, cost_hp), loop.Tolerances(**tol_fields), key_data, coord_values, seed_i, start_i
 
 
 def _bytes_per_lane(cost, rule, params0, data, opts: loop.RunOptions, num_metrics: int) -> int:
@@ -1163,14 +1200,14 @@ def _execute(groups, call_lanes, chunk_size, devices, progress, meta) -> SweepRe
                 idx = np.concatenate([np.arange(lo, hi), np.full(padded - (hi - lo), lo)])
                 lane_inputs = (
                     jax.tree.map(lambda x, idx=idx: x[idx], g.params0),
-                    {k: v[idx] for k, v in g.hp.items()},
+                    jax.tree.map(lambda x, idx=idx: x[idx], g.hp),
                     None if g.key_data is None else g.key_data[idx],
                     jax.tree.map(lambda x, idx=idx: x[idx], g.tols),
                 )
                 p0, hp, key_data, tols = _place(lane_inputs, lane_sharding, devices[0])
                 args = (p0, hp, data, key_data, tols)
                 compiled, seconds = _compiled(
-                    (g.cost, g.update, g.metrics, g.opts, g.spec, lane_sharding, g.key_impl), args
+                    (g.cost, g.metrics, g.opts, g.spec, lane_sharding, g.key_impl), args
                 )
                 timing["compile_seconds"] += seconds
                 t0 = time.perf_counter()
@@ -1204,7 +1241,9 @@ __all__ = [
     "GramStatistics",
     "SummaryTable",
     "SweepInterrupted",
+    "Starts",
     "SweepResult",
+    "Zip",
     "gram_mse",
     "gram_statistics",
     "sweep",

@@ -1,6 +1,7 @@
 """The `gdjax` command, driven in-process through `gdjax.study.cli.main(argv)` (one subprocess test of the
 installed script). The default study's programs compile once per session and are reused after."""
 
+import dataclasses
 import io
 import json
 import os
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from gdjax import data, reference
+from gdjax.options import Execution
 from gdjax.study import cli, config, experiment
 from gdjax.study.config import ConfigError
 
@@ -210,7 +212,8 @@ class _Interrupt:
         def boom(done, total):
             raise self.exc
 
-        return self.real(*args, **{**kwargs, "chunk_size": 2, "progress": boom})
+        execution = dataclasses.replace(kwargs.get("execution") or Execution(), chunk_size=2, progress=boom)
+        return self.real(*args, **{**kwargs, "chunk_size": None, "execution": execution})
 
 
 def _assert_same_results(a, b):

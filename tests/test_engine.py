@@ -8,6 +8,7 @@ import pytest
 
 import gdjax
 from gdjax import loop, rules, sampler
+from gdjax.options import Execution, Stopping
 from gdjax.sweep import sweep
 from tests.helpers import count_compilations
 
@@ -204,8 +205,11 @@ def test_metrics_in_a_sweep_rank_lanes():
         (dict(metrics={"not a name": lambda p: p["b"]}), "identifiers"),
         (dict(metrics={"m": 3.0}), "must be a function"),
         (dict(metrics=[lambda p: p["b"]]), "metrics must be a dict"),
-        (dict(eval_every=3, record_every=4), "multiple of eval_every"),
-        (dict(divergence_patience=0), "divergence_patience must be an integer >= 1"),
+        (dict(eval_every=3, execution=lambda: Execution(record_every=4)), "multiple of eval_every"),
+        (
+            dict(stopping=lambda: Stopping(divergence_patience=0)),
+            "divergence_patience must be an integer >= 1",
+        ),
         (dict(key="abc", batch_size=2), "key must be an integer seed"),
         (dict(key=2**70, batch_size=2), "fits 64 bits"),
     ],
@@ -213,6 +217,8 @@ def test_metrics_in_a_sweep_rank_lanes():
 def test_bad_engine_arguments_get_clear_errors(kwargs, match):
     X, y = _data()
     with pytest.raises(ValueError, match=match):
+        # The option objects are built here: `Stopping` validates its values when it is built.
+        kwargs = {k: v() if k in ("stopping", "execution") else v for k, v in kwargs.items()}
         gdjax.run(COST, rules.sgd(0.01), gdjax.init_linear(3), (X, y), num_steps=10, **kwargs)
 
 

@@ -14,6 +14,7 @@ from helpers import atol, count_compilations, rtol
 import gdjax
 from gdjax import Status, reference, rules
 from gdjax.loop import run
+from gdjax.options import Execution, Stopping
 
 COST = gdjax.make_cost(gdjax.linear, gdjax.mse)
 
@@ -136,7 +137,14 @@ def test_divergence_boundary_is_two_over_L(frac, status):
 
 def test_nonfinite_is_a_status_not_an_exception():
     X, y = house()
-    trace = run(COST, rules.sgd(1e6), gdjax.init_linear(1), (X, y), num_steps=200, divergence_factor=None)
+    trace = run(
+        COST,
+        rules.sgd(1e6),
+        gdjax.init_linear(1),
+        (X, y),
+        num_steps=200,
+        stopping=Stopping(divergence_factor=None),
+    )
     assert Status(int(trace.status)) == Status.NONFINITE
     assert np.all(np.isfinite(np.asarray(trace.params["w"])))
     assert int(trace.steps) == int(trace.stop_step) < 200
@@ -156,7 +164,8 @@ STOPPING = [
 def test_stopping_criteria_freeze_the_run(kwargs, status):
     X, y = synthetic()
     lr = 0.5 * reference.curvature(X).max_stable_lr
-    trace = run(COST, rules.sgd(lr), gdjax.init_linear(X.shape[1]), (X, y), num_steps=4000, **kwargs)
+    stopping = Stopping(**kwargs)
+    trace = run(COST, rules.sgd(lr), gdjax.init_linear(X.shape[1]), (X, y), num_steps=4000, stopping=stopping)
     assert Status(int(trace.status)) == status
     if status == Status.CONVERGED:
         k = int(trace.stop_step)
@@ -241,7 +250,14 @@ def test_params_can_be_any_pytree():
 def test_record_every_thins_params_history():
     X, y = synthetic()
     full = run(COST, rules.sgd(0.01), gdjax.init_linear(4), (X, y), num_steps=100)
-    thin = run(COST, rules.sgd(0.01), gdjax.init_linear(4), (X, y), num_steps=100, record_every=10)
+    thin = run(
+        COST,
+        rules.sgd(0.01),
+        gdjax.init_linear(4),
+        (X, y),
+        num_steps=100,
+        execution=Execution(record_every=10),
+    )
     assert thin.params_history["w"].shape == (11, 4)
     np.testing.assert_array_equal(thin.params_history["w"], full.params_history["w"][::10])
     np.testing.assert_array_equal(thin.loss_history, full.loss_history)

@@ -216,8 +216,7 @@ def test_real_sweep_result_is_accepted_by_duck_typing(house):
         (X, y),
         grid={"learning_rate": [0.01, 0.05, 0.15]},
         num_steps=50,
-        f_star=exact.f_star,
-    )
+    ).with_f_star(exact.f_star)
     fig = plots.learning_rate_sweep_from(result, max_stable_lr=reference.curvature(X).max_stable_lr)
     ax = fig.axes[0]
     assert "f*" in ax.get_ylabel()

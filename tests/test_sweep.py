@@ -23,13 +23,15 @@ from helpers import atol, count_compilations, rtol
 
 import gdjax
 from gdjax import loop, rules
+from gdjax.costs import gram_mse, gram_statistics
+from gdjax.options import Execution, Stopping
 from gdjax.sweep import (
     NOISE_FOLD,
     TOLERANCE_NAMES,
+    Starts,
     SweepInterrupted,
     SweepResult,
-    gram_mse,
-    gram_statistics,
+    Zip,
     sweep,
 )
 
@@ -55,14 +57,17 @@ LANE_CASES = {
             rule="sgd",
             grid={"learning_rate": [0.05, 0.5, 1e5], "tol": [1e-6, None], "divergence_factor": [100.0, None]},
             num_steps=40,
-            divergence_patience=1,  # flag at the first evaluation above the threshold
+            stopping=Stopping(divergence_patience=1),  # flag at the first evaluation above the threshold
         ),
         statuses={"max_steps", "converged", "diverged", "nonfinite"},
     ),
     "house-prices-sgd-around-2-over-L": dict(
         problem="house",
         args=dict(
-            rule="sgd", grid={"learning_rate": [0.01, 0.05, 0.08, 0.09]}, num_steps=40, divergence_patience=1
+            rule="sgd",
+            grid={"learning_rate": [0.01, 0.05, 0.08, 0.09]},
+            num_steps=40,
+            stopping=Stopping(divergence_patience=1),
         ),
         statuses={"max_steps", "diverged"},
     ),
@@ -72,10 +77,8 @@ LANE_CASES = {
             rule="momentum",
             grid={"learning_rate": [0.01, 0.1], "momentum": [0.0, 0.9]},
             num_steps=40,
-            params0=None,
-            starts=START_STACK,
+            params0=Starts(START_STACK, init_noise=0.5),
             seeds=[3, 4],
-            init_noise=0.5,
         ),
         statuses={"max_steps"},
     ),
@@ -88,20 +91,19 @@ LANE_CASES = {
             seeds=[0, 1, 2],
             batch_size=[8, None],
             eval_every=1,  # lanes of several batch sizes stack on one evaluation schedule
-            divergence_patience=1,
+            stopping=Stopping(divergence_patience=1),
         ),
         statuses={"max_steps", "diverged"},
     ),
     "multi-rule-sgd-adam": dict(
         problem="synthetic",
         args=dict(
-            rule=None,
-            rules={
+            rule={
                 "sgd": {"learning_rate": [0.05, 0.5]},
                 "adam": {"learning_rate": [0.01, 0.1], "b1": 0.8, "patience": [2, 1000]},
             },
             num_steps=40,
-            min_delta=1e-3,
+            stopping=Stopping(min_delta=1e-3),
         ),
         statuses={"max_steps", "converged"},
     ),
@@ -109,15 +111,16 @@ LANE_CASES = {
         problem="synthetic",
         args=dict(
             rule=rules.momentum,
-            grid={
-                "learning_rate": [0.01, 0.02, 0.05],
-                "momentum": [0.0, 0.5, 0.8],
-                "schedule": "inverse_time",
-                "decay_rate": 0.01,
-            },
-            zip_grid=True,
+            grid=Zip(
+                {
+                    "learning_rate": [0.01, 0.02, 0.05],
+                    "momentum": [0.0, 0.5, 0.8],
+                    "schedule": "inverse_time",
+                    "decay_rate": 0.01,
+                }
+            ),
             num_steps=43,
-            record_every=5,
+            execution=Execution(record_every=5),
         ),
         statuses={"max_steps"},
     ),
@@ -161,13 +164,15 @@ def _run_alone(row, coords) -> gdjax.Trace:
     X, y, params0 = _problem(row)
     args = row["args"]
     hyper = {k: v for k, v in coords.items() if k not in COORD_KEYS and k not in TOLERANCE_NAMES}
-    stopping = {k: args[k] for k in TOLERANCE_NAMES if k in args}
-    stopping.update({k: v for k, v in coords.items() if k in TOLERANCE_NAMES})
+    stopping = dataclasses.replace(
+        args.get("stopping", Stopping()), **{k: v for k, v in coords.items() if k in TOLERANCE_NAMES}
+    )
+    starts = args.get("params0")
     start = params0
     if coords["start"] is not None:
-        start = jax.tree.map(lambda s: s[coords["start"]], args["starts"])
-    if args.get("init_noise"):
-        start = _noisy(jax.tree.map(np.asarray, start), coords["seed"], args["init_noise"])
+        start = jax.tree.map(lambda s: s[coords["start"]], starts.points)
+    if isinstance(starts, Starts) and starts.init_noise:
+        start = _noisy(jax.tree.map(np.asarray, start), coords["seed"], starts.init_noise)
     return loop.run(
         COST,
         rules.get(coords["rule"], **hyper),
@@ -177,8 +182,8 @@ def _run_alone(row, coords) -> gdjax.Trace:
         batch_size=coords["batch_size"],
         key=coords["seed"],
         eval_every=args.get("eval_every"),
-        record_every=args.get("record_every"),
-        **stopping,
+        stopping=stopping,
+        execution=args.get("execution"),
     )
 
 
@@ -241,9 +246,8 @@ def test_lane_coordinates_and_order(name):
     keys, want = LANE_ORDER[name]
     result = _result(name)
     assert [tuple(c.get(k) for k in keys) for c in result.coords] == want
-    grids = [row for row in LANE_CASES[name]["args"].get("rules", {}).values()] or [
-        LANE_CASES[name]["args"]["grid"]
-    ]
+    rule = LANE_CASES[name]["args"]["rule"]
+    grids = list(rule.values()) if isinstance(rule, dict) else [LANE_CASES[name]["args"]["grid"]]
     assert result.hyperparameter_names == tuple(dict.fromkeys(k for g in grids for k in g))
 
 
@@ -255,14 +259,16 @@ NEW_VALUES = {
     ),
     "sgd-minibatch-seeds-batch-size-list": dict(grid={"learning_rate": [0.02, 0.3]}, seeds=[5, 6, 7]),
     "multi-rule-sgd-adam": dict(
-        rules={
+        rule={
             "sgd": {"learning_rate": [0.1, 0.2]},
             "adam": {"learning_rate": [0.02, 0.3], "b1": 0.5, "patience": [3, 4]},
         }
     ),
     "optax-lamb-float32": dict(grid={"learning_rate": [0.03, 0.3], "b2": 0.9}),
     "momentum-product-seeds-starts-noise": dict(
-        grid={"learning_rate": [0.03, 0.04], "momentum": [0.1, 0.2]}, seeds=[8, 9], init_noise=2.0
+        grid={"learning_rate": [0.03, 0.04], "momentum": [0.1, 0.2]},
+        seeds=[8, 9],
+        params0=Starts(START_STACK, init_noise=2.0),
     ),
 }
 
@@ -317,7 +323,7 @@ def test_summary_rows_keys_statuses_and_targets():
 
 
 def test_summary_without_f_star_targets_the_loss():
-    result = dataclasses.replace(_result("sgd-diverging-nonfinite-tolerance-axes"), f_star=None)
+    result = _result("sgd-diverging-nonfinite-tolerance-axes").with_f_star(None)
     table = result.summary(target=0.02)
     assert {r["suboptimality"] for r in table} == {None}
     losses = result.trace.loss_history
@@ -333,7 +339,7 @@ def test_summary_without_f_star_targets_the_loss():
 def test_f_star_is_computed_for_least_squares_or_given():
     X, y = PROBLEMS["synthetic"]
     assert _result("multi-rule-sgd-adam").f_star == gdjax.reference.optimal_cost(X, y)
-    given = _sweep_row(LANE_CASES["multi-rule-sgd-adam"], f_star=0.5)
+    given = _sweep_row(LANE_CASES["multi-rule-sgd-adam"]).with_f_star(0.5)
     assert [r["suboptimality"] for r in given.summary()] == [r["final_loss"] - 0.5 for r in given.summary()]
 
 
@@ -436,7 +442,7 @@ CHUNKED = dict(
     seeds=[0, 1, 2],
     batch_size=8,
     eval_every=1,
-    divergence_patience=1,
+    stopping=Stopping(divergence_patience=1),
 )
 NINE_LANES = {"learning_rate": [0.05, 2.0, 0.1]}  # chunks of 6: one full, one padded from 3
 
@@ -451,7 +457,9 @@ def test_chunks_equal_one_call_reuse_one_program_and_report_progress():
     calls = []
     with count_compilations() as counter:
         chunked = _chunked(
-            grid=NINE_LANES, chunk_size=6, progress=lambda done, total: calls.append((done, total))
+            grid=NINE_LANES,
+            chunk_size=6,
+            execution=Execution(progress=lambda done, total: calls.append((done, total))),
         )
     assert counter.count == 0  # the padded last chunk runs the program of the full one
     assert calls == [(6, 9), (9, 9)]
@@ -469,7 +477,7 @@ def test_a_failing_chunk_keeps_the_completed_lanes():
         raise KeyError("stop after the first chunk")
 
     with pytest.raises(SweepInterrupted, match="after 6 of 9 lanes") as info:
-        _chunked(grid=NINE_LANES, chunk_size=6, progress=progress)
+        _chunked(grid=NINE_LANES, chunk_size=6, execution=Execution(progress=progress))
     assert isinstance(info.value, RuntimeError)
     assert isinstance(info.value.__cause__, KeyError)
     partial = info.value.partial
@@ -479,15 +487,15 @@ def test_a_failing_chunk_keeps_the_completed_lanes():
 
 def test_too_large_a_sweep_raises_before_compiling_and_suggests_a_chunk_size():
     with count_compilations() as counter, pytest.raises(ValueError, match="memory_budget") as info:
-        _chunked(grid=NINE_LANES, memory_budget=1000)
+        _chunked(grid=NINE_LANES, execution=Execution(memory_budget=1000))
     assert counter.count == 0
     per_lane = int(re.search(r"\((\d+) bytes per lane\)", str(info.value)).group(1))
     budget = 6 * per_lane + 1
     with pytest.raises(ValueError, match=r"pass chunk_size=6\b"):
-        _chunked(grid=NINE_LANES, memory_budget=budget)
+        _chunked(grid=NINE_LANES, execution=Execution(memory_budget=budget))
     with pytest.raises(ValueError, match="chunks of 7 lanes"):
-        _chunked(grid=NINE_LANES, memory_budget=budget, chunk_size=7)
-    assert _chunked(grid=NINE_LANES, memory_budget=budget, chunk_size=6).num_lanes == 9
+        _chunked(grid=NINE_LANES, execution=Execution(memory_budget=budget), chunk_size=7)
+    assert _chunked(grid=NINE_LANES, execution=Execution(memory_budget=budget), chunk_size=6).num_lanes == 9
 
 
 # ----------------------------------------------------------------------------------- gram fast path
@@ -495,7 +503,7 @@ def test_too_large_a_sweep_raises_before_compiling_and_suggests_a_chunk_size():
     "name", ["sgd-diverging-nonfinite-tolerance-axes", "house-prices-sgd-around-2-over-L"]
 )
 def test_gram_fast_path_follows_the_same_trajectories(name):
-    fast = _sweep_row(LANE_CASES[name], gram=True)
+    fast = _sweep_row(LANE_CASES[name], execution=Execution(layout="gram"))
     assert fast.coords == _result(name).coords
     _assert_traces_equal(fast.trace, _result(name).trace, rtol(np.float64), atol(np.float64))
 
@@ -512,6 +520,9 @@ def test_gram_cost_equals_the_mse_cost():
 
 
 # ----------------------------------------------------------------------------------- bad input
+_P0 = _problem({"problem": "synthetic"})[2]
+
+
 def _bad(**overrides):
     X, y, p0 = _problem({"problem": "synthetic"})
     base = dict(
@@ -538,7 +549,7 @@ BAD_INPUTS = {
         r"hyperparameters are \['learning_rate'\]",
     ),
     "zip-mismatched-lengths": (
-        _bad(rule="momentum", grid={"learning_rate": [0.1, 0.2], "momentum": [0.9]}, zip_grid=True),
+        _bad(rule="momentum", grid=Zip({"learning_rate": [0.1, 0.2], "momentum": [0.9]})),
         "one length",
     ),
     "non-positive-learning-rate": (_bad(grid={"learning_rate": [0.1, 0.0]}), "must be > 0"),
@@ -550,22 +561,28 @@ BAD_INPUTS = {
     "unknown-rule": (_bad(rule="sgdd"), "unknown rule 'sgdd'"),
     "unknown-optax-rule": (_bad(rule="optax.lamm"), "did you mean 'optax.lamb'"),
     "optax-factory-bakes-values": (_bad(rule=optax.sgd), "optax.<name>"),
-    "built-transformation": (_bad(rule=rules.sgd(0.1)), "not a built optax.GradientTransformation"),
-    "rule-and-rules": (_bad(rules={"sgd": {"learning_rate": [0.1]}}), "not both"),
+    "built-transformation": (_bad(rule=optax.sgd(0.1)), "baked in"),
+    "rule-and-rules": (_bad(rule={"sgd": {"learning_rate": [0.1]}}), "not both"),
     "no-rule": (_bad(rule=None), "rule is None"),
     "tolerance-given-twice": (_bad(grid={"learning_rate": [0.1], "tol": [1e-3]}, tol=1e-4), "give it once"),
     "bad-tolerance-value": (_bad(grid={"learning_rate": [0.1], "tol": [1e-3, -1.0]}), "tol"),
     "minibatch-without-seeds": (_bad(batch_size=8), "pass seeds="),
-    "noise-without-seeds": (_bad(init_noise=0.1), "init_noise needs seeds"),
+    "noise-without-seeds": (
+        _bad(params0=Starts(_P0, init_noise=0.1, stacked=False)),
+        "init_noise needs seeds",
+    ),
     "empty-seeds": (_bad(seeds=[]), "seeds is empty"),
     "batch-larger-than-data": (_bad(batch_size=100, seeds=[0]), "larger than the data"),
     "starts-without-leading-axis": (
-        _bad(params0=None, starts={"w": np.zeros(3), "b": np.float64(0.0)}),
+        _bad(params0=Starts({"w": np.zeros(3), "b": np.float64(0.0)})),
         "leading",
     ),
-    "gram-other-cost": (_bad(cost=gdjax.costs.quadratic, gram=True), "make_cost"),
-    "gram-minibatch": (_bad(batch_size=8, seeds=[0], gram=True), "mini-batches"),
-    "too-large": (_bad(memory_budget=2000), "chunk_size=1"),
+    "gram-other-cost": (
+        _bad(cost=gdjax.costs.quadratic, execution=Execution(layout="gram")),
+        "layout='gram' .* needs a cost that offers it",
+    ),
+    "gram-minibatch": (_bad(batch_size=8, seeds=[0], execution=Execution(layout="gram")), "mini-batches"),
+    "too-large": (_bad(execution=Execution(memory_budget=2000)), "chunk_size=1"),
 }
 
 
@@ -586,6 +603,7 @@ import numpy as np
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 import gdjax
+from gdjax.options import Stopping
 from gdjax.sweep import sweep
 
 X, y = gdjax.data.synthetic(0, 64, 3)[:2]

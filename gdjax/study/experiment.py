@@ -58,11 +58,12 @@ from gdjax.io import (
     write_npz,
     write_text,
 )
+from gdjax.options import Execution, Stopping
 from gdjax.study import config as config_lib
 from gdjax.study import problems as problems_lib
 from gdjax.study import runfolder
 from gdjax.study.config import ConfigError, CostConfig, ExperimentConfig, OptimizerConfig
-from gdjax.sweep import SweepInterrupted, SweepResult, sweep
+from gdjax.sweep import Starts, SweepInterrupted, SweepResult, Zip, sweep
 from gdjax.types import GradCheckReport, PyTree, Status, Trace
 
 __all__ = [
@@ -738,29 +739,36 @@ def _unit_result(cfg, u: Unit, p: Problem, result: SweepResult, complete: bool, 
     )
 
 
-def _sweep_args(cfg: ExperimentConfig, u: Unit, p: Problem) -> dict:
+def _sweep_args(cfg: ExperimentConfig, u: Unit, p: Problem, progress=None) -> dict:
+    """The `sweep` arguments of a unit: the config's [run] settings mapped onto the option objects."""
     opt = u.optimizer
     grid: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v for k, v in opt.grid}
     if opt.schedule is not None:
         grid["schedule"] = opt.schedule
     batch = list(u.batch_size) if len(u.batch_size) > 1 else u.batch_size[0]
     return dict(
-        grid=grid,
+        grid=Zip(grid) if opt.zip_grid else grid,
         num_steps=u.num_steps,
-        zip_grid=opt.zip_grid,
         seeds=list(cfg.seeds) if _random(u, p) else None,
-        init_noise=p.config.init_noise or None,
         batch_size=batch,
         tol=cfg.run.tol,
-        grad_tol=cfg.run.grad_tol,
-        patience=cfg.run.patience,
-        divergence_factor=cfg.run.divergence_factor,
-        record_every=cfg.run.record_every,
         chunk_size=cfg.run.chunk_size,
-        f_star=p.f_star,
         metrics=p.metrics,
         eval_every=cfg.run.eval_every,
+        stopping=Stopping(
+            grad_tol=cfg.run.grad_tol,
+            patience=cfg.run.patience,
+            divergence_factor=cfg.run.divergence_factor,
+        ),
+        execution=Execution(record_every=cfg.run.record_every, progress=progress),
     )
+
+
+def _starts(p: Problem):
+    """A unit's `params0`: the problem's start, perturbed per seed when the config asks."""
+    if p.config.init_noise:
+        return Starts(p.params0, init_noise=p.config.init_noise, stacked=False)
+    return p.params0
 
 
 def num_lanes(cfg: ExperimentConfig, u: Unit, p: Problem) -> int:
@@ -772,7 +780,8 @@ def num_lanes(cfg: ExperimentConfig, u: Unit, p: Problem) -> int:
 def run_unit(cfg: ExperimentConfig, u: Unit, p: Problem, *, progress=None) -> UnitResult:
     """Runs one unit's sweep. Raises `SweepInterrupted` (with `.partial`) if a later chunk fails."""
     total = num_lanes(cfg, u, p)
-    result = sweep(p.cost, u.optimizer.rule, p.params0, p.data, progress=progress, **_sweep_args(cfg, u, p))
+    result = sweep(p.cost, u.optimizer.rule, _starts(p), p.data, **_sweep_args(cfg, u, p, progress))
+    result = result.with_f_star(p.f_star)
     return _unit_result(cfg, u, p, result, True, total)
 
 
@@ -1302,7 +1311,7 @@ def run_experiment(
                 err.gdjax_run_folder = folder.path
                 raise
             except SweepInterrupted as err:
-                partial = _unit_result(cfg, u, p, err.partial, False, total)
+                partial = _unit_result(cfg, u, p, err.partial.with_f_star(p.f_star), False, total)
                 _save_part(folder, partial, p.params0, suffix=".partial")
                 info = {"key": u.key, "lanes": len(partial.coords), "total_lanes": total}
                 reason = f"{u.key} stopped after {info['lanes']} of {total} lanes ({err.__cause__!r})"
