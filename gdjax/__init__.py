@@ -36,7 +36,7 @@ from gdjax.gradcheck import check_grad
 from gdjax.loop import run
 from gdjax.options import Execution, Stopping
 from gdjax.rules import Rule, RuleSpec
-from gdjax.sweep import Starts, SweepInterrupted, SweepResult, Zip, sweep
+from gdjax.sweep import Starts, SweepInterrupted, SweepPlan, SweepResult, Zip, check_sweep, sweep
 from gdjax.types import GradCheckReport, Status, Trace
 
 # Study-face names kept for old code, loaded on first access: name -> (module, attribute or None).
@@ -77,12 +77,14 @@ __all__ = [
     "Status",
     "Stopping",
     "SweepInterrupted",
+    "SweepPlan",
     "SweepResult",
     "Trace",
     "Zip",
     "__version__",
     "bind",
     "check_grad",
+    "check_sweep",
     "costs",
     "data",
     "init_linear",

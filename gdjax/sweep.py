@@ -69,6 +69,7 @@ Example:
 from __future__ import annotations
 
 import collections
+import contextvars
 import dataclasses
 import functools
 import inspect
@@ -1061,7 +1062,66 @@ def sweep(
     call_lanes = _check_memory(groups, chunk_size, devices, memory_budget, record_every)
     hp_names = tuple(dict.fromkeys(k for p in parsed_grids for k in p.keys))
     meta = dict(hyperparameter_names=hp_names, f_star=f_star, num_steps=num_steps)
+    plan = _Plan(groups, call_lanes, chunk_size, devices, progress, meta, memory_budget)
+    if _PLAN_ONLY.get():
+        return plan
     return _execute(groups, call_lanes, chunk_size, devices, progress, meta)
+
+
+class _Plan(NamedTuple):
+    groups: list
+    call_lanes: list[int]
+    chunk_size: int | None
+    devices: list
+    progress: Any
+    meta: dict
+    memory_budget: float | None
+
+
+_PLAN_ONLY = contextvars.ContextVar("gdjax_sweep_plan_only", default=False)
+
+
+class SweepPlan(NamedTuple):
+    """What a sweep would compile and run, from `check_sweep` (nothing is compiled or run).
+
+    Attributes:
+      num_lanes: lanes of the whole sweep.
+      programs: one `(rule, batch_size, lanes)` per compiled program.
+      lanes_per_call: lanes each program runs per call (its chunk, padded to the devices).
+      bytes_per_lane: the memory estimate of one lane of each program (see the module docstring).
+      bytes_per_call: the largest estimate of one program call, checked against the budget.
+      memory_budget: the budget it was checked against, in bytes.
+    """
+
+    num_lanes: int
+    programs: list[tuple[str, int | None, int]]
+    lanes_per_call: list[int]
+    bytes_per_lane: list[int]
+    bytes_per_call: int
+    memory_budget: float
+
+
+def check_sweep(*args: Any, **kwargs: Any) -> SweepPlan:
+    """Validates a sweep without compiling or running it: the same arguments as `sweep`.
+
+    Raises the same `ValueError`s `sweep` would raise before running a lane (bad values, sizes that
+    do not fit the memory budget, with the advice), and otherwise returns the `SweepPlan`. A caller
+    that writes results to disk asks first, so an impossible sweep leaves nothing behind.
+    """
+    token = _PLAN_ONLY.set(True)
+    try:
+        plan = sweep(*args, **kwargs)
+    finally:
+        _PLAN_ONLY.reset(token)
+    budget = _default_memory_budget(plan.devices) if plan.memory_budget is None else float(plan.memory_budget)
+    return SweepPlan(
+        num_lanes=sum(g.num_lanes for g in plan.groups),
+        programs=[(g.coords[0]["rule"], g.coords[0]["batch_size"], g.num_lanes) for g in plan.groups],
+        lanes_per_call=list(plan.call_lanes),
+        bytes_per_lane=[g.bytes_per_lane for g in plan.groups],
+        bytes_per_call=max(n * g.bytes_per_lane for n, g in zip(plan.call_lanes, plan.groups, strict=True)),
+        memory_budget=budget,
+    )
 
 
 class _LaneAxes(NamedTuple):
@@ -1242,7 +1302,9 @@ __all__ = [
     "SummaryTable",
     "SweepInterrupted",
     "Starts",
+    "SweepPlan",
     "SweepResult",
+    "check_sweep",
     "Zip",
     "gram_mse",
     "gram_statistics",

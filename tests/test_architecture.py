@@ -325,3 +325,39 @@ def test_an_optax_rule_that_cannot_move_is_flagged_and_a_moving_one_is_not():
         )
     with pytest.raises(ValueError, match="learning_rate must be"):
         rules.sgd(0.0)  # gdjax's own rules refuse it up front
+
+
+# ------------------------------------------------------------------------ check_sweep
+def test_check_sweep_validates_without_compiling_and_plans_the_calls():
+    X, y = _data()
+    p0 = gdjax.init_linear(3)
+    with count_compilations() as counter:
+        plan = gdjax.check_sweep(
+            COST, {"sgd": {"learning_rate": [0.1, 0.2]}, "adam": {"learning_rate": [0.01]}}, p0, (X, y),
+            num_steps=10, chunk_size=1,
+        )  # fmt: skip
+    assert counter.count == 0
+    assert plan.num_lanes == 3 and [p[0] for p in plan.programs] == ["sgd", "adam"]
+    assert plan.lanes_per_call == [1, 1] and plan.bytes_per_call <= plan.memory_budget
+    with pytest.raises(ValueError, match="memory_budget"):
+        gdjax.check_sweep(
+            COST, "sgd", p0, (X, y), grid={"learning_rate": [0.1] * 4}, num_steps=1000, eval_every=1,
+            execution=gdjax.Execution(memory_budget=1000),
+        )  # fmt: skip
+
+
+def test_a_study_whose_sweep_is_refused_leaves_no_folder(tmp_path, monkeypatch):
+    import importlib
+
+    from gdjax.study import config as config_lib
+    from gdjax.study import experiment
+
+    sweep_module = importlib.import_module("gdjax.sweep")
+    monkeypatch.setattr(sweep_module, "_default_memory_budget", lambda devices: 1000)
+    import pathlib
+
+    cfg = config_lib.load(str(pathlib.Path(__file__).parents[1] / "configs" / "house_prices.toml"))
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="memory_budget.*nothing was written"):
+        experiment.run_experiment(cfg, str(out))
+    assert not out.exists()

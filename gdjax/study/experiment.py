@@ -63,7 +63,7 @@ from gdjax.study import config as config_lib
 from gdjax.study import problems as problems_lib
 from gdjax.study import runfolder
 from gdjax.study.config import ConfigError, CostConfig, ExperimentConfig, OptimizerConfig
-from gdjax.sweep import Starts, SweepInterrupted, SweepResult, Zip, sweep
+from gdjax.sweep import Starts, SweepInterrupted, SweepResult, Zip, check_sweep, sweep
 from gdjax.types import GradCheckReport, PyTree, Status, Trace
 
 __all__ = [
@@ -615,6 +615,18 @@ def _check_units(cfg: ExperimentConfig, problems: list[Problem], unit_list: list
             )
     if cfg.outputs.x_axis == "epochs" and any(p.data is None for p in problems):
         raise _locate_error(cfg, "outputs.x_axis", "epochs count examples: test functions have no data")
+
+
+def check_sweeps(cfg: ExperimentConfig, problems: list[Problem], unit_list: list[Unit]) -> None:
+    """Asks every unit's sweep to validate itself (`gdjax.check_sweep`: nothing compiled or run), so a
+    sweep it would refuse (values, sizes against the device memory budget) is refused before any
+    folder is made."""
+    for u in unit_list:
+        p = problems[u.problem]
+        try:
+            check_sweep(p.cost, u.optimizer.rule, _starts(p), p.data, **_sweep_args(cfg, u, p))
+        except ValueError as err:
+            raise ValueError(f"{u.key}: {err}; nothing was written") from err
 
 
 def check_memory(cfg: ExperimentConfig, problems: list[Problem], unit_list: list[Unit]) -> None:
@@ -1209,6 +1221,7 @@ def run_experiment(
     unit_list = units(cfg)
     _check_units(cfg, problems, unit_list)
     check_memory(cfg, problems, unit_list)
+    check_sweeps(cfg, problems, unit_list)
     out = out or default_out_dir(cfg)
     if resume and os.path.isdir(out) and os.path.isfile(os.path.join(out, "manifest.json")):
         old = read_json(os.path.join(out, "manifest.json"))
