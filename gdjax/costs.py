@@ -3,6 +3,21 @@
 A cost is a pure JAX function `cost(params, batch) -> scalar`. `params` is any pytree; gradients come
 from `jax.grad`, and grids come from `jax.vmap`, so everything here is written for one example of
 parameters (Equinox's rule).
+
+Losses are `loss(predictions, y) -> scalar`, joined to a model by `make_cost(model, loss)`: `mse`
+for regression; `logistic` (0/1 targets, one logit per example) and `cross_entropy` (class indices,
+`linear` with `w` of shape `(d, k)`) for classification, in numerically stable forms, with
+`binary_accuracy` / `categorical_accuracy` and `accuracy(cost)` for the fraction classified right,
+and `on_data(fn, data)` to turn any of them into a held-out metric for `run` and `sweep`. Their
+hand-derived gradients are in `gdjax.reference`.
+
+Example (a logistic regression and its held-out accuracy):
+  >>> import gdjax
+  >>> cost = gdjax.make_cost(gdjax.linear, gdjax.costs.logistic)
+  >>> cost == gdjax.make_cost(gdjax.linear, gdjax.costs.logistic)  # one compiled program
+  True
+  >>> gdjax.costs.accuracy(cost).loss is gdjax.costs.binary_accuracy
+  True
 """
 
 from __future__ import annotations
@@ -25,16 +40,21 @@ Cost = Callable[[PyTree, PyTree], jax.Array]
 
 # ----------------------------------------------------------------------------------------- models
 def linear(params: dict, X: jax.Array) -> jax.Array:
-    """Linear model with intercept: `X @ w + b`.
+    """Linear model with intercept: `X @ w + b`, with one output or `k` (a linear classifier's logits).
 
     Args:
-      params: `{"w": (d,), "b": ()}`.
+      params: `{"w": (d,), "b": ()}` for one output, or `{"w": (d, k), "b": (k,)}` for `k` outputs.
       X: `(n, d)` features.
 
     Returns:
-      `(n,)` predictions.
+      `(n,)` predictions, or `(n, k)` for `k` outputs.
     """
-    return X @ params["w"] + params["b"]
+    return X @ params["w"] + _row(params["b"])
+
+
+def _row(b: jax.Array) -> jax.Array:
+    # (k,) -> (1, k): the explicit broadcast that jax_numpy_rank_promotion="raise" asks for.
+    return b[None, :] if jnp.ndim(b) == 1 else b
 
 
 def linear_feature_major(params: dict, XT: jax.Array) -> jax.Array:
@@ -42,15 +62,26 @@ def linear_feature_major(params: dict, XT: jax.Array) -> jax.Array:
 
     Same numbers as `linear(params, XT.T)` up to summation order. On CPU, XLA computes both the
     forward `w @ XT` and the gradient's `XT @ r` on contiguous rows this way, several times faster
-    than `X @ w` and `r @ X` on a row-major `(n, d)` matrix with few columns.
+    than `X @ w` and `r @ X` on a row-major `(n, d)` matrix with few columns. With `k` outputs
+    (`w` of shape `(d, k)`) it computes `(w^T XT)^T + b`, `(n, k)`.
     """
-    return params["w"] @ XT + params["b"]
+    w = params["w"]
+    if jnp.ndim(w) == 2:
+        return (w.T @ XT).T + _row(params["b"])
+    return w @ XT + params["b"]
 
 
-def init_linear(num_features: int, dtype=None) -> dict:
-    """Zero parameters `{"w": zeros(d), "b": 0.0}` for `linear` (the tutorials' start)."""
+def init_linear(num_features: int, dtype=None, *, num_outputs: int | None = None) -> dict:
+    """Zero parameters for `linear` (the tutorials' start).
+
+    `{"w": zeros(d), "b": 0.0}`, or with `num_outputs=k` (a softmax classifier of `k` classes)
+    `{"w": zeros((d, k)), "b": zeros(k)}`.
+    """
     dtype = dtype or jnp.result_type(float)
-    return {"w": jnp.zeros((num_features,), dtype), "b": jnp.zeros((), dtype)}
+    if num_outputs is None:
+        return {"w": jnp.zeros((num_features,), dtype), "b": jnp.zeros((), dtype)}
+    validation.check_positive_int("num_outputs", num_outputs)
+    return {"w": jnp.zeros((num_features, num_outputs), dtype), "b": jnp.zeros((num_outputs,), dtype)}
 
 
 def polynomial_features(x: jax.Array, degree: int) -> jax.Array:
@@ -95,6 +126,126 @@ def mse(pred: jax.Array, y: jax.Array) -> jax.Array:
         )
     r = pred - y
     return jnp.mean(r * r)
+
+
+def logistic(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """Mean logistic loss (binary cross entropy on logits) for targets `y` in {0, 1}.
+
+    With `z` the logits (`linear`'s one output), the loss of an example is
+    `-y log sigmoid(z) - (1 - y) log(1 - sigmoid(z)) = log(1 + exp(z)) - y z`, computed as
+    `logaddexp(0, z) - y z` (softplus), which neither overflows for large `z` nor loses the small
+    losses of confident, correct predictions. Targets between 0 and 1 (soft labels) are allowed.
+
+    Args:
+      logits: `(n,)` logits `z = X w + b`.
+      y: `(n,)` targets, 0 or 1.
+
+    Returns:
+      The mean loss, a scalar; `log 2` at `z = 0`.
+
+    Example:
+      >>> import jax.numpy as jnp, gdjax
+      >>> round(float(gdjax.costs.logistic(jnp.zeros(3), jnp.array([0.0, 1.0, 1.0]))), 6)  # log 2
+      0.693147
+    """
+    _check_same_shape("logistic", logits, y)
+    return jnp.mean(jnp.logaddexp(0.0, logits) - y * logits)
+
+
+def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """Mean softmax cross entropy for class-index targets `y` in {0, ..., k-1}.
+
+    With `Z` the `(n, k)` logits (`linear` with `w` of shape `(d, k)`), the loss of example `i` is
+    `-log softmax(Z_i)[y_i] = logsumexp(Z_i) - Z_i[y_i]`; `logsumexp` subtracts the largest logit
+    first, so large logits do not overflow.
+
+    Args:
+      logits: `(n, k)` logits.
+      y: `(n,)` class indices (integers, or floats holding integers).
+
+    Returns:
+      The mean loss, a scalar; `log k` at `Z = 0`.
+    """
+    _check_class_targets("cross_entropy", logits, y)
+    picked = jnp.take_along_axis(logits, y.astype(jnp.int32)[:, None], axis=1)[:, 0]
+    return jnp.mean(jax.nn.logsumexp(logits, axis=1) - picked)
+
+
+def binary_accuracy(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """Fraction of examples whose predicted class (`logits > 0`) is the target (`y > 0.5`).
+
+    Shaped like a loss, `(predictions, y) -> scalar`, so `make_cost(linear, binary_accuracy)` is the
+    accuracy of a logistic regression as a function `(params, (X, y))` (see `accuracy`).
+    """
+    _check_same_shape("binary_accuracy", logits, y)
+    return jnp.mean(((logits > 0) == (y > 0.5)).astype(jnp.result_type(logits, float)))
+
+
+def categorical_accuracy(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """Fraction of examples whose largest logit is the target class index `y`."""
+    _check_class_targets("categorical_accuracy", logits, y)
+    hits = jnp.argmax(logits, axis=1) == y.astype(jnp.int32)
+    return jnp.mean(hits.astype(jnp.result_type(logits, float)))
+
+
+def _check_same_shape(name: str, pred, y) -> None:
+    if jnp.shape(pred) != jnp.shape(y):
+        raise ValueError(
+            f"{name}: predictions have shape {jnp.shape(pred)} but targets have shape {jnp.shape(y)}"
+        )
+
+
+def _check_class_targets(name: str, logits, y) -> None:
+    if jnp.ndim(logits) != 2 or jnp.shape(y) != jnp.shape(logits)[:1]:
+        raise ValueError(
+            f"{name}: needs (n, k) logits and (n,) class indices, got logits of shape "
+            f"{jnp.shape(logits)} and targets of shape {jnp.shape(y)} (a linear model has k outputs "
+            "when w has shape (d, k): init_linear(d, num_outputs=k))"
+        )
+
+
+ACCURACY = {logistic: binary_accuracy, cross_entropy: categorical_accuracy}  # loss -> its accuracy
+
+
+def accuracy(cost: ModelCost) -> ModelCost:
+    """The accuracy of a classifier cost, `(params, (X, y)) -> fraction correct`, as a `ModelCost`.
+
+    `make_cost(model, logistic)` gives `make_cost(model, binary_accuracy)` and
+    `make_cost(model, cross_entropy)` gives `make_cost(model, categorical_accuracy)`. Like every
+    `ModelCost` it compares equal when built again. Pair it with `on_data` for a held-out metric.
+
+    Raises:
+      ValueError: `cost` is not a `make_cost(model, loss)` with a classification loss.
+    """
+    loss = getattr(cost, "loss", None)
+    if not isinstance(cost, ModelCost) or loss not in ACCURACY:
+        raise ValueError(
+            "accuracy needs make_cost(model, logistic) or make_cost(model, cross_entropy), got "
+            f"{getattr(cost, '__name__', cost)!r}"
+        )
+    return ModelCost(cost.model, ACCURACY[loss])
+
+
+def on_data(fn: Callable[[PyTree, PyTree], jax.Array], data: PyTree) -> Callable[[PyTree], jax.Array]:
+    """`params -> fn(params, data)`: a metric over fixed data for `run(metrics=)` and `sweep(metrics=)`.
+
+    The data are constants of the compiled program, evaluated at each evaluation. Build each metric
+    once and pass the same object to every call: a new function is a new program.
+
+    Example:
+      >>> import gdjax
+      >>> X, y = gdjax.data.house_prices()
+      >>> cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
+      >>> metrics = {"test_loss": gdjax.costs.on_data(cost, (X[:3], y[:3]))}
+    """
+    if not callable(fn):
+        raise ValueError(f"on_data needs a function fn(params, data), got {fn!r}")
+
+    def metric(params):
+        return fn(params, data)
+
+    metric.__name__ = f"{getattr(fn, '__name__', 'metric')}_on_data"
+    return metric
 
 
 def make_cost(model: Callable, loss: Callable = mse) -> ModelCost:
@@ -437,6 +588,12 @@ __all__ = [
     "gram_statistics",
     "least_squares_problem",
     "TEST_FUNCTIONS",
+    "accuracy",
+    "binary_accuracy",
+    "categorical_accuracy",
+    "cross_entropy",
+    "logistic",
+    "on_data",
     "ill_conditioned_quadratic",
     "init_linear",
     "linear",

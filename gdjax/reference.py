@@ -1,8 +1,9 @@
-"""Closed-form answers for least squares, in float64 NumPy and independent of autodiff.
+"""Closed-form answers and hand-derived gradients, in float64 NumPy and independent of autodiff.
 
 These are the oracles gdjax is judged against: the least-squares optimum and `f*`, the hand-derived
-MSE gradient and Hessian of the linear model, and the curvature numbers that predict how gradient
-descent behaves (`L`, `mu`, the largest stable constant step `2/L`, the best constant step
+MSE gradient and Hessian of the linear model, the logistic and softmax cross-entropy losses of a
+linear classifier with their hand-derived gradients, and the curvature numbers that predict how
+gradient descent behaves (`L`, `mu`, the largest stable constant step `2/L`, the best constant step
 `2/(L + mu)` and its contraction rate `(L - mu)/(L + mu)`).
 
 The cost is `f(w, b) = mean((X w + b - y)**2)`, so with `A = [X, 1]` the Hessian is `H = 2/n A^T A`.
@@ -137,8 +138,76 @@ def curvature(X, *, fit_intercept: bool = True) -> Curvature:
     )
 
 
+# ------------------------------------------------------------------------------- classification
+# The linear classifier's logits are `z = X w + b` (one output, y in {0, 1}) or `Z = X W + b`
+# (`W` of shape (d, k), y the class indices). Hand-derived, float64, no autodiff.
+def _logits(params: dict, X) -> np.ndarray:
+    w, b = _f64(params["w"]), _f64(params["b"])
+    return _f64(X) @ w + b  # NumPy broadcasts a (k,) intercept over the rows
+
+
+def _log1pexp(z: np.ndarray) -> np.ndarray:
+    # log(1 + exp(z)) without overflow: max(z, 0) + log1p(exp(-|z|)).
+    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    e = np.exp(-np.abs(z))  # in (0, 1]: no overflow on either side
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _softmax(Z: np.ndarray) -> np.ndarray:
+    E = np.exp(Z - Z.max(axis=1, keepdims=True))
+    return E / E.sum(axis=1, keepdims=True)
+
+
+def logistic_cost(params: dict, batch) -> float:
+    """`mean(log(1 + exp(z)) - y z)` with `z = X w + b`, in float64 NumPy (y in {0, 1})."""
+    X, y = batch
+    z = _logits(params, X)
+    return float(np.mean(_log1pexp(z) - _f64(y) * z))
+
+
+def logistic_grad(params: dict, batch) -> dict:
+    """The hand-derived gradient of the logistic loss of a linear model, in float64.
+
+    With `r = sigmoid(X w + b) - y`: `df/dw = X^T r / n`, `df/db = mean(r)`.
+    """
+    X, y = batch
+    X = _f64(X)
+    r = _sigmoid(_logits(params, X)) - _f64(y)
+    return {"w": X.T @ r / X.shape[0], "b": np.float64(r.mean())}
+
+
+def cross_entropy_cost(params: dict, batch) -> float:
+    """`mean(logsumexp(Z_i) - Z_i[y_i])` with `Z = X W + b`, in float64 NumPy (y class indices)."""
+    X, y = batch
+    Z = _logits(params, X)
+    m = Z.max(axis=1)
+    lse = m + np.log(np.exp(Z - m[:, None]).sum(axis=1))
+    picked = Z[np.arange(Z.shape[0]), np.asarray(y).astype(np.int64)]
+    return float(np.mean(lse - picked))
+
+
+def cross_entropy_grad(params: dict, batch) -> dict:
+    """The hand-derived gradient of the softmax cross entropy of a linear model, in float64.
+
+    With `R = softmax(X W + b) - onehot(y)` (row-wise softmax): `df/dW = X^T R / n`,
+    `df/db = mean(R, axis=0)`.
+    """
+    X, y = batch
+    X = _f64(X)
+    R = _softmax(_logits(params, X))
+    R[np.arange(R.shape[0]), np.asarray(y).astype(np.int64)] -= 1.0
+    return {"w": X.T @ R / X.shape[0], "b": R.mean(axis=0)}
+
+
 __all__ = [
     "Curvature",
+    "cross_entropy_cost",
+    "cross_entropy_grad",
+    "logistic_cost",
+    "logistic_grad",
     "LeastSquares",
     "curvature",
     "default_rcond",

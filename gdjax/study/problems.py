@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdjax import costs
+
 __all__ = [
     "accuracy_fn",
     "check_scalar_cost",
@@ -49,45 +51,40 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------------- logistic
-def _logits(params, X):
-    b = params["b"]
-    return X @ params["w"] + (b[None, :] if b.ndim else b)  # (n,) or (n, k)
-
-
+# ------------------------------------------------------------------------------ classification
+# The math lives in the core (`gdjax.costs.logistic`, `cross_entropy`, their accuracies, and the
+# float64 oracles `gdjax.reference.logistic_grad` / `cross_entropy_grad`). These module-level
+# `(params, batch)` forms keep the row-major layout the study has always run in, and the
+# hand-derived gradients here stay JAX functions so that the gradient check vmaps them.
 def logistic_cost(params, batch):
     """Mean logistic loss (binary cross entropy on logits) of a linear model; `y` holds 0 / 1."""
     X, y = batch
-    z = _logits(params, X)  # (n,)
-    return jnp.mean(jnp.logaddexp(0.0, z) - y * z)
+    return costs.logistic(costs.linear(params, X), y)
 
 
 def logistic_grad(params, batch):
-    """The hand-derived gradient of `logistic_cost`."""
+    """The hand-derived gradient of `logistic_cost` (`gdjax.reference.logistic_grad` in JAX)."""
     X, y = batch
-    r = jax.nn.sigmoid(_logits(params, X)) - y  # (n,)
+    r = jax.nn.sigmoid(costs.linear(params, X)) - y  # (n,)
     return {"w": X.T @ r / X.shape[0], "b": jnp.mean(r)}
 
 
 def logistic_accuracy(params, batch):
     """Fraction of examples with `(z > 0) == y`."""
     X, y = batch
-    return jnp.mean(((_logits(params, X) > 0) == (y > 0.5)).astype(X.dtype))
+    return costs.binary_accuracy(costs.linear(params, X), y)
 
 
-# ------------------------------------------------------------------------------ cross entropy
 def cross_entropy_cost(params, batch):
     """Mean softmax cross entropy of a linear model with one output per class; `y` holds class indices."""
     X, y = batch
-    Z = _logits(params, X)  # (n, k)
-    picked = jnp.take_along_axis(Z, y.astype(jnp.int32)[:, None], axis=1)[:, 0]
-    return jnp.mean(jax.nn.logsumexp(Z, axis=1) - picked)
+    return costs.cross_entropy(costs.linear(params, X), y)
 
 
 def cross_entropy_grad(params, batch):
-    """The hand-derived gradient of `cross_entropy_cost`."""
+    """The hand-derived gradient of `cross_entropy_cost` (`gdjax.reference.cross_entropy_grad` in JAX)."""
     X, y = batch
-    Z = _logits(params, X)
+    Z = costs.linear(params, X)  # (n, k)
     R = jax.nn.softmax(Z, axis=1) - jax.nn.one_hot(y.astype(jnp.int32), Z.shape[1], dtype=Z.dtype)
     return {"w": X.T @ R / X.shape[0], "b": jnp.mean(R, axis=0)}
 
@@ -95,7 +92,7 @@ def cross_entropy_grad(params, batch):
 def cross_entropy_accuracy(params, batch):
     """Fraction of examples whose largest logit is the target class."""
     X, y = batch
-    return jnp.mean((jnp.argmax(_logits(params, X), axis=1) == y.astype(jnp.int32)).astype(X.dtype))
+    return costs.categorical_accuracy(costs.linear(params, X), y)
 
 
 LOSSES = {
@@ -106,9 +103,7 @@ LOSSES = {
 
 def init_classifier(loss: str, num_features: int, num_classes: int, dtype) -> dict:
     """Zero parameters of the linear classifier of `loss`."""
-    if loss == "logistic":
-        return {"w": jnp.zeros((num_features,), dtype), "b": jnp.zeros((), dtype)}
-    return {"w": jnp.zeros((num_features, num_classes), dtype), "b": jnp.zeros((num_classes,), dtype)}
+    return costs.init_linear(num_features, dtype, num_outputs=None if loss == "logistic" else num_classes)
 
 
 def accuracy_fn(loss: str) -> Callable:
@@ -116,12 +111,8 @@ def accuracy_fn(loss: str) -> Callable:
 
 
 def bound(fn: Callable, batch) -> Callable:
-    """`params -> fn(params, batch)`: a metric over fixed data (evaluated inside the compiled run)."""
-
-    def metric(params):
-        return fn(params, batch)
-
-    return metric
+    """`params -> fn(params, batch)`: a metric over fixed data (`gdjax.costs.on_data`)."""
+    return costs.on_data(fn, batch)
 
 
 # ------------------------------------------------------------------------------- user code
