@@ -193,7 +193,10 @@ def _scan_run(
         """Stopping rules decided on full-data quantities (precedence: first listed wins)."""
         running = c.status == Status.MAX_STEPS
         nonfinite = ~(jnp.isfinite(ev.loss) & jnp.isfinite(ev.grad_norm))
-        threshold = c.threshold  # fixed before the loop, from the loss at params0
+        # Set from the first evaluation (the loss at params0): one scalar select, no extra pass.
+        threshold = jnp.where(
+            jnp.isnan(c.threshold), ev.loss + (tols.divergence_factor - 1) * jnp.abs(ev.loss), c.threshold
+        )
         if opts.use_divergence:
             # A transient (a spike that turns around) resets the streak; runaway growth keeps it.
             rising = (ev.loss > threshold) & (ev.loss >= c.last_loss)
@@ -230,6 +233,7 @@ def _scan_run(
             status=keep(status, c.status),
             streak=keep(streak, c.streak),
             last_loss=keep(ev.loss, c.last_loss),
+            threshold=threshold,
             best_loss=keep(best_loss, c.best_loss),
             since_best=keep(since_best, c.since_best),
         )
@@ -302,11 +306,6 @@ def _scan_run(
         out = (ev, batch_losses if opts.batch_losses and not batch_losses_from_evals else None)
         return c, (out, at_eval if per_record == 1 else None)
 
-    if opts.use_divergence:
-        loss0 = jnp.asarray(cost(params0, data)).astype(dtype)
-        threshold0 = loss0 + (tols.divergence_factor - 1) * jnp.abs(loss0)
-    else:
-        threshold0 = jnp.asarray(jnp.inf, dtype)
     # Full batch with an evaluation before every step: the batch loss of step t is the evaluation's
     # loss at t (the step reuses it), so it is not written twice.
     batch_losses_from_evals = opts.batch_losses and full_batch and k == 1
@@ -322,7 +321,7 @@ def _scan_run(
         since_best=jnp.int32(0),
         streak=jnp.int32(0),
         last_loss=jnp.asarray(-jnp.inf, dtype),
-        threshold=threshold0,
+        threshold=jnp.asarray(jnp.nan if opts.use_divergence else jnp.inf, dtype),
         params_history=history,
     )
     evals, batch_losses, records = [], [], []
