@@ -420,22 +420,61 @@ def leaf_names(params: PyTree) -> list[str]:
 
 
 _TRACE_FIELDS = ("loss_history", "grad_norm_history", "status", "steps", "stop_step")
+# Optional members: absent in files written before they were saved (and in a study's parts), and for
+# a Trace whose field is None.
+_OPTIONAL_FIELDS = ("eval_steps", "record_steps", "batch_loss_history")
+_METRIC_NAMES = "metric_names"  # the names of `trace.metrics`, in order (present iff it is not None)
+_METRIC = "metrics/"
 
 
 def trace_arrays(trace: Trace, names: list[str] | None = None) -> dict[str, np.ndarray]:
-    """A `Trace` as flat host arrays: its fields, `params/<leaf>` and `params_history/<leaf>`."""
+    """A `Trace` as flat host arrays: every field, with the pytrees flattened.
+
+    Members: `loss_history`, `grad_norm_history`, `status`, `steps`, `stop_step`, `params/<leaf>`,
+    `params_history/<leaf>`, and when present `eval_steps`, `record_steps`, `batch_loss_history`,
+    `metric_names` (the metric names in order; an empty array for `metrics={}`) and
+    `metrics/<name>`.
+    """
     names = leaf_names(trace.params) if names is None else names
     out = {k: np.asarray(getattr(trace, k)) for k in _TRACE_FIELDS}
     for name, leaf in zip(names, jax.tree.leaves(trace.params), strict=True):
         out[f"params/{name}"] = np.asarray(leaf)
     for name, leaf in zip(names, jax.tree.leaves(trace.params_history), strict=True):
         out[f"params_history/{name}"] = np.asarray(leaf)
+    for k in _OPTIONAL_FIELDS:
+        if getattr(trace, k) is not None:
+            out[k] = np.asarray(getattr(trace, k))
+    if trace.metrics is not None:
+        metric_names = [str(n) for n in trace.metrics]
+        out[_METRIC_NAMES] = np.asarray(metric_names, dtype=str)
+        for name in metric_names:
+            out[_METRIC + name] = np.asarray(trace.metrics[name])
     return out
 
 
-def trace_from_arrays(arrays: Mapping[str, np.ndarray], template: PyTree) -> Trace:
-    """The inverse of `trace_arrays`, with the params' tree structure taken from `template`."""
+def trace_from_arrays(arrays: Mapping[str, np.ndarray], template: PyTree, *, source: str = "arrays") -> Trace:
+    """The inverse of `trace_arrays`, with the params' tree structure taken from `template`.
+
+    Members that older files lack (`eval_steps`, `record_steps`, `batch_loss_history`, the metrics)
+    come back as None.
+
+    Raises:
+      FileFormatError: a required member is missing, or the shapes disagree (see `check_trace_shapes`);
+        the message starts with `source`.
+    """
     names = leaf_names(template)
+    required = [*_TRACE_FIELDS, *(f"params/{n}" for n in names), *(f"params_history/{n}" for n in names)]
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise FileFormatError(f"{source} has no array named {', '.join(map(repr, missing))}")
+    declared = {k: (np.shape(v), getattr(v, "dtype", None) or np.asarray(v).dtype) for k, v in arrays.items()}
+    check_trace_shapes(declared, names, source)
+    _check_metric_names(arrays, source)
+    metrics = None
+    if _METRIC_NAMES in arrays:
+        metrics = {str(n): arrays[_METRIC + str(n)] for n in np.asarray(arrays[_METRIC_NAMES]).tolist()}
+    elif any(k.startswith(_METRIC) for k in arrays):  # written by a study part: no name list
+        metrics = {k[len(_METRIC) :]: v for k, v in arrays.items() if k.startswith(_METRIC)}
     treedef = jax.tree.structure(template)
     return Trace(
         params=jax.tree.unflatten(treedef, [arrays[f"params/{n}"] for n in names]),
@@ -445,20 +484,100 @@ def trace_from_arrays(arrays: Mapping[str, np.ndarray], template: PyTree) -> Tra
         steps=arrays["steps"],
         status=arrays["status"],
         stop_step=arrays["stop_step"],
+        eval_steps=arrays.get("eval_steps"),
+        batch_loss_history=arrays.get("batch_loss_history"),
+        metrics=metrics,
+        record_steps=arrays.get("record_steps"),
     )
 
 
+def check_trace_shapes(members: Mapping[str, tuple], names: list[str], source: str) -> None:
+    """Checks that the members of a saved `Trace` fit together, from their shapes and dtypes alone.
+
+    `members` maps a member name to `(shape, dtype)` (what `inspect_npz` declares, so that a file is
+    checked before its arrays are read). With `L` the lane axes (none for one run) and `E` the
+    number of evaluations (`loss_history` is `L + (E,)`): `grad_norm_history`, `eval_steps` and every
+    `metrics/<name>` are `L + (E,)`; `status`, `steps` and `stop_step` are `L`; `batch_loss_history`
+    is `L + (num_steps,)`; `record_steps` is `L + (R,)` with `R` the records of `params_history`;
+    step counts are integers; `metric_names` lists exactly the `metrics/` members.
+
+    Raises:
+      FileFormatError: the first disagreement, named with `source`.
+    """
+
+    def fail(message: str):
+        raise FileFormatError(f"{source}: {message} (damaged or not a gdjax trace)")
+
+    loss_shape = tuple(members["loss_history"][0])
+    if len(loss_shape) < 1:
+        fail(f"loss_history must have an evaluation axis, got shape {loss_shape}")
+    lanes = loss_shape[:-1]
+    expect = {"grad_norm_history": loss_shape, "eval_steps": loss_shape}
+    expect.update({k: lanes for k in ("status", "steps", "stop_step")})
+    expect.update({k: loss_shape for k in members if k.startswith(_METRIC)})
+    for k, want in expect.items():
+        if k in members and tuple(members[k][0]) != want:
+            fail(
+                f"member {k!r} has shape {tuple(members[k][0])}, but loss_history {loss_shape} "
+                f"asks for {want}"
+            )
+    if "batch_loss_history" in members:
+        shape = tuple(members["batch_loss_history"][0])
+        if shape[:-1] != lanes or len(shape) != len(lanes) + 1:
+            fail(f"member 'batch_loss_history' has shape {shape}, but the lanes are {lanes}")
+    if "record_steps" in members:
+        shape = tuple(members["record_steps"][0])
+        for n in names:
+            hist = tuple(members[f"params_history/{n}"][0])
+            if hist[: len(lanes) + 1] != shape or len(shape) != len(lanes) + 1:
+                fail(f"member 'record_steps' has shape {shape}, but params_history/{n} has shape {hist}")
+    for k in ("eval_steps", "record_steps", "steps", "status", "stop_step"):
+        if k in members and not np.issubdtype(np.dtype(members[k][1]), np.integer):
+            fail(f"member {k!r} must hold integers, got dtype {members[k][1]}")
+    if _METRIC_NAMES in members:
+        shape, dtype = members[_METRIC_NAMES]
+        if len(tuple(shape)) != 1 or np.dtype(dtype).kind != "U":
+            fail(f"member {_METRIC_NAMES!r} must be a 1-D array of names, got shape {tuple(shape)} {dtype}")
+
+
+def _check_metric_names(arrays: Mapping[str, np.ndarray], source: str) -> None:
+    if _METRIC_NAMES not in arrays:
+        return
+    listed = [str(n) for n in np.asarray(arrays[_METRIC_NAMES]).tolist()]
+    stored = [k[len(_METRIC) :] for k in arrays if k.startswith(_METRIC)]
+    if len(set(listed)) != len(listed) or set(listed) != set(stored):
+        raise FileFormatError(
+            f"{source}: member {_METRIC_NAMES!r} lists the metrics {listed}, but the file holds "
+            f"{sorted(stored)} (damaged or not a gdjax trace)"
+        )
+
+
 def save_trace(path: str | os.PathLike, trace: Trace) -> str:
-    """Writes a `Trace` (of one run or of a sweep's lanes) as an `.npz`, atomically."""
+    """Writes a `Trace` (of one run or of a sweep's lanes) as an `.npz`, atomically: every field."""
     return write_npz(path, trace_arrays(trace))
 
 
 def load_trace(path: str | os.PathLike, template: PyTree) -> Trace:
     """Reads a `Trace` written by `save_trace`; `template` gives the params' tree structure.
 
+    The file is checked before any array is read (`inspect_npz`: plain arrays, sizes, no pickles;
+    `check_trace_shapes`: members that fit together). Files written before `eval_steps`,
+    `record_steps`, `batch_loss_history` and the metrics were saved still load, with those fields
+    None.
+
     Raises:
-      FileFormatError: the file is damaged or lacks a field (the message names the file).
+      FileFormatError: the file is damaged, lacks a field or holds members that do not fit together
+        (the message names the file).
     """
+    path = os.fspath(path)
     names = leaf_names(template)
     required = [*_TRACE_FIELDS, *(f"params/{n}" for n in names), *(f"params_history/{n}" for n in names)]
-    return trace_from_arrays(read_npz(path, required=required), template)
+    members = inspect_npz(path, max_bytes=memory_budget())
+    missing = [k for k in required if k not in members]
+    if missing:
+        raise FileFormatError(
+            f"{path} has no array named {', '.join(map(repr, missing))} "
+            f"(it holds {', '.join(map(repr, members)) or 'nothing'})"
+        )
+    check_trace_shapes({k: (m.shape, m.dtype) for k, m in members.items()}, names, path)
+    return trace_from_arrays(read_npz(path, required=required), template, source=path)

@@ -4,6 +4,7 @@ import math
 import os
 import zipfile
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -57,15 +58,111 @@ def test_one_formatter_for_cells_and_tables():
     assert table.splitlines() == ["name  loss", "----  ----", "a        1", "bb       -"]
 
 
-def test_trace_save_and_load_round_trip(tmp_path):
+def assert_same_trace(back, trace):
+    """Every field of a Trace, pytrees and metrics included, equal bit for bit (None stays None)."""
+    for field in gdjax.Trace._fields:
+        a, b = getattr(trace, field), getattr(back, field)
+        if a is None or b is None:
+            assert a is None and b is None, field
+            continue
+        if field == "metrics":
+            assert list(b) == list(a)
+        jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, a), b)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            assert np.asarray(x).dtype == y.dtype, field
+
+
+@pytest.fixture(scope="module")
+def house():
     X, y = gdjax.data.house_prices()
     cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
-    trace = gdjax.run(cost, gdjax.rules.sgd(0.01), gdjax.init_linear(1, jnp.float64), (X, y), num_steps=20)
+    metrics = {"test_loss": gdjax.costs.on_data(cost, (X[:3], y[:3])), "b": lambda p: p["b"]}
+    return cost, (X, y), metrics
+
+
+# (name, run (False) or sweep (True), metrics given, keyword arguments)
+TRACES = [
+    ("run", False, False, {}),
+    ("run_metrics_eval_every", False, True, {"eval_every": 3}),
+    ("run_minibatch", False, True, {"batch_size": 2, "key": 0, "eval_every": 4}),
+    ("sweep_metrics", True, True, {"grid": {"learning_rate": [0.01, 0.02]}, "seeds": [0, 1]}),
+]
+
+
+@pytest.mark.parametrize(("name", "is_sweep", "with_metrics", "kwargs"), TRACES, ids=[t[0] for t in TRACES])
+def test_trace_save_and_load_round_trip_every_field(tmp_path, house, name, is_sweep, with_metrics, kwargs):
+    cost, data, metrics = house
+    params0 = gdjax.init_linear(1, jnp.float64)
+    metrics = metrics if with_metrics else None
+    if is_sweep:
+        trace = gdjax.sweep(cost, "sgd", params0, data, num_steps=20, metrics=metrics, **kwargs).trace
+    else:
+        trace = gdjax.run(cost, gdjax.rules.sgd(0.01), params0, data, num_steps=20, metrics=metrics, **kwargs)
+    assert all(getattr(trace, f) is not None for f in gdjax.Trace._fields)
     io.save_trace(tmp_path / "t.npz", trace)
     back = io.load_trace(tmp_path / "t.npz", gdjax.init_linear(1))
-    for a, b in zip(np.asarray(trace.loss_history), back.loss_history, strict=True):
-        assert a == b
-    np.testing.assert_array_equal(back.params["w"], trace.params["w"])
+    assert_same_trace(back, trace)
+    assert sorted(back.metrics) == (["b", "test_loss"] if with_metrics else [])
+
+
+def test_trace_fields_that_are_none_stay_none(tmp_path, house):
+    cost, data, _ = house
+    trace = gdjax.run(cost, gdjax.rules.sgd(0.01), gdjax.init_linear(1, jnp.float64), data, num_steps=5)
+    trace = trace._replace(batch_loss_history=None, metrics=None, eval_steps=None, record_steps=None)
+    io.save_trace(tmp_path / "t.npz", trace)
+    assert set(io.inspect_npz(tmp_path / "t.npz")) == {
+        "loss_history", "grad_norm_history", "status", "steps", "stop_step",
+        "params/b", "params/w", "params_history/b", "params_history/w",
+    }  # fmt: skip
+    assert_same_trace(io.load_trace(tmp_path / "t.npz", gdjax.init_linear(1)), trace)
+
+
+def test_trace_files_without_the_new_members_still_load(tmp_path, house):
+    # What save_trace wrote before it saved eval_steps, record_steps, batch losses and metrics.
+    cost, data, metrics = house
+    trace = gdjax.run(cost, gdjax.rules.sgd(0.01), gdjax.init_linear(1, jnp.float64), data, num_steps=5)
+    old = {k: v for k, v in io.trace_arrays(trace).items() if k in io._TRACE_FIELDS or k.startswith("params")}
+    io.write_npz(tmp_path / "old.npz", old)
+    back = io.load_trace(tmp_path / "old.npz", gdjax.init_linear(1))
+    assert (back.eval_steps, back.record_steps, back.batch_loss_history, back.metrics) == (None,) * 4
+    np.testing.assert_array_equal(back.loss_history, trace.loss_history)
+    # A study part: metrics/<name> members without the list of names.
+    part = {**old, "eval_steps": np.asarray(trace.eval_steps), "metrics/m": np.asarray(trace.loss_history)}
+    io.write_npz(tmp_path / "part.npz", part)
+    back = io.load_trace(tmp_path / "part.npz", gdjax.init_linear(1))
+    assert list(back.metrics) == ["m"] and back.eval_steps.dtype == np.int32
+
+
+# (name, member to replace, its bad value, what the message says)
+BAD_MEMBERS = [
+    ("eval_steps_shape", "eval_steps", np.arange(5, dtype=np.int32), r"'eval_steps' has shape \(5,\)"),
+    ("eval_steps_floats", "eval_steps", np.zeros(6), "'eval_steps' must hold integers"),
+    ("metric_shape", "metrics/test_loss", np.zeros((2, 6)), r"'metrics/test_loss' has shape \(2, 6\)"),
+    ("record_steps", "record_steps", np.arange(4, dtype=np.int32), r"'record_steps' has shape \(4,\)"),
+    ("batch_losses", "batch_loss_history", np.zeros((2, 5)), "'batch_loss_history' has shape"),
+    ("metric_names", "metric_names", np.asarray(["test_loss", "other"]), "lists the metrics"),
+    ("metric_names_numbers", "metric_names", np.zeros(2), "must be a 1-D array of names"),
+]
+
+
+@pytest.mark.parametrize(("name", "member", "value", "message"), BAD_MEMBERS, ids=[b[0] for b in BAD_MEMBERS])
+def test_trace_members_that_do_not_fit_are_refused(
+    tmp_path, house, monkeypatch, name, member, value, message
+):
+    cost, data, metrics = house
+    trace = gdjax.run(
+        cost, gdjax.rules.sgd(0.01), gdjax.init_linear(1, jnp.float64), data, num_steps=5, metrics=metrics
+    )
+    arrays = {**io.trace_arrays(trace), member: value}
+    io.write_npz(tmp_path / "bad.npz", arrays)
+    with pytest.raises(io.FileFormatError, match="bad.npz: .*" + message):
+        io.load_trace(tmp_path / "bad.npz", gdjax.init_linear(1))
+    if name != "metric_names":  # the shapes are refused from the headers, before any array is read
+        monkeypatch.setattr(io, "read_npz", lambda *a, **k: pytest.fail("read before it was checked"))
+        with pytest.raises(io.FileFormatError, match=message):
+            io.load_trace(tmp_path / "bad.npz", gdjax.init_linear(1))
+    with pytest.raises(io.FileFormatError, match="arrays: .*" + message):
+        io.trace_from_arrays(arrays, gdjax.init_linear(1))
 
 
 def test_inspect_npz_checks_declared_sizes_before_reading(tmp_path):

@@ -395,7 +395,33 @@ def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> lis
                 analytic=analytic,
             )
         )
+    _check_cost_keys(cfg, problems)
     return problems
+
+
+def _check_cost_keys(cfg: ExperimentConfig, problems: list[Problem]) -> None:
+    """Every grid key that is not the rule's must be a hyperparameter of every (callable) cost.
+
+    The config reader lets such keys through only when every cost is a callable (it cannot see a
+    cost's parameters before importing it); here each cost is loaded, so the key is checked, with the
+    nearest name of the rule's and the cost's as a suggestion.
+    """
+    for i, opt in enumerate(cfg.optimizers):
+        for key in opt.cost_keys():
+            for j, p in enumerate(problems):
+                names = costs.hyperparameters(p.cost)
+                if key in names:
+                    continue
+                where = f"cost[{j}]" if len(problems) > 1 else "cost"
+                valid = [*opt.rule_hyperparameters(), *names]
+                raise _locate_error(
+                    cfg,
+                    f"optimizers[{i}].grid.{key}",
+                    f"unknown hyperparameter {key!r}: not one of rule {opt.rule!r}, nor of the {where} "
+                    f"{p.config.callable}{config_lib.nearest(key, valid)}; valid: {', '.join(valid)} "
+                    "(a cost's hyperparameters are its keyword parameters with numeric defaults, "
+                    "cost(params, data, l2=0.0))",
+                )
 
 
 def _test_batch(dataset: Dataset, dtype):
@@ -1039,12 +1065,12 @@ def _save_part(folder: runfolder.RunFolder, u: UnitResult, template: PyTree, suf
 
 
 def _trace_arrays(trace: Trace, template: PyTree) -> dict[str, np.ndarray]:
-    """`gdjax.io.trace_arrays` plus the evaluation steps and the metric histories (`metrics/<name>`)."""
+    """`gdjax.io.trace_arrays` as the run folder stores it: the histories, evaluation steps and metric
+    histories (`metrics/<name>`, their names in the part's meta); the per-step batch losses and the
+    record steps are left out, so `parts/` and `histories.npz` hold what they always have."""
     arrays = trace_arrays(trace, leaf_names(template))
-    if trace.eval_steps is not None:
-        arrays["eval_steps"] = np.asarray(trace.eval_steps)
-    for name, values in (trace.metrics or {}).items():
-        arrays[f"metrics/{name}"] = np.asarray(values)
+    for k in ("batch_loss_history", "record_steps", "metric_names"):
+        arrays.pop(k, None)
     return arrays
 
 
