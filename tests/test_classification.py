@@ -12,12 +12,14 @@ import pathlib
 import signal
 import subprocess
 import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import gdjax
 from gdjax import check_grad, data
 from gdjax.study import cli, experiment, problems
 from gdjax.study import config as config_lib
@@ -689,3 +691,119 @@ def test_curves_are_drawn_at_the_evaluation_steps():
     assert fig.axes[0].get_ylabel() == "test_accuracy"
     with pytest.raises(ValueError, match="no curve has the metric 'accuracy'"):
         plots.metric_curves({"gd": trace}, "accuracy")
+
+
+# --------------------------------------------------------------------- cost hyperparameters
+RIDGE = """\
+import jax.numpy as jnp
+
+def ridge(params, data, l2=0.0):
+    X, y = data
+    r = X @ params["w"] + params["b"] - y
+    return jnp.mean(r ** 2) + l2 * jnp.sum(params["w"] ** 2)
+
+def init(data):
+    X, _ = data
+    return {"w": jnp.zeros(X.shape[1]), "b": jnp.zeros(())}
+"""
+
+RIDGE_STUDY = """\
+name = "ridge"
+precision = "float64"
+
+[data]
+source = "csv"
+path = "points.csv"
+target = "label"
+features = ["x1", "x2"]
+
+[cost]
+callable = "ridge.py:ridge"
+params0 = "ridge.py:init"
+
+[run]
+num_steps = 40
+
+[[optimizers]]
+rule = "gd"
+grid.learning_rate = 0.1
+grid.l2 = [0.0, 0.1, 1.0]
+"""
+
+
+@pytest.fixture
+def ridge_dir(study_dir):
+    (study_dir / "ridge.py").write_text(RIDGE)
+    return study_dir
+
+
+def test_a_cost_hyperparameter_is_a_grid_axis_of_the_command(ridge_dir):
+    cfg = loads(RIDGE_STUDY, ridge_dir)
+    assert dict(cfg.optimizers[0].grid)["l2"] == (0.0, 0.1, 1.0) and cfg.optimizers[0].cost_keys() == ("l2",)
+    out = ridge_dir / "run"
+    code, _, err = run_cli("run", ridge_dir / "study.toml", "--out", out, "-q")
+    assert code == 0, err
+    rows = json.loads((out / "summary.json").read_text())
+    assert [r["l2"] for r in rows] == [0.0, 0.1, 1.0]
+    # The same lanes as gdjax.sweep over the cost's hyperparameter, and as gdjax.run of the bound cost.
+    jax.config.update("jax_enable_x64", True)
+    (p,) = experiment.build_problems(cfg)
+    for row in rows:
+        trace = gdjax.run(
+            gdjax.bind(p.cost, l2=row["l2"]), gdjax.rules.sgd(0.1), p.params0, p.data, num_steps=40
+        )
+        assert row["final_loss"] == pytest.approx(float(trace.final_loss), rel=1e-12, abs=1e-15)
+    assert rows[0]["final_loss"] < rows[1]["final_loss"] < rows[2]["final_loss"]  # the penalty costs
+    assert config_lib.load(out / "config.toml").optimizers[0].grid == cfg.optimizers[0].grid
+
+
+COST_KEY_ERRORS = [
+    # (replace this, with this, the key named, fragments of the message)
+    (
+        "grid.l2 = [",
+        "grid.l3 = [",
+        "optimizers[0].grid.l3",
+        ["unknown hyperparameter 'l3'", "did you mean 'l2'"],
+    ),
+    (
+        "grid.learning_rate = 0.1",
+        "grid.learnig_rate = 0.1",
+        "optimizers[0].grid.learnig_rate",
+        ["did you mean 'learning_rate'"],
+    ),
+    ("grid.l2 = [0.0, 0.1, 1.0]", "grid.l2 = [0.0, inf]", "optimizers[0].grid.l2[1]", ["must be finite"]),
+    ("grid.l2 = [0.0, 0.1, 1.0]", 'grid.l2 = ["big"]', "optimizers[0].grid.l2[0]", ["expected a number"]),
+    (
+        'callable = "ridge.py:ridge"\nparams0 = "ridge.py:init"',
+        'model = "linear"',
+        "optimizers[0].grid.l2",
+        ["unknown hyperparameter 'l2' of rule 'gd'"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "fragments"), COST_KEY_ERRORS, ids=[e[2] for e in COST_KEY_ERRORS]
+)
+def test_cost_hyperparameter_errors_name_the_key(ridge_dir, old, new, key, fragments):
+    text = RIDGE_STUDY.replace(old, new)
+    assert text != RIDGE_STUDY
+    expect_key(text, ridge_dir, key, *fragments)
+
+
+def test_check_names_a_misspelt_cost_hyperparameter(ridge_dir):
+    path = _write(ridge_dir / "typo.toml", RIDGE_STUDY.replace("grid.l2 = [", "grid.l3 = ["))
+    code, _, err = run_cli("check", path)
+    assert code == 2 and "Traceback" not in err
+    assert "optimizers[0].grid.l3" in err and "did you mean 'l2'" in err
+
+
+def test_readme_cost_hyperparameter_example_is_a_valid_study(ridge_dir):
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("**Cost hyperparameters.**", 1)[1]
+    block = textwrap.dedent(section.split("```toml\n", 1)[1].split("```", 1)[0])
+    header = RIDGE_STUDY.split("[cost]", 1)[0]
+    cfg = loads(header + block.replace("[[optimizers]]", "[run]\nnum_steps = 5\n\n[[optimizers]]"), ridge_dir)
+    assert cfg.optimizers[0].cost_keys() == ("l2",)
+    jax.config.update("jax_enable_x64", True)
+    experiment.build_problems(cfg)

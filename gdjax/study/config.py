@@ -201,6 +201,17 @@ class OptimizerConfig:
         """The fixed hyperparameters: name -> value."""
         return {k: v for k, v in self.grid if not isinstance(v, tuple)}
 
+    def rule_hyperparameters(self) -> tuple[str, ...]:
+        """The names the rule (with its schedule) takes."""
+        if self.rule in rules.names():
+            return rules.hyperparameters(self.rule, self.schedule)
+        return rules.hyperparameters(self.rule)
+
+    def cost_keys(self) -> tuple[str, ...]:
+        """Grid keys that are not the rule's: hyperparameters of a callable cost (`costs.hyperparameters`)."""
+        names = self.rule_hyperparameters()
+        return tuple(k for k, v in self.grid if k not in names and not isinstance(v, bool))
+
     def num_points(self) -> int:
         """Grid points (before seeds, starts and batch sizes)."""
         sizes = [len(v) for v in self.axes().values()]
@@ -924,7 +935,7 @@ def _read_axis(t: _Table, key: str, value) -> Any:
     )
 
 
-def _read_optimizer(t: _Table) -> OptimizerConfig:
+def _read_optimizer(t: _Table, callable_costs: tuple[bool, ...] = ()) -> OptimizerConfig:
     rule = t.str("rule")
     try:
         rules.hyperparameters(rule)
@@ -960,7 +971,11 @@ def _read_optimizer(t: _Table) -> OptimizerConfig:
         g.known.append(key)
         parsed = _read_axis(g, key, value)
         if key not in names and not isinstance(parsed, bool):
-            g.fail(key, _unknown_hyperparameter(key, rule, schedule, names))
+            # A key the rule does not take may name a hyperparameter of a callable cost (a keyword
+            # parameter with a numeric default); the cost is imported when the problem is built,
+            # which checks the name then. A near miss of the rule's own names is a typo now.
+            if not (callable_costs and all(callable_costs) and not nearest(key, names)):
+                g.fail(key, _unknown_hyperparameter(key, rule, schedule, names, callable_costs))
         grid.append((key, parsed))
     t.finish()
     cfg = OptimizerConfig(
@@ -983,7 +998,7 @@ def _read_optimizer(t: _Table) -> OptimizerConfig:
     return cfg
 
 
-def _unknown_hyperparameter(key: str, rule: str, schedule: str | None, names) -> str:
+def _unknown_hyperparameter(key: str, rule: str, schedule: str | None, names, callable_costs=()) -> str:
     message = f"unknown hyperparameter {key!r} of rule {rule!r}"
     if schedule is not None and schedule != "constant":
         message += f" with schedule {schedule!r}"
@@ -996,13 +1011,20 @@ def _unknown_hyperparameter(key: str, rule: str, schedule: str | None, names) ->
             message
             + f": it belongs to schedule {' / '.join(map(repr, owners))} (set schedule = {owners[0]!r})"
         )
-    return message + f"{nearest(key, names)}; valid: {', '.join(names)}"
+    message += f"{nearest(key, names)}; valid: {', '.join(names)}"
+    if any(callable_costs) and not all(callable_costs) and not nearest(key, names):
+        message += (
+            " (a cost hyperparameter can be swept only when every [[cost]] is a callable that takes it, "
+            "and " + ", ".join(f"cost[{i}]" for i, c in enumerate(callable_costs) if not c) + " is not one)"
+        )
+    return message
 
 
 def _check_values(g: _Table, opt: OptimizerConfig) -> None:
     """Builds the rule at each value of each axis so that a bad value names its key now."""
-    fixed = opt.fixed()
-    first = {k: v[0] for k, v in opt.axes().items()}
+    cost_keys = set(opt.cost_keys())  # checked against the cost when it is loaded
+    fixed = {k: v for k, v in opt.fixed().items() if k not in cost_keys}
+    first = {k: v[0] for k, v in opt.axes().items() if k not in cost_keys}
     extra = {"schedule": opt.schedule} if opt.schedule is not None else {}
     try:
         rules.get(opt.rule, **fixed, **first, **extra)
@@ -1010,6 +1032,8 @@ def _check_values(g: _Table, opt: OptimizerConfig) -> None:
         key = next((k for k, _ in opt.grid if re.search(rf"\b{re.escape(k)}\b", str(err))), None)
         g.fail(key, str(err))
     for name, values in opt.axes().items():
+        if name in cost_keys:
+            continue
         for i, v in enumerate(values[1:], 1):
             try:
                 rules.get(opt.rule, **fixed, **{**first, name: v}, **extra)
@@ -1101,7 +1125,10 @@ def _read(values: dict, src: _Source) -> ExperimentConfig:
         top.fail("optimizers", f"expected [[optimizers]] tables, got {_toml_type(raw_opts)}")
     if not raw_opts:
         top.fail("optimizers", "needs at least one [[optimizers]] entry")
-    opts = tuple(_read_optimizer(_Table(src, ("optimizers", i), o)) for i, o in enumerate(raw_opts))
+    callable_costs = tuple(c.callable is not None for c in cost_cfgs)
+    opts = tuple(
+        _read_optimizer(_Table(src, ("optimizers", i), o), callable_costs) for i, o in enumerate(raw_opts)
+    )
     labels = [o.label for o in opts]
     for i, lab in enumerate(labels):
         if labels.index(lab) != i:
