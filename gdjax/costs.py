@@ -1,6 +1,6 @@
 """Costs written once: models, losses, and the classic test functions.
 
-A cost is a pure JAX function `cost(params, batch) -> scalar`. `params` is any pytree; gradients come
+A cost is a pure JAX function `cost(params, data) -> scalar`. `params` is any pytree; gradients come
 from `jax.grad`, and grids come from `jax.vmap`, so everything here is written for one example of
 parameters (Equinox's rule).
 
@@ -278,8 +278,8 @@ class ModelCost:
     model: Callable
     loss: Callable
 
-    def __call__(self, params: PyTree, batch: PyTree) -> jax.Array:
-        X, y = batch
+    def __call__(self, params: PyTree, data: PyTree) -> jax.Array:
+        X, y = data
         return self.loss(self.model(params, X), y)
 
     @property
@@ -513,12 +513,12 @@ def _sum_leaves(fn, params) -> jax.Array:
     return sum(jnp.sum(fn(leaf)) for leaf in jax.tree.leaves(params))
 
 
-def quadratic(params: PyTree, batch: PyTree = None) -> jax.Array:
+def quadratic(params: PyTree, data: PyTree = None) -> jax.Array:
     """`sum(x**2)` over every element of `params`. Minimum 0 at 0; `L = mu = 2`."""
     return _sum_leaves(lambda x: x * x, params)
 
 
-def shifted_quadratic(params: PyTree, batch: PyTree = None) -> jax.Array:
+def shifted_quadratic(params: PyTree, data: PyTree = None) -> jax.Array:
     """`sum((x - 3)**2) + 1`: minimum 1 at `x = 3`, the tutorials' second example."""
     return _sum_leaves(lambda x: (x - 3.0) ** 2, params) + 1.0
 
@@ -538,7 +538,7 @@ def ill_conditioned_quadratic(condition_number: float, dim: int = 2) -> Cost:
 def _ill_conditioned(condition_number: float, dim: int) -> Cost:
     h = np.geomspace(1.0, condition_number, dim)
 
-    def cost(params, batch=None):
+    def cost(params, data=None):
         x = jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(params)])
         if x.shape != (dim,):
             raise ValueError(f"ill_conditioned_quadratic(dim={dim}) got {x.shape[0]} parameters")
@@ -549,7 +549,7 @@ def _ill_conditioned(condition_number: float, dim: int) -> Cost:
     return cost
 
 
-def rosenbrock(params: PyTree, batch: PyTree = None) -> jax.Array:
+def rosenbrock(params: PyTree, data: PyTree = None) -> jax.Array:
     """Rosenbrock's valley `sum 100 (x[i+1] - x[i]**2)**2 + (1 - x[i])**2` on the flattened params.
 
     Minimum 0 at all-ones; the classic start is `(-1.2, 1.0)`.

@@ -1,12 +1,12 @@
 """Gradient checks: reverse mode vs forward mode vs central differences vs a hand-derived gradient.
 
-`check_grad(cost, params, batch)` computes the gradient of `cost` with respect to every leaf of the
+`check_grad(cost, params, data)` computes the gradient of `cost` with respect to every leaf of the
 params pytree in up to four independent ways and compares every pair:
 
 - `reverse`: `jax.grad`, in the params' own dtype (what gdjax's runs use);
 - `forward`: `jax.jvp` along each basis direction, in the params' own dtype;
 - `fd`: central finite differences of the cost evaluated in float64;
-- `analytic`: a hand-derived gradient `analytic(params, batch)`, e.g. `gdjax.reference.mse_grad`.
+- `analytic`: a hand-derived gradient `analytic(params, data)`, e.g. `gdjax.reference.mse_grad`.
 
 A wrong analytic formula shows up as every `analytic vs ...` pair failing; a broken `custom_vjp`
 as `reverse vs fd` failing while `forward vs fd` passes; a broken `custom_jvp` as both autodiff
@@ -159,7 +159,7 @@ _HOST_ONLY = (
 def check_grad(
     cost: Callable[[PyTree, PyTree], jax.Array],
     params: PyTree,
-    batch: PyTree = None,
+    data: PyTree = None,
     *,
     analytic: Callable[[PyTree, PyTree], PyTree] | None = None,
     num_points: int | None = None,
@@ -175,7 +175,7 @@ def check_grad(
 
     Every leaf of `params` (any pytree) is checked coordinate by coordinate with reverse mode
     (`jax.grad`), forward mode (`jax.jvp` along basis directions), float64 central differences with
-    step `h_i = fd_step * max(1, |x_i|)`, and `analytic(params, batch)` when given. With
+    step `h_i = fd_step * max(1, |x_i|)`, and `analytic(params, data)` when given. With
     `num_points`, the same comparison runs at `params` and at `num_points - 1` perturbed copies
     `params + scale * normal` in one vmapped call, and each row reports its worst point. The
     normal draws (and the coordinate and direction samples) come from a NumPy generator seeded by
@@ -195,13 +195,13 @@ def check_grad(
     Float64 need not be enabled: the float64 computations run inside `jax.enable_x64(True)`,
     scoped to this call, and the params' own dtype computations under the caller's setting (with
     float64 off, float64 NumPy params are checked as the float32 arrays JAX makes of them). Float
-    leaves of `params` and `batch` are cast to float64 for the float64 computations only.
+    leaves of `params` and `data` are cast to float64 for the float64 computations only.
 
     Args:
-      cost: `cost(params, batch) -> scalar`, a pure JAX function.
+      cost: `cost(params, data) -> scalar`, a pure JAX function.
       params: the point to check at: a pytree of floating-point arrays.
-      batch: the data pytree passed to `cost` (None for costs that ignore it).
-      analytic: optional hand-derived gradient, `analytic(params, batch)` returning a pytree like
+      data: the pytree passed to `cost` (None for costs that ignore it).
+      analytic: optional hand-derived gradient, `analytic(params, data)` returning a pytree like
         `params`. A JAX-traceable one is vmapped with the rest; a NumPy one (such as
         `gdjax.reference.mse_grad`) is detected and called once per point.
       num_points: how many points to check (point 0 is `params`); default 1.
@@ -241,9 +241,9 @@ def check_grad(
       True
     """
     if not callable(cost):
-        raise ValueError(f"cost must be callable as cost(params, batch), got {cost!r}")
+        raise ValueError(f"cost must be callable as cost(params, data), got {cost!r}")
     if analytic is not None and not callable(analytic):
-        raise ValueError(f"analytic must be callable as analytic(params, batch), got {analytic!r}")
+        raise ValueError(f"analytic must be callable as analytic(params, data), got {analytic!r}")
     check_positive_int("num_points", num_points, allow_none=True)
     check_positive_int("max_coordinates", max_coordinates, allow_none=True)
     if num_directions is not None and num_directions != 0:
@@ -255,13 +255,13 @@ def check_grad(
     fd_step = FD_STEP if fd_step is None else fd_step
     check_finite_number("fd_step", fd_step, positive=True, upper=1.0)
     check_params(params)
-    check_data(batch)
-    check_cost(cost, params, batch)
+    check_data(data)
+    check_cost(cost, params, data)
 
     path_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     names = [jax.tree_util.keystr(p, simple=True, separator="/") or "<root>" for p, _ in path_leaves]
     leaves = [jnp.asarray(leaf) for _, leaf in path_leaves]  # the dtypes the caller's program uses
-    out_dtype = jax.eval_shape(cost, params, batch).dtype
+    out_dtype = jax.eval_shape(cost, params, data).dtype
     work = [_less_precise(leaf.dtype, out_dtype) for leaf in leaves]
     for dtype in work:
         _tolerance(dtype)  # an unsupported dtype fails here, before any tracing
@@ -273,17 +273,17 @@ def check_grad(
     with jax.enable_x64(True):
         # The reference's dtype: float64, unless the cost casts to something less precise.
         ref_dtype = _less_precise(
-            np.float64, jax.eval_shape(cost, *_float64_args(leaves, treedef, batch)).dtype
+            np.float64, jax.eval_shape(cost, *_float64_args(leaves, treedef, data)).dtype
         )
     _tolerance(ref_dtype)
 
     traced_analytic, analytic_dtypes = None, None
     if analytic is not None:
         try:
-            first = jax.eval_shape(analytic, params, batch)
+            first = jax.eval_shape(analytic, params, data)
             traced_analytic = analytic
         except _HOST_ONLY:
-            first = analytic(params, batch)  # a NumPy function: its value at point 0
+            first = analytic(params, data)  # a NumPy function: its value at point 0
         analytic_dtypes = _check_analytic(first, treedef, leaves, names)
         for dtype in analytic_dtypes:
             _tolerance(dtype)
@@ -297,14 +297,14 @@ def check_grad(
     points = _perturb(rng, leaves, num_points, scale)
     directions = _directions(rng, leaves, num_directions)
 
-    out, skipped = _evaluate(cost, treedef, traced_analytic, points, batch, indices, fd_step, directions)
+    out, skipped = _evaluate(cost, treedef, traced_analytic, points, data, indices, fd_step, directions)
     split = np.cumsum([idx.size for idx in indices])[:-1]
     grads = {m: np.split(np.asarray(out[m]), split, axis=1) for m in METHODS if m in out}
     dtypes = {"reverse": work, "forward": work, "fd": [np.dtype(np.float64)] * len(leaves)}
     analytic_flat = None
     if analytic is not None:
         if traced_analytic is None:
-            analytic_flat = _host_analytic(analytic, first, points, batch, treedef, leaves, names)
+            analytic_flat = _host_analytic(analytic, first, points, data, treedef, leaves, names)
             grads["analytic"] = np.split(analytic_flat[:, _flat_coords(leaves, indices)], split, axis=1)
         else:
             analytic_flat = np.asarray(out["analytic64"]) if directions is not None else None
@@ -518,7 +518,7 @@ def _tolerance(dtype) -> Tolerance:
         raise ValueError(f"check_grad has no tolerances for dtype {dtype}; known: {known}") from None
 
 
-def _evaluate(cost, treedef, traced_analytic, points, batch, indices, fd_step, directions):
+def _evaluate(cost, treedef, traced_analytic, points, data, indices, fd_step, directions):
     """Runs the compiled comparison; returns its outputs (float64 NumPy) and the skipped methods.
 
     Two compiled programs: the params' own dtype computations under the caller's float64 setting
@@ -532,14 +532,14 @@ def _evaluate(cost, treedef, traced_analytic, points, batch, indices, fd_step, d
         try:
             native = _compiled_native(cost, treedef, traced_analytic, with_forward)
             out = {
-                k: np.asarray(v, np.float64) for k, v in jax.device_get(native(points, batch, coords)).items()
+                k: np.asarray(v, np.float64) for k, v in jax.device_get(native(points, data, coords)).items()
             }
             with jax.enable_x64(True):
                 ref = _compiled_reference(
                     cost, treedef, traced_analytic, with_forward, directions is not None
                 )
                 dirs = None if directions is None else (directions.vectors, directions.leaf)
-                out |= jax.device_get(ref(points, batch, coords, fd_step, dirs))
+                out |= jax.device_get(ref(points, data, coords, fd_step, dirs))
             return out, tuple(skipped)
         except TypeError as err:
             if not with_forward:
@@ -554,7 +554,7 @@ def _check_analytic(out, treedef, leaves, names) -> list[np.dtype]:
     """Checks that an analytic gradient (or its shapes) mirrors params; returns its leaf dtypes."""
     if jax.tree.structure(out) != treedef:
         raise ValueError(
-            f"analytic(params, batch) returned a pytree of structure {jax.tree.structure(out)}, "
+            f"analytic(params, data) returned a pytree of structure {jax.tree.structure(out)}, "
             f"but params have structure {treedef}"
         )
     got = treedef.flatten_up_to(out)
@@ -567,12 +567,12 @@ def _check_analytic(out, treedef, leaves, names) -> list[np.dtype]:
     return [np.dtype(g.dtype) if hasattr(g, "dtype") else np.dtype(np.float64) for g in got]
 
 
-def _host_analytic(analytic, first, points, batch, treedef, leaves, names) -> np.ndarray:
+def _host_analytic(analytic, first, points, data, treedef, leaves, names) -> np.ndarray:
     """Calls a NumPy analytic gradient point by point (`first`: its value at point 0, which is
     `params` itself); returns it flattened, `(num_points, total)` float64."""
     per_point = []
     for p in range(points[0].shape[0]):
-        out = first if p == 0 else analytic(treedef.unflatten([x[p] for x in points]), batch)
+        out = first if p == 0 else analytic(treedef.unflatten([x[p] for x in points]), data)
         _check_analytic(out, treedef, leaves, names)
         per_point.append(
             np.concatenate([np.ravel(np.asarray(g, np.float64)) for g in treedef.flatten_up_to(out)])
@@ -586,8 +586,8 @@ def _flat_coords(leaves, indices) -> np.ndarray:
     return np.concatenate([o + idx for o, idx in zip(offsets, indices, strict=True)])
 
 
-def _float64_args(leaves, treedef, batch):
-    """Shapes of `(params, batch)` with float leaves in float64, for `jax.eval_shape`."""
+def _float64_args(leaves, treedef, data):
+    """Shapes of `(params, data)` with float leaves in float64, for `jax.eval_shape`."""
 
     def spec(x):
         dtype = jnp.result_type(x)
@@ -595,7 +595,7 @@ def _float64_args(leaves, treedef, batch):
             np.shape(x), jnp.float64 if jnp.issubdtype(dtype, jnp.floating) else dtype
         )
 
-    return treedef.unflatten([spec(x) for x in leaves]), jax.tree.map(spec, batch)
+    return treedef.unflatten([spec(x) for x in leaves]), jax.tree.map(spec, data)
 
 
 def _host_rng(key) -> np.random.Generator:
@@ -660,19 +660,19 @@ def _compiled_native(cost, treedef, traced_analytic, with_forward: bool):
     position in that vector.
     """
 
-    def one_point(leaves, batch, coords):
+    def one_point(leaves, data, coords):
         dtypes = [x.dtype for x in leaves]
         common = jnp.result_type(*dtypes)  # every leaf dtype converts exactly to and from it
         unravel = _unraveller(treedef, leaves)
         params = treedef.unflatten(leaves)
-        reverse = _ravel(treedef.flatten_up_to(jax.grad(cost)(params, batch)), common)
+        reverse = _ravel(treedef.flatten_up_to(jax.grad(cost)(params, data)), common)
         out = {"reverse": reverse[coords], "reverse_all": reverse}
         if traced_analytic is not None:
-            got = treedef.flatten_up_to(traced_analytic(params, batch))
+            got = treedef.flatten_up_to(traced_analytic(params, data))
             out["analytic"] = _ravel(got, jnp.result_type(*got))[coords]
         if with_forward:
             flat = _ravel(leaves, common)
-            f = lambda v: cost(unravel(v, dtypes), batch)
+            f = lambda v: cost(unravel(v, dtypes), data)
 
             def along(i):
                 tangent = (jnp.arange(flat.size) == i).astype(flat.dtype)
@@ -693,9 +693,9 @@ def _compiled_reference(cost, treedef, traced_analytic, with_forward: bool, with
     analytic gradient at the float64 params (whole).
     """
 
-    def one_point(leaves, batch, coords, fd_step, dirs):
+    def one_point(leaves, data, coords, fd_step, dirs):
         unravel = _unraveller(treedef, leaves)
-        batch64 = jax.tree.map(_to_float64, batch)
+        batch64 = jax.tree.map(_to_float64, data)
         flat64 = _ravel(leaves)
         cost64 = lambda v: cost(unravel(v, [jnp.float64] * len(leaves)), batch64)
         fd = jax.vmap(lambda i: _central_difference(cost64, flat64, i, fd_step))(coords)

@@ -1,6 +1,6 @@
 """One optimisation run as one compiled `lax.scan`.
 
-`run(cost, rule, params0, data, num_steps=...) -> Trace` takes any cost `cost(params, batch)` and any
+`run(cost, rule, params0, data, num_steps=...) -> Trace` takes any cost `cost(params, data)` and any
 `optax.GradientTransformation` (hand-written from `gdjax.rules` or Optax's own) and runs the whole
 optimisation inside one jit-compiled program: sampling of stochastic / mini-batches from a PRNG key,
 the update rule, stopping tolerances and divergence detection all happen inside the scan, so a run is

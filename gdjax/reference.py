@@ -77,19 +77,19 @@ def optimal_cost(X, y, *, fit_intercept: bool = True) -> float:
     return least_squares(X, y, fit_intercept=fit_intercept, full_output=True).f_star
 
 
-def mse_cost(params: dict, batch) -> float:
+def mse_cost(params: dict, data) -> float:
     """`mean((X w + b - y)**2)` in float64 NumPy."""
-    X, y = batch
+    X, y = data
     r = _f64(X) @ _f64(params["w"]) + _f64(params["b"]) - _f64(y)
     return float(np.mean(r * r))
 
 
-def mse_grad(params: dict, batch) -> dict:
+def mse_grad(params: dict, data) -> dict:
     """The hand-derived MSE gradient of the linear model, in float64.
 
     With residual `r = X w + b - y`: `df/dw = (2/n) X^T r`, `df/db = (2/n) sum(r)`.
     """
-    X, y = batch
+    X, y = data
     X = _f64(X)
     n = X.shape[0]
     r = X @ _f64(params["w"]) + _f64(params["b"]) - _f64(y)
@@ -161,27 +161,27 @@ def _softmax(Z: np.ndarray) -> np.ndarray:
     return E / E.sum(axis=1, keepdims=True)
 
 
-def logistic_cost(params: dict, batch) -> float:
+def logistic_cost(params: dict, data) -> float:
     """`mean(log(1 + exp(z)) - y z)` with `z = X w + b`, in float64 NumPy (y in {0, 1})."""
-    X, y = batch
+    X, y = data
     z = _logits(params, X)
     return float(np.mean(_log1pexp(z) - _f64(y) * z))
 
 
-def logistic_grad(params: dict, batch) -> dict:
+def logistic_grad(params: dict, data) -> dict:
     """The hand-derived gradient of the logistic loss of a linear model, in float64.
 
     With `r = sigmoid(X w + b) - y`: `df/dw = X^T r / n`, `df/db = mean(r)`.
     """
-    X, y = batch
+    X, y = data
     X = _f64(X)
     r = _sigmoid(_logits(params, X)) - _f64(y)
     return {"w": X.T @ r / X.shape[0], "b": np.float64(r.mean())}
 
 
-def cross_entropy_cost(params: dict, batch) -> float:
+def cross_entropy_cost(params: dict, data) -> float:
     """`mean(logsumexp(Z_i) - Z_i[y_i])` with `Z = X W + b`, in float64 NumPy (y class indices)."""
-    X, y = batch
+    X, y = data
     Z = _logits(params, X)
     m = Z.max(axis=1)
     lse = m + np.log(np.exp(Z - m[:, None]).sum(axis=1))
@@ -189,13 +189,13 @@ def cross_entropy_cost(params: dict, batch) -> float:
     return float(np.mean(lse - picked))
 
 
-def cross_entropy_grad(params: dict, batch) -> dict:
+def cross_entropy_grad(params: dict, data) -> dict:
     """The hand-derived gradient of the softmax cross entropy of a linear model, in float64.
 
     With `R = softmax(X W + b) - onehot(y)` (row-wise softmax): `df/dW = X^T R / n`,
     `df/db = mean(R, axis=0)`.
     """
-    X, y = batch
+    X, y = data
     X = _f64(X)
     R = _softmax(_logits(params, X))
     R[np.arange(R.shape[0]), np.asarray(y).astype(np.int64)] -= 1.0

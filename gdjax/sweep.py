@@ -869,7 +869,7 @@ def sweep(
     second sweep with new values of the same sizes compiles nothing.
 
     Args:
-      cost: pure `cost(params, batch) -> scalar`.
+      cost: pure `cost(params, data) -> scalar`.
       rule: a rule name (`"sgd"`, `"momentum"`, `"optax.lamb"`, see `gdjax.rules.get`), a built gdjax
         rule (`gdjax.rules.adam(0.1)`: its values are the lanes' defaults), or a factory
         (`gdjax.rules.momentum`) whose `update` is shared across values. Several optimizers in one

@@ -489,16 +489,16 @@ START = {"w": np.zeros(1), "b": np.float64(0.5)}
 # (keyword arguments of check_grad, a regex the ValueError must match)
 BAD_INPUTS = {
     "nan_in_X": (
-        dict(batch=_house(X=_with(_house()[0], (2, 0), np.nan))),
+        dict(data=_house(X=_with(_house()[0], (2, 0), np.nan))),
         r"data\[0\] contains a non-finite",
     ),
-    "inf_in_y": (dict(batch=_house(y=_with(_house()[1], 4, np.inf))), r"data\[1\] contains a non-finite"),
+    "inf_in_y": (dict(data=_house(y=_with(_house()[1], 4, np.inf))), r"data\[1\] contains a non-finite"),
     "X_y_lengths_differ": (
-        dict(batch=_house(y=_house()[1][:5])),
+        dict(data=_house(y=_house()[1][:5])),
         r"disagree on the number of examples.*\(5,\)",
     ),
-    "y_column_vector": (dict(batch=_house(y=_house()[1][:, None])), r"targets have shape \(7, 1\)"),
-    "empty_data": (dict(batch=(np.zeros((0, 1)), np.zeros(0))), r"empty"),
+    "y_column_vector": (dict(data=_house(y=_house()[1][:, None])), r"targets have shape \(7, 1\)"),
+    "empty_data": (dict(data=(np.zeros((0, 1)), np.zeros(0))), r"empty"),
     "params_missing_b": (dict(params={"w": np.zeros(1)}), r"cost\(params, data\) failed.*'w': \(1,\)"),
     "params_wrong_shape": (dict(params={"w": np.zeros(3), "b": np.float64(0.0)}), r"shapes .*'w': \(3,\)"),
     "integer_params": (dict(params={"w": np.zeros(1, int), "b": np.int64(0)}), r"must be floating point"),
@@ -510,7 +510,7 @@ BAD_INPUTS = {
     "cost_not_callable": (dict(cost="mse"), r"cost must be callable"),
     "analytic_wrong_structure": (
         dict(analytic=_wrong_structure),
-        r"analytic\(params, batch\) returned a pytree",
+        r"analytic\(params, data\) returned a pytree",
     ),
     "analytic_wrong_shape": (dict(analytic=_wrong_shape), r"analytic gradient for w has shape \(2,\)"),
     "num_points_zero": (dict(num_points=0), r"num_points must be an integer >= 1"),
@@ -539,7 +539,7 @@ class _CountingCost:
 @pytest.mark.parametrize("name", BAD_INPUTS)
 def test_bad_input_raises_a_clear_error(name):
     kwargs, match = BAD_INPUTS[name]
-    args = dict(cost=LINEAR_MSE, params=START, batch=_house()) | kwargs
+    args = dict(cost=LINEAR_MSE, params=START, data=_house()) | kwargs
     with pytest.raises(ValueError, match=match):
         check_grad(**args)
 
@@ -551,7 +551,7 @@ def test_bad_data_is_rejected_before_the_cost_is_traced(name):
     kwargs, match = BAD_INPUTS[name]
     cost = _CountingCost()
     with pytest.raises(ValueError, match=match):
-        check_grad(**(dict(params=START, batch=_house()) | kwargs | dict(cost=cost)))
+        check_grad(**(dict(params=START, data=_house()) | kwargs | dict(cost=cost)))
     assert cost.calls == 0
 
 
@@ -810,4 +810,4 @@ def test_bad_input_at_scale_raises_a_clear_error(name):
     kwargs, match = AT_SCALE_BAD_INPUTS[name]
     params, batch = deep_mlp_problem(np.float32)
     with pytest.raises(ValueError, match=match):
-        check_grad(**(dict(cost=deep_mlp_cost, params=params, batch=batch) | kwargs))
+        check_grad(**(dict(cost=deep_mlp_cost, params=params, data=batch) | kwargs))

@@ -226,14 +226,14 @@ class Problem(NamedTuple):
     Attributes:
       label: the cost's label.
       config: the cost's part of the config.
-      cost: `cost(params, batch) -> scalar`.
+      cost: `cost(params, data) -> scalar`.
       params0: the start, in the runs' dtype.
       data: `(X, y)` in the runs' dtype, or None for test functions.
       dataset: the float64 data (`Dataset`), or None.
       f_star: the optimal cost (closed form), or None when unknown.
       minimizer: the optimal params (closed form), or None.
       curvature: `L`, `mu`, `max_stable_lr` (2/L), `best_lr` (2/(L+mu)), `condition_number`, or {}.
-      analytic: a hand-derived gradient `analytic(params, batch)` for the gradient check, or None.
+      analytic: a hand-derived gradient `analytic(params, data)` for the gradient check, or None.
       metrics: `{name: fn(params) -> scalar}` recorded at every evaluation of the runs:
         `accuracy` (training) for classification losses, `test_loss` and `test_accuracy` on the
         held-out split; None when there are none.
@@ -277,7 +277,7 @@ def _quadratic_curvature(h: np.ndarray) -> dict:
     return {"L": L, "mu": mu, "max_stable_lr": 2 / L, "best_lr": 2 / (L + mu), "condition_number": L / mu}
 
 
-def _rosenbrock_grad(x, batch=None):
+def _rosenbrock_grad(x, data=None):
     x = jnp.asarray(x)
     inner = x[1:] - x[:-1] ** 2
     g = jnp.zeros_like(x)
@@ -366,7 +366,7 @@ def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> lis
             h = np.asarray(cost.curvature)
             f_star, x_star, curv = 0.0, np.zeros(c.dim), _quadratic_curvature(h)
 
-            def analytic(x, batch=None, h=h):
+            def analytic(x, data=None, h=h):
                 return jnp.asarray(h, x.dtype) * x
 
         else:
@@ -378,7 +378,7 @@ def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> lis
                 curv = _quadratic_curvature(np.full(c.dim, 2.0))
                 shift = 0.0 if c.function == "quadratic" else 3.0
 
-                def analytic(x, batch=None, shift=shift):
+                def analytic(x, data=None, shift=shift):
                     return 2.0 * (x - shift)
 
         problems.append(

@@ -54,44 +54,44 @@ __all__ = [
 # ------------------------------------------------------------------------------ classification
 # The math lives in the core (`gdjax.costs.logistic`, `cross_entropy`, their accuracies, and the
 # float64 oracles `gdjax.reference.logistic_grad` / `cross_entropy_grad`). These module-level
-# `(params, batch)` forms keep the row-major layout the study has always run in, and the
+# `(params, data)` forms keep the row-major layout the study has always run in, and the
 # hand-derived gradients here stay JAX functions so that the gradient check vmaps them.
-def logistic_cost(params, batch):
+def logistic_cost(params, data):
     """Mean logistic loss (binary cross entropy on logits) of a linear model; `y` holds 0 / 1."""
-    X, y = batch
+    X, y = data
     return costs.logistic(costs.linear(params, X), y)
 
 
-def logistic_grad(params, batch):
+def logistic_grad(params, data):
     """The hand-derived gradient of `logistic_cost` (`gdjax.reference.logistic_grad` in JAX)."""
-    X, y = batch
+    X, y = data
     r = jax.nn.sigmoid(costs.linear(params, X)) - y  # (n,)
     return {"w": X.T @ r / X.shape[0], "b": jnp.mean(r)}
 
 
-def logistic_accuracy(params, batch):
+def logistic_accuracy(params, data):
     """Fraction of examples with `(z > 0) == y`."""
-    X, y = batch
+    X, y = data
     return costs.binary_accuracy(costs.linear(params, X), y)
 
 
-def cross_entropy_cost(params, batch):
+def cross_entropy_cost(params, data):
     """Mean softmax cross entropy of a linear model with one output per class; `y` holds class indices."""
-    X, y = batch
+    X, y = data
     return costs.cross_entropy(costs.linear(params, X), y)
 
 
-def cross_entropy_grad(params, batch):
+def cross_entropy_grad(params, data):
     """The hand-derived gradient of `cross_entropy_cost` (`gdjax.reference.cross_entropy_grad` in JAX)."""
-    X, y = batch
+    X, y = data
     Z = costs.linear(params, X)  # (n, k)
     R = jax.nn.softmax(Z, axis=1) - jax.nn.one_hot(y.astype(jnp.int32), Z.shape[1], dtype=Z.dtype)
     return {"w": X.T @ R / X.shape[0], "b": jnp.mean(R, axis=0)}
 
 
-def cross_entropy_accuracy(params, batch):
+def cross_entropy_accuracy(params, data):
     """Fraction of examples whose largest logit is the target class."""
-    X, y = batch
+    X, y = data
     return costs.categorical_accuracy(costs.linear(params, X), y)
 
 
@@ -110,9 +110,9 @@ def accuracy_fn(loss: str) -> Callable:
     return LOSSES[loss][2]
 
 
-def bound(fn: Callable, batch) -> Callable:
-    """`params -> fn(params, batch)`: a metric over fixed data (`gdjax.costs.on_data`)."""
-    return costs.on_data(fn, batch)
+def bound(fn: Callable, data) -> Callable:
+    """`params -> fn(params, data)`: a metric over fixed data (`gdjax.costs.on_data`)."""
+    return costs.on_data(fn, data)
 
 
 # ------------------------------------------------------------------------------- user code
