@@ -66,9 +66,5 @@ def test_every_study_module_has_a_place_in_the_order():
 def test_study_modules_import_only_downward(name):
     path = PACKAGE / "study" / f"{name}.py"
     above = set(STUDY_ORDER[STUDY_ORDER.index(name) :])
-    bad = sorted(
-        m
-        for m in _gdjax_imports(path)
-        if m.startswith("gdjax.study.") and m.split(".")[2] in above
-    )
+    bad = sorted(m for m in _gdjax_imports(path) if m.startswith("gdjax.study.") and m.split(".")[2] in above)
     assert not bad, f"gdjax.study.{name} imports {bad}, which sit at or above it"
