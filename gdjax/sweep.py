@@ -1055,7 +1055,9 @@ def sweep(
                     key_impl=lanes.key_impl,
                     tols=tols,
                     coords=coords,
-                    bytes_per_lane=_bytes_per_lane(group_cost, rule0, p0, prepared, opts, len(metric_fns)),
+                    bytes_per_lane=_bytes_per_lane(
+                        *loop.evaluation_form(group_cost, prepared, opts), rule0, p0, opts, len(metric_fns)
+                    ),
                 )
             )
 
@@ -1194,7 +1196,7 @@ def _lane_values(
     return lane_params, (hp, cost_hp), loop.Tolerances(**tol_fields), key_data, coord_values, seed_i, start_i
 
 
-def _bytes_per_lane(cost, rule, params0, data, opts: loop.RunOptions, num_metrics: int) -> int:
+def _bytes_per_lane(cost, data, rule, params0, opts: loop.RunOptions, num_metrics: int) -> int:
     """The memory estimate of one lane (see the module docstring)."""
     params_size = _tree_size(params0)
     state_size = _tree_size(jax.eval_shape(rule.init, params0))

@@ -361,3 +361,25 @@ def test_a_study_whose_sweep_is_refused_leaves_no_folder(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="memory_budget.*nothing was written"):
         experiment.run_experiment(cfg, str(out))
     assert not out.exists()
+
+
+def test_minibatch_evaluations_on_the_feature_major_copy_equal_the_rows():
+    X, y = _data(300, 4)
+    p0 = gdjax.init_linear(4)
+    kw = dict(num_steps=200, batch_size=16, key=3, eval_every=20)
+    fast = gdjax.run(COST, rules.sgd(0.05), p0, (X, y), **kw)
+    rows = gdjax.run(COST, rules.sgd(0.05), p0, (X, y), execution=gdjax.Execution(layout="as_given"), **kw)
+    np.testing.assert_array_equal(fast.batch_loss_history, rows.batch_loss_history)  # same batches
+    np.testing.assert_allclose(fast.loss_history, rows.loss_history, rtol=1e-12)
+    np.testing.assert_allclose(fast.grad_norm_history, rows.grad_norm_history, rtol=1e-10)
+    # A lane of a sweep takes the same path as the run alone.
+    res = gdjax.sweep(
+        COST,
+        "sgd",
+        p0,
+        (X, y),
+        grid={"learning_rate": [0.05]},
+        seeds=[3],
+        **{k: v for k, v in kw.items() if k != "key"},
+    )
+    np.testing.assert_allclose(res.trace.loss_history[0], fast.loss_history, rtol=1e-12)
