@@ -129,7 +129,7 @@ def _tree_sq_norm(tree) -> jax.Array:
     return sum(jnp.sum(jnp.real(x * jnp.conj(x))) for x in jax.tree.leaves(tree))
 
 
-def _float_dtype(params) -> np.dtype:
+def float_dtype(params) -> np.dtype:
     """The real floating dtype of the run: the params' promoted dtype (complex64 -> float32)."""
     leaves = jax.tree.leaves(params)
     dtypes = tuple(x.dtype if hasattr(x, "dtype") else type(x) for x in leaves)
@@ -151,7 +151,7 @@ def schedule(opts: RunOptions) -> tuple[np.ndarray, np.ndarray]:
     return evals, records
 
 
-def _scan_run(
+def scan_program(
     cost: Callable,
     spec: Any,
     metrics: tuple,
@@ -162,13 +162,18 @@ def _scan_run(
     key: jax.Array | None,
     tols: Tolerances,
 ) -> Trace:
-    """The compiled body of `run`: pure in its array arguments, vmappable over all of them.
+    """The compiled body of `run` (and, under `jax.vmap`, of every lane of `gdjax.sweep`): pure in its
+    array arguments, vmappable over all of them.
+
+    Args: the static `cost`, rule `spec` (a `RuleSpec`, or `Opaque` for a transformation built
+    outside gdjax), `metrics` and `opts`; the arrays `params0`, `hyperparams` (`(rule values, cost
+    values)`), `data`, `key` and `tols`.
 
     The loop is a scan over evaluation intervals: each interval evaluates the full-data loss,
     gradient norm and metrics at its first iterate (and decides the stopping rules that need them),
     then takes `eval_every` steps, each on its own batch. A last evaluation follows the last step.
     """
-    dtype = _float_dtype(params0)
+    dtype = float_dtype(params0)
     tols = jax.tree.map(lambda t: jnp.asarray(t, jnp.int32 if t.dtype == np.int32 else dtype), tols)
     rule_values, cost_values = hyperparams
     if cost_values:
@@ -386,7 +391,7 @@ def _scan_run(
     )
 
 
-_compiled_run = jax.jit(_scan_run, static_argnums=(0, 1, 2, 3))
+_compiled_run = jax.jit(scan_program, static_argnums=(0, 1, 2, 3))
 
 
 def use_layout(cost, data, layout: str, batch_size):
@@ -438,7 +443,7 @@ def rule_parts(rule, params0: PyTree) -> tuple[Any, Any]:
     `Opaque` with its state built here."""
     spec = getattr(rule, "spec", None)
     if spec is not None and hasattr(spec, "init") and hasattr(rule, "hyperparams"):
-        dtype = _float_dtype(params0)
+        dtype = float_dtype(params0)
         values = {k: _host_value(v, dtype) for k, v in rule.hyperparams.items()}
         return spec, values
     return Opaque(rule.update), rule.init(params0)
@@ -690,7 +695,7 @@ def prepare(
                 f"batch_size={batch_size} < {n} examples samples batches at random: pass "
                 "key=jax.random.key(seed)"
             )
-    dtype = _float_dtype(params0)
+    dtype = float_dtype(params0)
     data = _prepare_data(data, dtype)
     _checked_signature(cost, _StructKey(params0), _StructKey(data))
     metric_fns = check_metrics(metrics, params0)
@@ -859,7 +864,7 @@ def run(
     opts = _enabled_criteria_cached(opts, tols)
     tols = _device_tolerances(stopping, jax.config.jax_enable_x64)
     spec, values = rule_parts(rule, params0)
-    dtype = _float_dtype(params0)
+    dtype = float_dtype(params0)
     cost_values = {k: _host_value(v, dtype) for k, v in cost_values.items()}
     trace = _compiled_run(cost, spec, metric_fns, opts, params0, (values, cost_values), data, key, tols)
     if isinstance(spec, Opaque):
@@ -897,12 +902,14 @@ def _warn_if_stuck(trace: Trace, params0) -> None:
 
 __all__ = [
     "DIVERGENCE_FACTOR",
-    "RuleCannotMoveWarning",
     "DIVERGENCE_PATIENCE",
     "RESERVED_NAMES",
+    "RuleCannotMoveWarning",
     "RunOptions",
     "Tolerances",
+    "float_dtype",
     "make_tolerances",
     "prepare",
     "run",
+    "scan_program",
 ]

@@ -2,7 +2,7 @@
 
 `sweep(cost, rule, params0, data, grid=..., num_steps=...) -> SweepResult` runs every combination of
 hyperparameter values, seeds and starting points ("lanes") as `jax.vmap` of the same compiled body
-that `gdjax.loop.run` uses (`loop._scan_run`), so a lane gives the same numbers as the same
+that `gdjax.loop.run` uses (`loop.scan_program`), so a lane gives the same numbers as the same
 configuration run alone. Each lane builds its rule state inside the program by calling the rule's
 rule's spec on that lane's values (`rule.spec.init(params0, values)` with traced values), and every
 lane runs the spec's one `update`: new values never recompile; only a new rule family, a new static
@@ -709,11 +709,11 @@ def _round_up(n: int, multiple: int) -> int:
 
 # ------------------------------------------------------------------------- the compiled program
 def _lanes_program(cost, metrics, opts, spec, lane_sharding, key_impl, params0, hp, data, key_data, tols):
-    """`loop._scan_run` vmapped over lanes; each lane builds its rule state from its values."""
+    """`loop.scan_program` vmapped over lanes; each lane builds its rule state from its values."""
     keys = None if key_data is None else jax.random.wrap_key_data(key_data, impl=key_impl)
 
     def one(p0, values, key, lane_tols):
-        return loop._scan_run(cost, spec, metrics, opts, p0, values, data, key, lane_tols)
+        return loop.scan_program(cost, spec, metrics, opts, p0, values, data, key, lane_tols)
 
     # `hp` is (rule values, cost values), each a dict of (lanes,) arrays.
 
@@ -1174,7 +1174,7 @@ def _lane_values(
 
     # Hyperparameters in the params' dtype: what a Python float becomes in the rule's state at init
     # (Optax's inject_hyperparams would keep a float64 array as float64).
-    dtype = loop._float_dtype(lanes.stack)
+    dtype = loop.float_dtype(lanes.stack)
     hp = {k: np.full(num, v, dtype) for k, v in base.items()}
     cost_hp = {k: np.full(num, v, dtype) for k, v in cost_base.items()}
     cost_hp.update({k: np.full(num, v, dtype) for k, v in parsed.fixed.items() if k in parsed.cost_keys})
@@ -1211,7 +1211,7 @@ def _bytes_per_lane(cost, data, rule, params0, opts: loop.RunOptions, num_metric
         + state_size
         + residual
     )
-    return elements * np.dtype(loop._float_dtype(params0)).itemsize
+    return elements * np.dtype(loop.float_dtype(params0)).itemsize
 
 
 def _check_memory(groups, chunk_size, devices, memory_budget, record_every) -> list[int]:

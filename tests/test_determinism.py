@@ -216,7 +216,7 @@ def test_a_lane_equals_the_run_alone(dtype_name, batch):
 _LANE_BITS = pytest.mark.xfail(
     strict=True,
     reason=(
-        "design.md promises a lane == the run alone bit for bit; gdjax/sweep.py vmaps loop._scan_run "
+        "design.md promises a lane == the run alone bit for bit; gdjax/sweep.py vmaps loop.scan_program "
         "and XLA reorders the full-data reductions: grad_norm_history differs in the last bits "
         "(mini-batch), every history differs (full batch)"
     ),
