@@ -24,8 +24,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
 
 from gdjax import validation
 
@@ -143,21 +146,32 @@ class Execution:
 def stopping_of(stopping: Stopping | None, tol: float | None) -> Stopping:
     """The `Stopping` of a call: `stopping=` (default `Stopping()`) with `tol=` folded in."""
     if stopping is None:
-        stopping = Stopping()
+        stopping = _DEFAULT_STOPPING
     elif not isinstance(stopping, Stopping):
         raise ValueError(f"stopping must be a gdjax.Stopping(...), got {type(stopping).__name__}")
-    if tol is not None:
-        validation.check_finite_number("tol", tol, positive=True)
+    if tol is None:
+        return stopping
+    if isinstance(tol, bool) or not isinstance(tol, int | float | np.floating | np.integer):
+        raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
+    return _with_tol(stopping, float(tol))
+
+
+@functools.lru_cache(maxsize=256)
+def _with_tol(stopping: Stopping, tol: float) -> Stopping:
+    validation.check_finite_number("tol", tol, positive=True)
     return stopping.with_tol(tol)
 
 
 def execution_of(execution: Execution | None, chunk_size: int | None = None) -> Execution:
     """The `Execution` of a call: `execution=` (default `Execution()`) with `chunk_size=` folded in."""
     if execution is None:
-        execution = Execution()
+        execution = _DEFAULT_EXECUTION
     elif not isinstance(execution, Execution):
         raise ValueError(f"execution must be a gdjax.Execution(...), got {type(execution).__name__}")
     return execution.with_chunk_size(chunk_size)
 
+
+_DEFAULT_STOPPING = Stopping()  # frozen: one instance serves every call that gives none
+_DEFAULT_EXECUTION = Execution()
 
 __all__ = ["DIVERGENCE_FACTOR", "DIVERGENCE_PATIENCE", "Execution", "Stopping"]
