@@ -201,7 +201,7 @@ def notes_lr_regimes(s: Study) -> list[str]:
     fastest = min(converged, key=lambda r: r["steps"])
     slowest = min(r["learning_rate"] for r in converged)
     lines = [
-        f"Steps to converge under the parameter-change tolerance (`tol = {s.cfg.run.tol:g}`, at most "
+        f"Steps to converge under the parameter-change tolerance (`tol = {s.cfg.stopping.tol:g}`, at most "
         f"{s.cfg.run.num_steps} steps):",
         "",
         *table(["regime", "learning rate", "lr x L", "status", "steps to converge", "final f - f*"], rows),

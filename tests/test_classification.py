@@ -545,11 +545,12 @@ def test_impossible_histories_are_refused_before_the_folder_exists(tmp_path, mon
     out = tmp_path / "big"
     code, _, err = run_cli("run", cfg_path, "--out", out)
     assert code == 2 and "Traceback" not in err, err
-    assert "run.record_every" in err and "nothing was written" in err and "65 parameters" in err
+    assert "execution.record_every" in err and "nothing was written" in err and "65 parameters" in err
+    assert "[execution] record_every = " in err
     assert not out.exists()
     # The advice works: with the record_every it names, the study fits.
     advised = int(err.split("record_every = ")[1].split()[0])
-    fixed = DIGITS_38.replace("[run]", f"[run]\nrecord_every = {advised}")
+    fixed = DIGITS_38.replace("[run]", f"[execution]\nrecord_every = {advised}\n\n[run]")
     cfg = config_lib.load(_write(tmp_path / "fixed.toml", fixed))
     ps = experiment.build_problems(cfg)
     experiment.check_memory(cfg, ps, experiment.units(cfg))
@@ -582,7 +583,7 @@ def test_a_sweep_refused_before_running_leaves_no_folder(study_dir, monkeypatch)
 def test_eval_every_sets_the_schedule_and_record_every_follows(study_dir):
     text = CSV_STUDY.replace("num_steps = 40", "num_steps = 40\neval_every = 10")
     cfg = loads(text, study_dir)
-    assert cfg.run.eval_every == 10 and cfg.run.record_every == 10
+    assert cfg.run.eval_every == 10 and cfg.execution.record_every == 10
     bad = text.replace("eval_every = 10", "eval_every = 10\nrecord_every = 15")
     with pytest.raises(ConfigError) as info:
         loads(bad, study_dir)

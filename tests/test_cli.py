@@ -295,6 +295,96 @@ def test_resume_refuses_a_different_config(default_run, tmp_path):
     assert code == 2 and "different config (differs in run.num_steps)" in err
 
 
+def _old_format(cfg) -> str:
+    """`cfg`'s config.toml as gdjax wrote it before the [stopping] and [execution] tables existed: their
+    keys under [run], without the ones added since (min_delta, divergence_patience, unroll, layout)."""
+    d = cfg.to_dict()
+    stopping, execution = d.pop("stopping"), d.pop("execution")
+    for key, home in config.LEGACY_RUN_KEYS.items():
+        value = (stopping if home == "stopping" else execution).get(key)
+        if value is not None:
+            d["run"][key] = value
+    return config.dumps(d)
+
+
+def test_resume_accepts_a_folder_written_before_the_stopping_and_execution_tables(
+    default_run, tmp_path, monkeypatch
+):
+    old = _old_format(config.load_default())
+    assert "[stopping]" not in old and "[execution]" not in old
+    assert '[run]\nnum_steps = 200\nbatch_size = ["full"]\ntol = 1e-06\ndivergence_factor = 100.0\n' in old
+    # An interrupted run whose config.toml has the old layout resumes to the uninterrupted result ...
+    folder = tmp_path / "run"
+    flaky = _Interrupt(experiment.sweep, 3, KeyboardInterrupt())
+    monkeypatch.setattr(experiment, "sweep", flaky)
+    code, _, err = run_cli("run", "--out", str(folder), "--no-plots")
+    assert code == 130 and "--resume" in err, err
+    (folder / "config.toml").write_text(old)
+    monkeypatch.setattr(experiment, "sweep", flaky.real)
+    code, out, err = run_cli("run", "--out", str(folder), "--resume", "--no-plots")
+    assert code == 0, err
+    assert "2 of 4 optimizers already done" in out
+    for name in ("summary.csv", "summary.json"):
+        assert (folder / name).read_text() == (default_run[0] / name).read_text()
+    x, y = _npz(folder / "histories.npz"), _npz(default_run[0] / "histories.npz")
+    assert sorted(x) == sorted(y)
+    for k in x:
+        np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+    # ... and a finished one is recognised as the same study.
+    code, out, err = run_cli("run", "--out", str(folder), "--resume")
+    assert code == 0 and "nothing to resume" in out, err
+    # A setting that really differs is still refused, named where it now lives.
+    (folder / "config.toml").write_text(old.replace("tol = 1e-06", "tol = 1e-05"))
+    code, _, err = run_cli("run", "--out", str(folder), "--resume")
+    assert code == 2 and "different config (differs in stopping.tol)" in err
+
+
+STOPPING_STUDY = """
+name = "stops"
+precision = "float64"
+[cost]
+function = "quadratic"
+dim = 2
+[run]
+num_steps = 100
+[stopping]
+patience = 2
+min_delta = 1e6          # no step improves the loss by this much: every lane stops after 2 evaluations
+divergence_patience = 3
+[execution]
+unroll = 2
+[[optimizers]]
+rule = "gd"
+grid.learning_rate = [0.01, 0.1]
+"""
+
+
+def test_stopping_and_execution_tables_reach_the_sweep(tmp_path, monkeypatch):
+    path = tmp_path / "stops.toml"
+    path.write_text(STOPPING_STUDY)
+    cfg = config.load(path)
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    real = experiment.sweep
+    monkeypatch.setattr(experiment, "sweep", spy)
+    code, _, err = run_cli("run", str(path), "--out", str(tmp_path / "run"), "-q", "--no-plots")
+    assert code == 0, err
+    (kwargs,) = seen
+    assert kwargs["stopping"] is cfg.stopping or kwargs["stopping"] == cfg.stopping
+    assert kwargs["stopping"].min_delta == 1e6 and kwargs["stopping"].divergence_patience == 3
+    assert dataclasses.replace(kwargs["execution"], progress=None) == cfg.execution
+    assert kwargs["execution"].unroll == 2 and kwargs["execution"].progress is not None
+    assert "tol" not in kwargs and "chunk_size" not in kwargs
+    rows = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert [r["steps"] for r in rows] == [2, 2], rows
+    written = config.load(tmp_path / "run" / "config.toml")
+    assert written == cfg
+
+
 def test_list():
     code, out, _ = run_cli("list")
     assert code == 0

@@ -1,11 +1,13 @@
 """Configs: every shipped config parses and round-trips; every mistake is one ConfigError naming the
 key, its line and (where there is one) the nearest valid name."""
 
+import dataclasses
 import pathlib
 import tomllib
 
 import pytest
 
+import gdjax
 from gdjax.study import config
 from gdjax.study.config import ConfigError
 
@@ -57,6 +59,8 @@ model = "linear"
 [run]
 num_steps = 100
 batch_size = ["full", 2]
+
+[stopping]
 tol = 1e-6
 
 [[optimizers]]
@@ -93,7 +97,167 @@ ERRORS = [
         "did you mean 'seeds'?",
         "seed = [0, 1]",
     ),
-    ("unknown run key", "tol = 1e-6", "tols = 1e-6", "run.tols", "did you mean 'tol'?", "tols = 1e-6"),
+    (
+        "unknown run key",
+        "num_steps = 100",
+        "num_steps = 100\nbatch_sise = 2",
+        "run.batch_sise",
+        "did you mean 'batch_size'?",
+        "batch_sise",
+    ),
+    (
+        "unknown stopping key",
+        "tol = 1e-6",
+        "tols = 1e-6",
+        "stopping.tols",
+        "did you mean 'tol'?",
+        "tols = 1e-6",
+    ),
+    (
+        "unknown execution key",
+        "[stopping]",
+        "[execution]\nrecord_evry = 2\n\n[stopping]",
+        "execution.record_evry",
+        "unknown key 'record_evry' in [execution] (did you mean 'record_every'?)",
+        "record_evry",
+    ),
+    (
+        "stopping key in [execution]",
+        "[stopping]",
+        "[execution]\npatience = 2\n\n[stopping]",
+        "execution.patience",
+        "it belongs in [stopping]",
+        "patience = 2",
+    ),
+    (
+        "run key in [stopping]",
+        "tol = 1e-6",
+        "tol = 1e-6\neval_every = 5",
+        "stopping.eval_every",
+        "it belongs in [run]",
+        "eval_every = 5",
+    ),
+    (
+        "new stopping key in [run]",
+        "num_steps = 100",
+        "num_steps = 100\nmin_delta = 0.1",
+        "run.min_delta",
+        "it belongs in [stopping]",
+        "min_delta",
+    ),
+    (
+        "devices in [execution]",
+        "[stopping]",
+        "[execution]\ndevices = 2\n\n[stopping]",
+        "execution.devices",
+        "set it with gdjax.sweep(execution=gdjax.Execution(devices=...)), not in a config",
+        "devices = 2",
+    ),
+    (
+        "bad tol",
+        "tol = 1e-6",
+        "tol = -1e-6",
+        "stopping.tol",
+        "must be a finite number > 0, got -1e-06",
+        "tol =",
+    ),
+    (
+        "tol a boolean",
+        "tol = 1e-6",
+        "tol = true",
+        "stopping.tol",
+        "expected a number, got a boolean",
+        "tol =",
+    ),
+    (
+        "tol an array",
+        "tol = 1e-6",
+        "tol = [1e-6]",
+        "stopping.tol",
+        "expected a number, got an array",
+        "tol =",
+    ),
+    (
+        "bad patience",
+        "tol = 1e-6",
+        "tol = 1e-6\npatience = 0",
+        "stopping.patience",
+        "must be an integer >= 1, got 0",
+        "patience = 0",
+    ),
+    (
+        "bad min_delta",
+        "tol = 1e-6",
+        "tol = 1e-6\nmin_delta = -0.5",
+        "stopping.min_delta",
+        "must be >= 0.0, got -0.5",
+        "min_delta",
+    ),
+    (
+        "bad divergence_factor",
+        "tol = 1e-6",
+        "tol = 1e-6\ndivergence_factor = 1",
+        "stopping.divergence_factor",
+        "must be > 1, got 1.0",
+        "divergence_factor",
+    ),
+    (
+        "bad divergence_patience",
+        "tol = 1e-6",
+        "tol = 1e-6\ndivergence_patience = 2.5",
+        "stopping.divergence_patience",
+        "must be an integer >= 1, got 2.5",
+        "divergence_patience",
+    ),
+    (
+        "bad layout",
+        "[stopping]",
+        '[execution]\nunroll = 2\nlayout = "gramm"\n\n[stopping]',
+        "execution.layout",
+        "must be one of ['feature_major', 'as_given', 'gram'], got 'gramm' (did you mean 'gram'?)",
+        "layout",
+    ),
+    (
+        "bad unroll",
+        "[stopping]",
+        "[execution]\nunroll = 0\n\n[stopping]",
+        "execution.unroll",
+        "got 0",
+        "unroll",
+    ),
+    (
+        "bad memory_budget",
+        "[stopping]",
+        '[execution]\nmemory_budget = "lots"\n\n[stopping]',
+        "execution.memory_budget",
+        "expected a number, got a string ('lots')",
+        "memory_budget",
+    ),
+    (
+        "bad value under [run] (old placement)",
+        "num_steps = 100",
+        "num_steps = 100\npatience = 0",
+        "run.patience",
+        "must be an integer >= 1, got 0",
+        "patience = 0",
+    ),
+    (
+        "given in [run] and [stopping]",
+        "num_steps = 100",
+        "num_steps = 100\ntol = 1e-5",
+        "stopping.tol",
+        "tol is given twice, as run.tol (line 14) and as stopping.tol: keep the one in [stopping] "
+        "and remove run.tol",
+        "tol = 1e-6",
+    ),
+    (
+        "record_every not a multiple of eval_every",
+        'batch_size = ["full", 2]',
+        'batch_size = ["full", 2]\neval_every = 10\n\n[execution]\nrecord_every = 15',
+        "execution.record_every",
+        "record_every = 15 must be a multiple of eval_every = 10",
+        "record_every = 15",
+    ),
     (
         "misspelt required key",
         "num_steps = 100",
@@ -316,6 +480,83 @@ def test_config_errors(old, new, key, words, line_text):
     assert "\n" not in message
 
 
+STOPPING_AND_EXECUTION = """
+[stopping]
+tol = 1e-6
+grad_tol = 1e-9
+patience = 5
+min_delta = 1e-4
+divergence_factor = 50
+divergence_patience = 7
+
+[execution]
+record_every = 4
+unroll = 2
+layout = "as_given"
+chunk_size = 3
+memory_budget = 1e9
+"""
+
+
+def test_stopping_and_execution_tables_are_the_core_objects():
+    text = BASE.replace("\n[stopping]\ntol = 1e-6\n", STOPPING_AND_EXECUTION)
+    cfg = config.loads(text)
+    assert cfg.stopping == gdjax.Stopping(
+        tol=1e-6, grad_tol=1e-9, patience=5, min_delta=1e-4, divergence_factor=50.0, divergence_patience=7
+    )
+    assert cfg.execution == gdjax.Execution(
+        record_every=4, unroll=2, layout="as_given", chunk_size=3, memory_budget=1e9
+    )
+    assert isinstance(cfg.stopping.divergence_factor, float)  # TOML's 50 is the float the object holds
+    assert cfg.legacy_keys == frozenset() and cfg.key_path("record_every") == "execution.record_every"
+    # The resolved dump writes both tables key for key, and reads back equal.
+    d = cfg.to_dict()
+    assert d["stopping"] == dataclasses.asdict(cfg.stopping)
+    assert d["execution"] == {
+        "record_every": 4,
+        "unroll": 2,
+        "layout": "as_given",
+        "chunk_size": 3,
+        "memory_budget": 1e9,
+    }
+    assert set(d["run"]) == {"num_steps", "batch_size"}
+    assert config.loads(cfg.to_toml()) == cfg and config.from_dict(d) == cfg
+
+
+def test_defaults_of_the_option_tables():
+    cfg = config.loads(BASE.replace("\n[stopping]\ntol = 1e-6\n", ""))
+    assert cfg.stopping == gdjax.Stopping()
+    assert cfg.execution == gdjax.Execution(record_every=1)  # every evaluation (here: every step)
+    cfg = config.loads(BASE.replace("num_steps = 100", "num_steps = 100\neval_every = 10"))
+    assert cfg.execution.record_every == 10
+
+
+def test_stopping_and_execution_keys_under_run_still_work():
+    # Configs written before [stopping] and [execution] existed put these keys under [run].
+    old = BASE.replace("\n[stopping]\ntol = 1e-6\n", "").replace(
+        "num_steps = 100",
+        "num_steps = 100\ntol = 1e-6\ngrad_tol = 1e-9\npatience = 5\ndivergence_factor = 50\n"
+        "record_every = 4\nchunk_size = 3",
+    )
+    new = BASE.replace(
+        "tol = 1e-6\n",
+        "tol = 1e-6\ngrad_tol = 1e-9\npatience = 5\ndivergence_factor = 50.0\n\n"
+        "[execution]\nrecord_every = 4\nchunk_size = 3\n",
+    )
+    a, b = config.loads(old), config.loads(new)
+    assert a == b
+    assert a.stopping == gdjax.Stopping(tol=1e-6, grad_tol=1e-9, patience=5, divergence_factor=50.0)
+    assert a.execution == gdjax.Execution(record_every=4, chunk_size=3)
+    assert a.legacy_keys == {"tol", "grad_tol", "patience", "divergence_factor", "record_every", "chunk_size"}
+    assert a.key_path("record_every") == "run.record_every" and b.key_path("tol") == "stopping.tol"
+    # Its resolved dump is in the new layout.
+    assert "stopping" in a.to_dict() and "tol" not in a.to_dict()["run"]
+    assert config.loads(a.to_toml()) == a
+    # Mixed: some keys in [run], the others in the new tables.
+    mixed = BASE.replace("num_steps = 100", "num_steps = 100\nrecord_every = 4")
+    assert config.loads(mixed).execution.record_every == 4
+
+
 def test_empty_optimizers_is_an_error():
     text = BASE[: BASE.index("[[optimizers]]")].replace('name = "demo"', 'name = "demo"\noptimizers = []')
     with pytest.raises(ConfigError, match="needs at least one \\[\\[optimizers\\]\\] entry"):
@@ -356,7 +597,7 @@ def test_relative_data_path_is_taken_from_the_config_folder(tmp_path, monkeypatc
 
 def test_defaults_are_filled_in():
     cfg = config.loads(BASE)
-    assert cfg.run.divergence_factor == 100.0
+    assert cfg.stopping == gdjax.Stopping(tol=1e-6) and cfg.stopping.divergence_factor == 100.0
     assert cfg.run.batch_size == (None, 2)
     assert cfg.gradcheck == config.GradcheckConfig(enabled=True, num_points=3)
     assert cfg.optimizers[0].label == "gd"

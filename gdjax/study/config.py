@@ -1,7 +1,9 @@
 """Experiment configs: TOML read into frozen dataclasses and checked at the edge.
 
 A config names the data, the cost, one or more optimizers with their hyperparameter grids, the run
-settings (steps, batch sizes, stopping tolerances), seeds, precision and outputs. `load(path)` reads
+settings (steps, batch sizes, evaluation schedule), when runs stop (`[stopping]`, read into a
+`gdjax.Stopping`) and how they are carried out (`[execution]`, read into a `gdjax.Execution`), seeds,
+precision and outputs. `load(path)` reads
 and checks everything a person can get wrong before anything is traced, and raises one `ConfigError`
 naming the key (`optimizers[1].grid.learnig_rate`), the line of the TOML file it is on, and the
 nearest valid name. What can only be checked against the data (a batch size larger than the data
@@ -44,6 +46,7 @@ from importlib import resources
 from typing import Any
 
 from gdjax import data, rules
+from gdjax.options import Execution, Stopping
 from gdjax.validation import nearest
 
 __all__ = [
@@ -52,6 +55,8 @@ __all__ = [
     "LOSSES",
     "MODELS",
     "PLOTS",
+    "EXECUTION_KEYS",
+    "STOPPING_KEYS",
     "ConfigError",
     "CostConfig",
     "DataConfig",
@@ -85,6 +90,20 @@ PLOTS = (
     "accuracy",
 )
 X_AXES = ("steps", "epochs")
+# The [stopping] table is `gdjax.Stopping` key for key; [execution] holds the `gdjax.Execution` fields
+# that a file can say (devices and a progress callback are Python objects, set from Python).
+STOPPING_KEYS = tuple(f.name for f in dataclasses.fields(Stopping))
+EXECUTION_KEYS = ("record_every", "unroll", "layout", "chunk_size", "memory_budget")
+RUN_KEYS = ("num_steps", "batch_size", "target", "eval_every")
+# Configs written before [stopping] and [execution] existed put these under [run]; they still may.
+LEGACY_RUN_KEYS = {
+    "tol": "stopping",
+    "grad_tol": "stopping",
+    "patience": "stopping",
+    "divergence_factor": "stopping",
+    "record_every": "execution",
+    "chunk_size": "execution",
+}
 RANK_BY = ("final_loss", "test_loss", "accuracy", "test_accuracy")
 _LABEL = re.compile(r"[A-Za-z0-9_+-]+")  # whole string (fullmatch): "adam\n" is no label
 
@@ -222,22 +241,17 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Step budget, sampling and stopping, shared by every optimizer unless overridden.
+    """Step budget, sampling and the evaluation schedule, shared by every optimizer unless overridden.
 
-    `batch_size` entries are example counts; `None` is the full batch (`"full"` in TOML). Stopping
-    tolerances left `None` are off. `target` is a suboptimality `f - f*` for `steps_to_target`.
-    `eval_every` is the evaluation schedule (full-data loss, gradient norm, accuracy and test
-    metrics every `eval_every` steps; `None`: every step); `record_every` is a multiple of it.
+    `batch_size` entries are example counts; `None` is the full batch (`"full"` in TOML). `target`
+    is a suboptimality `f - f*` for `steps_to_target`. `eval_every` is the evaluation schedule
+    (full-data loss, gradient norm, accuracy and test metrics every `eval_every` steps; `None`:
+    every step). When runs stop is `ExperimentConfig.stopping`, how they are carried out (recorded
+    iterates, chunking, ...) `ExperimentConfig.execution`.
     """
 
     num_steps: int
     batch_size: tuple[int | None, ...] = (None,)
-    tol: float | None = None
-    grad_tol: float | None = None
-    patience: int | None = None
-    divergence_factor: float = 100.0
-    record_every: int = 1
-    chunk_size: int | None = None
     target: float | None = None
     eval_every: int | None = None
 
@@ -275,7 +289,14 @@ class OutputsConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """A whole experiment, validated. Build with `load`, `loads` or `from_dict`."""
+    """A whole experiment, validated. Build with `load`, `loads` or `from_dict`.
+
+    `stopping` and `execution` are the core's own option objects, read from the `[stopping]` and
+    `[execution]` tables key for key (and passed to `gdjax.sweep` as they are). Without a
+    `record_every`, iterates are recorded at every evaluation (`eval_every`, else every step).
+    `legacy_keys` names the stopping and execution keys the file gave under `[run]`, where configs
+    written before those tables existed put them (still accepted).
+    """
 
     name: str
     costs: tuple[CostConfig, ...]
@@ -285,9 +306,19 @@ class ExperimentConfig:
     description: str = ""
     seeds: tuple[int, ...] = (0,)
     precision: str = "float32"
+    stopping: Stopping = Stopping()
+    execution: Execution = Execution(record_every=1)
     gradcheck: GradcheckConfig = GradcheckConfig()
     outputs: OutputsConfig = OutputsConfig()
     source: str | None = field(default=None, compare=False)
+    legacy_keys: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
+    def key_path(self, name: str) -> str:
+        """Where the file sets the stopping or execution key `name`: `"run.<name>"` when it was given
+        under `[run]` (the old placement), else `"stopping.<name>"` / `"execution.<name>"`."""
+        if name in self.legacy_keys:
+            return f"run.{name}"
+        return f"stopping.{name}" if name in STOPPING_KEYS else f"execution.{name}"
 
     @property
     def cost(self) -> CostConfig:
@@ -300,7 +331,7 @@ class ExperimentConfig:
         def clean(obj) -> dict:
             out = {}
             for f in dataclasses.fields(obj):
-                if f.name == "source" and isinstance(obj, ExperimentConfig):
+                if f.name in ("source", "legacy_keys") and isinstance(obj, ExperimentConfig):
                     continue
                 value = getattr(obj, f.name)
                 if value is None:
@@ -322,6 +353,8 @@ class ExperimentConfig:
         d["cost"] = [clean(c) for c in self.costs] if len(self.costs) > 1 else clean(self.cost)
         d["run"] = clean(self.run)
         d["run"]["batch_size"] = [_batch_to_toml(b) for b in self.run.batch_size]
+        d["stopping"] = clean(self.stopping)
+        d["execution"] = {k: v for k, v in clean(self.execution).items() if k in EXECUTION_KEYS}
         d["optimizers"] = []
         for opt in self.optimizers:
             o = clean(opt)
@@ -782,26 +815,95 @@ def _read_run(t: _Table) -> RunConfig:
     cfg = RunConfig(
         num_steps=t.int("num_steps", minimum=1),
         batch_size=_read_batch_sizes(t, "batch_size", (None,)),
-        tol=t.float("tol", None, positive=True),
-        grad_tol=t.float("grad_tol", None, positive=True),
-        patience=t.int("patience", None, minimum=1),
-        divergence_factor=t.float("divergence_factor", 100.0, above=1.0),
-        record_every=t.int("record_every", 1, minimum=1),
-        chunk_size=t.int("chunk_size", None, minimum=1),
         target=t.float("target", None, positive=True),
         eval_every=t.int("eval_every", None, minimum=1),
     )
-    if cfg.eval_every is not None:
-        if "record_every" not in t.values:
-            cfg = dataclasses.replace(cfg, record_every=cfg.eval_every)
-        elif cfg.record_every % cfg.eval_every:
-            t.fail(
-                "record_every",
-                f"iterates are recorded at evaluations: record_every = {cfg.record_every} must be a "
-                f"multiple of eval_every = {cfg.eval_every}",
-            )
+    t.known.extend(LEGACY_RUN_KEYS)  # read by _read_options
+    _belongs_elsewhere(t, "run")
     t.finish()
     return cfg
+
+
+_TABLE_KEYS = {"run": RUN_KEYS, "stopping": STOPPING_KEYS, "execution": EXECUTION_KEYS}
+
+
+def _belongs_elsewhere(t: _Table, table: str) -> None:
+    """Fails on a key of another of [run], [stopping], [execution] (saying which), or one that only
+    Python can set (devices, progress)."""
+    for key in t.values:
+        if key in t.known:
+            continue
+        if key in ("devices", "progress"):
+            t.fail(
+                key,
+                f"{key} is a Python object: set it with gdjax.sweep(execution=gdjax.Execution({key}=...)), "
+                "not in a config",
+            )
+        homes = [name for name, keys in _TABLE_KEYS.items() if key in keys and name != table]
+        if homes:
+            t.fail(key, f"unknown key {key!r} in [{table}]: it belongs in [{homes[0]}]")
+
+
+def _is_float_field(cls, name: str) -> bool:
+    return "float" in str(next(f for f in dataclasses.fields(cls) if f.name == name).type)
+
+
+def _read_options(top: _Table, run: _Table, table: str, cls, keys: tuple[str, ...], defaults: dict):
+    """Reads [stopping] or [execution] (and the same keys under [run], the old placement) into the
+    core's option object `cls`; its own `__post_init__` validates, and a ValueError it raises is
+    turned into a ConfigError at the key's line.
+
+    Returns `(options, where)`: the object and, for each key the file gave, its path in the file.
+    """
+    t = top.table(table, None)
+    values: dict[str, Any] = {}
+    where: dict[str, tuple] = {}
+    for key, home in LEGACY_RUN_KEYS.items():
+        if home == table and key in run.values:
+            values[key], where[key] = run.values[key], ("run", key)
+    if t is not None:
+        t.known.extend(keys)
+        _belongs_elsewhere(t, table)
+        t.finish()
+        for key in keys:
+            if key not in t.values:
+                continue
+            if key in values:
+                line = run.src.line(("run", key))
+                at = f" (line {line})" if line else ""
+                t.fail(
+                    key,
+                    f"{key} is given twice, as run.{key}{at} and as {table}.{key}: keep the one in "
+                    f"[{table}] and remove run.{key}",
+                )
+            values[key], where[key] = t.values[key], (table, key)
+    kwargs = {}
+    for key, value in values.items():
+        if _is_float_field(cls, key):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                top.fail(where[key], f"expected a number, got {_toml_type(value)}")
+            value = float(value)
+        elif isinstance(value, list | dict):
+            top.fail(where[key], f"expected a single value, got {_toml_type(value)}")
+        kwargs[key] = value
+    try:
+        return cls(**{**defaults, **kwargs}), where
+    except ValueError as err:
+        message = str(err)
+        culprit = None
+        for key in kwargs:  # the key whose value alone is refused
+            try:
+                cls(**{key: kwargs[key]})
+            except ValueError:
+                culprit = key
+                break
+        if culprit is None:
+            culprit = next((k for k in kwargs if re.search(rf"\b{re.escape(k)}\b", message)), None)
+        if culprit is None:
+            top.fail((table,) if t is not None else ("run",), message)
+        if message.startswith(f"{culprit} "):
+            message = message[len(culprit) + 1 :]
+        top.fail(where[culprit], message)
 
 
 # Size limits checked before anything is allocated (issue 12): values on one grid axis, and the bytes
@@ -1076,6 +1178,8 @@ _TOP_LEVEL = (
     "data",
     "cost",
     "run",
+    "stopping",
+    "execution",
     "optimizers",
     "gradcheck",
     "outputs",
@@ -1119,7 +1223,19 @@ def _read(values: dict, src: _Source) -> ExperimentConfig:
     if data_cfg is not None and all(c.function is not None for c in cost_cfgs):
         top.fail("data", "test functions take no data: remove the [data] table")
 
-    run = _read_run(top.table("run"))
+    run_table = top.table("run")
+    run = _read_run(run_table)
+    stopping, stopping_at = _read_options(top, run_table, "stopping", Stopping, STOPPING_KEYS, {})
+    execution, execution_at = _read_options(
+        top, run_table, "execution", Execution, EXECUTION_KEYS, {"record_every": run.eval_every or 1}
+    )
+    if run.eval_every is not None and execution.record_every % run.eval_every:
+        top.fail(
+            execution_at["record_every"],
+            f"iterates are recorded at evaluations: record_every = {execution.record_every} must be a "
+            f"multiple of eval_every = {run.eval_every}",
+        )
+    legacy = frozenset(k for k, at in (stopping_at | execution_at).items() if at[0] == "run")
     raw_opts = top.take("optimizers")
     if not isinstance(raw_opts, list) or not all(isinstance(o, dict) for o in raw_opts):
         top.fail("optimizers", f"expected [[optimizers]] tables, got {_toml_type(raw_opts)}")
@@ -1147,10 +1263,13 @@ def _read(values: dict, src: _Source) -> ExperimentConfig:
         data=data_cfg,
         costs=cost_cfgs,
         run=run,
+        stopping=stopping,
+        execution=execution,
         optimizers=opts,
         gradcheck=gradcheck,
         outputs=outputs,
         source=src.name,
+        legacy_keys=legacy,
     )
     _check_sizes(top, cfg)
     return cfg

@@ -27,6 +27,7 @@ command runs it under `jax.enable_x64(True)` for float32 studies).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import os
@@ -58,7 +59,6 @@ from gdjax.io import (
     write_npz,
     write_text,
 )
-from gdjax.options import Execution, Stopping
 from gdjax.study import config as config_lib
 from gdjax.study import problems as problems_lib
 from gdjax.study import runfolder
@@ -675,7 +675,7 @@ def check_memory(cfg: ExperimentConfig, problems: list[Problem], unit_list: list
         p = problems[u.problem]
         lanes = num_lanes(cfg, u, p)
         num_evals = -(-u.num_steps // every) + 1
-        num_records = -(-u.num_steps // cfg.run.record_every) + 1
+        num_records = -(-u.num_steps // cfg.execution.record_every) + 1
         series = 2 + len(p.metrics or {})
         per_lane = itemsize * (
             num_records * p.num_params + series * num_evals + u.num_steps + 4 * p.num_params
@@ -694,7 +694,8 @@ def check_memory(cfg: ExperimentConfig, problems: list[Problem], unit_list: list
     if records_fit >= 2:
         record_every = -(-u.num_steps // (records_fit - 1))
         record_every = -(-record_every // every) * every  # a multiple of eval_every
-        advice.append(f"[run] record_every = {record_every} (iterates every {record_every} steps)")
+        table = cfg.key_path("record_every").split(".")[0]
+        advice.append(f"[{table}] record_every = {record_every} (iterates every {record_every} steps)")
     lanes_fit = int(budget * lanes // total)
     if lanes_fit >= 1:
         advice.append(f"at most {lanes_fit} lanes for {u.key} (fewer grid values, seeds or batch sizes)")
@@ -702,7 +703,8 @@ def check_memory(cfg: ExperimentConfig, problems: list[Problem], unit_list: list
     if steps_fit >= 1:
         key = "num_steps"
         advice.append(f"{key} <= {steps_fit}")
-    key = "run.record_every" if records_fit >= 2 else f"optimizers[{cfg.optimizers.index(u.optimizer)}].grid"
+    grid_key = f"optimizers[{cfg.optimizers.index(u.optimizer)}].grid"
+    key = cfg.key_path("record_every") if records_fit >= 2 else grid_key
     raise _locate_error(
         cfg,
         key,
@@ -778,7 +780,8 @@ def _unit_result(cfg, u: Unit, p: Problem, result: SweepResult, complete: bool, 
 
 
 def _sweep_args(cfg: ExperimentConfig, u: Unit, p: Problem, progress=None) -> dict:
-    """The `sweep` arguments of a unit: the config's [run] settings mapped onto the option objects."""
+    """The `sweep` arguments of a unit: its grid and [run] settings, and the config's own `Stopping`
+    and `Execution` objects (with the progress callback)."""
     opt = u.optimizer
     grid: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v for k, v in opt.grid}
     if opt.schedule is not None:
@@ -789,16 +792,10 @@ def _sweep_args(cfg: ExperimentConfig, u: Unit, p: Problem, progress=None) -> di
         num_steps=u.num_steps,
         seeds=list(cfg.seeds) if _random(u, p) else None,
         batch_size=batch,
-        tol=cfg.run.tol,
-        chunk_size=cfg.run.chunk_size,
         metrics=p.metrics,
         eval_every=cfg.run.eval_every,
-        stopping=Stopping(
-            grad_tol=cfg.run.grad_tol,
-            patience=cfg.run.patience,
-            divergence_factor=cfg.run.divergence_factor,
-        ),
-        execution=Execution(record_every=cfg.run.record_every, progress=progress),
+        stopping=cfg.stopping,
+        execution=dataclasses.replace(cfg.execution, progress=progress),
     )
 
 
