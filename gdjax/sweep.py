@@ -98,6 +98,7 @@ NOISE_FOLD = 2**32 - 1
 # Default cap of the recorded iterates of all the lanes of one program, together.
 SWEEP_RECORD_BYTES = 256 * 2**20
 _LANES = "lanes"  # mesh axis name
+_COORDINATE_NAMES = ("rule", "seed", "start", "batch_size")  # what every lane's coordinates hold
 _STATUS_NAMES = tuple(str(s) for s in Status)
 _TOLERANCE_DEFAULTS = Stopping().as_dict()  # the stopping settings, defaults in one place
 
@@ -458,6 +459,11 @@ def _parse_grid(
     for key, value in grid.items():
         if not isinstance(key, str):
             raise ValueError(f"grid keys must be hyperparameter names, got {key!r}")
+        if key in _COORDINATE_NAMES:
+            raise ValueError(
+                f"grid key {key!r} is a lane coordinate of every sweep ({', '.join(_COORDINATE_NAMES)}); "
+                "rename the hyperparameter (a cost's keyword parameter, say)"
+            )
         is_tol = key in TOLERANCE_NAMES
         is_cost = key in cost_names
         if is_cost and _is_static_value(value):

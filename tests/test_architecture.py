@@ -383,3 +383,20 @@ def test_minibatch_evaluations_on_the_feature_major_copy_equal_the_rows():
         **{k: v for k, v in kw.items() if k != "key"},
     )
     np.testing.assert_allclose(res.trace.loss_history[0], fast.loss_history, rtol=1e-12)
+
+
+def test_a_cost_hyperparameter_may_not_shadow_a_lane_coordinate():
+    X, y = _data()
+
+    def noisy(params, data, seed=0.0):
+        return ridge(params, data) + 0.0 * seed
+
+    with pytest.raises(ValueError, match="grid key 'seed' is a lane coordinate"):
+        gdjax.sweep(
+            noisy,
+            "sgd",
+            gdjax.init_linear(3),
+            (X, y),
+            grid={"learning_rate": [0.1], "seed": [1.0]},
+            num_steps=5,
+        )
