@@ -494,7 +494,26 @@ def bare_sweep_programs(n: int, bs: int | None, num_steps: int):
             return jax.lax.scan(body, (w, b), None, length=num_steps)
 
         return jax.jit(jax.vmap(one, in_axes=(0, None, None, None, None)))
+    return _bare_minibatch(n, bs, num_steps)
 
+
+def bare_autodiff_sweep_program(num_steps: int):
+    """The full-batch bare program with `jax.value_and_grad` for the gradient, as gdjax computes it:
+    separates what autodiff's form of the gradient costs from what gdjax's loop adds."""
+
+    def one(lr, w, b, XT, y):
+        loss = lambda w, b: jnp.mean((w @ XT + b - y) ** 2)  # noqa: E731
+
+        def body(c, _):
+            value, (gw, gb) = jax.value_and_grad(loss, argnums=(0, 1))(*c)
+            return (c[0] - lr * gw, c[1] - lr * gb), value
+
+        return jax.lax.scan(body, (w, b), None, length=num_steps)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None, None)))
+
+
+def _bare_minibatch(n: int, bs: int, num_steps: int):
     def one_mb(lr, key, w, b, X, y):
         def full_loss(w, b):
             r = X @ w + b - y
@@ -578,6 +597,11 @@ def bench_sweep_engine(results: dict, quick: bool):
         row["bare_s"] = median_time(
             lambda compiled=compiled, args=args: jax.block_until_ready(compiled(*args)), repeats
         )
+        if bs is None:
+            auto = bare_autodiff_sweep_program(num_steps).lower(*args).compile()
+            row["bare_autodiff_s"] = median_time(
+                lambda auto=auto, args=args: jax.block_until_ready(auto(*args)), repeats
+            )
 
         # (b) a Python loop of K gdjax.run calls (warm: the first call compiles, outside the timing).
         def loop_of_runs(lane_lrs=lane_lrs, lane_seeds=lane_seeds, bs=bs, num_steps=num_steps):
@@ -592,6 +616,9 @@ def bench_sweep_engine(results: dict, quick: bool):
         for name in ("gdjax_call", "gdjax_device", "bare", "loop_of_runs"):
             row[f"{name}_ns_per_lane_step"] = row[f"{name}_s"] / lane_steps * 1e9
         row["speed_vs_bare"] = row["bare_s"] / row["gdjax_call_s"]  # target >= 0.8
+        if "bare_autodiff_s" in row:
+            row["bare_autodiff_ns_per_lane_step"] = row["bare_autodiff_s"] / lane_steps * 1e9
+            row["speed_vs_bare_autodiff"] = row["bare_autodiff_s"] / row["gdjax_call_s"]
         row["speed_vs_bare_device_only"] = row["bare_s"] / row["gdjax_device_s"]
         row["speedup_vs_loop_of_runs"] = row["loop_of_runs_s"] / row["gdjax_call_s"]  # target >= 1.3
         out[label] = row
@@ -607,6 +634,11 @@ def bench_sweep_engine(results: dict, quick: bool):
             f"(compile {row['bare_compile_s']:.2f} s) -> gdjax speed / bare speed "
             f"{row['speed_vs_bare']:.2f} (device part {row['speed_vs_bare_device_only']:.2f}; target >= 0.8)"
         )
+        if "bare_autodiff_s" in row:
+            print(
+                f"      bare, jax.grad   {row['bare_autodiff_ns_per_lane_step']:9.1f} ns/lane-step "
+                f"-> gdjax speed / its speed {row['speed_vs_bare_autodiff']:.2f} (autodiff's gradient)"
+            )
         print(
             f"      loop of K runs   {row['loop_of_runs_ns_per_lane_step']:9.1f} ns/lane-step "
             f"-> gdjax {row['speedup_vs_loop_of_runs']:.2f}x faster than the loop of runs (target >= 1.3x)"

@@ -506,13 +506,6 @@ def _nbytes(x) -> int:
     return int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize
 
 
-def evaluation_form(cost, data, opts: RunOptions):
-    """The cost and data a run's full-data evaluations use (for memory estimates)."""
-    if opts.eval_feature_major:
-        return cost.feature_major, data[1]
-    return cost, data
-
-
 _TRANSPOSED: dict[int, tuple] = {}  # id(X) -> (weakref to X, X.T): device arrays are immutable
 
 

@@ -1035,7 +1035,7 @@ def sweep(
             )
             opts = loop.enabled_criteria(opts, tols)
             # The same data layout as `run`, so that a lane reproduces the run alone.
-            group_cost = run_cost
+            group_cost, row_data = run_cost, prepared  # the memory estimate traces the cost as given
             if execution.layout == "feature_major":
                 group_cost, prepared, opts = loop.use_feature_major(run_cost, prepared, opts)
             coords = [
@@ -1061,9 +1061,7 @@ def sweep(
                     key_impl=lanes.key_impl,
                     tols=tols,
                     coords=coords,
-                    bytes_per_lane=_bytes_per_lane(
-                        *loop.evaluation_form(group_cost, prepared, opts), rule0, p0, opts, len(metric_fns)
-                    ),
+                    bytes_per_lane=_bytes_per_lane(run_cost, row_data, rule0, p0, opts, len(metric_fns)),
                 )
             )
 
