@@ -648,33 +648,52 @@ def momentum(
     References:
       Polyak, *Some methods of speeding up the convergence of iteration methods*, 1964.
     """
+    return _heavy_ball("momentum", MomentumState, learning_rate, momentum, velocity_form, schedule)
+
+
+def _heavy_ball(rule: str, state_type, learning_rate, momentum, velocity_form, schedule) -> Rule:
+    """`momentum` and `nesterov`: the same values, checks and state; their updates differ."""
     values = {"learning_rate": learning_rate, "momentum": momentum}
     _check_values(values, {"learning_rate": "> 0", "momentum": "in [0, 1)"})
     return _transformation(
-        "momentum",
+        rule,
         values,
         schedule,
-        lambda params, hp: MomentumState(count=_count(), hyperparams=hp, trace=_zeros(params)),
+        lambda params, hp: state_type(count=_count(), hyperparams=hp, trace=_zeros(params)),
         velocity_form=bool(velocity_form),
     )
 
 
-@_builds("momentum")
-def _momentum_update(step_size, velocity_form):
+def _heavy_ball_update(step_size, velocity_form: bool, look_ahead: bool, state_type):
+    """The update of `momentum` (`look_ahead=False`) and `nesterov` (`True`), in either form."""
+
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args  # extra args (value, grad, value_fn) are for rules that need them
         lr = _step_size(step_size, state)
         m = state.hyperparams["momentum"]
         if velocity_form:
-            trace = jax.tree.map(lambda g, v: _like(m, v) * v - _like(lr, g) * g, updates, state.trace)
-            new_updates = trace
+
+            def direction(g, v):
+                return _like(m, v) * v - _like(lr, g) * g
+
+            trace = jax.tree.map(direction, updates, state.trace)
+            new_updates = jax.tree.map(direction, updates, trace) if look_ahead else trace
         else:
-            trace = jax.tree.map(lambda g, t: g + _like(m, t) * t, updates, state.trace)
-            new_updates = _scale(lr, trace)
+
+            def direction(g, t):
+                return g + _like(m, t) * t
+
+            trace = jax.tree.map(direction, updates, state.trace)
+            new_updates = _scale(lr, jax.tree.map(direction, updates, trace) if look_ahead else trace)
         count = optax.safe_increment(state.count)
-        return new_updates, MomentumState(count=count, hyperparams=state.hyperparams, trace=trace)
+        return new_updates, state_type(count=count, hyperparams=state.hyperparams, trace=trace)
 
     return update_fn
+
+
+@_builds("momentum")
+def _momentum_update(step_size, velocity_form):
+    return _heavy_ball_update(step_size, velocity_form, look_ahead=False, state_type=MomentumState)
 
 
 class NesterovState(NamedTuple):
@@ -730,33 +749,12 @@ def nesterov(
       O(1/k^2)*, 1983; Sutskever et al., *On the importance of initialization and momentum in deep
       learning*, 2013.
     """
-    values = {"learning_rate": learning_rate, "momentum": momentum}
-    _check_values(values, {"learning_rate": "> 0", "momentum": "in [0, 1)"})
-    return _transformation(
-        "nesterov",
-        values,
-        schedule,
-        lambda params, hp: NesterovState(count=_count(), hyperparams=hp, trace=_zeros(params)),
-        velocity_form=bool(velocity_form),
-    )
+    return _heavy_ball("nesterov", NesterovState, learning_rate, momentum, velocity_form, schedule)
 
 
 @_builds("nesterov")
 def _nesterov_update(step_size, velocity_form):
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args  # extra args (value, grad, value_fn) are for rules that need them
-        lr = _step_size(step_size, state)
-        m = state.hyperparams["momentum"]
-        if velocity_form:
-            trace = jax.tree.map(lambda g, v: _like(m, v) * v - _like(lr, g) * g, updates, state.trace)
-            new_updates = jax.tree.map(lambda g, v: _like(m, v) * v - _like(lr, g) * g, updates, trace)
-        else:
-            trace = jax.tree.map(lambda g, t: g + _like(m, t) * t, updates, state.trace)
-            new_updates = _scale(lr, jax.tree.map(lambda g, t: g + _like(m, t) * t, updates, trace))
-        count = optax.safe_increment(state.count)
-        return new_updates, NesterovState(count=count, hyperparams=state.hyperparams, trace=trace)
-
-    return update_fn
+    return _heavy_ball_update(step_size, velocity_form, look_ahead=True, state_type=NesterovState)
 
 
 class AdagradState(NamedTuple):
