@@ -110,7 +110,7 @@ METRICS = {"accuracy": "accuracy", "test_loss": "test loss", "test_accuracy": "t
 
 
 def best_table(study: Study) -> list[str]:
-    best = experiment.best_rows(study.rows, study.cfg.outputs.rank_by)
+    best = experiment.best_configurations(study.rows, study.cfg.outputs.rank_by)
     counts = experiment.status_counts(study.rows)
     swept = dict.fromkeys(  # in config order: a set's order would change from run to run
         k
@@ -243,7 +243,7 @@ def notes_house_prices(s: Study) -> list[str]:
     exact = reference.least_squares(X, y, full_output=True)
     z = data.Standardizer.fit(X)
     rows = [["least squares (closed form)", float(exact.params["w"][0]), float(exact.params["b"]), 0.0, "-"]]
-    for b in experiment.best_rows(s.rows):
+    for b in experiment.best_configurations(s.rows):
         name, lane = b["optimizer"], b["lanes"][0]
         fit = z.unstandardize(
             {"w": s.arrays[f"{name}/params/w"][lane], "b": s.arrays[f"{name}/params/b"][lane]}
@@ -294,7 +294,7 @@ def notes_batch_vs_stochastic(s: Study) -> list[str]:
 
 
 def notes_optimizers(s: Study) -> list[str]:
-    best = experiment.best_rows(s.rows)
+    best = experiment.best_configurations(s.rows)
     ranked = sorted(best, key=lambda b: b["suboptimality"])
     order = ", ".join(f"{b['optimizer']} ({fmt(b['suboptimality'])})" for b in ranked)
     p = s.problem()
@@ -348,8 +348,8 @@ def notes_decay(s: Study) -> list[str]:
 
 
 def notes_digits(s: Study) -> list[str]:
-    best = experiment.best_rows(s.rows, "test_loss")
-    fit = experiment.best_rows(s.rows)
+    best = experiment.best_configurations(s.rows, "test_loss")
+    fit = experiment.best_configurations(s.rows)
     p = s.problem()
     n_test = round(s.cfg.data.test_fraction * (p["num_examples"] / (1 - s.cfg.data.test_fraction)))
     rows = []

@@ -276,8 +276,9 @@ class SweepResult:
         "Best" here is one lane: the smallest `by` (`mode="min"`) or the largest (`mode="max"`, for a
         metric such as a held-out accuracy); `by` is any numeric summary column, user metrics
         included. Diverged and non-finite lanes, and lanes whose `by` is None or not finite, are left
-        out; a rule with no such lane has no row. Ties go to the lowest lane index. (For the best
-        *configuration* over seeds, rank `aggregate()` rows instead.)
+        out; a rule with no such lane has no row. Ties go to the lowest lane index. The other notion,
+        the best *configuration* pooled over seeds (median), is `aggregate()` ranked, or
+        `gdjax.study.experiment.best_configurations` for a study.
         """
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")

@@ -344,8 +344,8 @@ def test_rank_by_test_accuracy_picks_the_highest(study_dir):
             "suboptimality": None,
         },
     ]
-    assert experiment.best_rows(rows)[0]["learning_rate"] == 1.0
-    assert experiment.best_rows(rows, "test_accuracy")[0]["learning_rate"] == 0.1
+    assert experiment.best_configurations(rows)[0]["learning_rate"] == 1.0
+    assert experiment.best_configurations(rows, "test_accuracy")[0]["learning_rate"] == 0.1
 
 
 # ---------------------------------------------------------------------------------- CSV columns

@@ -73,7 +73,7 @@ __all__ = [
     "RunOutcome",
     "Unit",
     "UnitResult",
-    "best_rows",
+    "best_configurations",
     "build_problems",
     "config_key",
     "check_gradients",
@@ -841,7 +841,7 @@ def config_key(row: dict) -> tuple:
     return tuple((k, repr(v)) for k, v in row.items() if k not in _OUTCOME_KEYS)
 
 
-def best_rows(rows: list[dict], by: str = "final_loss") -> list[dict]:
+def best_configurations(rows: list[dict], by: str = "final_loss") -> list[dict]:
     """The best configuration of each optimizer (and cost), pooled over seeds.
 
     Lanes that differ only in seed (or start) form one configuration. A configuration is scored by
@@ -914,7 +914,7 @@ def _counts_text(c: dict) -> str:
 
 def format_summary(rows: list[dict], by: str = "final_loss") -> str:
     """The table `gdjax run` prints: best configuration per optimizer (by `by`) and its status counts."""
-    best = best_rows(rows, by)
+    best = best_configurations(rows, by)
     counts = status_counts(rows)
     skip = {"optimizer", "cost", "rule", "batch_size", "final_loss", "suboptimality", "steps_to_target"}
     skip |= {"status", "steps", "seeds", "lanes", "schedule", "suboptimality_vs_best", *METRIC_NAMES}
