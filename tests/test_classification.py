@@ -611,7 +611,7 @@ def _startup(code: str):
 def test_a_signal_while_gdjax_imports_exits_cleanly(sig, code):
     # The signal lands after the start-up handlers are in place and before JAX is imported.
     proc = _startup(
-        "import os, gdjax_command\n"
+        "import os, gdjax.study.command as gdjax_command\n"
         "gdjax_command.install_startup_handlers()\n"
         f"os.kill(os.getpid(), {int(sig)})\n"
         "import gdjax.study.cli\n"
@@ -626,9 +626,11 @@ def test_the_entry_point_is_the_light_launcher():
     import tomllib
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["gdjax"] == "gdjax_command:main"
+    assert scripts["gdjax"] == "gdjax.study.command:main"
     # It imports nothing heavy before its handlers are in place.
-    proc = _startup("import sys, gdjax_command; print('jax' in sys.modules, 'gdjax' in sys.modules)")
+    proc = _startup(
+        "import sys, gdjax.study.command; print('jax' in sys.modules, 'gdjax.study.cli' in sys.modules)"
+    )
     assert proc.stdout.split() == ["False", "False"], proc.stderr
 
 
@@ -637,7 +639,7 @@ def test_the_entry_point_is_the_light_launcher():
 def test_ctrl_c_early_in_the_real_command_exits_130(tmp_path, delay):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    code = "import sys, gdjax_command; sys.argv = ['gdjax', 'list']; gdjax_command.main()"
+    code = "import sys, gdjax.study.command as c; sys.argv = ['gdjax', 'list']; c.main()"
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )

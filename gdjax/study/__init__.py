@@ -11,4 +11,5 @@ Modules, each importing only the core and the modules above it in this list:
 | `experiment` | a config turned into data, costs, gradient checks and sweeps, written to a run folder |
 | `report` | the figures of a finished run |
 | `cli` | the `gdjax` command |
+| `command` | its installed entry point: signal handlers before JAX starts, then `cli` |
 """

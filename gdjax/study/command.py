@@ -1,8 +1,9 @@
-"""The installed `gdjax` command's entry point, kept outside the `gdjax` package on purpose.
+"""The installed `gdjax` command's entry point.
 
-Importing anything under `gdjax` imports JAX first (a second or more on a cold start). A Ctrl-C or
-SIGTERM in that window would end in a `KeyboardInterrupt` traceback or a bare kill, because
-`gdjax.study.cli` has not yet installed its handlers. This module imports nothing heavy: `main`
+Importing the command imports JAX (a second or more on a cold start). A Ctrl-C or SIGTERM in that
+window would end in a `KeyboardInterrupt` traceback or a bare kill, because `gdjax.study.cli` has
+not yet installed its handlers. This module imports nothing heavy (and neither does `gdjax`'s
+`__init__`, whose names load on first use): `main`
 installs handlers that end the process at once with the shell's code (130 for SIGINT, 143 for
 SIGTERM, 129 for SIGHUP) and one line on stderr, then imports the command, whose own handlers take
 over for the rest (issue 12). Nothing has been written at that point, so there is nothing to clean.
