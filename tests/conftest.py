@@ -26,3 +26,11 @@ def key():
 @pytest.fixture
 def seed():
     return 0
+
+
+@pytest.fixture(autouse=True)
+def restore_x64():
+    """The command sets jax_enable_x64 from a config's precision; each test starts from the session's."""
+    before = jax.config.jax_enable_x64
+    yield
+    jax.config.update("jax_enable_x64", before)

@@ -49,3 +49,19 @@ def count_compilations():
         yield counter
     finally:
         _active.remove(counter.events)
+
+
+def run_cli(*argv):
+    """`gdjax ...` in this process: `(exit code, stdout, stderr)`; the session's x64 flag must survive."""
+    import io
+
+    from gdjax.study import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    before = jax.config.jax_enable_x64
+    try:
+        code = cli.main([str(a) for a in argv], stdout=out, stderr=err)
+    finally:
+        assert jax.config.jax_enable_x64 == before, "the CLI leaked jax_enable_x64"
+        jax.config.update("jax_enable_x64", before)
+    return code, out.getvalue(), err.getvalue()

@@ -5,7 +5,6 @@ paths relative to the config, the bundled digits, and sizes refused before a run
 Every bad input must give a `ConfigError` (or a one-line `gdjax: error:`) that names the key.
 """
 
-import io
 import json
 import os
 import pathlib
@@ -21,24 +20,12 @@ import pytest
 
 import gdjax
 from gdjax import check_grad, data
-from gdjax.study import cli, experiment, problems
 from gdjax.study import config as config_lib
+from gdjax.study import experiment, problems
 from gdjax.study.config import ConfigError
+from tests.helpers import run_cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def restore_x64():
-    before = jax.config.jax_enable_x64
-    yield
-    jax.config.update("jax_enable_x64", before)
-
-
-def run_cli(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    code = cli.main([str(a) for a in argv], stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 def write_csv(path: pathlib.Path, n: int = 40) -> pathlib.Path:

@@ -17,6 +17,7 @@ from gdjax import data, reference
 from gdjax.options import Execution
 from gdjax.study import cli, config, experiment
 from gdjax.study.config import ConfigError
+from tests.helpers import run_cli
 
 DEFAULT_LANES = {"gd": 15, "momentum": 6, "adam": 5, "minibatch": 5}
 MANIFEST_KEYS = {
@@ -41,25 +42,6 @@ MANIFEST_KEYS = {
     "gradcheck",
 }
 HISTORY_FIELDS = ("loss_history", "grad_norm_history", "status", "steps", "stop_step", "params/w", "params/b")
-
-
-@pytest.fixture(autouse=True)
-def restore_x64():
-    """The CLI sets jax_enable_x64 from the config; the session's setting must survive it."""
-    before = jax.config.jax_enable_x64
-    yield
-    jax.config.update("jax_enable_x64", before)
-
-
-def run_cli(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    before = jax.config.jax_enable_x64
-    try:
-        code = cli.main(list(argv), stdout=out, stderr=err)
-    finally:
-        assert jax.config.jax_enable_x64 == before, "the CLI leaked jax_enable_x64"
-        jax.config.update("jax_enable_x64", before)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
