@@ -667,9 +667,14 @@ def prepare(
     validation.check_positive_int("record_every", record_every, allow_none=True)
     validation.check_positive_int("unroll", unroll)
     if not isinstance(rule, optax.GradientTransformation):
+        hint = ""
+        if isinstance(rule, str):
+            hint = f": a rule by name takes its values, gdjax.rules.get({rule!r}, learning_rate=...)"
+        elif callable(rule):
+            hint = ": call the factory with its values first, e.g. gdjax.rules.adam(1e-3)"
         raise ValueError(
             f"rule must be an optax.GradientTransformation (e.g. gdjax.rules.sgd(0.1) or "
-            f"optax.adam(1e-3)), got {type(rule).__name__}"
+            f"optax.adam(1e-3)), got {type(rule).__name__}{hint}"
         )
     validation.check_params(params0)
     n = validation.check_data(data)
