@@ -123,10 +123,21 @@ def curvature(X, *, fit_intercept: bool = True) -> Curvature:
     if X.ndim != 2 or X.shape[0] == 0:
         raise ValueError(f"X must be a non-empty 2-D array, got shape {X.shape}")
     eig = np.linalg.eigvalsh(mse_hessian(X, fit_intercept=fit_intercept))
+    # Eigenvalues at round-off level are zero: a flat direction, not a tiny curvature.
+    return curvature_of(eig, flat_below=float(eig[-1]) * default_rcond(X))
+
+
+def curvature_of(eigenvalues, *, flat_below: float = 0.0) -> Curvature:
+    """`Curvature` from a Hessian's eigenvalues (any order); those `<= flat_below` count as zero.
+
+    Example: a diagonal quadratic `sum(h_i x_i**2 / 2)` has eigenvalues `h`.
+    """
+    eig = np.sort(_f64(eigenvalues).ravel())
+    if eig.size == 0 or not eig[-1] > 0:
+        raise ValueError(f"curvature needs a positive largest eigenvalue, got {eig}")
     L = float(eig[-1])
     mu = float(max(eig[0], 0.0))
-    # Eigenvalues at round-off level are zero: a flat direction, not a tiny curvature.
-    if mu <= L * default_rcond(X):
+    if mu <= flat_below:
         mu = 0.0
     return Curvature(
         L=L,
@@ -136,6 +147,25 @@ def curvature(X, *, fit_intercept: bool = True) -> Curvature:
         rate=(L - mu) / (L + mu),
         condition_number=L / mu if mu > 0 else float("inf"),
     )
+
+
+def polynomial_features(x, degree: int) -> np.ndarray:
+    """Columns `x, x**2, ..., x**degree` of a 1-D input (or `(n, 1)`), in float64 NumPy: the oracle
+    of `gdjax.costs.polynomial_features`."""
+    x = _f64(x)
+    x = x[:, 0] if x.ndim == 2 else x
+    return x[:, None] ** np.arange(1, degree + 1, dtype=np.float64)[None, :]
+
+
+def rosenbrock_grad(x, data=None) -> np.ndarray:
+    """Hand-derived gradient of `gdjax.costs.rosenbrock` on a flat vector, float64 NumPy."""
+    del data
+    x = _f64(x)
+    inner = x[1:] - x[:-1] ** 2
+    g = np.zeros_like(x)
+    g[:-1] += -400.0 * x[:-1] * inner - 2.0 * (1.0 - x[:-1])
+    g[1:] += 200.0 * inner
+    return g
 
 
 # ------------------------------------------------------------------------------- classification
@@ -210,10 +240,13 @@ __all__ = [
     "logistic_grad",
     "LeastSquares",
     "curvature",
+    "curvature_of",
     "default_rcond",
     "least_squares",
     "mse_cost",
     "mse_grad",
     "mse_hessian",
     "optimal_cost",
+    "polynomial_features",
+    "rosenbrock_grad",
 ]

@@ -256,33 +256,9 @@ class Problem(NamedTuple):
         return int(sum(np.size(x) for x in jax.tree.leaves(self.params0)))
 
 
-def _poly_features(x: np.ndarray, degree: int) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    x = x[:, 0] if x.ndim == 2 else x
-    return x[:, None] ** np.arange(1, degree + 1, dtype=np.float64)[None, :]
-
-
-def _curvature_dict(c) -> dict:
-    return {
-        "L": c.L,
-        "mu": c.mu,
-        "max_stable_lr": c.max_stable_lr,
-        "best_lr": c.best_lr,
-        "condition_number": c.condition_number,
-    }
-
-
-def _quadratic_curvature(h: np.ndarray) -> dict:
-    L, mu = float(np.max(h)), float(np.min(h))
-    return {"L": L, "mu": mu, "max_stable_lr": 2 / L, "best_lr": 2 / (L + mu), "condition_number": L / mu}
-
-
-def _rosenbrock_grad(x, data=None):
-    x = jnp.asarray(x)
-    inner = x[1:] - x[:-1] ** 2
-    g = jnp.zeros_like(x)
-    g = g.at[:-1].add(-400.0 * x[:-1] * inner - 2.0 * (1.0 - x[:-1]))
-    return g.at[1:].add(200.0 * inner)
+def _curvature_dict(c: reference.Curvature) -> dict:
+    """The curvature a problem reports (manifest, summaries): `Curvature` without its `rate`."""
+    return {k: getattr(c, k) for k in ("L", "mu", "max_stable_lr", "best_lr", "condition_number")}
 
 
 def _dtype(cfg: ExperimentConfig):
@@ -333,12 +309,12 @@ def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> lis
                         f"{key}.model",
                         f"a polynomial model takes one input feature; the data has {X.shape[1]}",
                     )
-                features = _poly_features(X, c.degree)
+                features = reference.polynomial_features(X, c.degree)
                 model = costs.polynomial(c.degree)
                 num_w = c.degree
 
                 def analytic(p, b, degree=c.degree):
-                    return reference.mse_grad(p, (_poly_features(b[0], degree), b[1]))
+                    return reference.mse_grad(p, (reference.polynomial_features(b[0], degree), b[1]))
 
             else:
                 features, model, num_w, analytic = X, costs.linear, X.shape[1], reference.mse_grad
@@ -364,7 +340,7 @@ def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> lis
         if c.function == "ill_conditioned_quadratic":
             cost = costs.ill_conditioned_quadratic(c.condition_number, c.dim)
             h = np.asarray(cost.curvature)
-            f_star, x_star, curv = 0.0, np.zeros(c.dim), _quadratic_curvature(h)
+            f_star, x_star, curv = 0.0, np.zeros(c.dim), _curvature_dict(reference.curvature_of(h))
 
             def analytic(x, data=None, h=h):
                 return jnp.asarray(h, x.dtype) * x
@@ -373,9 +349,9 @@ def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> lis
             tf = costs.TEST_FUNCTIONS[c.function]
             cost, f_star, x_star = tf.cost, tf.f_star, tf.minimizer(c.dim)
             if c.function == "rosenbrock":
-                curv, analytic = {}, _rosenbrock_grad
+                curv, analytic = {}, reference.rosenbrock_grad
             else:
-                curv = _quadratic_curvature(np.full(c.dim, 2.0))
+                curv = _curvature_dict(reference.curvature_of(np.full(c.dim, 2.0)))
                 shift = 0.0 if c.function == "quadratic" else 3.0
 
                 def analytic(x, data=None, shift=shift):
