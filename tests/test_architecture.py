@@ -400,3 +400,22 @@ def test_a_cost_hyperparameter_may_not_shadow_a_lane_coordinate():
             grid={"learning_rate": [0.1], "seed": [1.0]},
             num_steps=5,
         )
+
+
+def test_reference_oracles_the_study_uses():
+    x = jnp.array([-1.2, 1.0, 0.5])
+    np.testing.assert_allclose(
+        reference.rosenbrock_grad(np.asarray(x)), jax.grad(costs.rosenbrock)(x), rtol=1e-12
+    )
+    X, _ = _data(50, 3)
+    eig = np.linalg.eigvalsh(reference.mse_hessian(X))
+    assert reference.curvature_of(eig) == pytest.approx(reference.curvature(X))
+    c = reference.curvature_of([2.0, 8.0])
+    assert (c.L, c.mu, c.max_stable_lr, c.best_lr, c.condition_number) == (8.0, 2.0, 0.25, 0.2, 4.0)
+    xs = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(reference.polynomial_features(xs, 3), np.stack([xs, xs**2, xs**3], 1))
+    np.testing.assert_allclose(
+        costs.polynomial_features(jnp.asarray(xs), 3), reference.polynomial_features(xs, 3)
+    )
+    with pytest.raises(ValueError, match="positive largest eigenvalue"):
+        reference.curvature_of([0.0, -1.0])
