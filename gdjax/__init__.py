@@ -78,7 +78,7 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted([*globals(), *_EXPORTS])
+    return sorted([*globals(), *_EXPORTS, "sweep"])
 
 
 class _Package(_types.ModuleType):
