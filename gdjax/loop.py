@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -399,17 +400,22 @@ def use_layout(cost, data, layout: str, batch_size):
     if layout != "gram":
         return cost, data, layout
     gram = getattr(cost, "gram_form", None)
+    needs = (
+        "layout='gram' is the full-batch least-squares fast path: it needs a cost that offers it "
+        "(gdjax.make_cost(gdjax.linear, gdjax.mse), or gdjax.least_squares_problem(X, y).cost) and "
+        "data=(X, y)"
+    )
     if gram is None:
-        raise ValueError(
-            "layout='gram' is the full-batch least-squares fast path: it needs a cost that offers it "
-            "(gdjax.make_cost(gdjax.linear, gdjax.mse) or gdjax.LeastSquares) and data=(X, y)"
-        )
+        raise ValueError(needs)
     if batch_size is not None and batch_size != validation.check_data(data):
         raise ValueError(
             f"layout='gram' computes the full-batch gradient from X^T X; it cannot sample mini-batches "
             f"(batch_size={batch_size!r}): use the default layout"
         )
-    gram_cost, stats = gram(data)
+    form = gram(data)  # None from a model cost that is not least squares (a logistic loss, say)
+    if form is None:
+        raise ValueError(needs)
+    gram_cost, stats = form
     return gram_cost, stats, "as_given"
 
 
@@ -887,8 +893,6 @@ def _stuck(params0, params, loss0, grad_norm0, status):
 
 def _warn_if_stuck(trace: Trace, params0) -> None:
     if bool(_stuck(params0, trace.params, trace.loss_history[0], trace.grad_norm_history[0], trace.status)):
-        import warnings
-
         warnings.warn(
             f"the rule did not move the parameters in {int(trace.steps)} steps although the gradient "
             f"norm at the start is {float(trace.grad_norm_history[0]):.3g}: is its learning rate 0 (or "

@@ -198,6 +198,17 @@ def test_least_squares_problem_carries_cost_data_f_star_curvature_and_fast_forms
         gdjax.run(
             ridge, rules.sgd(0.1), p.params0(), p.data, num_steps=5, execution=gdjax.Execution(layout="gram")
         )
+    logistic = gdjax.make_cost(gdjax.linear, gdjax.logistic)  # a model cost, but not least squares
+    labels = (p.y > np.median(p.y)).astype(float)
+    with pytest.raises(ValueError, match="layout='gram' .* needs a cost that offers it"):
+        gdjax.run(
+            logistic,
+            rules.sgd(0.1),
+            p.params0(),
+            (X, labels),
+            num_steps=5,
+            execution=gdjax.Execution(layout="gram"),
+        )
 
 
 def test_make_cost_is_equal_for_equal_parts_so_it_never_recompiles():
