@@ -96,10 +96,10 @@ class Execution:
         shared by a sweep's lanes).
       unroll: `lax.scan` unroll factor of the steps between evaluations.
       layout: `"feature_major"` (default) lets a cost that offers it (`make_cost(linear, ...)`,
-        `LeastSquares`) see `X` stored transposed for full-batch runs, several times faster on CPU;
-        `"as_given"` passes the data untouched; `"gram"` (full-batch least squares only) runs on the
-        Gram statistics `X^T X, X^T y`, O(d^2) per step instead of O(n d). Results agree up to
-        floating-point summation order.
+        `least_squares_problem(X, y).cost`) see `X` stored transposed for full-batch runs, several
+        times faster on CPU; `"as_given"` passes the data untouched; `"gram"` (full-batch least
+        squares only) runs on the Gram statistics `X^T X, X^T y`, O(d^2) per step instead of O(n d).
+        Results agree up to floating-point summation order.
       chunk_size: sweeps only: run the lanes of a program in chunks of this many (`sweep(chunk_size=)`
         is the same setting).
       devices: sweeps only: devices to shard the lanes over (default `jax.devices()`).
@@ -139,8 +139,7 @@ class Execution:
                 f"chunk_size is given twice (chunk_size={chunk_size!r} and "
                 f"execution.chunk_size={self.chunk_size!r}): give it once"
             )
-        validation.check_positive_int("chunk_size", chunk_size)
-        return dataclasses.replace(self, chunk_size=chunk_size)
+        return dataclasses.replace(self, chunk_size=chunk_size)  # __post_init__ validates it
 
 
 def stopping_of(stopping: Stopping | None, tol: float | None) -> Stopping:

@@ -723,7 +723,6 @@ def _lanes_program(cost, metrics, opts, spec, lane_sharding, key_impl, params0, 
         return loop.scan_program(cost, spec, metrics, opts, p0, values, data, key, lane_tols)
 
     # `hp` is (rule values, cost values), each a dict of (lanes,) arrays.
-
     out = jax.vmap(one)(params0, hp, keys, tols)
     if lane_sharding is not None:
         out = jax.lax.with_sharding_constraint(out, lane_sharding)
