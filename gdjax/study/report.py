@@ -27,6 +27,17 @@ def _lanes_of(trace, lanes: list[int]):
     return out._replace(eval_steps=eval_steps)
 
 
+def _best_curves(mine, best, results, p, x_axis) -> dict:
+    """The traces of each optimizer's best configuration, by label, on the figure's x axis."""
+    curves = {}
+    for u in mine:
+        b = best.get(u.optimizer.label)
+        if b is not None:
+            trace = _lanes_of(results[u.key].trace, b["lanes"])
+            curves[_best_label(b)] = _on_x_axis(trace, b.get("batch_size"), p, x_axis)
+    return curves
+
+
 def _best_label(b: dict) -> str:
     skip = {"optimizer", "cost", "rule", "final_loss", "suboptimality", "steps_to_target", "status", "steps"}
     skip |= {"seeds", "lanes", "schedule", "batch_size", "suboptimality_vs_best", *experiment.METRIC_NAMES}
@@ -197,13 +208,7 @@ def draw_plots(cfg, problems, unit_list, results, folder: str) -> list[str]:
         figs: list[tuple[str, Any]] = []
         for name in cfg.outputs.plots:
             if name == "loss_curves":
-                curves = {}
-                for u in mine:
-                    b = best.get(u.optimizer.label)
-                    if b is None:
-                        continue
-                    trace = _lanes_of(results[u.key].trace, b["lanes"])
-                    curves[_best_label(b)] = _on_x_axis(trace, b.get("batch_size"), p, x_axis)
+                curves = _best_curves(mine, best, results, p, x_axis)
                 if curves:
                     title = f"{cfg.name}: best of each optimizer{title_cost}"
                     figs.append((f"loss_curves{sfx}.png", _loss_figure(cfg, p, curves, title)))
@@ -222,12 +227,7 @@ def draw_plots(cfg, problems, unit_list, results, folder: str) -> list[str]:
                         (f"loss_curves-{u.optimizer.label}{sfx}.png", _loss_figure(cfg, p, curves, title))
                     )
             elif name == "accuracy" and "accuracy" in (p.metrics or {}):
-                curves = {}
-                for u in mine:
-                    b = best.get(u.optimizer.label)
-                    if b is not None:
-                        trace = _lanes_of(results[u.key].trace, b["lanes"])
-                        curves[_best_label(b)] = _on_x_axis(trace, b.get("batch_size"), p, x_axis)
+                curves = _best_curves(mine, best, results, p, x_axis)
                 if curves:
                     title = f"{cfg.name}: accuracy of the best of each optimizer{title_cost}"
                     figs.append((f"accuracy{sfx}.png", _accuracy_figure(cfg, p, curves, title)))
