@@ -92,6 +92,7 @@ __all__ = [
     "rmsprop",
     "schedule_names",
     "sgd",
+    "static_option",
 ]
 
 Hyperparams = dict[str, jax.Array]
@@ -382,7 +383,9 @@ class _ByIdentity:
         return repr(self.value)
 
 
-def _hashable(value: Any) -> Any:
+def static_option(value: Any) -> Any:
+    """A non-numeric option as a `RuleSpec.static` entry: itself, or wrapped to compare by identity
+    when it cannot be hashed (a mask pytree), so it still selects a program."""
     try:
         hash(value)
     except TypeError:
@@ -1456,7 +1459,7 @@ def _get_optax(name, fn, sig, kwargs) -> Rule:
     # the schedules and static (non-numeric) values: any values build it.
     spec = RuleSpec(
         name=name,
-        static=tuple((k, _hashable(v)) for k, v in sorted(fixed.items())),
+        static=tuple((k, static_option(v)) for k, v in sorted(fixed.items())),
         numeric=numeric,
         init_state=init,
         make_update=lambda: build(**fixed, **{k: arguments[k] for k in numeric}).update,

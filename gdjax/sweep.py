@@ -598,10 +598,10 @@ def _validate_values(parsed: _ParsedGrid, tolerance_kwargs):
                 "'optax.adam'), which keeps values in the state"
             )
         factory, static, update = source.rule, dict(parsed.static), rule0.update
-        base = {k: v for k, v in first.items()}
+        base = dict(first)
         spec = rules_lib.RuleSpec(
             name=source.name,
-            static=tuple((k, rules_lib._hashable(v)) for k, v in sorted(static.items())),
+            static=tuple((k, rules_lib.static_option(v)) for k, v in sorted(static.items())),
             numeric=tuple(base),
             source=factory,
             extra_args=isinstance(rule0, optax.GradientTransformationExtraArgs),
