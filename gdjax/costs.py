@@ -296,6 +296,19 @@ class ModelCost:
         """Whether this is linear least squares, `mean((X w + b - y)**2)`."""
         return self.model is linear and self.loss is mse
 
+    @property
+    def value_and_grad(self) -> Callable | None:
+        """`(params, data) -> (cost, gradient)` for linear least squares, else None (use autodiff).
+
+        The same numbers as `jax.value_and_grad(self)` up to rounding, with the constant `2/n` applied
+        to the `d`-sized gradient instead of to the `n`-sized residual: autodiff of `mean(r**2)` writes
+        the cotangent `2 r / n`, one more pass over `(n,)` (a sweep's `(lanes, n)`) per step before
+        the `X^T` product. The model's own `jax.vjp` computes `X^T r` and `sum(r)`: nothing about the
+        linear model is written by hand.
+        """
+        least_squares = self.model in (linear, linear_feature_major) and self.loss is mse
+        return _least_squares_value_and_grad(self) if least_squares else None
+
     def gram_form(self, data) -> tuple[Callable, GramStatistics] | None:
         """`(gram_mse, gram_statistics(X, y))` for linear least squares: O(d^2) per step."""
         if not self.least_squares:
@@ -307,6 +320,24 @@ class ModelCost:
         if not self.least_squares or not _is_regression_pair(data):
             return None
         return reference.optimal_cost(*data)
+
+
+@functools.lru_cache(maxsize=None)
+def _least_squares_value_and_grad(cost: ModelCost) -> Callable:
+    def value_and_grad(params, data):
+        X, y = data[0], data[1]
+        if any(jnp.iscomplexobj(x) for x in jax.tree.leaves(params)):
+            return jax.value_and_grad(cost)(params, data)  # autodiff's conjugation convention
+        pred, pullback = jax.vjp(lambda p: cost.model(p, X), params)
+        if jnp.shape(pred) != jnp.shape(y):
+            cost.loss(pred, y)  # raises mse's own message
+        r = pred - y
+        (grad,) = pullback(r)
+        scale = jnp.asarray(2 / y.size, y.dtype)
+        grad = jax.lax.optimization_barrier(jax.tree.map(lambda g: g * scale, grad))
+        return jnp.mean(r * r), grad
+
+    return value_and_grad
 
 
 def _is_regression_pair(data) -> bool:

@@ -182,7 +182,7 @@ def scan_program(
         cost = functools.partial(cost, **cost_values)
     rule_state0 = spec.init(params0, rule_values)
     update = spec.update
-    value_and_grad = jax.value_and_grad(cost)
+    value_and_grad = _value_and_grad(cost)
     k, num_steps = opts.eval_every, opts.num_steps
     num_full, rest = divmod(num_steps, k)
     eval_steps, record_steps = schedule(opts)
@@ -194,7 +194,7 @@ def scan_program(
         # Batches are gathered from the row-major copy; full-data evaluations read the feature-major one.
         data, eval_data = data
         eval_cost = cost.feature_major
-    eval_value_and_grad = jax.value_and_grad(eval_cost)
+    eval_value_and_grad = _value_and_grad(eval_cost)
     false = jnp.zeros((), bool)
 
     def evaluate(params) -> tuple[Evaluated, Any]:
@@ -390,6 +390,11 @@ def scan_program(
         metrics=ev.metrics,
         record_steps=jnp.asarray(record_steps, jnp.int32),
     )
+
+
+def _value_and_grad(cost: Callable) -> Callable:
+    """The cost's own `value_and_grad` where it offers one (linear least squares), else autodiff's."""
+    return getattr(cost, "value_and_grad", None) or jax.value_and_grad(cost)
 
 
 _compiled_run = jax.jit(scan_program, static_argnums=(0, 1, 2, 3))
