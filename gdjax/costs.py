@@ -322,7 +322,7 @@ class ModelCost:
         return reference.optimal_cost(*data)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _least_squares_value_and_grad(cost: ModelCost) -> Callable:
     def value_and_grad(params, data):
         X, y = data[0], data[1]
@@ -332,9 +332,11 @@ def _least_squares_value_and_grad(cost: ModelCost) -> Callable:
         if jnp.shape(pred) != jnp.shape(y):
             cost.loss(pred, y)  # raises mse's own message
         r = pred - y
-        (grad,) = pullback(r)
-        scale = jnp.asarray(2 / y.size, y.dtype)
-        grad = jax.lax.optimization_barrier(jax.tree.map(lambda g: g * scale, grad))
+        (grad,) = pullback(r.astype(pred.dtype))
+        # Materialised once scaled: XLA may not fold 2/n into the gradient norm's square, where it
+        # would move float32 overflow (and so a diverging lane's last step) with the vmapped width.
+        scale = 2 / r.size
+        grad = jax.lax.optimization_barrier(jax.tree.map(lambda g: g * jnp.asarray(scale, g.dtype), grad))
         return jnp.mean(r * r), grad
 
     return value_and_grad

@@ -281,3 +281,75 @@ def test_a_short_run_that_ends_far_above_its_start_is_diverged():
     trace = gdjax.run(COST, rules.sgd(0.15), gdjax.init_linear(1), (X, y), num_steps=20)
     assert trace.status_name() == "diverged" and int(trace.steps) == 20
     assert np.all(np.isfinite(np.asarray(trace.loss_history)))
+
+
+# ---------------------------------------------------------------- least squares' own gradient
+@pytest.mark.parametrize("outputs", [None, 3], ids=["one_output", "three_outputs"])
+@pytest.mark.parametrize("model", [gdjax.linear, gdjax.costs.linear_feature_major])
+def test_least_squares_value_and_grad_equals_autodiff_and_numpy(model, outputs):
+    """The scale-after-the-product gradient is the autodiff gradient (float64, to round-off), and
+    both equal the tutorials' hand-derived partials 2 X^T r / n, 2 sum(r) / n."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 4))
+    y = rng.standard_normal(50) if outputs is None else rng.standard_normal((50, outputs))
+    params = gdjax.init_linear(4, jnp.float64, num_outputs=outputs)
+    params = jax.tree.map(lambda p: p + rng.standard_normal(p.shape), params)
+    cost = gdjax.make_cost(model, gdjax.mse)
+    data = (X.T if model is gdjax.costs.linear_feature_major else X, y)
+    value, grad = jax.jit(cost.value_and_grad)(params, data)
+    want_value, want_grad = jax.value_and_grad(cost)(params, data)
+    r = X @ np.asarray(params["w"]) + np.asarray(params["b"]) - y  # NumPy oracle
+    np.testing.assert_allclose(value, np.mean(r**2), rtol=1e-12)
+    np.testing.assert_allclose(value, want_value, rtol=1e-12)
+    np.testing.assert_allclose(grad["w"], 2 * X.T @ r / r.size, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(grad["b"], 2 * r.sum(axis=0) / r.size, rtol=1e-11, atol=1e-13)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13), grad, want_grad)
+
+
+def test_only_least_squares_offers_its_own_gradient():
+    assert gdjax.make_cost(gdjax.linear, gdjax.mse).value_and_grad is not None
+    assert gdjax.make_cost(gdjax.linear, gdjax.costs.logistic).value_and_grad is None
+    assert gdjax.make_cost(gdjax.polynomial(2), gdjax.mse).value_and_grad is None
+
+
+def test_least_squares_gradient_keeps_mse_shape_error():
+    cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
+    with pytest.raises(ValueError, match="mse: predictions have shape"):
+        cost.value_and_grad(gdjax.init_linear(2, jnp.float64), (np.ones((5, 2)), np.ones((5, 1))))
+
+
+def test_runs_on_least_squares_match_an_autodiff_cost_to_round_off():
+    """gdjax.run takes the cost's own gradient; a plain function of the same math takes autodiff's."""
+    X, y = _data(300, 5)
+    plain = lambda p, data: jnp.mean((data[0] @ p["w"] + p["b"] - data[1]) ** 2)  # noqa: E731
+    for batch_size in (None, 16):
+        got = gdjax.run(COST, rules.adam(0.05), gdjax.init_linear(5), (X, y), num_steps=200,
+                        batch_size=batch_size, key=0)  # fmt: skip
+        want = gdjax.run(plain, rules.adam(0.05), gdjax.init_linear(5), (X, y), num_steps=200,
+                         batch_size=batch_size, key=0)  # fmt: skip
+        np.testing.assert_allclose(got.loss_history, want.loss_history, rtol=1e-10)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12),
+                     got.params, want.params)  # fmt: skip
+
+
+def test_params_checked_once_per_device_array_and_bad_params_still_fail():
+    X, y = _data()
+    good = gdjax.init_linear(3)  # device arrays: checked once, then known finite
+    for _ in range(2):
+        gdjax.run(COST, rules.sgd(0.1), good, (X, y), num_steps=2)
+    bad = {"w": jnp.asarray([0.0, jnp.nan, 0.0]), "b": jnp.asarray(0.0)}
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"params\['w'\] contains non-finite values"):
+            gdjax.run(COST, rules.sgd(0.1), bad, (X, y), num_steps=2)
+    ints = {"w": jnp.zeros(3, jnp.int32), "b": jnp.asarray(0.0)}
+    with pytest.raises(ValueError, match=r"params\['w'\] has dtype int32"):
+        gdjax.run(COST, rules.sgd(0.1), ints, (X, y), num_steps=2)
+
+
+def test_least_squares_gradient_with_integer_targets():
+    cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
+    X, y = np.arange(12.0).reshape(6, 2), np.arange(6)  # int targets: the scale is the params' dtype
+    params = {"w": jnp.asarray([0.5, -0.25]), "b": jnp.asarray(0.1)}
+    got = cost.value_and_grad(params, (X, y))
+    want = jax.value_and_grad(cost)(params, (X, y))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), got, want)
