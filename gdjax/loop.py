@@ -448,13 +448,13 @@ class Opaque:
         return state
 
 
-def rule_parts(rule, params0: PyTree) -> tuple[Any, Any]:
+def rule_parts(rule, params0: PyTree, dtype=None) -> tuple[Any, Any]:
     """`(spec, values)` of a rule for the compiled loop: a gdjax `Rule` is its hashable spec and its
     hyperparameter values (the state is built inside the program); any other transformation is
     `Opaque` with its state built here."""
     spec = getattr(rule, "spec", None)
     if spec is not None and hasattr(spec, "init") and hasattr(rule, "hyperparams"):
-        dtype = float_dtype(params0)
+        dtype = dtype or float_dtype(params0)
         values = {k: _host_value(v, dtype) for k, v in rule.hyperparams.items()}
         return spec, values
     return Opaque(rule.update), rule.init(params0)
@@ -556,7 +556,12 @@ def _prepare_data(data: PyTree, dtype) -> PyTree:
 
 def _struct(tree):
     leaves, treedef = jax.tree.flatten(tree)
-    shapes = tuple((tuple(np.shape(x)), np.dtype(getattr(x, "dtype", np.float64))) for x in leaves)
+    shapes = tuple(
+        (x.shape, x.dtype)
+        if isinstance(x, jax.Array | np.ndarray)
+        else (np.shape(x), np.dtype(getattr(x, "dtype", np.float64)))
+        for x in leaves
+    )
     return treedef, shapes
 
 
@@ -608,10 +613,11 @@ def default_eval_every(num_steps: int, batch_size: int | None, num_examples: int
     return max(1, min(num_steps, -(-10 * num_examples // batch_size)))
 
 
-def check_metrics(metrics, params0: PyTree) -> tuple[tuple[str, Callable], ...]:
+def check_metrics(metrics, params0: PyTree, params_key=None) -> tuple[tuple[str, Callable], ...]:
     """Validates `metrics={"name": fn(params) -> scalar}` on the host (abstractly: nothing runs)."""
     if metrics is None:
         return ()
+    params_key = params_key or _StructKey(params0)
     if not isinstance(metrics, Mapping):
         raise ValueError(
             f"metrics must be a dict {{name: fn(params) -> scalar}}, got {type(metrics).__name__}"
@@ -626,7 +632,7 @@ def check_metrics(metrics, params0: PyTree) -> tuple[tuple[str, Callable], ...]:
             )
         if not callable(fn):
             raise ValueError(f"metrics[{name!r}] must be a function fn(params) -> scalar, got {fn!r}")
-        _checked_metric(fn, name, _StructKey(params0))
+        _checked_metric(fn, name, params_key)
         out.append((name, fn))
     return tuple(out)
 
@@ -650,7 +656,7 @@ def _checked_metric(fn, name: str, params_key: _StructKey):
 
 
 def _tree_bytes(tree) -> int:
-    return int(sum(np.prod(np.shape(x)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)))
+    return sum(math.prod(np.shape(x)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
 
 def prepare(
@@ -706,8 +712,9 @@ def prepare(
             )
     dtype = float_dtype(params0)
     data = _prepare_data(data, dtype)
-    _checked_signature(cost, _StructKey(params0), _StructKey(data))
-    metric_fns = check_metrics(metrics, params0)
+    params_key = _StructKey(params0)
+    _checked_signature(cost, params_key, _StructKey(data))
+    metric_fns = check_metrics(metrics, params0, params_key)
     key = _as_key(key)
 
     default = default_eval_every(num_steps, batch_size, n)
@@ -872,8 +879,8 @@ def run(
         cost, data, opts = use_feature_major(cost, data, opts)
     opts = _enabled_criteria_cached(opts, tols)
     tols = _device_tolerances(stopping, jax.config.jax_enable_x64)
-    spec, values = rule_parts(rule, params0)
     dtype = float_dtype(params0)
+    spec, values = rule_parts(rule, params0, dtype)
     cost_values = {k: _host_value(v, dtype) for k, v in cost_values.items()}
     trace = _compiled_run(cost, spec, metric_fns, opts, params0, (values, cost_values), data, key, tols)
     if isinstance(spec, Opaque):

@@ -78,7 +78,6 @@ def check_data(data: PyTree) -> int | None:
         return None
     n = None
     for path, leaf in leaves:
-        name = "data" + _path_name(path)
         if isinstance(leaf, jax.core.Tracer):
             continue
         if _known_finite(leaf):
@@ -88,6 +87,7 @@ def check_data(data: PyTree) -> int | None:
                 shapes = {"data" + _path_name(p): tuple(np.shape(x)) for p, x in leaves}
                 raise ValueError(f"data entries disagree on the number of examples: {shapes}")
             continue
+        name = "data" + _path_name(path)
         arr = np.asarray(leaf)
         if arr.ndim == 0:
             raise ValueError(f"{name} is a scalar; every data entry needs a leading example axis")
@@ -153,12 +153,14 @@ def check_params(params: PyTree):
     for path, leaf in leaves:
         if isinstance(leaf, jax.core.Tracer):
             continue
-        arr = np.asarray(leaf)
-        name = "params" + _path_name(path)
-        if not jnp.issubdtype(arr.dtype, jnp.floating):  # bfloat16 too
-            raise ValueError(f"{name} has dtype {arr.dtype}; parameters must be floating point")
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name} contains non-finite values")
+        dtype = leaf.dtype if isinstance(leaf, jax.Array) else np.asarray(leaf).dtype
+        if not jnp.issubdtype(dtype, jnp.floating):  # bfloat16 too
+            raise ValueError(f"params{_path_name(path)} has dtype {dtype}; parameters must be floating point")
+        if _known_finite(leaf):
+            continue  # a device array checked before (immutable): no copy to the host again
+        if not np.isfinite(np.asarray(leaf)).all():
+            raise ValueError(f"params{_path_name(path)} contains non-finite values")
+        _remember_finite(leaf)
 
 
 def nearest(name: str, options) -> str:
