@@ -397,7 +397,20 @@ def _value_and_grad(cost: Callable) -> Callable:
     return getattr(cost, "value_and_grad", None) or jax.value_and_grad(cost)
 
 
-_compiled_run = jax.jit(scan_program, static_argnums=(0, 1, 2, 3))
+def _run_program(*args) -> Trace:
+    """`scan_program` for `run`: the schedule's step numbers are constants, so they are not outputs
+    (each output array costs the call about 1.5 us); `run` attaches them from `_schedule_arrays`."""
+    return scan_program(*args)._replace(eval_steps=None, record_steps=None)
+
+
+_compiled_run = jax.jit(_run_program, static_argnums=(0, 1, 2, 3))
+
+
+@functools.lru_cache(maxsize=256)
+def _schedule_arrays(num_steps: int, eval_every: int, record_every: int) -> tuple[jax.Array, jax.Array]:
+    """`(eval_steps, record_steps)` as device arrays, made once per schedule (arrays are immutable)."""
+    opts = RunOptions(num_steps, None, None, eval_every, record_every, 1)
+    return tuple(jax.device_put(np.asarray(steps, np.int32)) for steps in schedule(opts))
 
 
 def use_layout(cost, data, layout: str, batch_size):
@@ -883,6 +896,8 @@ def run(
     spec, values = rule_parts(rule, params0, dtype)
     cost_values = {k: _host_value(v, dtype) for k, v in cost_values.items()}
     trace = _compiled_run(cost, spec, metric_fns, opts, params0, (values, cost_values), data, key, tols)
+    eval_steps, record_steps = _schedule_arrays(opts.num_steps, opts.eval_every, opts.record_every)
+    trace = trace._replace(eval_steps=eval_steps, record_steps=record_steps)
     if isinstance(spec, Opaque):
         # gdjax's rules refuse values that cannot move (learning_rate <= 0); an Optax transformation
         # built by hand (optax.sgd(0.0)) is checked after the fact, at the price of one small sync.
