@@ -660,3 +660,15 @@ def test_dumps_writes_the_toml_subset():
         "items": [{"a": 1}, {"a": 2, "sub": {"b": "c"}}],
     }
     assert tomllib.loads(config.dumps(values)) == values
+
+
+def test_divergence_detection_turns_off_with_false_and_round_trips():
+    """TOML has no null: `divergence_factor = false` is `Stopping(divergence_factor=None)`."""
+    cfg = config.loads(BASE.replace("tol = 1e-6", "tol = 1e-6\ndivergence_factor = false"))
+    assert cfg.stopping.divergence_factor is None
+    text = cfg.to_toml()
+    assert "divergence_factor = false" in text
+    assert config.loads(text) == cfg
+    assert config.loads(BASE).stopping.divergence_factor == gdjax.Stopping().divergence_factor
+    with pytest.raises(ConfigError, match="or false to turn it off"):
+        config.loads(BASE.replace("tol = 1e-6", "tol = 1e-6\ndivergence_factor = true"))

@@ -354,6 +354,9 @@ class ExperimentConfig:
         d["run"] = clean(self.run)
         d["run"]["batch_size"] = [_batch_to_toml(b) for b in self.run.batch_size]
         d["stopping"] = clean(self.stopping)
+        for key in OFF_KEYS:
+            if getattr(self.stopping, key) is None:
+                d["stopping"][key] = False  # written as `false`, read back as None
         d["execution"] = {k: v for k, v in clean(self.execution).items() if k in EXECUTION_KEYS}
         d["optimizers"] = []
         for opt in self.optimizers:
@@ -824,6 +827,7 @@ def _read_run(t: _Table) -> RunConfig:
     return cfg
 
 
+OFF_KEYS = ("divergence_factor",)  # stopping keys that `false` turns off (None in `gdjax.Stopping`)
 _TABLE_KEYS = {"run": RUN_KEYS, "stopping": STOPPING_KEYS, "execution": EXECUTION_KEYS}
 
 
@@ -879,7 +883,12 @@ def _read_options(top: _Table, run: _Table, table: str, cls, keys: tuple[str, ..
             values[key], where[key] = t.values[key], (table, key)
     kwargs = {}
     for key, value in values.items():
+        if key in OFF_KEYS and value is False:
+            kwargs[key] = None  # TOML has no null: `divergence_factor = false` turns detection off
+            continue
         if _is_float_field(cls, key):
+            if key in OFF_KEYS and isinstance(value, bool):
+                top.fail(where[key], f"expected a number, or false to turn it off, got {value}")
             if isinstance(value, bool) or not isinstance(value, int | float):
                 top.fail(where[key], f"expected a number, got {_toml_type(value)}")
             value = float(value)
