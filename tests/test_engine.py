@@ -21,12 +21,24 @@ def _data(n=200, d=3, seed=0):
 
 
 # ------------------------------------------------------------------------------------- sampler
-@pytest.mark.parametrize("n", [1, 2, 7, 100, 1000, 4097])
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 100, 1000, 2048, 4097])
 def test_each_example_exactly_once_per_epoch(n):
     key = jax.random.key(3)
     for epoch in range(3):
         order = sampler.epoch_order(key, epoch, n)
         assert sorted(order.tolist()) == list(range(n))
+
+
+@pytest.mark.parametrize("bits", range(1, 13))
+def test_the_feistel_pass_is_a_bijection_of_its_power_of_two_domain(bits):
+    """Odd and even widths: the pass alone (before cycle-walking) permutes [0, 2**bits), and that
+    domain is the smallest power of two that holds n, so it is below 2n (under 2 passes on average)."""
+    n = 2 ** (bits - 1) + 1 if bits > 1 else 2
+    split = sampler._split_bits(n)
+    assert sum(split) == bits and 2**bits < 2 * n
+    keys = sampler._round_keys(jax.random.key(5), 0)
+    image = np.asarray(sampler._feistel(jnp.arange(2**bits, dtype=jnp.uint32), keys, split))
+    assert sorted(image.tolist()) == list(range(2**bits))
 
 
 @pytest.mark.parametrize(("n", "batch_size"), [(10, 3), (64, 8), (1000, 7)])
