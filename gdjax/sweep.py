@@ -1036,7 +1036,7 @@ def sweep(
             opts = loop.enabled_criteria(opts, tols)
             # The same data layout as `run`, so that a lane reproduces the run alone.
             group_cost, row_data = run_cost, prepared  # the memory estimate traces the cost as given
-            if execution.layout == "feature_major":
+            if execution.layout == "feature_major" and not _PLAN_ONLY.get():  # a plan moves no data
                 group_cost, prepared, opts = loop.use_feature_major(run_cost, prepared, opts)
             coords = [
                 {

@@ -365,3 +365,23 @@ def test_least_squares_gradient_with_integer_targets():
     got = cost.value_and_grad(params, (X, y))
     want = jax.value_and_grad(cost)(params, (X, y))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), got, want)
+
+
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_host_and_device_data_give_the_same_bits(batch_size):
+    """Host data is copied to the device and transposed there on every call (it may change between
+    calls); device data's transpose is kept. Both are the same XLA transpose: the same numbers."""
+    X, y = _data(300, 4)
+    args = (
+        COST,
+        rules.adam(0.05),
+        gdjax.init_linear(4),
+    )
+    kwargs = dict(num_steps=50, batch_size=batch_size, key=1, eval_every=5)
+    host = gdjax.run(*args, (X, y), **kwargs)
+    device = gdjax.run(*args, (jnp.asarray(X), jnp.asarray(y)), **kwargs)
+    for a, b in zip(jax.tree.leaves(host), jax.tree.leaves(device), strict=True):
+        np.testing.assert_array_equal(a, b)
+    X[0, 0] += 1.0  # the host array changed: the next call sees it (nothing cached by identity)
+    changed = gdjax.run(*args, (X, y), **kwargs)
+    assert not np.array_equal(changed.loss_history, host.loss_history)
