@@ -1301,7 +1301,13 @@ def _signature(name: str) -> tuple[Callable, inspect.Signature]:
         fn = getattr(optax, optax_name)
     else:
         raise _unknown_rule(name)
-    return fn, inspect.signature(fn)
+    return fn, _signature_of(fn)
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature_of(fn: Callable) -> inspect.Signature:
+    """`inspect.signature`, once per factory: a sweep validates every grid value through `get`."""
+    return inspect.signature(fn)
 
 
 def hyperparameters(name: str, schedule: Schedule | str | None = "constant") -> tuple[str, ...]:
