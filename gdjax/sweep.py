@@ -554,6 +554,29 @@ def _parse_grid(
     return _ParsedGrid(_Source(name, source), tuple(grid), axes, fixed, static, zip_grid, cost_keys)
 
 
+def _passes_at_extremes(source: _Source, first: dict, name: str, values: list) -> bool:
+    """Whether every value of a numeric axis of a registry rule is valid, from two builds.
+
+    A registry rule (`rules.get`) checks each value on its own against an interval (`> 0`,
+    `in [0, 1)`, finite), so finite real values all pass when the smallest and the largest do: two
+    builds instead of one per value (about 25 us each; a 4096-value grid spent 0.1 s here). False
+    sends the caller to the value-by-value check, which names the first value that fails.
+    """
+    if len(values) <= 2 or any(
+        isinstance(v, bool) or not isinstance(v, int | float | np.number) for v in values
+    ):
+        return False
+    arr = np.asarray(values, np.float64)
+    if arr.ndim != 1 or not np.all(np.isfinite(arr)):
+        return False
+    try:
+        for i in (int(np.argmin(arr)), int(np.argmax(arr))):
+            source.build(dict(first, **{name: values[i]}))
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def _validate_values(parsed: _ParsedGrid, tolerance_kwargs):
     """Builds the rule (and the tolerances) once per distinct value on the host, so an invalid value
     fails here with its grid key, before anything is compiled.
@@ -575,7 +598,10 @@ def _validate_values(parsed: _ParsedGrid, tolerance_kwargs):
 
     rule0 = build(first, "the grid's first values " + repr(first))
     for axis in rule_axes:
-        for v in dict.fromkeys(axis.values):
+        values = list(dict.fromkeys(axis.values))
+        if isinstance(source.rule, str) and _passes_at_extremes(source, first, axis.name, values):
+            continue
+        for v in values:
             build(dict(first, **{axis.name: v}), f"grid[{axis.name!r}] = {v!r}")
     rule1 = build(last, "the grid's last values " + repr(last))
     if rules_lib.is_rule(rule0):
@@ -1034,10 +1060,8 @@ def sweep(
                 **run_options,
             )
             opts = loop.enabled_criteria(opts, tols)
-            # The same data layout as `run`, so that a lane reproduces the run alone.
-            group_cost, row_data = run_cost, prepared  # the memory estimate traces the cost as given
-            if execution.layout == "feature_major" and not _PLAN_ONLY.get():  # a plan moves no data
-                group_cost, prepared, opts = loop.use_feature_major(run_cost, prepared, opts)
+            # The memory estimate traces the cost as given; the layout is chosen after it (below).
+            group_cost, row_data = run_cost, prepared
             coords = [
                 {
                     "rule": parsed.source.name,
@@ -1071,7 +1095,16 @@ def sweep(
     plan = _Plan(groups, call_lanes, chunk_size, devices, progress, meta, memory_budget)
     if _PLAN_ONLY.get():
         return plan
+    if execution.layout == "feature_major":
+        # The same data layout as `run`, so that a lane reproduces the run alone. Chosen only now:
+        # a sweep refused above (or a plan) moves and transposes no data.
+        groups = [_feature_major(g) for g in groups]
     return _execute(groups, call_lanes, chunk_size, devices, progress, meta)
+
+
+def _feature_major(group: _Group) -> _Group:
+    cost, data, opts = loop.use_feature_major(group.cost, group.data, group.opts)
+    return dataclasses.replace(group, cost=cost, data=data, opts=opts)
 
 
 class _Plan(NamedTuple):

@@ -558,6 +558,14 @@ BAD_INPUTS = {
         _bad(rule="momentum", grid={"learning_rate": [0.1], "momentum": [0.5, 1.5]}),
         r"grid\['momentum'\] = 1.5",
     ),
+    "first-bad-value-of-a-long-axis": (
+        _bad(rule="momentum", grid={"learning_rate": [0.1], "momentum": [0.5, 0.9, 1.5, 0.2, 2.0]}),
+        r"grid\['momentum'\] = 1.5",
+    ),
+    "bad-optax-value-inside-a-long-axis": (
+        _bad(rule="optax.adam", grid={"learning_rate": [0.1, 0.2, -0.3, 0.4, -0.5]}),
+        r"learning_rate.*-0.3",
+    ),
     "unknown-rule": (_bad(rule="sgdd"), "unknown rule 'sgdd'"),
     "unknown-optax-rule": (_bad(rule="optax.lamm"), "did you mean 'optax.lamb'"),
     "optax-factory-bakes-values": (_bad(rule=optax.sgd), "optax.<name>"),
@@ -649,3 +657,14 @@ def test_lanes_shard_over_four_cpu_devices(tmp_path):
         np.testing.assert_allclose(
             got[f"leaf{i}"], want, rtol=LANE_RTOL[np.dtype(np.float64)], atol=atol(np.float64)
         )
+
+
+def test_a_long_numeric_axis_is_validated_from_its_extremes(monkeypatch):
+    """A registry rule checks each value against an interval, so a long axis costs two builds, not
+    one per value; a bad value anywhere still fails (see BAD_INPUTS) and names itself."""
+    calls = []
+    real_get = gdjax.rules.get
+    monkeypatch.setattr(gdjax.rules, "get", lambda *a, **k: calls.append(k) or real_get(*a, **k))
+    lrs = np.geomspace(1e-3, 0.5, 200)
+    sweep(**_bad(grid={"learning_rate": lrs}, num_steps=2))
+    assert len(calls) < 10, len(calls)
