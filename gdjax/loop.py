@@ -407,9 +407,8 @@ _compiled_run = jax.jit(_run_program, static_argnums=(0, 1, 2, 3))
 
 
 @functools.lru_cache(maxsize=256)
-def _schedule_arrays(num_steps: int, eval_every: int, record_every: int) -> tuple[jax.Array, jax.Array]:
-    """`(eval_steps, record_steps)` as device arrays, made once per schedule (arrays are immutable)."""
-    opts = RunOptions(num_steps, None, None, eval_every, record_every, 1)
+def _schedule_arrays(opts: RunOptions) -> tuple[jax.Array, jax.Array]:
+    """`schedule(opts)` as device arrays, made once per program's options (arrays are immutable)."""
     return tuple(jax.device_put(np.asarray(steps, np.int32)) for steps in schedule(opts))
 
 
@@ -904,7 +903,7 @@ def run(
     spec, values = rule_parts(rule, params0, dtype)
     cost_values = {k: _host_value(v, dtype) for k, v in cost_values.items()}
     trace = _compiled_run(cost, spec, metric_fns, opts, params0, (values, cost_values), data, key, tols)
-    eval_steps, record_steps = _schedule_arrays(opts.num_steps, opts.eval_every, opts.record_every)
+    eval_steps, record_steps = _schedule_arrays(opts)
     trace = trace._replace(eval_steps=eval_steps, record_steps=record_steps)
     if isinstance(spec, Opaque):
         # gdjax's rules refuse values that cannot move (learning_rate <= 0); an Optax transformation

@@ -566,8 +566,8 @@ def _passes_at_extremes(source: _Source, first: dict, name: str, values: list) -
         isinstance(v, bool) or not isinstance(v, int | float | np.number) for v in values
     ):
         return False
-    arr = np.asarray(values, np.float64)
-    if arr.ndim != 1 or not np.all(np.isfinite(arr)):
+    arr = np.asarray(values, np.float64)  # 1-D: every value is a real scalar
+    if not np.all(np.isfinite(arr)):
         return False
     try:
         for i in (int(np.argmin(arr)), int(np.argmax(arr))):
@@ -1061,7 +1061,6 @@ def sweep(
             )
             opts = loop.enabled_criteria(opts, tols)
             # The memory estimate traces the cost as given; the layout is chosen after it (below).
-            group_cost, row_data = run_cost, prepared
             coords = [
                 {
                     "rule": parsed.source.name,
@@ -1076,7 +1075,7 @@ def sweep(
                 _Group(
                     spec=spec,
                     metrics=metric_fns,
-                    cost=group_cost,
+                    cost=run_cost,
                     opts=opts,
                     data=prepared,
                     params0=lane_params,
@@ -1085,7 +1084,7 @@ def sweep(
                     key_impl=lanes.key_impl,
                     tols=tols,
                     coords=coords,
-                    bytes_per_lane=_bytes_per_lane(run_cost, row_data, rule0, p0, opts, len(metric_fns)),
+                    bytes_per_lane=_bytes_per_lane(run_cost, prepared, rule0, p0, opts, len(metric_fns)),
                 )
             )
 
