@@ -9,7 +9,21 @@ Modules, each importing only the core and the modules above it in this list:
 | `runfolder` | the run folder: ownership marker, lock, parts, PARTIAL marker, interrupts |
 | `problems` | costs beyond least squares: logistic / cross-entropy classifiers, users' own costs |
 | `experiment` | a config turned into data, costs, gradient checks and sweeps, written to a run folder |
+| `results_model` | the one results schema and `Results` (pandas `lanes` and `curves`): load, save, merge |
+| `statistics` | comparisons on results: targets, profiles, tuning budgets, paired tests (pandas, SciPy) |
 | `report` | the figures of a finished run |
 | `cli` | the `gdjax` command |
 | `command` | its installed entry point: signal handlers before JAX starts, then `cli` |
 """
+
+__all__ = ["Results", "load", "results"]
+
+
+def __getattr__(name: str):
+    # `gdjax.study.load(path)` and `gdjax.study.results(sweep_result)` without importing pandas until
+    # they are used: the command's start-up does not pay for it.
+    if name in __all__:
+        import importlib
+
+        return getattr(importlib.import_module("gdjax.study.results_model"), name)
+    raise AttributeError(f"module 'gdjax.study' has no attribute {name!r}")
