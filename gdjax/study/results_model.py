@@ -627,7 +627,8 @@ def _load_saved(path: str) -> Results:
         raise ResultsError(f"{os.path.join(path, 'results.json')} is not a gdjax results file")
     if meta.get("version") != FORMAT_VERSION:
         raise ResultsError(
-            f"{path}: results format version {meta.get('version')!r}; this gdjax reads version {FORMAT_VERSION}"
+            f"{path}: results format version {meta.get('version')!r}; "
+            f"this gdjax reads version {FORMAT_VERSION}"
         )
     frames = {}
     for name in ("lanes", "curves", "problems"):
@@ -702,7 +703,8 @@ def _load_run_folder(path: str) -> Results:
         loss = np.asarray(mine["loss_history"])
         if len(unit_rows) != loss.shape[0]:
             raise ResultsError(
-                f"{path}: summary.json has {len(unit_rows)} rows for {key!r} but histories.npz has {loss.shape[0]} lanes"
+                f"{path}: summary.json has {len(unit_rows)} rows for {key!r} but histories.npz "
+                f"has {loss.shape[0]} lanes"
             )
         known = {
             "optimizer",
