@@ -424,6 +424,29 @@ def test_compare_equal_values_and_diverged_lanes():
     assert row["probability_of_improvement"] == pytest.approx((3 + 0.5 * 9) / 12)
 
 
+def test_compare_mode_max_and_infinite_differences():
+    accuracy_a, accuracy_b = A_VALUES + 0.5, B_VALUES + 0.5
+    lanes = _paired_lanes(accuracy_a, accuracy_b).rename(columns={"final_loss": "test_accuracy"})
+    row = st.compare(lanes, "adam", "sgd", config=["learning_rate"], by="test_accuracy", mode="max").iloc[0]
+    wins = np.sum(accuracy_a > accuracy_b) + 0.5 * np.sum(accuracy_a == accuracy_b)
+    assert row["probability_of_improvement"] == wins / 12 and row["mode"] == "max"
+    assert row["median_difference"] == pytest.approx(np.median(accuracy_a - accuracy_b), abs=1e-15)
+    # adam diverged on 3 of 5 seeds: the median difference is infinite, the test still ranks.
+    a = np.array([np.nan, np.nan, np.nan, 0.1, 0.2])
+    row = st.compare(_paired_lanes(a, np.full(5, 0.3)), "adam", "sgd", config=["learning_rate"]).iloc[0]
+    assert (row["median_difference"], row["ci_high"], row["probability_of_improvement"]) == (INF, INF, 0.4)
+    assert row["p_value"] == stats.wilcoxon([1e9, 1e9, 1e9, -0.2, -0.1]).pvalue  # ranks only
+
+
+def test_profile_ratios_take_final_loss_from_lanes():
+    ttt = _toy_ttt()
+    lanes = ttt[["lane", "final_loss"]].assign(
+        final_loss=lambda f: np.where(f["lane"] == 10, 0.0, f["final_loss"])
+    )
+    table = st.profile_ratios(ttt.drop(columns="final_loss"), config=["learning_rate"], lanes=lanes)
+    assert table.set_index(["problem", "optimizer"]).loc[("P2", "C"), "learning_rate"] == 0.5  # lane 10 now
+
+
 def test_best_statement_only_when_supported():
     clear = _paired_lanes(A_VALUES, A_VALUES + 0.1 + 0.01 * np.arange(12))
     sentence = st.best_statement(clear, config=["learning_rate"])
@@ -518,6 +541,12 @@ def _bad_calls():
             ),
             "variant",
         ),
+        "no default lanes": (
+            lambda: st.performance_profile(ttt.assign(is_default=False), config=[], variant="default"),
+            "variant",
+        ),
+        "empty lanes": (lambda: st.time_to_target(lanes.iloc[:0], curves), "lanes has no rows"),
+        "empty ttt": (lambda: st.data_profile(ttt.iloc[:0], config=[]), "ttt has no rows"),
         "taus": (lambda: st.performance_profile(ttt, config=["learning_rate"], taus=[1.0, np.inf]), "taus"),
         "budgets": (lambda: st.data_profile(ttt, config=["learning_rate"], budgets=[-1.0]), "budgets"),
         "score table": (lambda: st.score(st.performance_profile(ttt, config=["learning_rate"])), "ratios"),

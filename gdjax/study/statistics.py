@@ -46,10 +46,12 @@ _BLOCK = 256  # k values per block in expected_best_of_k: bounds memory at _BLOC
 # --- checks at the edge -------------------------------------------------------------------------
 
 
-def _require(frame: pd.DataFrame, columns: Sequence[str], argument: str) -> None:
+def _require(frame: pd.DataFrame, columns: Sequence[str], argument: str, *, rows: bool = True) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{argument} is missing column(s) {missing}; it has {list(frame.columns)}")
+    if rows and frame.empty:
+        raise ValueError(f"{argument} has no rows")
 
 
 def _check_choice(value, choices: Sequence[str], argument: str) -> None:
@@ -225,7 +227,7 @@ def time_to_target(
 
     where `f0` is the lane's loss at its first evaluation (step 0). `f_star` comes from the `f_star`
     column of `lanes`; where that is NaN (or `f_star="best found"`) it is the lowest loss any lane of the
-    same problem reached (`f_star_source` then reads "best found"). A metric target is met at the first
+    same problem reached among those given (`f_star_source` then reads "best found"). A metric target is met at the first
     evaluation with `metric >= threshold` (mode "max") or `metric <= threshold` (mode "min").
 
     The time is the step of the first evaluation meeting the target, times the step's cost in `unit`:
@@ -268,7 +270,7 @@ def time_to_target(
     if threshold is not None and not (isinstance(threshold, int | float) and np.isfinite(threshold)):
         raise ValueError(f"threshold must be a finite number; got {threshold!r}")
     column = "loss" if metric is None else metric
-    _require(curves, ["lane", "step", column], "curves")
+    _require(curves, ["lane", "step", column], "curves", rows=False)
     if lanes["lane"].duplicated().any():
         raise ValueError("lanes has duplicate `lane` ids")
     lanes = lanes.reset_index(drop=True)
@@ -314,9 +316,7 @@ def time_to_target(
         bad = reached & ~np.isfinite(factor)
         if bad.any():
             lanes_bad = lanes["lane"].to_numpy()[bad][:5].tolist()
-            raise ValueError(
-                f"unit={unit!r} needs a finite, positive {factor_column}; lanes {lanes_bad} lack one"
-            )
+            raise ValueError(f"unit={unit!r} needs a finite {factor_column}; lanes {lanes_bad} lack one")
         time = np.full(len(lanes), np.inf)
         time[reached] = first[reached] * factor[reached]
         frames.append(out.assign(**keys, unit=unit, time=time, reached=reached))
@@ -336,7 +336,10 @@ def _variant_rows(ttt: pd.DataFrame, variant: str) -> list[tuple[str, pd.DataFra
     if variant in ("default", "both"):
         if "is_default" not in ttt:
             raise ValueError(f"variant={variant!r} needs an `is_default` column in ttt (or lanes)")
-        chosen.append(("default", ttt[ttt["is_default"].eq(True)]))
+        rows = ttt[ttt["is_default"].eq(True)]
+        if rows.empty:
+            raise ValueError(f"variant={variant!r} finds no lane with `is_default` true")
+        chosen.append(("default", rows))
     return chosen
 
 
@@ -373,7 +376,8 @@ def profile_ratios(
         _require(lanes, ["lane"], "lanes")
         _require(ttt, ["lane"], "ttt")
         extra = [c for c in ("final_loss", "is_default") if c in lanes]
-        ttt = ttt.drop(columns=extra).merge(lanes[["lane", *extra]], on="lane", how="left")
+        ttt = ttt.drop(columns=[c for c in extra if c in ttt])
+        ttt = ttt.merge(lanes[["lane", *extra]], on="lane", how="left")
     keys = [k for k in TARGET_KEYS if k in ttt]
     final = _worst(ttt["final_loss"], "min") if "final_loss" in ttt else np.zeros(len(ttt))
     ttt = ttt.assign(_final=final, time=ttt["time"].astype(float))
@@ -690,15 +694,15 @@ def summarize(
     frame = frame.assign(_value=_worst(frame[column], mode))
     groups = frame.groupby(by, dropna=False, sort=True) if by else [((), frame)]
     rows = []
-    for key, rows_ in groups:
-        x = rows_["_value"].to_numpy()
+    for key, part in groups:
+        x = part["_value"].to_numpy()
         proxy, back = _proxy(x)
         q25, median, q75 = back(np.quantile(proxy, [0.25, 0.5, 0.75]))
         iqr = q75 - q25 if np.isfinite(q25) and np.isfinite(q75) else (np.nan if q25 == q75 else np.inf)
         if stratify is None:
             strata = [x]
         else:
-            labels = rows_[stratify].to_numpy()
+            labels = part[stratify].to_numpy()
             strata = [x[labels == s] for s in pd.unique(labels)]
         low, high = _median_ci(strata, confidence, seed)
         rows.append(
@@ -833,7 +837,9 @@ def is_significant(comparison: pd.DataFrame | pd.Series, *, alpha: float = 0.05)
     The interval side is `ci_high < 0` in mode "min" and `ci_low > 0` in mode "max".
     """
     row = comparison.iloc[0] if isinstance(comparison, pd.DataFrame) else comparison
-    _require(row.to_frame().T, ["mode", "ci_low", "ci_high", "p_value"], "comparison")
+    missing = [c for c in ("mode", "ci_low", "ci_high", "p_value") if c not in row.index]
+    if missing:
+        raise ValueError(f"comparison is missing {missing}: pass a row of `compare`")
     side = row["ci_high"] < 0 if row["mode"] == "min" else row["ci_low"] > 0
     return bool(row["p_value"] < alpha and side)
 
@@ -870,7 +876,7 @@ def best_statement(
     values = {n: _chosen(lanes, n, config, by, mode, seeds)["_value"].to_numpy() for n in names}
     if any(v.size == 0 for v in values.values()):
         return None  # an optimizer with no reporting seeds
-    medians = {n: float(_proxy(v)[1](np.median(_proxy(v)[0]))) for n, v in values.items()}
+    medians = {n: np.median(v) for n, v in values.items()}  # infinities share one sign: no inf - inf
     best = min(names, key=lambda n: medians[n] if mode == "min" else -medians[n])
     others = [n for n in names if n != best]
     alpha = (1.0 - confidence) / len(others)
