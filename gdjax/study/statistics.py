@@ -1,30 +1,21 @@
 """Comparison statistics over a study's results: targets, profiles, tuning budgets, paired tests.
 
-Pure functions over the two frames of the results model (`lanes`: one row per lane; `curves`: one row
-per lane and evaluation), each returning a pandas DataFrame. The statistics come from SciPy and NumPy
-(`scipy.stats.bootstrap`, `wilcoxon`, `trim_mean`, `qmc.Halton`, `scipy.special.gammaln`); this module
-only arranges them. No JAX here.
+Pure functions over the results model's frames (`lanes`: one row per lane; `curves`: one row per lane and
+evaluation), each returning a pandas DataFrame. SciPy and NumPy do the statistics; no JAX here.
+Conventions: `config` names the columns that tell an optimizer's configurations apart (NaN equals NaN
+when grouping); a configuration's value is its median over seeds, and the best configuration has the best
+median; a non-finite value (a diverged lane's NaN) counts as the worst (`+inf` in mode "min", `-inf` in
+mode "max").
 
-Conventions shared by every function:
-
-- `config` names the columns that tell an optimizer's configurations apart (`["learning_rate",
-  "momentum", "batch_size"]`); NaN counts as equal to NaN when grouping (a hyperparameter that does not
-  apply to an optimizer).
-- A configuration's value over seeds is the **median** over its seeds; the best configuration is the one
-  with the best median.
-- A non-finite value (a diverged lane's NaN loss) counts as the worst possible: `+inf` for mode "min",
-  `-inf` for mode "max".
-
-References: Dolan & Moré (2002), "Benchmarking optimization software with performance profiles"; Moré &
-Wild (2009), "Benchmarking derivative-free optimization algorithms"; MLCommons AlgoPerf
-(`scoring/performance_profile.py`); Sivaprasad et al. (2020), "Optimizer benchmarking needs to account
-for hyperparameter tuning"; Agarwal et al. (2021), "Deep RL at the edge of the statistical precipice"
-(rliable).
+References: Dolan & Moré (2002), performance profiles; Moré & Wild (2009), data profiles; MLCommons
+AlgoPerf, `scoring/performance_profile.py`; Sivaprasad et al. (2020), expected best of k; Agarwal et al.
+(2021), rliable.
 """
 
 from __future__ import annotations
 
 import difflib
+import numbers
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -54,6 +45,11 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], argument: str, *, rows
         raise ValueError(f"{argument} has no rows")
 
 
+def _is_number(x) -> bool:
+    """A finite real number (NumPy scalars included, booleans not)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and bool(np.isfinite(x))
+
+
 def _check_choice(value, choices: Sequence[str], argument: str) -> None:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{argument}={value!r} is not one of {list(choices)}")
@@ -70,16 +66,13 @@ def _check_config(frame: pd.DataFrame, config, argument: str) -> list[str]:
 
 
 def _check_confidence(confidence) -> None:
-    if not (isinstance(confidence, int | float) and 0.0 < confidence < 1.0):
+    if not (_is_number(confidence) and 0.0 < confidence < 1.0):
         raise ValueError(f"confidence must be a number in (0, 1); got {confidence!r}")
 
 
 def _check_eps(eps) -> list[float]:
     values = [eps] if np.ndim(eps) == 0 else list(eps)
-    ok = bool(values) and all(
-        isinstance(e, int | float | np.floating | np.integer) and not isinstance(e, bool) for e in values
-    )
-    if not ok or not all(np.isfinite(e) and 0.0 < e < 1.0 for e in values):
+    if not values or not all(_is_number(e) and 0.0 < e < 1.0 for e in values):
         raise ValueError(f"eps must be a number or list of numbers in (0, 1); got {eps!r}")
     return [float(e) for e in values]
 
@@ -124,12 +117,8 @@ def _median_ci(strata: list[np.ndarray], confidence: float, seed: int) -> tuple[
     bootstrap when each stratum is passed as its own sample. Strata of one value cannot be resampled
     (and need not be: a resample of one value is that value); they enter the statistic as constants.
     """
-    pooled = np.concatenate(strata)
-    proxy, back = _proxy(pooled)
-    parts, start = [], 0
-    for s in strata:
-        parts.append(proxy[start : start + s.size])
-        start += s.size
+    proxy, back = _proxy(np.concatenate(strata))
+    parts = np.split(proxy, np.cumsum([s.size for s in strata])[:-1])
     varying = [p for p in parts if p.size >= 2]
     fixed = np.concatenate([p for p in parts if p.size < 2] + [np.empty(0)])
     if not varying:
@@ -199,7 +188,7 @@ def _f_star(lanes, problem_of_row, values, counts, f_star) -> tuple[np.ndarray, 
         if missing:
             raise ValueError(f"f_star has no value for problem(s) {missing}")
         given = lanes["problem"].map(lambda p: float(f_star[p])).to_numpy(dtype=float)
-    elif isinstance(f_star, int | float) and not isinstance(f_star, bool):
+    elif isinstance(f_star, numbers.Real) and not isinstance(f_star, bool):
         given = np.full(n, float(f_star))
     else:
         raise ValueError(f"f_star must be 'auto', 'best found', a number or a mapping; got {f_star!r}")
@@ -226,8 +215,8 @@ def time_to_target(
         loss <= f_star + eps * (f0 - f_star),
 
     where `f0` is the lane's loss at its first evaluation (step 0). `f_star` comes from the `f_star`
-    column of `lanes`; where that is NaN (or `f_star="best found"`) it is the lowest loss any lane of the
-    same problem reached among those given (`f_star_source` then reads "best found"). A metric target is met at the first
+    column of `lanes`; where that is NaN (or `f_star="best found"`) it is the lowest loss any given lane
+    of the problem reached (`f_star_source` then reads "best found"). A metric target is met at the first
     evaluation with `metric >= threshold` (mode "max") or `metric <= threshold` (mode "min").
 
     The time is the step of the first evaluation meeting the target, times the step's cost in `unit`:
@@ -267,7 +256,7 @@ def time_to_target(
         raise ValueError("threshold and metric go together: a metric target needs both")
     if threshold is not None and eps is not None:
         raise ValueError("eps and threshold exclude each other: give a loss target or a metric target")
-    if threshold is not None and not (isinstance(threshold, int | float) and np.isfinite(threshold)):
+    if threshold is not None and not _is_number(threshold):
         raise ValueError(f"threshold must be a finite number; got {threshold!r}")
     column = "loss" if metric is None else metric
     _require(curves, ["lane", "step", column], "curves", rows=False)
@@ -450,12 +439,8 @@ def performance_profile(
     with `r[p, s] = t[p, s] / min_s t[p, s]` from `profile_ratios` (a miss is `inf`, so it never counts).
 
     Args:
-        ttt: a `time_to_target` frame.
-        config: the columns that tell configurations apart.
-        taus: where to evaluate rho; default every finite ratio together with 1 and `MAX_TAU`, which are
-            all the steps of the step function.
-        variant: "tuned", "default" or "both" (see `profile_ratios`).
-        lanes: supplies `final_loss` / `is_default` where `ttt` lacks them.
+        ttt, config, variant, lanes: as for `profile_ratios`.
+        taus: where to evaluate rho; default 1, `MAX_TAU` and every finite ratio (all the steps).
 
     Returns:
         The target columns present, `optimizer`, `variant`, `tau`, `rho`.
@@ -482,11 +467,8 @@ def data_profile(
     evaluations or seconds).
 
     Args:
-        ttt: a `time_to_target` frame.
-        config: the columns that tell configurations apart.
+        ttt, config, variant, lanes: as for `profile_ratios`.
         budgets: where to evaluate; default 0 and every finite `t[p, s]` (all the steps).
-        variant: "tuned", "default" or "both".
-        lanes: supplies `final_loss` / `is_default` where `ttt` lacks them.
 
     Returns:
         The target columns present, `optimizer`, `variant`, `budget`, `solved`.
@@ -522,7 +504,7 @@ def score(
     """
     _require(ratios, ["problem", "optimizer", "variant", "ratio"], "ratios (the profile_ratios table)")
     _check_confidence(confidence)
-    if not (isinstance(max_tau, int | float) and np.isfinite(max_tau) and max_tau > 1):
+    if not (_is_number(max_tau) and max_tau > 1):
         raise ValueError(f"max_tau must be a finite number above 1; got {max_tau!r}")
     rng = np.random.default_rng(seed)
     rows = []
@@ -638,8 +620,8 @@ def halton_grid(num_points: int, space: Mapping[str, tuple], seed: int = 0) -> d
     for name, spec in space.items():
         spec = tuple(spec) if isinstance(spec, tuple | list) else (spec,)
         low, high, scale = (*spec, "linear") if len(spec) == 2 else (*spec, None, None, None)[:3]
-        numbers = all(isinstance(x, int | float) and np.isfinite(x) for x in (low, high))
-        if len(spec) not in (2, 3) or scale not in ("log", "linear") or not numbers or not low < high:
+        valid = _is_number(low) and _is_number(high) and low < high
+        if len(spec) not in (2, 3) or scale not in ("log", "linear") or not valid:
             raise ValueError(f"space[{name!r}] must be (low, high[, 'log' | 'linear']); got {spec!r}")
         if scale == "log" and low <= 0:
             raise ValueError(f"space[{name!r}] is log-scaled and needs low > 0; got {spec!r}")
