@@ -208,7 +208,7 @@ def test_expected_best_of_k_groups_nan_hyperparameters_per_optimizer():
     assert result.groupby("optimizer")["num_configs"].first().to_dict() == {"adam": 2, "momentum": 3}
 
 
-def test_expected_best_of_k_large_grid_in_log_space():
+def test_expected_best_of_k_large_grid_against_closed_forms():
     m = 3000
     values = np.sort(np.random.default_rng(0).uniform(size=m))
     lanes = pd.DataFrame(
@@ -217,7 +217,7 @@ def test_expected_best_of_k_large_grid_in_log_space():
     expected = st.expected_best_of_k(lanes, config=["lr"])["expected"].to_numpy()
     # Closed forms: best of 1 is the mean, best of m the minimum, best of 2 weighs v_i by (m - i) / C(m, 2).
     pairs = np.sum(values * (m - np.arange(1, m + 1))) / math.comb(m, 2)
-    np.testing.assert_allclose(expected[[0, 1, m - 1]], [values.mean(), pairs, values[0]], rtol=1e-10)
+    np.testing.assert_allclose(expected[[0, 1, m - 1]], [values.mean(), pairs, values[0]], rtol=1e-12)
     assert np.all(np.diff(expected) <= 1e-12)
 
 
