@@ -130,17 +130,9 @@ def _median_ci(strata: list[np.ndarray], confidence: float, seed: int) -> tuple[
         arrays.append(np.broadcast_to(fixed, shape + fixed.shape))
         return np.median(np.concatenate(arrays, axis=-1), axis=-1)
 
-    result = stats.bootstrap(
-        tuple(varying),
-        statistic,
-        n_resamples=_NUM_RESAMPLES,
-        vectorized=True,
-        axis=-1,
-        confidence_level=confidence,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    ci = result.confidence_interval
+    rng = np.random.default_rng(seed)
+    options = dict(vectorized=True, axis=-1, confidence_level=confidence, method="percentile", rng=rng)
+    ci = stats.bootstrap(tuple(varying), statistic, n_resamples=_NUM_RESAMPLES, **options).confidence_interval
     return float(back(ci.low)), float(back(ci.high))
 
 
@@ -496,8 +488,7 @@ def score(
         ratios: the `profile_ratios` table (`problem`, `optimizer`, `variant`, `ratio`); the per-problem
             ratios are needed for the interval, which a profile no longer holds.
         max_tau: the upper end of the integral (AlgoPerf: 4).
-        confidence: the interval's confidence level.
-        seed: seeds the bootstrap.
+        confidence, seed: the interval's level and the bootstrap's seed.
 
     Returns:
         The target columns present, `optimizer`, `variant`, `score`, `ci_low`, `ci_high`.
@@ -562,9 +553,7 @@ def expected_best_of_k(
     k draws could be such configurations (Sivaprasad et al., 2020).
 
     Args:
-        lanes: one row per lane: `problem`, `optimizer`, `by` and the config columns.
-        config: the columns that tell configurations apart.
-        by: the column compared, e.g. "final_loss" or "test_accuracy".
+        lanes: one row per lane: `problem`, `optimizer`, `by` (e.g. "final_loss") and the `config` columns.
         mode: "min" when smaller `by` is better, "max" when larger is.
 
     Returns:
@@ -580,18 +569,9 @@ def expected_best_of_k(
     for (problem, optimizer), rows in medians.groupby(["problem", "optimizer"], sort=True):
         values = np.sort(rows["_value"].to_numpy())
         values = values if mode == "min" else values[::-1]
-        m = values.size
-        frames.append(
-            pd.DataFrame(
-                {
-                    "problem": problem,
-                    "optimizer": optimizer,
-                    "k": np.arange(1, m + 1),
-                    "expected": _expected_best(values),
-                    "num_configs": m,
-                }
-            )
-        )
+        k = np.arange(1, values.size + 1)
+        columns = dict(k=k, expected=_expected_best(values), num_configs=values.size)
+        frames.append(pd.DataFrame(dict(problem=problem, optimizer=optimizer, **columns)))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -603,9 +583,7 @@ def halton_grid(num_points: int, space: Mapping[str, tuple], seed: int = 0) -> d
     same points (`scipy.stats.qmc.Halton(scramble=True, rng=seed)`).
 
     Args:
-        num_points: how many points.
         space: hyperparameter name to `(low, high)` (linear) or `(low, high, "log" | "linear")`.
-        seed: seeds the scrambling.
 
     Returns:
         A dict of equal-length float arrays, one per hyperparameter, in the order of `space`: a zipped
@@ -659,13 +637,9 @@ def summarize(
     stratum. NaN values count as the worst (`+inf` in mode "min", `-inf` in mode "max").
 
     Args:
-        frame: any frame, e.g. `lanes` or a `time_to_target` frame.
-        column: the values summarised, e.g. "final_loss" or "time".
+        frame, column: the values, e.g. `lanes` and "final_loss", or a `time_to_target` frame and "time".
         by: the grouping columns (none: one row for the whole frame).
-        stratify: a column whose groups are resampled separately for the interval.
-        mode: "min" or "max": which end is worst for NaN values.
-        confidence: the interval's confidence level.
-        seed: seeds the bootstrap.
+        stratify, mode, confidence, seed: as above; `seed` seeds the bootstrap.
 
     Returns:
         The `by` columns, `count`, `median`, `q25`, `q75`, `iqr`, `iqm`, `ci_low`, `ci_high` (NaN with
@@ -689,18 +663,10 @@ def summarize(
             labels = part[stratify].to_numpy()
             strata = [x[labels == s] for s in pd.unique(labels)]
         low, high = _median_ci(strata, confidence, seed)
+        spread = dict(median=float(median), q25=float(q25), q75=float(q75), iqr=float(iqr))
+        iqm = float(stats.trim_mean(x, 0.25))
         rows.append(
-            {
-                **dict(zip(by, key, strict=True)),
-                "count": x.size,
-                "median": float(median),
-                "q25": float(q25),
-                "q75": float(q75),
-                "iqr": float(iqr),
-                "iqm": float(stats.trim_mean(x, 0.25)),
-                "ci_low": low,
-                "ci_high": high,
-            }
+            dict(zip(by, key, strict=True)) | dict(count=x.size, **spread, iqm=iqm, ci_low=low, ci_high=high)
         )
     return pd.DataFrame(rows)
 
@@ -769,14 +735,11 @@ def compare(
     A non-finite value (a diverged lane) is the worst; two such values tie.
 
     Args:
-        lanes: one row per lane: `problem`, `optimizer`, `seed`, `by` and the config columns.
+        lanes: one row per lane: `problem`, `optimizer`, `seed`, `by` and the `config` columns.
         a, b: the optimizers' labels.
-        config: the columns that tell configurations apart.
-        by: the column compared.
         mode: "min" when smaller `by` is better, "max" when larger is.
         tuning_seeds: seeds on which configurations are chosen; the others are reported.
-        confidence: the interval's confidence level.
-        seed: seeds the bootstrap.
+        confidence, seed: the interval's level and the bootstrap's seed.
 
     Returns:
         One row: `a`, `b`, `by`, `mode`, `median_difference`, `ci_low`, `ci_high`,
@@ -799,20 +762,10 @@ def compare(
     problems = pairs["problem"].to_numpy()
     strata = [d[problems == p] for p in pd.unique(problems)]
     low, high = _median_ci(strata, confidence, seed)
-    row = {
-        "a": a,
-        "b": b,
-        "by": by,
-        "mode": mode,
-        "median_difference": float(back(np.median(proxy))),
-        "ci_low": low,
-        "ci_high": high,
-        "probability_of_improvement": float(wins.mean()),
-        "p_value": p_value,
-        "num_pairs": int(d.size),
-        "num_problems": len(strata),
-    }
-    return pd.DataFrame([row])
+    median = float(back(np.median(proxy)))
+    row = dict(a=a, b=b, by=by, mode=mode, median_difference=median, ci_low=low, ci_high=high)
+    row |= dict(probability_of_improvement=float(wins.mean()), p_value=p_value, num_pairs=int(d.size))
+    return pd.DataFrame([row | dict(num_problems=len(strata))])
 
 
 def is_significant(comparison: pd.DataFrame | pd.Series, *, alpha: float = 0.05) -> bool:
