@@ -415,6 +415,27 @@ def test_compare_chooses_configurations_on_tuning_seeds_and_reports_the_others()
     assert row["num_pairs"] == 9 and row["p_value"] == stats.wilcoxon(d).pvalue
 
 
+def test_compare_pairs_a_deterministic_lane_with_every_seed_and_two_of_them_once():
+    # sgd ran full batch from a fixed start: one lane without a seed, the same run on every seed
+    lanes = _paired_lanes(A_VALUES, B_VALUES)
+    lanes = lanes[(lanes["optimizer"] == "adam") | (lanes["seed"] == 0)].astype({"seed": "Int64"})
+    lanes.loc[lanes["optimizer"] == "sgd", "seed"] = pd.NA
+    row = st.compare(lanes, "adam", "sgd", config=["learning_rate"]).iloc[0]
+    d = A_VALUES - B_VALUES[0]
+    assert row["num_pairs"] == len(A_VALUES) and row["p_value"] == stats.wilcoxon(d).pvalue
+    # two deterministic optimizers: one pair per problem, not one per seed of a third optimizer
+    both = pd.concat(
+        [
+            lanes[lanes["optimizer"] == "sgd"],
+            lanes[lanes["optimizer"] == "sgd"].assign(optimizer="gd", final_loss=0.5),
+        ],
+        ignore_index=True,
+    )
+    both = pd.concat([both, lanes[lanes["optimizer"] == "adam"]], ignore_index=True)
+    row = st.compare(both, "gd", "sgd", config=["learning_rate"]).iloc[0]
+    assert row["num_pairs"] == 1 and row["median_difference"] == 0.5 - B_VALUES[0]
+
+
 def test_compare_equal_values_and_diverged_lanes():
     same = st.compare(_paired_lanes(A_VALUES, A_VALUES), "adam", "sgd", config=["learning_rate"]).iloc[0]
     assert (same["p_value"], same["median_difference"], same["probability_of_improvement"]) == (1.0, 0.0, 0.5)

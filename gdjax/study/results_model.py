@@ -89,6 +89,9 @@ LANE_COLUMNS: tuple[Column, ...] = (
     Column("seed", "coordinate", "Int64", None, True, "the lane's seed (<NA>: no seed was swept)"),
     Column("start", "coordinate", "Int64", None, False, "index of the starting point (<NA>: one start)"),
     Column("batch_size", "coordinate", "Int64", "first", True, "examples per step (<NA>: full batch)"),
+    Column(
+        "is_default", "coordinate", "bool", "first", False, "hyperparameters at the rule's one-shot defaults"
+    ),
     Column("status", "outcome", "str", "majority", True, "converged, max_steps, diverged, nonfinite"),
     Column("steps", "outcome", "int64", "median", True, "updates applied"),
     Column("stop_step", "outcome", "Int64", None, False, "the step it stopped at (<NA>: used its budget)"),
@@ -127,6 +130,22 @@ CURVE_COLUMNS: tuple[Column, ...] = (
     # each metric by its own name follows here
 )
 _LANE = {c.name: c for c in LANE_COLUMNS}
+# The one-shot defaults a user gets without tuning ("Descending through a Crowded Valley", Schmidt et al.
+# 2021, Table 2: the defaults of the optimizers' papers and frameworks). A lane is `is_default` when
+# each of its rule's listed hyperparameters is at this value (a hyperparameter not swept is at the
+# rule's own default). `Results.with_defaults` sets others.
+CONVENTIONAL_DEFAULTS: dict[str, dict[str, float]] = {
+    "sgd": {"learning_rate": 1e-2},  # PyTorch's tutorials; Optax's examples
+    "gd": {"learning_rate": 1e-2},
+    "momentum": {"learning_rate": 1e-2, "momentum": 0.9},
+    "nesterov": {"learning_rate": 1e-2, "momentum": 0.9},
+    "adagrad": {"learning_rate": 1e-2},  # PyTorch, Duchi et al.
+    "rmsprop": {"learning_rate": 1e-3},  # Keras, Tieleman & Hinton
+    "adam": {"learning_rate": 1e-3},  # Kingma & Ba
+    "optax.adam": {"learning_rate": 1e-3},
+    "optax.adamw": {"learning_rate": 1e-3},
+    "optax.lion": {"learning_rate": 1e-4},  # Chen et al. 2023: 3-10x smaller than AdamW's
+}
 _HEAD = ("lane", "problem", "optimizer", "rule")  # columns before the hyperparameters
 _RESERVED = frozenset(_LANE) | {c.name for c in CURVE_COLUMNS}
 _BLEW_UP = frozenset(gdjax_io.BLEW_UP)
@@ -189,6 +208,13 @@ class Results:
 
     def _numeric_columns(self) -> list[str]:
         return [c for c in self.lanes.columns if pd.api.types.is_numeric_dtype(self.lanes[c])]
+
+    def with_defaults(self, defaults: dict[str, dict[str, float]]) -> Results:
+        """These results with `is_default` marking the lanes at `defaults` (`{rule: {name: value}}`,
+        replacing `CONVENTIONAL_DEFAULTS` for the rules it names)."""
+        table = {**CONVENTIONAL_DEFAULTS, **defaults}
+        lanes = self.lanes.assign(is_default=_is_default(self.lanes, self.hyperparameters, table))
+        return dataclasses.replace(self, lanes=lanes)
 
     # -------------------------------------------------------------------------------- summaries
     def best_configurations(self, by: str = "final_loss", mode: str = "min") -> pd.DataFrame:
@@ -263,48 +289,87 @@ class Results:
         return path
 
     # ------------------------------------------------------------------------------- statistics
+    # Each method is `gdjax.study.statistics`'s function of the same name on these lanes and curves,
+    # with the configuration columns filled in; their docstrings give the formulas and columns.
     def time_to_target(self, eps=None, *, unit: str = "steps", threshold=None, metric=None, mode="min"):
-        """Time for each lane to reach a target; see `gdjax.study.statistics.time_to_target`."""
+        """Time for each lane to reach `f <= f* + eps (f0 - f*)` (or a metric threshold).
+
+        Returns:
+          One row per lane (and eps): `problem`, `optimizer`, `seed`, `lane`, the target columns,
+          `unit`, `time` (inf when not reached), `reached`, then the lane's other columns. With a
+          sparse evaluation schedule the time is the first *evaluation* that meets the target.
+          Units: "steps", "epochs" (examples processed / n), "gradient_evaluations", "seconds".
+        """
         from gdjax.study import statistics
 
         return statistics.time_to_target(
-            self.lanes,
-            self.curves,
-            eps=eps,
-            threshold=threshold,
-            metric=metric,
-            mode=mode,
-            unit=unit,
-            config=self.config_columns,
+            self.lanes, self.curves, eps=eps, threshold=threshold, metric=metric, mode=mode, unit=unit
         )
 
-    def performance_profile(self, eps=1e-3, *, unit: str = "steps", taus=None, variant: str = "tuned"):
-        """Dolan-Moré performance profile; see `gdjax.study.statistics.performance_profile`."""
+    def performance_profile(self, eps=1e-3, *, unit: str = "epochs", taus=None, variant: str = "tuned"):
+        """Dolan-Moré profile: columns `optimizer`, `variant`, `tau`, `rho` (+ the target's)."""
         from gdjax.study import statistics
 
         ttt = self.time_to_target(eps, unit=unit)
-        return statistics.performance_profile(ttt, config=self.config_columns, taus=taus, variant=variant)
+        return statistics.performance_profile(
+            ttt, config=self.config_columns, taus=taus, variant=variant, lanes=self.lanes
+        )
 
-    def data_profile(self, eps=1e-3, *, unit: str = "epochs", budgets=None):
-        """Moré-Wild data profile; see `gdjax.study.statistics.data_profile`."""
+    def profile_ratios(self, eps=1e-3, *, unit: str = "epochs", variant: str = "tuned"):
+        """The profile's table: `problem`, `optimizer`, `time` (median over seeds of the best
+        configuration), `ratio` to the fastest, and the chosen configuration."""
         from gdjax.study import statistics
 
         ttt = self.time_to_target(eps, unit=unit)
-        return statistics.data_profile(ttt, config=self.config_columns, budgets=budgets)
+        return statistics.profile_ratios(ttt, config=self.config_columns, variant=variant, lanes=self.lanes)
+
+    def scores(self, eps=1e-3, *, unit: str = "epochs", variant: str = "tuned", confidence: float = 0.95):
+        """AlgoPerf-style scores (area under the profile for tau in [1, 4], / 3) with a bootstrap
+        interval over problems: columns `optimizer`, `variant`, `score`, `ci_low`, `ci_high`."""
+        from gdjax.study import statistics
+
+        return statistics.score(self.profile_ratios(eps, unit=unit, variant=variant), confidence=confidence)
+
+    def data_profile(self, eps=1e-3, *, unit: str = "epochs", budgets=None, variant: str = "tuned"):
+        """Moré-Wild data profile: columns `optimizer`, `variant`, `budget`, `solved`."""
+        from gdjax.study import statistics
+
+        ttt = self.time_to_target(eps, unit=unit)
+        return statistics.data_profile(
+            ttt, config=self.config_columns, budgets=budgets, variant=variant, lanes=self.lanes
+        )
 
     def expected_best_of_k(self, by: str = "final_loss", mode: str = "min"):
-        """Expected best result after k configurations; see `gdjax.study.statistics.expected_best_of_k`."""
+        """Expected best `by` after k configurations drawn without replacement from each optimizer's
+        grid, exact: columns `problem`, `optimizer`, `k`, `expected`, `num_configs`."""
         from gdjax.study import statistics
 
         self._check_column(by)
         return statistics.expected_best_of_k(self.lanes, config=self.config_columns, by=by, mode=mode)
 
     def compare(self, a: str, b: str, *, by: str = "final_loss", mode: str = "min", **options):
-        """Paired comparison of optimizers `a` and `b`; see `gdjax.study.statistics.compare`."""
+        """Paired comparison of optimizers `a` and `b` on the same (problem, seed) pairs, each at its
+        best configuration: one row with `median_difference` (a - b), `ci_low`, `ci_high`,
+        `probability_of_improvement`, `p_value` (Wilcoxon), `num_pairs`. Options: `tuning_seeds`
+        (choose on these, report on the others), `confidence`, `seed`."""
         from gdjax.study import statistics
 
         self._check_column(by)
         return statistics.compare(self.lanes, a, b, config=self.config_columns, by=by, mode=mode, **options)
+
+    def best_statement(self, *, by: str = "final_loss", mode: str = "min", **options) -> str | None:
+        """A "best optimizer" sentence only where every paired comparison supports it, else None."""
+        from gdjax.study import statistics
+
+        self._check_column(by)
+        return statistics.best_statement(self.lanes, config=self.config_columns, by=by, mode=mode, **options)
+
+    def summarize(self, column: str, *, by=("problem", "optimizer"), **options):
+        """Median, IQR, IQM and a bootstrap interval of `column` per group."""
+        from gdjax.study import statistics
+
+        self._check_column(column, "column")
+        return statistics.summarize(self.lanes, column, by=by, **options)
 
 
 def _quantile(values: pd.Series, q: float) -> float:
@@ -392,10 +457,24 @@ def _build(
     lanes = pd.concat(lane_frames, ignore_index=True) if lane_frames else _empty(LANE_COLUMNS)
     curves = pd.concat(curve_frames, ignore_index=True) if curve_frames else _empty(CURVE_COLUMNS)
     _fill_best_found(lanes, problems)
+    lanes["is_default"] = _is_default(lanes, hyper, CONVENTIONAL_DEFAULTS)
     for k, v in provenance.items():
         lanes[k] = pd.Series([v] * len(lanes), dtype="str")
     lanes = lanes[_lane_order(hyper, metrics)]
     return Results(lanes, curves, problems, tuple(hyper), tuple(metrics), dict(splits or {}))
+
+
+def _is_default(
+    lanes: pd.DataFrame, hyper: Sequence[str], defaults: dict[str, dict[str, float]]
+) -> np.ndarray:
+    out = np.zeros(len(lanes), bool)
+    for rule, values in defaults.items():
+        mine = (lanes["rule"] == rule).to_numpy().copy()
+        for name, value in values.items():
+            if name in hyper and pd.api.types.is_numeric_dtype(lanes[name]):
+                mine &= np.isclose(lanes[name].to_numpy(np.float64), value, rtol=1e-9, atol=0.0)
+        out |= mine
+    return out
 
 
 def _empty(columns: Sequence[Column]) -> pd.DataFrame:

@@ -678,16 +678,36 @@ def _chosen(lanes, optimizer, config, by, mode, tuning_seeds) -> pd.DataFrame:
     """The optimizer's value per (problem, seed) for its configuration chosen on the tuning seeds."""
     rows = lanes[lanes["optimizer"] == optimizer]
     rows = rows.assign(_value=_worst(rows[by], mode))
-    tuning = rows if tuning_seeds is None else rows[rows["seed"].isin(tuning_seeds)]
+    # a lane without a seed is deterministic: the same run for tuning and for reporting
+    tuning = rows if tuning_seeds is None else rows[rows["seed"].isin(tuning_seeds) | rows["seed"].isna()]
     medians = tuning.groupby(["problem", *config], dropna=False, as_index=False)["_value"].median()
     order = ["problem", "_value", *config]
     ascending = [True, mode == "min"] + [True] * len(config)
     best = medians.sort_values(order, ascending=ascending, kind="stable").drop_duplicates("problem")
     reporting = rows.merge(best[["problem", *config]], on=["problem", *config])
     if tuning_seeds is not None:
-        reporting = reporting[~reporting["seed"].isin(tuning_seeds)]
+        reporting = reporting[~reporting["seed"].isin(tuning_seeds) | reporting["seed"].isna()]
     # Several lanes of one configuration and seed (starts) count as their median.
-    return reporting.groupby(["problem", "seed"], as_index=False)["_value"].median()
+    return reporting.groupby(["problem", "seed"], as_index=False, dropna=False)["_value"].median()
+
+
+def _broadcast(values: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
+    """A deterministic value (seed <NA>: a full-batch run from a fixed start, nothing random) is the
+    same on every seed, so it stands once for each seed the other optimizer has on that problem; two
+    deterministic values make one pair."""
+    missing = values["seed"].isna()
+    if not missing.any():
+        return values
+    parts = [values[~missing]]
+    for _, row in values[missing].iterrows():
+        seeds = other.loc[(other["problem"] == row["problem"]) & other["seed"].notna(), "seed"]
+        if len(seeds):
+            parts.append(
+                pd.DataFrame({"problem": row["problem"], "seed": seeds.array, "_value": row["_value"]})
+            )
+        else:
+            parts.append(values.loc[[row.name]])
+    return pd.concat(parts, ignore_index=True)
 
 
 def _pairs(lanes, a, b, config, by, mode, tuning_seeds) -> pd.DataFrame:
@@ -702,6 +722,7 @@ def _pairs(lanes, a, b, config, by, mode, tuning_seeds) -> pd.DataFrame:
         tuning_seeds = list(tuning_seeds)
     va = _chosen(lanes, a, config, by, mode, tuning_seeds)
     vb = _chosen(lanes, b, config, by, mode, tuning_seeds)
+    va, vb = _broadcast(va, vb), _broadcast(vb, va)
     return va.merge(vb, on=["problem", "seed"], suffixes=("_a", "_b")).sort_values(["problem", "seed"])
 
 

@@ -1,0 +1,495 @@
+"""The figures of a comparison, drawn from `Results` only (a registry: one function per figure).
+
+A figure is registered once with its name, what it applies to and how it is drawn:
+
+    @figure("loss_curves", applies=lambda r: True, doc="...")
+    def loss_curves(r: Results) -> matplotlib.figure.Figure: ...
+
+`gdjax report`, `gdjax list` and the Python API all read `FIGURES`, so a new figure is one function
+in this file. Each optimizer keeps one colour in every figure (`plots.color_for`); seeds are drawn
+as a median line with an interquartile band, never as separate lines; the x axis is in epochs when
+any lane used mini-batches (a full-batch step is one epoch) and in steps otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from gdjax.io import format_number
+from gdjax.study.plots import color_for
+from gdjax.study.results_model import Results
+
+__all__ = ["FIGURES", "FigureSpec", "draw", "figure"]
+
+_BLEW_UP = ("diverged", "nonfinite", "invalid")
+_EPS = 1e-3  # the target of the profile figures: f <= f* + eps (f0 - f*)
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureSpec:
+    """A registered figure: `draw(results)` returns a matplotlib Figure, when `applies(results)`."""
+
+    name: str
+    applies: Callable[[Results], bool]
+    draw: Callable[[Results], object]
+    doc: str
+
+
+FIGURES: dict[str, FigureSpec] = {}
+
+
+def figure(name: str, *, applies: Callable[[Results], bool], doc: str):
+    """Registers the decorated `fn(results) -> Figure` as the figure `name`."""
+
+    def register(fn):
+        FIGURES[name] = FigureSpec(name, applies, fn, doc)
+        return fn
+
+    return register
+
+
+def draw(results: Results, names=None) -> dict[str, object]:
+    """The figures `names` (default: every registered figure that applies), by name."""
+    if names is None:
+        names = [n for n, spec in FIGURES.items() if spec.applies(results)]
+    unknown = [n for n in names if n not in FIGURES]
+    if unknown:
+        import difflib
+
+        hint = difflib.get_close_matches(unknown[0], list(FIGURES), n=1)
+        raise ValueError(
+            f"unknown figure {unknown[0]!r}{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
+            f"figures: {', '.join(FIGURES)}"
+        )
+    with _quiet():  # NaN and infinite medians of blown-up lanes are expected while drawing
+        return {n: FIGURES[n].draw(results) for n in names}
+
+
+# ------------------------------------------------------------------------------------- helpers
+def _panels(n: int, *, width: float = 6.5, height: float = 4.2, cols: int = 3):
+    from matplotlib.figure import Figure
+
+    cols = max(1, min(cols, n))
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _x_column(r: Results) -> str:
+    return "epoch" if r.lanes["batch_size"].notna().any() else "step"
+
+
+def _order(r: Results) -> list[str]:
+    return list(dict.fromkeys(r.lanes["optimizer"].tolist()))
+
+
+def _best_lanes(r: Results, by: str = "final_loss", mode: str = "min") -> dict[tuple[str, str], pd.DataFrame]:
+    """The lanes (every seed) of each problem's and optimizer's best configuration."""
+    best = r.best_configurations(by=by, mode=mode)
+    out = {}
+    for _, row in best.iterrows():
+        mine = r.lanes[(r.lanes["problem"] == row["problem"]) & (r.lanes["optimizer"] == row["optimizer"])]
+        for c in r.config_columns:
+            value = row[c]
+            mine = mine[mine[c].isna()] if pd.isna(value) else mine[mine[c] == value]
+        out[(row["problem"], row["optimizer"])] = mine
+    return out
+
+
+def _config_text(r: Results, lanes: pd.DataFrame) -> str:
+    first = lanes.iloc[0]
+    parts = []
+    for c in r.hyperparameters:
+        v = first[c]
+        if isinstance(v, str) or pd.isna(v) or lanes[c].nunique(dropna=True) > 1:
+            continue
+        parts.append(f"{'lr' if c == 'learning_rate' else c}={format_number(float(v))}")
+    if pd.notna(first["batch_size"]):
+        parts.append(f"batch={int(first['batch_size'])}")
+    return ", ".join(parts)
+
+
+def _band(ax, x, values: np.ndarray, color, label, log: bool):
+    """Median over rows (seeds) with the interquartile band."""
+    values = np.asarray(values, np.float64)
+    if log:
+        values = np.where(values > 0, values, np.nan)
+    with np.errstate(invalid="ignore"), _quiet():
+        med = np.nanmedian(values, axis=0)
+        lo, hi = np.nanquantile(values, [0.25, 0.75], axis=0)
+    ax.plot(x, med, color=color, label=label, lw=1.8)
+    if values.shape[0] > 1:
+        ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+
+
+class _quiet:
+    """All-NaN columns (a diverged seed's frozen curve on a log axis) are expected: no warning."""
+
+    def __enter__(self):
+        import warnings
+
+        self._catch = warnings.catch_warnings()
+        self._catch.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._catch.__exit__(*exc)
+
+
+def _curve_matrix(r: Results, lanes: pd.DataFrame, column: str):
+    curves = r.curves[r.curves["lane"].isin(lanes["lane"])]
+    table = curves.pivot(index="lane", columns="step", values=column)
+    x_table = curves.pivot(index="lane", columns="step", values=_x_column(r))
+    return x_table.iloc[0].to_numpy(np.float64), table.to_numpy(np.float64)
+
+
+def _floored(values, f_star: float = 0.0) -> np.ndarray:
+    """`values` (f - f*) on a log axis: at or below the rounding of f* they are drawn at that floor
+    (`eps * max(1, |f*|)`), not dropped, so a run that reached f* shows as reaching it."""
+    values = np.asarray(values, np.float64)
+    floor = np.finfo(np.float64).eps * max(1.0, abs(f_star) if np.isfinite(f_star) else 1.0)
+    return np.where(np.isnan(values) | (values > floor), values, floor)
+
+
+def _f_star_of(r: Results, problem: str) -> float:
+    value = r.problems.set_index("problem").loc[problem, "f_star"]
+    return float(value) if pd.notna(value) else 0.0
+
+
+def _legend(ax, n: int):
+    if n:
+        ax.legend(fontsize=8, loc="best", ncols=1 if n <= 6 else 2, framealpha=0.8)
+
+
+# ------------------------------------------------------------------------------------- figures
+@figure(
+    "loss_curves",
+    applies=lambda r: len(r.curves) > 0,
+    doc="each optimizer's best configuration per problem: f - f* (or loss) against steps or epochs, "
+    "median over seeds with the interquartile band",
+)
+def loss_curves(r: Results):
+    problems = r.problems["problem"].tolist()
+    fig, axes = _panels(len(problems))
+    best = _best_lanes(r)
+    xcol = _x_column(r)
+    for ax, p in zip(axes, problems, strict=True):
+        info = r.problems.set_index("problem").loc[p]
+        known = pd.notna(info["f_star"])
+        shown = 0
+        for opt in _order(r):
+            lanes = best.get((p, opt))
+            if lanes is None or lanes.empty:
+                continue
+            x, y = _curve_matrix(r, lanes, "loss")
+            if known:
+                y = _floored(y - float(info["f_star"]), float(info["f_star"]))
+            label = f"{opt} ({_config_text(r, lanes)})" if _config_text(r, lanes) else opt
+            _band(ax, x, y, color_for(opt), label, log=known or bool(np.nanmin(y) > 0))
+            shown += 1
+        ax.set_yscale("log")
+        ax.set_xlabel(xcol)
+        ax.set_ylabel("f - f*" if known else "loss")
+        ax.set_title(p, fontsize=10)
+        ax.grid(alpha=0.3)
+        _legend(ax, shown)
+    fig.suptitle("Best configuration of each optimizer (median over seeds, interquartile band)", fontsize=10)
+    return fig
+
+
+@figure(
+    "metric_curves",
+    applies=lambda r: bool(r.metrics),
+    doc="each metric of each optimizer's best configuration (by final loss) against steps or epochs",
+)
+def metric_curves(r: Results):
+    problems = r.problems["problem"].tolist()
+    pairs = [(p, m) for p in problems for m in r.metrics]
+    fig, axes = _panels(len(pairs))
+    best = _best_lanes(r)
+    for ax, (p, m) in zip(axes, pairs, strict=True):
+        shown = 0
+        for opt in _order(r):
+            lanes = best.get((p, opt))
+            if lanes is None or lanes.empty:
+                continue
+            x, y = _curve_matrix(r, lanes, m)
+            _band(ax, x, y, color_for(opt), opt, log=False)
+            shown += 1
+        ax.set_xlabel(_x_column(r))
+        ax.set_ylabel(m)
+        ax.set_title(p, fontsize=10)
+        ax.grid(alpha=0.3)
+        _legend(ax, shown)
+    fig.suptitle(
+        "Metrics of each optimizer's best configuration (median over seeds, interquartile band)", fontsize=10
+    )
+    return fig
+
+
+def _has_learning_rates(r: Results) -> bool:
+    return "learning_rate" in r.hyperparameters and r.lanes["learning_rate"].nunique() > 1
+
+
+@figure(
+    "lr_sensitivity",
+    applies=_has_learning_rates,
+    doc="final f - f* (or loss) against the learning rate, best over the other hyperparameters, median "
+    "over seeds with the interquartile band; diverged configurations marked x at the top",
+)
+def lr_sensitivity(r: Results):
+    problems = r.problems["problem"].tolist()
+    fig, axes = _panels(len(problems))
+    for ax, p in zip(axes, problems, strict=True):
+        mine = r.lanes[r.lanes["problem"] == p]
+        known = mine["f_star"].notna().any()
+        column = "suboptimality" if known else "final_loss"
+        top = []
+        shown = 0
+        for opt in _order(r):
+            lanes = mine[(mine["optimizer"] == opt) & mine["learning_rate"].notna()]
+            if lanes.empty:
+                continue
+            value = lanes[column].where(~lanes["status"].isin(_BLEW_UP), np.inf)
+            keys = ["learning_rate", *[c for c in r.config_columns if c != "learning_rate"]]
+            per_config = lanes.assign(_v=value).groupby(keys, dropna=False)["_v"]
+            stats = pd.DataFrame(
+                {
+                    "median": per_config.median(),
+                    "q25": per_config.quantile(0.25) if len(lanes) else np.nan,
+                    "q75": per_config.quantile(0.75) if len(lanes) else np.nan,
+                }
+            ).reset_index()
+            best = stats.sort_values("median", kind="stable").groupby("learning_rate").head(1)
+            best = best.sort_values("learning_rate")
+            if known:
+                for c in ("median", "q25", "q75"):
+                    best[c] = _floored(best[c], _f_star_of(r, p))
+            finite = np.isfinite(best["median"].to_numpy())
+            color = color_for(opt)
+            ax.plot(best["learning_rate"][finite], best["median"][finite], "o-", color=color, label=opt, ms=3)
+            ok = finite & np.isfinite(best["q75"].to_numpy())
+            ax.fill_between(
+                best["learning_rate"][ok], best["q25"][ok], best["q75"][ok], color=color, alpha=0.2
+            )
+            top.append(best["learning_rate"][~finite].to_numpy())
+            shown += 1
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ymax = ax.get_ylim()[1]
+        for opt, lrs in zip(
+            [o for o in _order(r) if not mine[mine["optimizer"] == o].empty], top, strict=False
+        ):
+            if len(lrs):
+                ax.plot(lrs, np.full(len(lrs), ymax), "x", color=color_for(opt), ms=7, clip_on=False)
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("final f - f*" if known else "final loss")
+        ax.set_title(p, fontsize=10)
+        ax.grid(alpha=0.3)
+        _legend(ax, shown)
+    fig.suptitle(
+        "Learning-rate sensitivity (median over seeds, interquartile band; x: diverged)", fontsize=10
+    )
+    return fig
+
+
+def _grids_2d(r: Results) -> list[tuple[str, str, str, str]]:
+    """(problem, optimizer, x, y): optimizers with two numeric hyperparameters of several values."""
+    out = []
+    for (p, opt), lanes in r.lanes.groupby(["problem", "optimizer"], sort=False):
+        axes = [
+            h
+            for h in r.hyperparameters
+            if pd.api.types.is_numeric_dtype(lanes[h]) and lanes[h].nunique(dropna=True) > 1
+        ]
+        if len(axes) >= 2:
+            x = "learning_rate" if "learning_rate" in axes else axes[0]
+            y = next(a for a in axes if a != x)
+            out.append((p, opt, x, y))
+    return out
+
+
+@figure(
+    "heatmap",
+    applies=lambda r: bool(_grids_2d(r)),
+    doc="median final f - f* (or loss) over two hyperparameters (learning rate x momentum, x L2 ...)",
+)
+def heatmap(r: Results):
+    from matplotlib.colors import LogNorm
+
+    grids = _grids_2d(r)
+    fig, axes = _panels(len(grids), width=5.5, height=4.5)
+    for ax, (p, opt, xname, yname) in zip(axes, grids, strict=True):
+        lanes = r.lanes[(r.lanes["problem"] == p) & (r.lanes["optimizer"] == opt)]
+        column = "suboptimality" if lanes["f_star"].notna().any() else "final_loss"
+        value = lanes[column].where(~lanes["status"].isin(_BLEW_UP), np.nan)
+        table = lanes.assign(_v=value).groupby([yname, xname])["_v"].median().unstack(xname)
+        data = table.to_numpy(np.float64)
+        positive = data[np.isfinite(data) & (data > 0)]
+        norm = (
+            LogNorm(positive.min(), positive.max())
+            if positive.size and positive.min() < positive.max()
+            else None
+        )
+        image = ax.imshow(
+            np.where(data > 0, data, np.nan), origin="lower", aspect="auto", norm=norm, cmap="viridis_r"
+        )
+        ax.set_xticks(
+            range(len(table.columns)), [format_number(float(v)) for v in table.columns], rotation=45
+        )
+        ax.set_yticks(range(len(table.index)), [format_number(float(v)) for v in table.index])
+        for (i, j), v in np.ndenumerate(data):
+            if not np.isfinite(v):
+                ax.text(j, i, "div", ha="center", va="center", fontsize=7, color="crimson")
+        ax.set_xlabel(xname)
+        ax.set_ylabel(yname)
+        ax.set_title(f"{p}: {opt}", fontsize=10)
+        fig.colorbar(image, ax=ax, label=f"median final {'f - f*' if column == 'suboptimality' else 'loss'}")
+    fig.suptitle(
+        "Two hyperparameters at once (median over seeds; div: diverged on the median seed)", fontsize=10
+    )
+    return fig
+
+
+@figure(
+    "tuning_rank",
+    applies=lambda r: r.lanes.groupby(["problem", "optimizer"]).size().max() > 1,
+    doc="final metric against tuning rank: each optimizer's configurations sorted best first (DeepOBS)",
+)
+def tuning_rank(r: Results):
+    problems = r.problems["problem"].tolist()
+    fig, axes = _panels(len(problems))
+    for ax, p in zip(axes, problems, strict=True):
+        mine = r.lanes[r.lanes["problem"] == p]
+        known = mine["f_star"].notna().any()
+        column = "suboptimality" if known else "final_loss"
+        shown = 0
+        for opt in _order(r):
+            lanes = mine[mine["optimizer"] == opt]
+            if lanes.empty:
+                continue
+            value = lanes[column].where(~lanes["status"].isin(_BLEW_UP), np.inf)
+            medians = lanes.assign(_v=value).groupby(r.config_columns, dropna=False)["_v"].median()
+            ranked = np.sort(medians.to_numpy(np.float64))
+            if known:
+                ranked = _floored(ranked, _f_star_of(r, p))
+            finite = np.isfinite(ranked)
+            ax.plot(
+                np.arange(1, len(ranked) + 1)[finite],
+                ranked[finite],
+                "o-",
+                color=color_for(opt),
+                ms=3,
+                label=opt,
+            )
+            shown += 1
+        ax.set_yscale("log")
+        ax.set_xlabel("tuning rank (1 = best configuration)")
+        ax.set_ylabel("median final f - f*" if known else "median final loss")
+        ax.set_title(p, fontsize=10)
+        ax.grid(alpha=0.3)
+        _legend(ax, shown)
+    fig.suptitle("Final result against tuning rank (diverged configurations left out)", fontsize=10)
+    return fig
+
+
+def _several_optimizers(r: Results) -> bool:
+    return r.lanes["optimizer"].nunique() > 1
+
+
+@figure(
+    "performance_profile",
+    applies=_several_optimizers,
+    doc=f"Dolan-Moré performance profiles at eps = 1e-1, {_EPS:g}, 1e-6 in epochs: the share of problems "
+    "each optimizer solves within tau times the fastest (tuned solid, defaults dashed)",
+)
+def performance_profile(r: Results):
+    eps_list = (1e-1, _EPS, 1e-6)
+    fig, axes = _panels(len(eps_list), width=5.5)
+    default = "is_default" in r.lanes.columns and r.lanes["is_default"].any()
+    for ax, eps in zip(axes, eps_list, strict=True):
+        for variant, style in (("tuned", "-"), ("default", "--")):
+            if variant == "default" and not default:
+                continue
+            prof = r.performance_profile(eps, unit="epochs", variant=variant)
+            for opt in _order(r):
+                mine = prof[prof["optimizer"] == opt]
+                if mine.empty:
+                    continue
+                label = opt if variant == "tuned" else f"{opt} (defaults)"
+                ax.step(mine["tau"], mine["rho"], where="post", ls=style, color=color_for(opt), label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("tau (time / fastest optimizer's time, epochs)")
+        ax.set_ylabel("share of problems solved")
+        ax.set_title(f"eps = {eps:g}", fontsize=10)
+        ax.grid(alpha=0.3)
+        _legend(ax, r.lanes["optimizer"].nunique())
+    fig.suptitle("Performance profiles: target f <= f* + eps (f0 - f*)", fontsize=10)
+    return fig
+
+
+@figure(
+    "data_profile",
+    applies=lambda r: len(r.curves) > 0,
+    doc=f"Moré-Wild data profiles at eps = {_EPS:g}: the share of problems each optimizer solves within a "
+    "budget of epochs",
+)
+def data_profile(r: Results):
+    eps_list = (1e-1, _EPS, 1e-6)
+    fig, axes = _panels(len(eps_list), width=5.5)
+    for ax, eps in zip(axes, eps_list, strict=True):
+        prof = r.data_profile(eps, unit="epochs")
+        for opt in _order(r):
+            mine = prof[prof["optimizer"] == opt]
+            if not mine.empty:
+                ax.step(mine["budget"], mine["solved"], where="post", color=color_for(opt), label=opt)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("budget (epochs)")
+        ax.set_ylabel("share of problems solved")
+        ax.set_title(f"eps = {eps:g}", fontsize=10)
+        ax.grid(alpha=0.3)
+        _legend(ax, r.lanes["optimizer"].nunique())
+    fig.suptitle("Data profiles (tuned: each optimizer's fastest configuration per problem)", fontsize=10)
+    return fig
+
+
+@figure(
+    "best_of_k",
+    applies=lambda r: r.lanes.groupby(["problem", "optimizer"]).size().max() > 1,
+    doc="expected best final f - f* (or loss) after trying k configurations drawn at random from each "
+    "optimizer's grid (exact, from the grid's order statistics)",
+)
+def best_of_k(r: Results):
+    problems = r.problems["problem"].tolist()
+    fig, axes = _panels(len(problems))
+    known = r.lanes["f_star"].notna().any()
+    table = r.expected_best_of_k(by="suboptimality", mode="min")
+    for ax, p in zip(axes, problems, strict=True):
+        mine = table[table["problem"] == p].assign(
+            expected=lambda t, p=p: _floored(t["expected"], _f_star_of(r, p))
+        )
+        for opt in _order(r):
+            rows = mine[mine["optimizer"] == opt]
+            finite = np.isfinite(rows["expected"].to_numpy(np.float64))
+            if finite.any():
+                ax.plot(
+                    rows["k"][finite], rows["expected"][finite], "o-", color=color_for(opt), ms=3, label=opt
+                )
+        ax.set_yscale("log")
+        ax.set_xlabel("configurations tried (k)")
+        ax.set_ylabel("expected best f - f*" if known else "expected best (loss - best found)")
+        ax.set_title(p, fontsize=10)
+        ax.grid(alpha=0.3)
+        _legend(ax, r.lanes["optimizer"].nunique())
+    fig.suptitle("Tuning budget: expected best result after k random configurations", fontsize=10)
+    return fig

@@ -1,0 +1,194 @@
+"""The report page: one self-contained `report.html` (figures embedded, no network) from `Results`.
+
+`write_report(results, folder)` draws every registered figure that applies (`figures.FIGURES`),
+writes each as a PNG beside the page, and writes `report.html` with:
+
+- the problems (examples, parameters, `f*` and how it was obtained);
+- each optimizer's best configuration per problem, with the median and interquartile range over
+  seeds and the statuses of its lanes;
+- with several optimizers: the performance-profile scores with bootstrap intervals, and the paired
+  comparisons of every two optimizers (median difference with its interval, probability of
+  improvement, Wilcoxon p-value), with a "best optimizer" sentence only where the comparison
+  supports one;
+- the figures, each with what it shows;
+- provenance: run folders, machines, versions, commits.
+
+The page opens offline: images are inlined as base64 data, and the style sheet is in the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import itertools
+import os
+
+import numpy as np
+import pandas as pd
+
+from gdjax.io import format_number, write_text
+from gdjax.study import figures as figures_lib
+from gdjax.study.plots import save as save_figure
+from gdjax.study.results_model import Results
+
+__all__ = ["write_report"]
+
+SCORE_EPS = (1e-1, 1e-3, 1e-6)  # the targets the scores table reports
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px;
+       padding: 0 1rem; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85rem; margin: 0.6rem 0; }
+th, td { border: 1px solid #ddd; padding: 0.25rem 0.5rem; text-align: right; }
+th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+figure { margin: 1.2rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.85rem; color: #555; }
+.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.4rem 0.8rem; }
+.verdict { background: #e8f5e9; border-left: 4px solid #2e7d32; padding: 0.4rem 0.8rem; }
+code { background: #f4f4f4; padding: 0 0.2rem; }
+"""
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+        return ""
+    if isinstance(v, float | np.floating):
+        return format_number(float(v))
+    return str(v)
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(
+        index=False, na_rep="", escape=True, formatters={c: _fmt for c in frame.columns}, border=0
+    )
+
+
+def _problems_table(r: Results) -> str:
+    p = r.problems.rename(
+        columns={
+            "num_examples": "examples",
+            "num_params": "parameters",
+            "f_star": "f*",
+            "f_star_source": "f* from",
+        }
+    )
+    return _table(p.drop(columns=["data_fingerprint"]))
+
+
+def _best_table(r: Results, by: str) -> str:
+    best = r.best_configurations(by=by)
+    # a setting shared by every row (a constant schedule) says nothing: left out
+    keep = ["problem", "optimizer", *[c for c in r.config_columns if best[c].nunique(dropna=False) > 1]]
+    best = best[keep + ["median", "q25", "q75", "lanes", "statuses"]].astype(
+        {"batch_size": object}, errors="ignore"
+    )
+    if "batch_size" in best:
+        best["batch_size"] = [("full" if pd.isna(b) else int(b)) for b in best["batch_size"]]
+    return _table(best.rename(columns={"median": f"median {by}", "q25": "25%", "q75": "75%"}))
+
+
+def _scores(r: Results) -> str:
+
+    variant = "both" if r.lanes["is_default"].any() else "tuned"
+    table = pd.concat([r.scores(eps, unit="epochs", variant=variant) for eps in SCORE_EPS], ignore_index=True)
+    text = [
+        _fmt(s) if np.isnan(lo) else f"{_fmt(s)} [{_fmt(lo)}, {_fmt(hi)}]"
+        for s, lo, hi in zip(table["score"], table["ci_low"], table["ci_high"], strict=True)
+    ]
+    wide = table.assign(text=text).pivot_table(
+        index=["optimizer", "variant"], columns="eps", values="text", aggfunc="first", sort=False
+    )
+    wide.columns = [f"eps = {_fmt(float(e))}" for e in wide.columns]
+    return _table(wide.reset_index())
+
+
+def _comparisons(r: Results, by: str) -> tuple[str, str | None]:
+    rows = []
+    for a, b in itertools.combinations(list(dict.fromkeys(r.lanes["optimizer"])), 2):
+        try:
+            row = r.compare(a, b, by=by)
+        except ValueError as err:  # no common seeds: say so in the table
+            rows.append(pd.DataFrame([{"a": a, "b": b, "note": str(err)}]))
+            continue
+        rows.append(row)
+    if not rows:
+        return "", None
+    table = pd.concat(rows, ignore_index=True)
+    table = table[["a", "b", *[c for c in table.columns if c not in ("a", "b", "by", "mode")]]]
+    return _table(table), r.best_statement(by=by)
+
+
+def _image(path: str) -> str:
+    with open(path, "rb") as f:
+        return base64.b64encode(f.read()).decode("ascii")
+
+
+def write_report(results: Results, folder: str | os.PathLike, *, title: str | None = None) -> str:
+    """Writes `report.html` and one PNG per figure into `folder` (created if missing).
+
+    Returns:
+      The path of `report.html`.
+    """
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    r = results
+    by = "suboptimality" if r.lanes["suboptimality"].notna().any() else "final_loss"
+    several = r.lanes["optimizer"].nunique() > 1
+    title = title or "gdjax report: " + ", ".join(r.problems["problem"])
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    parts.append(
+        f"<p>{r.num_lanes} lanes, {_count(r.lanes['optimizer'].nunique(), 'optimizer')} on "
+        f"{_count(len(r.problems), 'problem')}; written {html.escape(_now())}.</p>"
+    )
+    parts.append("<h2>Problems</h2>" + _problems_table(r))
+    if (r.problems["f_star_source"] == "best found").any():
+        parts.append(
+            '<p class="note">Where f* is unknown (f* from: best found), suboptimality and targets are '
+            "measured against the lowest loss any lane of that problem reached.</p>"
+        )
+    parts.append(
+        f"<h2>Best configuration of each optimizer</h2><p>By the median over seeds of <code>{by}</code>; "
+        "lanes that diverged count as infinitely bad.</p>" + _best_table(r, by)
+    )
+    if several:
+        parts.append(
+            "<h2>Scores</h2><p>Area under each optimizer's performance profile for tau in [1, 4], divided "
+            "by 3 (1: fastest on every problem; 0: never within 4x of the fastest), time in epochs to "
+            "reach f &le; f* + eps (f0 &minus; f*), with a bootstrap interval over problems.</p>" + _scores(r)
+        )
+        table, verdict = _comparisons(r, by)
+        parts.append(
+            f"<h2>Paired comparisons</h2><p>Each optimizer at its best configuration, paired by problem and "
+            f"seed on <code>{by}</code> (a &minus; b: negative favours a). p-value: Wilcoxon signed-rank.</p>"
+            + table
+        )
+        if verdict:
+            parts.append(f'<p class="verdict">{html.escape(verdict)}</p>')
+        else:
+            parts.append('<p class="note">No comparison supports naming a best optimizer.</p>')
+    parts.append("<h2>Figures</h2>")
+    for name, fig in figures_lib.draw(r).items():
+        path = save_figure(fig, os.path.join(folder, f"{name}.png"), dpi=110)
+        doc = figures_lib.FIGURES[name].doc
+        parts.append(
+            f'<figure id="{name}"><img alt="{html.escape(name)}" src="data:image/png;base64,{_image(path)}">'
+            f"<figcaption><b>{html.escape(name)}</b>: {html.escape(doc)}</figcaption></figure>"
+        )
+    provenance = r.lanes[["run", "machine", "gdjax_version", "jax_version", "commit"]].drop_duplicates()
+    parts.append("<h2>Provenance</h2>" + _table(provenance))
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>\n"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
+    )
+    return write_text(os.path.join(folder, "report.html"), page)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
