@@ -2,6 +2,7 @@
 
     gdjax run [CONFIG] [--out DIR] [--resume | --force] [-q] [--no-plots]
     gdjax check [CONFIG]
+    gdjax report RUN [RUN ...] [--out DIR]
     gdjax list
     gdjax --version
 
@@ -47,6 +48,7 @@ examples:
   gdjax run my.toml --out runs/try1       choose the run folder
   gdjax run my.toml --out runs/try1 --resume   finish an interrupted run
   gdjax check my.toml                     gradient check of the config's cost only
+  gdjax report runs/a runs/b --out cmp    one report.html for finished run folders
   gdjax list                              rules, schedules, costs, data sets and plots
 
 Every command takes --debug to show a traceback instead of a one-line error.
@@ -127,6 +129,26 @@ def _parser() -> argparse.ArgumentParser:
         "config", nargs="?", metavar="CONFIG", help="a TOML config (default: the embedded study)"
     )
     common(check)
+
+    rep = sub.add_parser(
+        "report",
+        help="write report.html for finished run folders (merged into one report)",
+        description="Read finished run folders (or folders written by Results.save), merge them, and write\n"
+        "a self-contained report.html with its figures as PNGs: problems and f*, each optimizer's best\n"
+        "configuration with its spread over seeds, performance-profile scores with intervals, paired\n"
+        "comparisons, loss and metric curves, sensitivity and tuning-budget figures. Nothing is rerun.",
+        epilog="examples:\n  gdjax report runs/digits-20261203-101500\n"
+        "  gdjax report runs/a runs/b --out comparison",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rep.add_argument("runs", nargs="+", metavar="RUN", help="a finished run folder (several are merged)")
+    rep.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where to write (default: RUN/report for one run, else report-<timestamp>)",
+    )
+    rep.add_argument("--title", help="the page's title (default: the problems' names)")
+    common(rep)
 
     lst = sub.add_parser(
         "list",
@@ -343,6 +365,32 @@ def _first_line(obj) -> str:
     return doc.splitlines()[0].strip() if doc else ""
 
 
+def _cmd_report(args, out: TextIO) -> int:
+    import time
+
+    from gdjax.study import page, results_model
+
+    results = results_model.load(args.runs)
+    folder = args.out
+    if folder is None:
+        if len(args.runs) == 1:
+            folder = os.path.join(args.runs[0], "report")
+        else:
+            folder = f"report-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = page.write_report(results, folder, title=args.title)
+    print(
+        f"{results.num_lanes} lanes of {len(results.problems)} problem(s) from {len(args.runs)} run(s)",
+        file=out,
+    )
+    verdict = results.best_statement(by="suboptimality")
+    print(
+        verdict or "no optimizer is significantly better than every other (see the paired comparisons)",
+        file=out,
+    )
+    print(f"report: {path}", file=out)
+    return 0
+
+
 def _cmd_list(args, out: TextIO) -> int:
     def section(title, items):
         print(title, file=out)
@@ -407,6 +455,9 @@ def _cmd_list(args, out: TextIO) -> int:
             ),
         ],
     )
+    from gdjax.study import figures
+
+    section("figures of gdjax report:", [(n, f.doc) for n, f in figures.FIGURES.items()])
     return 0
 
 
@@ -480,6 +531,8 @@ def _main(argv: list[str] | None, stdout: TextIO | None, err: TextIO) -> int:
             return _cmd_run(args, out, err, argv)
         if args.command == "check":
             return _cmd_check(args, out, err)
+        if args.command == "report":
+            return _cmd_report(args, out)
         return _cmd_list(args, out)
     except BrokenPipeError:  # `gdjax list | head`: the reader went away, nothing to report
         if out is sys.stdout:

@@ -27,7 +27,7 @@ from gdjax.study.results_model import Results
 __all__ = ["FIGURES", "FigureSpec", "draw", "figure"]
 
 _BLEW_UP = ("diverged", "nonfinite", "invalid")
-_EPS = 1e-3  # the target of the profile figures: f <= f* + eps (f0 - f*)
+_EPS_LIST = (1e-1, 1e-3, 1e-6)  # the targets of the profile figures: f <= f* + eps (f0 - f*)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +165,8 @@ def _f_star_of(r: Results, problem: str) -> float:
 
 
 def _legend(ax, n: int):
-    if n:
+    """A legend of the labelled lines, if any (a panel where nothing reached the target has none)."""
+    if n and ax.get_legend_handles_labels()[1]:
         ax.legend(fontsize=8, loc="best", ncols=1 if n <= 6 else 2, framealpha=0.8)
 
 
@@ -408,11 +409,11 @@ def _several_optimizers(r: Results) -> bool:
 @figure(
     "performance_profile",
     applies=_several_optimizers,
-    doc=f"Dolan-Moré performance profiles at eps = 1e-1, {_EPS:g}, 1e-6 in epochs: the share of problems "
+    doc="Dolan-Moré performance profiles at eps = 0.1, 0.001 and 1e-6, time in epochs: the share of problems "
     "each optimizer solves within tau times the fastest (tuned solid, defaults dashed)",
 )
 def performance_profile(r: Results):
-    eps_list = (1e-1, _EPS, 1e-6)
+    eps_list = _EPS_LIST
     fig, axes = _panels(len(eps_list), width=5.5)
     default = "is_default" in r.lanes.columns and r.lanes["is_default"].any()
     for ax, eps in zip(axes, eps_list, strict=True):
@@ -440,19 +441,26 @@ def performance_profile(r: Results):
 @figure(
     "data_profile",
     applies=lambda r: len(r.curves) > 0,
-    doc=f"Moré-Wild data profiles at eps = {_EPS:g}: the share of problems each optimizer solves within a "
-    "budget of epochs",
+    doc="Moré-Wild data profiles at eps = 0.1, 0.001 and 1e-6: the share of problems each optimizer "
+    "solves within a budget of epochs",
 )
 def data_profile(r: Results):
-    eps_list = (1e-1, _EPS, 1e-6)
+    eps_list = _EPS_LIST
     fig, axes = _panels(len(eps_list), width=5.5)
+    end = float(r.curves["epoch"].max()) if len(r.curves) else 1.0  # the lines run to the longest run
     for ax, eps in zip(axes, eps_list, strict=True):
         prof = r.data_profile(eps, unit="epochs")
+        prof = prof[(prof["budget"] > 0) & np.isfinite(prof["budget"])]
         for opt in _order(r):
             mine = prof[prof["optimizer"] == opt]
             if not mine.empty:
-                ax.step(mine["budget"], mine["solved"], where="post", color=color_for(opt), label=opt)
-        ax.set_xscale("log")
+                x = np.append(mine["budget"].to_numpy(np.float64), max(end, mine["budget"].max()))
+                y = np.append(mine["solved"].to_numpy(np.float64), mine["solved"].iloc[-1])
+                ax.step(x, y, where="post", color=color_for(opt), label=opt)
+        if prof.empty:
+            ax.text(0.5, 0.5, "no optimizer reached this target", ha="center", transform=ax.transAxes)
+        else:
+            ax.set_xscale("log")
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("budget (epochs)")
         ax.set_ylabel("share of problems solved")

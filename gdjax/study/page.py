@@ -50,6 +50,16 @@ code { background: #f4f4f4; padding: 0 0.2rem; }
 """
 
 
+# After loading, the page records how many of its figures decoded (`data-figures-loaded` of
+# `data-figures` on <body>): what a browser test (and a reader's devtools) can check.
+_LOADED = (
+    "<script>window.addEventListener('load', () => { const im = Array.from(document.images); "
+    "document.body.dataset.figures = im.length; "
+    "document.body.dataset.figuresLoaded = im.filter(i => i.complete && i.naturalWidth > 0).length; });"
+    "</script>"
+)
+
+
 def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
         return ""
@@ -80,9 +90,7 @@ def _best_table(r: Results, by: str) -> str:
     best = r.best_configurations(by=by)
     # a setting shared by every row (a constant schedule) says nothing: left out
     keep = ["problem", "optimizer", *[c for c in r.config_columns if best[c].nunique(dropna=False) > 1]]
-    best = best[keep + ["median", "q25", "q75", "lanes", "statuses"]].astype(
-        {"batch_size": object}, errors="ignore"
-    )
+    best = best[keep + ["median", "q25", "q75", "lanes", "statuses"]]
     if "batch_size" in best:
         best["batch_size"] = [("full" if pd.isna(b) else int(b)) for b in best["batch_size"]]
     return _table(best.rename(columns={"median": f"median {by}", "q25": "25%", "q75": "75%"}))
@@ -179,7 +187,7 @@ def write_report(results: Results, folder: str | os.PathLike, *, title: str | No
     parts.append("<h2>Provenance</h2>" + _table(provenance))
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>\n"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style>{_LOADED}</head><body>\n"
         + "\n".join(parts)
         + "\n</body></html>\n"
     )

@@ -1,0 +1,137 @@
+"""Figures drawn from `Results` only, the self-contained report page, `gdjax report`, and the page in
+a real browser (headless Chromium, which `.ci/run` installs when it is missing)."""
+
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import gdjax
+import gdjax.study
+from gdjax.study import figures, page
+from gdjax.study.plots import color_for
+from tests.helpers import run_cli
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.fixture(scope="module")
+def comparison():
+    """Three optimizers x learning rates x seeds on least squares (f* known), mini-batch, with a
+    held-out metric: what a researcher's Python comparison looks like."""
+    X, y = gdjax.data.synthetic(0, 120, 4)[:2]
+    cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
+    grids = {
+        "sgd": {"learning_rate": [0.003, 0.01, 0.03, 0.1, 3.0]},
+        "momentum": {"learning_rate": [0.003, 0.01, 0.03], "momentum": [0.5, 0.9]},
+        "adam": {"learning_rate": [0.001, 0.01, 0.1]},
+    }
+    result = gdjax.sweep(
+        cost,
+        grids,
+        gdjax.init_linear(4),
+        (X[20:], y[20:]),
+        num_steps=120,
+        seeds=[0, 1, 2],
+        batch_size=10,
+        eval_every=10,
+        metrics={"test_loss": gdjax.costs.on_data(cost, (X[:20], y[:20]))},
+    )
+    return gdjax.study.results(result, problem="least_squares", num_examples=100)
+
+
+def test_every_figure_draws_from_results_with_one_colour_per_optimizer(comparison):
+    drawn = figures.draw(comparison)
+    assert set(drawn) == set(figures.FIGURES)  # every figure applies to this comparison
+    for name, fig in drawn.items():
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            if legend is None:
+                continue
+            labels = [t.get_text() for t in legend.get_texts()]
+            assert len(labels) <= 2 * 3, (name, labels)  # one entry per optimizer (and its defaults)
+            for line, label in zip(legend.get_lines(), labels, strict=True):
+                optimizer = label.split(" ")[0]
+                assert line.get_color() == color_for(optimizer), (name, label)
+    # steps or epochs on the axis: these lanes are mini-batch, so epochs
+    assert drawn["loss_curves"].axes[0].get_xlabel() == "epoch"
+    assert drawn["heatmap"].axes[0].get_title() == "least_squares: momentum"
+
+
+def test_loss_curves_show_the_median_over_seeds_of_the_best_configuration(comparison):
+    fig = figures.draw(comparison, ["loss_curves"])["loss_curves"]
+    best = comparison.best_configurations().set_index("optimizer")
+    lines = {ln.get_label().split(" ")[0]: ln for ln in fig.axes[0].get_lines()}
+    lr = best.loc["adam", "learning_rate"]
+    lanes = comparison.lanes[
+        (comparison.lanes["optimizer"] == "adam") & (comparison.lanes["learning_rate"] == lr)
+    ]
+    curves = comparison.curves[comparison.curves["lane"].isin(lanes["lane"])]
+    expected = curves.groupby("step")["loss"].median().to_numpy() - lanes["f_star"].iloc[0]
+    np.testing.assert_allclose(
+        lines["adam"].get_ydata(), np.maximum(expected, np.finfo(float).eps), rtol=1e-12
+    )
+
+
+def test_unknown_figure_names_the_nearest(comparison):
+    with pytest.raises(ValueError, match="did you mean 'loss_curves'"):
+        figures.draw(comparison, ["loss_curve"])
+
+
+def test_report_page_is_self_contained(comparison, tmp_path):
+    path = page.write_report(comparison, tmp_path / "rep")
+    text = pathlib.Path(path).read_text(encoding="utf-8")
+    assert text.count("data:image/png;base64,") == len(figures.FIGURES)
+    assert not re.search(r"(src|href)=[\"']https?:", text), "the page must open offline"
+    for heading in (
+        "Problems",
+        "Best configuration",
+        "Scores",
+        "Paired comparisons",
+        "Figures",
+        "Provenance",
+    ):
+        assert f"<h2>{heading}" in text
+    for name in figures.FIGURES:
+        assert os.path.isfile(tmp_path / "rep" / f"{name}.png")
+
+
+def test_gdjax_report_renders_a_finished_run_folder(tmp_path):
+    code, _, err = run_cli("run", "--out", tmp_path / "run", "-q", "--no-plots")
+    assert code == 0, err
+    code, out, err = run_cli("report", tmp_path / "run", "--out", tmp_path / "rep")
+    assert code == 0, err
+    assert "report: " in out and os.path.isfile(tmp_path / "rep" / "report.html")
+    code, _, err = run_cli("report", tmp_path / "missing")
+    assert code == 2 and err.count("\n") == 1 and "no such folder" in err
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (.ci/run installs it)")
+def test_the_page_loads_in_a_real_browser_with_every_figure_visible(comparison, tmp_path):
+    path = page.write_report(comparison, tmp_path / "rep")
+    proc = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--dump-dom",
+            "--virtual-time-budget=10000",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"file://{os.path.abspath(path)}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    body = re.search(r"<body[^>]*>", proc.stdout).group(0)
+    shown = int(re.search(r'data-figures-loaded="(\d+)"', body).group(1))
+    assert shown == int(re.search(r'data-figures="(\d+)"', body).group(1)) == len(figures.FIGURES)
+    errors = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
+    assert not errors, errors
