@@ -46,6 +46,7 @@ from importlib import resources
 from typing import Any
 
 from gdjax import data, rules
+from gdjax import io as gdjax_io
 from gdjax.options import Execution, Stopping
 from gdjax.validation import nearest
 
@@ -1304,16 +1305,37 @@ def loads(text: str, *, source: str | None = None, base_dir: str | None = None) 
         raise ConfigError(
             f"not valid TOML: {err}", line=int(m.group(1)) if m else None, source=src.name
         ) from None
+    except RecursionError:  # tomllib recurses per nesting level (issue 19)
+        raise ConfigError(
+            "not a usable TOML config: arrays or tables nested too deeply", source=src.name
+        ) from None
     return _read(values, src)
+
+
+_MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 
 def load(path: str | os.PathLike) -> ExperimentConfig:
     """Reads and validates a TOML config file; relative data paths are taken from its folder."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise ConfigError(f"config file not found: {path}", source=path)
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:  # a regular file: a FIFO or a folder is refused without blocking on it
+        fd = gdjax_io.open_regular(path, what="TOML config")
+    except gdjax_io.FileFormatError as err:
+        raise ConfigError(str(err).removeprefix(path).lstrip(" ,:"), source=path) from None
+    with os.fdopen(fd, "rb") as f:
+        raw = f.read(_MAX_CONFIG_BYTES + 1)
+    if len(raw) > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"larger than {_MAX_CONFIG_BYTES} bytes; not a config file", source=path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"not UTF-8 text (byte {err.start}); TOML files are UTF-8: save it as UTF-8",
+            line=raw[: err.start].count(b"\n") + 1,
+            source=path,
+        ) from None
     return loads(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
