@@ -32,7 +32,6 @@ import datetime
 import math
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -48,16 +47,15 @@ from gdjax._version import __version__
 from gdjax.gradcheck import check_grad
 from gdjax.io import (
     BLEW_UP,
+    FileFormatError,
     csv_text,
     format_number,
     format_table,
     leaf_names,
+    open_regular,
     read_json,
     trace_arrays,
     trace_from_arrays,
-    write_json,
-    write_npz,
-    write_text,
 )
 from gdjax.study import config as config_lib
 from gdjax.study import problems as problems_lib
@@ -1151,9 +1149,9 @@ def _normalize_rows(rows: list[dict], results: list[UnitResult]) -> list[dict]:
 
 
 def _write_results(folder: runfolder.RunFolder, rows: list[dict], arrays: dict) -> None:
-    write_text(folder.file("summary.csv"), csv_text(rows))
-    write_json(folder.file("summary.json"), rows)
-    write_npz(folder.file("histories.npz"), arrays)
+    folder.write_text("summary.csv", csv_text(rows))
+    folder.write_json("summary.json", rows)
+    folder.write_npz("histories.npz", arrays)
 
 
 def _partial_text(cfg, unit_list, results, interrupted: dict | None, reason: str, folder: str) -> str:
@@ -1216,16 +1214,23 @@ def run_experiment(
     """
     log = log or (lambda message: None)
     started = _now()
+    out = out or default_out_dir(cfg)
+    # The folder and the data are judged before anything is computed (issue 17 item 7, issue 19):
+    # an existing --out, a foreign or copied marker, a link, another config or changed data.
+    fingerprints = runfolder.data_fingerprints(cfg)
+    kind = runfolder.check(cfg, out, resume=resume, force=force, fingerprints=fingerprints, log=log)
     problems = build_problems(cfg)
     unit_list = units(cfg)
     _check_units(cfg, problems, unit_list)
     check_memory(cfg, problems, unit_list)
     check_sweeps(cfg, problems, unit_list)
-    out = out or default_out_dir(cfg)
-    if resume and os.path.isdir(out) and os.path.isfile(os.path.join(out, "manifest.json")):
-        old = read_json(os.path.join(out, "manifest.json"))
-        if old.get("status") == "complete" and not os.path.exists(os.path.join(out, PARTIAL_MARKER)):
-            done, _ = runfolder.prepare(cfg, out, resume=True, force=False)  # checks the config matches
+    manifest_file = os.path.join(out, "manifest.json")
+    if kind == "resume" and os.path.lexists(manifest_file):
+        old = read_json(manifest_file, what="run manifest", follow=False)
+        if not isinstance(old, dict):
+            raise FileFormatError(f"{manifest_file} is not a run manifest (not a JSON object)")
+        if old.get("status") == "complete" and not os.path.lexists(os.path.join(out, PARTIAL_MARKER)):
+            done, _ = runfolder.prepare(cfg, out, resume=True, force=False, fingerprints=fingerprints)
             done.unlock()
             log(f"nothing to resume: {out} is complete")
             return read_run(out, cfg=cfg, problems=problems)
@@ -1242,7 +1247,9 @@ def run_experiment(
         for label, report in reports.items():
             log(f"gradient check of {label}: {report.verdict}")
 
-    folder, resumed = runfolder.prepare(cfg, out, resume=resume, force=force)
+    folder, resumed = runfolder.prepare(
+        cfg, out, resume=resume, force=force, fingerprints=fingerprints, log=log
+    )
     try:
         manifest = {
             "name": cfg.name,
@@ -1260,6 +1267,7 @@ def run_experiment(
             "run_seconds": 0.0,
             "problems": {p.label: _problem_info(p) for p in problems},
             "gradcheck": {k: r.verdict for k, r in reports.items()} or "disabled",
+            "data_files": fingerprints,
             "units": {
                 u.key: {"status": "pending", "lanes": num_lanes(cfg, u, problems[u.problem])}
                 for u in unit_list
@@ -1267,7 +1275,8 @@ def run_experiment(
         }
         results: dict[str, UnitResult] = {}
         if resumed:
-            old = read_json(folder.file("manifest.json"))
+            old = read_json(folder.checked("manifest.json"), what="run manifest", follow=False)
+            old = old if isinstance(old, dict) else {}
             manifest["started"] = old.get("started", started)
             manifest["resumed"] = [*old.get("resumed", []), started]
             for u in unit_list:
@@ -1276,11 +1285,11 @@ def run_experiment(
                     results[u.key] = r
             log(f"resuming {out}: {len(results)} of {len(unit_list)} optimizers already done")
         else:
-            write_text(folder.file("config.toml"), cfg.to_toml())
+            folder.write_text("config.toml", cfg.to_toml())
         if reports:
-            write_text(folder.file("gradcheck.txt"), gradcheck_text(reports))
-        elif not os.path.exists(folder.file("gradcheck.txt")):
-            write_text(folder.file("gradcheck.txt"), "gradient check disabled (gradcheck.enabled = false)\n")
+            folder.write_text("gradcheck.txt", gradcheck_text(reports))
+        elif not os.path.lexists(folder.file("gradcheck.txt")):
+            folder.write_text("gradcheck.txt", "gradient check disabled (gradcheck.enabled = false)\n")
 
         def mark(reason: str, interrupted: dict | None = None):
             for k in results:
@@ -1295,10 +1304,9 @@ def run_experiment(
             manifest["interrupted"] = reason
             rows, arrays = _merge(cfg, unit_list, results, problems)
             _write_results(folder, rows, arrays)
-            write_json(folder.file("manifest.json"), manifest)
-            write_text(
-                folder.file(PARTIAL_MARKER),
-                _partial_text(cfg, unit_list, results, interrupted, reason, folder.path),
+            folder.write_json("manifest.json", manifest)
+            folder.write_text(
+                PARTIAL_MARKER, _partial_text(cfg, unit_list, results, interrupted, reason, folder.path)
             )
 
         mark("the run is in progress (or was killed)")
@@ -1344,6 +1352,7 @@ def run_experiment(
         rows, arrays = _merge(cfg, unit_list, results, problems)
         _write_results(folder, rows, arrays)
         drawn = draw(cfg, problems, unit_list, results, folder.path) if draw is not None else []
+        folder.own(*(os.path.basename(p) for p in drawn))
         for k in results:
             manifest["units"][k]["status"] = "complete"
             manifest["units"][k]["compile_seconds"] = results[k].compile_seconds
@@ -1357,10 +1366,9 @@ def run_experiment(
             plots=[os.path.basename(p) for p in drawn],
         )
         folder.clean_temps()
-        write_json(folder.file("manifest.json"), manifest)
-        if os.path.exists(folder.file(PARTIAL_MARKER)):
-            os.remove(folder.file(PARTIAL_MARKER))
-        shutil.rmtree(folder.file(PARTS), ignore_errors=True)
+        folder.write_json("manifest.json", manifest)
+        folder.remove(PARTIAL_MARKER)
+        folder.remove(PARTS)
     except KeyboardInterrupt as err:
         if os.path.exists(folder.file(PARTIAL_MARKER)):  # stopped while writing results or plots
             err.gdjax_run_folder = folder.path
@@ -1374,10 +1382,14 @@ def read_run(path: str, *, cfg: ExperimentConfig | None = None, problems=None) -
     """Reads a complete run folder back (rows, histories and manifest)."""
     cfg = cfg or config_lib.load(os.path.join(path, "config.toml"))
     problems = problems or build_problems(cfg)
-    manifest = read_json(os.path.join(path, "manifest.json"))
-    rows = read_json(os.path.join(path, "summary.json"))
+    manifest = read_json(os.path.join(path, "manifest.json"), what="run manifest", follow=False)
+    rows = read_json(os.path.join(path, "summary.json"), what="summary", follow=False)
+    if not isinstance(manifest, dict) or not isinstance(rows, list):
+        raise FileFormatError(f"{path} does not hold a gdjax run's manifest.json and summary.json")
     results = {}
-    with np.load(os.path.join(path, "histories.npz"), allow_pickle=False) as z:
+    histories = os.path.join(path, "histories.npz")
+    os.close(open_regular(histories, what="histories file", follow=False))  # a regular file, no link
+    with np.load(histories, allow_pickle=False) as z:
         for u in units(cfg):
             prefix = u.key + "/"
             arrays = {k[len(prefix) :]: z[k] for k in z.files if k.startswith(prefix)}
