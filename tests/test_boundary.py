@@ -219,6 +219,20 @@ def test_a_copied_marker_is_refused(study, tmp_path):
     assert not runfolder.is_run_folder(str(mine)) and runfolder.is_run_folder(str(run))
 
 
+def test_plots_are_owned_and_force_removes_them_but_not_a_users_image(study, tmp_path):
+    cfg, _ = study
+    plotting = tmp_path / "plots.toml"
+    plotting.write_text(cfg.read_text().replace("plots = []", 'plots = ["loss_curves"]'))
+    out = tmp_path / "run"
+    complete_run(plotting, out)
+    assert (out / "loss_curves.png").is_file() and not (out / runfolder.STAGING).exists()
+    assert "loss_curves.png" in runfolder.RunFolder(str(out)).owned()
+    (out / "my_figure.png").write_bytes(b"mine")
+    code, _, err = run_cli("run", str(cfg), "--out", str(out), "-q", "--force")  # no plots now
+    assert code == 0, err
+    assert not (out / "loss_curves.png").exists() and (out / "my_figure.png").read_bytes() == b"mine"
+
+
 def test_the_ownership_list_is_written_before_each_file(study, tmp_path, monkeypatch):
     """Crash safety: at the moment any file is created, the marker already lists it."""
     cfg, _ = study

@@ -1351,8 +1351,10 @@ def run_experiment(
 
         rows, arrays = _merge(cfg, unit_list, results, problems)
         _write_results(folder, rows, arrays)
-        drawn = draw(cfg, problems, unit_list, results, folder.path) if draw is not None else []
-        folder.own(*(os.path.basename(p) for p in drawn))
+        drawn = []
+        if draw is not None:  # drawn aside, then each name listed as gdjax's before it is moved in
+            drawn = [folder.adopt(p) for p in draw(cfg, problems, unit_list, results, folder.staging())]
+            folder.remove(runfolder.STAGING)
         for k in results:
             manifest["units"][k]["status"] = "complete"
             manifest["units"][k]["compile_seconds"] = results[k].compile_seconds

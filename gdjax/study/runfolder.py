@@ -68,6 +68,10 @@ MARKER_CONTENT = {"format": MARKER_FORMAT, "version": MARKER_VERSION}
 LOCK = ".gdjax-lock"
 PARTIAL_MARKER = "PARTIAL"
 PARTS = "parts"
+# Where plots are drawn before they are moved into place (each name listed first): crash-safe
+# ownership for files a layer above this one names.
+STAGING = ".gdjax-staging"
+_FOLDERS = (PARTS, STAGING)
 # What a version-1 marker (written before the ownership list) stood for: the names gdjax wrote then.
 _LEGACY_OWNED = (
     "config.toml",
@@ -151,7 +155,7 @@ def _check_entry(folder: str, name: str) -> None:
         return
     if stat.S_ISLNK(mode):
         raise _refuse(folder, f"{path} is a symbolic link")
-    want_dir = name == PARTS
+    want_dir = name in _FOLDERS
     if want_dir and not stat.S_ISDIR(mode):
         raise _refuse(folder, f"{path} is not a folder")
     if not want_dir and not stat.S_ISREG(mode):
@@ -339,6 +343,25 @@ class RunFolder:
         self.own(name)
         io.write_npz(self.checked(name), arrays)
 
+    def staging(self) -> str:
+        """A fresh, owned, empty folder to draw files into before `adopt` moves them into place."""
+        self.own(STAGING)
+        _check_entry(self.path, STAGING)
+        self.remove(STAGING)
+        os.mkdir(self.file(STAGING))
+        return self.file(STAGING)
+
+    def adopt(self, path: str) -> str:
+        """Moves a file drawn in `staging()` into the folder, listing its name first; returns the new path."""
+        name = os.path.basename(path)
+        if os.path.dirname(os.path.abspath(path)) != os.path.abspath(self.file(STAGING)) or not _plain_name(
+            name
+        ):
+            raise ValueError(f"{path} was not drawn in {self.file(STAGING)}")
+        self.own(name)
+        os.replace(path, self.checked(name))
+        return self.file(name)
+
     def remove(self, name: str) -> None:
         """Removes an owned entry: a file (or a link, itself: never its target) or the `parts/` folder."""
         path = self.file(name)
@@ -466,7 +489,7 @@ def check(
             f"refusing to {verb} {out}: it is not a gdjax run folder ({why}); nothing in it was touched. "
             "Choose another --out"
         )
-    for name in (*marker["owned"], PARTS, LOCK):
+    for name in (*marker["owned"], *_FOLDERS, LOCK):
         _check_entry(out, name)
     if force:
         return "force"
