@@ -119,6 +119,8 @@ def load_csv(
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
+        if os.path.exists(path):  # a folder, a FIFO, a device: never opened (a FIFO would block)
+            raise ValueError(f"{path} is not a regular file, so not a data file")
         raise ValueError(f"data file not found: {path}")
     size, budget = os.path.getsize(path), _memory_budget()
     if 4 * size > budget:  # parsed rows take a few times the text
@@ -196,6 +198,8 @@ def load_npz(path: str | os.PathLike, *, x_key: str = "X", y_key: str = "y"):
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
+        if os.path.exists(path):  # a folder, a FIFO, a device: never opened (a FIFO would block)
+            raise ValueError(f"{path} is not a regular file, so not a data file")
         raise ValueError(f"data file not found: {path}")
     members = io.inspect_npz(path)
     for k in (x_key, y_key):

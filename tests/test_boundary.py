@@ -386,6 +386,19 @@ def test_a_config_that_is_not_utf8_text_in_a_file_is_one_line(tmp_path, case):
     assert_one_line_error(code, err, cfg, message)
 
 
+@pytest.mark.parametrize("suffix", ["csv", "npz"])
+def test_a_data_file_that_is_a_pipe_is_one_line(tmp_path, suffix):
+    os.mkfifo(tmp_path / f"data.{suffix}")
+    cfg = tmp_path / "study.toml"
+    cfg.write_text(
+        CSV_CONFIG.replace('source = "csv"', f'source = "{suffix}"').replace("data.csv", f"data.{suffix}")
+    )
+    if suffix == "npz":
+        cfg.write_text(cfg.read_text().replace('target = "y"\n', ""))
+    code, _, err = run_cli("run", str(cfg), "--out", str(tmp_path / "run"), "-q")
+    assert_one_line_error(code, err, tmp_path / f"data.{suffix}", "not a regular file")
+
+
 def test_a_latin1_csv_is_one_line_naming_the_file(tmp_path):
     (tmp_path / "data.csv").write_bytes(b"x,y\n1,2\n3,4\ncaf\xe9,5\n")
     cfg = tmp_path / "study.toml"

@@ -639,6 +639,8 @@ def _read_data(t: _Table) -> DataConfig:
             path = os.path.join(t.src.base_dir, path)
         path = os.path.abspath(path)
         if not os.path.isfile(path):
+            if os.path.exists(path):  # a folder, a FIFO, a device: never opened (a FIFO would block)
+                t.fail("path", f"{path} is not a regular file, so not a data file")
             t.fail("path", f"data file not found: {path}")
         kw["path"] = path
         if source == "csv":
