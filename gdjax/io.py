@@ -348,19 +348,35 @@ BUDGET_ENV = "GDJAX_NPZ_BUDGET"
 
 
 def _available_memory() -> int:
-    """Bytes of memory available now (`MemAvailable`), else the physical memory."""
-    with contextlib.suppress(OSError, ValueError):
+    """Bytes of memory this process may still take: the host's `MemAvailable` (else its physical
+    memory), no more than its cgroup's headroom (`memory.max - memory.current`, where a container
+    sets one) nor its address-space limit (`ulimit -v`)."""
+    available = memory_budget(1.0)
+    with contextlib.suppress(OSError, ValueError, IndexError):
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    return memory_budget(1.0)
+                    available = int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError):
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
+            limit = f.read().strip()
+        if limit != "max":
+            with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
+                available = min(available, max(int(limit) - int(f.read()), 0))
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            available = min(available, soft)
+    return available
 
 
 def decompressed_budget() -> int:
     """The most bytes an `.npz` file's arrays may declare in all, decompressed.
 
-    `GDJAX_NPZ_BUDGET` (bytes, e.g. `4e9`) when set, else a quarter of the memory available now:
+    `GDJAX_NPZ_BUDGET` (bytes, e.g. `4e9`) when set, else a quarter of the memory this process may
+    still take (`MemAvailable`, within a container's cgroup limit and `ulimit -v`):
     what is read is then copied, cast to float64 and moved to a device, so a file that declares
     more than that cannot be used here anyway. Deflate packs up to ~1030 bytes into one, so a ratio
     limit cannot tell a zip bomb from real data; a budget on declared sizes can (issue 19).

@@ -466,6 +466,14 @@ def test_the_default_budget_is_a_fraction_of_available_memory(monkeypatch):
     assert 0 < gdjax_io.decompressed_budget() <= gdjax_io.memory_budget(1.0) // 4
 
 
+def test_the_default_budget_respects_an_address_space_limit(monkeypatch):
+    import resource
+
+    monkeypatch.delenv(gdjax_io.BUDGET_ENV, raising=False)
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1 << 30, resource.RLIM_INFINITY))
+    assert gdjax_io.decompressed_budget() <= 1 << 28  # a quarter of `ulimit -v` 1 GiB
+
+
 @pytest.mark.slow
 def test_the_issue_19_bomb_is_refused(tmp_path, monkeypatch):
     """The probe's case: 1.5 GiB of arrays in about 1.5 MB passed the old ratio limit."""
