@@ -370,6 +370,39 @@ def test_a_model_file_with_nested_metadata_is_one_line(tmp_path):
     assert not isinstance(info.value, RecursionError)
 
 
+# (text replaced, its replacement, the key named, the message); the line is the replacement's
+# line that sets the key.
+HUGE_INTEGERS = {
+    "a seed of 2**63": ("seeds = [0]", "seeds = [0, 9223372036854775808]", "seeds[1]", "64 bits"),
+    "a 301-digit learning rate": (
+        "grid.learning_rate = [0.01, 0.1]",
+        "grid.learning_rate = [0.01, 1" + "0" * 300 + "]",
+        "optimizers[0].grid.learning_rate[1]",
+        "64 bits",
+    ),
+    "patience of 2**31": ("[run]", "[stopping]\npatience = 2147483648\n[run]", "stopping.patience", "2**31"),
+    "record_every of 2**70": (
+        "[run]",
+        f"[execution]\nrecord_every = {2**70}\n[run]",
+        "execution.record_every",
+        "64 bits",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HUGE_INTEGERS)
+def test_a_huge_integer_in_a_config_is_one_line_naming_key_and_line(tmp_path, case):
+    old, new, key, message = HUGE_INTEGERS[case]
+    _csv(tmp_path / "data.csv")
+    cfg = tmp_path / "study.toml"
+    cfg.write_text(CSV_CONFIG.replace(old, new, 1))
+    lines = cfg.read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if " = " in text and text in new.splitlines())
+    code, _, err = run_cli("run", str(cfg), "--out", str(tmp_path / "run"), "-q")
+    assert_one_line_error(code, err, f"{cfg}:{line}: {key}:", message)
+    assert not (tmp_path / "run").exists()
+
+
 CONFIG_FILES = {
     "a folder": (lambda p: p.mkdir(), "is a folder"),
     "a pipe": (lambda p: os.mkfifo(p), "not a regular file"),

@@ -897,6 +897,8 @@ def _read_options(top: _Table, run: _Table, table: str, cls, keys: tuple[str, ..
             value = float(value)
         elif isinstance(value, list | dict):
             top.fail(where[key], f"expected a single value, got {_toml_type(value)}")
+        elif isinstance(value, int) and not isinstance(value, bool) and value >= _INT32:
+            top.fail(where[key], f"must be below 2**31 = {_INT32} (a 32-bit step count), got {value}")
         kwargs[key] = value
     try:
         return cls(**{**defaults, **kwargs}), where
@@ -1198,7 +1200,28 @@ _TOP_LEVEL = (
 )
 
 
+# TOML integers are unbounded; gdjax's are 64-bit at most (seeds, counts), and the step counts of
+# [stopping] and [execution] are 32-bit on the device (issue 19: OverflowError tracebacks).
+_INT64 = 2**63
+_INT32 = 2**31
+
+
+def _check_integers(values, src: _Source) -> None:
+    """Refuses any integer beyond 64 bits, naming its key and line (an iterative walk)."""
+    stack = [((), values)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend((path + (k,), x) for k, x in v.items())
+        elif isinstance(v, list):
+            stack.extend((path + (i,), x) for i, x in enumerate(v))
+        elif isinstance(v, int) and not isinstance(v, bool) and not -_INT64 <= v < _INT64:
+            shown = str(v) if len(str(v)) <= 24 else f"{str(v)[:12]}...({len(str(v))} digits)"
+            raise src.error(path, f"integer {shown} is beyond 64 bits; gdjax's integers are below 2**63")
+
+
 def _read(values: dict, src: _Source) -> ExperimentConfig:
+    _check_integers(values, src)
     top = _Table(src, (), values)
     top.known.extend(_TOP_LEVEL)
     top.finish()
