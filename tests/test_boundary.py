@@ -339,6 +339,32 @@ def test_a_deeply_nested_part_is_redone_with_a_note(study, tmp_path):
         assert (out / name).read_bytes() == (ref / name).read_bytes()
 
 
+def _huge_count(path):
+    meta = json.loads(path.read_text())
+    meta["num_steps"] = 10**30
+    path.write_text(json.dumps(meta))
+
+
+def _wrong_types(path):
+    meta = json.loads(path.read_text())
+    meta["rows"] = "rows"
+    path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("hurt", [_huge_count, _wrong_types], ids=["huge-count", "wrong-types"])
+def test_a_part_with_hostile_values_is_redone_with_a_note(study, tmp_path, hurt):
+    cfg, _ = study
+    out, ref = tmp_path / "run", tmp_path / "ref"
+    complete_run(cfg, ref)
+    interrupted_run(cfg, out)
+    hurt(out / runfolder.PARTS / "gd.json")
+    code, stdout, err = run_cli("run", str(cfg), "--out", str(out), "--resume")
+    assert code == 0, err
+    assert "part of gd is damaged, so it is redone" in stdout, stdout
+    for name in ("summary.csv", "histories.npz"):
+        assert (out / name).read_bytes() == (ref / name).read_bytes()
+
+
 @pytest.mark.parametrize("status", ["partial", "complete"])
 def test_a_deeply_nested_manifest_is_one_line(study, tmp_path, status):
     cfg, _ = study

@@ -1053,6 +1053,30 @@ def _trace_from(arrays: dict, template: PyTree, metric_names=None) -> Trace:
     return trace._replace(eval_steps=arrays.get("eval_steps"), metrics=metrics)
 
 
+def _check_part_meta(meta: dict) -> None:
+    """Raises ValueError unless a part's metadata has the types `_save_part` writes (a hostile or
+    damaged part, e.g. a count of 10**30, is then redone rather than merged)."""
+
+    def count(k):
+        v = meta.get(k)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
+            raise ValueError(f"{k} is {v!r}, not a count")
+
+    for k in ("lanes", "total_lanes", "num_steps"):
+        count(k)
+    for k in ("compile_seconds", "run_seconds"):
+        v = meta.get(k)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 1e12:
+            raise ValueError(f"{k} is {v!r}, not a time")
+    if not (isinstance(meta.get("rows"), list) and all(isinstance(r, dict) for r in meta["rows"])):
+        raise ValueError("rows is not a list of rows")
+    if not isinstance(meta.get("coords"), list) or len(meta["coords"]) != meta["lanes"]:
+        raise ValueError("coords does not list every lane")
+    for k in ("hyperparameter_names", "metrics"):
+        if not (isinstance(meta.get(k, []), list) and all(isinstance(n, str) for n in meta.get(k, []))):
+            raise ValueError(f"{k} is not a list of names")
+
+
 def _load_part(folder: runfolder.RunFolder, key: str, template: PyTree, log) -> UnitResult | None:
     """A finished unit from `parts/`; None (with a note) when its part is missing or damaged."""
     names = leaf_names(template)
@@ -1065,6 +1089,7 @@ def _load_part(folder: runfolder.RunFolder, key: str, template: PyTree, log) -> 
     if meta is None:
         return None
     try:
+        _check_part_meta(meta)
         return UnitResult(
             key=key,
             trace=_trace_from(arrays, template, meta.get("metrics", [])),
