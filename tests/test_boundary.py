@@ -170,6 +170,21 @@ def test_a_parts_folder_linked_outside_is_refused(study, tmp_path):
         assert snapshot(outside) == before  # no part replaced, no .tmp-gdjax-* file deleted
 
 
+def test_a_part_file_linked_outside_is_redone_not_read(study, tmp_path):
+    cfg, outside = study
+    out, ref = tmp_path / "run", tmp_path / "ref"
+    complete_run(cfg, ref)
+    interrupted_run(cfg, out)
+    shutil.move(out / runfolder.PARTS / "gd.json", outside / "gd.json")
+    before = snapshot(outside)
+    (out / runfolder.PARTS / "gd.json").symlink_to(outside / "gd.json")
+    code, stdout, err = run_cli("run", str(cfg), "--out", str(out), "--resume")
+    assert code == 0, err
+    assert "part of gd is damaged, so it is redone" in stdout and "symbolic link" in stdout, stdout
+    assert snapshot(outside) == before
+    assert (out / "summary.csv").read_bytes() == (ref / "summary.csv").read_bytes()
+
+
 @pytest.mark.parametrize("name", ["config.toml", "manifest.json", "summary.csv"])
 def test_an_owned_file_replaced_by_a_link_is_refused(study, tmp_path, name):
     cfg, outside = study
@@ -231,6 +246,20 @@ def test_plots_are_owned_and_force_removes_them_but_not_a_users_image(study, tmp
     code, _, err = run_cli("run", str(cfg), "--out", str(out), "-q", "--force")  # no plots now
     assert code == 0, err
     assert not (out / "loss_curves.png").exists() and (out / "my_figure.png").read_bytes() == b"mine"
+
+
+def test_a_moved_run_folder_keeps_its_marker_and_a_copied_one_does_not(study, tmp_path):
+    cfg, _ = study
+    run = tmp_path / "run"
+    interrupted_run(cfg, run)
+    moved, copied = tmp_path / "moved", tmp_path / "copied"
+    shutil.copytree(run, copied, symlinks=True)
+    run.rename(moved)  # same inode: still the folder the marker was written for
+    assert runfolder.is_run_folder(str(moved)) and not runfolder.is_run_folder(str(copied))
+    code, _, err = run_cli("run", str(cfg), "--out", str(moved), "-q", "--resume")
+    assert code == 0, err
+    code, _, err = run_cli("run", str(cfg), "--out", str(copied), "-q", "--resume")
+    assert_one_line_error(code, err, copied, "written for another folder")
 
 
 def test_the_ownership_list_is_written_before_each_file(study, tmp_path, monkeypatch):

@@ -6,10 +6,13 @@ starting point, closed-form answers), checks the gradients, runs one `gdjax.swee
 atomically as it goes:
 
     <run folder>/
-      .gdjax-run         the ownership marker, written first (see gdjax.study.runfolder)
+      .gdjax-run         the marker, written first: the folder it was written for and the list of
+                         what gdjax made here (see gdjax.study.runfolder)
       .gdjax-lock        while a run writes the folder: the lock it holds
+      .gdjax-staging/    while plots are drawn: they are moved into place once listed
       config.toml        the resolved config (defaults filled in, grids expanded, paths absolute)
-      manifest.json      versions, devices, precision, timings, git commit, command, status
+      manifest.json      versions, devices, precision, timings, git commit, command, status,
+                         the sha256 and size of every data file and cost module (data_files)
       gradcheck.txt      the gradient-check report of every cost
       summary.csv/.json  one row per lane of every optimizer
       histories.npz      loss / grad-norm / params histories, statuses, steps, per optimizer
@@ -51,6 +54,7 @@ from gdjax.io import (
     csv_text,
     format_number,
     format_table,
+    inspect_npz,
     leaf_names,
     open_regular,
     read_json,
@@ -1416,6 +1420,7 @@ def read_run(path: str, *, cfg: ExperimentConfig | None = None, problems=None) -
     results = {}
     histories = os.path.join(path, "histories.npz")
     os.close(open_regular(histories, what="histories file", follow=False))  # a regular file, no link
+    inspect_npz(histories)  # plain arrays within the decompressed-size budget, before np.load
     with np.load(histories, allow_pickle=False) as z:
         for u in units(cfg):
             prefix = u.key + "/"
