@@ -262,6 +262,32 @@ def test_a_moved_run_folder_keeps_its_marker_and_a_copied_one_does_not(study, tm
     assert_one_line_error(code, err, copied, "written for another folder")
 
 
+def test_a_plot_never_replaces_a_users_file_of_the_same_name(study, tmp_path):
+    cfg, _ = study
+    plotting = tmp_path / "plots.toml"
+    plotting.write_text(cfg.read_text().replace("plots = []", 'plots = ["loss_curves"]'))
+    out = tmp_path / "run"
+    interrupted_run(plotting, out)
+    (out / "loss_curves.png").write_bytes(b"my own figure")
+    code, stdout, err = run_cli("run", str(plotting), "--out", str(out), "--resume")
+    assert code == 0, err
+    assert (out / "loss_curves.png").read_bytes() == b"my own figure"
+    assert "loss_curves.png is not gdjax's, so it was kept" in stdout, stdout
+
+
+def test_a_folder_with_a_version_1_marker_owns_what_gdjax_wrote_then(study, tmp_path):
+    cfg, _ = study
+    out = tmp_path / "run"
+    complete_run(cfg, out)
+    (out / runfolder.MARKER).write_text('{"format": "gdjax-run-folder", "version": 1}')
+    (out / "notes.md").write_text("mine")
+    code, _, err = run_cli("run", str(cfg), "--out", str(out), "-q", "--force")
+    assert code == 0, err
+    assert (out / "notes.md").read_text() == "mine" and (out / "summary.csv").exists()
+    marker = json.loads((out / runfolder.MARKER).read_text())
+    assert marker["version"] == runfolder.MARKER_VERSION and "notes.md" not in marker["owned"]
+
+
 def test_the_ownership_list_is_written_before_each_file(study, tmp_path, monkeypatch):
     """Crash safety: at the moment any file is created, the marker already lists it."""
     cfg, _ = study

@@ -1382,7 +1382,15 @@ def run_experiment(
         _write_results(folder, rows, arrays)
         drawn = []
         if draw is not None:  # drawn aside, then each name listed as gdjax's before it is moved in
-            drawn = [folder.adopt(p) for p in draw(cfg, problems, unit_list, results, folder.staging())]
+            for path in draw(cfg, problems, unit_list, results, folder.staging()):
+                moved = folder.adopt(path)
+                if moved is None:
+                    log(
+                        f"note: {folder.file(os.path.basename(path))} is not gdjax's, so it was kept "
+                        "and that plot not written; rename it to get the plot"
+                    )
+                else:
+                    drawn.append(moved)
             folder.remove(runfolder.STAGING)
         for k in results:
             manifest["units"][k]["status"] = "complete"

@@ -351,13 +351,15 @@ class RunFolder:
         os.mkdir(self.file(STAGING))
         return self.file(STAGING)
 
-    def adopt(self, path: str) -> str:
-        """Moves a file drawn in `staging()` into the folder, listing its name first; returns the new path."""
+    def adopt(self, path: str) -> str | None:
+        """Moves a file drawn in `staging()` into the folder, listing its name first; returns the new
+        path, or None when a file of that name that gdjax did not make is there (it is kept)."""
         name = os.path.basename(path)
-        if os.path.dirname(os.path.abspath(path)) != os.path.abspath(self.file(STAGING)) or not _plain_name(
-            name
-        ):
+        drawn_here = os.path.dirname(os.path.abspath(path)) == os.path.abspath(self.file(STAGING))
+        if not (drawn_here and _plain_name(name)):
             raise ValueError(f"{path} was not drawn in {self.file(STAGING)}")
+        if name not in self.owned() and os.path.lexists(self.file(name)):
+            return None
         self.own(name)
         os.replace(path, self.checked(name))
         return self.file(name)
@@ -451,6 +453,16 @@ class RunFolder:
 
 
 # ------------------------------------------------------------------------------------------ prepare
+def _legacy_plots(out: str) -> list[str]:
+    """The plots a folder with a version-1 marker lists in its manifest (gdjax drew them)."""
+    try:
+        manifest = io.read_json(os.path.join(out, "manifest.json"), follow=False)
+    except (io.FileFormatError, OSError):
+        return []
+    plots = manifest.get("plots") if isinstance(manifest, dict) else None
+    return [p for p in plots if isinstance(p, str) and _plain_name(p)] if isinstance(plots, list) else []
+
+
 def _ignore(message: str) -> None:
     pass
 
@@ -551,7 +563,8 @@ def prepare(
         check(cfg, out, resume=resume, force=force, fingerprints=fingerprints)
         marker = folder._load_marker()
         if marker.get("legacy"):  # a version-1 marker: from now on, the ownership list
-            present = [n for n in marker["owned"] if os.path.lexists(folder.file(n))]
+            legacy = [*marker["owned"], *_legacy_plots(out)]
+            present = [n for n in legacy if os.path.lexists(folder.file(n))]
             folder._write_marker(
                 {**MARKER_CONTENT, "id": secrets.token_hex(16), "folder": _identity(out), "owned": present}
             )
