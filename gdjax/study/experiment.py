@@ -1235,7 +1235,9 @@ def run_experiment(
       A `RunOutcome`.
 
     Raises:
-      ConfigError / ValueError: invalid config or folder, before anything is written.
+      ConfigError / ValueError: invalid config or folder, before anything is written; an existing
+        `out` (without `resume` or `force`), a folder gdjax does not own, a link in it, another
+        config or changed data files are refused before anything is computed.
       GradCheckFailed: a cost's gradient check failed, before anything is written.
       RunInterrupted: a sweep failed part-way (the folder is marked partial); a KeyboardInterrupt
         (or any other exception) during a sweep propagates as itself after the folder is marked
