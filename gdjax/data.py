@@ -101,6 +101,17 @@ def synthetic(
     return Synthetic(X, y, w, float(intercept))
 
 
+def _first_non_utf8_line(path: str) -> int | None:
+    """The 1-based line of a file's first byte that is not UTF-8 (read again, line by line)."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None
+
+
 def load_csv(
     path: str | os.PathLike,
     *,
@@ -129,7 +140,9 @@ def load_csv(
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not a UTF-8 text CSV file: {err}") from None
+        raise ValueError(
+            f"{path}, line {_first_non_utf8_line(path)}: not UTF-8 text ({err.reason}); save it as UTF-8"
+        ) from None
     except csv.Error as err:
         raise ValueError(f"{path} is not a readable CSV file: {err}") from None
     if len(rows) < 2:

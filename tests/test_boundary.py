@@ -198,6 +198,52 @@ def test_an_owned_file_replaced_by_a_link_is_refused(study, tmp_path, name):
     assert snapshot(outside) == before
 
 
+def _lock_fifo(out):
+    os.mkfifo(out / runfolder.LOCK)
+
+
+def _parts_file(out):
+    shutil.rmtree(out / runfolder.PARTS)
+    (out / runfolder.PARTS).write_text("not a folder")
+
+
+def _summary_folder(out):
+    (out / "summary.csv").unlink()
+    (out / "summary.csv").mkdir()
+
+
+WRONG_KINDS = {
+    "lock-a-pipe": (_lock_fifo, runfolder.LOCK, "not a regular file"),
+    "parts-a-file": (_parts_file, runfolder.PARTS, "not a folder"),
+    "summary-a-folder": (_summary_folder, "summary.csv", "not a regular file"),
+}
+
+
+@pytest.mark.parametrize("case", WRONG_KINDS)
+def test_an_entry_of_the_wrong_kind_is_refused(study, tmp_path, case):
+    cfg, _ = study
+    out = tmp_path / "run"
+    interrupted_run(cfg, out)
+    plant, name, message = WRONG_KINDS[case]
+    plant(out)
+    for flag in ("--resume", "--force"):
+        code, _, err = run_cli("run", str(cfg), "--out", str(out), "-q", flag)
+        assert_one_line_error(code, err, out / name, message)
+
+
+def test_a_marker_that_is_a_link_is_not_followed(study, tmp_path):
+    cfg, outside = study
+    out = tmp_path / "run"
+    complete_run(cfg, out)
+    shutil.move(out / runfolder.MARKER, outside / "marker")
+    (out / runfolder.MARKER).symlink_to(outside / "marker")
+    before = snapshot(outside)
+    assert not runfolder.is_run_folder(str(out))
+    code, _, err = run_cli("run", str(cfg), "--out", str(out), "-q", "--force")
+    assert_one_line_error(code, err, out, "not a gdjax run folder", "symbolic link")
+    assert snapshot(outside) == before and (out / "summary.csv").exists()
+
+
 # --------------------------------------------------------------------------------------- ownership
 def test_force_removes_only_what_gdjax_made_and_names_the_rest(study, tmp_path):
     cfg, _ = study
@@ -362,18 +408,60 @@ def test_a_folder_without_fingerprints_still_resumes_with_a_note(study, tmp_path
     assert "kept no data fingerprints" in stdout, stdout
 
 
-def test_an_existing_out_is_refused_before_anything_is_computed(study, tmp_path, monkeypatch):
-    cfg, _ = study
-    out = tmp_path / "run"
+def _existing(cfg, out):
     out.mkdir()
     (out / "notes.md").write_text("mine")
+    return [], "already exists"
+
+
+def _copied_marker(cfg, out):
+    other = out.parent / "other"
+    complete_run(cfg, other)
+    out.mkdir()
+    shutil.copy(other / runfolder.MARKER, out / runfolder.MARKER)
+    (out / "notes.md").write_text("mine")
+    return ["--force"], "written for another folder"
+
+
+def _linked_lock(cfg, out):
+    interrupted_run(cfg, out)
+    (out / runfolder.LOCK).symlink_to(out.parent / "elsewhere")
+    return ["--resume"], "symbolic link"
+
+
+def _other_config(cfg, out):
+    interrupted_run(cfg, out)
+    cfg.write_text(cfg.read_text().replace("num_steps = 50", "num_steps = 60"))
+    return ["--resume"], "different config"
+
+
+def _changed_data(cfg, out):
+    interrupted_run(cfg, out)
+    _csv(out.parent / "data.csv", scale=3.0)
+    return ["--resume"], "changed"
+
+
+EARLY_REFUSALS = {
+    "existing-out": _existing,
+    "copied-marker": _copied_marker,
+    "linked-lock": _linked_lock,
+    "other-config": _other_config,
+    "changed-data": _changed_data,
+}
+
+
+@pytest.mark.parametrize("case", EARLY_REFUSALS)
+def test_a_folder_is_refused_before_anything_is_computed(study, tmp_path, monkeypatch, case):
+    cfg, _ = study
+    out = tmp_path / "run"
+    flags, message = EARLY_REFUSALS[case](cfg, out)
 
     def computed(*args, **kwargs):
         raise AssertionError("the data was loaded before the folder was judged")
 
     monkeypatch.setattr(experiment, "build_problems", computed)
-    code, _, err = run_cli("run", str(cfg), "--out", str(out), "-q")
-    assert_one_line_error(code, err, out, "already exists")
+    code, _, err = run_cli("run", str(cfg), "--out", str(out), "-q", *flags)
+    assert_one_line_error(code, err, out, message)
 
 
 # -------------------------------------------------------------------------------- hostile readers
@@ -484,6 +572,15 @@ def test_a_huge_integer_in_a_config_is_one_line_naming_key_and_line(tmp_path, ca
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("make", [os.mkfifo, os.mkdir], ids=["a pipe", "a folder"])
+def test_a_model_path_that_is_not_a_regular_file_is_one_line(tmp_path, make):
+    path = tmp_path / "model.npz"
+    make(path)
+    with pytest.raises(ValueError) as info:
+        GDRegressor.load(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
 CONFIG_FILES = {
     "a folder": (lambda p: p.mkdir(), "is a folder"),
     "a pipe": (lambda p: os.mkfifo(p), "not a regular file"),
@@ -518,7 +615,7 @@ def test_a_latin1_csv_is_one_line_naming_the_file(tmp_path):
     cfg = tmp_path / "study.toml"
     cfg.write_text(CSV_CONFIG)
     code, _, err = run_cli("run", str(cfg), "--out", str(tmp_path / "run"), "-q")
-    assert_one_line_error(code, err, tmp_path / "data.csv", "UTF-8")
+    assert_one_line_error(code, err, f"{tmp_path / 'data.csv'}, line 4", "UTF-8")
 
 
 # ------------------------------------------------------------------------------------- zip budget
