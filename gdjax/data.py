@@ -101,6 +101,17 @@ def synthetic(
     return Synthetic(X, y, w, float(intercept))
 
 
+def _first_non_utf8_line(path: str) -> int | None:
+    """The 1-based line of a file's first byte that is not UTF-8 (read again, line by line)."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None
+
+
 def load_csv(
     path: str | os.PathLike,
     *,
@@ -119,6 +130,8 @@ def load_csv(
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
+        if os.path.exists(path):  # a folder, a FIFO, a device: never opened (a FIFO would block)
+            raise ValueError(f"{path} is not a regular file, so not a data file")
         raise ValueError(f"data file not found: {path}")
     size, budget = os.path.getsize(path), _memory_budget()
     if 4 * size > budget:  # parsed rows take a few times the text
@@ -127,7 +140,9 @@ def load_csv(
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not a UTF-8 text CSV file: {err}") from None
+        raise ValueError(
+            f"{path}, line {_first_non_utf8_line(path)}: not UTF-8 text ({err.reason}); save it as UTF-8"
+        ) from None
     except csv.Error as err:
         raise ValueError(f"{path} is not a readable CSV file: {err}") from None
     if len(rows) < 2:
@@ -196,6 +211,8 @@ def load_npz(path: str | os.PathLike, *, x_key: str = "X", y_key: str = "y"):
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
+        if os.path.exists(path):  # a folder, a FIFO, a device: never opened (a FIFO would block)
+            raise ValueError(f"{path} is not a regular file, so not a data file")
         raise ValueError(f"data file not found: {path}")
     members = io.inspect_npz(path)
     for k in (x_key, y_key):

@@ -691,7 +691,7 @@ class GDRegressor:
         # sizes the stored bytes can hold (gdjax.io.inspect_npz); the metadata, read first, then
         # says which shapes and dtypes the other members must declare.
         try:
-            members = gdjax_io.inspect_npz(path, max_bytes=gdjax_io.memory_budget())
+            members = gdjax_io.inspect_npz(path)
             if _META_KEY not in members:
                 raise ValueError("it has no gdjax metadata")
             m = members[_META_KEY]

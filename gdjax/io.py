@@ -13,8 +13,9 @@ JSON policy. JSON has no infinity or NaN. gdjax writes a non-finite float as the
 
 NPZ reading. `read_npz` checks an archive before anything is decompressed or allocated: a zip
 file, member names, the `.npy` headers' shapes and dtypes (no object arrays: `allow_pickle=False`
-always), declared sizes against a limit and against the compressed sizes (a zip bomb declares far
-more than its compressed bytes could hold). Every error is a `FileFormatError` naming the file.
+always), declared sizes against the zip directory's uncompressed sizes and their sum against a
+decompressed-size budget (`decompressed_budget`), so a zip bomb is refused unread. Every error
+is a `FileFormatError` naming the file.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import io as _io
 import json
 import math
 import os
+import stat
 import struct
 import tempfile
 import zipfile
@@ -45,6 +47,7 @@ __all__ = [
     "SummaryTable",
     "atomic_write",
     "csv_text",
+    "decompressed_budget",
     "dumps",
     "format_number",
     "format_table",
@@ -57,7 +60,9 @@ __all__ = [
     "json_value",
     "loads",
     "memory_budget",
+    "open_regular",
     "read_json",
+    "read_text",
     "read_npz",
     "remove_stale_temps",
     "write_bytes",
@@ -142,22 +147,102 @@ def _restore(value):
     return value
 
 
+# gdjax's own JSON nests a few levels (rows, coords, manifests); a document nested deeper is hostile
+# or damaged, and Python's parser meets it with a RecursionError (issue 19).
+MAX_JSON_DEPTH = 64
+
+
+def _check_depth(value, limit: int) -> None:
+    stack = [(value, 1)]
+    while stack:  # iterative: the check itself must not recurse
+        v, depth = stack.pop()
+        if depth > limit:
+            raise ValueError(f"JSON nested more than {limit} levels deep")
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
+
+
 def loads(text: str):
-    """Reads JSON written by `dumps`: "inf"/"-inf"/"nan" strings become floats again."""
-    return _restore(json.loads(text))
+    """Reads JSON written by `dumps`: "inf"/"-inf"/"nan" strings become floats again.
+
+    Raises:
+      ValueError: not JSON, or nested more than `MAX_JSON_DEPTH` levels (never a RecursionError).
+    """
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
+    _check_depth(value, MAX_JSON_DEPTH)
+    return _restore(value)
 
 
 def write_json(path: str | os.PathLike, value) -> str:
     return write_text(path, dumps(value) + "\n")
 
 
-def read_json(path: str | os.PathLike, *, what: str = "JSON file"):
-    """Reads a JSON file written by gdjax; a damaged file raises `FileFormatError` naming it."""
+def open_regular(path: str | os.PathLike, *, what: str = "file", follow: bool = True) -> int:
+    """Opens `path` for reading and returns the descriptor, only if it is a regular file.
+
+    A FIFO, a device or a folder is refused without blocking on it (`O_NONBLOCK`); with
+    `follow=False` a symbolic link is refused too (`O_NOFOLLOW`): inside a run folder gdjax never
+    follows one (issue 19).
+
+    Raises:
+      FileFormatError: missing, a link (with `follow=False`), or not a regular file; names the file.
+    """
     path = os.fspath(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if not follow:
+        flags |= os.O_NOFOLLOW
     try:
-        with open(path, encoding="utf-8") as f:
-            return loads(f.read())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise FileFormatError(f"{what} not found: {path}") from None
+    except OSError as err:
+        if not follow and os.path.islink(path):
+            raise FileFormatError(
+                f"{path} is a symbolic link; gdjax never follows a link inside a run folder (remove it)"
+            ) from None
+        raise FileFormatError(f"cannot read {what} {path}: {err.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a pipe, socket or device)"
+        raise FileFormatError(f"{path} is {kind}, not a {what}")
+    return fd
+
+
+def read_text(
+    path: str | os.PathLike, *, what: str = "file", follow: bool = True, max_bytes: int | None = None
+) -> str:
+    """The UTF-8 text of a regular file (see `open_regular`); every failure is one line naming it."""
+    path = os.fspath(path)
+    fd = open_regular(path, what=what, follow=follow)
+    with os.fdopen(fd, "rb") as f:
+        if max_bytes is not None and os.fstat(f.fileno()).st_size > max_bytes:
+            raise FileFormatError(f"{path} is larger than the {max_bytes} bytes a {what} may take")
+        raw = f.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise FileFormatError(
+            f"{path}, line {line}: not UTF-8 text (byte {err.start}), not a {what}"
+        ) from None
+
+
+def read_json(path: str | os.PathLike, *, what: str = "JSON file", follow: bool = True):
+    """Reads a JSON file written by gdjax; a damaged file raises `FileFormatError` naming it.
+
+    With `follow=False` (files inside a run folder) a symbolic link is refused, not followed.
+    """
+    path = os.fspath(path)
+    text = read_text(path, what=what, follow=follow)
+    try:
+        return loads(text)
+    except ValueError as err:
         raise FileFormatError(f"{path} is not a readable {what} (damaged or truncated): {err}") from None
 
 
@@ -258,6 +343,66 @@ def memory_budget(fraction: float = 0.5) -> int:
         return int(fraction * 8 * 1024**3)
 
 
+# Where a user sets the decompressed-size budget of `.npz` files, in bytes (issue 19).
+BUDGET_ENV = "GDJAX_NPZ_BUDGET"
+
+
+def _available_memory() -> int:
+    """Bytes of memory this process may still take: the host's `MemAvailable` (else its physical
+    memory), no more than its cgroup's headroom (`memory.max - memory.current`, where a container
+    sets one) nor its address-space limit (`ulimit -v`)."""
+    available = memory_budget(1.0)
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError):
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
+            limit = f.read().strip()
+        if limit != "max":
+            with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
+                available = min(available, max(int(limit) - int(f.read()), 0))
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            available = min(available, soft)
+    return available
+
+
+def decompressed_budget() -> int:
+    """The most bytes an `.npz` file's arrays may declare in all, decompressed.
+
+    `GDJAX_NPZ_BUDGET` (bytes, e.g. `4e9`) when set, else a quarter of the memory this process may
+    still take (`MemAvailable`, within a container's cgroup limit and `ulimit -v`):
+    what is read is then copied, cast to float64 and moved to a device, so a file that declares
+    more than that cannot be used here anyway. Deflate packs up to ~1030 bytes into one, so a ratio
+    limit cannot tell a zip bomb from real data; a budget on declared sizes can (issue 19).
+
+    Raises:
+      ValueError: `GDJAX_NPZ_BUDGET` is not a positive number.
+    """
+    raw = os.environ.get(BUDGET_ENV)
+    if raw is None or not raw.strip():
+        return _available_memory() // 4
+    try:
+        value = float(raw)
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{BUDGET_ENV}={raw!r} is not a positive number of bytes (e.g. 4e9)") from None
+    return int(value)
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
 class NpzMember:
     """What a member's `.npy` header declares: name, shape, dtype, sizes."""
 
@@ -309,25 +454,24 @@ def _npy_header(raw: bytes, path: str, name: str) -> tuple[tuple[int, ...], np.d
     return shape, dtype, start + hlen
 
 
-def inspect_npz(
-    path: str | os.PathLike, *, max_bytes: int | None = None, max_ratio: float = 2000.0
-) -> dict[str, NpzMember]:
+def inspect_npz(path: str | os.PathLike, *, max_bytes: int | None = None) -> dict[str, NpzMember]:
     """Checks an `.npz` file without decompressing its arrays; returns what each member declares.
 
+    Only the zip directory and each member's `.npy` header are read. Every member's declared size
+    (shape times item size) must equal its uncompressed size in the zip directory, and their sum
+    must fit the decompressed-size budget `max_bytes` (default `decompressed_budget()`), so a zip
+    bomb is refused before a byte of it is inflated.
+
     Raises:
-      FileFormatError: not a zip archive (a text file, a truncated download), a member that is not a
-        plain `.npy` array, declared sizes inconsistent with the stored ones, a total above
-        `max_bytes`, or a member whose declared size is more than `max_ratio` times its compressed
-        size (a zip bomb).
+      FileFormatError: not a regular file or not a zip archive (a text file, a truncated download),
+        a member that is not a plain `.npy` array, declared sizes inconsistent with the zip
+        directory, or a total above `max_bytes`.
     """
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except FileNotFoundError:
-        raise FileFormatError(f"file not found: {path}") from None
-    except IsADirectoryError:
-        raise FileFormatError(f"{path} is a folder, not an .npz file") from None
+    budget = decompressed_budget() if max_bytes is None else max_bytes
+    fd = open_regular(path, what=".npz file")
+    with os.fdopen(fd, "rb") as f:
+        head = f.read(4)
     if head[:4] == _NPY_MAGIC[:4]:
         raise FileFormatError(f"{path} is a single .npy array, not an .npz archive of named arrays")
     if head[:2] != b"PK":
@@ -338,6 +482,9 @@ def inspect_npz(
     members: dict[str, NpzMember] = {}
     try:
         with zipfile.ZipFile(path) as z:
+            declared = sum(i.file_size for i in z.infolist() if not i.is_dir())
+            if declared > budget:  # from the directory alone, before any member is inflated
+                _over_budget(path, declared, os.path.getsize(path), budget)
             total = 0
             for info in z.infolist():
                 if info.is_dir():
@@ -356,11 +503,6 @@ def inspect_npz(
                         f"{path}: member {name!r} declares shape {shape} {dtype} ({member.nbytes} bytes) "
                         f"but holds {info.file_size - offset} bytes (damaged file)"
                     )
-                if member.nbytes > 1024 * 1024 and member.nbytes > max_ratio * max(info.compress_size, 1):
-                    raise FileFormatError(
-                        f"{path}: member {name!r} declares {member.nbytes} bytes from only "
-                        f"{info.compress_size} compressed bytes; refusing to decompress it"
-                    )
                 total += member.nbytes
                 members[name] = member
     except FileFormatError:
@@ -373,11 +515,19 @@ def inspect_npz(
         raise FileFormatError(
             f"{path} is not a readable .npz archive (damaged): {type(err).__name__}: {err}"
         ) from None
-    if max_bytes is not None and total > max_bytes:
-        raise FileFormatError(
-            f"{path} declares {total} bytes of arrays, more than the {max_bytes} bytes allowed for it"
-        )
+    if total > budget:
+        _over_budget(path, total, os.path.getsize(path), budget)
     return members
+
+
+def _over_budget(path: str, declared: int, on_disk: int, budget: int):
+    bomb = "; so much from so few bytes looks like a zip bomb" if declared > 100 * on_disk else ""
+    raise FileFormatError(
+        f"{path} declares {_bytes(declared)} of arrays once decompressed ({_bytes(on_disk)} on disk), "
+        f"more than the {budget} bytes allowed for it (the decompressed-size budget, {_bytes(budget)}); "
+        f"nothing was decompressed{bomb}. If the file is genuine, set {BUDGET_ENV} to a larger "
+        "number of bytes, or free memory"
+    )
 
 
 def read_npz(
@@ -390,13 +540,13 @@ def read_npz(
 
     Args:
       required: members that must be present.
-      max_bytes: the most the arrays may declare in all (default `memory_budget()`).
+      max_bytes: the most the arrays may declare in all (default `decompressed_budget()`).
 
     Raises:
       FileFormatError: see `inspect_npz`; also a missing required member, or data that fails CRC.
     """
     path = os.fspath(path)
-    members = inspect_npz(path, max_bytes=memory_budget() if max_bytes is None else max_bytes)
+    members = inspect_npz(path, max_bytes=max_bytes)
     missing = [k for k in required if k not in members]
     if missing:
         raise FileFormatError(
@@ -572,7 +722,7 @@ def load_trace(path: str | os.PathLike, template: PyTree) -> Trace:
     path = os.fspath(path)
     names = leaf_names(template)
     required = [*_TRACE_FIELDS, *(f"params/{n}" for n in names), *(f"params_history/{n}" for n in names)]
-    members = inspect_npz(path, max_bytes=memory_budget())
+    members = inspect_npz(path)
     missing = [k for k in required if k not in members]
     if missing:
         raise FileFormatError(

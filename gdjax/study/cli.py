@@ -57,9 +57,10 @@ Every command takes --debug to show a traceback instead of a one-line error.
 _RUN_EPILOG = """\
 The run folder (default runs/<name>-<YYYYmmdd-HHMMSS>) gets config.toml (the resolved config),
 manifest.json, gradcheck.txt, summary.csv, summary.json, histories.npz and the plots. An existing
-non-empty folder is never overwritten: --resume finishes an interrupted run (same config; finished
-optimizers are kept, the others rerun, and the result is that of an uninterrupted run), --force
-replaces it. Both act only on a folder gdjax made (it holds a .gdjax-run marker), and only one run
+non-empty folder is never overwritten: --resume finishes an interrupted run (same config and
+data; finished optimizers are kept, the others rerun, and the result is that of an uninterrupted
+run), --force replaces what gdjax made there (your own files stay). Both act only on a folder gdjax
+made (its .gdjax-run marker lists what gdjax owns), never follow a link inside it, and only one run
 at a time may write a folder (a lock). Ctrl-C, SIGTERM and SIGHUP leave a folder --resume finishes.
 
 examples:

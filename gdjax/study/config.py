@@ -46,6 +46,7 @@ from importlib import resources
 from typing import Any
 
 from gdjax import data, rules
+from gdjax import io as gdjax_io
 from gdjax.options import Execution, Stopping
 from gdjax.validation import nearest
 
@@ -638,6 +639,8 @@ def _read_data(t: _Table) -> DataConfig:
             path = os.path.join(t.src.base_dir, path)
         path = os.path.abspath(path)
         if not os.path.isfile(path):
+            if os.path.exists(path):  # a folder, a FIFO, a device: never opened (a FIFO would block)
+                t.fail("path", f"{path} is not a regular file, so not a data file")
             t.fail("path", f"data file not found: {path}")
         kw["path"] = path
         if source == "csv":
@@ -894,6 +897,8 @@ def _read_options(top: _Table, run: _Table, table: str, cls, keys: tuple[str, ..
             value = float(value)
         elif isinstance(value, list | dict):
             top.fail(where[key], f"expected a single value, got {_toml_type(value)}")
+        elif isinstance(value, int) and not isinstance(value, bool) and value >= _INT32:
+            top.fail(where[key], f"must be below 2**31 = {_INT32} (a 32-bit step count), got {value}")
         kwargs[key] = value
     try:
         return cls(**{**defaults, **kwargs}), where
@@ -1195,7 +1200,28 @@ _TOP_LEVEL = (
 )
 
 
+# TOML integers are unbounded; gdjax's are 64-bit at most (seeds, counts), and the step counts of
+# [stopping] and [execution] are 32-bit on the device (issue 19: OverflowError tracebacks).
+_INT64 = 2**63
+_INT32 = 2**31
+
+
+def _check_integers(values, src: _Source) -> None:
+    """Refuses any integer beyond 64 bits, naming its key and line (an iterative walk)."""
+    stack = [((), values)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend((path + (k,), x) for k, x in v.items())
+        elif isinstance(v, list):
+            stack.extend((path + (i,), x) for i, x in enumerate(v))
+        elif isinstance(v, int) and not isinstance(v, bool) and not -_INT64 <= v < _INT64:
+            shown = str(v) if len(str(v)) <= 24 else f"{str(v)[:12]}...({len(str(v))} digits)"
+            raise src.error(path, f"integer {shown} is beyond 64 bits; gdjax's integers are below 2**63")
+
+
 def _read(values: dict, src: _Source) -> ExperimentConfig:
+    _check_integers(values, src)
     top = _Table(src, (), values)
     top.known.extend(_TOP_LEVEL)
     top.finish()
@@ -1304,16 +1330,37 @@ def loads(text: str, *, source: str | None = None, base_dir: str | None = None) 
         raise ConfigError(
             f"not valid TOML: {err}", line=int(m.group(1)) if m else None, source=src.name
         ) from None
+    except RecursionError:  # tomllib recurses per nesting level (issue 19)
+        raise ConfigError(
+            "not a usable TOML config: arrays or tables nested too deeply", source=src.name
+        ) from None
     return _read(values, src)
+
+
+_MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 
 def load(path: str | os.PathLike) -> ExperimentConfig:
     """Reads and validates a TOML config file; relative data paths are taken from its folder."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise ConfigError(f"config file not found: {path}", source=path)
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:  # a regular file: a FIFO or a folder is refused without blocking on it
+        fd = gdjax_io.open_regular(path, what="TOML config")
+    except gdjax_io.FileFormatError as err:
+        raise ConfigError(str(err).removeprefix(path).lstrip(" ,:"), source=path) from None
+    with os.fdopen(fd, "rb") as f:
+        raw = f.read(_MAX_CONFIG_BYTES + 1)
+    if len(raw) > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"larger than {_MAX_CONFIG_BYTES} bytes; not a config file", source=path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"not UTF-8 text (byte {err.start}); TOML files are UTF-8: save it as UTF-8",
+            line=raw[: err.start].count(b"\n") + 1,
+            source=path,
+        ) from None
     return loads(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 

@@ -6,10 +6,13 @@ starting point, closed-form answers), checks the gradients, runs one `gdjax.swee
 atomically as it goes:
 
     <run folder>/
-      .gdjax-run         the ownership marker, written first (see gdjax.study.runfolder)
+      .gdjax-run         the marker, written first: the folder it was written for and the list of
+                         what gdjax made here (see gdjax.study.runfolder)
       .gdjax-lock        while a run writes the folder: the lock it holds
+      .gdjax-staging/    while plots are drawn: they are moved into place once listed
       config.toml        the resolved config (defaults filled in, grids expanded, paths absolute)
-      manifest.json      versions, devices, precision, timings, git commit, command, status
+      manifest.json      versions, devices, precision, timings, git commit, command, status,
+                         the sha256 and size of every data file and cost module (data_files)
       gradcheck.txt      the gradient-check report of every cost
       summary.csv/.json  one row per lane of every optimizer
       histories.npz      loss / grad-norm / params histories, statuses, steps, per optimizer
@@ -32,7 +35,6 @@ import datetime
 import math
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -48,16 +50,16 @@ from gdjax._version import __version__
 from gdjax.gradcheck import check_grad
 from gdjax.io import (
     BLEW_UP,
+    FileFormatError,
     csv_text,
     format_number,
     format_table,
+    inspect_npz,
     leaf_names,
+    open_regular,
     read_json,
     trace_arrays,
     trace_from_arrays,
-    write_json,
-    write_npz,
-    write_text,
 )
 from gdjax.study import config as config_lib
 from gdjax.study import problems as problems_lib
@@ -1055,6 +1057,30 @@ def _trace_from(arrays: dict, template: PyTree, metric_names=None) -> Trace:
     return trace._replace(eval_steps=arrays.get("eval_steps"), metrics=metrics)
 
 
+def _check_part_meta(meta: dict) -> None:
+    """Raises ValueError unless a part's metadata has the types `_save_part` writes (a hostile or
+    damaged part, e.g. a count of 10**30, is then redone rather than merged)."""
+
+    def count(k):
+        v = meta.get(k)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
+            raise ValueError(f"{k} is {v!r}, not a count")
+
+    for k in ("lanes", "total_lanes", "num_steps"):
+        count(k)
+    for k in ("compile_seconds", "run_seconds"):
+        v = meta.get(k)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 1e12:
+            raise ValueError(f"{k} is {v!r}, not a time")
+    if not (isinstance(meta.get("rows"), list) and all(isinstance(r, dict) for r in meta["rows"])):
+        raise ValueError("rows is not a list of rows")
+    if not isinstance(meta.get("coords"), list) or len(meta["coords"]) != meta["lanes"]:
+        raise ValueError("coords does not list every lane")
+    for k in ("hyperparameter_names", "metrics"):
+        if not (isinstance(meta.get(k, []), list) and all(isinstance(n, str) for n in meta.get(k, []))):
+            raise ValueError(f"{k} is not a list of names")
+
+
 def _load_part(folder: runfolder.RunFolder, key: str, template: PyTree, log) -> UnitResult | None:
     """A finished unit from `parts/`; None (with a note) when its part is missing or damaged."""
     names = leaf_names(template)
@@ -1067,6 +1093,7 @@ def _load_part(folder: runfolder.RunFolder, key: str, template: PyTree, log) -> 
     if meta is None:
         return None
     try:
+        _check_part_meta(meta)
         return UnitResult(
             key=key,
             trace=_trace_from(arrays, template, meta.get("metrics", [])),
@@ -1151,9 +1178,9 @@ def _normalize_rows(rows: list[dict], results: list[UnitResult]) -> list[dict]:
 
 
 def _write_results(folder: runfolder.RunFolder, rows: list[dict], arrays: dict) -> None:
-    write_text(folder.file("summary.csv"), csv_text(rows))
-    write_json(folder.file("summary.json"), rows)
-    write_npz(folder.file("histories.npz"), arrays)
+    folder.write_text("summary.csv", csv_text(rows))
+    folder.write_json("summary.json", rows)
+    folder.write_npz("histories.npz", arrays)
 
 
 def _partial_text(cfg, unit_list, results, interrupted: dict | None, reason: str, folder: str) -> str:
@@ -1208,7 +1235,9 @@ def run_experiment(
       A `RunOutcome`.
 
     Raises:
-      ConfigError / ValueError: invalid config or folder, before anything is written.
+      ConfigError / ValueError: invalid config or folder, before anything is written; an existing
+        `out` (without `resume` or `force`), a folder gdjax does not own, a link in it, another
+        config or changed data files are refused before anything is computed.
       GradCheckFailed: a cost's gradient check failed, before anything is written.
       RunInterrupted: a sweep failed part-way (the folder is marked partial); a KeyboardInterrupt
         (or any other exception) during a sweep propagates as itself after the folder is marked
@@ -1216,16 +1245,23 @@ def run_experiment(
     """
     log = log or (lambda message: None)
     started = _now()
+    out = out or default_out_dir(cfg)
+    # The folder and the data are judged before anything is computed (issue 17 item 7, issue 19):
+    # an existing --out, a foreign or copied marker, a link, another config or changed data.
+    fingerprints = runfolder.data_fingerprints(cfg)
+    kind = runfolder.check(cfg, out, resume=resume, force=force, fingerprints=fingerprints, log=log)
     problems = build_problems(cfg)
     unit_list = units(cfg)
     _check_units(cfg, problems, unit_list)
     check_memory(cfg, problems, unit_list)
     check_sweeps(cfg, problems, unit_list)
-    out = out or default_out_dir(cfg)
-    if resume and os.path.isdir(out) and os.path.isfile(os.path.join(out, "manifest.json")):
-        old = read_json(os.path.join(out, "manifest.json"))
-        if old.get("status") == "complete" and not os.path.exists(os.path.join(out, PARTIAL_MARKER)):
-            done, _ = runfolder.prepare(cfg, out, resume=True, force=False)  # checks the config matches
+    manifest_file = os.path.join(out, "manifest.json")
+    if kind == "resume" and os.path.lexists(manifest_file):
+        old = read_json(manifest_file, what="run manifest", follow=False)
+        if not isinstance(old, dict):
+            raise FileFormatError(f"{manifest_file} is not a run manifest (not a JSON object)")
+        if old.get("status") == "complete" and not os.path.lexists(os.path.join(out, PARTIAL_MARKER)):
+            done, _ = runfolder.prepare(cfg, out, resume=True, force=False, fingerprints=fingerprints)
             done.unlock()
             log(f"nothing to resume: {out} is complete")
             return read_run(out, cfg=cfg, problems=problems)
@@ -1242,7 +1278,9 @@ def run_experiment(
         for label, report in reports.items():
             log(f"gradient check of {label}: {report.verdict}")
 
-    folder, resumed = runfolder.prepare(cfg, out, resume=resume, force=force)
+    folder, resumed = runfolder.prepare(
+        cfg, out, resume=resume, force=force, fingerprints=fingerprints, log=log
+    )
     try:
         manifest = {
             "name": cfg.name,
@@ -1260,6 +1298,7 @@ def run_experiment(
             "run_seconds": 0.0,
             "problems": {p.label: _problem_info(p) for p in problems},
             "gradcheck": {k: r.verdict for k, r in reports.items()} or "disabled",
+            "data_files": fingerprints,
             "units": {
                 u.key: {"status": "pending", "lanes": num_lanes(cfg, u, problems[u.problem])}
                 for u in unit_list
@@ -1267,7 +1306,8 @@ def run_experiment(
         }
         results: dict[str, UnitResult] = {}
         if resumed:
-            old = read_json(folder.file("manifest.json"))
+            old = read_json(folder.checked("manifest.json"), what="run manifest", follow=False)
+            old = old if isinstance(old, dict) else {}
             manifest["started"] = old.get("started", started)
             manifest["resumed"] = [*old.get("resumed", []), started]
             for u in unit_list:
@@ -1276,11 +1316,11 @@ def run_experiment(
                     results[u.key] = r
             log(f"resuming {out}: {len(results)} of {len(unit_list)} optimizers already done")
         else:
-            write_text(folder.file("config.toml"), cfg.to_toml())
+            folder.write_text("config.toml", cfg.to_toml())
         if reports:
-            write_text(folder.file("gradcheck.txt"), gradcheck_text(reports))
-        elif not os.path.exists(folder.file("gradcheck.txt")):
-            write_text(folder.file("gradcheck.txt"), "gradient check disabled (gradcheck.enabled = false)\n")
+            folder.write_text("gradcheck.txt", gradcheck_text(reports))
+        elif not os.path.lexists(folder.file("gradcheck.txt")):
+            folder.write_text("gradcheck.txt", "gradient check disabled (gradcheck.enabled = false)\n")
 
         def mark(reason: str, interrupted: dict | None = None):
             for k in results:
@@ -1295,10 +1335,9 @@ def run_experiment(
             manifest["interrupted"] = reason
             rows, arrays = _merge(cfg, unit_list, results, problems)
             _write_results(folder, rows, arrays)
-            write_json(folder.file("manifest.json"), manifest)
-            write_text(
-                folder.file(PARTIAL_MARKER),
-                _partial_text(cfg, unit_list, results, interrupted, reason, folder.path),
+            folder.write_json("manifest.json", manifest)
+            folder.write_text(
+                PARTIAL_MARKER, _partial_text(cfg, unit_list, results, interrupted, reason, folder.path)
             )
 
         mark("the run is in progress (or was killed)")
@@ -1343,7 +1382,18 @@ def run_experiment(
 
         rows, arrays = _merge(cfg, unit_list, results, problems)
         _write_results(folder, rows, arrays)
-        drawn = draw(cfg, problems, unit_list, results, folder.path) if draw is not None else []
+        drawn = []
+        if draw is not None:  # drawn aside, then each name listed as gdjax's before it is moved in
+            for path in draw(cfg, problems, unit_list, results, folder.staging()):
+                moved = folder.adopt(path)
+                if moved is None:
+                    log(
+                        f"note: {folder.file(os.path.basename(path))} is not gdjax's, so it was kept "
+                        "and that plot not written; rename it to get the plot"
+                    )
+                else:
+                    drawn.append(moved)
+            folder.remove(runfolder.STAGING)
         for k in results:
             manifest["units"][k]["status"] = "complete"
             manifest["units"][k]["compile_seconds"] = results[k].compile_seconds
@@ -1357,10 +1407,9 @@ def run_experiment(
             plots=[os.path.basename(p) for p in drawn],
         )
         folder.clean_temps()
-        write_json(folder.file("manifest.json"), manifest)
-        if os.path.exists(folder.file(PARTIAL_MARKER)):
-            os.remove(folder.file(PARTIAL_MARKER))
-        shutil.rmtree(folder.file(PARTS), ignore_errors=True)
+        folder.write_json("manifest.json", manifest)
+        folder.remove(PARTIAL_MARKER)
+        folder.remove(PARTS)
     except KeyboardInterrupt as err:
         if os.path.exists(folder.file(PARTIAL_MARKER)):  # stopped while writing results or plots
             err.gdjax_run_folder = folder.path
@@ -1374,10 +1423,15 @@ def read_run(path: str, *, cfg: ExperimentConfig | None = None, problems=None) -
     """Reads a complete run folder back (rows, histories and manifest)."""
     cfg = cfg or config_lib.load(os.path.join(path, "config.toml"))
     problems = problems or build_problems(cfg)
-    manifest = read_json(os.path.join(path, "manifest.json"))
-    rows = read_json(os.path.join(path, "summary.json"))
+    manifest = read_json(os.path.join(path, "manifest.json"), what="run manifest", follow=False)
+    rows = read_json(os.path.join(path, "summary.json"), what="summary", follow=False)
+    if not isinstance(manifest, dict) or not isinstance(rows, list):
+        raise FileFormatError(f"{path} does not hold a gdjax run's manifest.json and summary.json")
     results = {}
-    with np.load(os.path.join(path, "histories.npz"), allow_pickle=False) as z:
+    histories = os.path.join(path, "histories.npz")
+    os.close(open_regular(histories, what="histories file", follow=False))  # a regular file, no link
+    inspect_npz(histories)  # plain arrays within the decompressed-size budget, before np.load
+    with np.load(histories, allow_pickle=False) as z:
         for u in units(cfg):
             prefix = u.key + "/"
             arrays = {k[len(prefix) :]: z[k] for k in z.files if k.startswith(prefix)}

@@ -1,14 +1,26 @@
-"""The run folder: owned, locked, written atomically, resumable.
+"""The run folder: a boundary gdjax owns, locked, written atomically, resumable.
 
-Guarantees (the README states them for users):
+Guarantees (the README states them for users; `tests/test_boundary.py` holds them):
 
-- **Ownership.** A folder gdjax creates gets, before anything else, a marker file `.gdjax-run`
-  holding `{"format": "gdjax-run-folder", "version": 1}`. `--force` deletes and `--resume` writes
-  into only a folder carrying that marker; any other non-empty folder (even one with a
-  `manifest.json`) is refused with a message naming it, and nothing in it is touched.
+- **Ownership list.** A folder gdjax creates gets, before anything else, a marker file `.gdjax-run`:
+  `{"format": "gdjax-run-folder", "version": 2, "id": <random>, "folder": {device, inode, path},
+  "owned": [names]}`. The marker names the folder it was written for (its device and inode, and
+  its real path) and lists every entry gdjax made there. A name is added to the list, atomically,
+  *before* the file is created, so after a crash at any moment the list holds everything gdjax
+  may have made (and perhaps a name not yet created). `--force` and `--resume` accept only a folder
+  whose marker was written for it: a marker copied from another folder is refused. `--force`
+  removes exactly the listed entries; anything else (a user's `notes.md`, `analysis/`) stays, and
+  a note names it.
+- **No links followed.** Inside a run folder gdjax never follows a symbolic link and opens only
+  the regular files (and the `parts/` folder) it expects: the lock and marker are opened with
+  `O_NOFOLLOW`, every listed entry is checked with `os.lstat` before it is used, and a link or an
+  entry of the wrong type is refused with a message naming it. Writes go to a fresh temporary file
+  (`O_CREAT | O_EXCL`) moved into place with `os.replace`, which replaces a link, never its target.
 - **Lock.** While a run writes a folder it holds an exclusive `fcntl.flock` on `<folder>/.gdjax-lock`
   (which records its pid). A second run or `--resume` on the same folder is refused. The kernel
   drops the lock when its process dies, kill -9 included, so a stale lock file is simply taken over.
+- **Data fingerprints.** The manifest records the sha256 and size of every file the config reads
+  (data, cost modules); `--resume` refuses a folder whose files changed since (`data_fingerprints`).
 - **Crash safety.** Every file is written atomically (`gdjax.io`), so after a crash each file is
   either its previous version or its new one. A folder that holds `PARTIAL` is incomplete and
   `--resume` finishes it; finished units sit in `parts/` (a damaged part is redone, with a note);
@@ -19,10 +31,15 @@ Guarantees (the README states them for users):
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import hashlib
 import os
+import secrets
 import shutil
 import socket
+import stat
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -37,29 +54,167 @@ __all__ = [
     "PARTS",
     "FolderInUse",
     "RunFolder",
+    "check",
+    "data_files",
+    "data_fingerprints",
     "is_run_folder",
     "prepare",
 ]
 
 MARKER = ".gdjax-run"
-MARKER_CONTENT = {"format": "gdjax-run-folder", "version": 1}
+MARKER_FORMAT = "gdjax-run-folder"
+MARKER_VERSION = 2
+MARKER_CONTENT = {"format": MARKER_FORMAT, "version": MARKER_VERSION}
 LOCK = ".gdjax-lock"
 PARTIAL_MARKER = "PARTIAL"
 PARTS = "parts"
+# Where plots are drawn before they are moved into place (each name listed first): crash-safe
+# ownership for files a layer above this one names.
+STAGING = ".gdjax-staging"
+_FOLDERS = (PARTS, STAGING)
+# What a version-1 marker (written before the ownership list) stood for: the names gdjax wrote then.
+_LEGACY_OWNED = (
+    "config.toml",
+    "manifest.json",
+    "gradcheck.txt",
+    "summary.csv",
+    "summary.json",
+    "histories.npz",
+    PARTIAL_MARKER,
+    PARTS,
+)
+_MAX_MARKER_BYTES = 1 << 20
 
 
 class FolderInUse(ValueError):
     """Another live gdjax process holds the run folder's lock."""
 
 
-def is_run_folder(path: str) -> bool:
-    """Whether `path` carries gdjax's ownership marker (and so may be resumed or replaced)."""
+# ------------------------------------------------------------------------------------------- marker
+def _identity(path: str) -> dict:
+    st = os.stat(path)
+    return {"device": st.st_dev, "inode": st.st_ino, "path": os.path.realpath(path)}
+
+
+def _read_marker(path: str) -> tuple[dict | None, str | None]:
+    """`(marker, None)` for a marker written for the folder `path`; `(None, why)` otherwise."""
+    marker_path = os.path.join(path, MARKER)
+    if not os.path.lexists(marker_path):
+        return None, f"no {MARKER} marker"
     try:
-        with open(os.path.join(path, MARKER), encoding="utf-8") as f:
-            content = io.loads(f.read(4096))
-    except (OSError, UnicodeDecodeError, ValueError):
+        content = io.read_json(marker_path, what="gdjax marker", follow=False)
+    except (io.FileFormatError, OSError) as err:
+        return None, f"its {MARKER} marker is unreadable ({err})"
+    if not isinstance(content, dict) or content.get("format") != MARKER_FORMAT:
+        return None, f"its {MARKER} file is not a gdjax marker"
+    if content.get("version") == 1:  # written before the ownership list: the names gdjax wrote then
+        return {**content, "owned": list(_LEGACY_OWNED), "legacy": True}, None
+    owned, where = content.get("owned"), content.get("folder")
+    if not (
+        isinstance(owned, list)
+        and all(isinstance(n, str) and _plain_name(n) for n in owned)
+        and isinstance(where, dict)
+        and isinstance(content.get("id"), str)
+    ):
+        return None, f"its {MARKER} marker is damaged"
+    here = _identity(path)
+    same_inode = (where.get("device"), where.get("inode")) == (here["device"], here["inode"])
+    if not (same_inode or where.get("path") == here["path"]):
+        return None, (
+            f"its {MARKER} marker was written for another folder ({where.get('path')}): copied, "
+            "so gdjax does not own what is here"
+        )
+    return content, None
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..", MARKER, LOCK) and "/" not in name and "\0" not in name
+
+
+def is_run_folder(path: str) -> bool:
+    """Whether `path` carries a gdjax marker written for it (and so may be resumed or replaced)."""
+    try:
+        return _read_marker(path)[0] is not None
+    except OSError:
         return False
-    return isinstance(content, dict) and content.get("format") == MARKER_CONTENT["format"]
+
+
+def _refuse(path: str, what: str) -> ValueError:
+    return ValueError(
+        f"refusing to use run folder {path}: {what}; gdjax never follows a link or opens an "
+        "unexpected file inside a run folder. Remove it, or choose another --out"
+    )
+
+
+def _check_entry(folder: str, name: str) -> None:
+    """Refuses an owned entry that is a symbolic link or not of its kind (`parts/` a folder, else a file)."""
+    path = os.path.join(folder, name)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(mode):
+        raise _refuse(folder, f"{path} is a symbolic link")
+    want_dir = name in _FOLDERS
+    if want_dir and not stat.S_ISDIR(mode):
+        raise _refuse(folder, f"{path} is not a folder")
+    if not want_dir and not stat.S_ISREG(mode):
+        raise _refuse(folder, f"{path} is not a regular file")
+
+
+# --------------------------------------------------------------------------------- data fingerprints
+def data_files(cfg) -> list[str]:
+    """Absolute paths of the files a config reads: its CSV/NPZ data and the `.py` files of its costs
+    (`callable`, `params0`, `analytic`). Modules named by import path are not fingerprinted."""
+    files = []
+    d = cfg.data
+    if d is not None and d.source in ("csv", "npz") and d.path:
+        files.append(os.path.abspath(d.path))
+    for c in cfg.costs:
+        for ref in (c.callable, c.params0, c.analytic):
+            if isinstance(ref, str) and ":" in ref:
+                target = ref.rpartition(":")[0]
+                if target.endswith(".py") or os.sep in target:
+                    files.append(os.path.abspath(target))
+    return list(dict.fromkeys(files))
+
+
+def _fingerprint(path: str) -> dict:
+    try:
+        fd = io.open_regular(path, what="data file")
+    except io.FileFormatError as err:
+        raise ValueError(str(err)) from None
+    digest, size = hashlib.sha256(), 0
+    with os.fdopen(fd, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"sha256": digest.hexdigest(), "size": size}
+
+
+def data_fingerprints(cfg) -> dict[str, dict]:
+    """`{path: {"sha256", "size"}}` for every file of `data_files(cfg)`: part of a run's identity."""
+    return {path: _fingerprint(path) for path in data_files(cfg)}
+
+
+def _check_fingerprints(out: str, manifest: dict, fingerprints: dict, log) -> None:
+    old = manifest.get("data_files")
+    if not isinstance(old, dict):
+        if fingerprints:
+            log(
+                f"note: {out} was written by a gdjax that kept no data fingerprints; resuming "
+                "without checking that its data files are unchanged"
+            )
+        return
+    for path, now in fingerprints.items():
+        was = old.get(path)
+        if isinstance(was, dict) and was != now:
+            raise ValueError(
+                f"cannot resume {out}: {path} changed since the run started (sha256 "
+                f"{str(was.get('sha256'))[:12]}..., {was.get('size')} bytes -> {now['sha256'][:12]}..., "
+                f"{now['size']} bytes), so old and new results would mix; start fresh with --force, "
+                "or use a new --out"
+            )
 
 
 def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -84,22 +239,37 @@ def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+# --------------------------------------------------------------------------------------- the folder
 class RunFolder:
-    """An owned run folder: paths, the lock, parts of finished units."""
+    """An owned run folder: paths, the lock, the ownership list, parts of finished units."""
 
     def __init__(self, path: str):
         self.path = path
         self._lock_fd: int | None = None
+        self._marker: dict | None = None
 
     def file(self, *name: str) -> str:
         return os.path.join(self.path, *name)
 
     # ---------------------------------------------------------------------------------- lock
     def lock(self) -> None:
-        """Takes the folder's exclusive lock, or raises `FolderInUse` naming the holder."""
+        """Takes the folder's exclusive lock, or raises `FolderInUse` naming the holder.
+
+        The lock file is opened with `O_NOFOLLOW`: a link planted at `.gdjax-lock` (to a file
+        outside, or dangling) is refused, never written through.
+        """
         path = self.file(LOCK)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(path, flags, 0o644)
+            except OSError as err:
+                if err.errno == errno.ELOOP or os.path.islink(path):
+                    raise _refuse(self.path, f"its lock {path} is a symbolic link") from None
+                raise
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise _refuse(self.path, f"its lock {path} is not a regular file")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -112,7 +282,7 @@ class RunFolder:
             # The holder before us may have removed the file while we waited for it: lock the
             # file that is at the path now, not a deleted one.
             try:
-                same = os.path.samestat(os.fstat(fd), os.stat(path))
+                same = os.path.samestat(os.fstat(fd), os.lstat(path))
             except FileNotFoundError:
                 same = False
             if same:
@@ -126,26 +296,130 @@ class RunFolder:
         if self._lock_fd is None:
             return
         with contextlib.suppress(OSError):
-            os.remove(self.file(LOCK))
+            if os.path.samestat(os.fstat(self._lock_fd), os.lstat(self.file(LOCK))):
+                os.remove(self.file(LOCK))
         os.close(self._lock_fd)
         self._lock_fd = None
 
+    # ---------------------------------------------------------------------------- ownership
+    def _load_marker(self) -> dict:
+        if self._marker is None:
+            marker, why = _read_marker(self.path)
+            if marker is None:
+                raise ValueError(f"{self.path} is not a gdjax run folder ({why})")
+            self._marker = marker
+        return self._marker
+
+    def _write_marker(self, marker: dict) -> None:
+        marker = {k: v for k, v in marker.items() if k != "legacy"}
+        io.write_json(self.file(MARKER), marker)
+        self._marker = marker
+
+    def owned(self) -> list[str]:
+        """The names gdjax made in this folder (the marker's list)."""
+        return list(self._load_marker()["owned"])
+
+    def own(self, *names: str) -> None:
+        """Adds `names` to the ownership list, atomically, before they are created."""
+        marker = self._load_marker()
+        new = [n for n in names if n not in marker["owned"]]
+        if new or marker.get("legacy"):
+            self._write_marker({**marker, "owned": [*marker["owned"], *new]})
+
+    def checked(self, name: str) -> str:
+        """The path of an owned entry, after `os.lstat` shows it is absent or of its kind (no link)."""
+        _check_entry(self.path, name)
+        return self.file(name)
+
+    def write_text(self, name: str, text: str) -> None:
+        self.own(name)
+        io.write_text(self.checked(name), text)
+
+    def write_json(self, name: str, value) -> None:
+        self.own(name)
+        io.write_json(self.checked(name), value)
+
+    def write_npz(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        self.own(name)
+        io.write_npz(self.checked(name), arrays)
+
+    def staging(self) -> str:
+        """A fresh, owned, empty folder to draw files into before `adopt` moves them into place."""
+        self.own(STAGING)
+        _check_entry(self.path, STAGING)
+        self.remove(STAGING)
+        os.mkdir(self.file(STAGING))
+        return self.file(STAGING)
+
+    def adopt(self, path: str) -> str | None:
+        """Moves a file drawn in `staging()` into the folder, listing its name first; returns the new
+        path, or None when a file of that name that gdjax did not make is there (it is kept)."""
+        name = os.path.basename(path)
+        drawn_here = os.path.dirname(os.path.abspath(path)) == os.path.abspath(self.file(STAGING))
+        if not (drawn_here and _plain_name(name)):
+            raise ValueError(f"{path} was not drawn in {self.file(STAGING)}")
+        if name not in self.owned() and os.path.lexists(self.file(name)):
+            return None
+        self.own(name)
+        os.replace(path, self.checked(name))
+        return self.file(name)
+
+    def remove(self, name: str) -> None:
+        """Removes an owned entry: a file (or a link, itself: never its target) or the `parts/` folder."""
+        path = self.file(name)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(mode):
+            shutil.rmtree(path)  # fd-based on Linux: does not follow links inside
+        else:
+            os.remove(path)
+
+    def user_entries(self) -> list[str]:
+        """Entries of the folder gdjax did not make (kept by `--force`)."""
+        owned = {*self.owned(), MARKER, LOCK}
+        return sorted(n for n in os.listdir(self.path) if n not in owned and not n.startswith(io.TEMP_PREFIX))
+
+    def clear(self) -> list[str]:
+        """Removes every owned entry (for `--force`) and returns the user's entries left in place."""
+        marker = self._load_marker()
+        for name in marker["owned"]:
+            self.remove(name)
+        self.clean_temps()
+        self._write_marker({**marker, "owned": []})
+        return self.user_entries()
+
     def discard(self) -> None:
-        """Removes the whole folder (it must carry gdjax's marker) and releases the lock: for a run
-        refused before it wrote anything, which should leave no folder behind (issue 12)."""
-        if not is_run_folder(self.path):
+        """Removes what gdjax made here (the folder too, when nothing else is left) and releases the
+        lock: for a run refused before it wrote anything (issue 12). A user's files stay."""
+        try:
+            if _read_marker(self.path)[0] is None:
+                self.unlock()
+                return
+            if not self.clear():  # a user's files left: the marker stays, listing nothing
+                self.remove(MARKER)
+        except (OSError, ValueError):
             self.unlock()
             return
-        shutil.rmtree(self.path, ignore_errors=True)
         self.unlock()
+        with contextlib.suppress(OSError):
+            os.rmdir(self.path)  # only when empty
 
     # --------------------------------------------------------------------------------- parts
     def part_names(self, key: str) -> tuple[str, str]:
         return self.file(PARTS, f"{key}.npz"), self.file(PARTS, f"{key}.json")
 
+    def _parts_folder(self) -> bool:
+        """Whether `parts/` exists (as a real folder; a link or a file there is refused)."""
+        _check_entry(self.path, PARTS)
+        return os.path.isdir(self.file(PARTS))
+
     def save_part(self, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Writes a unit's arrays, then its metadata (the metadata's presence marks the part done)."""
-        os.makedirs(self.file(PARTS), exist_ok=True)
+        self.own(PARTS)
+        if not self._parts_folder():
+            os.mkdir(self.file(PARTS))
         npz, meta_path = self.part_names(key)
         io.write_npz(npz, arrays)
         io.write_json(meta_path, meta)
@@ -153,15 +427,18 @@ class RunFolder:
     def load_part(self, key: str, required: list[str]) -> tuple[dict | None, dict | None, str | None]:
         """`(meta, arrays, None)` for a complete readable part; `(None, None, why)` for a damaged one;
         `(None, None, None)` when there is no complete part."""
+        if not self._parts_folder():
+            return None, None, None
         npz, meta_path = self.part_names(key)
-        if not (os.path.isfile(npz) and os.path.isfile(meta_path)):
+        if not (os.path.lexists(npz) and os.path.lexists(meta_path)):
             return None, None, None
         try:
-            meta = io.read_json(meta_path, what="part file")
+            meta = io.read_json(meta_path, what="part file", follow=False)
             if not isinstance(meta, dict):
                 raise io.FileFormatError(f"{meta_path} is not a part file (not a JSON object)")
             if not meta.get("complete"):
                 return None, None, None
+            os.close(io.open_regular(npz, what="part file", follow=False))  # a regular file, no link
             arrays = io.read_npz(npz, required=required)
         except (io.FileFormatError, OSError) as err:
             return None, None, str(err)
@@ -169,73 +446,141 @@ class RunFolder:
 
     def clean_temps(self) -> list[str]:
         """Removes gdjax's own temporary files left by a kill -9, here and in `parts/`."""
-        return io.remove_stale_temps(self.path) + io.remove_stale_temps(self.file(PARTS))
+        removed = io.remove_stale_temps(self.path)
+        if self._parts_folder():
+            removed += io.remove_stale_temps(self.file(PARTS))
+        return removed
 
 
-def prepare(cfg, out: str, *, resume: bool, force: bool) -> tuple[RunFolder, bool]:
+# ------------------------------------------------------------------------------------------ prepare
+def _legacy_plots(out: str) -> list[str]:
+    """The plots a folder with a version-1 marker lists in its manifest (gdjax drew them)."""
+    try:
+        manifest = io.read_json(os.path.join(out, "manifest.json"), follow=False)
+    except (io.FileFormatError, OSError):
+        return []
+    plots = manifest.get("plots") if isinstance(manifest, dict) else None
+    return [p for p in plots if isinstance(p, str) and _plain_name(p)] if isinstance(plots, list) else []
+
+
+def _ignore(message: str) -> None:
+    pass
+
+
+def check(
+    cfg,
+    out: str,
+    *,
+    resume: bool,
+    force: bool,
+    fingerprints: dict | None = None,
+    log: Callable[[str], Any] = _ignore,
+) -> str:
+    """Every refusal `prepare` would make, made without creating, locking or changing anything, so a
+    command refuses a folder before it computes anything (issue 17).
+
+    Returns:
+      "new" (the folder is absent or empty), "resume" or "force".
+
+    Raises:
+      ValueError: as `prepare`.
+    """
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} exists and is not a folder")
+    if not (os.path.isdir(out) and os.listdir(out)):
+        return "new"
+    if not (resume or force):
+        raise ValueError(
+            f"run folder {out} already exists and is not empty: pass --resume to finish an interrupted run, "
+            "--force to replace it, or another --out"
+        )
+    verb = "resume" if resume else "clear (--force)"
+    marker, why = _read_marker(out)
+    if marker is None:
+        raise ValueError(
+            f"refusing to {verb} {out}: it is not a gdjax run folder ({why}); nothing in it was touched. "
+            "Choose another --out"
+        )
+    for name in (*marker["owned"], *_FOLDERS, LOCK):
+        _check_entry(out, name)
+    if force:
+        return "force"
+    cfg_file = os.path.join(out, "config.toml")
+    if not os.path.lexists(cfg_file):
+        return "resume"
+    try:
+        previous = config_lib.load(cfg_file)
+    except config_lib.ConfigError as err:
+        raise ValueError(f"cannot resume {out}: its config.toml is unreadable ({err})") from None
+    diff = _config_diff(previous.to_dict(), cfg.to_dict())
+    if diff:
+        raise ValueError(
+            f"cannot resume {out}: it was run with a different config (differs in "
+            f"{', '.join(diff[:5])}); use the same config, or a new --out"
+        )
+    manifest_file = os.path.join(out, "manifest.json")
+    if fingerprints is not None and os.path.lexists(manifest_file):
+        manifest = io.read_json(manifest_file, what="run manifest", follow=False)
+        if not isinstance(manifest, dict):
+            raise io.FileFormatError(f"{manifest_file} is not a run manifest (not a JSON object)")
+        _check_fingerprints(out, manifest, fingerprints, log)
+    return "resume"
+
+
+def prepare(
+    cfg,
+    out: str,
+    *,
+    resume: bool,
+    force: bool,
+    fingerprints: dict | None = None,
+    log: Callable[[str], Any] = _ignore,
+) -> tuple[RunFolder, bool]:
     """Creates (or reopens, with `resume`) the run folder and takes its lock.
 
     Returns:
       The locked folder and whether it is resumed.
 
     Raises:
-      ValueError: the folder is not gdjax's (no `.gdjax-run` marker), was run with another config,
+      ValueError: the folder is not gdjax's (no marker written for it), holds a link or an
+        unexpected file where gdjax keeps its own, was run with another config or other data,
         exists without `--resume`/`--force`, or (`FolderInUse`) is locked by a live run.
     """
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"--out {out} exists and is not a folder")
-    exists = os.path.isdir(out) and bool(os.listdir(out))
-    if exists and (resume or force) and not is_run_folder(out):
-        verb = "resume" if resume else "clear (--force)"
-        raise ValueError(
-            f"refusing to {verb} {out}: it is not a gdjax run folder (no {MARKER} marker); "
-            "nothing in it was touched. Choose another --out"
-        )
-    if exists and resume:
+    kind = check(cfg, out, resume=resume, force=force)  # cheap refusals first, before the lock
+    if kind == "new":
+        os.makedirs(out, exist_ok=True)
         folder = RunFolder(out)
+        # First: the folder is ours from now on, and the marker says for which folder it was written.
+        folder._write_marker(
+            {**MARKER_CONTENT, "id": secrets.token_hex(16), "folder": _identity(out), "owned": []}
+        )
         folder.lock()
-        try:
-            cfg_file = folder.file("config.toml")
-            if not os.path.isfile(cfg_file):
-                folder.clean_temps()
-                if set(os.listdir(out)) <= {MARKER, LOCK}:  # killed right after creating it
-                    return folder, False
-                raise ValueError(f"cannot resume {out}: its config.toml is missing")
-            previous = config_lib.load(cfg_file)
-            diff = _config_diff(previous.to_dict(), cfg.to_dict())
-            if diff:
-                raise ValueError(
-                    f"cannot resume {out}: it was run with a different config (differs in "
-                    f"{', '.join(diff[:5])}); use the same config, or a new --out"
-                )
-            folder.clean_temps()
-        except BaseException:
-            folder.unlock()
-            raise
-        return folder, True
-    if exists and not force:
-        raise ValueError(
-            f"run folder {out} already exists and is not empty: pass --resume to finish an interrupted run, "
-            "--force to replace it, or another --out"
-        )
-    if exists and force:
-        folder = RunFolder(out)
-        folder.lock()  # refuses to clear a folder a live run is writing
-        try:
-            for name in os.listdir(out):
-                if name in (LOCK, MARKER):
-                    continue
-                target = os.path.join(out, name)
-                if os.path.isdir(target) and not os.path.islink(target):
-                    shutil.rmtree(target)
-                else:
-                    os.remove(target)
-        except BaseException:
-            folder.unlock()
-            raise
         return folder, False
-    os.makedirs(out, exist_ok=True)
-    io.write_json(os.path.join(out, MARKER), MARKER_CONTENT)  # first: the folder is ours from now on
     folder = RunFolder(out)
-    folder.lock()
-    return folder, False
+    folder.lock()  # refuses a folder a live run is writing
+    try:
+        # Again under the lock: what the folder holds now is what counts.
+        check(cfg, out, resume=resume, force=force, fingerprints=fingerprints)
+        marker = folder._load_marker()
+        if marker.get("legacy"):  # a version-1 marker: from now on, the ownership list
+            legacy = [*marker["owned"], *_legacy_plots(out)]
+            present = [n for n in legacy if os.path.lexists(folder.file(n))]
+            folder._write_marker(
+                {**MARKER_CONTENT, "id": secrets.token_hex(16), "folder": _identity(out), "owned": present}
+            )
+        if kind == "force":
+            kept = folder.clear()
+            if kept:
+                log(f"note: --force kept what gdjax did not make in {out}: {', '.join(kept)}")
+            return folder, False
+        folder.clean_temps()
+        if not os.path.lexists(folder.file("config.toml")):
+            if not folder.user_entries() and not any(
+                os.path.lexists(folder.file(n)) for n in folder.owned()
+            ):  # killed right after creating it
+                return folder, False
+            raise ValueError(f"cannot resume {out}: its config.toml is missing")
+    except BaseException:
+        folder.unlock()
+        raise
+    return folder, True
