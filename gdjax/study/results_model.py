@@ -830,8 +830,9 @@ def _load_run_folder(path: str) -> Results:
                 run_seconds=float(unit_info.get("run_seconds", 0.0)),
             )
         )
-    fingerprints = manifest.get("data_fingerprints") or manifest.get("fingerprints") or {}
-    fingerprint = json.dumps(fingerprints, sort_keys=True) if fingerprints else ""
+    # the files' contents, not where they were: the same data copied elsewhere is the same problem
+    files = manifest.get("data_files") if isinstance(manifest.get("data_files"), dict) else {}
+    fingerprint = ",".join(sorted(str(v.get("sha256")) for v in files.values() if isinstance(v, dict)))
     problems = _problem_frame(
         [
             {
