@@ -97,7 +97,7 @@ def test_report_page_is_self_contained(comparison, tmp_path):
     ):
         assert f"<h2>{heading}" in text
     for name in figures.FIGURES:
-        assert os.path.isfile(tmp_path / "rep" / f"{name}.png")
+        assert os.path.isfile(tmp_path / "rep" / "figures" / f"{name}.png")
 
 
 def test_gdjax_report_renders_a_finished_run_folder(tmp_path):

@@ -316,9 +316,21 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
         print(f"\n{PROG}: interrupted{name}{where}", file=err)
         return _interrupt_code(stop)
     bar.close()
+    page_path = verdict = None
+    if not args.no_plots:  # the comparison page, from the finished folder's Results
+        try:
+            from gdjax.study import results_model
+
+            results = results_model.load(outcome.folder)
+            page_path = write_run_report(outcome.folder, results=results)
+            verdict = results.best_statement(by="suboptimality")
+        except (ValueError, OSError) as error:  # the run's results are on disk: say so, do not fail
+            print(f"{PROG}: note: report.html not written: {str(error).splitlines()[0]}", file=err)
     if not args.quiet:
         say("")
         say(experiment.format_summary(outcome.rows, cfg.outputs.rank_by))
+        if verdict:
+            say(verdict)
         say("")
         say(f"run folder: {outcome.folder}")
         manifest = outcome.manifest
@@ -327,6 +339,8 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
         if outcome.plots:
             timing += "; plots: " + ", ".join(os.path.basename(p) for p in outcome.plots)
         say(timing)
+        if page_path:
+            say(f"report: {page_path}")
     return 0
 
 
@@ -366,19 +380,39 @@ def _first_line(obj) -> str:
     return doc.splitlines()[0].strip() if doc else ""
 
 
+def write_run_report(path: str, *, title: str | None = None, results=None) -> str:
+    """Writes `report.html` and `figures/` into the finished run folder `path`, as gdjax's own files
+    (listed in the folder's marker before they appear; a user's file of either name is kept)."""
+    from gdjax.study import page, results_model, runfolder
+
+    results = results if results is not None else results_model.load(path)
+    folder = runfolder.RunFolder(path)
+    folder.lock()
+    try:
+        staging = folder.staging()
+        page.write_report(results, staging, title=title)
+        for name in (page.FIGURES_DIR, "report.html"):
+            if name in folder.owned():
+                folder.remove(name)
+            if folder.adopt(os.path.join(staging, name)) is None:
+                raise ValueError(f"{folder.file(name)} is not gdjax's; move it away or give --out DIR")
+        folder.remove(runfolder.STAGING)
+    finally:
+        folder.unlock()
+    return folder.file("report.html")
+
+
 def _cmd_report(args, out: TextIO) -> int:
     import time
 
-    from gdjax.study import page, results_model
+    from gdjax.study import page, results_model, runfolder
 
     results = results_model.load(args.runs)
-    folder = args.out
-    if folder is None:
-        if len(args.runs) == 1:
-            folder = os.path.join(args.runs[0], "report")
-        else:
-            folder = f"report-{time.strftime('%Y%m%d-%H%M%S')}"
-    path = page.write_report(results, folder, title=args.title)
+    if args.out is None and len(args.runs) == 1 and runfolder.is_run_folder(args.runs[0]):
+        path = write_run_report(args.runs[0], title=args.title, results=results)
+    else:
+        folder = args.out or f"report-{time.strftime('%Y%m%d-%H%M%S')}"
+        path = page.write_report(results, folder, title=args.title)
     print(
         f"{results.num_lanes} lanes of {len(results.problems)} problem(s) from {len(args.runs)} run(s)",
         file=out,

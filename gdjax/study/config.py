@@ -189,6 +189,7 @@ class CostConfig:
     callable: str | None = None
     params0: str | tuple[float, ...] | None = None
     analytic: str | None = None
+    data: DataConfig | None = None  # a suite's problem brings its own data; None: the study's [data]
 
 
 @dataclass(frozen=True)
@@ -326,6 +327,19 @@ class ExperimentConfig:
         """The first (usually the only) cost."""
         return self.costs[0]
 
+    @property
+    def is_suite(self) -> bool:
+        """Whether the config lists `[[problems]]`, each with its own data (a suite)."""
+        return any(c.data is not None for c in self.costs)
+
+    def data_of(self, cost: CostConfig) -> DataConfig | None:
+        """The data a cost reads: its problem's own `data`, else the study's `[data]`."""
+        return cost.data if cost.data is not None else self.data
+
+    def data_key(self, cost: CostConfig) -> str:
+        """Where that data is in the config (`data`, or `problems[2].data`), for error messages."""
+        return f"problems[{self.costs.index(cost)}].data" if cost.data is not None else "data"
+
     def to_dict(self) -> dict:
         """The resolved config as plain TOML-able values (`None` fields left out)."""
 
@@ -351,7 +365,10 @@ class ExperimentConfig:
         d["seeds"] = list(self.seeds)
         if self.data is not None:
             d["data"] = clean(self.data)
-        d["cost"] = [clean(c) for c in self.costs] if len(self.costs) > 1 else clean(self.cost)
+        if self.is_suite:
+            d["problems"] = [clean(c) for c in self.costs]
+        else:
+            d["cost"] = [clean(c) for c in self.costs] if len(self.costs) > 1 else clean(self.cost)
         d["run"] = clean(self.run)
         d["run"]["batch_size"] = [_batch_to_toml(b) for b in self.run.batch_size]
         d["stopping"] = clean(self.stopping)
@@ -711,6 +728,20 @@ def _column(t: _Table, key, value):
 _DEFAULT_START = {"quadratic": 10.0, "shifted_quadratic": 10.0, "ill_conditioned_quadratic": 1.0}
 
 
+def _read_problem(t: _Table, default_data: DataConfig | None) -> CostConfig:
+    """A `[[problems]]` entry: a cost table's keys (`label` required) and optionally its own `data`
+    table; without one it reads the study's `[data]`."""
+    if "label" not in t.values:
+        t.take("label", None)
+        t.fail("label", 'each problem of a suite needs a label = "..." (its name in every table and figure)')
+    data_table = t.table("data", None)
+    data_cfg = _read_data(data_table) if data_table is not None else None
+    cost = _read_cost(t, (data_cfg or default_data) is not None)
+    if data_cfg is not None and cost.function is not None:
+        t.fail("data", "test functions take no data: remove this problem's data table")
+    return dataclasses.replace(cost, data=data_cfg)
+
+
 def _read_cost(t: _Table, has_data: bool) -> CostConfig:
     kinds = [k for k in ("model", "function", "callable") if k in t.values]
     if len(kinds) != 1:
@@ -941,13 +972,20 @@ def _check_sizes(top: _Table, cfg: ExperimentConfig) -> None:
     """Refuses what cannot fit in memory, with numbers and advice that can work, before allocation."""
     budget = _MEMORY_FRACTION * _host_memory()
     itemsize = 8 if cfg.precision == "float64" else 4
-    d = cfg.data
-    if d is not None and d.source == "synthetic":
+    for c in cfg.costs:
+        d = cfg.data_of(c)
+        if d is None or d.source != "synthetic":
+            continue
         need = 8 * d.num_examples * (d.num_features + 2)  # float64 X, y and noise
         if need > budget:
             fit = max(1, int(budget // (8 * (d.num_features + 2))))
+            at = (
+                ("problems", cfg.costs.index(c), "data", "num_examples")
+                if c.data is not None
+                else ("data", "num_examples")
+            )
             top.fail(
-                ("data", "num_examples"),
+                at,
                 f"{d.num_examples} examples x {d.num_features} features need about {_gb(need)} of memory, "
                 f"more than the {_gb(budget)} gdjax allows itself here; use num_examples <= {fit}",
             )
@@ -988,11 +1026,11 @@ def _check_sizes(top: _Table, cfg: ExperimentConfig) -> None:
 
 def _num_metrics(cfg: ExperimentConfig) -> int:
     """Metric histories each lane keeps: accuracy for classification, test loss / accuracy."""
-    held_out = cfg.data is not None and cfg.data.test_fraction is not None
-    counts = [
-        (c.loss in CLASSIFICATION_LOSSES) * (1 + held_out) + (held_out and c.function is None)
-        for c in cfg.costs
-    ]
+    counts = []
+    for c in cfg.costs:
+        d = cfg.data_of(c)
+        held_out = d is not None and d.test_fraction is not None
+        counts.append((c.loss in CLASSIFICATION_LOSSES) * (1 + held_out) + (held_out and c.function is None))
     return max(counts)
 
 
@@ -1191,6 +1229,7 @@ _TOP_LEVEL = (
     "seeds",
     "data",
     "cost",
+    "problems",
     "run",
     "stopping",
     "execution",
@@ -1242,8 +1281,27 @@ def _read(values: dict, src: _Source) -> ExperimentConfig:
     data_table = top.table("data", None)
     data_cfg = _read_data(data_table) if data_table is not None else None
 
-    raw_cost = top.take("cost")
-    if isinstance(raw_cost, dict):
+    raw_problems = top.take("problems", None)
+    raw_cost = top.take("cost", None) if raw_problems is not None else top.take("cost")
+    if raw_problems is not None:
+        if raw_cost is not None:
+            top.fail("problems", "give either [[problems]] (a suite) or [cost] / [[cost]], not both")
+        if (
+            not isinstance(raw_problems, list)
+            or not raw_problems
+            or not all(isinstance(p, dict) for p in raw_problems)
+        ):
+            top.fail("problems", f"expected [[problems]] tables, got {_toml_type(raw_problems)}")
+        cost_cfgs = tuple(
+            _read_problem(_Table(src, ("problems", i), p), data_cfg) for i, p in enumerate(raw_problems)
+        )
+        labels = [c.label for c in cost_cfgs]
+        for i, lab in enumerate(labels):
+            if labels.index(lab) != i:
+                top.fail(
+                    ("problems", i, "label"), f"two problems are labelled {lab!r}: give each a distinct label"
+                )
+    elif isinstance(raw_cost, dict):
         cost_cfgs = (_read_cost(_Table(src, ("cost",), raw_cost), data_cfg is not None),)
     elif isinstance(raw_cost, list) and raw_cost and all(isinstance(c, dict) for c in raw_cost):
         cost_cfgs = tuple(
@@ -1255,8 +1313,8 @@ def _read(values: dict, src: _Source) -> ExperimentConfig:
                 top.fail(("cost", i), f'two costs are labelled {lab!r}: give each a distinct label = "..."')
     else:
         top.fail("cost", f"expected a [cost] table or [[cost]] tables, got {_toml_type(raw_cost)}")
-    if data_cfg is not None and all(c.function is not None for c in cost_cfgs):
-        top.fail("data", "test functions take no data: remove the [data] table")
+    if data_cfg is not None and all(c.function is not None or c.data is not None for c in cost_cfgs):
+        top.fail("data", "test functions take no data, and no problem reads the study's [data]: remove it")
 
     run_table = top.table("run")
     run = _read_run(run_table)

@@ -152,9 +152,12 @@ def split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[num_test:]), np.sort(order[:num_test])
 
 
-def load_data(cfg: ExperimentConfig) -> Dataset | None:
-    """Loads, splits and standardises the config's data in float64; None for test functions."""
-    d = cfg.data
+def load_data(
+    cfg: ExperimentConfig, d: config_lib.DataConfig | None = None, where: str = "data"
+) -> Dataset | None:
+    """Loads, splits and standardises data in float64 (default: the study's `[data]`; a suite's
+    problem passes its own, with `where` its place in the config); None for test functions."""
+    d = cfg.data if d is None else d
     if d is None:
         return None
     names = _AXIS_NAMES.get(d.source, ("x", "y"))
@@ -178,11 +181,11 @@ def load_data(cfg: ExperimentConfig) -> Dataset | None:
         else:
             X, y = data.load(d.source)
     except ValueError as err:
-        key = "data.path" if d.path else "data.source"
+        key = f"{where}.path" if d.path else f"{where}.source"
         if d.source == "csv" and "the features option" in str(err):
-            key = "data.features"
+            key = f"{where}.features"
         elif d.source == "csv" and "the target option" in str(err):
-            key = "data.target"
+            key = f"{where}.target"
         raise _locate_error(cfg, key, str(err)) from None
     X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
     if d.classes is not None:
@@ -193,7 +196,7 @@ def load_data(cfg: ExperimentConfig) -> Dataset | None:
             shown = ", ".join(format_number(v) for v in found[:12]) + (", ..." if found.size > 12 else "")
             raise _locate_error(
                 cfg,
-                "data.classes",
+                f"{where}.classes",
                 f"no example has target {', '.join(format_number(c) for c in missing)}; "
                 f"the targets are {shown}",
             )
@@ -206,7 +209,7 @@ def load_data(cfg: ExperimentConfig) -> Dataset | None:
         if train.size == 0 or test.size == 0:
             raise _locate_error(
                 cfg,
-                "data.test_fraction",
+                f"{where}.test_fraction",
                 f"test_fraction = {d.test_fraction} of {n} examples leaves "
                 f"{'no training' if train.size == 0 else 'no test'} example; choose a fraction that "
                 f"holds out between 1 and {n - 1} of them",
@@ -273,37 +276,37 @@ def _dtype(cfg: ExperimentConfig):
 
 
 def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> list[Problem]:
-    """One `Problem` per cost of the config (data loaded once and shared)."""
+    """One `Problem` per cost of the config (or per problem of a suite). The study's `[data]` is
+    loaded once and shared (`dataset`, if given, is it); a suite's problem loads its own."""
     dtype = _dtype(cfg)
-    if dataset is None:
+    if dataset is None and cfg.data is not None and any(c.data is None for c in cfg.costs):
         dataset = load_data(cfg)
     problems = []
     for i, c in enumerate(cfg.costs):
-        key = f"cost[{i}]" if len(cfg.costs) > 1 else "cost"
-        if dataset is not None:
+        if cfg.is_suite:
+            key = f"problems[{i}]"
+        else:
+            key = f"cost[{i}]" if len(cfg.costs) > 1 else "cost"
+        d = cfg.data_of(c)
+        own = dataset if c.data is None else load_data(cfg, c.data, f"{key}.data")
+        if own is not None:
             try:
-                names = cfg.data.features if cfg.data.source == "csv" else None
-                data.check_representable(
-                    dataset.X, dataset.y, dtype, source=cfg.data.path or cfg.data.source, columns=names
-                )
-                if dataset.X_test is not None:
+                names = d.features if d.source == "csv" else None
+                data.check_representable(own.X, own.y, dtype, source=d.path or d.source, columns=names)
+                if own.X_test is not None:
                     data.check_representable(
-                        dataset.X_test,
-                        dataset.y_test,
-                        dtype,
-                        source=cfg.data.path or cfg.data.source,
-                        columns=names,
+                        own.X_test, own.y_test, dtype, source=d.path or d.source, columns=names
                     )
             except ValueError as err:
                 raise _locate_error(cfg, "precision", str(err)) from None
         if c.callable is not None:
-            problems.append(_callable_problem(cfg, c, key, dataset, dtype))
+            problems.append(_callable_problem(cfg, c, key, own, dtype))
             continue
         if c.model is not None and c.loss in config_lib.CLASSIFICATION_LOSSES:
-            problems.append(_classification_problem(cfg, c, key, dataset, dtype))
+            problems.append(_classification_problem(cfg, c, key, own, dtype))
             continue
         if c.model is not None:
-            X, y = dataset.X, dataset.y
+            X, y = own.X, own.y
             if c.model == "polynomial":
                 if X.shape[1] != 1:
                     raise _locate_error(
@@ -329,12 +332,12 @@ def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> lis
                     cost=cost,
                     params0=costs.init_linear(num_w, dtype),
                     data=(jnp.asarray(X, dtype), jnp.asarray(y, dtype)),
-                    dataset=dataset,
+                    dataset=own,
                     f_star=ls.f_star,
                     minimizer=ls.params,
                     curvature=_curvature_dict(reference.curvature(features)),
                     analytic=analytic,
-                    metrics=_held_out_metrics(cost, dataset, dtype),
+                    metrics=_held_out_metrics(cost, own, dtype),
                 )
             )
             continue

@@ -1,7 +1,7 @@
 """The report page: one self-contained `report.html` (figures embedded, no network) from `Results`.
 
 `write_report(results, folder)` draws every registered figure that applies (`figures.FIGURES`),
-writes each as a PNG beside the page, and writes `report.html` with:
+writes each as a PNG into `folder/figures/`, and writes `folder/report.html` with:
 
 - the problems (examples, parameters, `f*` and how it was obtained);
 - each optimizer's best configuration per problem, with the median and interquartile range over
@@ -29,12 +29,14 @@ import pandas as pd
 
 from gdjax.io import format_number, write_text
 from gdjax.study import figures as figures_lib
+from gdjax.study import runfolder
 from gdjax.study.plots import save as save_figure
 from gdjax.study.results_model import Results
 
 __all__ = ["write_report"]
 
-SCORE_EPS = (1e-1, 1e-3, 1e-6)  # the targets the scores table reports
+SCORE_EPS = (1e-1, 1e-3, 1e-6)
+FIGURES_DIR = runfolder.FIGURES  # the PNGs beside report.html  # the targets the scores table reports
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px;
        padding: 0 1rem; color: #222; line-height: 1.45; }
@@ -133,7 +135,8 @@ def _image(path: str) -> str:
 
 
 def write_report(results: Results, folder: str | os.PathLike, *, title: str | None = None) -> str:
-    """Writes `report.html` and one PNG per figure into `folder` (created if missing).
+    """Writes `report.html` into `folder` (created if missing) and one PNG per figure into
+    `folder/figures/` (the page itself embeds them: it can be moved or mailed alone).
 
     Returns:
       The path of `report.html`.
@@ -177,7 +180,7 @@ def write_report(results: Results, folder: str | os.PathLike, *, title: str | No
             parts.append('<p class="note">No comparison supports naming a best optimizer.</p>')
     parts.append("<h2>Figures</h2>")
     for name, fig in figures_lib.draw(r).items():
-        path = save_figure(fig, os.path.join(folder, f"{name}.png"), dpi=110)
+        path = save_figure(fig, os.path.join(folder, FIGURES_DIR, f"{name}.png"), dpi=110)
         doc = figures_lib.FIGURES[name].doc
         parts.append(
             f'<figure id="{name}"><img alt="{html.escape(name)}" src="data:image/png;base64,{_image(path)}">'

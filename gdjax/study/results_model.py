@@ -179,6 +179,8 @@ class Results:
     hyperparameters: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     splits: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+    # time_to_target by its arguments: a report asks for the same targets in several figures
+    _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     # ---------------------------------------------------------------------------------- columns
     @property
@@ -213,7 +215,7 @@ class Results:
         replacing `CONVENTIONAL_DEFAULTS` for the rules it names)."""
         table = {**CONVENTIONAL_DEFAULTS, **defaults}
         lanes = self.lanes.assign(is_default=_is_default(self.lanes, self.hyperparameters, table))
-        return dataclasses.replace(self, lanes=lanes)
+        return dataclasses.replace(self, lanes=lanes)  # a fresh cache: `_cache` is not an init field
 
     # -------------------------------------------------------------------------------- summaries
     def best_configurations(self, by: str = "final_loss", mode: str = "min") -> pd.DataFrame:
@@ -301,9 +303,12 @@ class Results:
         """
         from gdjax.study import statistics
 
-        return statistics.time_to_target(
-            self.lanes, self.curves, eps=eps, threshold=threshold, metric=metric, mode=mode, unit=unit
-        )
+        key = (tuple(np.atleast_1d(eps).tolist()) if eps is not None else None, unit, threshold, metric, mode)
+        if key not in self._cache:
+            self._cache[key] = statistics.time_to_target(
+                self.lanes, self.curves, eps=eps, threshold=threshold, metric=metric, mode=mode, unit=unit
+            )
+        return self._cache[key].copy()
 
     def performance_profile(self, eps=1e-3, *, unit: str = "epochs", taus=None, variant: str = "tuned"):
         """Dolan-Moré profile: columns `optimizer`, `variant`, `tau`, `rho` (+ the target's)."""

@@ -71,7 +71,8 @@ PARTS = "parts"
 # Where plots are drawn before they are moved into place (each name listed first): crash-safe
 # ownership for files a layer above this one names.
 STAGING = ".gdjax-staging"
-_FOLDERS = (PARTS, STAGING)
+FIGURES = "figures"  # the PNGs of the report page beside report.html (gdjax.study.page)
+_FOLDERS = (PARTS, STAGING, FIGURES)
 # What a version-1 marker (written before the ownership list) stood for: the names gdjax wrote then.
 _LEGACY_OWNED = (
     "config.toml",
