@@ -50,6 +50,7 @@ class Run:
     """A run folder's summary rows, manifest and histories."""
 
     def __init__(self, folder):
+        self.folder = folder
         self.rows = json.loads((folder / "summary.json").read_text())
         self.manifest = json.loads((folder / "manifest.json").read_text())
         with np.load(folder / "histories.npz", allow_pickle=False) as z:
@@ -199,8 +200,39 @@ def check_digits(run):
     assert gd[-1]["final_loss"] < gd[int(np.argmin(test))]["final_loss"]
 
 
+def check_suite(run):
+    # Nine problems, each with an exact f* and where it came from (closed form, known minimum, Newton).
+    problems = run.manifest["problems"]
+    assert len(problems) == 9 and run.manifest["suite"] is True
+    assert all(p["f_star"] is not None and p["f_star_source"] for p in problems.values())
+    # ridge: the float64 Newton solve against the closed form (centred normal equations)
+    X, y = data.synthetic(2, 100, 30, noise=1.0, condition_number=100.0)[:2]
+    X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
+    Xc, yc = X - X.mean(0), y - y.mean()
+    w = np.linalg.solve(2 * Xc.T @ Xc / 100 + 0.1 * np.eye(30), 2 * Xc.T @ yc / 100)
+    b = y.mean() - X.mean(0) @ w
+    f_ridge = np.mean((X @ w + b - y) ** 2) + 0.05 * w @ w
+    assert problems["ridge"]["f_star"] == pytest.approx(f_ridge, rel=1e-13)
+    # no lane of any optimizer gets below f* by more than rounding
+    for label, p in problems.items():
+        losses = [float(r["final_loss"]) for r in run.rows if r.get("cost") == label]  # "inf" read as text
+        assert min(losses) >= p["f_star"] - 1e-9 * max(1.0, abs(p["f_star"])), label
+    # the comparison the suite exists for: Results, a performance profile and the scores
+    from gdjax import study
+
+    results = study.load(run.folder)
+    assert sorted(results.problems["problem"]) == sorted(problems)  # a suite's problems by their labels
+    profile = results.performance_profile(1e-3, unit="steps")
+    assert set(profile["optimizer"]) == {"gd", "momentum", "nesterov", "adam"}
+    assert profile["rho"].between(0, 1).all()
+    scores = results.scores(1e-3, unit="steps").set_index("optimizer")["score"]
+    # on ill-conditioned problems plain GD is the slowest to reach a tight target
+    assert scores["gd"] < max(scores["momentum"], scores["nesterov"], scores["adam"])
+
+
 # (config, check of what it is meant to show)
 STUDIES = [
+    ("suite", check_suite),
     ("digits", check_digits),
     ("lr_regimes", check_lr_regimes),
     ("house_prices", check_house_prices),

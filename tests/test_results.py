@@ -185,7 +185,7 @@ def test_load_a_run_folder(run_folder):
     np.testing.assert_allclose(r.lanes["final_loss"], [row["final_loss"] for row in summary])
     assert r.lanes["batch_size"].isna().sum() == 3 * 3  # the full-batch lanes
     assert r.problems["num_examples"].tolist() == [45]  # the training split of 60
-    assert r.problems["f_star_source"].tolist() == ["closed form"]
+    assert r.problems["f_star_source"].tolist() == ["closed form (least squares, float64)"]
     # a mini-batch lane's epochs: step * 8 / 45
     lane = r.lanes.index[r.lanes["batch_size"] == 8][0]
     curve = r.curves[r.curves["lane"] == r.lanes.loc[lane, "lane"]]

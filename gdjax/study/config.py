@@ -189,6 +189,7 @@ class CostConfig:
     callable: str | None = None
     params0: str | tuple[float, ...] | None = None
     analytic: str | None = None
+    l2: float | None = None  # model costs: + l2/2 ||w||^2 (ridge, L2-regularised logistic / softmax)
     data: DataConfig | None = None  # a suite's problem brings its own data; None: the study's [data]
 
 
@@ -783,10 +784,13 @@ def _read_cost(t: _Table, has_data: bool) -> CostConfig:
         if loss in CLASSIFICATION_LOSSES and model != "linear":
             t.fail("loss", f'loss = "{loss}" fits a linear model (set model = "linear"), not a {model} one')
         label = t.str("label", model if degree is None else f"{model}{degree}")
+        l2 = t.float("l2", None, minimum=0.0)
         if not has_data:
             t.fail("model", "a model cost needs a [data] table to fit")
         t.finish(f" for model {model!r}")
-        cfg = CostConfig(label=label, model=model, degree=degree, loss=loss, init_noise=init_noise)
+        cfg = CostConfig(
+            label=label, model=model, degree=degree, loss=loss, init_noise=init_noise, l2=l2 or None
+        )
     else:
         function = t.str("function", choices=COST_FUNCTIONS, what="test function")
         condition_number = None

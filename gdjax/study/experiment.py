@@ -255,6 +255,7 @@ class Problem(NamedTuple):
     curvature: dict
     analytic: Callable | None
     metrics: dict | None = None
+    f_star_source: str = ""  # how f_star was obtained ("closed form", "known minimum", "Newton, float64 ...")
 
     @property
     def num_params(self) -> int:
@@ -324,20 +325,28 @@ def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> lis
             else:
                 features, model, num_w, analytic = X, costs.linear, X.shape[1], reference.mse_grad
             cost = costs.make_cost(model, costs.mse)
-            ls = reference.least_squares(features, y, full_output=True)
+            metrics = _held_out_metrics(cost, own, dtype)  # the loss itself, unpenalised
+            params0 = costs.init_linear(num_w, dtype)
+            if c.l2:  # ridge: f* from the float64 Newton solve (one step on a quadratic)
+                cost, analytic = problems_lib.with_l2(cost, analytic, c.l2)
+                f_star, minimizer, source = _reference_solve(cost, params0, (X, y))
+            else:
+                ls = reference.least_squares(features, y, full_output=True)
+                f_star, minimizer, source = ls.f_star, ls.params, "closed form (least squares, float64)"
             problems.append(
                 Problem(
                     label=c.label,
                     config=c,
                     cost=cost,
-                    params0=costs.init_linear(num_w, dtype),
+                    params0=params0,
                     data=(jnp.asarray(X, dtype), jnp.asarray(y, dtype)),
                     dataset=own,
-                    f_star=ls.f_star,
-                    minimizer=ls.params,
-                    curvature=_curvature_dict(reference.curvature(features)),
+                    f_star=f_star,
+                    minimizer=minimizer,
+                    curvature=_curvature_dict(reference.curvature(features)) if not c.l2 else {},
                     analytic=analytic,
-                    metrics=_held_out_metrics(cost, own, dtype),
+                    metrics=metrics,
+                    f_star_source=source,
                 )
             )
             continue
@@ -374,6 +383,7 @@ def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> lis
                 minimizer=np.asarray(x_star, np.float64),
                 curvature=curv,
                 analytic=analytic,
+                f_star_source="known minimum",
             )
         )
     _check_cost_keys(cfg, problems)
@@ -445,26 +455,40 @@ def _classification_problem(cfg, c: CostConfig, key: str, dataset: Dataset, dtyp
                 f"{key}.loss",
                 f"cross entropy needs between 2 and 100000 classes; the targets are {shown}",
             )
-    cost, analytic, accuracy = problems_lib.LOSSES[c.loss]
+    loss_fn, analytic, accuracy = problems_lib.LOSSES[c.loss]
     train = (jnp.asarray(dataset.X, dtype), jnp.asarray(dataset.y, dtype))
     metrics = {"accuracy": problems_lib.bound(accuracy, train)}
     if dataset.X_test is not None:
         test = _test_batch(dataset, dtype)
-        metrics["test_loss"] = problems_lib.bound(cost, test)
+        metrics["test_loss"] = problems_lib.bound(loss_fn, test)  # the loss itself, unpenalised
         metrics["test_accuracy"] = problems_lib.bound(accuracy, test)
+    cost = loss_fn
+    params0 = problems_lib.init_classifier(c.loss, dataset.X.shape[1], num_classes, dtype)
+    f_star, minimizer, source = None, None, ""
+    if c.l2:  # strictly convex: a minimiser exists (without L2, separable data has none): solve for f*
+        cost, analytic = problems_lib.with_l2(loss_fn, analytic, c.l2)
+        f_star, minimizer, source = _reference_solve(cost, params0, (dataset.X, dataset.y))
     return Problem(
         label=c.label,
         config=c,
         cost=cost,
-        params0=problems_lib.init_classifier(c.loss, dataset.X.shape[1], num_classes, dtype),
+        params0=params0,
         data=train,
         dataset=dataset,
-        f_star=None,
-        minimizer=None,
+        f_star=f_star,
+        minimizer=minimizer,
         curvature={},
         analytic=analytic,
         metrics=metrics,
+        f_star_source=source,
     )
+
+
+def _reference_solve(cost, params0, host_data) -> tuple[float | None, object, str]:
+    """f* of a smooth convex cost by a float64 Newton solve (`problems.reference_optimum`); unknown
+    (None, "") where it does not converge, e.g. a logistic regression on separable data without L2."""
+    found = problems_lib.reference_optimum(cost, params0, host_data)
+    return (None, None, "") if found is None else found
 
 
 def _callable_problem(cfg, c: CostConfig, key: str, dataset: Dataset | None, dtype) -> Problem:
@@ -1004,6 +1028,8 @@ def _dist_version(name: str) -> str | None:
 
 def _problem_info(p: Problem) -> dict:
     info: dict[str, Any] = {"num_params": p.num_params, "f_star": p.f_star, **p.curvature}
+    if p.f_star_source:
+        info["f_star_source"] = p.f_star_source
     if p.dataset is not None:
         info["num_examples"] = int(p.dataset.X.shape[0])
         info["num_features"] = int(p.dataset.X.shape[1])
@@ -1300,6 +1326,7 @@ def run_experiment(
             "compile_seconds": 0.0,
             "run_seconds": 0.0,
             "problems": {p.label: _problem_info(p) for p in problems},
+            "suite": cfg.is_suite,  # problems named by their labels alone (gdjax.study.load)
             "gradcheck": {k: r.verdict for k, r in reports.items()} or "disabled",
             "data_files": fingerprints,
             "units": {

@@ -151,12 +151,21 @@ def _curve_matrix(r: Results, lanes: pd.DataFrame, column: str):
     return x_table.iloc[0].to_numpy(np.float64), table.to_numpy(np.float64)
 
 
+_CEILING = 1e100  # a log axis shows at most this: a lane far past divergence is drawn at the top
+
+
 def _floored(values, f_star: float = 0.0) -> np.ndarray:
     """`values` (f - f*) on a log axis: at or below the rounding of f* they are drawn at that floor
-    (`eps * max(1, |f*|)`), not dropped, so a run that reached f* shows as reaching it."""
-    values = np.asarray(values, np.float64)
+    (`eps * max(1, |f*|)`), not dropped, so a run that reached f* shows as reaching it; above
+    `_CEILING` at the ceiling (matplotlib cannot place ticks up to 1e300)."""
+    values = _capped(values)
     floor = np.finfo(np.float64).eps * max(1.0, abs(f_star) if np.isfinite(f_star) else 1.0)
     return np.where(np.isnan(values) | (values > floor), values, floor)
+
+
+def _capped(values) -> np.ndarray:
+    values = np.asarray(values, np.float64)
+    return np.where(np.isfinite(values) & (values > _CEILING), _CEILING, values)
 
 
 def _f_star_of(r: Results, problem: str) -> float:
@@ -191,8 +200,7 @@ def loss_curves(r: Results):
             if lanes is None or lanes.empty:
                 continue
             x, y = _curve_matrix(r, lanes, "loss")
-            if known:
-                y = _floored(y - float(info["f_star"]), float(info["f_star"]))
+            y = _floored(y - float(info["f_star"]), float(info["f_star"])) if known else _capped(y)
             label = f"{opt} ({_config_text(r, lanes)})" if _config_text(r, lanes) else opt
             _band(ax, x, y, color_for(opt), label, log=known or bool(np.nanmin(y) > 0))
             shown += 1
@@ -213,7 +221,8 @@ def loss_curves(r: Results):
 )
 def metric_curves(r: Results):
     problems = r.problems["problem"].tolist()
-    pairs = [(p, m) for p in problems for m in r.metrics]
+    has = r.lanes.groupby("problem")[list(r.metrics)].apply(lambda t: t.notna().any())
+    pairs = [(p, m) for p in problems for m in r.metrics if has.loc[p, m]]  # where the metric was measured
     fig, axes = _panels(len(pairs))
     best = _best_lanes(r)
     for ax, (p, m) in zip(axes, pairs, strict=True):
@@ -271,9 +280,8 @@ def lr_sensitivity(r: Results):
             ).reset_index()
             best = stats.sort_values("median", kind="stable").groupby("learning_rate").head(1)
             best = best.sort_values("learning_rate")
-            if known:
-                for c in ("median", "q25", "q75"):
-                    best[c] = _floored(best[c], _f_star_of(r, p))
+            for c in ("median", "q25", "q75"):
+                best[c] = _floored(best[c], _f_star_of(r, p)) if known else _capped(best[c])
             finite = np.isfinite(best["median"].to_numpy())
             color = color_for(opt)
             ax.plot(best["learning_rate"][finite], best["median"][finite], "o-", color=color, label=opt, ms=3)
@@ -333,7 +341,7 @@ def heatmap(r: Results):
         column = "suboptimality" if lanes["f_star"].notna().any() else "final_loss"
         value = lanes[column].where(~lanes["status"].isin(_BLEW_UP), np.nan)
         table = lanes.assign(_v=value).groupby([yname, xname])["_v"].median().unstack(xname)
-        data = table.to_numpy(np.float64)
+        data = _capped(table.to_numpy(np.float64))
         positive = data[np.isfinite(data) & (data > 0)]
         norm = (
             LogNorm(positive.min(), positive.max())
@@ -380,8 +388,7 @@ def tuning_rank(r: Results):
             value = lanes[column].where(~lanes["status"].isin(_BLEW_UP), np.inf)
             medians = lanes.assign(_v=value).groupby(r.config_columns, dropna=False)["_v"].median()
             ranked = np.sort(medians.to_numpy(np.float64))
-            if known:
-                ranked = _floored(ranked, _f_star_of(r, p))
+            ranked = _floored(ranked, _f_star_of(r, p)) if known else _capped(ranked)
             finite = np.isfinite(ranked)
             ax.plot(
                 np.arange(1, len(ranked) + 1)[finite],
@@ -484,7 +491,9 @@ def best_of_k(r: Results):
     table = r.expected_best_of_k(by="suboptimality", mode="min")
     for ax, p in zip(axes, problems, strict=True):
         mine = table[table["problem"] == p].assign(
-            expected=lambda t, p=p: _floored(t["expected"], _f_star_of(r, p))
+            expected=lambda t, p=p: (
+                _floored(t["expected"], _f_star_of(r, p)) if known else _capped(t["expected"])
+            )
         )
         for opt in _order(r):
             rows = mine[mine["optimizer"] == opt]

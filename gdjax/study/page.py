@@ -71,9 +71,9 @@ def _fmt(v) -> str:
 
 
 def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(
-        index=False, na_rep="", escape=True, formatters={c: _fmt for c in frame.columns}, border=0
-    )
+    frame = frame.astype(object).where(frame.notna(), None)  # <NA> and NaN print as empty cells
+    formatters = {c: _fmt for c in frame.columns}
+    return frame.to_html(index=False, na_rep="", escape=True, formatters=formatters, border=0)
 
 
 def _problems_table(r: Results) -> str:
@@ -146,7 +146,10 @@ def write_report(results: Results, folder: str | os.PathLike, *, title: str | No
     r = results
     by = "suboptimality" if r.lanes["suboptimality"].notna().any() else "final_loss"
     several = r.lanes["optimizer"].nunique() > 1
-    title = title or "gdjax report: " + ", ".join(r.problems["problem"])
+    names = r.problems["problem"].tolist()
+    title = title or "gdjax report: " + (
+        ", ".join(names) if len(names) <= 3 else f"a suite of {len(names)} problems"
+    )
     parts = [f"<h1>{html.escape(title)}</h1>"]
     parts.append(
         f"<p>{r.num_lanes} lanes, {_count(r.lanes['optimizer'].nunique(), 'optimizer')} on "

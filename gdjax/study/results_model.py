@@ -495,7 +495,10 @@ def _lane_order(hyper: list[str], metrics: list[str]) -> list[str]:
 def _ints(values, *, missing=None) -> pd.Series:
     """A nullable integer column; `missing` (e.g. -1) and None become <NA>."""
     return pd.array(
-        [None if v is None or (missing is not None and v == missing) else int(v) for v in values],
+        [
+            None if v is None or pd.isna(v) or (missing is not None and v == missing) else int(v)
+            for v in values
+        ],
         dtype="Int64",
     )
 
@@ -764,11 +767,16 @@ def _load_run_folder(path: str) -> Results:
     problems_info = manifest.get("problems") or {}
     study = str(manifest.get("name") or os.path.basename(os.path.normpath(path)))
     several = len(problems_info) > 1
+    suite = bool(manifest.get("suite"))
 
     def name_of(cost_label: str) -> str:
+        # a suite's problems by their labels; a study's costs as study/cost; one cost: the study
+        if suite:
+            return cost_label
         return f"{study}/{cost_label}" if several else study
 
     unit_keys = list((manifest.get("units") or {}).keys())
+    all_metrics = {k.split("/metrics/", 1)[1] for k in arrays if "/metrics/" in k}
     units = []
     for key in unit_keys:
         prefix = key + "/"
@@ -806,7 +814,8 @@ def _load_run_folder(path: str) -> Results:
             "stop_step",
         }
         metric_names = [k[len("metrics/") :] for k in mine if k.startswith("metrics/")]
-        hyper = [k for k in (unit_rows[0] if unit_rows else {}) if k not in known and k not in metric_names]
+        # summary rows hold every unit's columns: another unit's metric is not a hyperparameter here
+        hyper = [k for k in (unit_rows[0] if unit_rows else {}) if k not in known and k not in all_metrics]
         eval_steps = mine.get("eval_steps")
         if eval_steps is None:  # written before evaluation schedules: every step
             eval_steps = np.arange(loss.shape[1])

@@ -146,16 +146,15 @@ def _unit_factor(lanes: pd.DataFrame, unit: str) -> tuple[np.ndarray, str]:
     if unit == "seconds":
         _require(lanes, ["seconds_per_step"], "lanes (unit='seconds')")
         return lanes["seconds_per_step"].to_numpy(dtype=float), "seconds_per_step"
+    b = lanes["batch_size"].to_numpy(dtype=float) if "batch_size" in lanes else np.full(len(lanes), np.nan)
+    full = ~np.isfinite(b)  # full batch: one epoch per step, whatever n is (a test function has none)
+    if full.all():
+        return np.ones(len(lanes)), "num_examples"
     _require(lanes, ["num_examples"], "lanes (unit='epochs')")
     n = lanes["num_examples"].to_numpy(dtype=float)
-    if "batch_size" in lanes:
-        b = lanes["batch_size"].to_numpy(dtype=float)
-        b = np.where(np.isfinite(b), b, n)  # NaN batch size: full batch, one epoch per step
-    else:
-        b = n
     with np.errstate(divide="ignore", invalid="ignore"):  # checked below where a time needs it
-        factor = b / n
-    return np.where(n > 0, factor, np.nan), "num_examples"
+        factor = np.where(full, 1.0, b / n)
+    return np.where(full | (n > 0), factor, np.nan), "num_examples"
 
 
 def _f_star(lanes, problem_of_row, values, counts, f_star) -> tuple[np.ndarray, np.ndarray]:
