@@ -1075,3 +1075,19 @@ def test_a_failed_study_check_says_how_to_skip_it():
     bad = check_grad(prob.cost, prob.params(), prob.batch(), analytic=grad_forgot_intercept)
     assert "[gradcheck] enabled = false" in str(experiment.GradCheckFailed({"linear": bad}))
     assert "[gradcheck] enabled = false" in experiment.gradcheck_text({"linear": bad})
+
+
+@pytest.mark.slow
+def test_hypergradient_example_learns_what_the_grid_finds():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "hypergradient.py"
+    spec = importlib.util.spec_from_file_location("hypergradient_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.main()
+    assert out["check"].status == "pass"
+    # Hypergradient descent lands within 1% of the grid's best held-out loss, between grid points.
+    assert out["learned_loss"] <= 1.01 * out["grid_loss"]
+    assert 0.2 < out["learned_l2"] / out["grid_l2"] < 5.0
