@@ -843,6 +843,16 @@ def test_momentum_hypergradient_passes(lr_times_l, momentum):
     assert report.verdict.startswith("PASS")
 
 
+def test_the_same_hypergradient_checks_again_at_another_point():
+    """A second call of one compiled check on a function that calls `gdjax.run` failed with
+    "Execution supplied 2 arguments but compiled program expected 7": the run cached arrays made
+    under the first trace (gdjax.loop._schedule_arrays)."""
+    final_loss, L, data = momentum_hyper_problem()
+    for lr_times_l in (0.5, 0.7):
+        h = {"lr": jnp.asarray(lr_times_l / L), "m": jnp.asarray(0.5)}
+        assert check_grad(final_loss, h, data).status == "pass"
+
+
 @jax.custom_jvp
 def _sum_sq_jvp_10pct(x):
     return jnp.sum(x**2)
