@@ -235,7 +235,8 @@ class GradCheckReport(NamedTuple):
             f"{label} on {[r.leaf for r in rows]} (max rel err {max(r.max_rel_err for r in rows):.3g})"
             for label, rows in by_pair.items()
         ]
-        return "FAIL: " + "; ".join(parts + notes) + self._suspect()
+        head = "; ".join(parts) + self._suspect()
+        return "FAIL: " + "; ".join(x for x in (head, *notes) if x)
 
     def _suspect(self) -> str:
         """Which computation the failures point at. A method present in every failing pair, while
@@ -271,7 +272,6 @@ class GradCheckReport(NamedTuple):
                 f"{_first_few([f.where for f in self.kinks])} (e.g. {k.where} at point {k.point}: "
                 f"forward {k.a:.4g}, backward {k.b:.4g}); autodiff gives one one-sided value or "
                 "subgradient there, not compared with finite differences"
-                + ("" if self.ok else " (kinks='fail')")
             )
         if self.unconverged:
             u = max(self.unconverged, key=lambda f: f.b / max(abs(f.a), 1e-300))
