@@ -408,8 +408,13 @@ _compiled_run = jax.jit(_run_program, static_argnums=(0, 1, 2, 3))
 
 @functools.lru_cache(maxsize=256)
 def _schedule_arrays(opts: RunOptions) -> tuple[jax.Array, jax.Array]:
-    """`schedule(opts)` as device arrays, made once per program's options (arrays are immutable)."""
-    return tuple(jax.device_put(np.asarray(steps, np.int32)) for steps in schedule(opts))
+    """`schedule(opts)` as device arrays, made once per program's options (arrays are immutable).
+
+    Made eagerly even when `run` is called under a trace (`jax.jit`, `jax.grad`): a `device_put`
+    staged into one trace and cached would leak its tracer into the next one (a second jitted call
+    then failed with "Execution supplied 2 arguments but compiled program expected 7")."""
+    with jax.ensure_compile_time_eval():
+        return tuple(jax.device_put(np.asarray(steps, np.int32)) for steps in schedule(opts))
 
 
 def use_layout(cost, data, layout: str, batch_size):
@@ -440,7 +445,8 @@ def use_layout(cost, data, layout: str, batch_size):
 def _device_tolerances(stopping: Stopping, x64: bool) -> Tolerances:
     """`run`'s tolerances on the default device, once per setting (not six transfers per call)."""
     del x64  # part of the cache key: the arrays' dtypes depend on it
-    return jax.device_put(tolerances(stopping))
+    with jax.ensure_compile_time_eval():  # never cache a tracer (see `_schedule_arrays`)
+        return jax.device_put(tolerances(stopping))
 
 
 @functools.lru_cache(maxsize=512)

@@ -95,6 +95,9 @@ class GradCheckRow(NamedTuple):
       along: `"coordinates"` (the gradient's components, compared one by one) or `"directions"`
         (directional derivatives along random unit directions in the leaf; `index` is then
         `(direction,)`).
+      excused: components left out of the verdict of a pair with `fd`: where the cost is not
+        differentiable or the finite difference has not converged (`GradCheckReport.kinks`,
+        `GradCheckReport.unconverged`).
     """
 
     leaf: str
@@ -108,6 +111,39 @@ class GradCheckRow(NamedTuple):
     dtype: str
     rtol: float
     along: str = "coordinates"
+    excused: int = 0
+
+
+class GradCheckFinding(NamedTuple):
+    """One checked coordinate (or direction) of one leaf at one point where the finite differences
+    cannot judge the gradient, which is therefore not compared with them there.
+
+    Attributes:
+      kind: `"kink"` (the one-sided differences disagree with each other at every step: the cost
+        is not differentiable at this point along it) or `"unconverged"` (central differences at
+        different steps disagree with each other: the finite difference is not accurate here).
+      leaf: the leaf's path in the params pytree.
+      index: the coordinate within the leaf, or `(direction,)` along directions.
+      point: the checked point (0 is the given params).
+      along: `"coordinates"` or `"directions"`.
+      a, b: for a kink, the forward and backward one-sided differences `(f(x + h) - f(x)) / h` and
+        `(f(x) - f(x - h)) / h`; for unconverged differences, the estimate and its error estimate.
+    """
+
+    kind: str
+    leaf: str
+    index: tuple
+    point: int
+    along: str
+    a: float
+    b: float
+
+    @property
+    def where(self) -> str:
+        """`w[3, 1]`, `lr`, or `0/0 along direction 2`."""
+        if self.along == "directions":
+            return f"{self.leaf} along direction {self.index[0]}"
+        return f"{self.leaf}[{', '.join(map(str, self.index))}]" if self.index else self.leaf
 
 
 class GradCheckReport(NamedTuple):
@@ -129,6 +165,15 @@ class GradCheckReport(NamedTuple):
       zero_leaves: leaves whose gradient is exactly zero at every checked point while the cost
         does not change at all when they move (a piecewise-constant cost, an integer cast, an
         unused leaf): gradient descent cannot move them, so the report fails.
+      kinks: `GradCheckFinding`s where the cost is not differentiable at the point (its one-sided
+        differences disagree with each other at every step): a warning, unless
+        `check_grad(..., kinks="fail")`.
+      unconverged: `GradCheckFinding`s where the finite differences did not converge (central
+        differences at different steps disagree with each other): a warning, since the gradient
+        there could not be checked against them.
+
+    `status` is `"fail"` when `ok` is false, `"warn"` when it is true but there are kinks or
+    unconverged differences, else `"pass"`. `ok` (and `bool(report)`) is true for a warning.
     """
 
     ok: bool
@@ -140,9 +185,18 @@ class GradCheckReport(NamedTuple):
     total_coordinates: int
     num_directions: int = 0
     zero_leaves: tuple[str, ...] = ()
+    kinks: tuple[GradCheckFinding, ...] = ()
+    unconverged: tuple[GradCheckFinding, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.ok)
+
+    @property
+    def status(self) -> str:
+        """`"pass"`, `"warn"` (kinks or unconverged differences, nothing wrong found) or `"fail"`."""
+        if not self.ok:
+            return "fail"
+        return "warn" if self.kinks or self.unconverged else "pass"
 
     @property
     def failed(self) -> tuple[GradCheckRow, ...]:
@@ -155,13 +209,17 @@ class GradCheckReport(NamedTuple):
 
     @property
     def verdict(self) -> str:
-        """One line: `PASS: ...` or `FAIL: <pair> on [<leaves>] (max rel err x); ...`."""
-        if self.ok:
+        """One line: `PASS: ...`, `WARN: not differentiable at this point ...` or `FAIL: <pair> on
+        [<leaves>] (max rel err x); ...`, naming the computation that disagrees."""
+        notes = self._finding_notes()
+        if self.ok and not notes:
             along = f" and {self.num_directions} direction(s) per leaf" if self.num_directions else ""
             return (
                 f"PASS: {len(self.rows)} comparisons of {', '.join(self.methods)} agree "
                 f"at {self.num_points} point(s){along}"
             )
+        if self.ok:
+            return "WARN: " + "; ".join(notes) + "; everything else agrees"
         parts = []
         if self.zero_leaves:
             parts.append(
@@ -177,11 +235,53 @@ class GradCheckReport(NamedTuple):
             f"{label} on {[r.leaf for r in rows]} (max rel err {max(r.max_rel_err for r in rows):.3g})"
             for label, rows in by_pair.items()
         ]
-        # A method present in every failing pair, while the pairs without it pass, is the suspect.
+        head = "; ".join(parts) + self._suspect()
+        return "FAIL: " + "; ".join(x for x in (head, *notes) if x)
+
+    def _suspect(self) -> str:
+        """Which computation the failures point at. A method present in every failing pair, while
+        the pairs without it pass, is the suspect; finite differences are never blamed, since the
+        ones judged are converged and have no kink (the others are excused): the methods that
+        disagree with them are."""
         pairs = {r.pair for r in self.failed}
         common = set.intersection(*(set(pair.split(" vs ")) for pair in pairs)) if pairs else set()
-        suspect = f"; common to every failure: {common.pop()}" if len(common) == 1 else ""
-        return "FAIL: " + "; ".join(parts) + suspect
+        if len(common) == 1 and common != {"fd"}:
+            return f"; common to every failure: {common.pop()}"
+        wrong = [m for m in ("reverse", "forward", "analytic") if f"{m} vs fd" in pairs]
+        if not wrong:
+            return ""
+        names = {"reverse": "reverse mode", "forward": "forward mode", "analytic": "the analytic gradient"}
+        who = " and ".join(names[m] for m in wrong)
+        rule = (
+            " (a wrong derivative rule: a jax.custom_jvp or custom_vjp, or a derivative taken "
+            "through a non-differentiable operation)"
+            if set(wrong) & {"reverse", "forward"}
+            else ""
+        )
+        return (
+            f"; the suspect is {who}: {'it disagrees' if len(wrong) == 1 else 'they disagree'} "
+            f"with finite differences that are converged and whose one-sided differences agree{rule}"
+        )
+
+    def _finding_notes(self) -> list[str]:
+        notes = []
+        if self.kinks:
+            k = self.kinks[0]
+            notes.append(
+                "not differentiable at this point: one-sided differences disagree on "
+                f"{_first_few([f.where for f in self.kinks])} (e.g. {k.where} at point {k.point}: "
+                f"forward {k.a:.4g}, backward {k.b:.4g}); autodiff gives one one-sided value or "
+                "subgradient there, not compared with finite differences"
+            )
+        if self.unconverged:
+            u = max(self.unconverged, key=lambda f: f.b / max(abs(f.a), 1e-300))
+            notes.append(
+                "finite differences are not converged at this point on "
+                f"{_first_few([f.where for f in self.unconverged])} (e.g. {u.where} at point "
+                f"{u.point}: {u.a:.6g} +- {u.b:.2g}: steps that disagree); the gradient there is "
+                "not checked against them (try another fd_step or other points)"
+            )
+        return notes
 
     def __str__(self) -> str:
         width = max([len("leaf")] + [len(r.leaf) for r in self.rows])
@@ -202,10 +302,23 @@ class GradCheckReport(NamedTuple):
         )
         lines += [header, "-" * len(header)]
         for r in self.rows:
+            status = ("pass" if r.ok else "FAIL") + ("*" if r.excused else "")
             lines.append(
                 f"{r.leaf:<{width}}  {r.pair:<{pair_width}}{along(r.along)}  {r.max_abs_err:11.3e}  "
                 f"{r.max_rel_err:11.3e}  {r.err_over_tol:9.3g}  {r.dtype:>8}  {r.point:5d}  "
-                f"{'pass' if r.ok else 'FAIL':>6}"
+                f"{status:>6}"
+            )
+        if any(r.excused for r in self.rows):
+            lines.append(
+                "* errors where the cost is not differentiable or the finite differences did not "
+                "converge are shown but not judged"
             )
         lines.append(self.verdict)
         return "\n".join(lines)
+
+
+def _first_few(names: list[str], limit: int = 6) -> str:
+    """`['a', 'b']`, or the first `limit` distinct names and how many more."""
+    unique = list(dict.fromkeys(names))
+    more = f" and {len(unique) - limit} more" if len(unique) > limit else ""
+    return f"{unique[:limit]}{more}"

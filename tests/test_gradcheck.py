@@ -7,6 +7,7 @@ Oracles the code cannot influence: the hand-derived gradients below and `jax.tes
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -811,3 +812,292 @@ def test_bad_input_at_scale_raises_a_clear_error(name):
     params, batch = deep_mlp_problem(np.float32)
     with pytest.raises(ValueError, match=match):
         check_grad(**(dict(cost=deep_mlp_cost, params=params, data=batch) | kwargs))
+
+
+# ------------------------------------------------- hypergradients, kinks and wrong derivatives
+def momentum_hyper_problem():
+    """The final loss of 60 momentum steps on an ill-conditioned least-squares problem as a function
+    of the learning rate and the momentum (gdjax issue 20): the learning rate is 1.5e-5, and the
+    classic central difference with step 6e-6 was 92% off (`FAIL: reverse vs fd on ['lr']`)."""
+    X, y = gdjax.data.synthetic(1, 50, 3, condition_number=1e4)[:2]
+    cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
+    params0 = gdjax.init_linear(3)
+    L = 2.0 / reference.curvature(X).max_stable_lr
+
+    def final_loss(h, data):
+        rule = gdjax.rules.momentum(h["lr"], momentum=h["m"])
+        return gdjax.run(cost, rule, params0, data, num_steps=60).loss_history[-1]
+
+    return final_loss, L, (X, y)
+
+
+@pytest.mark.parametrize("lr_times_l, momentum", [(0.3, 0.9), (1.0, 0.99)])
+def test_momentum_hypergradient_passes(lr_times_l, momentum):
+    final_loss, L, data = momentum_hyper_problem()
+    h = {"lr": jnp.asarray(lr_times_l / L), "m": jnp.asarray(momentum)}
+    report = check_grad(final_loss, h, data)
+    assert report.status == "pass", str(report)
+    assert report.kinks == () and report.unconverged == ()
+    # Richardson on the chosen step: the differences agree with autodiff to ~1e-11, not to 1e-1.
+    assert max(r.max_rel_err for r in report.rows if "fd" in r.pair) < 1e-8, str(report)
+    assert report.verdict.startswith("PASS")
+
+
+def test_the_same_hypergradient_checks_again_at_another_point():
+    """A second call of one compiled check on a function that calls `gdjax.run` failed with
+    "Execution supplied 2 arguments but compiled program expected 7": the run cached arrays made
+    under the first trace (gdjax.loop._schedule_arrays)."""
+    final_loss, L, data = momentum_hyper_problem()
+    for lr_times_l in (0.5, 0.7):
+        h = {"lr": jnp.asarray(lr_times_l / L), "m": jnp.asarray(0.5)}
+        assert check_grad(final_loss, h, data).status == "pass"
+
+
+@jax.custom_jvp
+def _sum_sq_jvp_10pct(x):
+    return jnp.sum(x**2)
+
+
+_sum_sq_jvp_10pct.defjvp(lambda p, t: (_sum_sq_jvp_10pct(p[0]), 1.1 * jnp.sum(2.0 * p[0] * t[0])))
+
+
+@jax.custom_vjp
+def _sum_sq_vjp_10pct(x):
+    return jnp.sum(x**2)
+
+
+_sum_sq_vjp_10pct.defvjp(lambda x: (_sum_sq_vjp_10pct(x), x), lambda x, g: (1.1 * 2.0 * g * x,))
+
+
+class Kinked(NamedTuple):
+    fn: Callable  # applied to params["w"]; params["c"] enters smoothly
+    w: Any
+    kinks: list  # the coordinates (or directions) named
+    num_directions: int | None = None
+
+
+KINKS = {
+    "relu_at_0": Kinked(lambda w: jnp.sum(jax.nn.relu(w)), [0.0, 1.0, -2.0], ["w[0]"]),
+    "abs_at_0": Kinked(lambda w: jnp.sum(jnp.abs(w)), [1.0, 0.0, -2.0], ["w[1]"]),
+    "max_tie": Kinked(lambda w: jnp.max(w), [1.0, 1.0, -2.0], ["w[0]", "w[1]"]),
+    # Along random directions (and at its coordinates): every direction through ReLUs at 0 is a kink.
+    "relu_leaf_along_directions": Kinked(
+        lambda w: jnp.sum(jax.nn.relu(w)),
+        np.zeros(6),
+        [f"w[{i}]" for i in range(6)] + [f"w along direction {i}" for i in range(3)],
+        num_directions=3,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", KINKS)
+def test_a_kink_is_a_warning_naming_the_coordinates(name):
+    case = KINKS[name]
+
+    def cost(params, batch):
+        return case.fn(params["w"]) + jnp.sum(params["c"] ** 2)
+
+    params = {"w": jnp.asarray(case.w, jnp.float64), "c": jnp.ones(2)}
+    report = check_grad(cost, params, num_directions=case.num_directions)
+    assert report.ok and report.status == "warn", str(report)
+    assert report.failed == () and report.unconverged == ()
+    assert sorted({k.where for k in report.kinks}) == sorted(case.kinks)
+    assert report.verdict.startswith("WARN: not differentiable at this point: one-sided differences")
+    assert str(case.kinks[:6]) in report.verdict
+    assert "fd" not in report.verdict.split("; ")[-1]  # nothing blames the differences
+    strict = check_grad(cost, params, num_directions=case.num_directions, kinks="fail")
+    assert not strict.ok and strict.status == "fail"
+    assert strict.verdict.startswith("FAIL: not differentiable at this point")
+
+
+# Smooth costs near a kink, with large higher derivatives, or at an exact stationary point: no
+# kink, no unconverged difference, no failure.
+SMOOTH = {
+    "relu_just_off_the_kink": (lambda w: jnp.sum(jax.nn.relu(w)), [1e-3, -1e-3]),
+    "steep_exponential": (lambda w: jnp.sum(jnp.exp(30.0 * w)), [0.3, -0.2]),
+    "fast_sine": (lambda w: jnp.sum(jnp.sin(300.0 * w)), [0.1, 0.7]),
+    "stationary_quartic": (lambda w: jnp.sum(w**4), [0.0, 0.0]),
+    "small_scale": (lambda w: jnp.sum((1e4 * w) ** 2), [1e-5, -3e-6]),
+}
+
+
+@pytest.mark.parametrize("name", SMOOTH)
+def test_smooth_costs_have_no_kinks(name):
+    fn, w = SMOOTH[name]
+    report = check_grad(lambda p, batch: fn(p), jnp.asarray(w, jnp.float64), num_points=3, scale=1e-2)
+    assert report.status == "pass", str(report)
+
+
+BROKEN_10PCT = {
+    # Reverse mode transposes the jvp rule: both modes are wrong, and agree with each other.
+    "custom_jvp": (_sum_sq_jvp_10pct, {"reverse vs fd", "forward vs fd"}, "reverse mode and forward mode"),
+    "custom_vjp": (_sum_sq_vjp_10pct, {"reverse vs fd"}, "reverse mode"),
+}
+
+
+@pytest.mark.parametrize("name", BROKEN_10PCT)
+def test_a_wrong_derivative_fails_naming_the_mode(name):
+    rule, pairs, suspect = BROKEN_10PCT[name]
+
+    def cost(params, batch):
+        return rule(params["a"]) + jnp.sum(params["c"])
+
+    report = check_grad(cost, {"a": jnp.array([1.0, -2.0, 0.5]), "c": jnp.ones(2)})
+    assert not report.ok and report.status == "fail", str(report)
+    assert {r.pair for r in report.failed} == pairs and report.kinks == ()
+    assert f"the suspect is {suspect}:" in report.verdict
+    assert "common to every failure: fd" not in report.verdict
+
+
+def test_unconverged_differences_warn_instead_of_blaming_autodiff():
+    """Noise in the cost's value (an inner solver's tolerance, say; autodiff does not see it here)
+    that moves every difference: the differences at different steps disagree, so they judge nothing."""
+
+    def cost(w, batch):
+        return jnp.sum(w**2) + jax.lax.stop_gradient(1e-6 * jnp.sum(jnp.sin(1e13 * w)))
+
+    report = check_grad(cost, jnp.array([0.5, -1.0]))
+    assert report.ok and report.status == "warn", str(report)
+    assert report.verdict.startswith("WARN: finite differences are not converged at this point on")
+    assert {u.where for u in report.unconverged} <= {"<root>[0]", "<root>[1]"} and report.unconverged
+
+
+def test_one_percent_error_in_one_weight_is_still_caught():
+    params, batch = deep_mlp_problem(np.float64)
+    report = check_grad(vjp_mutant(0, WEIGHT, 1.01), params, batch, key=0)
+    assert not report.ok, str(report)
+    assert {(r.leaf, r.pair) for r in report.failed} == {("0/0", "reverse vs fd")}
+    assert report.kinks == () and report.unconverged == ()
+    assert "the suspect is reverse mode" in report.verdict
+
+
+def test_given_points_are_checked_after_params():
+    prob = PROBLEMS["linear_house_prices"]
+    params = prob.params()
+    stack = jax.tree.map(lambda x: np.stack([np.asarray(x) + 1.0, np.asarray(x) - 2.0]), params)
+    report = check_grad(prob.cost, params, prob.batch(), points=stack, num_points=2)
+    assert report.ok and report.num_points == 4, str(report)
+    with pytest.raises(ValueError, match="points must stack"):
+        check_grad(prob.cost, params, prob.batch(), points=params)
+
+
+# ------------------------------------------------------------- the study checks where runs start
+RELU_MLP = """\
+import jax
+import jax.numpy as jnp
+
+def cost(params, data):
+    X, y = data
+    hidden = jax.nn.relu(X @ params["W1"] + params["b1"][None, :])
+    return jnp.mean((hidden @ params["w2"] + params["b2"] - y) ** 2)
+
+def init(data):
+    X, _ = data  # the hidden layer starts at zero: every ReLU sits on its kink
+    W1, b1 = jnp.zeros((X.shape[1], 4)), jnp.zeros(4)
+    return {"W1": W1, "b1": b1, "w2": 0.5 * jnp.ones(4), "b2": jnp.zeros(())}
+"""
+
+RELU_STUDY = """\
+name = "relu_zero_init"
+precision = "float64"
+seeds = [0, 1, 2]
+
+[data]
+source = "csv"
+path = "points.csv"
+target = "y"
+features = ["x1", "x2"]
+
+[cost]
+callable = "relu_mlp.py:cost"
+params0 = "relu_mlp.py:init"
+init_noise = 0.3
+
+[run]
+num_steps = 20
+
+[[optimizers]]
+rule = "gd"
+grid.learning_rate = 0.1
+
+[outputs]
+plots = []
+"""
+
+
+@pytest.fixture
+def relu_study(tmp_path):
+    r = np.random.default_rng(0)
+    X = r.normal(size=(30, 2))
+    y = np.maximum(X[:, 0], 0.0) - 0.5 * X[:, 1]
+    lines = ["x1,x2,y"] + [f"{a:.6f},{b:.6f},{c:.6f}" for (a, b), c in zip(X, y, strict=True)]
+    (tmp_path / "points.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "relu_mlp.py").write_text(RELU_MLP)
+    (tmp_path / "study.toml").write_text(RELU_STUDY)
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_a_study_at_a_kink_warns_and_runs(relu_study):
+    from helpers import run_cli
+
+    out = relu_study / "run"
+    code, _, err = run_cli("run", relu_study / "study.toml", "--out", out, "-q")
+    assert code == 0, err
+    text = (out / "gradcheck.txt").read_text()
+    assert "WARN: not differentiable at this point" in text and "FAIL" not in text
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_the_study_checks_every_seed_start_and_kinks_only_warn(relu_study):
+    from gdjax.study import config as config_lib
+    from gdjax.study import experiment
+
+    cfg = config_lib.load(relu_study / "study.toml")
+    (p,) = experiment.build_problems(cfg)
+    (report,) = experiment.check_gradients(cfg, [p]).values()
+    # The base point (the kink), the 3 seeds' noised starts, then num_points - 1 = 2 random points.
+    assert report.num_points == 1 + 3 + 2
+    assert report.ok and report.status == "warn", str(report)
+    assert {k.point for k in report.kinks} == {0} and {k.leaf for k in report.kinks} == {"W1", "b1"}
+    assert "[gradcheck] enabled = false" not in experiment.gradcheck_text({"relu": report})
+    # Exactly the points the lanes start from: the first record of each lane's params history.
+    starts = experiment._noised_starts(p, cfg.seeds)
+    result = gdjax.sweep(
+        p.cost,
+        gdjax.rules.sgd,
+        gdjax.Starts(p.params0, init_noise=cfg.costs[0].init_noise, stacked=False),
+        p.data,
+        grid={"learning_rate": [0.1]},
+        num_steps=1,
+        seeds=list(cfg.seeds),
+    )
+    assert np.all(np.asarray(result.trace.record_steps)[..., 0] == 0)
+    history = jax.tree.leaves(result.trace.params_history)
+    for got, want in zip(history, jax.tree.leaves(starts), strict=True):
+        np.testing.assert_array_equal(np.asarray(got)[:, 0], want)
+
+
+def test_a_failed_study_check_says_how_to_skip_it():
+    from gdjax.study import experiment
+
+    prob = PROBLEMS["linear_house_prices"]
+    bad = check_grad(prob.cost, prob.params(), prob.batch(), analytic=grad_forgot_intercept)
+    assert "[gradcheck] enabled = false" in str(experiment.GradCheckFailed({"linear": bad}))
+    assert "[gradcheck] enabled = false" in experiment.gradcheck_text({"linear": bad})
+
+
+@pytest.mark.slow
+def test_hypergradient_example_learns_what_the_grid_finds():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "hypergradient.py"
+    spec = importlib.util.spec_from_file_location("hypergradient_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.main()
+    assert out["check"].status == "pass"
+    # Hypergradient descent lands within 1% of the grid's best held-out loss, between grid points.
+    assert out["learned_loss"] <= 1.01 * out["grid_loss"]
+    assert 0.2 < out["learned_l2"] / out["grid_l2"] < 5.0
