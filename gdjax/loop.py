@@ -127,7 +127,34 @@ def _tree_all_finite(tree) -> jax.Array:
 
 
 def _tree_sq_norm(tree) -> jax.Array:
-    return sum(jnp.sum(jnp.real(x * jnp.conj(x))) for x in jax.tree.leaves(tree))
+    """`sum |x|^2` over every leaf, in an order that does not depend on the vmapped width.
+
+    The stopping tests (`tol` on the step, `grad_tol` on the gradient) compare this with a
+    threshold. XLA's `reduce` orders its additions by the shape of the whole (vmapped) operand: a
+    lane summed in a call of 234 lanes and in one of 3 could differ in the last bit, and with a `tol`
+    at the parameters' rounding level (float32, `tol=1e-7`) that flipped `converged` against
+    `max_steps` with the `chunk_size` (issue 19). Pairwise sums written as elementwise adds are the
+    same arithmetic in every lane, whatever the width.
+    """
+    total = None
+    for x in jax.tree.leaves(tree):
+        part = _pairwise_sum(jnp.real(x * jnp.conj(x)).reshape(-1))
+        total = part if total is None else total + part
+    return total
+
+
+def _pairwise_sum(x: jax.Array) -> jax.Array:
+    """`sum(x)` of a 1-D array as a fixed tree of elementwise adds (padded with zeros to a power of 2)."""
+    n = x.shape[0]
+    if n == 0:
+        return jnp.zeros((), x.dtype)
+    width = 1 << (n - 1).bit_length()
+    if width != n:
+        x = jnp.concatenate([x, jnp.zeros(width - n, x.dtype)])
+    while x.shape[0] > 1:
+        half = x.shape[0] // 2
+        x = x[:half] + x[half:]
+    return x[0]
 
 
 def float_dtype(params) -> np.dtype:
