@@ -809,9 +809,7 @@ def _as_key(key):
     if isinstance(key, bool) or (np.ndim(key) == 0 and not isinstance(key, int | np.integer)):
         raise ValueError(f"key must be an integer seed or a jax.random.key, got {key!r}")
     if np.ndim(key) == 0:
-        if not -(2**63) <= int(key) < 2**64:
-            raise ValueError(f"key must be an integer seed that fits 64 bits, got {key!r}")
-        return jax.random.key(int(key))
+        return validation.seed_key(validation.check_seed("key", key))
     try:
         return jax.random.wrap_key_data(np.asarray(key, np.uint32))
     except (TypeError, ValueError) as err:

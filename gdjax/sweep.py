@@ -12,8 +12,9 @@ Lanes. The grid's 1-D entries are crossed into a product in the order given (or 
 `grid=Zip({...})`), then crossed with `seeds` and the starts (`params0=Starts(stack)`), the last
 varying fastest: lane `(config, seed, start)`. A scalar grid entry is the same for every lane. With
 several rules (`rule={"sgd": grid1, "adam": grid2}`), each rule is its own compiled program and the lanes are
-concatenated in the order given. The PRNG key of a lane is `jax.random.key(seed)`: it samples the
-mini-batches exactly as `run(..., key=jax.random.key(seed))` does, and `Starts(..., init_noise=sigma)`
+concatenated in the order given. The PRNG key of a lane is `gdjax.validation.seed_key(seed)` (equal to
+`jax.random.key(seed)` with float64 enabled, and for seeds below 2**32 without): it samples the
+mini-batches exactly as `run(..., key=seed)` does, and `Starts(..., init_noise=sigma)`
 perturbs each leaf of the start by `sigma * jax.random.normal(k_i, leaf.shape, leaf.dtype)` with keys
 `k_i = jax.random.split(jax.random.fold_in(key, NOISE_FOLD), num_leaves)` (the mini-batch sampler
 hashes the key's raw bits with the epoch number and never draws from it with `jax.random`).
@@ -805,10 +806,7 @@ def _seed_list(seeds) -> list[int] | None:
     seeds = list(np.asarray(seeds).ravel().tolist()) if not isinstance(seeds, list | tuple) else list(seeds)
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed, e.g. seeds=[0, 1, 2]")
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int | np.integer):
-            raise ValueError(f"seeds must be integers, got {s!r}")
-    return [int(s) for s in seeds]
+    return [validation.check_seed("seeds", s) for s in seeds]
 
 
 def _starts_stack(params0, starts):
@@ -847,7 +845,7 @@ def _starts_stack(params0, starts):
 def _noise(template, seed: int) -> list[np.ndarray]:
     """Standard-normal perturbations of each leaf of one start for `seed` (see the module docstring)."""
     leaves = jax.tree.leaves(template)
-    key = jax.random.fold_in(jax.random.key(seed), NOISE_FOLD)
+    key = jax.random.fold_in(validation.seed_key(seed), NOISE_FOLD)
     keys = jax.random.split(key, len(leaves))
     return [np.asarray(jax.random.normal(k, x.shape, x.dtype)) for k, x in zip(keys, leaves, strict=True)]
 
@@ -916,7 +914,8 @@ def sweep(
         (`schedule="inverse_sqrt"`, `velocity_form=True`), or the stopping settings `tol`,
         `grad_tol`, `patience`, `min_delta`, `divergence_factor` as lane axes.
       num_steps: update steps per lane.
-      seeds: integer seeds, a grid axis: lane key `jax.random.key(seed)` for mini-batch sampling and
+      seeds: integer seeds in `[0, 2**63)`, a grid axis: lane key as `run(..., key=seed)` builds it
+        (`jax.random.key(seed)` for seeds below 2**32) for mini-batch sampling and
         `init_noise`. Needed when `batch_size` samples or `init_noise` is set.
       batch_size: None (full batch), an int, or a list of them: one compiled group per batch size.
       tol: as in `gdjax.run` (the same as `stopping=Stopping(tol=...)`).
@@ -1054,7 +1053,7 @@ def sweep(
                 jax.tree.map(lambda x: x[0], lane_params),
                 run_data,
                 batch_size=bs,
-                key=None if seed_list is None else jax.random.key(seed_list[0]),
+                key=None if seed_list is None else validation.seed_key(seed_list[0]),
                 # The records of all lanes share one cap (they are stacked on the host too).
                 max_record_bytes=max(1, SWEEP_RECORD_BYTES // len(seed_i)),
                 **run_options,
@@ -1177,8 +1176,9 @@ class _LaneAxes(NamedTuple):
     def build(cls, stack, has_starts, seeds, init_noise) -> _LaneAxes:
         seed_keys = key_impl = noise = None
         if seeds is not None:
-            seed_keys = np.stack([np.asarray(jax.random.key_data(jax.random.key(s))) for s in seeds])
-            key_impl = str(jax.random.key_impl(jax.random.key(0)))
+            keys = [validation.seed_key(s) for s in seeds]
+            seed_keys = np.stack([np.asarray(jax.random.key_data(k)) for k in keys])
+            key_impl = str(jax.random.key_impl(keys[0]))
             if init_noise:
                 noise = [_noise(jax.tree.map(lambda x: x[0], stack), s) for s in seeds]
         return cls(stack, has_starts, seeds, seed_keys, key_impl, noise, init_noise)

@@ -3,12 +3,13 @@
 - Stopping decisions do not depend on `chunk_size`: the stopping tests' norms are summed in an order
   that does not depend on the vmapped width, and a wide float32 sweep with `tol` keeps every status
   and step count for chunk sizes 1, 3, 7 and one call.
+- Seeds and keys are 64-bit: distinct over `[0, 2**63)` with or without float64, the same keys as
+  before below `2**32`, and one clear error outside.
 """
 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -63,3 +64,51 @@ def test_a_wide_float32_sweep_with_tol_keeps_statuses_and_steps_for_any_chunk_si
         chunked = _wide_tol_sweep(chunk_size)
         np.testing.assert_array_equal(np.asarray(chunked.trace.status), status, err_msg=f"chunk {chunk_size}")
         np.testing.assert_array_equal(np.asarray(chunked.trace.steps), steps, err_msg=f"chunk {chunk_size}")
+
+
+# ------------------------------------------------------------------------------------ seeds and keys
+def _float32_problem():
+    s = gdjax.data.synthetic(0, 64, 3)
+    params0 = {"w": np.zeros(3, np.float32), "b": np.zeros((), np.float32)}
+    return (s.X.astype(np.float32), s.y.astype(np.float32)), params0
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_seed_keys_are_jax_keys_below_2_32_and_distinct_above(x64):
+    with jax.enable_x64(x64):
+        for seed in (0, 1, 12345, 2**31, 2**32 - 1):
+            ours = jax.random.key_data(gdjax.validation.seed_key(seed))
+            np.testing.assert_array_equal(ours, jax.random.key_data(jax.random.key(seed)))
+        seeds = [0, 1, 2**32, 2**32 + 1, 2**62, 2**63 - 1]
+        data = {tuple(np.asarray(jax.random.key_data(gdjax.validation.seed_key(s))).tolist()) for s in seeds}
+        assert len(data) == len(seeds)
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_seeds_2_32_apart_give_different_lanes_and_keys_in_run(x64):
+    with jax.enable_x64(x64):
+        data, params0 = _float32_problem()
+        seeds = [0, 1, 2**32, 2**32 + 1]
+        result = gdjax.sweep(
+            COST, "sgd", params0, data, grid={"learning_rate": 0.05}, num_steps=20, seeds=seeds, batch_size=4
+        )
+        losses = np.asarray(result.trace.loss_history)
+        assert len({row.tobytes() for row in losses}) == len(seeds)
+        runs = {
+            seed: gdjax.run(COST, gdjax.rules.sgd(0.05), params0, data, num_steps=20, batch_size=4, key=seed)
+            for seed in (0, 2**32)
+        }
+        assert not np.array_equal(runs[0].loss_history, runs[2**32].loss_history)
+        np.testing.assert_array_equal(runs[2**32].loss_history, losses[2])  # a lane is its run alone
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**70])
+def test_seeds_outside_64_bits_are_one_clear_error(seed):
+    data, params0 = _float32_problem()
+    want = r"0 <= seed < 2\*\*63"
+    with pytest.raises(ValueError, match=r"seeds must be .*" + want):
+        gdjax.sweep(COST, "sgd", params0, data, grid={"learning_rate": 0.1}, num_steps=2, seeds=[0, seed])
+    with pytest.raises(ValueError, match=r"key must be .*" + want):
+        gdjax.run(COST, gdjax.rules.sgd(0.1), params0, data, num_steps=2, batch_size=4, key=seed)
+    with pytest.raises(ValueError, match=r"key must be .*" + want):
+        gdjax.check_grad(COST, params0, data, key=seed)
