@@ -179,6 +179,14 @@ def schedule(opts: RunOptions) -> tuple[np.ndarray, np.ndarray]:
     return evals, records
 
 
+def schedule_sizes(opts: RunOptions) -> tuple[int, int]:
+    """`len` of the two arrays of `schedule(opts)`, counted without building them (planning a sweep of
+    `num_steps=2e7` must not allocate per step)."""
+    evals = -(-opts.num_steps // opts.eval_every)  # steps 0, k, 2k, ... below num_steps
+    per_record = opts.record_every // opts.eval_every
+    return evals + 1, -(-evals // per_record) + 1  # each with the last step
+
+
 def scan_program(
     cost: Callable,
     spec: Any,
@@ -720,6 +728,7 @@ def prepare(
     metrics=None,
     unroll: int = 1,
     max_record_bytes: int = MAX_RECORD_BYTES,
+    record_explicit_limit: int | None = None,
 ):
     """Validates the arguments of `run` and returns what the compiled scan takes.
 
@@ -777,15 +786,29 @@ def prepare(
             f"eval_every >= {-(-num_steps * (2 + len(metric_fns)) * itemsize // (8 * max_record_bytes))}"
         )
     params_bytes = max(1, _tree_bytes(params0))
+    explicit_records = record_every is not None
     if record_every is None:
         # Iterates at evaluations, thinned so that the records fit max_record_bytes.
         rows = max(1, max_record_bytes // params_bytes - 1)
         record_every = eval_every * max(1, -(-(num_evals - 1) // rows))
-    elif record_every % eval_every:
+    if record_every % eval_every:
         raise ValueError(
             f"record_every={record_every} must be a multiple of eval_every={eval_every}: iterates are "
             "recorded at evaluations"
         )
+    if record_explicit_limit and explicit_records:
+        # An explicit record_every is sized before anything is allocated (a sweep checks its lanes'
+        # records together against its memory budget instead).
+        intervals = num_evals - 1
+        num_records = -(-intervals // (record_every // eval_every)) + 1
+        if num_records * params_bytes > record_explicit_limit:
+            rows = max(2, record_explicit_limit // params_bytes)
+            fit = eval_every * -(-intervals // (rows - 1))
+            raise ValueError(
+                f"record_every={record_every} records {num_records} iterates of {params_bytes} bytes "
+                f"({num_records * params_bytes / 2**20:.0f} MiB), more than "
+                f"{record_explicit_limit / 2**20:.0f} MiB: pass record_every >= {fit}"
+            )
     batch_losses = num_steps * itemsize <= max_record_bytes
     opts = RunOptions(
         num_steps=num_steps,
@@ -919,6 +942,7 @@ def run(
         record_every=execution.record_every,
         metrics=metrics,
         unroll=execution.unroll,
+        record_explicit_limit=8 * MAX_RECORD_BYTES,
     )
     if layout == "feature_major":
         cost, data, opts = use_feature_major(cost, data, opts)
@@ -973,4 +997,5 @@ __all__ = [
     "prepare",
     "run",
     "scan_program",
+    "schedule_sizes",
 ]

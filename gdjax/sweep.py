@@ -96,6 +96,10 @@ from gdjax.types import PyTree, Status, Trace
 TOLERANCE_NAMES = tuple(f.name for f in dataclasses.fields(Stopping))  # stopping settings: lane axes too
 # `fold_in` constant of the init-noise key (the sampler derives its round keys by hashing, not fold_in).
 NOISE_FOLD = 2**32 - 1
+# The most values one grid axis (hyperparameter values, seeds, starts) may hold, and the most lanes of
+# one sweep: each lane keeps host coordinates and summaries, so these are sized before allocation.
+MAX_AXIS = 100_000
+MAX_LANES = 10_000_000
 # Default cap of the recorded iterates of all the lanes of one program, together.
 SWEEP_RECORD_BYTES = 256 * 2**20
 _LANES = "lanes"  # mesh axis name
@@ -484,6 +488,7 @@ def _parse_grid(
                 ) from None
             static[key] = value
             continue
+        _check_axis_length(f"grid[{key!r}]", value)
         if is_tol and value is None:
             fixed[key] = None  # None disables a tolerance
             continue
@@ -553,6 +558,28 @@ def _parse_grid(
     source = name if not isinstance(rule, str) and _registry_factory(rule) else rule
     cost_keys = frozenset(k for k in grid if k in cost_names)
     return _ParsedGrid(_Source(name, source), tuple(grid), axes, fixed, static, zip_grid, cost_keys)
+
+
+def _axis_length(value) -> int | None:
+    """The number of values of a 1-D grid entry without materialising it (None for a scalar)."""
+    if isinstance(value, str | bytes | Mapping):
+        return None
+    if isinstance(value, np.ndarray | jax.Array):
+        return value.shape[0] if value.ndim else None
+    try:
+        return len(value)
+    except TypeError:
+        return None
+
+
+def _check_axis_length(name: str, value) -> None:
+    """One limit on a grid axis, wherever the grid comes from (a list, a range, an array, a config)."""
+    n = _axis_length(value)
+    if n is not None and n > MAX_AXIS:
+        raise ValueError(
+            f"{name} has {n} values, more than a sweep takes on one axis ({MAX_AXIS} at most): split it "
+            "into several sweeps, or use fewer values"
+        )
 
 
 def _passes_at_extremes(source: _Source, first: dict, name: str, values: list) -> bool:
@@ -669,6 +696,14 @@ class _Group:
     @property
     def num_lanes(self) -> int:
         return len(self.coords)
+
+
+def _num_configs(parsed: _ParsedGrid) -> int:
+    """Grid points of one rule, counted without building them."""
+    lengths = [len(a.values) for a in parsed.axes]
+    if not lengths:
+        return 1
+    return lengths[0] if parsed.zipped else math.prod(lengths)
 
 
 def _lane_indices(parsed: _ParsedGrid, zip_grid: bool, num_seeds: int, num_starts: int):
@@ -803,6 +838,7 @@ def _seed_list(seeds) -> list[int] | None:
         return None
     if isinstance(seeds, int | np.integer) and not isinstance(seeds, bool):
         seeds = [seeds]
+    _check_axis_length("seeds", seeds)
     seeds = list(np.asarray(seeds).ravel().tolist()) if not isinstance(seeds, list | tuple) else list(seeds)
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed, e.g. seeds=[0, 1, 2]")
@@ -988,6 +1024,9 @@ def sweep(
         if seed_list is None:
             raise ValueError("init_noise needs seeds: each seed draws its own perturbation (seeds=[0, 1, 2])")
     stack = _starts_stack(params0, starts)
+    _check_axis_length("params0 (the stack of starts)", jax.tree.leaves(stack)[0])
+    if isinstance(batch_size, list | tuple):
+        _check_axis_length("batch_size", batch_size)
     batch_sizes = list(batch_size) if isinstance(batch_size, list | tuple) else [batch_size]
     if not batch_sizes:
         raise ValueError("batch_size is an empty list: give None, an int, or a non-empty list")
@@ -995,6 +1034,13 @@ def sweep(
         validation.check_positive_int("batch_size", b, allow_none=True)
     if len(set(batch_sizes)) != len(batch_sizes):
         raise ValueError(f"batch_size lists a size twice: {batch_sizes}")
+    num_lanes = sum(_num_configs(p) for p in parsed_grids) * len(batch_sizes)
+    num_lanes *= (1 if seed_list is None else len(seed_list)) * jax.tree.leaves(stack)[0].shape[0]
+    if num_lanes > MAX_LANES:
+        raise ValueError(
+            f"the sweep has {num_lanes} lanes (grid points x seeds x starts x batch sizes), more than "
+            f"{MAX_LANES} in one call: split it into several sweeps, or use fewer values per axis"
+        )
     validation.check_positive_int("chunk_size", chunk_size, allow_none=True)
     if memory_budget is not None:
         validation.check_finite_number("memory_budget", memory_budget, positive=True)
@@ -1238,10 +1284,10 @@ def _bytes_per_lane(cost, data, rule, params0, opts: loop.RunOptions, num_metric
     state_size = _tree_size(jax.eval_shape(rule.init, params0))
     # The full-data evaluation is the largest working set (a mini-batch step needs only its batch).
     residual = _largest_intermediate(cost, params0, data)
-    eval_steps, record_steps = loop.schedule(opts)
+    num_evals, num_records = loop.schedule_sizes(opts)  # counted: planning allocates nothing per step
     elements = (
-        len(record_steps) * params_size
-        + (2 + num_metrics) * len(eval_steps)
+        num_records * params_size
+        + (2 + num_metrics) * num_evals
         + (opts.num_steps if opts.batch_losses else 0)
         + 3 * params_size
         + state_size

@@ -5,6 +5,8 @@
   and step count for chunk sizes 1, 3, 7 and one call.
 - Seeds and keys are 64-bit: distinct over `[0, 2**63)` with or without float64, the same keys as
   before below `2**32`, and one clear error outside.
+- One limit on a grid axis (100,000 values) wherever the grid comes from, checked before the axis
+  is materialised; sizes are planned arithmetically; integer options are refused past int32.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 
 import gdjax
 from gdjax import loop
+from gdjax.sweep import MAX_AXIS
 
 COST = gdjax.make_cost(gdjax.linear, gdjax.mse)
 
@@ -112,3 +115,90 @@ def test_seeds_outside_64_bits_are_one_clear_error(seed):
         gdjax.run(COST, gdjax.rules.sgd(0.1), params0, data, num_steps=2, batch_size=4, key=seed)
     with pytest.raises(ValueError, match=r"key must be .*" + want):
         gdjax.check_grad(COST, params0, data, key=seed)
+
+
+# --------------------------------------------------------------------------------- sizes and limits
+def _tiny():
+    s = gdjax.data.synthetic(0, 16, 2)
+    return (s.X, s.y), gdjax.init_linear(2)
+
+
+AXIS_CASES = {
+    "list": dict(grid={"learning_rate": [0.1] * (MAX_AXIS + 1)}),
+    "array": dict(grid={"learning_rate": np.full(MAX_AXIS + 1, 0.1)}),
+    "range": dict(grid={"learning_rate": range(1, 10**9)}),  # never materialised
+    "tolerance axis": dict(grid={"learning_rate": 0.1, "tol": [None] * (MAX_AXIS + 1)}),
+    "seeds": dict(grid={"learning_rate": 0.1}, seeds=range(10**9)),
+}
+
+
+@pytest.mark.parametrize("check", [gdjax.sweep, gdjax.check_sweep], ids=["sweep", "check_sweep"])
+@pytest.mark.parametrize("case", list(AXIS_CASES))
+def test_a_grid_axis_over_the_limit_is_refused_wherever_it_comes_from(case, check):
+    data, params0 = _tiny()
+    with pytest.raises(ValueError, match=r"values, more than a sweep takes on one axis \(100000 at most\)"):
+        check(COST, "sgd", params0, data, num_steps=3, **AXIS_CASES[case])
+
+
+def test_the_lanes_of_a_sweep_are_counted_before_they_are_built():
+    data, params0 = _tiny()
+    grid = {"learning_rate": np.linspace(0.01, 0.1, 10_000), "momentum": np.linspace(0.0, 0.9, 10_000)}
+    with pytest.raises(ValueError, match="the sweep has 100000000 lanes"):
+        gdjax.check_sweep(COST, "momentum", params0, data, grid=grid, num_steps=3)
+
+
+def test_planning_counts_the_schedule_instead_of_building_it(monkeypatch):
+    data, params0 = _tiny()
+
+    def refuse(opts):
+        raise AssertionError("planning built the schedule arrays")
+
+    monkeypatch.setattr(loop, "schedule", refuse)
+    plan = gdjax.check_sweep(
+        COST, "sgd", params0, data, grid={"learning_rate": [0.1, 0.2]}, num_steps=2 * 10**7, eval_every=10**4
+    )
+    assert plan.num_lanes == 2
+    for num_steps, eval_every, record_every in [(1, 1, 1), (10, 3, 6), (101, 7, 21), (100, 10, 10)]:
+        opts = loop.RunOptions(num_steps, None, None, eval_every, record_every, 1)
+        evals = np.unique(np.r_[np.arange(0, num_steps, eval_every), num_steps])
+        records = np.unique(np.r_[evals[:-1][:: record_every // eval_every], num_steps])
+        assert loop.schedule_sizes(opts) == (len(evals), len(records))
+
+
+def test_recorded_iterates_and_gradient_check_points_are_sized_before_allocation():
+    params0 = {"w": np.zeros(1000)}
+    with pytest.raises(
+        ValueError, match=r"record_every=1 records 10000001 iterates .* pass record_every >= 150"
+    ):
+        gdjax.run(
+            gdjax.costs.quadratic, gdjax.rules.sgd(0.1), params0, None, num_steps=10**7,
+            execution=gdjax.Execution(record_every=1),
+        )  # fmt: skip
+    data, params0 = _tiny()
+    with pytest.raises(
+        ValueError, match=r"num_points=1000000000 copies of params need .* use num_points <= "
+    ):
+        gdjax.check_grad(COST, params0, data, num_points=10**9)
+
+
+INT_OPTIONS = {
+    "patience": lambda v: gdjax.Stopping(patience=v),
+    "divergence_patience": lambda v: gdjax.Stopping(divergence_patience=v),
+    "record_every": lambda v: gdjax.Execution(record_every=v),
+    "unroll": lambda v: gdjax.Execution(unroll=v),
+    "chunk_size": lambda v: gdjax.Execution(chunk_size=v),
+    "num_steps": lambda v: gdjax.run(COST, gdjax.rules.sgd(0.1), _tiny()[1], _tiny()[0], num_steps=v),
+    "eval_every": lambda v: gdjax.run(
+        COST, gdjax.rules.sgd(0.1), _tiny()[1], _tiny()[0], num_steps=5, eval_every=v
+    ),
+    "batch_size": lambda v: gdjax.sweep(
+        COST, "sgd", _tiny()[1], _tiny()[0], grid={"learning_rate": 0.1}, num_steps=5, batch_size=v, seeds=[0]
+    ),
+}
+
+
+@pytest.mark.parametrize("value", [2**31, 2**70])
+@pytest.mark.parametrize("name", list(INT_OPTIONS))
+def test_integer_options_past_int32_are_one_clear_error(name, value):
+    with pytest.raises(ValueError, match=rf"^{name} must be an integer in \[1, 2147483647\], got {value}$"):
+        INT_OPTIONS[name](value)
