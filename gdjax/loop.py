@@ -300,6 +300,10 @@ def scan_program(
             batch = jax.tree.map(lambda x: jnp.take(x, idx, axis=0), data)
             loss, grad = value_and_grad(c.params, batch)
         loss = loss.astype(dtype)
+        # JAX's gradient of a real cost of complex params is the conjugate of the steepest-ascent
+        # direction; Optax's rules (and gdjax's) expect the direction itself, as Optax's own complex
+        # tests pass it (optax/_src/alias_test.py conjugates before `update`).
+        grad = jax.tree.map(lambda g: jnp.conj(g) if jnp.iscomplexobj(g) else g, grad)
         if opts.extra_args:
             updates, new_rule_state = update(
                 grad, c.rule_state, c.params, value=loss, grad=grad, value_fn=lambda p: cost(p, batch)

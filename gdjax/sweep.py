@@ -743,7 +743,10 @@ def _largest_intermediate(cost, params0, data) -> int:
 
 
 def _tree_size(tree) -> int:
-    return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(tree)))
+    """Elements of the run's real dtype: a complex element counts twice."""
+    return int(
+        sum(np.prod(np.shape(x)) * (2 if np.iscomplexobj(x) else 1) for x in jax.tree.leaves(tree))
+    )
 
 
 def _default_memory_budget(devices) -> int:
@@ -850,8 +853,8 @@ def _starts_stack(params0, starts):
 
     def canon(x):
         x = np.asarray(x)
-        if x.dtype.kind not in "f":
-            raise ValueError(f"parameters must be floating point, got dtype {x.dtype}")
+        if x.dtype.kind not in "fc":
+            raise ValueError(f"parameters must be floating point (or complex), got dtype {x.dtype}")
         return x.astype(jax.dtypes.canonicalize_dtype(x.dtype))
 
     if starts is None:

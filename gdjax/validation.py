@@ -195,7 +195,7 @@ def check_cost(cost, params: PyTree, data: PyTree):
 
 
 def check_params(params: PyTree):
-    """Params must be a non-empty pytree of finite floating-point arrays."""
+    """Params must be a non-empty pytree of finite floating-point (or complex) arrays."""
     leaves = jax.tree_util.tree_leaves_with_path(params)
     if not leaves:
         raise ValueError("params is empty: pass a pytree with at least one array")
@@ -203,8 +203,10 @@ def check_params(params: PyTree):
         if isinstance(leaf, jax.core.Tracer):
             continue
         dtype = leaf.dtype if isinstance(leaf, jax.Array) else np.asarray(leaf).dtype
-        if not jnp.issubdtype(dtype, jnp.floating):  # bfloat16 too
-            raise ValueError(f"params{_path_name(path)} has dtype {dtype}; parameters must be floating point")
+        if not jnp.issubdtype(dtype, jnp.inexact):  # bfloat16 and complex too
+            raise ValueError(
+                f"params{_path_name(path)} has dtype {dtype}; parameters must be floating point (or complex)"
+            )
         if _known_finite(leaf):
             continue  # a device array checked before (immutable): no copy to the host again
         if not np.isfinite(np.asarray(leaf)).all():
