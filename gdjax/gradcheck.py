@@ -259,6 +259,13 @@ def check_grad(
     fd_step = FD_STEP if fd_step is None else fd_step
     check_finite_number("fd_step", fd_step, positive=True, upper=1.0)
     check_params(params)
+    complex_leaves = [x for x in jax.tree.leaves(params) if jnp.iscomplexobj(x)]
+    if complex_leaves:
+        # run and sweep take complex parameters; the comparisons here are of real coordinates.
+        raise ValueError(
+            "check_grad compares real coordinates; params has complex leaves: check the cost of "
+            "(real, imag) pairs instead, e.g. cost(jax.lax.complex(p['re'], p['im']), data)"
+        )
     if key is not None and not isinstance(key, jax.Array):
         key = seed_key(check_seed("key", key))
     if num_points:

@@ -744,9 +744,7 @@ def _largest_intermediate(cost, params0, data) -> int:
 
 def _tree_size(tree) -> int:
     """Elements of the run's real dtype: a complex element counts twice."""
-    return int(
-        sum(np.prod(np.shape(x)) * (2 if np.iscomplexobj(x) else 1) for x in jax.tree.leaves(tree))
-    )
+    return int(sum(np.prod(np.shape(x)) * (2 if np.iscomplexobj(x) else 1) for x in jax.tree.leaves(tree)))
 
 
 def _default_memory_budget(devices) -> int:

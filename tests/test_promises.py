@@ -328,3 +328,9 @@ def test_a_sweep_over_complex_params_equals_its_runs_alone():
         grid={"learning_rate": 0.1}, num_steps=5, seeds=[0, 1],
     )  # fmt: skip
     assert noisy.trace.params.dtype == jnp.complex128
+
+
+def test_check_grad_refuses_complex_params_in_one_line():
+    params0, cost = _complex_parabola(jnp.complex128)
+    with pytest.raises(ValueError, match="check_grad compares real coordinates; params has complex leaves"):
+        gdjax.check_grad(cost, params0, None)
