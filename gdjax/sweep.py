@@ -1305,12 +1305,14 @@ def _check_memory(groups, chunk_size, devices, memory_budget, record_every) -> l
     call_lanes = [
         _round_up(min(chunk_size, g.num_lanes) if chunk_size else g.num_lanes, num_devices) for g in groups
     ]
-    # A call of one lane per device is padded to two: XLA compiles a 1-lane vmap's products as
-    # matrix-vector kernels, whose sums are ordered unlike the matrix-matrix ones every wider call
-    # shares, so chunk_size=1 gave other last bits (and with them other mini-batch evaluations).
+    # A call of one lane per device is padded to two where the budget allows: XLA compiles a 1-lane
+    # vmap's products as matrix-vector kernels, whose sums are ordered unlike the matrix-matrix ones
+    # every wider call shares, so chunk_size=1 gave other last bits (and other evaluations).
     call_lanes = [
-        max(n, 2 * num_devices) if g.num_lanes > 1 else n for n, g in zip(call_lanes, groups, strict=True)
-    ]
+        2 * num_devices if n < 2 * num_devices <= g.num_lanes and 2 * num_devices * g.bytes_per_lane <= budget
+        else n
+        for n, g in zip(call_lanes, groups, strict=True)
+    ]  # fmt: skip
     need = max(n * g.bytes_per_lane for n, g in zip(call_lanes, groups, strict=True))
     if need > budget:
         per_lane = max(g.bytes_per_lane for g in groups)

@@ -122,6 +122,18 @@ def test_seeds_outside_64_bits_are_one_clear_error(seed):
         gdjax.check_grad(COST, params0, data, key=seed)
 
 
+def test_one_lane_calls_are_padded_to_two_only_where_the_budget_allows():
+    data, params0 = _float32_problem()
+    kwargs = dict(grid={"learning_rate": [0.1, 0.2, 0.3]}, num_steps=50, chunk_size=1)
+    plan = gdjax.check_sweep(COST, "sgd", params0, data, **kwargs)
+    assert plan.lanes_per_call == [2]
+    budget = 1.5 * plan.bytes_per_lane[0]  # room for one lane: the advice chunk_size=1 must work
+    tight = gdjax.Execution(memory_budget=budget)
+    with pytest.raises(ValueError, match="pass chunk_size=1"):
+        gdjax.check_sweep(COST, "sgd", params0, data, **dict(kwargs, chunk_size=None), execution=tight)
+    assert gdjax.check_sweep(COST, "sgd", params0, data, **kwargs, execution=tight).lanes_per_call == [1]
+
+
 # --------------------------------------------------------------------------------- sizes and limits
 def _tiny():
     s = gdjax.data.synthetic(0, 16, 2)
