@@ -112,7 +112,11 @@ from gdjax.validation import (
     check_finite_number,
     check_params,
     check_positive_int,
+    check_seed,
+    seed_key,
 )
+
+MAX_POINTS_BYTES = 2**30  # the perturbed copies of params that `num_points` stacks on the host
 
 
 class Tolerance(NamedTuple):
@@ -300,6 +304,24 @@ def check_grad(
     fd_step = FD_STEP if fd_step is None else fd_step
     check_finite_number("fd_step", fd_step, positive=True, upper=1.0)
     check_params(params)
+    complex_leaves = [x for x in jax.tree.leaves(params) if jnp.iscomplexobj(x)]
+    if complex_leaves:
+        # run and sweep take complex parameters; the comparisons here are of real coordinates.
+        raise ValueError(
+            "check_grad compares real coordinates; params has complex leaves: check the cost of "
+            "(real, imag) pairs instead, e.g. cost(jax.lax.complex(p['re'], p['im']), data)"
+        )
+    if key is not None and not isinstance(key, jax.Array):
+        key = seed_key(check_seed("key", key))
+    if num_points:
+        # Every point is a perturbed copy of params (float64 on the host): sized before it is drawn.
+        per_point = 8 * sum(int(np.size(leaf)) for leaf in jax.tree.leaves(params))
+        if num_points * per_point > MAX_POINTS_BYTES:
+            raise ValueError(
+                f"num_points={num_points} copies of params need {num_points * per_point / 2**30:.1f} GiB, "
+                f"more than {MAX_POINTS_BYTES // 2**30} GiB: use num_points <= "
+                f"{max(1, MAX_POINTS_BYTES // per_point)}"
+            )
     check_data(data)
     check_cost(cost, params, data)
     if kinks not in ("warn", "fail"):

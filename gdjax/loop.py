@@ -127,7 +127,34 @@ def _tree_all_finite(tree) -> jax.Array:
 
 
 def _tree_sq_norm(tree) -> jax.Array:
-    return sum(jnp.sum(jnp.real(x * jnp.conj(x))) for x in jax.tree.leaves(tree))
+    """`sum |x|^2` over every leaf, in an order that does not depend on the vmapped width.
+
+    The stopping tests (`tol` on the step, `grad_tol` on the gradient) compare this with a
+    threshold. XLA's `reduce` orders its additions by the shape of the whole (vmapped) operand: a
+    lane summed in a call of 234 lanes and in one of 3 could differ in the last bit, and with a `tol`
+    at the parameters' rounding level (float32, `tol=1e-7`) that flipped `converged` against
+    `max_steps` with the `chunk_size` (issue 19). Pairwise sums written as elementwise adds are the
+    same arithmetic in every lane, whatever the width.
+    """
+    total = None
+    for x in jax.tree.leaves(tree):
+        part = _pairwise_sum(jnp.real(x * jnp.conj(x)).reshape(-1))
+        total = part if total is None else total + part
+    return total
+
+
+def _pairwise_sum(x: jax.Array) -> jax.Array:
+    """`sum(x)` of a 1-D array as a fixed tree of elementwise adds (padded with zeros to a power of 2)."""
+    n = x.shape[0]
+    if n == 0:
+        return jnp.zeros((), x.dtype)
+    width = 1 << (n - 1).bit_length()
+    if width != n:
+        x = jnp.concatenate([x, jnp.zeros(width - n, x.dtype)])
+    while x.shape[0] > 1:
+        half = x.shape[0] // 2
+        x = x[:half] + x[half:]
+    return x[0]
 
 
 def float_dtype(params) -> np.dtype:
@@ -150,6 +177,14 @@ def schedule(opts: RunOptions) -> tuple[np.ndarray, np.ndarray]:
     per_record = opts.record_every // opts.eval_every
     records = np.unique(np.r_[evals[:-1][::per_record], opts.num_steps])
     return evals, records
+
+
+def schedule_sizes(opts: RunOptions) -> tuple[int, int]:
+    """`len` of the two arrays of `schedule(opts)`, counted without building them (planning a sweep of
+    `num_steps=2e7` must not allocate per step)."""
+    evals = -(-opts.num_steps // opts.eval_every)  # steps 0, k, 2k, ... below num_steps
+    per_record = opts.record_every // opts.eval_every
+    return evals + 1, -(-evals // per_record) + 1  # each with the last step
 
 
 def scan_program(
@@ -265,6 +300,10 @@ def scan_program(
             batch = jax.tree.map(lambda x: jnp.take(x, idx, axis=0), data)
             loss, grad = value_and_grad(c.params, batch)
         loss = loss.astype(dtype)
+        # JAX's gradient of a real cost of complex params is the conjugate of the steepest-ascent
+        # direction; Optax's rules (and gdjax's) expect the direction itself, as Optax's own complex
+        # tests pass it (optax/_src/alias_test.py conjugates before `update`).
+        grad = jax.tree.map(lambda g: jnp.conj(g) if jnp.iscomplexobj(g) else g, grad)
         if opts.extra_args:
             updates, new_rule_state = update(
                 grad, c.rule_state, c.params, value=loss, grad=grad, value_fn=lambda p: cost(p, batch)
@@ -699,6 +738,7 @@ def prepare(
     metrics=None,
     unroll: int = 1,
     max_record_bytes: int = MAX_RECORD_BYTES,
+    record_explicit_limit: int | None = None,
 ):
     """Validates the arguments of `run` and returns what the compiled scan takes.
 
@@ -756,15 +796,29 @@ def prepare(
             f"eval_every >= {-(-num_steps * (2 + len(metric_fns)) * itemsize // (8 * max_record_bytes))}"
         )
     params_bytes = max(1, _tree_bytes(params0))
+    explicit_records = record_every is not None
     if record_every is None:
         # Iterates at evaluations, thinned so that the records fit max_record_bytes.
         rows = max(1, max_record_bytes // params_bytes - 1)
         record_every = eval_every * max(1, -(-(num_evals - 1) // rows))
-    elif record_every % eval_every:
+    if record_every % eval_every:
         raise ValueError(
             f"record_every={record_every} must be a multiple of eval_every={eval_every}: iterates are "
             "recorded at evaluations"
         )
+    if record_explicit_limit and explicit_records:
+        # An explicit record_every is sized before anything is allocated (a sweep checks its lanes'
+        # records together against its memory budget instead).
+        intervals = num_evals - 1
+        num_records = -(-intervals // (record_every // eval_every)) + 1
+        if num_records * params_bytes > record_explicit_limit:
+            rows = max(2, record_explicit_limit // params_bytes)
+            fit = eval_every * -(-intervals // (rows - 1))
+            raise ValueError(
+                f"record_every={record_every} records {num_records} iterates of {params_bytes} bytes "
+                f"({num_records * params_bytes / 2**20:.0f} MiB), more than "
+                f"{record_explicit_limit / 2**20:.0f} MiB: pass record_every >= {fit}"
+            )
     batch_losses = num_steps * itemsize <= max_record_bytes
     opts = RunOptions(
         num_steps=num_steps,
@@ -788,9 +842,7 @@ def _as_key(key):
     if isinstance(key, bool) or (np.ndim(key) == 0 and not isinstance(key, int | np.integer)):
         raise ValueError(f"key must be an integer seed or a jax.random.key, got {key!r}")
     if np.ndim(key) == 0:
-        if not -(2**63) <= int(key) < 2**64:
-            raise ValueError(f"key must be an integer seed that fits 64 bits, got {key!r}")
-        return jax.random.key(int(key))
+        return validation.seed_key(validation.check_seed("key", key))
     try:
         return jax.random.wrap_key_data(np.asarray(key, np.uint32))
     except (TypeError, ValueError) as err:
@@ -900,6 +952,7 @@ def run(
         record_every=execution.record_every,
         metrics=metrics,
         unroll=execution.unroll,
+        record_explicit_limit=8 * MAX_RECORD_BYTES,
     )
     if layout == "feature_major":
         cost, data, opts = use_feature_major(cost, data, opts)
@@ -954,4 +1007,5 @@ __all__ = [
     "prepare",
     "run",
     "scan_program",
+    "schedule_sizes",
 ]

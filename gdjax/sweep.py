@@ -12,8 +12,9 @@ Lanes. The grid's 1-D entries are crossed into a product in the order given (or 
 `grid=Zip({...})`), then crossed with `seeds` and the starts (`params0=Starts(stack)`), the last
 varying fastest: lane `(config, seed, start)`. A scalar grid entry is the same for every lane. With
 several rules (`rule={"sgd": grid1, "adam": grid2}`), each rule is its own compiled program and the lanes are
-concatenated in the order given. The PRNG key of a lane is `jax.random.key(seed)`: it samples the
-mini-batches exactly as `run(..., key=jax.random.key(seed))` does, and `Starts(..., init_noise=sigma)`
+concatenated in the order given. The PRNG key of a lane is `gdjax.validation.seed_key(seed)` (equal to
+`jax.random.key(seed)` with float64 enabled, and for seeds below 2**32 without): it samples the
+mini-batches exactly as `run(..., key=seed)` does, and `Starts(..., init_noise=sigma)`
 perturbs each leaf of the start by `sigma * jax.random.normal(k_i, leaf.shape, leaf.dtype)` with keys
 `k_i = jax.random.split(jax.random.fold_in(key, NOISE_FOLD), num_leaves)` (the mini-batch sampler
 hashes the key's raw bits with the epoch number and never draws from it with `jax.random`).
@@ -95,6 +96,10 @@ from gdjax.types import PyTree, Status, Trace
 TOLERANCE_NAMES = tuple(f.name for f in dataclasses.fields(Stopping))  # stopping settings: lane axes too
 # `fold_in` constant of the init-noise key (the sampler derives its round keys by hashing, not fold_in).
 NOISE_FOLD = 2**32 - 1
+# The most values one grid axis (hyperparameter values, seeds, starts) may hold, and the most lanes of
+# one sweep: each lane keeps host coordinates and summaries, so these are sized before allocation.
+MAX_AXIS = 100_000
+MAX_LANES = 10_000_000
 # Default cap of the recorded iterates of all the lanes of one program, together.
 SWEEP_RECORD_BYTES = 256 * 2**20
 _LANES = "lanes"  # mesh axis name
@@ -483,6 +488,7 @@ def _parse_grid(
                 ) from None
             static[key] = value
             continue
+        _check_axis_length(f"grid[{key!r}]", value)
         if is_tol and value is None:
             fixed[key] = None  # None disables a tolerance
             continue
@@ -552,6 +558,28 @@ def _parse_grid(
     source = name if not isinstance(rule, str) and _registry_factory(rule) else rule
     cost_keys = frozenset(k for k in grid if k in cost_names)
     return _ParsedGrid(_Source(name, source), tuple(grid), axes, fixed, static, zip_grid, cost_keys)
+
+
+def _axis_length(value) -> int | None:
+    """The number of values of a 1-D grid entry without materialising it (None for a scalar)."""
+    if isinstance(value, str | bytes | Mapping):
+        return None
+    if isinstance(value, np.ndarray | jax.Array):
+        return value.shape[0] if value.ndim else None
+    try:
+        return len(value)
+    except TypeError:
+        return None
+
+
+def _check_axis_length(name: str, value) -> None:
+    """One limit on a grid axis, wherever the grid comes from (a list, a range, an array, a config)."""
+    n = _axis_length(value)
+    if n is not None and n > MAX_AXIS:
+        raise ValueError(
+            f"{name} has {n} values, more than a sweep takes on one axis ({MAX_AXIS} at most): split it "
+            "into several sweeps, or use fewer values"
+        )
 
 
 def _passes_at_extremes(source: _Source, first: dict, name: str, values: list) -> bool:
@@ -670,6 +698,14 @@ class _Group:
         return len(self.coords)
 
 
+def _num_configs(parsed: _ParsedGrid) -> int:
+    """Grid points of one rule, counted without building them."""
+    lengths = [len(a.values) for a in parsed.axes]
+    if not lengths:
+        return 1
+    return lengths[0] if parsed.zipped else math.prod(lengths)
+
+
 def _lane_indices(parsed: _ParsedGrid, zip_grid: bool, num_seeds: int, num_starts: int):
     lengths = [len(a.values) for a in parsed.axes]
     if not lengths:
@@ -707,7 +743,8 @@ def _largest_intermediate(cost, params0, data) -> int:
 
 
 def _tree_size(tree) -> int:
-    return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(tree)))
+    """Elements of the run's real dtype: a complex element counts twice."""
+    return int(sum(np.prod(np.shape(x)) * (2 if np.iscomplexobj(x) else 1) for x in jax.tree.leaves(tree)))
 
 
 def _default_memory_budget(devices) -> int:
@@ -802,13 +839,11 @@ def _seed_list(seeds) -> list[int] | None:
         return None
     if isinstance(seeds, int | np.integer) and not isinstance(seeds, bool):
         seeds = [seeds]
+    _check_axis_length("seeds", seeds)
     seeds = list(np.asarray(seeds).ravel().tolist()) if not isinstance(seeds, list | tuple) else list(seeds)
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed, e.g. seeds=[0, 1, 2]")
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int | np.integer):
-            raise ValueError(f"seeds must be integers, got {s!r}")
-    return [int(s) for s in seeds]
+    return [validation.check_seed("seeds", s) for s in seeds]
 
 
 def _starts_stack(params0, starts):
@@ -816,8 +851,8 @@ def _starts_stack(params0, starts):
 
     def canon(x):
         x = np.asarray(x)
-        if x.dtype.kind not in "f":
-            raise ValueError(f"parameters must be floating point, got dtype {x.dtype}")
+        if x.dtype.kind not in "fc":
+            raise ValueError(f"parameters must be floating point (or complex), got dtype {x.dtype}")
         return x.astype(jax.dtypes.canonicalize_dtype(x.dtype))
 
     if starts is None:
@@ -847,7 +882,7 @@ def _starts_stack(params0, starts):
 def _noise(template, seed: int) -> list[np.ndarray]:
     """Standard-normal perturbations of each leaf of one start for `seed` (see the module docstring)."""
     leaves = jax.tree.leaves(template)
-    key = jax.random.fold_in(jax.random.key(seed), NOISE_FOLD)
+    key = jax.random.fold_in(validation.seed_key(seed), NOISE_FOLD)
     keys = jax.random.split(key, len(leaves))
     return [np.asarray(jax.random.normal(k, x.shape, x.dtype)) for k, x in zip(keys, leaves, strict=True)]
 
@@ -916,7 +951,8 @@ def sweep(
         (`schedule="inverse_sqrt"`, `velocity_form=True`), or the stopping settings `tol`,
         `grad_tol`, `patience`, `min_delta`, `divergence_factor` as lane axes.
       num_steps: update steps per lane.
-      seeds: integer seeds, a grid axis: lane key `jax.random.key(seed)` for mini-batch sampling and
+      seeds: integer seeds in `[0, 2**63)`, a grid axis: lane key as `run(..., key=seed)` builds it
+        (`jax.random.key(seed)` for seeds below 2**32) for mini-batch sampling and
         `init_noise`. Needed when `batch_size` samples or `init_noise` is set.
       batch_size: None (full batch), an int, or a list of them: one compiled group per batch size.
       tol: as in `gdjax.run` (the same as `stopping=Stopping(tol=...)`).
@@ -989,6 +1025,9 @@ def sweep(
         if seed_list is None:
             raise ValueError("init_noise needs seeds: each seed draws its own perturbation (seeds=[0, 1, 2])")
     stack = _starts_stack(params0, starts)
+    _check_axis_length("params0 (the stack of starts)", jax.tree.leaves(stack)[0])
+    if isinstance(batch_size, list | tuple):
+        _check_axis_length("batch_size", batch_size)
     batch_sizes = list(batch_size) if isinstance(batch_size, list | tuple) else [batch_size]
     if not batch_sizes:
         raise ValueError("batch_size is an empty list: give None, an int, or a non-empty list")
@@ -996,6 +1035,13 @@ def sweep(
         validation.check_positive_int("batch_size", b, allow_none=True)
     if len(set(batch_sizes)) != len(batch_sizes):
         raise ValueError(f"batch_size lists a size twice: {batch_sizes}")
+    num_lanes = sum(_num_configs(p) for p in parsed_grids) * len(batch_sizes)
+    num_lanes *= (1 if seed_list is None else len(seed_list)) * jax.tree.leaves(stack)[0].shape[0]
+    if num_lanes > MAX_LANES:
+        raise ValueError(
+            f"the sweep has {num_lanes} lanes (grid points x seeds x starts x batch sizes), more than "
+            f"{MAX_LANES} in one call: split it into several sweeps, or use fewer values per axis"
+        )
     validation.check_positive_int("chunk_size", chunk_size, allow_none=True)
     if memory_budget is not None:
         validation.check_finite_number("memory_budget", memory_budget, positive=True)
@@ -1054,7 +1100,7 @@ def sweep(
                 jax.tree.map(lambda x: x[0], lane_params),
                 run_data,
                 batch_size=bs,
-                key=None if seed_list is None else jax.random.key(seed_list[0]),
+                key=None if seed_list is None else validation.seed_key(seed_list[0]),
                 # The records of all lanes share one cap (they are stacked on the host too).
                 max_record_bytes=max(1, SWEEP_RECORD_BYTES // len(seed_i)),
                 **run_options,
@@ -1177,8 +1223,9 @@ class _LaneAxes(NamedTuple):
     def build(cls, stack, has_starts, seeds, init_noise) -> _LaneAxes:
         seed_keys = key_impl = noise = None
         if seeds is not None:
-            seed_keys = np.stack([np.asarray(jax.random.key_data(jax.random.key(s))) for s in seeds])
-            key_impl = str(jax.random.key_impl(jax.random.key(0)))
+            keys = [validation.seed_key(s) for s in seeds]
+            seed_keys = np.stack([np.asarray(jax.random.key_data(k)) for k in keys])
+            key_impl = str(jax.random.key_impl(keys[0]))
             if init_noise:
                 noise = [_noise(jax.tree.map(lambda x: x[0], stack), s) for s in seeds]
         return cls(stack, has_starts, seeds, seed_keys, key_impl, noise, init_noise)
@@ -1238,10 +1285,10 @@ def _bytes_per_lane(cost, data, rule, params0, opts: loop.RunOptions, num_metric
     state_size = _tree_size(jax.eval_shape(rule.init, params0))
     # The full-data evaluation is the largest working set (a mini-batch step needs only its batch).
     residual = _largest_intermediate(cost, params0, data)
-    eval_steps, record_steps = loop.schedule(opts)
+    num_evals, num_records = loop.schedule_sizes(opts)  # counted: planning allocates nothing per step
     elements = (
-        len(record_steps) * params_size
-        + (2 + num_metrics) * len(eval_steps)
+        num_records * params_size
+        + (2 + num_metrics) * num_evals
         + (opts.num_steps if opts.batch_losses else 0)
         + 3 * params_size
         + state_size
@@ -1258,6 +1305,14 @@ def _check_memory(groups, chunk_size, devices, memory_budget, record_every) -> l
     call_lanes = [
         _round_up(min(chunk_size, g.num_lanes) if chunk_size else g.num_lanes, num_devices) for g in groups
     ]
+    # A call of one lane per device is padded to two where the budget allows: XLA compiles a 1-lane
+    # vmap's products as matrix-vector kernels, whose sums are ordered unlike the matrix-matrix ones
+    # every wider call shares, so chunk_size=1 gave other last bits (and other evaluations).
+    call_lanes = [
+        2 * num_devices if n < 2 * num_devices <= g.num_lanes and 2 * num_devices * g.bytes_per_lane <= budget
+        else n
+        for n, g in zip(call_lanes, groups, strict=True)
+    ]  # fmt: skip
     need = max(n * g.bytes_per_lane for n, g in zip(call_lanes, groups, strict=True))
     if need > budget:
         per_lane = max(g.bytes_per_lane for g in groups)

@@ -6,6 +6,7 @@ naming the offending entry and shapes, never as a traceback from inside JAX.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import Any
 
@@ -40,11 +41,59 @@ def check_finite_number(name: str, value: Any, *, positive: bool = False, lower=
         raise ValueError(f"{name} must be <= {upper}, got {value!r}")
 
 
-def check_positive_int(name: str, value: Any, *, allow_none: bool = False):
+# Integer options live in int32 inside the compiled program (step counters, patience, evaluation
+# indices): a larger value would overflow there, so it is refused here with the range.
+MAX_INT = 2**31 - 1
+# Seeds are 64-bit: the key holds the high and the low 32 bits (`loop.seed_key`).
+SEED_LIMIT = 2**63
+
+
+def check_positive_int(name: str, value: Any, *, allow_none: bool = False, upper: int = MAX_INT):
+    """Raises ValueError unless `value` is an integer in `[1, upper]` (default: what int32 holds)."""
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if value > upper:
+        raise ValueError(f"{name} must be an integer in [1, {upper}], got {value!r}")
+
+
+def seed_key(seed: int) -> jax.Array:
+    """The PRNG key of an integer seed in `[0, 2**63)`, the same with and without float64 enabled.
+
+    `jax.random.key(seed)` keeps only the low 32 bits when `jax_enable_x64` is off, so seeds `0` and
+    `2**32` gave the same lanes in float32 (issue 19). The default (threefry) key of a seed is its
+    high and low 32-bit words, `[seed >> 32, seed & 0xFFFFFFFF]`: exactly `jax.random.key(seed)` of
+    JAX with float64 enabled, and of JAX without it for seeds below `2**32`. Other key
+    implementations fold the high word into the key of the low one (unchanged below `2**32`).
+    """
+    high, low = divmod(int(seed), 2**32)
+    impl = jax.random.key_impl(_default_key())
+    if str(impl) == "threefry2x32":
+        return jax.random.wrap_key_data(np.asarray([high, low], np.uint32), impl=impl)
+    if jax.config.jax_enable_x64:
+        return jax.random.key(int(seed))
+    key = jax.random.key(np.uint32(low))
+    return jax.random.fold_in(key, np.uint32(high)) if high else key
+
+
+@functools.lru_cache(maxsize=4)
+def _default_key_cached(impl_name: str):
+    del impl_name  # part of the cache key: the default implementation is a config setting
+    return jax.random.key(0)
+
+
+def _default_key():
+    return _default_key_cached(str(jax.config.jax_default_prng_impl))
+
+
+def check_seed(name: str, value: Any) -> int:
+    """An integer seed in `[0, 2**63)` as a Python int (every value gives its own key)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an integer seed, got {value!r}")
+    if not 0 <= int(value) < SEED_LIMIT:
+        raise ValueError(f"{name} must be an integer seed that fits 64 bits, 0 <= seed < 2**63, got {value}")
+    return int(value)
 
 
 # Device arrays are immutable: one that passed the finiteness scan once need not be copied to the host
@@ -146,7 +195,7 @@ def check_cost(cost, params: PyTree, data: PyTree):
 
 
 def check_params(params: PyTree):
-    """Params must be a non-empty pytree of finite floating-point arrays."""
+    """Params must be a non-empty pytree of finite floating-point (or complex) arrays."""
     leaves = jax.tree_util.tree_leaves_with_path(params)
     if not leaves:
         raise ValueError("params is empty: pass a pytree with at least one array")
@@ -154,8 +203,10 @@ def check_params(params: PyTree):
         if isinstance(leaf, jax.core.Tracer):
             continue
         dtype = leaf.dtype if isinstance(leaf, jax.Array) else np.asarray(leaf).dtype
-        if not jnp.issubdtype(dtype, jnp.floating):  # bfloat16 too
-            raise ValueError(f"params{_path_name(path)} has dtype {dtype}; parameters must be floating point")
+        if not jnp.issubdtype(dtype, jnp.inexact):  # bfloat16 and complex too
+            raise ValueError(
+                f"params{_path_name(path)} has dtype {dtype}; parameters must be floating point (or complex)"
+            )
         if _known_finite(leaf):
             continue  # a device array checked before (immutable): no copy to the host again
         if not np.isfinite(np.asarray(leaf)).all():
@@ -178,5 +229,7 @@ __all__ = [
     "check_params",
     "check_positive_int",
     "check_regression_data",
+    "check_seed",
+    "seed_key",
     "nearest",
 ]

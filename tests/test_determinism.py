@@ -9,9 +9,9 @@ mini-batches drawn from per-lane seeds, and learning rates on both sides of the 
 Measured on this CPU backend (recorded in the xfail reasons below, which are strict: a fix makes them
 fail loudly so the mark is removed):
   - statuses, step counts and stop steps never depend on the chunking, in either precision;
-  - chunk_size=3 (12 lanes) is bit-identical to one call; chunk_size=1 is not: XLA compiles a
-    1-lane vmap with different reductions, so the full-data evaluations (gradient norm; for full
-    batch every history) differ in the last bits;
+  - chunk_size=3 (12 lanes) is bit-identical to one call, and so is chunk_size=1 since a call of one
+    lane is padded to two (issue 19: XLA compiles a 1-lane vmap's products as matrix-vector kernels
+    whose sums are ordered differently, and every history differed in the last bits);
   - a mini-batch lane equals the run alone bit for bit except for the gradient-norm history; a
     full-batch lane agrees to the tolerances in `LANE_TOLERANCE`.
 """
@@ -110,19 +110,7 @@ def test_statuses_and_step_counts_do_not_depend_on_chunking(dtype_name, batch, c
     assert _mismatches(chunked.trace, whole.trace, COUNTS) == []
 
 
-_CHUNK_1 = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "issue 12, gdjax/sweep.py: chunk_size=1 compiles a 1-lane vmap whose reductions XLA orders "
-        "differently from the 12-lane program; mini-batch: grad_norm_history differs (about 1 ulp); "
-        "full batch: every history differs (float64 up to ~4e-13 relative on params_history)"
-    ),
-)
-
-
-@pytest.mark.parametrize(
-    "chunk_size", [pytest.param(1, marks=_CHUNK_1, id="chunk1"), pytest.param(3, id="chunk3")]
-)
+@pytest.mark.parametrize("chunk_size", [1, 3])
 @pytest.mark.parametrize("batch", list(BATCH))
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 def test_histories_are_bit_identical_for_any_chunking(dtype_name, batch, chunk_size):

@@ -248,16 +248,22 @@ def test_records_are_bounded_by_default():
 
 def test_huge_step_counts_with_sparse_evaluation_are_possible():
     rule = rules.sgd(0.1)
+    num_steps = 2**31 - 1  # step counters are int32 inside the program (issue 19: larger is refused)
     _, _, _, opts, _ = loop.prepare(
-        gdjax.costs.quadratic, rule, {"w": jnp.zeros(3)}, None, num_steps=10**12, batch_size=None, key=None,
-        eval_every=10**10,
+        gdjax.costs.quadratic, rule, {"w": jnp.zeros(3)}, None, num_steps=num_steps, batch_size=None,
+        key=None, eval_every=2**25,
     )  # fmt: skip
     evals, _ = loop.schedule(opts)
-    assert len(evals) == 101 and not opts.batch_losses  # per-step losses would not fit: not recorded
+    assert len(evals) == 65 and not opts.batch_losses  # per-step losses would not fit: not recorded
     with pytest.raises(ValueError, match="pass eval_every >= "):
         loop.prepare(
-            gdjax.costs.quadratic, rule, {"w": jnp.zeros(3)}, None, num_steps=10**12, batch_size=None,
+            gdjax.costs.quadratic, rule, {"w": jnp.zeros(3)}, None, num_steps=num_steps, batch_size=None,
             key=None, eval_every=1,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match=r"num_steps must be an integer in \[1, 2147483647\]"):
+        loop.prepare(
+            gdjax.costs.quadratic, rule, {"w": jnp.zeros(3)}, None, num_steps=10**12, batch_size=None,
+            key=None, eval_every=10**10,
         )  # fmt: skip
 
 
