@@ -596,7 +596,8 @@ def _transposed(X):
     XT = _device_transpose(X)
     try:
         key = id(X)
-        _TRANSPOSED[key] = (weakref.ref(X, lambda _, key=key: _TRANSPOSED.pop(key, None)), XT)
+        # the dict is bound now: at interpreter exit the module global may already be None
+        _TRANSPOSED[key] = (weakref.ref(X, lambda _, key=key, cache=_TRANSPOSED: cache.pop(key, None)), XT)
     except TypeError:
         pass
     return XT
