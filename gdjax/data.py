@@ -117,6 +117,7 @@ def load_csv(
     *,
     target: str | int = -1,
     features: list[str | int] | None = None,
+    exclude: list[str | int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Loads `(X, y)` in float64 from a CSV file with a header row.
 
@@ -127,7 +128,11 @@ def load_csv(
     Args:
       target: the target column, by header name or index (default: the last column).
       features: the feature columns by name or index (default: every other column).
+      exclude: columns left out of the default features (an id or a text column), by name or index;
+        not with `features`.
     """
+    if features is not None and exclude:
+        raise ValueError("give either features (the columns to use) or exclude (the columns to leave out)")
     path = os.fspath(path)
     if not os.path.isfile(path):
         if os.path.exists(path):  # a folder, a FIFO, a device: never opened (a FIFO would block)
@@ -159,9 +164,14 @@ def load_csv(
         return header.index(c)
 
     t = column(target)
+    skip = {column(c) for c in exclude or ()}
     cols = (
-        [column(c) for c in features] if features is not None else [i for i in range(len(header)) if i != t]
+        [column(c) for c in features]
+        if features is not None
+        else [i for i in range(len(header)) if i != t and i not in skip]
     )
+    if not cols:
+        raise ValueError(f"{path}: no feature column is left (columns {header}, target {header[t]!r})")
     wanted = [*cols, t]
     table = np.empty((len(rows) - 1, len(wanted)), np.float64)
     n = 0
@@ -179,7 +189,7 @@ def load_csv(
                 elif features is None:
                     hint = (
                         "; every column but the target is a feature by default: list the numeric ones "
-                        "in the features option"
+                        "in the features option, or leave this one out with exclude"
                     )
                 else:
                     hint = "; it is listed in the features option, which must name numeric columns"

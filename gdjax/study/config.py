@@ -149,6 +149,7 @@ class DataConfig:
     path: str | None = None
     target: str | int | None = None
     features: tuple[str | int, ...] | None = None
+    exclude: tuple[str | int, ...] | None = None
     x_key: str | None = None
     y_key: str | None = None
     num_examples: int | None = None
@@ -668,6 +669,14 @@ def _read_data(t: _Table) -> DataConfig:
                 if not features:
                     t.fail("features", "needs at least one column (or leave it out for all others)")
                 kw["features"] = tuple(_column(t, ("features", i), c) for i, c in enumerate(features))
+            exclude = t.list("exclude", None)
+            if exclude is not None:
+                if features is not None:
+                    t.fail(
+                        "exclude",
+                        "give either features (the columns to use) or exclude (the columns to leave out)",
+                    )
+                kw["exclude"] = tuple(_column(t, ("exclude", i), c) for i, c in enumerate(exclude)) or None
         else:
             kw["x_key"] = t.str("x_key", "X")
             kw["y_key"] = t.str("y_key", "y")
@@ -1116,7 +1125,8 @@ def _read_optimizer(t: _Table, callable_costs: tuple[bool, ...] = ()) -> Optimiz
             f"schedules apply to the hand-written rules ({', '.join(rules.names())}); "
             f"{rule!r} is an Optax optimizer",
         )
-    label = t.str("label", rule)
+    # "optax.lion" -> "lion": a label is a file-name-safe word (an explicit label is checked as given)
+    label = t.str("label", rule.rpartition(".")[2])
     if not _LABEL.fullmatch(label):
         t.fail("label", f"labels use letters, digits, '_', '+' and '-' only, got {label!r}")
     zip_grid = t.bool("zip_grid", False)

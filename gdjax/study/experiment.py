@@ -175,7 +175,8 @@ def load_data(
             X, y = s.X, s.y
         elif d.source == "csv":
             features = list(d.features) if d.features is not None else None
-            X, y = data.load_csv(d.path, target=d.target, features=features)
+            exclude = list(d.exclude) if d.exclude is not None else None
+            X, y = data.load_csv(d.path, target=d.target, features=features, exclude=exclude)
             names = (str(features[0]) if features else "x", str(d.target))
         elif d.source == "npz":
             X, y = data.load_npz(d.path, x_key=d.x_key, y_key=d.y_key)
