@@ -149,3 +149,49 @@ grid.learning_rate = 0.01
     assert experiment.build_problems(cfg)[0].data[0].shape == (3, 2)
     with pytest.raises(ConfigError, match="either features"):
         config.loads(text.replace('exclude = ["id", "name"]', 'exclude = ["id"]\nfeatures = ["x1"]'))
+
+
+SEARCH = """
+name = "t"
+precision = "float64"
+[data]
+source = "line"
+[cost]
+model = "linear"
+[run]
+num_steps = 50
+[[optimizers]]
+rule = "momentum"
+search = { points = 8, seed = 0, learning_rate = [1e-3, 0.5, "log"], momentum = [0.5, 0.99] }
+"""
+
+
+def test_quasi_random_search_is_a_zipped_grid_reproducible_from_its_seed():
+    from scipy.stats import qmc
+
+    cfg = config.loads(SEARCH)
+    opt = cfg.optimizers[0]
+    assert opt.zip_grid and [k for k, _ in opt.grid] == ["learning_rate", "momentum"]
+    u = qmc.Halton(d=2, scramble=True, rng=np.random.default_rng(0)).random(8)  # the oracle
+    lr, m = (np.asarray(v) for _, v in opt.grid)
+    np.testing.assert_allclose(lr, np.exp(np.log(1e-3) + u[:, 0] * (np.log(0.5) - np.log(1e-3))), rtol=1e-15)
+    np.testing.assert_allclose(m, 0.5 + u[:, 1] * (0.99 - 0.5), rtol=1e-15)
+    assert config.loads(cfg.to_toml()) == cfg  # the run folder's config.toml holds the points
+    assert config.loads(SEARCH.replace("seed = 0", "seed = 1")).optimizers[0].grid != opt.grid
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (
+            ('learning_rate = [1e-3, 0.5, "log"]', 'learning_rat = [1e-3, 0.5, "log"]'),
+            "did you mean 'learning_rate'",
+        ),
+        (('learning_rate = [1e-3, 0.5, "log"]', 'learning_rate = [0.0, 0.5, "log"]'), "needs low > 0"),
+        (("points = 8", "points = 0"), "points"),
+        (('rule = "momentum"', 'rule = "momentum"\ngrid.learning_rate = [0.1, 0.2]'), "not both"),
+    ],
+)
+def test_search_errors_name_the_key(edit, words):
+    with pytest.raises(ConfigError, match=words):
+        config.loads(SEARCH.replace(*edit))

@@ -41,9 +41,12 @@ import math
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
+
+import numpy as np
 
 from gdjax import data, rules
 from gdjax import io as gdjax_io
@@ -1132,7 +1135,10 @@ def _read_optimizer(t: _Table, callable_costs: tuple[bool, ...] = ()) -> Optimiz
     zip_grid = t.bool("zip_grid", False)
     num_steps = t.int("num_steps", None, minimum=1)
     batch_size = _read_batch_sizes(t, "batch_size", None)
-    g = t.table("grid")
+    search = t.table("search", None)
+    g = t.table("grid", None if search is not None else _REQUIRED)
+    if g is None:
+        g = _Table(t.src, (*t.path, "grid"), {})
     names = rules.hyperparameters(rule, schedule) if hand_written else rules.hyperparameters(rule)
     grid = []
     for key, value in g.values.items():
@@ -1145,6 +1151,10 @@ def _read_optimizer(t: _Table, callable_costs: tuple[bool, ...] = ()) -> Optimiz
             if not (callable_costs and all(callable_costs) and not nearest(key, names)):
                 g.fail(key, _unknown_hyperparameter(key, rule, schedule, names, callable_costs))
         grid.append((key, parsed))
+    if search is not None:
+        axes = _read_search(search, names, {k for k, v in grid if isinstance(v, tuple)})
+        grid += axes
+        zip_grid = True
     t.finish()
     cfg = OptimizerConfig(
         rule=rule,
@@ -1164,6 +1174,93 @@ def _read_optimizer(t: _Table, callable_costs: tuple[bool, ...] = ()) -> Optimiz
         )
     _check_values(g, cfg)
     return cfg
+
+
+MAX_SEARCH_POINTS = 100_000  # the one limit on a grid axis (gdjax.sweep.MAX_AXIS)
+
+
+def _read_search(s: _Table, names, swept: set[str]) -> list[tuple[str, tuple]]:
+    """`search = { points = 16, seed = 0, learning_rate = [1e-4, 1.0, "log"], momentum = [0.5, 0.99] }`:
+    quasi-random search (a scrambled Halton sequence, reproducible from `seed`) as zipped grid axes."""
+    points = s.int("points", minimum=1)
+    if points > MAX_SEARCH_POINTS:
+        s.fail("points", f"at most {MAX_SEARCH_POINTS} points, got {points}")
+    seed = s.int("seed", 0, minimum=0)
+    space = {}
+    for key in list(s.values):
+        if key in ("points", "seed"):
+            continue
+        spec = s.take(key)
+        if key not in names:
+            s.fail(
+                key,
+                f"unknown hyperparameter {key!r} of this rule{nearest(key, names)}; "
+                f"the rule takes {list(names)}",
+            )
+        if key in swept:
+            s.fail(key, f"{key} is a grid axis too: give it in grid or in search, not both")
+        space[key] = spec
+    if not space:
+        s.fail(
+            None, 'a search needs at least one hyperparameter range, e.g. learning_rate = [1e-4, 1.0, "log"]'
+        )
+    s.finish()
+    try:
+        grid = halton_grid(points, space, seed)
+    except ValueError as err:
+        s.fail(None, str(err))
+    return [(k, tuple(float(v) for v in values)) for k, values in grid.items()]
+
+
+def _finite_number(x) -> bool:
+    return (
+        isinstance(x, int | float | np.integer | np.floating)
+        and not isinstance(x, bool)
+        and bool(np.isfinite(x))
+    )
+
+
+def halton_grid(num_points: int, space: Mapping[str, tuple], seed: int = 0) -> dict[str, np.ndarray]:
+    """Quasi-random search points: a scrambled Halton sequence mapped onto each hyperparameter's range.
+
+    Each hyperparameter maps a coordinate u in [0, 1) onto `low + u (high - low)` ("linear") or
+    `exp(log low + u (log high - log low))` ("log", a log-uniform learning rate). The same seed gives the
+    same points (`scipy.stats.qmc.Halton(scramble=True, rng=seed)`).
+
+    Args:
+        space: hyperparameter name to `(low, high)` (linear) or `(low, high, "log" | "linear")`.
+
+    Returns:
+        A dict of equal-length float arrays, one per hyperparameter, in the order of `space`: a zipped
+        grid (point j is the j-th entry of every array).
+
+    Example:
+        >>> halton_grid(16, {"learning_rate": (1e-4, 1.0, "log"), "momentum": (0.0, 0.99)}, seed=0)
+    """
+    if isinstance(num_points, bool) or not isinstance(num_points, int | np.integer) or num_points < 1:
+        raise ValueError(f"num_points must be a positive integer; got {num_points!r}")
+    if not isinstance(space, Mapping) or not space:
+        raise ValueError(f"space must map at least one hyperparameter to a range; got {space!r}")
+    ranges = []
+    for name, spec in space.items():
+        spec = tuple(spec) if isinstance(spec, tuple | list) else (spec,)
+        low, high, scale = (*spec, "linear") if len(spec) == 2 else (*spec, None, None, None)[:3]
+        valid = _finite_number(low) and _finite_number(high) and low < high
+        if len(spec) not in (2, 3) or scale not in ("log", "linear") or not valid:
+            raise ValueError(f"space[{name!r}] must be (low, high[, 'log' | 'linear']); got {spec!r}")
+        if scale == "log" and low <= 0:
+            raise ValueError(f"space[{name!r}] is log-scaled and needs low > 0; got {spec!r}")
+        ranges.append((name, float(low), float(high), scale))
+    from scipy.stats import qmc  # SciPy only when a search space is used
+
+    u = qmc.Halton(d=len(ranges), scramble=True, rng=np.random.default_rng(seed)).random(num_points)
+    grid = {}
+    for j, (name, low, high, scale) in enumerate(ranges):
+        if scale == "log":
+            grid[name] = np.exp(np.log(low) + u[:, j] * (np.log(high) - np.log(low)))
+        else:
+            grid[name] = low + u[:, j] * (high - low)
+    return grid
 
 
 def _unknown_hyperparameter(key: str, rule: str, schedule: str | None, names, callable_costs=()) -> str:

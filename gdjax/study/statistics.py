@@ -21,7 +21,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats
-from scipy.stats import qmc
+
+from gdjax.study.config import halton_grid  # noqa: F401  (search spaces live with the grids; re-exported)
 
 DEFAULT_EPS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-6)
 UNITS = ("steps", "epochs", "gradient_evaluations", "seconds")
@@ -572,47 +573,6 @@ def expected_best_of_k(
         columns = dict(k=k, expected=_expected_best(values), num_configs=values.size)
         frames.append(pd.DataFrame(dict(problem=problem, optimizer=optimizer, **columns)))
     return pd.concat(frames, ignore_index=True)
-
-
-def halton_grid(num_points: int, space: Mapping[str, tuple], seed: int = 0) -> dict[str, np.ndarray]:
-    """Quasi-random search points: a scrambled Halton sequence mapped onto each hyperparameter's range.
-
-    Each hyperparameter maps a coordinate u in [0, 1) onto `low + u (high - low)` ("linear") or
-    `exp(log low + u (log high - log low))` ("log", a log-uniform learning rate). The same seed gives the
-    same points (`scipy.stats.qmc.Halton(scramble=True, rng=seed)`).
-
-    Args:
-        space: hyperparameter name to `(low, high)` (linear) or `(low, high, "log" | "linear")`.
-
-    Returns:
-        A dict of equal-length float arrays, one per hyperparameter, in the order of `space`: a zipped
-        grid (point j is the j-th entry of every array).
-
-    Example:
-        >>> halton_grid(16, {"learning_rate": (1e-4, 1.0, "log"), "momentum": (0.0, 0.99)}, seed=0)
-    """
-    if isinstance(num_points, bool) or not isinstance(num_points, int | np.integer) or num_points < 1:
-        raise ValueError(f"num_points must be a positive integer; got {num_points!r}")
-    if not isinstance(space, Mapping) or not space:
-        raise ValueError(f"space must map at least one hyperparameter to a range; got {space!r}")
-    ranges = []
-    for name, spec in space.items():
-        spec = tuple(spec) if isinstance(spec, tuple | list) else (spec,)
-        low, high, scale = (*spec, "linear") if len(spec) == 2 else (*spec, None, None, None)[:3]
-        valid = _is_number(low) and _is_number(high) and low < high
-        if len(spec) not in (2, 3) or scale not in ("log", "linear") or not valid:
-            raise ValueError(f"space[{name!r}] must be (low, high[, 'log' | 'linear']); got {spec!r}")
-        if scale == "log" and low <= 0:
-            raise ValueError(f"space[{name!r}] is log-scaled and needs low > 0; got {spec!r}")
-        ranges.append((name, float(low), float(high), scale))
-    u = qmc.Halton(d=len(ranges), scramble=True, rng=np.random.default_rng(seed)).random(num_points)
-    grid = {}
-    for j, (name, low, high, scale) in enumerate(ranges):
-        if scale == "log":
-            grid[name] = np.exp(np.log(low) + u[:, j] * (np.log(high) - np.log(low)))
-        else:
-            grid[name] = low + u[:, j] * (high - low)
-    return grid
 
 
 # --- uncertainty --------------------------------------------------------------------------------
