@@ -69,6 +69,7 @@ from gdjax.sweep import NOISE_FOLD, Starts, SweepInterrupted, SweepResult, Zip, 
 from gdjax.types import GradCheckReport, PyTree, Status, Trace
 
 __all__ = [
+    "SUMMARY_KEYS",
     "GradCheckFailed",
     "Problem",
     "RunInterrupted",
@@ -1231,6 +1232,8 @@ _ROW_HEAD = ("optimizer", "cost", "lane", "rule")
 _ROW_TAIL = ("seed", "start", "batch_size", "final_loss", "suboptimality", "suboptimality_vs_best")
 _ROW_TAIL += ("steps_to_target", *METRIC_NAMES, "status", "steps", "stop_step")
 _OPTIONAL_TAIL = {"suboptimality_vs_best", *METRIC_NAMES}  # columns only some studies have
+# A summary row's columns that are not hyperparameters (how `gdjax.study.load` tells them apart).
+SUMMARY_KEYS = frozenset(_ROW_HEAD + _ROW_TAIL)
 
 
 def _normalize_rows(rows: list[dict], results: list[UnitResult]) -> list[dict]:

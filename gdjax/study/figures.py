@@ -173,6 +173,15 @@ def _f_star_of(r: Results, problem: str) -> float:
     return float(value) if pd.notna(value) else 0.0
 
 
+def _finish(ax, xlabel: str, ylabel: str, title: str, n: int) -> None:
+    """A panel's labels, title, grid and legend (the same in every figure)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    _legend(ax, n)
+
+
 def _legend(ax, n: int):
     """A legend of the labelled lines, if any (a panel where nothing reached the target has none)."""
     if n and ax.get_legend_handles_labels()[1]:
@@ -205,11 +214,7 @@ def loss_curves(r: Results):
             _band(ax, x, y, color_for(opt), label, log=known or bool(np.nanmin(y) > 0))
             shown += 1
         ax.set_yscale("log")
-        ax.set_xlabel(xcol)
-        ax.set_ylabel("f - f*" if known else "loss")
-        ax.set_title(p, fontsize=10)
-        ax.grid(alpha=0.3)
-        _legend(ax, shown)
+        _finish(ax, xcol, "f - f*" if known else "loss", p, shown)
     fig.suptitle("Best configuration of each optimizer (median over seeds, interquartile band)", fontsize=10)
     return fig
 
@@ -234,11 +239,7 @@ def metric_curves(r: Results):
             x, y = _curve_matrix(r, lanes, m)
             _band(ax, x, y, color_for(opt), opt, log=False)
             shown += 1
-        ax.set_xlabel(_x_column(r))
-        ax.set_ylabel(m)
-        ax.set_title(p, fontsize=10)
-        ax.grid(alpha=0.3)
-        _legend(ax, shown)
+        _finish(ax, _x_column(r), m, p, shown)
     fig.suptitle(
         "Metrics of each optimizer's best configuration (median over seeds, interquartile band)", fontsize=10
     )
@@ -299,11 +300,7 @@ def lr_sensitivity(r: Results):
         ):
             if len(lrs):
                 ax.plot(lrs, np.full(len(lrs), ymax), "x", color=color_for(opt), ms=7, clip_on=False)
-        ax.set_xlabel("learning rate")
-        ax.set_ylabel("final f - f*" if known else "final loss")
-        ax.set_title(p, fontsize=10)
-        ax.grid(alpha=0.3)
-        _legend(ax, shown)
+        _finish(ax, "learning rate", "final f - f*" if known else "final loss", p, shown)
     fig.suptitle(
         "Learning-rate sensitivity (median over seeds, interquartile band; x: diverged)", fontsize=10
     )
@@ -400,11 +397,13 @@ def tuning_rank(r: Results):
             )
             shown += 1
         ax.set_yscale("log")
-        ax.set_xlabel("tuning rank (1 = best configuration)")
-        ax.set_ylabel("median final f - f*" if known else "median final loss")
-        ax.set_title(p, fontsize=10)
-        ax.grid(alpha=0.3)
-        _legend(ax, shown)
+        _finish(
+            ax,
+            "tuning rank (1 = best configuration)",
+            "median final f - f*" if known else "median final loss",
+            p,
+            shown,
+        )
     fig.suptitle("Final result against tuning rank (diverged configurations left out)", fontsize=10)
     return fig
 
@@ -436,11 +435,13 @@ def performance_profile(r: Results):
                 ax.step(mine["tau"], mine["rho"], where="post", ls=style, color=color_for(opt), label=label)
         ax.set_xscale("log", base=2)
         ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("tau (time / fastest optimizer's time, epochs)")
-        ax.set_ylabel("share of problems solved")
-        ax.set_title(f"eps = {eps:g}", fontsize=10)
-        ax.grid(alpha=0.3)
-        _legend(ax, r.lanes["optimizer"].nunique())
+        _finish(
+            ax,
+            "tau (time / fastest optimizer's time, epochs)",
+            "share of problems solved",
+            f"eps = {eps:g}",
+            r.lanes["optimizer"].nunique(),
+        )
     fig.suptitle("Performance profiles: target f <= f* + eps (f0 - f*)", fontsize=10)
     return fig
 
@@ -469,11 +470,13 @@ def data_profile(r: Results):
         else:
             ax.set_xscale("log")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("budget (epochs)")
-        ax.set_ylabel("share of problems solved")
-        ax.set_title(f"eps = {eps:g}", fontsize=10)
-        ax.grid(alpha=0.3)
-        _legend(ax, r.lanes["optimizer"].nunique())
+        _finish(
+            ax,
+            "budget (epochs)",
+            "share of problems solved",
+            f"eps = {eps:g}",
+            r.lanes["optimizer"].nunique(),
+        )
     fig.suptitle("Data profiles (tuned: each optimizer's fastest configuration per problem)", fontsize=10)
     return fig
 
@@ -503,10 +506,12 @@ def best_of_k(r: Results):
                     rows["k"][finite], rows["expected"][finite], "o-", color=color_for(opt), ms=3, label=opt
                 )
         ax.set_yscale("log")
-        ax.set_xlabel("configurations tried (k)")
-        ax.set_ylabel("expected best f - f*" if known else "expected best (loss - best found)")
-        ax.set_title(p, fontsize=10)
-        ax.grid(alpha=0.3)
-        _legend(ax, r.lanes["optimizer"].nunique())
+        _finish(
+            ax,
+            "configurations tried (k)",
+            "expected best f - f*" if known else "expected best (loss - best found)",
+            p,
+            r.lanes["optimizer"].nunique(),
+        )
     fig.suptitle("Tuning budget: expected best result after k random configurations", fontsize=10)
     return fig

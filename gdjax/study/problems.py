@@ -280,7 +280,7 @@ def _lbfgs_optimum(cost, x0, unravel, data64):
     if not np.isfinite(f) or norm > 1e-8 * max(1.0, abs(f)):
         return None
     params = jax.tree.map(np.asarray, unravel(jnp.asarray(out.x)))
-    return f, params, f"L-BFGS, float64 ({out.nit} steps, |grad| = {norm:.1e})"
+    return f, params, f"L-BFGS, float64 ({out.nit} steps, gradient norm {norm:.1e})"
 
 
 def reference_optimum(
@@ -313,7 +313,7 @@ def reference_optimum(
                 return (
                     fx,
                     jax.tree.map(np.asarray, unravel(x)),
-                    f"Newton, float64 ({it} steps, |grad| = {norm:.1e})",
+                    f"Newton, float64 ({it} steps, gradient norm {norm:.1e})",
                 )
             step = jnp.linalg.solve(h(x), -gx)
             if not bool(jnp.all(jnp.isfinite(step))) or float(gx @ step) >= 0:
@@ -329,7 +329,7 @@ def reference_optimum(
                 return (
                     fx,
                     jax.tree.map(np.asarray, unravel(x)),
-                    f"Newton, float64 ({it} steps, |grad| = {norm:.1e})",
+                    f"Newton, float64 ({it} steps, gradient norm {norm:.1e})",
                 )
             x, fx = x + t * step, trial
         return None

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from gdjax import io as gdjax_io
+from gdjax.study.experiment import SUMMARY_KEYS
 from gdjax.types import Status
 
 __all__ = [
@@ -797,25 +798,11 @@ def _load_run_folder(path: str) -> Results:
                 f"{path}: summary.json has {len(unit_rows)} rows for {key!r} but histories.npz "
                 f"has {loss.shape[0]} lanes"
             )
-        known = {
-            "optimizer",
-            "cost",
-            "lane",
-            "rule",
-            "seed",
-            "start",
-            "batch_size",
-            "final_loss",
-            "suboptimality",
-            "suboptimality_vs_best",
-            "steps_to_target",
-            "status",
-            "steps",
-            "stop_step",
-        }
         metric_names = [k[len("metrics/") :] for k in mine if k.startswith("metrics/")]
         # summary rows hold every unit's columns: another unit's metric is not a hyperparameter here
-        hyper = [k for k in (unit_rows[0] if unit_rows else {}) if k not in known and k not in all_metrics]
+        hyper = [
+            k for k in (unit_rows[0] if unit_rows else {}) if k not in SUMMARY_KEYS and k not in all_metrics
+        ]
         eval_steps = mine.get("eval_steps")
         if eval_steps is None:  # written before evaluation schedules: every step
             eval_steps = np.arange(loss.shape[1])
