@@ -177,12 +177,13 @@ def scan_program(
     dtype = float_dtype(params0)
     tols = jax.tree.map(lambda t: jnp.asarray(t, jnp.int32 if t.dtype == np.int32 else dtype), tols)
     rule_values, cost_values = hyperparams
+    base_cost = cost
     if cost_values:
         # The cost's hyperparameters (an L2 weight, a Huber delta) are arrays, like the rule's.
         cost = functools.partial(cost, **cost_values)
     rule_state0 = spec.init(params0, rule_values)
     update = spec.update
-    value_and_grad = _value_and_grad(cost)
+    value_and_grad = _guarded_value_and_grad(base_cost, cost_values)
     k, num_steps = opts.eval_every, opts.num_steps
     num_full, rest = divmod(num_steps, k)
     eval_steps, record_steps = schedule(opts)
@@ -194,7 +195,9 @@ def scan_program(
         # Batches are gathered from the row-major copy; full-data evaluations read the feature-major one.
         data, eval_data = data
         eval_cost = cost.feature_major
-    eval_value_and_grad = _value_and_grad(eval_cost)
+    eval_value_and_grad = (
+        _guarded_value_and_grad(eval_cost, {}) if opts.eval_feature_major else value_and_grad
+    )
     false = jnp.zeros((), bool)
 
     def evaluate(params) -> tuple[Evaluated, Any]:
@@ -265,15 +268,21 @@ def scan_program(
             batch = jax.tree.map(lambda x: jnp.take(x, idx, axis=0), data)
             loss, grad = value_and_grad(c.params, batch)
         loss = loss.astype(dtype)
+        finite_in = jnp.isfinite(loss) & _tree_all_finite(grad)
+        # Double where: a step that is not taken (a frozen lane, a non-finite gradient) gets zeros,
+        # so that its zero cotangent never meets an infinite input (`d(-lr g)/d lr = -g`).
+        use = running & finite_in
+        loss_in = jnp.where(use, loss, jnp.zeros_like(loss))
+        grad_in = jax.tree.map(lambda g: jnp.where(use, g, jnp.zeros_like(g)), grad)
         if opts.extra_args:
             updates, new_rule_state = update(
-                grad, c.rule_state, c.params, value=loss, grad=grad, value_fn=lambda p: cost(p, batch)
+                grad_in, c.rule_state, c.params, value=loss_in, grad=grad_in, value_fn=lambda p: cost(p, batch)
             )
         else:
-            updates, new_rule_state = update(grad, c.rule_state, c.params)
+            updates, new_rule_state = update(grad_in, c.rule_state, c.params)
         new_params = optax.apply_updates(c.params, updates)
         new_params = jax.tree.map(lambda p, q: p.astype(q.dtype), new_params, c.params)
-        nonfinite = ~jnp.isfinite(loss) | ~_tree_all_finite(new_params)
+        nonfinite = ~finite_in | ~_tree_all_finite(new_params)
         if opts.use_tol:
             delta = jnp.sqrt(_tree_sq_norm(jax.tree.map(jnp.subtract, new_params, c.params)))
             converged = delta < tols.tol
@@ -395,6 +404,39 @@ def scan_program(
 def _value_and_grad(cost: Callable) -> Callable:
     """The cost's own `value_and_grad` where it offers one (linear least squares), else autodiff's."""
     return getattr(cost, "value_and_grad", None) or jax.value_and_grad(cost)
+
+
+def _guarded_value_and_grad(cost: Callable, values: dict) -> Callable:
+    """`value_and_grad(params, data)` of `cost` (with its hyperparameter `values`), whose derivative
+    with respect to its inputs is zero where its value is not finite.
+
+    A run never takes a step from a point where the loss or gradient is not finite (the lane is
+    frozen), so nothing downstream depends on those values: their cotangent is zero. But zero times
+    the cost's own infinite derivatives there (`exp` past overflow) is NaN, which would poison the
+    hypergradient of every lane of a sweep. This is the double-where trick, applied to the tangents:
+    they are masked *before* they meet the infinite Jacobian, so the transpose is a select, never
+    `0 * inf`. Without differentiation it is the plain function: no cost to a run.
+    """
+
+    def plain(params, data, values):
+        fn = functools.partial(cost, **values) if values else cost
+        return _value_and_grad(fn)(params, data)
+
+    @jax.custom_jvp
+    def guarded(params, data, values):
+        return plain(params, data, values)
+
+    @guarded.defjvp
+    def guarded_jvp(primals, tangents):
+        loss, grad = plain(*primals)
+        ok = jnp.isfinite(loss) & _tree_all_finite(grad)
+
+        def mask(t):
+            return t if t.dtype == jax.dtypes.float0 else jnp.where(ok, t, jnp.zeros_like(t))
+
+        return jax.jvp(plain, primals, jax.tree.map(mask, tangents))
+
+    return lambda params, data: guarded(params, data, values)
 
 
 def _run_program(*args) -> Trace:

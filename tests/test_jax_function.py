@@ -1,0 +1,265 @@
+"""A run is a JAX function (issue 20): `gdjax.run` inside `jax.jit`, `vmap`, `grad`, `jvp`, `hessian`.
+
+With respect to rule hyperparameters, cost hyperparameters (`gdjax.bind`), `params0`, data and
+metrics; full batch and mini-batch; through stopping and divergence. Oracles: the closed form of the
+least-squares hypergradient (the Hessian's eigendecomposition), central differences elsewhere, and
+`sweep`'s lanes for `vmap`.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gdjax
+from gdjax import rules
+
+NUM_STEPS = 60
+LR = 0.1
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 0.3 + 0.1 * rng.normal(size=40)
+    return X, y
+
+
+COST = gdjax.make_cost(gdjax.linear, gdjax.mse)
+
+
+def _ridge(params, data, l2=0.0):
+    X, y = data
+    r = X @ params["w"] + params["b"] - y
+    return jnp.mean(r * r) + l2 * jnp.sum(params["w"] ** 2)
+
+
+def _flat(params):
+    return np.r_[np.asarray(params["w"]), np.asarray(params["b"])[None]]
+
+
+def _central(f, x, h):
+    """Central difference of a scalar function of a scalar, with Richardson extrapolation (O(h^4))."""
+    d = lambda h: (f(x + h) - f(x - h)) / (2 * h)
+    return (4 * d(h / 2) - d(h)) / 3
+
+
+def _final_loss(problem, lr, num_steps=NUM_STEPS, **kw):
+    return gdjax.run(COST, rules.sgd(lr), gdjax.init_linear(3), problem, num_steps=num_steps, **kw).loss_history[-1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Closed form: GD on least squares is linear in the error, e_T = (I - lr H)^T e_0 in H's eigenbasis.
+
+
+def _closed_form(problem, lr, num_steps):
+    X, y = problem
+    A = np.c_[X, np.ones(len(y))]
+    H = 2 * A.T @ A / len(y)  # Hessian of mean((A theta - y)^2)
+    theta_star = np.linalg.lstsq(A, y, rcond=None)[0]
+    f_star = np.mean((A @ theta_star - y) ** 2)
+    lam, Q = np.linalg.eigh(H)
+    e = Q.T @ (np.zeros(4) - theta_star)
+    decay = 1 - lr * lam
+    loss = f_star + 0.5 * np.sum(lam * e**2 * decay ** (2 * num_steps))
+    dloss = -num_steps * np.sum(lam**2 * e**2 * decay ** (2 * num_steps - 1))
+    d2loss = num_steps * (2 * num_steps - 1) * np.sum(lam**3 * e**2 * decay ** (2 * num_steps - 2))
+    return loss, dloss, d2loss
+
+
+def test_hypergradient_of_least_squares_equals_closed_form(problem):
+    loss, dloss, d2loss = _closed_form(problem, LR, NUM_STEPS)
+    f = lambda lr: _final_loss(problem, lr)
+    value, grad = jax.value_and_grad(f)(LR)
+    np.testing.assert_allclose(value, loss, rtol=1e-12)
+    np.testing.assert_allclose(grad, dloss, rtol=1e-8)
+    np.testing.assert_allclose(jax.jit(jax.grad(f))(LR), dloss, rtol=1e-8)
+    # Forward mode and second order agree with the closed form too.
+    _, tangent = jax.jvp(f, (LR,), (1.0,))
+    np.testing.assert_allclose(tangent, dloss, rtol=1e-8)
+    np.testing.assert_allclose(jax.hessian(f)(LR), d2loss, rtol=1e-8)
+
+
+def test_run_inside_jit_equals_run(problem):
+    trace = gdjax.run(COST, rules.sgd(LR), gdjax.init_linear(3), problem, num_steps=NUM_STEPS)
+    jitted = jax.jit(
+        lambda lr: gdjax.run(COST, rules.sgd(lr), gdjax.init_linear(3), problem, num_steps=NUM_STEPS)
+    )(LR)
+    np.testing.assert_allclose(jitted.loss_history, trace.loss_history, rtol=1e-12)
+    assert int(jitted.status) == int(trace.status)
+    assert int(jitted.steps) == int(trace.steps)
+
+
+def test_vmap_of_run_equals_sweep_lanes(problem):
+    lrs = np.array([0.01, 0.05, 0.1, 0.3])
+
+    def one(lr):
+        t = gdjax.run(COST, rules.sgd(lr), gdjax.init_linear(3), problem, num_steps=NUM_STEPS)
+        return t.loss_history, t.status, t.steps
+
+    losses, status, steps = jax.jit(jax.vmap(one))(jnp.asarray(lrs))
+    lanes = gdjax.sweep(
+        COST, "sgd", gdjax.init_linear(3), problem, grid={"learning_rate": lrs}, num_steps=NUM_STEPS
+    ).trace
+    np.testing.assert_allclose(losses, lanes.loss_history, rtol=1e-9)
+    np.testing.assert_array_equal(status, lanes.status)
+    np.testing.assert_array_equal(steps, lanes.steps)
+
+
+# --------------------------------------------------------------------------------------------------
+# Central differences: one row per (what is differentiated, how the run is configured).
+
+
+def _momentum_final(problem, x, **kw):
+    return gdjax.run(
+        COST, rules.momentum(LR, momentum=x), gdjax.init_linear(3), problem, num_steps=NUM_STEPS, **kw
+    ).loss_history[-1]
+
+
+def _adam_final(problem, x, **kw):
+    return gdjax.run(COST, rules.adam(x), gdjax.init_linear(3), problem, num_steps=NUM_STEPS, **kw).loss_history[-1]
+
+
+def _ridge_final(problem, x, **kw):
+    cost = gdjax.bind(_ridge, l2=x)
+    return gdjax.run(cost, rules.sgd(LR), gdjax.init_linear(3), problem, num_steps=NUM_STEPS, **kw).loss_history[-1]
+
+
+def _start_final(problem, x, **kw):
+    params0 = {"w": jnp.full(3, x), "b": jnp.asarray(0.0)}
+    return gdjax.run(COST, rules.sgd(LR), params0, problem, num_steps=NUM_STEPS, **kw).loss_history[-1]
+
+
+def _data_final(problem, x, **kw):
+    X, y = problem
+    return gdjax.run(COST, rules.sgd(LR), gdjax.init_linear(3), (X, y + x), num_steps=NUM_STEPS, **kw).loss_history[-1]
+
+
+def _metric_final(problem, x, **kw):
+    X, y = problem
+    held_out = lambda p: jnp.mean((X[:10] @ p["w"] + p["b"] - y[:10]) ** 2)
+    trace = gdjax.run(
+        COST, rules.sgd(x), gdjax.init_linear(3), problem, num_steps=NUM_STEPS, metrics={"held_out": held_out}, **kw
+    )
+    return trace.metrics["held_out"][-1]
+
+
+def _optax_final(problem, x, **kw):
+    rule = rules.get("optax.adamw", learning_rate=x)
+    return gdjax.run(COST, rule, gdjax.init_linear(3), problem, num_steps=NUM_STEPS, **kw).loss_history[-1]
+
+
+# (id, function of (problem, x, **run keywords), point, finite-difference step)
+TARGETS = [
+    ("sgd-learning_rate", lambda p, x, **kw: _final_loss(p, x, **kw), 0.1, 1e-4),
+    ("momentum-momentum", _momentum_final, 0.5, 1e-4),
+    ("adam-learning_rate", _adam_final, 0.05, 1e-5),
+    ("optax.adamw-learning_rate", _optax_final, 0.05, 1e-5),
+    ("cost-l2", _ridge_final, 0.1, 1e-4),
+    ("params0", _start_final, 0.3, 1e-4),
+    ("data", _data_final, 0.2, 1e-4),
+    ("metric", _metric_final, 0.1, 1e-4),
+]
+# Run settings: full batch, mini-batch (fixed key), stopping by tol.
+SETTINGS = [
+    ("full", {}),
+    ("minibatch", {"batch_size": 8, "key": 3}),
+    ("tol", {"tol": 1e-3}),
+]
+
+
+@pytest.mark.parametrize("setting", [s[1] for s in SETTINGS], ids=[s[0] for s in SETTINGS])
+@pytest.mark.parametrize("target", TARGETS, ids=[t[0] for t in TARGETS])
+def test_gradient_equals_central_differences(problem, target, setting):
+    _, fn, x, h = target
+    f = lambda x: fn(problem, x, **setting)
+    grad = jax.grad(f)(x)
+    fd = _central(lambda x: float(f(x)), x, h)
+    assert np.isfinite(grad)
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-9)
+    _, tangent = jax.jvp(f, (x,), (1.0,))
+    np.testing.assert_allclose(tangent, grad, rtol=1e-10, atol=1e-14)
+
+
+def test_stopped_run_is_piecewise_smooth(problem):
+    """A run stopped by `tol` is frozen after its stop step: the gradient is that of the frozen
+    iterate's loss, where the stop step does not change under the perturbation."""
+    trace = gdjax.run(COST, rules.sgd(LR), gdjax.init_linear(3), problem, num_steps=500, tol=1e-3)
+    assert gdjax.Status(int(trace.status)) == gdjax.Status.CONVERGED
+    f = lambda lr: _final_loss(problem, lr, num_steps=500, tol=1e-3)
+    np.testing.assert_allclose(jax.grad(f)(LR), _central(lambda x: float(f(x)), LR, 1e-6), rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------
+# Finite gradients through frozen lanes: stopped, diverged, non-finite.
+
+
+def _exploding(params, data):
+    # Overflows to inf (and its derivatives with it) once |x| passes about 26.
+    return jnp.sum(jnp.exp(params**2))
+
+
+FROZEN = [
+    ("diverged-sgd", COST, "sgd", 5.0, {}, gdjax.Status.DIVERGED),
+    ("diverged-adam", COST, "adam", 50.0, {}, None),
+    ("nonfinite-sgd", COST, "sgd", 5.0, {"stopping": gdjax.Stopping(divergence_factor=None)}, gdjax.Status.NONFINITE),
+    ("converged-sgd", COST, "sgd", 0.1, {"tol": 1e-2}, gdjax.Status.CONVERGED),
+    ("converged-adam", COST, "adam", 0.1, {"stopping": gdjax.Stopping(grad_tol=1e-1)}, gdjax.Status.CONVERGED),
+]
+
+
+@pytest.mark.parametrize("case", FROZEN, ids=[c[0] for c in FROZEN])
+def test_gradients_are_finite_through_frozen_lanes(problem, case):
+    _, cost, name, lr, kw, status = case
+
+    def final_params(lr):
+        trace = gdjax.run(cost, rules.get(name, learning_rate=lr), gdjax.init_linear(3), problem, num_steps=300, **kw)
+        return jnp.sum(trace.params["w"]) + trace.params["b"], trace.status
+
+    grad, got = jax.grad(final_params, has_aux=True)(lr)
+    if status is not None:
+        assert gdjax.Status(int(got)) == status
+    assert np.isfinite(grad)
+
+
+def test_gradient_is_finite_where_the_cost_overflows():
+    """The step that overflows is not taken, and the lane freezes; the cotangent of the untaken step
+    is zero, and zero times the cost's infinite second derivative would be NaN without the
+    double-where guard."""
+
+    def final(lr):
+        trace = gdjax.run(_exploding, rules.sgd(lr), jnp.asarray([1.0, -0.5]), None, num_steps=50)
+        return jnp.sum(trace.params), trace.status
+
+    grad, status = jax.grad(final, has_aux=True)(0.5)
+    assert gdjax.Status(int(status)) in (gdjax.Status.NONFINITE, gdjax.Status.DIVERGED)
+    assert np.isfinite(grad)
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam", "rmsprop", "adagrad"])
+def test_gradient_is_finite_at_a_stationary_start(name):
+    """A zero gradient (a start at the minimiser) must not make `sqrt(0)`'s infinite derivative
+    leak into the hypergradient."""
+    cost = lambda p, d: jnp.sum(p**2)
+    f = lambda lr: gdjax.run(cost, rules.get(name, learning_rate=lr), jnp.zeros(2), None, num_steps=10).loss_history[-1]
+    assert np.isfinite(jax.grad(f)(0.1))
+    g = lambda p: gdjax.run(cost, rules.get(name, learning_rate=0.1), p, None, num_steps=10).loss_history[-1]
+    assert np.all(np.isfinite(jax.grad(g)(jnp.zeros(2))))
+
+
+def test_vmap_of_grad_over_learning_rates(problem):
+    lrs = jnp.asarray([0.05, 0.1, 0.2])
+    grads = jax.vmap(jax.grad(lambda lr: _final_loss(problem, lr)))(lrs)
+    expected = [_closed_form(problem, float(lr), NUM_STEPS)[1] for lr in lrs]
+    np.testing.assert_allclose(grads, expected, rtol=1e-8)
+
+
+def test_hessian_with_respect_to_params0(problem):
+    def f(w0):
+        return gdjax.run(COST, rules.sgd(LR), {"w": w0, "b": jnp.asarray(0.0)}, problem, num_steps=20).loss_history[-1]
+
+    H = jax.hessian(f)(jnp.zeros(3))
+    assert H.shape == (3, 3)
+    np.testing.assert_allclose(H, H.T, rtol=1e-10, atol=1e-14)
+    assert np.all(np.linalg.eigvalsh(np.asarray(H)) > 0)  # a convex quadratic through a linear map
