@@ -75,8 +75,11 @@ __all__ = [
     "RmspropState",
     "Schedule",
     "SgdState",
+    "AdamHdState",
+    "SgdHdState",
     "adagrad",
     "adam",
+    "adam_hd",
     "constant",
     "describe",
     "exponential_decay",
@@ -92,6 +95,7 @@ __all__ = [
     "rmsprop",
     "schedule_names",
     "sgd",
+    "sgd_hd",
     "static_option",
 ]
 
@@ -345,6 +349,17 @@ def _bias_correction(moment: PyTree, decay: jax.Array, count: jax.Array) -> PyTr
     # in the moment's dtype.
     correction = 1 - decay**count
     return jax.tree.map(lambda m: m / correction.astype(m.dtype), moment)
+
+
+def _sqrt(x: jax.Array) -> jax.Array:
+    """`jnp.sqrt(x)` with derivative 0 instead of inf at `x == 0` (the double-where trick).
+
+    A coordinate whose gradient has always been exactly zero (a start at a minimiser) has a zero
+    second moment; the infinite derivative of `sqrt` there, times a zero cotangent, would make a
+    hypergradient through the run NaN. Values are unchanged, bit for bit.
+    """
+    zero = x == 0
+    return jnp.where(zero, jnp.zeros_like(x), jnp.sqrt(jnp.where(zero, jnp.ones_like(x), x)))
 
 
 def _abs_sq(g: jax.Array) -> jax.Array:
@@ -965,7 +980,7 @@ def _rmsprop_update(step_size, eps_in_sqrt, centered, use_momentum, nesterov, bi
     def scaling(mean_square, eps):
         if eps_in_sqrt:
             return jax.lax.rsqrt(mean_square + eps)
-        return 1 / (jnp.sqrt(mean_square) + eps)
+        return 1 / (_sqrt(mean_square) + eps)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args  # extra args (value, grad, value_fn) are for rules that need them
@@ -1094,10 +1109,199 @@ def _adam_update(step_size, nesterov):
             mu_hat = _bias_correction(mu, b1, count)
         nu_hat = _bias_correction(nu, b2, count)
         scaled = jax.tree.map(
-            lambda m, v: m / (jnp.sqrt(v + _like(eps_root, v)) + _like(eps, v)), mu_hat, nu_hat
+            lambda m, v: m / (_sqrt(v + _like(eps_root, v)) + _like(eps, v)), mu_hat, nu_hat
         )
         new_state = AdamState(count=count, hyperparams=hp, mu=mu, nu=nu)
         return _scale(lr, scaled), new_state
+
+    return update_fn
+
+
+# --------------------------------------------------------------------------------------------------
+# Hypergradient descent (Baydin et al. 2018): the learning rate itself descends its own gradient.
+
+
+class SgdHdState(NamedTuple):
+    """State of `sgd_hd`."""
+
+    count: jax.Array  # int32 updates applied
+    hyperparams: Hyperparams
+    learning_rate: jax.Array  # alpha_t, the adapted learning rate (starts at hyperparams' value)
+    direction: PyTree  # d u_{t-1} / d alpha: -g_{t-1} (zeros before the first step)
+
+
+class AdamHdState(NamedTuple):
+    """State of `adam_hd`."""
+
+    count: jax.Array  # int32 updates applied
+    hyperparams: Hyperparams
+    learning_rate: jax.Array  # alpha_t
+    direction: PyTree  # d u_{t-1} / d alpha: -m_hat / (sqrt(v_hat) + eps)
+    mu: PyTree  # EMA of gradients
+    nu: PyTree  # EMA of squared gradients
+
+
+def _hd_values(values: dict, extra: dict) -> None:
+    _check_values(values, {"learning_rate": "> 0", "hypergradient_lr": ">= 0", **extra})
+
+
+def _check_constant(rule: str, schedule) -> None:
+    if _as_schedule_kind(schedule)[0] != "constant":
+        raise ValueError(
+            f"{rule} adapts its own learning rate; it takes no schedule (got {schedule!r})"
+        )
+
+
+def _tree_dot(a: PyTree, b: PyTree, dtype) -> jax.Array:
+    """`sum_i Re(conj(a_i) b_i)` over every leaf, in the hyperparameter dtype."""
+    return sum(
+        jnp.sum((jnp.conj(x) * y).real).astype(dtype) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
+
+
+def sgd_hd(
+    learning_rate: Any, hypergradient_lr: Any = 1e-3, *, schedule: Schedule | str | None = "constant"
+) -> optax.GradientTransformation:
+    r"""SGD-HD: gradient descent whose learning rate follows its own hypergradient.
+
+    The derivative of this step's loss with respect to the previous step's learning rate is
+    `-g_t . g_{t-1}`; the learning rate takes a gradient step on it before the parameters move
+    (Algorithm SGD-HD of Baydin et al.):
+
+    .. math::
+      h_t = g_t \cdot \nabla_\alpha u_{t-1} = -g_t \cdot g_{t-1}, \qquad
+      \alpha_t = \alpha_{t-1} - \text{hypergradient\_lr} \, h_t, \qquad u_t = -\alpha_t g_t
+
+    with `g_0 = 0` (the first step is plain SGD at `alpha_0 = learning_rate`). The adapted rate is
+    `state.learning_rate`; the initial value and `hypergradient_lr` are state leaves, so new values
+    never recompile.
+
+    Args:
+      learning_rate: the initial learning rate `alpha_0`, finite and `> 0`.
+      hypergradient_lr: `beta`, the learning rate of the learning rate, `>= 0` (0: plain SGD).
+      schedule: must be constant (the rule adapts its own rate).
+
+    Returns:
+      An `optax.GradientTransformation` with state `SgdHdState`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> rule = sgd_hd(0.1, hypergradient_lr=0.01)
+      >>> updates, state = rule.update(jnp.ones(2), rule.init(jnp.zeros(2)))
+
+    References:
+      Baydin, Cornish, Martinez Rubio, Schmidt and Wood, *Online Learning Rate Adaptation with
+      Hypergradient Descent*, ICLR 2018.
+    """
+    _check_constant("sgd_hd", schedule)
+    values = {"learning_rate": learning_rate, "hypergradient_lr": hypergradient_lr}
+    _hd_values(values, {})
+    return _transformation(
+        "sgd_hd",
+        values,
+        schedule,
+        lambda params, hp: SgdHdState(
+            count=_count(), hyperparams=hp, learning_rate=hp["learning_rate"], direction=_zeros(params)
+        ),
+    )
+
+
+@_builds("sgd_hd")
+def _sgd_hd_update(step_size):
+    del step_size  # constant only: the rule adapts its own rate
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        hp = state.hyperparams
+        h = _tree_dot(updates, state.direction, state.learning_rate.dtype)
+        lr = state.learning_rate - hp["hypergradient_lr"] * h
+        direction = jax.tree.map(jnp.negative, updates)
+        new_state = SgdHdState(
+            count=optax.safe_increment(state.count), hyperparams=hp, learning_rate=lr, direction=direction
+        )
+        return _scale(lr, updates), new_state
+
+    return update_fn
+
+
+def adam_hd(
+    learning_rate: Any,
+    hypergradient_lr: Any = 1e-7,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    *,
+    schedule: Schedule | str | None = "constant",
+) -> optax.GradientTransformation:
+    r"""Adam-HD: Adam whose learning rate follows its own hypergradient (Baydin et al., Algorithm 3).
+
+    .. math::
+      h_t = g_t \cdot \nabla_\alpha u_{t-1}, \qquad
+      \alpha_t = \alpha_{t-1} - \text{hypergradient\_lr} \, h_t \\
+      m_t = b_1 m_{t-1} + (1 - b_1) g_t, \qquad v_t = b_2 v_{t-1} + (1 - b_2) g_t^2 \\
+      \hat m_t = m_t / (1 - b_1^t), \qquad \hat v_t = v_t / (1 - b_2^t) \\
+      \nabla_\alpha u_t = -\hat m_t / (\sqrt{\hat v_t} + \text{eps}), \qquad
+      u_t = \alpha_t \nabla_\alpha u_t
+
+    with `\nabla_\alpha u_0 = 0`. The paper's default `hypergradient_lr` for Adam is `1e-7`.
+
+    Args:
+      learning_rate: the initial learning rate `alpha_0`, finite and `> 0`.
+      hypergradient_lr: `beta`, `>= 0` (0: plain Adam).
+      b1: decay of the first moment, in `[0, 1)`.
+      b2: decay of the second moment, in `[0, 1)`.
+      eps: constant added outside the square root, `>= 0`.
+      schedule: must be constant.
+
+    Returns:
+      An `optax.GradientTransformation` with state `AdamHdState`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> rule = adam_hd(1e-2, hypergradient_lr=1e-4)
+      >>> updates, state = rule.update(jnp.ones(2), rule.init(jnp.zeros(2)))
+
+    References:
+      Baydin et al., *Online Learning Rate Adaptation with Hypergradient Descent*, ICLR 2018.
+    """
+    _check_constant("adam_hd", schedule)
+    values = {"learning_rate": learning_rate, "hypergradient_lr": hypergradient_lr, "b1": b1, "b2": b2, "eps": eps}
+    _hd_values(values, {"b1": "in [0, 1)", "b2": "in [0, 1)", "eps": ">= 0"})
+    return _transformation(
+        "adam_hd",
+        values,
+        schedule,
+        lambda params, hp: AdamHdState(
+            count=_count(),
+            hyperparams=hp,
+            learning_rate=hp["learning_rate"],
+            direction=_zeros(params),
+            mu=_zeros(params),
+            nu=_zeros(params),
+        ),
+    )
+
+
+@_builds("adam_hd")
+def _adam_hd_update(step_size):
+    del step_size
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        hp = state.hyperparams
+        b1, b2, eps = hp["b1"], hp["b2"], hp["eps"]
+        h = _tree_dot(updates, state.direction, state.learning_rate.dtype)
+        lr = state.learning_rate - hp["hypergradient_lr"] * h
+        mu = jax.tree.map(lambda g, m: (1 - _like(b1, m)) * g + _like(b1, m) * m, updates, state.mu)
+        nu = jax.tree.map(lambda g, n: (1 - _like(b2, n)) * _square(g) + _like(b2, n) * n, updates, state.nu)
+        count = optax.safe_increment(state.count)
+        mu_hat = _bias_correction(mu, b1, count)
+        nu_hat = _bias_correction(nu, b2, count)
+        direction = jax.tree.map(lambda m, v: -m / (_sqrt(v) + _like(eps, v)), mu_hat, nu_hat)
+        new_state = AdamHdState(
+            count=count, hyperparams=hp, learning_rate=lr, direction=direction, mu=mu, nu=nu
+        )
+        return jax.tree.map(lambda d: _like(lr, d) * d, direction), new_state
 
     return update_fn
 
@@ -1165,8 +1369,8 @@ def optax_equivalent(name: str, **hyperparameters: Any) -> optax.GradientTransfo
         return fn(**hyperparameters)
     kwargs = dict(hyperparameters)
     schedule = kwargs.pop("schedule", "constant")
-    if _as_schedule_kind(schedule)[0] != "constant":
-        return None
+    if _as_schedule_kind(schedule)[0] != "constant" or name not in _OPTAX_EQUIVALENTS:
+        return None  # sgd_hd / adam_hd: Optax has no hypergradient descent
     static_names = {p.name for p in sig.parameters.values() if isinstance(p.default, bool)}
     static = {k: v for k, v in kwargs.items() if k in static_names}
     hp = {k: v for k, v in kwargs.items() if k not in static_names}
@@ -1184,6 +1388,8 @@ _RULES: dict[str, Callable[..., optax.GradientTransformation]] = {
     "adagrad": adagrad,
     "rmsprop": rmsprop,
     "adam": adam,
+    "sgd_hd": sgd_hd,
+    "adam_hd": adam_hd,
 }
 _ALIASES = {"gd": "sgd"}
 _OPTAX_PREFIX = "optax."
