@@ -199,6 +199,11 @@ def scan_program(
         _guarded_value_and_grad(eval_cost, {}) if opts.eval_feature_major else value_and_grad
     )
     false = jnp.zeros((), bool)
+    eval_params = getattr(spec, "eval_params", None)
+
+    def point(c: _Carry) -> PyTree:
+        """Where loss and metrics are measured: the iterate, or where the rule says (schedule-free)."""
+        return c.params if eval_params is None else eval_params(c.rule_state, c.params)
 
     def evaluate(params) -> tuple[Evaluated, Any]:
         loss, grad = eval_value_and_grad(params, eval_data)
@@ -276,7 +281,12 @@ def scan_program(
         grad_in = jax.tree.map(lambda g: jnp.where(use, g, jnp.zeros_like(g)), grad)
         if opts.extra_args:
             updates, new_rule_state = update(
-                grad_in, c.rule_state, c.params, value=loss_in, grad=grad_in, value_fn=lambda p: cost(p, batch)
+                grad_in,
+                c.rule_state,
+                c.params,
+                value=loss_in,
+                grad=grad_in,
+                value_fn=lambda p: cost(p, batch),
             )
         else:
             updates, new_rule_state = update(grad_in, c.rule_state, c.params)
@@ -309,17 +319,20 @@ def scan_program(
             return c
         # Rows at evaluations 0, m, 2m, ...; others write out of bounds, which mode="drop" discards.
         row = jnp.where(i % per_record == 0, i // per_record, num_records)
-        history = jax.tree.map(lambda h, p: h.at[row].set(p, mode="drop"), c.params_history, c.params)
+        history = jax.tree.map(lambda h, p: h.at[row].set(p, mode="drop"), c.params_history, point(c))
         return c._replace(params_history=history)
+
+    # The step reuses a full-batch evaluation's gradient, unless it was taken elsewhere.
+    reuse = full_batch and eval_params is None
 
     def interval(c: _Carry, i, length: int):
         """Evaluation `i`, then `length` steps from step `i * k`."""
-        ev, grad = evaluate(c.params)
+        at_eval = point(c)
+        ev, grad = evaluate(at_eval)
         c = at_evaluation(c, ev)
         c = record(c, i)
-        at_eval = c.params
         t0 = i * k
-        c, first = step(c, t0, (ev.loss, grad) if full_batch else None)
+        c, first = step(c, t0, (ev.loss, grad) if reuse else None)
         if length > 1:
             c, more = jax.lax.scan(lambda c, t: step(c, t), c, t0 + jnp.arange(1, length), unroll=opts.unroll)
             batch_losses = jnp.concatenate([first[None], more])
@@ -330,7 +343,7 @@ def scan_program(
 
     # Full batch with an evaluation before every step: the batch loss of step t is the evaluation's
     # loss at t (the step reuses it), so it is not written twice.
-    batch_losses_from_evals = opts.batch_losses and full_batch and k == 1
+    batch_losses_from_evals = opts.batch_losses and reuse and k == 1
     history = None
     if per_record > 1:
         history = jax.tree.map(lambda p: jnp.zeros((num_records, *p.shape), p.dtype), params0)
@@ -359,7 +372,8 @@ def scan_program(
         evals.append(jax.tree.map(lambda x: x[None], ev))
         batch_losses.append(bl)
         records.append(None if rec is None else jax.tree.map(lambda x: x[None], rec))
-    last, _ = evaluate(carry.params)
+    final_params = point(carry)
+    last, _ = evaluate(final_params)
     running = carry.status == Status.MAX_STEPS
     blew_up = jnp.where(carry.streak > 0, jnp.int32(Status.DIVERGED), jnp.int32(Status.NONFINITE))
     status = jnp.where(~(jnp.isfinite(last.loss) & jnp.isfinite(last.grad_norm)), blew_up, carry.status)
@@ -373,15 +387,15 @@ def scan_program(
     if per_record == 1:
         # Every evaluation is recorded: params came out of the scan (no per-step scatter).
         params_history = jax.tree.map(
-            lambda *xs: jnp.concatenate(xs), *records, jax.tree.map(lambda x: x[None], carry.params)
+            lambda *xs: jnp.concatenate(xs), *records, jax.tree.map(lambda x: x[None], final_params)
         )
     else:
         last_row = num_records - 1
-        params_history = jax.tree.map(lambda h, p: h.at[last_row].set(p), carry.params_history, carry.params)
+        params_history = jax.tree.map(lambda h, p: h.at[last_row].set(p), carry.params_history, final_params)
 
     stop_step = jnp.where(carry.status != Status.MAX_STEPS, carry.steps, _NO_STOP).astype(jnp.int32)
     return Trace(
-        params=carry.params,
+        params=final_params,
         loss_history=ev.loss,
         params_history=params_history,
         grad_norm_history=ev.grad_norm,
@@ -947,6 +961,8 @@ def run(
     trace = _compiled_run(cost, spec, metric_fns, opts, params0, (values, cost_values), data, key, tols)
     eval_steps, record_steps = _schedule_arrays(opts)
     trace = trace._replace(eval_steps=eval_steps, record_steps=record_steps)
+    if getattr(spec, "eval_params", None) is not None:
+        trace = trace._replace(evaluated_at=getattr(spec.eval_params, "__name__", "eval_params").lstrip("_"))
     if isinstance(spec, Opaque):
         # gdjax's rules refuse values that cannot move (learning_rate <= 0); an Optax transformation
         # built by hand (optax.sgd(0.0)) is checked after the fact, at the price of one small sync.

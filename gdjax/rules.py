@@ -435,6 +435,11 @@ class RuleSpec:
         default=None, compare=False, repr=False
     )
     make_update: Callable[[], Callable] = dataclasses.field(default=None, compare=False, repr=False)
+    # Where the run evaluates loss and metrics: `eval_params(state, params) -> params`, or None for
+    # the iterate itself (schedule-free methods evaluate at their average, not at the iterate).
+    eval_params: Callable[[Any, PyTree], PyTree] | None = dataclasses.field(
+        default=None, compare=False, repr=False
+    )
 
     def init(self, params: PyTree, hyperparams: Mapping[str, Any]) -> Any:
         """The rule state at `params` for the values `hyperparams` (traceable: jit and vmap over them)."""
@@ -1147,15 +1152,14 @@ def _hd_values(values: dict, extra: dict) -> None:
 
 def _check_constant(rule: str, schedule) -> None:
     if _as_schedule_kind(schedule)[0] != "constant":
-        raise ValueError(
-            f"{rule} adapts its own learning rate; it takes no schedule (got {schedule!r})"
-        )
+        raise ValueError(f"{rule} adapts its own learning rate; it takes no schedule (got {schedule!r})")
 
 
 def _tree_dot(a: PyTree, b: PyTree, dtype) -> jax.Array:
     """`sum_i Re(conj(a_i) b_i)` over every leaf, in the hyperparameter dtype."""
     return sum(
-        jnp.sum((jnp.conj(x) * y).real).astype(dtype) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+        jnp.sum((jnp.conj(x) * y).real).astype(dtype)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
     )
 
 
@@ -1265,7 +1269,13 @@ def adam_hd(
       Baydin et al., *Online Learning Rate Adaptation with Hypergradient Descent*, ICLR 2018.
     """
     _check_constant("adam_hd", schedule)
-    values = {"learning_rate": learning_rate, "hypergradient_lr": hypergradient_lr, "b1": b1, "b2": b2, "eps": eps}
+    values = {
+        "learning_rate": learning_rate,
+        "hypergradient_lr": hypergradient_lr,
+        "b1": b1,
+        "b2": b2,
+        "eps": eps,
+    }
     _hd_values(values, {"b1": "in [0, 1)", "b2": "in [0, 1)", "eps": ">= 0"})
     return _transformation(
         "adam_hd",
@@ -1393,6 +1403,7 @@ _RULES: dict[str, Callable[..., optax.GradientTransformation]] = {
 }
 _ALIASES = {"gd": "sgd"}
 _OPTAX_PREFIX = "optax."
+_CONTRIB_PREFIX = "optax.contrib."
 
 
 def _suggest(word: str, candidates) -> str:
@@ -1439,15 +1450,27 @@ def _optax_names() -> tuple[str, ...]:
     """Public Optax factories that build a gradient transformation, partials included.
 
     Combinators that take transformations as `*args` (`optax.chain`) are left out: they take
-    transformations, not hyperparameters. `optax.contrib` is not searched.
+    transformations, not hyperparameters. `optax.contrib` is listed by `_contrib_names`.
     """
+    return _factories(optax)
+
+
+@functools.cache
+def _contrib_names() -> tuple[str, ...]:
+    """The factories of `optax.contrib` (named `'optax.contrib.<name>'`)."""
+    import optax.contrib
+
+    return _factories(optax.contrib)
+
+
+def _factories(module) -> tuple[str, ...]:
     found = []
-    for attr in dir(optax):
+    for attr in dir(module):
         if attr.startswith("_"):
             continue
         with warnings.catch_warnings():  # listing must not trip deprecation warnings
             warnings.simplefilter("ignore")
-            fn = getattr(optax, attr, None)
+            fn = getattr(module, attr, None)
         if inspect.isclass(fn) or not callable(fn):
             continue
         try:
@@ -1463,6 +1486,12 @@ def _optax_names() -> tuple[str, ...]:
 
 
 def _unknown_rule(name: str) -> ValueError:
+    if isinstance(name, str) and name.startswith(_CONTRIB_PREFIX):
+        return ValueError(
+            f"unknown Optax contrib optimizer {name!r}: optax.contrib has no gradient-transformation "
+            f"factory {name[len(_CONTRIB_PREFIX) :]!r}"
+            + _suggest(name, [_CONTRIB_PREFIX + n for n in _contrib_names()])
+        )
     if isinstance(name, str) and name.startswith(_OPTAX_PREFIX):
         optax_name = name[len(_OPTAX_PREFIX) :]
         return ValueError(
@@ -1501,8 +1530,13 @@ def _is_numeric_parameter(param: inspect.Parameter) -> bool:
 
 def _signature(name: str) -> tuple[Callable, inspect.Signature]:
     optax_name = name.removeprefix(_OPTAX_PREFIX) if isinstance(name, str) else None
+    contrib_name = name.removeprefix(_CONTRIB_PREFIX) if isinstance(name, str) else None
     if name in _RULES:
         fn = _RULES[name]
+    elif contrib_name != name and contrib_name in _contrib_names():
+        import optax.contrib
+
+        fn = getattr(optax.contrib, contrib_name)
     elif optax_name != name and optax_name in _optax_names():
         fn = getattr(optax, optax_name)
     else:
@@ -1669,11 +1703,58 @@ def _get_optax(name, fn, sig, kwargs) -> Rule:
 
     # inject_hyperparams' update reads numeric values from `state.hyperparams` and closes over only
     # the schedules and static (non-numeric) values: any values build it.
+    def make_update():
+        update = build(**fixed, **{k: arguments[k] for k in numeric}).update
+        adapt = _EXTRA_ARG_ADAPTERS.get(name)
+        return update if adapt is None else adapt(update)
+
     spec = RuleSpec(
         name=name,
         static=tuple((k, static_option(v)) for k, v in sorted(fixed.items())),
         numeric=numeric,
         init_state=init,
-        make_update=lambda: build(**fixed, **{k: arguments[k] for k in numeric}).update,
+        make_update=make_update,
+        eval_params=_EVAL_PARAMS.get(name.removeprefix(_CONTRIB_PREFIX)),
     )
     return spec.build({k: arguments[k] for k in numeric})
+
+
+def _obj_fn_from_value_fn(update: Callable) -> Callable:
+    """Sophia's Hutchinson estimator takes the loss as `obj_fn`; the run passes it as `value_fn`."""
+
+    def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
+        extra_args.pop("obj_fn", None)
+        return update(updates, state, params, obj_fn=value_fn, **extra_args)
+
+    return update_fn
+
+
+def _without_extra_args(update: Callable) -> Callable:
+    """SAM's update takes no extra arguments at all (in its default, transparent mode)."""
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        return update(updates, state, params)
+
+    return update_fn
+
+
+_EXTRA_ARG_ADAPTERS = {
+    "optax.contrib.sophia": _obj_fn_from_value_fn,
+    "optax.contrib.sam": _without_extra_args,
+}
+
+
+def _schedule_free_eval_params(state, params):
+    """`optax.contrib.schedule_free_eval_params` through `inject_hyperparams`' state."""
+    import optax.contrib
+
+    return optax.contrib.schedule_free_eval_params(state.inner_state, params)
+
+
+# Rules evaluated away from their iterate: the run measures loss and metrics there (`Trace.evaluated_at`).
+_EVAL_PARAMS = {
+    "schedule_free": _schedule_free_eval_params,
+    "schedule_free_sgd": _schedule_free_eval_params,
+    "schedule_free_adamw": _schedule_free_eval_params,
+}

@@ -48,6 +48,9 @@ class Trace(NamedTuple):
         the full-data loss at every step), or None when it would exceed the recording cap.
       metrics: `{name: (num_evals,)}`, the user's metrics at `eval_steps`.
       record_steps: `(num_records,)` int32, the steps whose iterates are in `params_history`.
+      evaluated_at: None when loss, metrics, `params` and `params_history` are at the iterates;
+        otherwise the name of the point the rule asked for (`"schedule_free_eval_params"`: the
+        schedule-free average, where the method is meant to be evaluated).
     """
 
     params: PyTree
@@ -61,6 +64,7 @@ class Trace(NamedTuple):
     batch_loss_history: jax.Array | None = None
     metrics: dict | None = None
     record_steps: jax.Array | None = None
+    evaluated_at: str | None = None
 
     @property
     def final_loss(self) -> jax.Array:

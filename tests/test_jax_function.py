@@ -46,7 +46,9 @@ def _central(f, x, h):
 
 
 def _final_loss(problem, lr, num_steps=NUM_STEPS, **kw):
-    return gdjax.run(COST, rules.sgd(lr), gdjax.init_linear(3), problem, num_steps=num_steps, **kw).loss_history[-1]
+    return gdjax.run(
+        COST, rules.sgd(lr), gdjax.init_linear(3), problem, num_steps=num_steps, **kw
+    ).loss_history[-1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -118,12 +120,16 @@ def _momentum_final(problem, x, **kw):
 
 
 def _adam_final(problem, x, **kw):
-    return gdjax.run(COST, rules.adam(x), gdjax.init_linear(3), problem, num_steps=NUM_STEPS, **kw).loss_history[-1]
+    return gdjax.run(
+        COST, rules.adam(x), gdjax.init_linear(3), problem, num_steps=NUM_STEPS, **kw
+    ).loss_history[-1]
 
 
 def _ridge_final(problem, x, **kw):
     cost = gdjax.bind(_ridge, l2=x)
-    return gdjax.run(cost, rules.sgd(LR), gdjax.init_linear(3), problem, num_steps=NUM_STEPS, **kw).loss_history[-1]
+    return gdjax.run(
+        cost, rules.sgd(LR), gdjax.init_linear(3), problem, num_steps=NUM_STEPS, **kw
+    ).loss_history[-1]
 
 
 def _start_final(problem, x, **kw):
@@ -133,14 +139,22 @@ def _start_final(problem, x, **kw):
 
 def _data_final(problem, x, **kw):
     X, y = problem
-    return gdjax.run(COST, rules.sgd(LR), gdjax.init_linear(3), (X, y + x), num_steps=NUM_STEPS, **kw).loss_history[-1]
+    return gdjax.run(
+        COST, rules.sgd(LR), gdjax.init_linear(3), (X, y + x), num_steps=NUM_STEPS, **kw
+    ).loss_history[-1]
 
 
 def _metric_final(problem, x, **kw):
     X, y = problem
     held_out = lambda p: jnp.mean((X[:10] @ p["w"] + p["b"] - y[:10]) ** 2)
     trace = gdjax.run(
-        COST, rules.sgd(x), gdjax.init_linear(3), problem, num_steps=NUM_STEPS, metrics={"held_out": held_out}, **kw
+        COST,
+        rules.sgd(x),
+        gdjax.init_linear(3),
+        problem,
+        num_steps=NUM_STEPS,
+        metrics={"held_out": held_out},
+        **kw,
     )
     return trace.metrics["held_out"][-1]
 
@@ -203,9 +217,23 @@ def _exploding(params, data):
 FROZEN = [
     ("diverged-sgd", COST, "sgd", 5.0, {}, gdjax.Status.DIVERGED),
     ("diverged-adam", COST, "adam", 50.0, {}, None),
-    ("nonfinite-sgd", COST, "sgd", 5.0, {"stopping": gdjax.Stopping(divergence_factor=None)}, gdjax.Status.NONFINITE),
+    (
+        "nonfinite-sgd",
+        COST,
+        "sgd",
+        5.0,
+        {"stopping": gdjax.Stopping(divergence_factor=None)},
+        gdjax.Status.NONFINITE,
+    ),
     ("converged-sgd", COST, "sgd", 0.1, {"tol": 1e-2}, gdjax.Status.CONVERGED),
-    ("converged-adam", COST, "adam", 0.1, {"stopping": gdjax.Stopping(grad_tol=1e-1)}, gdjax.Status.CONVERGED),
+    (
+        "converged-adam",
+        COST,
+        "adam",
+        0.1,
+        {"stopping": gdjax.Stopping(grad_tol=1e-1)},
+        gdjax.Status.CONVERGED,
+    ),
 ]
 
 
@@ -214,7 +242,9 @@ def test_gradients_are_finite_through_frozen_lanes(problem, case):
     _, cost, name, lr, kw, status = case
 
     def final_params(lr):
-        trace = gdjax.run(cost, rules.get(name, learning_rate=lr), gdjax.init_linear(3), problem, num_steps=300, **kw)
+        trace = gdjax.run(
+            cost, rules.get(name, learning_rate=lr), gdjax.init_linear(3), problem, num_steps=300, **kw
+        )
         return jnp.sum(trace.params["w"]) + trace.params["b"], trace.status
 
     grad, got = jax.grad(final_params, has_aux=True)(lr)
@@ -242,7 +272,9 @@ def test_gradient_is_finite_at_a_stationary_start(name):
     """A zero gradient (a start at the minimiser) must not make `sqrt(0)`'s infinite derivative
     leak into the hypergradient."""
     cost = lambda p, d: jnp.sum(p**2)
-    f = lambda lr: gdjax.run(cost, rules.get(name, learning_rate=lr), jnp.zeros(2), None, num_steps=10).loss_history[-1]
+    f = lambda lr: gdjax.run(
+        cost, rules.get(name, learning_rate=lr), jnp.zeros(2), None, num_steps=10
+    ).loss_history[-1]
     assert np.isfinite(jax.grad(f)(0.1))
     g = lambda p: gdjax.run(cost, rules.get(name, learning_rate=0.1), p, None, num_steps=10).loss_history[-1]
     assert np.all(np.isfinite(jax.grad(g)(jnp.zeros(2))))
@@ -257,7 +289,9 @@ def test_vmap_of_grad_over_learning_rates(problem):
 
 def test_hessian_with_respect_to_params0(problem):
     def f(w0):
-        return gdjax.run(COST, rules.sgd(LR), {"w": w0, "b": jnp.asarray(0.0)}, problem, num_steps=20).loss_history[-1]
+        return gdjax.run(
+            COST, rules.sgd(LR), {"w": w0, "b": jnp.asarray(0.0)}, problem, num_steps=20
+        ).loss_history[-1]
 
     H = jax.hessian(f)(jnp.zeros(3))
     assert H.shape == (3, 3)

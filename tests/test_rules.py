@@ -1047,7 +1047,7 @@ def _hd_grad_np(w, b):
 
 
 def _sgd_hd_numpy(alpha, beta, w, b, num_steps):
-    """Algorithm 1 (SGD-HD): alpha_t = alpha_{t-1} + beta g_t . g_{t-1}; theta_t = theta_{t-1} - alpha_t g_t."""
+    """SGD-HD: alpha_t = alpha_{t-1} + beta g_t . g_{t-1}, theta_t = theta_{t-1} - alpha_t g_t."""
     prev = np.zeros(4)  # grad f(theta_{-1}) = 0
     out = []
     for _ in range(num_steps):
@@ -1079,21 +1079,36 @@ def _adam_hd_numpy(alpha, beta, b1, b2, eps, w, b, num_steps):
 
 
 HD_ROWS = [
-    ("sgd_hd", {"learning_rate": 0.05, "hypergradient_lr": 0.01}, lambda hp, w, b, n: _sgd_hd_numpy(
-        hp["learning_rate"], hp["hypergradient_lr"], w, b, n)),
-    ("sgd_hd", {"learning_rate": 0.2, "hypergradient_lr": 0.0}, lambda hp, w, b, n: _sgd_hd_numpy(
-        hp["learning_rate"], hp["hypergradient_lr"], w, b, n)),
-    ("adam_hd", {"learning_rate": 0.05, "hypergradient_lr": 1e-3}, lambda hp, w, b, n: _adam_hd_numpy(
-        hp["learning_rate"], hp["hypergradient_lr"], 0.9, 0.999, 1e-8, w, b, n)),
+    (
+        "sgd_hd",
+        {"learning_rate": 0.05, "hypergradient_lr": 0.01},
+        lambda hp, w, b, n: _sgd_hd_numpy(hp["learning_rate"], hp["hypergradient_lr"], w, b, n),
+    ),
+    (
+        "sgd_hd",
+        {"learning_rate": 0.2, "hypergradient_lr": 0.0},
+        lambda hp, w, b, n: _sgd_hd_numpy(hp["learning_rate"], hp["hypergradient_lr"], w, b, n),
+    ),
+    (
+        "adam_hd",
+        {"learning_rate": 0.05, "hypergradient_lr": 1e-3},
+        lambda hp, w, b, n: _adam_hd_numpy(
+            hp["learning_rate"], hp["hypergradient_lr"], 0.9, 0.999, 1e-8, w, b, n
+        ),
+    ),
     (
         "adam_hd",
         {"learning_rate": 0.02, "hypergradient_lr": 1e-2, "b1": 0.8, "b2": 0.99, "eps": 1e-6},
-        lambda hp, w, b, n: _adam_hd_numpy(hp["learning_rate"], hp["hypergradient_lr"], 0.8, 0.99, 1e-6, w, b, n),
+        lambda hp, w, b, n: _adam_hd_numpy(
+            hp["learning_rate"], hp["hypergradient_lr"], 0.8, 0.99, 1e-6, w, b, n
+        ),
     ),
 ]
 
 
-@pytest.mark.parametrize("name, hyperparameters, numpy_fn", HD_ROWS, ids=[f"{r[0]}-{i}" for i, r in enumerate(HD_ROWS)])
+@pytest.mark.parametrize(
+    "name, hyperparameters, numpy_fn", HD_ROWS, ids=[f"{r[0]}-{i}" for i, r in enumerate(HD_ROWS)]
+)
 def test_hypergradient_rules_equal_numpy_reimplementation(name, hyperparameters, numpy_fn):
     w0, b0 = np.array([0.5, 1.0, -1.5]), 2.0
     num_steps = 50
@@ -1106,7 +1121,9 @@ def test_hypergradient_rules_equal_numpy_reimplementation(name, hyperparameters,
         return (params, state), (jnp.r_[params["w"], params["b"][None]], state.learning_rate)
 
     params0 = {"w": jnp.asarray(w0), "b": jnp.asarray(b0)}
-    _, (thetas, alphas) = jax.jit(lambda p: lax.scan(body, (p, rule.init(p)), None, length=num_steps))(params0)
+    _, (thetas, alphas) = jax.jit(lambda p: lax.scan(body, (p, rule.init(p)), None, length=num_steps))(
+        params0
+    )
     expected = numpy_fn(hyperparameters, w0, b0, num_steps)
     np.testing.assert_allclose(thetas, np.stack([e[0] for e in expected]), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(alphas, np.array([e[1] for e in expected]), rtol=1e-9, atol=1e-12)
