@@ -58,6 +58,7 @@ class RunOptions(NamedTuple):
     use_divergence: bool = True
     extra_args: bool = False  # the rule's update takes value=, grad=, value_fn= (optax.lbfgs)
     batch_losses: bool = True  # record the loss of every step's batch
+    check_domain: bool = False  # values were traced, so unchecked on the host: check them inside
 
 
 class Tolerances(NamedTuple):
@@ -347,10 +348,22 @@ def scan_program(
     history = None
     if per_record > 1:
         history = jax.tree.map(lambda p: jnp.zeros((num_records, *p.shape), p.dtype), params0)
+    invalid = None
+    status0 = jnp.int32(Status.MAX_STEPS)
+    if opts.check_domain:
+        # The host checks (rules.get, bind) saw tracers: check the values here; an invalid run
+        # takes no step and says which value (Status.INVALID, Trace.invalid).
+        violations = getattr(spec, "violations", None)
+        invalid = dict(violations(rule_values)) if violations is not None else {}
+        for name, value in cost_values.items():
+            invalid[f"cost.{name}"] = ~jnp.all(jnp.isfinite(value))
+        if invalid:
+            bad = jnp.any(jnp.stack(list(invalid.values())))
+            status0 = jnp.where(bad, jnp.int32(Status.INVALID), status0)
     carry = _Carry(
         params=params0,
         rule_state=rule_state0,
-        status=jnp.int32(Status.MAX_STEPS),
+        status=status0,
         steps=jnp.int32(0),
         best_loss=jnp.asarray(jnp.inf, dtype),
         since_best=jnp.int32(0),
@@ -412,6 +425,7 @@ def scan_program(
         ),
         metrics=ev.metrics,
         record_steps=jnp.asarray(record_steps, jnp.int32),
+        invalid=invalid,
     )
 
 
@@ -465,7 +479,9 @@ _compiled_run = jax.jit(_run_program, static_argnums=(0, 1, 2, 3))
 @functools.lru_cache(maxsize=256)
 def _schedule_arrays(opts: RunOptions) -> tuple[jax.Array, jax.Array]:
     """`schedule(opts)` as device arrays, made once per program's options (arrays are immutable)."""
-    return tuple(jax.device_put(np.asarray(steps, np.int32)) for steps in schedule(opts))
+    # Concrete even when the first call comes from inside `jax.jit` (a cached tracer would leak).
+    with jax.ensure_compile_time_eval():
+        return tuple(jax.device_put(np.asarray(steps, np.int32)) for steps in schedule(opts))
 
 
 def use_layout(cost, data, layout: str, batch_size):
@@ -496,7 +512,8 @@ def use_layout(cost, data, layout: str, batch_size):
 def _device_tolerances(stopping: Stopping, x64: bool) -> Tolerances:
     """`run`'s tolerances on the default device, once per setting (not six transfers per call)."""
     del x64  # part of the cache key: the arrays' dtypes depend on it
-    return jax.device_put(tolerances(stopping))
+    with jax.ensure_compile_time_eval():  # concrete even on a first call from inside `jax.jit`
+        return jax.device_put(tolerances(stopping))
 
 
 @functools.lru_cache(maxsize=512)
@@ -599,8 +616,8 @@ def _transposed(X):
     device and transposed there: NumPy's strided transpose of a tall `(n, d)` array is the slow part
     (0.29 s for 1e6 x 32 float32 on this project's CPU, against 0.07 s for the copy and 0.04 s for
     XLA's transpose)."""
-    if not isinstance(X, jax.Array):
-        return _device_transpose(X)
+    if not isinstance(X, jax.Array) or isinstance(X, jax.core.Tracer):
+        return _device_transpose(X)  # host data is mutable, a tracer lives for one trace: no cache
     hit = _TRANSPOSED.get(id(X))
     if hit is not None and hit[0]() is X:
         return hit[1]
@@ -958,6 +975,8 @@ def run(
     dtype = float_dtype(params0)
     spec, values = rule_parts(rule, params0, dtype)
     cost_values = {k: _host_value(v, dtype) for k, v in cost_values.items()}
+    if any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((values, cost_values))):
+        opts = opts._replace(check_domain=True)
     trace = _compiled_run(cost, spec, metric_fns, opts, params0, (values, cost_values), data, key, tols)
     eval_steps, record_steps = _schedule_arrays(opts)
     trace = trace._replace(eval_steps=eval_steps, record_steps=record_steps)

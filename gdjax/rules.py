@@ -82,6 +82,7 @@ __all__ = [
     "adam_hd",
     "constant",
     "describe",
+    "domain_violations",
     "exponential_decay",
     "get",
     "hyperparameters",
@@ -138,6 +139,33 @@ def _check_value(name: str, value: Any, constraint: str) -> None:
     if not (math.isfinite(x) and _CONSTRAINTS[constraint](x)):
         bound = f" {constraint}" if constraint else ""
         raise ValueError(f"{name} must be a finite number{bound}, got {x!r}")
+
+
+# The same intervals on arrays (traced values): elementwise, no Python `and`.
+_TRACED_CONSTRAINTS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "": lambda x: jnp.ones(jnp.shape(x), bool),
+    "> 0": lambda x: x > 0,
+    ">= 0": lambda x: x >= 0,
+    "in [0, 1)": lambda x: (x >= 0) & (x < 1),
+    "in [0, 1]": lambda x: (x >= 0) & (x <= 1),
+    "in (0, 1]": lambda x: (x > 0) & (x <= 1),
+}
+
+
+def domain_violations(spec: Any, values: Mapping[str, Any]) -> dict[str, jax.Array]:
+    """`{name: bool}`: whether each value lies outside its domain (non-finite, or outside the interval
+    `get` would check). Traceable: the run loop calls it inside the program, where a value can arrive
+    as a tracer that `get` could not check (`jax.jit(lambda lr: run(..., rules.sgd(lr), ...))`).
+    """
+    domain = dict(getattr(spec, "domain", ()))
+    out = {}
+    for name, value in values.items():
+        x = jnp.asarray(value)
+        if not jnp.issubdtype(x.dtype, jnp.number):
+            continue
+        ok = jnp.all(jnp.isfinite(x) & _TRACED_CONSTRAINTS[domain.get(name, "")](x))
+        out[name] = ~ok
+    return out
 
 
 def _check_values(values: dict[str, Any], constraints: dict[str, str]) -> None:
@@ -440,6 +468,13 @@ class RuleSpec:
     eval_params: Callable[[Any, PyTree], PyTree] | None = dataclasses.field(
         default=None, compare=False, repr=False
     )
+    # `(name, constraint)`: the interval each value must lie in (besides being finite), the same
+    # `get` checks on the host; checked again inside the program, where values may be traced.
+    domain: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False, repr=False)
+
+    def violations(self, hyperparams: Mapping[str, Any]) -> dict[str, jax.Array]:
+        """`{name: bool}`, traceable: which values lie outside their domain (see `domain_violations`)."""
+        return domain_violations(self, hyperparams)
 
     def init(self, params: PyTree, hyperparams: Mapping[str, Any]) -> Any:
         """The rule state at `params` for the values `hyperparams` (traceable: jit and vmap over them)."""
@@ -523,6 +558,8 @@ def _transformation(
     values: dict[str, Any],
     schedule: Schedule | str | None,
     init_state: Callable[[PyTree, Hyperparams], Any],
+    *,
+    domain: dict[str, str],
     **static: Any,
 ) -> Rule:
     """Assembles a hand-written rule: values go to `state.hyperparams` at init (in the params'
@@ -544,6 +581,7 @@ def _transformation(
         extra_args=False,
         init_state=init,
         make_update=lambda: _UPDATE_BUILDERS[rule](_SCHEDULE_KINDS[kind].step_size, **static),
+        domain=tuple({**domain, **_SCHEDULE_KINDS[kind].constraints}.items()),
     )
     return spec.build(values)
 
@@ -604,6 +642,7 @@ def sgd(learning_rate: Any, *, schedule: Schedule | str | None = "constant") -> 
         {"learning_rate": learning_rate},
         schedule,
         lambda params, hp: SgdState(count=_count(), hyperparams=hp),
+        domain={"learning_rate": "> 0"},
     )
 
 
@@ -677,13 +716,15 @@ def momentum(
 def _heavy_ball(rule: str, state_type, learning_rate, momentum, velocity_form, schedule) -> Rule:
     """`momentum` and `nesterov`: the same values, checks and state; their updates differ."""
     values = {"learning_rate": learning_rate, "momentum": momentum}
-    _check_values(values, {"learning_rate": "> 0", "momentum": "in [0, 1)"})
+    domain = {"learning_rate": "> 0", "momentum": "in [0, 1)"}
+    _check_values(values, domain)
     return _transformation(
         rule,
         values,
         schedule,
         lambda params, hp: state_type(count=_count(), hyperparams=hp, trace=_zeros(params)),
         velocity_form=bool(velocity_form),
+        domain=domain,
     )
 
 
@@ -832,7 +873,8 @@ def adagrad(
         "initial_accumulator_value": initial_accumulator_value,
         "eps": eps,
     }
-    _check_values(values, {"learning_rate": "> 0", "initial_accumulator_value": ">= 0", "eps": ">= 0"})
+    domain = {"learning_rate": "> 0", "initial_accumulator_value": ">= 0", "eps": ">= 0"}
+    _check_values(values, domain)
     return _transformation(
         "adagrad",
         values,
@@ -843,6 +885,7 @@ def adagrad(
             sum_of_squares=_full(params, hp["initial_accumulator_value"]),
         ),
         eps_in_sqrt=bool(eps_in_sqrt),
+        domain=domain,
     )
 
 
@@ -945,16 +988,14 @@ def rmsprop(
         "initial_scale": initial_scale,
         "momentum": momentum,
     }
-    _check_values(
-        values,
-        {
-            "learning_rate": "> 0",
-            "decay": "in [0, 1]",
-            "eps": ">= 0",
-            "initial_scale": ">= 0",
-            "momentum": "in [0, 1)",
-        },
-    )
+    domain = {
+        "learning_rate": "> 0",
+        "decay": "in [0, 1]",
+        "eps": ">= 0",
+        "initial_scale": ">= 0",
+        "momentum": "in [0, 1)",
+    }
+    _check_values(values, domain)
     use_momentum = momentum is not None
     centered = bool(centered)
 
@@ -977,6 +1018,7 @@ def rmsprop(
         use_momentum=use_momentum,
         nesterov=bool(nesterov),
         bias_correction=bool(bias_correction),
+        domain=domain,
     )
 
 
@@ -1074,22 +1116,21 @@ def adam(
       Nesterov momentum into Adam*, 2016.
     """
     values = {"learning_rate": learning_rate, "b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root}
-    _check_values(
-        values,
-        {
-            "learning_rate": "> 0",
-            "b1": "in [0, 1)",
-            "b2": "in [0, 1)",
-            "eps": ">= 0",
-            "eps_root": ">= 0",
-        },
-    )
+    domain = {
+        "learning_rate": "> 0",
+        "b1": "in [0, 1)",
+        "b2": "in [0, 1)",
+        "eps": ">= 0",
+        "eps_root": ">= 0",
+    }
+    _check_values(values, domain)
     return _transformation(
         "adam",
         values,
         schedule,
         lambda params, hp: AdamState(count=_count(), hyperparams=hp, mu=_zeros(params), nu=_zeros(params)),
         nesterov=bool(nesterov),
+        domain=domain,
     )
 
 
@@ -1146,8 +1187,10 @@ class AdamHdState(NamedTuple):
     nu: PyTree  # EMA of squared gradients
 
 
-def _hd_values(values: dict, extra: dict) -> None:
-    _check_values(values, {"learning_rate": "> 0", "hypergradient_lr": ">= 0", **extra})
+def _hd_values(values: dict, extra: dict) -> dict[str, str]:
+    domain = {"learning_rate": "> 0", "hypergradient_lr": ">= 0", **extra}
+    _check_values(values, domain)
+    return domain
 
 
 def _check_constant(rule: str, schedule) -> None:
@@ -1199,7 +1242,7 @@ def sgd_hd(
     """
     _check_constant("sgd_hd", schedule)
     values = {"learning_rate": learning_rate, "hypergradient_lr": hypergradient_lr}
-    _hd_values(values, {})
+    domain = _hd_values(values, {})
     return _transformation(
         "sgd_hd",
         values,
@@ -1207,6 +1250,7 @@ def sgd_hd(
         lambda params, hp: SgdHdState(
             count=_count(), hyperparams=hp, learning_rate=hp["learning_rate"], direction=_zeros(params)
         ),
+        domain=domain,
     )
 
 
@@ -1276,7 +1320,7 @@ def adam_hd(
         "b2": b2,
         "eps": eps,
     }
-    _hd_values(values, {"b1": "in [0, 1)", "b2": "in [0, 1)", "eps": ">= 0"})
+    domain = _hd_values(values, {"b1": "in [0, 1)", "b2": "in [0, 1)", "eps": ">= 0"})
     return _transformation(
         "adam_hd",
         values,
@@ -1289,6 +1333,7 @@ def adam_hd(
             mu=_zeros(params),
             nu=_zeros(params),
         ),
+        domain=domain,
     )
 
 
@@ -1458,9 +1503,14 @@ def _optax_names() -> tuple[str, ...]:
 @functools.cache
 def _contrib_names() -> tuple[str, ...]:
     """The factories of `optax.contrib` (named `'optax.contrib.<name>'`)."""
-    import optax.contrib
+    return _factories(_contrib())
 
-    return _factories(optax.contrib)
+
+def _contrib():
+    """`optax.contrib`, imported on first use (not with `gdjax.rules`)."""
+    import importlib
+
+    return importlib.import_module("optax.contrib")
 
 
 def _factories(module) -> tuple[str, ...]:
@@ -1534,9 +1584,7 @@ def _signature(name: str) -> tuple[Callable, inspect.Signature]:
     if name in _RULES:
         fn = _RULES[name]
     elif contrib_name != name and contrib_name in _contrib_names():
-        import optax.contrib
-
-        fn = getattr(optax.contrib, contrib_name)
+        fn = getattr(_contrib(), contrib_name)
     elif optax_name != name and optax_name in _optax_names():
         fn = getattr(optax, optax_name)
     else:
@@ -1715,6 +1763,7 @@ def _get_optax(name, fn, sig, kwargs) -> Rule:
         init_state=init,
         make_update=make_update,
         eval_params=_EVAL_PARAMS.get(name.removeprefix(_CONTRIB_PREFIX)),
+        domain=tuple((k, "> 0" if k == "learning_rate" else "") for k in numeric),
     )
     return spec.build({k: arguments[k] for k in numeric})
 
@@ -1747,9 +1796,7 @@ _EXTRA_ARG_ADAPTERS = {
 
 def _schedule_free_eval_params(state, params):
     """`optax.contrib.schedule_free_eval_params` through `inject_hyperparams`' state."""
-    import optax.contrib
-
-    return optax.contrib.schedule_free_eval_params(state.inner_state, params)
+    return _contrib().schedule_free_eval_params(state.inner_state, params)
 
 
 # Rules evaluated away from their iterate: the run measures loss and metrics there (`Trace.evaluated_at`).

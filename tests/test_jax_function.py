@@ -297,3 +297,66 @@ def test_hessian_with_respect_to_params0(problem):
     assert H.shape == (3, 3)
     np.testing.assert_allclose(H, H.T, rtol=1e-10, atol=1e-14)
     assert np.all(np.linalg.eigvalsh(np.asarray(H)) > 0)  # a convex quadratic through a linear map
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks under a trace: a value `get` would refuse is `invalid` inside the program, with no step.
+
+INVALID = [
+    ("sgd-negative-lr", lambda x: rules.sgd(x), -1.0, "learning_rate"),
+    ("sgd-nan-lr", lambda x: rules.sgd(x), float("nan"), "learning_rate"),
+    ("momentum-1", lambda x: rules.momentum(0.1, momentum=x), 1.0, "momentum"),
+    ("adam-b2-inf", lambda x: rules.adam(0.1, b2=x), float("inf"), "b2"),
+    ("optax.adam-negative-lr", lambda x: rules.get("optax.adam", learning_rate=x), -0.1, "learning_rate"),
+    ("sgd_hd-negative-beta", lambda x: rules.sgd_hd(0.1, hypergradient_lr=x), -1e-3, "hypergradient_lr"),
+]
+
+
+@pytest.mark.parametrize("case", INVALID, ids=[c[0] for c in INVALID])
+def test_a_traced_value_outside_its_domain_is_invalid(problem, case):
+    _, make, bad, name = case
+    with pytest.raises(ValueError, match=name):
+        make(bad)  # refused on the host
+    run = jax.jit(lambda x: gdjax.run(COST, make(x), gdjax.init_linear(3), problem, num_steps=NUM_STEPS))
+    trace = run(bad)
+    assert gdjax.Status(int(trace.status)) == gdjax.Status.INVALID
+    assert trace.status_name() == "invalid"
+    assert int(trace.steps) == 0 and int(trace.stop_step) == 0
+    assert bool(trace.invalid[name])
+    assert not any(bool(v) for k, v in trace.invalid.items() if k != name)
+    np.testing.assert_array_equal(trace.params["w"], np.zeros(3))
+    # A valid value through the same program runs as usual.
+    good = run(0.5 if name != "b2" else 0.999)
+    assert gdjax.Status(int(good.status)) != gdjax.Status.INVALID
+    assert not any(bool(v) for v in good.invalid.values())
+
+
+def test_invalid_lanes_under_vmap_and_a_non_finite_cost_value(problem):
+    lrs = jnp.asarray([0.1, -0.1, jnp.inf])
+    status = jax.vmap(
+        lambda lr: gdjax.run(COST, rules.sgd(lr), gdjax.init_linear(3), problem, num_steps=10).status
+    )(lrs)
+    assert [gdjax.Status(int(s)) for s in status] == [
+        gdjax.Status.MAX_STEPS,
+        gdjax.Status.INVALID,
+        gdjax.Status.INVALID,
+    ]
+    trace = jax.jit(
+        lambda l2: gdjax.run(
+            gdjax.bind(_ridge, l2=l2), rules.sgd(LR), gdjax.init_linear(3), problem, num_steps=10
+        )
+    )(jnp.nan)
+    assert gdjax.Status(int(trace.status)) == gdjax.Status.INVALID
+    assert bool(trace.invalid["cost.l2"])
+
+
+def test_a_plain_call_checks_on_the_host_and_carries_no_invalid_field(problem):
+    trace = gdjax.run(COST, rules.sgd(LR), gdjax.init_linear(3), problem, num_steps=5)
+    assert trace.invalid is None
+
+
+def test_gradient_through_an_invalid_lane_is_zero(problem):
+    def final(lr):
+        return gdjax.run(COST, rules.sgd(lr), gdjax.init_linear(3), problem, num_steps=10).loss_history[-1]
+
+    assert float(jax.grad(final)(-0.1)) == 0.0
