@@ -205,7 +205,8 @@ def _status_name(s: Any) -> str:
         return str(Status(int(s)))
     except (TypeError, ValueError):
         raise ValueError(
-            f"unknown status {s!r}; use a gdjax.Status code (0-{len(_STATUS_NAMES) - 1}) or one of {', '.join(_STATUS_NAMES)}"
+            f"unknown status {s!r}; use a gdjax.Status code (0-{len(_STATUS_NAMES) - 1}) or one of "
+            f"{', '.join(_STATUS_NAMES)}"
         ) from None
 
 
