@@ -59,6 +59,7 @@ class RunOptions(NamedTuple):
     extra_args: bool = False  # the rule's update takes value=, grad=, value_fn= (optax.lbfgs)
     batch_losses: bool = True  # record the loss of every step's batch
     check_domain: bool = False  # values were traced, so unchecked on the host: check them inside
+    checkpoint_every: int | None = None  # reverse mode: keep the carry every this many steps only
 
 
 class Tolerances(NamedTuple):
@@ -374,8 +375,8 @@ def scan_program(
     )
     evals, batch_losses, records = [], [], []
     if num_full:
-        carry, ((ev, bl), rec) = jax.lax.scan(
-            lambda c, i: interval(c, i, k), carry, jnp.arange(num_full, dtype=jnp.int32)
+        carry, ((ev, bl), rec) = _scan_intervals(
+            lambda c, i: interval(c, i, k), carry, num_full, opts.checkpoint_every and opts.checkpoint_every // k
         )
         evals.append(ev)
         batch_losses.append(None if bl is None else bl.reshape(-1))
@@ -427,6 +428,26 @@ def scan_program(
         record_steps=jnp.asarray(record_steps, jnp.int32),
         invalid=invalid,
     )
+
+
+def _scan_intervals(body: Callable, carry, num: int, block: int | None):
+    """`lax.scan(body, carry, arange(num))`, or, with `block`, a scan over blocks of `block`
+    intervals whose inner scan is `jax.checkpoint`ed: reverse mode then stores the carry at block
+    boundaries only (`num / block` carries, plus one block's residuals while it is recomputed), at the
+    price of running the forward pass twice. The forward values are the same operations in the same
+    order.
+    """
+    idx = jnp.arange(num, dtype=jnp.int32)
+    if not block or block >= num:
+        return jax.lax.scan(body, carry, idx)
+    inner = jax.checkpoint(lambda c, ids: jax.lax.scan(body, c, ids), prevent_cse=False)
+    num_blocks, rest = divmod(num, block)
+    carry, out = jax.lax.scan(inner, carry, idx[: num_blocks * block].reshape(num_blocks, block))
+    out = jax.tree.map(lambda x: x.reshape(num_blocks * block, *x.shape[2:]), out)
+    if rest:
+        carry, tail = inner(carry, idx[num_blocks * block :])
+        out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, tail)
+    return carry, out
 
 
 def _value_and_grad(cost: Callable) -> Callable:
@@ -977,6 +998,8 @@ def run(
     cost_values = {k: _host_value(v, dtype) for k, v in cost_values.items()}
     if any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((values, cost_values))):
         opts = opts._replace(check_domain=True)
+    if execution.checkpoint_every is not None:
+        opts = opts._replace(checkpoint_every=execution.checkpoint_every)
     trace = _compiled_run(cost, spec, metric_fns, opts, params0, (values, cost_values), data, key, tols)
     eval_steps, record_steps = _schedule_arrays(opts)
     trace = trace._replace(eval_steps=eval_steps, record_steps=record_steps)

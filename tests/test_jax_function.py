@@ -360,3 +360,60 @@ def test_gradient_through_an_invalid_lane_is_zero(problem):
         return gdjax.run(COST, rules.sgd(lr), gdjax.init_linear(3), problem, num_steps=10).loss_history[-1]
 
     assert float(jax.grad(final)(-0.1)) == 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Memory-bounded reverse mode: Execution(checkpoint_every=k).
+
+CHECKPOINTED = [
+    ("full-k7", {}, 7),
+    ("full-k1", {}, 1),
+    ("minibatch-k10", {"batch_size": 8, "key": 1, "eval_every": 5}, 10),
+    ("tol-k16", {"tol": 1e-3}, 16),
+]
+
+
+@pytest.mark.parametrize("case", CHECKPOINTED, ids=[c[0] for c in CHECKPOINTED])
+def test_checkpointing_changes_no_forward_result_and_no_gradient(problem, case):
+    _, kw, every = case
+
+    def trace_of(lr, execution=None):
+        rule = rules.momentum(lr, momentum=0.5)
+        return gdjax.run(COST, rule, gdjax.init_linear(3), problem, num_steps=101, execution=execution, **kw)
+
+    plain = jax.jit(trace_of)(LR)
+    checked = jax.jit(lambda lr: trace_of(lr, gdjax.Execution(checkpoint_every=every)))(LR)
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(checked), strict=True):
+        np.testing.assert_array_equal(a, b)  # bit for bit
+    grad = jax.grad(lambda lr: trace_of(lr).loss_history[-1])(LR)
+    grad_checked = jax.grad(
+        lambda lr: trace_of(lr, gdjax.Execution(checkpoint_every=every)).loss_history[-1]
+    )(LR)
+    np.testing.assert_allclose(grad_checked, grad, rtol=1e-12)
+
+
+def test_checkpointing_bounds_reverse_mode_memory(problem):
+    X, y = problem
+
+    def temp_bytes(execution):
+        def final(lr):
+            return gdjax.run(
+                COST,
+                rules.sgd(lr),
+                gdjax.init_linear(3),
+                (X, y),
+                num_steps=2000,
+                execution=execution,
+            ).loss_history[-1]
+
+        compiled = jax.jit(jax.grad(final)).lower(0.05).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    plain = temp_bytes(gdjax.Execution(record_every=2000))
+    checked = temp_bytes(gdjax.Execution(record_every=2000, checkpoint_every=50))
+    assert checked < plain / 4
+
+
+def test_checkpoint_every_must_be_a_positive_integer():
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        gdjax.Execution(checkpoint_every=0)
