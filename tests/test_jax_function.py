@@ -417,3 +417,21 @@ def test_checkpointing_bounds_reverse_mode_memory(problem):
 def test_checkpoint_every_must_be_a_positive_integer():
     with pytest.raises(ValueError, match="checkpoint_every"):
         gdjax.Execution(checkpoint_every=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input gets a clear error.
+
+
+def test_differentiating_with_respect_to_an_integer_says_so(problem):
+    with pytest.raises(TypeError, match="grad requires real- or complex-valued inputs"):
+        jax.grad(lambda lr: _final_loss(problem, lr))(1)
+
+
+def test_a_hyperparameter_name_the_rule_does_not_have_is_named():
+    with pytest.raises(ValueError, match="rule 'sgd' has no hyperparameter 'momentum'"):
+        rules.get("sgd", learning_rate=0.1, momentum=0.9)
+    with pytest.raises(
+        ValueError, match=r"has no numeric hyperparameter 'lr'; its hyperparameters are \['learning_rate'"
+    ):
+        rules.sgd_hd(0.1).replace(lr=0.2)
