@@ -80,6 +80,8 @@ __all__ = [
     "adagrad",
     "adam",
     "adam_hd",
+    "average",
+    "AverageState",
     "constant",
     "describe",
     "domain_violations",
@@ -113,6 +115,7 @@ _CONSTRAINTS: dict[str, Callable[[float], bool]] = {
     "in [0, 1)": lambda x: 0 <= x < 1,
     "in [0, 1]": lambda x: 0 <= x <= 1,
     "in (0, 1]": lambda x: 0 < x <= 1,
+    "in (0, 1)": lambda x: 0 < x < 1,
 }
 
 
@@ -149,6 +152,7 @@ _TRACED_CONSTRAINTS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "in [0, 1)": lambda x: (x >= 0) & (x < 1),
     "in [0, 1]": lambda x: (x >= 0) & (x <= 1),
     "in (0, 1]": lambda x: (x > 0) & (x <= 1),
+    "in (0, 1)": lambda x: (x > 0) & (x < 1),
 }
 
 
@@ -1359,6 +1363,120 @@ def _adam_hd_update(step_size):
         return jax.tree.map(lambda d: _like(lr, d) * d, direction), new_state
 
     return update_fn
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation at an average of the iterates.
+
+
+class AverageState(NamedTuple):
+    """State of `average`."""
+
+    count: jax.Array  # int32 updates applied
+    hyperparams: Hyperparams  # average_decay (EMA) or average_start (Polyak)
+    inner: Any  # the averaged rule's state
+    average: PyTree  # the average of the iterates so far
+
+
+def average(rule: Rule, *, decay: Any = None, start: Any = None) -> Rule:
+    r"""`rule`, evaluated at an average of its iterates: the run measures loss and metrics there.
+
+    The rule's own steps are unchanged; the state keeps an average `a_t` of the iterates `x_t`, and
+    `run` evaluates at it (`trace.params` is the average; `trace.evaluated_at ==
+    "average_eval_params"`). Exactly one of:
+
+    .. math::
+      \text{EMA:}\quad a_t = \text{decay} \, a_{t-1} + (1 - \text{decay}) \, x_t, \qquad a_0 = x_0 \\
+      \text{Polyak:}\quad a_t = \frac{1}{t - \text{start} + 1} \sum_{s=\text{start}}^{t} x_s
+      \ (t \ge \text{start}), \qquad a_t = x_t \ (t < \text{start})
+
+    `decay` (or `start`) is a state leaf like the rule's own values (`average_decay`,
+    `average_start`): a new value never recompiles.
+
+    Args:
+      rule: a gdjax `Rule` (hand-written or from `get`, Optax's included).
+      decay: EMA decay, in `(0, 1)`.
+      start: first step of a Polyak (uniform) average, `>= 0`.
+
+    Returns:
+      A `Rule` with state `AverageState`.
+
+    Example:
+      >>> rule = average(sgd(0.1), decay=0.9)
+      >>> sorted(rule.hyperparams)
+      ['average_decay', 'learning_rate']
+
+    References:
+      Polyak and Juditsky, *Acceleration of stochastic approximation by averaging*, 1992.
+    """
+    if not is_rule(rule):
+        raise ValueError(
+            f"average takes a gdjax rule (gdjax.rules.sgd(0.1), rules.get('optax.adam', ...)), got "
+            f"{type(rule).__name__}"
+        )
+    if (decay is None) == (start is None):
+        raise ValueError("average needs exactly one of decay= (an EMA) or start= (a Polyak average)")
+    inner = rule.spec
+    if inner.eval_params is not None:
+        raise ValueError(
+            f"{inner.name} is already evaluated away from its iterate; it cannot be averaged too"
+        )
+    kind, own = (
+        ("ema", {"average_decay": decay}) if decay is not None else ("polyak", {"average_start": start})
+    )
+    own_domain = {"average_decay": "in (0, 1)", "average_start": ">= 0"}
+    _check_values(own, own_domain)
+    inner_names = inner.numeric
+
+    def init(params, hp):
+        dtype = _hyperparam_dtype(params)
+        return AverageState(
+            count=_count(),
+            hyperparams={k: jnp.asarray(hp[k], dtype) for k in own},
+            inner=inner.init(params, {k: hp[k] for k in inner_names}),
+            average=jax.tree.map(jnp.asarray, params),
+        )
+
+    def make_update():
+        inner_update = inner.update_fn
+
+        def update_fn(updates, state, params=None, **extra_args):
+            if params is None:
+                raise ValueError("average needs params: update(updates, state, params)")
+            updates, inner_state = inner_update(updates, state.inner, params, **extra_args)
+            new = optax.apply_updates(params, updates)
+            count = optax.safe_increment(state.count)
+            hp = state.hyperparams
+            if kind == "ema":
+                d = hp["average_decay"]
+                avg = jax.tree.map(lambda a, x: _like(d, a) * a + (1 - _like(d, a)) * x, state.average, new)
+            else:
+                n = count.astype(hp["average_start"].dtype) - hp["average_start"]  # x_t is term n + 1
+                avg = jax.tree.map(
+                    lambda a, x: jnp.where(n >= 1, a + (x - a) / (jnp.maximum(n, 1) + 1).astype(a.dtype), x),
+                    state.average,
+                    new,
+                )
+            return updates, AverageState(count=count, hyperparams=hp, inner=inner_state, average=avg)
+
+        return update_fn
+
+    spec = RuleSpec(
+        name=f"average({inner.name})",
+        static=(("rule", inner), ("kind", kind)),
+        numeric=(*inner_names, *own),
+        extra_args=inner.extra_args,
+        init_state=init,
+        make_update=make_update,
+        eval_params=_average_eval_params,
+        domain=(*inner.domain, *((k, own_domain[k]) for k in own)),
+    )
+    return spec.build({**rule.hyperparams, **own})
+
+
+def _average_eval_params(state, params):
+    del params
+    return state.average
 
 
 # --------------------------------------------------------------------------------------------------

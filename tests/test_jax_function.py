@@ -435,3 +435,82 @@ def test_a_hyperparameter_name_the_rule_does_not_have_is_named():
         ValueError, match=r"has no numeric hyperparameter 'lr'; its hyperparameters are \['learning_rate'"
     ):
         rules.sgd_hd(0.1).replace(lr=0.2)
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation at an average of the iterates: rules.average(rule, decay=...) or (rule, start=...).
+
+
+def _iterates(problem, num_steps):
+    trace = gdjax.run(
+        COST,
+        rules.momentum(LR, momentum=0.5),
+        gdjax.init_linear(3),
+        problem,
+        num_steps=num_steps,
+        execution=gdjax.Execution(record_every=1),
+    )
+    return np.c_[np.asarray(trace.params_history["w"]), np.asarray(trace.params_history["b"])]
+
+
+AVERAGES = [
+    ("ema-0.9", {"decay": 0.9}),
+    ("polyak-from-0", {"start": 0}),
+    ("polyak-from-10", {"start": 10}),
+]
+
+
+def _numpy_average(x, decay=None, start=None):
+    out = [x[0]]
+    for t in range(1, len(x)):
+        if decay is not None:
+            out.append(decay * out[-1] + (1 - decay) * x[t])
+        else:
+            out.append(x[t] if t <= start else x[start : t + 1].mean(axis=0))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("case", AVERAGES, ids=[c[0] for c in AVERAGES])
+def test_average_of_iterates_equals_numpy(problem, case):
+    _, kw = case
+    num_steps = 40
+    x = _iterates(problem, num_steps)
+    expected = _numpy_average(x, **kw)
+    rule = rules.average(rules.momentum(LR, momentum=0.5), **kw)
+    trace = gdjax.run(COST, rule, gdjax.init_linear(3), problem, num_steps=num_steps)
+    assert trace.evaluated_at == "average_eval_params"
+    got = np.c_[np.asarray(trace.params_history["w"]), np.asarray(trace.params_history["b"])]
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+    X, y = problem
+    losses = [np.mean((X @ a[:3] + a[3] - y) ** 2) for a in expected]
+    np.testing.assert_allclose(trace.loss_history, losses, rtol=1e-10)
+
+
+def test_a_new_averaging_value_never_recompiles(problem):
+    from helpers import count_compilations
+
+    run = lambda d: gdjax.run(
+        COST, rules.average(rules.sgd(LR), decay=d), gdjax.init_linear(3), problem, num_steps=20
+    )
+    first = run(0.9)
+    with count_compilations() as c:
+        second = run(0.5)
+    assert c.count == 0
+    assert not np.array_equal(first.loss_history, second.loss_history)
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, -0.5, float("nan")])
+def test_averaging_decay_outside_the_open_unit_interval_is_refused(decay):
+    with pytest.raises(ValueError, match=r"average_decay must be a finite number in \(0, 1\)"):
+        rules.average(rules.sgd(0.1), decay=decay)
+
+
+def test_average_needs_exactly_one_kind_and_a_gdjax_rule():
+    with pytest.raises(ValueError, match="exactly one of decay="):
+        rules.average(rules.sgd(0.1))
+    with pytest.raises(ValueError, match="exactly one of decay="):
+        rules.average(rules.sgd(0.1), decay=0.9, start=3)
+    import optax
+
+    with pytest.raises(ValueError, match="average takes a gdjax rule"):
+        rules.average(optax.sgd(0.1), decay=0.9)
