@@ -957,7 +957,14 @@ def run(
         `unroll` and `layout` (`"feature_major"`, the default, lets a cost that offers it see `X`
         stored transposed for full-batch runs; `"as_given"` passes the data untouched; `"gram"`
         runs full-batch least squares on `X^T X`). None of these changes the numbers beyond
-        floating-point summation order.
+        floating-point summation order. `checkpoint_every=k` bounds the memory of reverse mode
+        through the run (`jax.grad` of a trace) to O(num_steps / k + k) states.
+
+    A run is a JAX function: it works inside `jax.jit`, `vmap`, `grad`, `jvp` and `hessian` with
+    respect to rule and cost hyperparameters, `params0` and the data. A hyperparameter value that
+    arrives traced cannot be checked on the host; it is checked inside the program, and a value
+    outside its domain (a negative learning rate) ends the run at once with status `invalid`
+    (`Trace.invalid` names it).
 
     Returns:
       A `Trace` (see `gdjax.Trace`): `loss_history`, `grad_norm_history` and `metrics` at
