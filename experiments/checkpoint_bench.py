@@ -32,7 +32,9 @@ def main(every=(None, 1000, 100, 10)):
         execution = gdjax.Execution(record_every=NUM_STEPS, checkpoint_every=k)
 
         def final(lr, execution=execution):
-            trace = gdjax.run(cost, gdjax.rules.sgd(lr), params0, (X, y), num_steps=NUM_STEPS, execution=execution)
+            trace = gdjax.run(
+                cost, gdjax.rules.sgd(lr), params0, (X, y), num_steps=NUM_STEPS, execution=execution
+            )
             return trace.loss_history[-1]
 
         compiled = jax.jit(jax.grad(final)).lower(jnp.float32(0.1)).compile()

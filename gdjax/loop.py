@@ -376,7 +376,10 @@ def scan_program(
     evals, batch_losses, records = [], [], []
     if num_full:
         carry, ((ev, bl), rec) = _scan_intervals(
-            lambda c, i: interval(c, i, k), carry, num_full, opts.checkpoint_every and opts.checkpoint_every // k
+            lambda c, i: interval(c, i, k),
+            carry,
+            num_full,
+            opts.checkpoint_every and opts.checkpoint_every // k,
         )
         evals.append(ev)
         batch_losses.append(None if bl is None else bl.reshape(-1))
