@@ -183,8 +183,21 @@ SETTINGS = [
 ]
 
 
-@pytest.mark.parametrize("setting", [s[1] for s in SETTINGS], ids=[s[0] for s in SETTINGS])
-@pytest.mark.parametrize("target", TARGETS, ids=[t[0] for t in TARGETS])
+# Mini-batch programs take the longest to compile: one mini-batch row runs by default, the rest with
+# the slow tests.
+CENTRAL = [
+    pytest.param(
+        target,
+        setting,
+        id=f"{target[0]}-{label}",
+        marks=[pytest.mark.slow] if label == "minibatch" and target[0] != "sgd-learning_rate" else [],
+    )
+    for target in TARGETS
+    for label, setting in SETTINGS
+]
+
+
+@pytest.mark.parametrize("target, setting", CENTRAL)
 def test_gradient_equals_central_differences(problem, target, setting):
     _, fn, x, h = target
     f = lambda x: fn(problem, x, **setting)
