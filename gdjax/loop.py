@@ -60,6 +60,7 @@ class RunOptions(NamedTuple):
     batch_losses: bool = True  # record the loss of every step's batch
     check_domain: bool = False  # values were traced, so unchecked on the host: check them inside
     checkpoint_every: int | None = None  # reverse mode: keep the carry every this many steps only
+    guard_steps: bool = False  # an input was traced (maybe differentiated): zero untaken steps' inputs
 
 
 class Tolerances(NamedTuple):
@@ -276,11 +277,15 @@ def scan_program(
             loss, grad = value_and_grad(c.params, batch)
         loss = loss.astype(dtype)
         finite_in = jnp.isfinite(loss) & _tree_all_finite(grad)
-        # Double where: a step that is not taken (a frozen lane, a non-finite gradient) gets zeros,
-        # so that its zero cotangent never meets an infinite input (`d(-lr g)/d lr = -g`).
-        use = running & finite_in
-        loss_in = jnp.where(use, loss, jnp.zeros_like(loss))
-        grad_in = jax.tree.map(lambda g: jnp.where(use, g, jnp.zeros_like(g)), grad)
+        loss_in, grad_in = loss, grad
+        if opts.guard_steps:
+            # Double where: a step that is not taken (a frozen lane, a non-finite gradient) gets
+            # zeros, so that its zero cotangent never meets an infinite input (`d(-lr g)/d lr = -g`).
+            # Only when the run may be differentiated: the selects change how XLA fuses the step,
+            # and so its last bits (chaotic problems such as Rosenbrock amplify them).
+            use = running & finite_in
+            loss_in = jnp.where(use, loss, jnp.zeros_like(loss))
+            grad_in = jax.tree.map(lambda g: jnp.where(use, g, jnp.zeros_like(g)), grad)
         if opts.extra_args:
             updates, new_rule_state = update(
                 grad_in,
@@ -1008,6 +1013,8 @@ def run(
     cost_values = {k: _host_value(v, dtype) for k, v in cost_values.items()}
     if any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((values, cost_values))):
         opts = opts._replace(check_domain=True)
+    if any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((values, cost_values, params0, data))):
+        opts = opts._replace(guard_steps=True)
     if execution.checkpoint_every is not None:
         opts = opts._replace(checkpoint_every=execution.checkpoint_every)
     trace = _compiled_run(cost, spec, metric_fns, opts, params0, (values, cost_values), data, key, tols)
