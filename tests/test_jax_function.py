@@ -427,6 +427,22 @@ def test_checkpointing_bounds_reverse_mode_memory(problem):
     assert checked < plain / 4
 
 
+def test_checkpointing_a_plain_call_is_bit_identical_on_rosenbrock():
+    """Rosenbrock amplifies any change of rounding over the steps: none shows."""
+    rosenbrock = lambda x, data: (1.0 - x[0]) ** 2 + 100.0 * (x[1] - x[0] ** 2) ** 2
+    plain = gdjax.run(rosenbrock, rules.adam(0.1), jnp.zeros(2), None, num_steps=3000)
+    checked = gdjax.run(
+        rosenbrock,
+        rules.adam(0.1),
+        jnp.zeros(2),
+        None,
+        num_steps=3000,
+        execution=gdjax.Execution(checkpoint_every=64),
+    )
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(checked), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_checkpoint_every_must_be_a_positive_integer():
     with pytest.raises(ValueError, match="checkpoint_every"):
         gdjax.Execution(checkpoint_every=0)
