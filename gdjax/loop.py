@@ -58,6 +58,9 @@ class RunOptions(NamedTuple):
     use_divergence: bool = True
     extra_args: bool = False  # the rule's update takes value=, grad=, value_fn= (optax.lbfgs)
     batch_losses: bool = True  # record the loss of every step's batch
+    check_domain: bool = False  # values were traced, so unchecked on the host: check them inside
+    checkpoint_every: int | None = None  # reverse mode: keep the carry every this many steps only
+    guard_steps: bool = False  # an input was traced (maybe differentiated): zero untaken steps' inputs
 
 
 class Tolerances(NamedTuple):
@@ -212,12 +215,13 @@ def scan_program(
     dtype = float_dtype(params0)
     tols = jax.tree.map(lambda t: jnp.asarray(t, jnp.int32 if t.dtype == np.int32 else dtype), tols)
     rule_values, cost_values = hyperparams
+    base_cost = cost
     if cost_values:
         # The cost's hyperparameters (an L2 weight, a Huber delta) are arrays, like the rule's.
         cost = functools.partial(cost, **cost_values)
     rule_state0 = spec.init(params0, rule_values)
     update = spec.update
-    value_and_grad = _value_and_grad(cost)
+    value_and_grad = _guarded_value_and_grad(base_cost, cost_values)
     k, num_steps = opts.eval_every, opts.num_steps
     num_full, rest = divmod(num_steps, k)
     eval_steps, record_steps = schedule(opts)
@@ -229,8 +233,15 @@ def scan_program(
         # Batches are gathered from the row-major copy; full-data evaluations read the feature-major one.
         data, eval_data = data
         eval_cost = cost.feature_major
-    eval_value_and_grad = _value_and_grad(eval_cost)
+    eval_value_and_grad = (
+        _guarded_value_and_grad(eval_cost, {}) if opts.eval_feature_major else value_and_grad
+    )
     false = jnp.zeros((), bool)
+    eval_params = getattr(spec, "eval_params", None)
+
+    def point(c: _Carry) -> PyTree:
+        """Where loss and metrics are measured: the iterate, or where the rule says (schedule-free)."""
+        return c.params if eval_params is None else eval_params(c.rule_state, c.params)
 
     def evaluate(params) -> tuple[Evaluated, Any]:
         loss, grad = eval_value_and_grad(params, eval_data)
@@ -304,15 +315,30 @@ def scan_program(
         # direction; Optax's rules (and gdjax's) expect the direction itself, as Optax's own complex
         # tests pass it (optax/_src/alias_test.py conjugates before `update`).
         grad = jax.tree.map(lambda g: jnp.conj(g) if jnp.iscomplexobj(g) else g, grad)
+        finite_in = jnp.isfinite(loss) & _tree_all_finite(grad)
+        loss_in, grad_in = loss, grad
+        if opts.guard_steps:
+            # Double where: a step that is not taken (a frozen lane, a non-finite gradient) gets
+            # zeros, so that its zero cotangent never meets an infinite input (`d(-lr g)/d lr = -g`).
+            # Only when the run may be differentiated: the selects change how XLA fuses the step,
+            # and so its last bits (chaotic problems such as Rosenbrock amplify them).
+            use = running & finite_in
+            loss_in = jnp.where(use, loss, jnp.zeros_like(loss))
+            grad_in = jax.tree.map(lambda g: jnp.where(use, g, jnp.zeros_like(g)), grad)
         if opts.extra_args:
             updates, new_rule_state = update(
-                grad, c.rule_state, c.params, value=loss, grad=grad, value_fn=lambda p: cost(p, batch)
+                grad_in,
+                c.rule_state,
+                c.params,
+                value=loss_in,
+                grad=grad_in,
+                value_fn=lambda p: cost(p, batch),
             )
         else:
-            updates, new_rule_state = update(grad, c.rule_state, c.params)
+            updates, new_rule_state = update(grad_in, c.rule_state, c.params)
         new_params = optax.apply_updates(c.params, updates)
         new_params = jax.tree.map(lambda p, q: p.astype(q.dtype), new_params, c.params)
-        nonfinite = ~jnp.isfinite(loss) | ~_tree_all_finite(new_params)
+        nonfinite = ~finite_in | ~_tree_all_finite(new_params)
         if opts.use_tol:
             delta = jnp.sqrt(_tree_sq_norm(jax.tree.map(jnp.subtract, new_params, c.params)))
             converged = delta < tols.tol
@@ -339,17 +365,20 @@ def scan_program(
             return c
         # Rows at evaluations 0, m, 2m, ...; others write out of bounds, which mode="drop" discards.
         row = jnp.where(i % per_record == 0, i // per_record, num_records)
-        history = jax.tree.map(lambda h, p: h.at[row].set(p, mode="drop"), c.params_history, c.params)
+        history = jax.tree.map(lambda h, p: h.at[row].set(p, mode="drop"), c.params_history, point(c))
         return c._replace(params_history=history)
+
+    # The step reuses a full-batch evaluation's gradient, unless it was taken elsewhere.
+    reuse = full_batch and eval_params is None
 
     def interval(c: _Carry, i, length: int):
         """Evaluation `i`, then `length` steps from step `i * k`."""
-        ev, grad = evaluate(c.params)
+        at_eval = point(c)
+        ev, grad = evaluate(at_eval)
         c = at_evaluation(c, ev)
         c = record(c, i)
-        at_eval = c.params
         t0 = i * k
-        c, first = step(c, t0, (ev.loss, grad) if full_batch else None)
+        c, first = step(c, t0, (ev.loss, grad) if reuse else None)
         if length > 1:
             c, more = jax.lax.scan(lambda c, t: step(c, t), c, t0 + jnp.arange(1, length), unroll=opts.unroll)
             batch_losses = jnp.concatenate([first[None], more])
@@ -360,14 +389,26 @@ def scan_program(
 
     # Full batch with an evaluation before every step: the batch loss of step t is the evaluation's
     # loss at t (the step reuses it), so it is not written twice.
-    batch_losses_from_evals = opts.batch_losses and full_batch and k == 1
+    batch_losses_from_evals = opts.batch_losses and reuse and k == 1
     history = None
     if per_record > 1:
         history = jax.tree.map(lambda p: jnp.zeros((num_records, *p.shape), p.dtype), params0)
+    invalid = None
+    status0 = jnp.int32(Status.MAX_STEPS)
+    if opts.check_domain:
+        # The host checks (rules.get, bind) saw tracers: check the values here; an invalid run
+        # takes no step and says which value (Status.INVALID, Trace.invalid).
+        violations = getattr(spec, "violations", None)
+        invalid = dict(violations(rule_values)) if violations is not None else {}
+        for name, value in cost_values.items():
+            invalid[f"cost.{name}"] = ~jnp.all(jnp.isfinite(value))
+        if invalid:
+            bad = jnp.any(jnp.stack(list(invalid.values())))
+            status0 = jnp.where(bad, jnp.int32(Status.INVALID), status0)
     carry = _Carry(
         params=params0,
         rule_state=rule_state0,
-        status=jnp.int32(Status.MAX_STEPS),
+        status=status0,
         steps=jnp.int32(0),
         best_loss=jnp.asarray(jnp.inf, dtype),
         since_best=jnp.int32(0),
@@ -378,8 +419,11 @@ def scan_program(
     )
     evals, batch_losses, records = [], [], []
     if num_full:
-        carry, ((ev, bl), rec) = jax.lax.scan(
-            lambda c, i: interval(c, i, k), carry, jnp.arange(num_full, dtype=jnp.int32)
+        carry, ((ev, bl), rec) = _scan_intervals(
+            lambda c, i: interval(c, i, k),
+            carry,
+            num_full,
+            opts.checkpoint_every and opts.checkpoint_every // k,
         )
         evals.append(ev)
         batch_losses.append(None if bl is None else bl.reshape(-1))
@@ -389,7 +433,8 @@ def scan_program(
         evals.append(jax.tree.map(lambda x: x[None], ev))
         batch_losses.append(bl)
         records.append(None if rec is None else jax.tree.map(lambda x: x[None], rec))
-    last, _ = evaluate(carry.params)
+    final_params = point(carry)
+    last, _ = evaluate(final_params)
     running = carry.status == Status.MAX_STEPS
     blew_up = jnp.where(carry.streak > 0, jnp.int32(Status.DIVERGED), jnp.int32(Status.NONFINITE))
     status = jnp.where(~(jnp.isfinite(last.loss) & jnp.isfinite(last.grad_norm)), blew_up, carry.status)
@@ -403,15 +448,15 @@ def scan_program(
     if per_record == 1:
         # Every evaluation is recorded: params came out of the scan (no per-step scatter).
         params_history = jax.tree.map(
-            lambda *xs: jnp.concatenate(xs), *records, jax.tree.map(lambda x: x[None], carry.params)
+            lambda *xs: jnp.concatenate(xs), *records, jax.tree.map(lambda x: x[None], final_params)
         )
     else:
         last_row = num_records - 1
-        params_history = jax.tree.map(lambda h, p: h.at[last_row].set(p), carry.params_history, carry.params)
+        params_history = jax.tree.map(lambda h, p: h.at[last_row].set(p), carry.params_history, final_params)
 
     stop_step = jnp.where(carry.status != Status.MAX_STEPS, carry.steps, _NO_STOP).astype(jnp.int32)
     return Trace(
-        params=carry.params,
+        params=final_params,
         loss_history=ev.loss,
         params_history=params_history,
         grad_norm_history=ev.grad_norm,
@@ -428,12 +473,66 @@ def scan_program(
         ),
         metrics=ev.metrics,
         record_steps=jnp.asarray(record_steps, jnp.int32),
+        invalid=invalid,
     )
+
+
+def _scan_intervals(body: Callable, carry, num: int, block: int | None):
+    """`lax.scan(body, carry, arange(num))`, or, with `block`, a scan over blocks of `block`
+    intervals whose inner scan is `jax.checkpoint`ed: reverse mode then stores the carry at block
+    boundaries only (`num / block` carries, plus one block's residuals while it is recomputed), at the
+    price of running the forward pass twice. The forward values are the same operations in the same
+    order.
+    """
+    idx = jnp.arange(num, dtype=jnp.int32)
+    if not block or block >= num:
+        return jax.lax.scan(body, carry, idx)
+    inner = jax.checkpoint(lambda c, ids: jax.lax.scan(body, c, ids), prevent_cse=False)
+    num_blocks, rest = divmod(num, block)
+    carry, out = jax.lax.scan(inner, carry, idx[: num_blocks * block].reshape(num_blocks, block))
+    out = jax.tree.map(lambda x: x.reshape(num_blocks * block, *x.shape[2:]), out)
+    if rest:
+        carry, tail = inner(carry, idx[num_blocks * block :])
+        out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, tail)
+    return carry, out
 
 
 def _value_and_grad(cost: Callable) -> Callable:
     """The cost's own `value_and_grad` where it offers one (linear least squares), else autodiff's."""
     return getattr(cost, "value_and_grad", None) or jax.value_and_grad(cost)
+
+
+def _guarded_value_and_grad(cost: Callable, values: dict) -> Callable:
+    """`value_and_grad(params, data)` of `cost` (with its hyperparameter `values`), whose derivative
+    with respect to its inputs is zero where its value is not finite.
+
+    A run never takes a step from a point where the loss or gradient is not finite (the lane is
+    frozen), so nothing downstream depends on those values: their cotangent is zero. But zero times
+    the cost's own infinite derivatives there (`exp` past overflow) is NaN, which would poison the
+    hypergradient of every lane of a sweep. This is the double-where trick, applied to the tangents:
+    they are masked *before* they meet the infinite Jacobian, so the transpose is a select, never
+    `0 * inf`. Without differentiation it is the plain function: no cost to a run.
+    """
+
+    def plain(params, data, values):
+        fn = functools.partial(cost, **values) if values else cost
+        return _value_and_grad(fn)(params, data)
+
+    @jax.custom_jvp
+    def guarded(params, data, values):
+        return plain(params, data, values)
+
+    @guarded.defjvp
+    def guarded_jvp(primals, tangents):
+        loss, grad = plain(*primals)
+        ok = jnp.isfinite(loss) & _tree_all_finite(grad)
+
+        def mask(t):
+            return t if t.dtype == jax.dtypes.float0 else jnp.where(ok, t, jnp.zeros_like(t))
+
+        return jax.jvp(plain, primals, jax.tree.map(mask, tangents))
+
+    return lambda params, data: guarded(params, data, values)
 
 
 def _run_program(*args) -> Trace:
@@ -588,8 +687,8 @@ def _transposed(X):
     device and transposed there: NumPy's strided transpose of a tall `(n, d)` array is the slow part
     (0.29 s for 1e6 x 32 float32 on this project's CPU, against 0.07 s for the copy and 0.04 s for
     XLA's transpose)."""
-    if not isinstance(X, jax.Array):
-        return _device_transpose(X)
+    if not isinstance(X, jax.Array) or isinstance(X, jax.core.Tracer):
+        return _device_transpose(X)  # host data is mutable, a tracer lives for one trace: no cache
     hit = _TRANSPOSED.get(id(X))
     if hit is not None and hit[0]() is X:
         return hit[1]
@@ -922,7 +1021,14 @@ def run(
         `unroll` and `layout` (`"feature_major"`, the default, lets a cost that offers it see `X`
         stored transposed for full-batch runs; `"as_given"` passes the data untouched; `"gram"`
         runs full-batch least squares on `X^T X`). None of these changes the numbers beyond
-        floating-point summation order.
+        floating-point summation order. `checkpoint_every=k` bounds the memory of reverse mode
+        through the run (`jax.grad` of a trace) to O(num_steps / k + k) states.
+
+    A run is a JAX function: it works inside `jax.jit`, `vmap`, `grad`, `jvp` and `hessian` with
+    respect to rule and cost hyperparameters, `params0` and the data. A hyperparameter value that
+    arrives traced cannot be checked on the host; it is checked inside the program, and a value
+    outside its domain (a negative learning rate) ends the run at once with status `invalid`
+    (`Trace.invalid` names it).
 
     Returns:
       A `Trace` (see `gdjax.Trace`): `loss_history`, `grad_norm_history` and `metrics` at
@@ -962,9 +1068,17 @@ def run(
     dtype = float_dtype(params0)
     spec, values = rule_parts(rule, params0, dtype)
     cost_values = {k: _host_value(v, dtype) for k, v in cost_values.items()}
+    if any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((values, cost_values))):
+        opts = opts._replace(check_domain=True)
+    if any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((values, cost_values, params0, data))):
+        opts = opts._replace(guard_steps=True)
+    if execution.checkpoint_every is not None:
+        opts = opts._replace(checkpoint_every=execution.checkpoint_every)
     trace = _compiled_run(cost, spec, metric_fns, opts, params0, (values, cost_values), data, key, tols)
     eval_steps, record_steps = _schedule_arrays(opts)
     trace = trace._replace(eval_steps=eval_steps, record_steps=record_steps)
+    if getattr(spec, "eval_params", None) is not None:
+        trace = trace._replace(evaluated_at=getattr(spec.eval_params, "__name__", "eval_params").lstrip("_"))
     if isinstance(spec, Opaque):
         # gdjax's rules refuse values that cannot move (learning_rate <= 0); an Optax transformation
         # built by hand (optax.sgd(0.0)) is checked after the fact, at the price of one small sync.

@@ -106,6 +106,10 @@ class Execution:
       memory_budget: sweeps only: bytes one program call may need (default half of the device memory
         XLA reports, else half of the host memory).
       progress: sweeps only: `progress(lanes_done, num_lanes)`, called after each chunk.
+      checkpoint_every: `run` only: for reverse mode through a long run (`jax.grad` of a trace),
+        keep the loop's state every this many steps (rounded down to whole evaluation intervals)
+        and recompute the steps in between: memory O(num_steps / k + k) states instead of
+        O(num_steps), for about one more forward pass. Forward results are unchanged.
     """
 
     record_every: int | None = None
@@ -115,6 +119,7 @@ class Execution:
     devices: Sequence[Any] | None = None
     memory_budget: float | None = None
     progress: Callable[[int, int], Any] | None = None
+    checkpoint_every: int | None = None
 
     def __post_init__(self):
         validation.check_positive_int("record_every", self.record_every, allow_none=True)
@@ -125,6 +130,7 @@ class Execution:
                 + validation.nearest(str(self.layout), LAYOUTS)
             )
         validation.check_positive_int("chunk_size", self.chunk_size, allow_none=True)
+        validation.check_positive_int("checkpoint_every", self.checkpoint_every, allow_none=True)
         if self.memory_budget is not None:
             validation.check_finite_number("memory_budget", self.memory_budget, positive=True)
         if self.progress is not None and not callable(self.progress):

@@ -75,10 +75,16 @@ __all__ = [
     "RmspropState",
     "Schedule",
     "SgdState",
+    "AdamHdState",
+    "SgdHdState",
     "adagrad",
     "adam",
+    "adam_hd",
+    "average",
+    "AverageState",
     "constant",
     "describe",
+    "domain_violations",
     "exponential_decay",
     "get",
     "hyperparameters",
@@ -92,6 +98,7 @@ __all__ = [
     "rmsprop",
     "schedule_names",
     "sgd",
+    "sgd_hd",
     "static_option",
 ]
 
@@ -108,6 +115,7 @@ _CONSTRAINTS: dict[str, Callable[[float], bool]] = {
     "in [0, 1)": lambda x: 0 <= x < 1,
     "in [0, 1]": lambda x: 0 <= x <= 1,
     "in (0, 1]": lambda x: 0 < x <= 1,
+    "in (0, 1)": lambda x: 0 < x < 1,
 }
 
 
@@ -134,6 +142,34 @@ def _check_value(name: str, value: Any, constraint: str) -> None:
     if not (math.isfinite(x) and _CONSTRAINTS[constraint](x)):
         bound = f" {constraint}" if constraint else ""
         raise ValueError(f"{name} must be a finite number{bound}, got {x!r}")
+
+
+# The same intervals on arrays (traced values): elementwise, no Python `and`.
+_TRACED_CONSTRAINTS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "": lambda x: jnp.ones(jnp.shape(x), bool),
+    "> 0": lambda x: x > 0,
+    ">= 0": lambda x: x >= 0,
+    "in [0, 1)": lambda x: (x >= 0) & (x < 1),
+    "in [0, 1]": lambda x: (x >= 0) & (x <= 1),
+    "in (0, 1]": lambda x: (x > 0) & (x <= 1),
+    "in (0, 1)": lambda x: (x > 0) & (x < 1),
+}
+
+
+def domain_violations(spec: Any, values: Mapping[str, Any]) -> dict[str, jax.Array]:
+    """`{name: bool}`: whether each value lies outside its domain (non-finite, or outside the interval
+    `get` would check). Traceable: the run loop calls it inside the program, where a value can arrive
+    as a tracer that `get` could not check (`jax.jit(lambda lr: run(..., rules.sgd(lr), ...))`).
+    """
+    domain = dict(getattr(spec, "domain", ()))
+    out = {}
+    for name, value in values.items():
+        x = jnp.asarray(value)
+        if not jnp.issubdtype(x.dtype, jnp.number):
+            continue
+        ok = jnp.all(jnp.isfinite(x) & _TRACED_CONSTRAINTS[domain.get(name, "")](x))
+        out[name] = ~ok
+    return out
 
 
 def _check_values(values: dict[str, Any], constraints: dict[str, str]) -> None:
@@ -347,6 +383,17 @@ def _bias_correction(moment: PyTree, decay: jax.Array, count: jax.Array) -> PyTr
     return jax.tree.map(lambda m: m / correction.astype(m.dtype), moment)
 
 
+def _sqrt(x: jax.Array) -> jax.Array:
+    """`jnp.sqrt(x)` with derivative 0 instead of inf at `x == 0` (the double-where trick).
+
+    A coordinate whose gradient has always been exactly zero (a start at a minimiser) has a zero
+    second moment; the infinite derivative of `sqrt` there, times a zero cotangent, would make a
+    hypergradient through the run NaN. Values are unchanged, bit for bit.
+    """
+    zero = x == 0
+    return jnp.where(zero, jnp.zeros_like(x), jnp.sqrt(jnp.where(zero, jnp.ones_like(x), x)))
+
+
 def _abs_sq(g: jax.Array) -> jax.Array:
     return (g.conj() * g).real
 
@@ -420,6 +467,18 @@ class RuleSpec:
         default=None, compare=False, repr=False
     )
     make_update: Callable[[], Callable] = dataclasses.field(default=None, compare=False, repr=False)
+    # Where the run evaluates loss and metrics: `eval_params(state, params) -> params`, or None for
+    # the iterate itself (schedule-free methods evaluate at their average, not at the iterate).
+    eval_params: Callable[[Any, PyTree], PyTree] | None = dataclasses.field(
+        default=None, compare=False, repr=False
+    )
+    # `(name, constraint)`: the interval each value must lie in (besides being finite), the same
+    # `get` checks on the host; checked again inside the program, where values may be traced.
+    domain: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False, repr=False)
+
+    def violations(self, hyperparams: Mapping[str, Any]) -> dict[str, jax.Array]:
+        """`{name: bool}`, traceable: which values lie outside their domain (see `domain_violations`)."""
+        return domain_violations(self, hyperparams)
 
     def init(self, params: PyTree, hyperparams: Mapping[str, Any]) -> Any:
         """The rule state at `params` for the values `hyperparams` (traceable: jit and vmap over them)."""
@@ -503,6 +562,8 @@ def _transformation(
     values: dict[str, Any],
     schedule: Schedule | str | None,
     init_state: Callable[[PyTree, Hyperparams], Any],
+    *,
+    domain: dict[str, str],
     **static: Any,
 ) -> Rule:
     """Assembles a hand-written rule: values go to `state.hyperparams` at init (in the params'
@@ -524,6 +585,7 @@ def _transformation(
         extra_args=False,
         init_state=init,
         make_update=lambda: _UPDATE_BUILDERS[rule](_SCHEDULE_KINDS[kind].step_size, **static),
+        domain=tuple({**domain, **_SCHEDULE_KINDS[kind].constraints}.items()),
     )
     return spec.build(values)
 
@@ -584,6 +646,7 @@ def sgd(learning_rate: Any, *, schedule: Schedule | str | None = "constant") -> 
         {"learning_rate": learning_rate},
         schedule,
         lambda params, hp: SgdState(count=_count(), hyperparams=hp),
+        domain={"learning_rate": "> 0"},
     )
 
 
@@ -657,13 +720,15 @@ def momentum(
 def _heavy_ball(rule: str, state_type, learning_rate, momentum, velocity_form, schedule) -> Rule:
     """`momentum` and `nesterov`: the same values, checks and state; their updates differ."""
     values = {"learning_rate": learning_rate, "momentum": momentum}
-    _check_values(values, {"learning_rate": "> 0", "momentum": "in [0, 1)"})
+    domain = {"learning_rate": "> 0", "momentum": "in [0, 1)"}
+    _check_values(values, domain)
     return _transformation(
         rule,
         values,
         schedule,
         lambda params, hp: state_type(count=_count(), hyperparams=hp, trace=_zeros(params)),
         velocity_form=bool(velocity_form),
+        domain=domain,
     )
 
 
@@ -812,7 +877,8 @@ def adagrad(
         "initial_accumulator_value": initial_accumulator_value,
         "eps": eps,
     }
-    _check_values(values, {"learning_rate": "> 0", "initial_accumulator_value": ">= 0", "eps": ">= 0"})
+    domain = {"learning_rate": "> 0", "initial_accumulator_value": ">= 0", "eps": ">= 0"}
+    _check_values(values, domain)
     return _transformation(
         "adagrad",
         values,
@@ -823,6 +889,7 @@ def adagrad(
             sum_of_squares=_full(params, hp["initial_accumulator_value"]),
         ),
         eps_in_sqrt=bool(eps_in_sqrt),
+        domain=domain,
     )
 
 
@@ -925,16 +992,14 @@ def rmsprop(
         "initial_scale": initial_scale,
         "momentum": momentum,
     }
-    _check_values(
-        values,
-        {
-            "learning_rate": "> 0",
-            "decay": "in [0, 1]",
-            "eps": ">= 0",
-            "initial_scale": ">= 0",
-            "momentum": "in [0, 1)",
-        },
-    )
+    domain = {
+        "learning_rate": "> 0",
+        "decay": "in [0, 1]",
+        "eps": ">= 0",
+        "initial_scale": ">= 0",
+        "momentum": "in [0, 1)",
+    }
+    _check_values(values, domain)
     use_momentum = momentum is not None
     centered = bool(centered)
 
@@ -957,6 +1022,7 @@ def rmsprop(
         use_momentum=use_momentum,
         nesterov=bool(nesterov),
         bias_correction=bool(bias_correction),
+        domain=domain,
     )
 
 
@@ -965,7 +1031,7 @@ def _rmsprop_update(step_size, eps_in_sqrt, centered, use_momentum, nesterov, bi
     def scaling(mean_square, eps):
         if eps_in_sqrt:
             return jax.lax.rsqrt(mean_square + eps)
-        return 1 / (jnp.sqrt(mean_square) + eps)
+        return 1 / (_sqrt(mean_square) + eps)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args  # extra args (value, grad, value_fn) are for rules that need them
@@ -1054,22 +1120,21 @@ def adam(
       Nesterov momentum into Adam*, 2016.
     """
     values = {"learning_rate": learning_rate, "b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root}
-    _check_values(
-        values,
-        {
-            "learning_rate": "> 0",
-            "b1": "in [0, 1)",
-            "b2": "in [0, 1)",
-            "eps": ">= 0",
-            "eps_root": ">= 0",
-        },
-    )
+    domain = {
+        "learning_rate": "> 0",
+        "b1": "in [0, 1)",
+        "b2": "in [0, 1)",
+        "eps": ">= 0",
+        "eps_root": ">= 0",
+    }
+    _check_values(values, domain)
     return _transformation(
         "adam",
         values,
         schedule,
         lambda params, hp: AdamState(count=_count(), hyperparams=hp, mu=_zeros(params), nu=_zeros(params)),
         nesterov=bool(nesterov),
+        domain=domain,
     )
 
 
@@ -1094,12 +1159,324 @@ def _adam_update(step_size, nesterov):
             mu_hat = _bias_correction(mu, b1, count)
         nu_hat = _bias_correction(nu, b2, count)
         scaled = jax.tree.map(
-            lambda m, v: m / (jnp.sqrt(v + _like(eps_root, v)) + _like(eps, v)), mu_hat, nu_hat
+            lambda m, v: m / (_sqrt(v + _like(eps_root, v)) + _like(eps, v)), mu_hat, nu_hat
         )
         new_state = AdamState(count=count, hyperparams=hp, mu=mu, nu=nu)
         return _scale(lr, scaled), new_state
 
     return update_fn
+
+
+# --------------------------------------------------------------------------------------------------
+# Hypergradient descent (Baydin et al. 2018): the learning rate itself descends its own gradient.
+
+
+class SgdHdState(NamedTuple):
+    """State of `sgd_hd`."""
+
+    count: jax.Array  # int32 updates applied
+    hyperparams: Hyperparams
+    learning_rate: jax.Array  # alpha_t, the adapted learning rate (starts at hyperparams' value)
+    direction: PyTree  # d u_{t-1} / d alpha: -g_{t-1} (zeros before the first step)
+
+
+class AdamHdState(NamedTuple):
+    """State of `adam_hd`."""
+
+    count: jax.Array  # int32 updates applied
+    hyperparams: Hyperparams
+    learning_rate: jax.Array  # alpha_t
+    direction: PyTree  # d u_{t-1} / d alpha: -m_hat / (sqrt(v_hat) + eps)
+    mu: PyTree  # EMA of gradients
+    nu: PyTree  # EMA of squared gradients
+
+
+def _hd_values(values: dict, extra: dict) -> dict[str, str]:
+    domain = {"learning_rate": "> 0", "hypergradient_lr": ">= 0", **extra}
+    _check_values(values, domain)
+    return domain
+
+
+def _check_constant(rule: str, schedule) -> None:
+    if _as_schedule_kind(schedule)[0] != "constant":
+        raise ValueError(f"{rule} adapts its own learning rate; it takes no schedule (got {schedule!r})")
+
+
+def _tree_dot(a: PyTree, b: PyTree, dtype) -> jax.Array:
+    """`sum_i Re(conj(a_i) b_i)` over every leaf, in the hyperparameter dtype."""
+    return sum(
+        jnp.sum((jnp.conj(x) * y).real).astype(dtype)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+def sgd_hd(
+    learning_rate: Any, hypergradient_lr: Any = 1e-3, *, schedule: Schedule | str | None = "constant"
+) -> optax.GradientTransformation:
+    r"""SGD-HD: gradient descent whose learning rate follows its own hypergradient.
+
+    The derivative of this step's loss with respect to the previous step's learning rate is
+    `-g_t . g_{t-1}`; the learning rate takes a gradient step on it before the parameters move
+    (Algorithm SGD-HD of Baydin et al.):
+
+    .. math::
+      h_t = g_t \cdot \nabla_\alpha u_{t-1} = -g_t \cdot g_{t-1}, \qquad
+      \alpha_t = \alpha_{t-1} - \text{hypergradient\_lr} \, h_t, \qquad u_t = -\alpha_t g_t
+
+    with `g_0 = 0` (the first step is plain SGD at `alpha_0 = learning_rate`). The adapted rate is
+    `state.learning_rate`; the initial value and `hypergradient_lr` are state leaves, so new values
+    never recompile.
+
+    Args:
+      learning_rate: the initial learning rate `alpha_0`, finite and `> 0`.
+      hypergradient_lr: `beta`, the learning rate of the learning rate, `>= 0` (0: plain SGD).
+      schedule: must be constant (the rule adapts its own rate).
+
+    Returns:
+      An `optax.GradientTransformation` with state `SgdHdState`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> rule = sgd_hd(0.1, hypergradient_lr=0.01)
+      >>> updates, state = rule.update(jnp.ones(2), rule.init(jnp.zeros(2)))
+
+    References:
+      Baydin, Cornish, Martinez Rubio, Schmidt and Wood, *Online Learning Rate Adaptation with
+      Hypergradient Descent*, ICLR 2018.
+    """
+    _check_constant("sgd_hd", schedule)
+    values = {"learning_rate": learning_rate, "hypergradient_lr": hypergradient_lr}
+    domain = _hd_values(values, {})
+    return _transformation(
+        "sgd_hd",
+        values,
+        schedule,
+        lambda params, hp: SgdHdState(
+            count=_count(), hyperparams=hp, learning_rate=hp["learning_rate"], direction=_zeros(params)
+        ),
+        domain=domain,
+    )
+
+
+@_builds("sgd_hd")
+def _sgd_hd_update(step_size):
+    del step_size  # constant only: the rule adapts its own rate
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        hp = state.hyperparams
+        h = _tree_dot(updates, state.direction, state.learning_rate.dtype)
+        lr = state.learning_rate - hp["hypergradient_lr"] * h
+        direction = jax.tree.map(jnp.negative, updates)
+        new_state = SgdHdState(
+            count=optax.safe_increment(state.count), hyperparams=hp, learning_rate=lr, direction=direction
+        )
+        return _scale(lr, updates), new_state
+
+    return update_fn
+
+
+def adam_hd(
+    learning_rate: Any,
+    hypergradient_lr: Any = 1e-7,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    *,
+    schedule: Schedule | str | None = "constant",
+) -> optax.GradientTransformation:
+    r"""Adam-HD: Adam whose learning rate follows its own hypergradient (Baydin et al., Algorithm 3).
+
+    .. math::
+      h_t = g_t \cdot \nabla_\alpha u_{t-1}, \qquad
+      \alpha_t = \alpha_{t-1} - \text{hypergradient\_lr} \, h_t \\
+      m_t = b_1 m_{t-1} + (1 - b_1) g_t, \qquad v_t = b_2 v_{t-1} + (1 - b_2) g_t^2 \\
+      \hat m_t = m_t / (1 - b_1^t), \qquad \hat v_t = v_t / (1 - b_2^t) \\
+      \nabla_\alpha u_t = -\hat m_t / (\sqrt{\hat v_t} + \text{eps}), \qquad
+      u_t = \alpha_t \nabla_\alpha u_t
+
+    with `\nabla_\alpha u_0 = 0`. The paper's default `hypergradient_lr` for Adam is `1e-7`.
+
+    Args:
+      learning_rate: the initial learning rate `alpha_0`, finite and `> 0`.
+      hypergradient_lr: `beta`, `>= 0` (0: plain Adam).
+      b1: decay of the first moment, in `[0, 1)`.
+      b2: decay of the second moment, in `[0, 1)`.
+      eps: constant added outside the square root, `>= 0`.
+      schedule: must be constant.
+
+    Returns:
+      An `optax.GradientTransformation` with state `AdamHdState`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> rule = adam_hd(1e-2, hypergradient_lr=1e-4)
+      >>> updates, state = rule.update(jnp.ones(2), rule.init(jnp.zeros(2)))
+
+    References:
+      Baydin et al., *Online Learning Rate Adaptation with Hypergradient Descent*, ICLR 2018.
+    """
+    _check_constant("adam_hd", schedule)
+    values = {
+        "learning_rate": learning_rate,
+        "hypergradient_lr": hypergradient_lr,
+        "b1": b1,
+        "b2": b2,
+        "eps": eps,
+    }
+    domain = _hd_values(values, {"b1": "in [0, 1)", "b2": "in [0, 1)", "eps": ">= 0"})
+    return _transformation(
+        "adam_hd",
+        values,
+        schedule,
+        lambda params, hp: AdamHdState(
+            count=_count(),
+            hyperparams=hp,
+            learning_rate=hp["learning_rate"],
+            direction=_zeros(params),
+            mu=_zeros(params),
+            nu=_zeros(params),
+        ),
+        domain=domain,
+    )
+
+
+@_builds("adam_hd")
+def _adam_hd_update(step_size):
+    del step_size
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        hp = state.hyperparams
+        b1, b2, eps = hp["b1"], hp["b2"], hp["eps"]
+        h = _tree_dot(updates, state.direction, state.learning_rate.dtype)
+        lr = state.learning_rate - hp["hypergradient_lr"] * h
+        mu = jax.tree.map(lambda g, m: (1 - _like(b1, m)) * g + _like(b1, m) * m, updates, state.mu)
+        nu = jax.tree.map(lambda g, n: (1 - _like(b2, n)) * _square(g) + _like(b2, n) * n, updates, state.nu)
+        count = optax.safe_increment(state.count)
+        mu_hat = _bias_correction(mu, b1, count)
+        nu_hat = _bias_correction(nu, b2, count)
+        direction = jax.tree.map(lambda m, v: -m / (_sqrt(v) + _like(eps, v)), mu_hat, nu_hat)
+        new_state = AdamHdState(
+            count=count, hyperparams=hp, learning_rate=lr, direction=direction, mu=mu, nu=nu
+        )
+        return jax.tree.map(lambda d: _like(lr, d) * d, direction), new_state
+
+    return update_fn
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation at an average of the iterates.
+
+
+class AverageState(NamedTuple):
+    """State of `average`."""
+
+    count: jax.Array  # int32 updates applied
+    hyperparams: Hyperparams  # average_decay (EMA) or average_start (Polyak)
+    inner: Any  # the averaged rule's state
+    average: PyTree  # the average of the iterates so far
+
+
+def average(rule: Rule, *, decay: Any = None, start: Any = None) -> Rule:
+    r"""`rule`, evaluated at an average of its iterates: the run measures loss and metrics there.
+
+    The rule's own steps are unchanged; the state keeps an average `a_t` of the iterates `x_t`, and
+    `run` evaluates at it (`trace.params` is the average; `trace.evaluated_at ==
+    "average_eval_params"`). Exactly one of:
+
+    .. math::
+      \text{EMA:}\quad a_t = \text{decay} \, a_{t-1} + (1 - \text{decay}) \, x_t, \qquad a_0 = x_0 \\
+      \text{Polyak:}\quad a_t = \frac{1}{t - \text{start} + 1} \sum_{s=\text{start}}^{t} x_s
+      \ (t \ge \text{start}), \qquad a_t = x_t \ (t < \text{start})
+
+    `decay` (or `start`) is a state leaf like the rule's own values (`average_decay`,
+    `average_start`): a new value never recompiles.
+
+    Args:
+      rule: a gdjax `Rule` (hand-written or from `get`, Optax's included).
+      decay: EMA decay, in `(0, 1)`.
+      start: first step of a Polyak (uniform) average, `>= 0`.
+
+    Returns:
+      A `Rule` with state `AverageState`.
+
+    Example:
+      >>> rule = average(sgd(0.1), decay=0.9)
+      >>> sorted(rule.hyperparams)
+      ['average_decay', 'learning_rate']
+
+    References:
+      Polyak and Juditsky, *Acceleration of stochastic approximation by averaging*, 1992.
+    """
+    if not is_rule(rule):
+        raise ValueError(
+            f"average takes a gdjax rule (gdjax.rules.sgd(0.1), rules.get('optax.adam', ...)), got "
+            f"{type(rule).__name__}"
+        )
+    if (decay is None) == (start is None):
+        raise ValueError("average needs exactly one of decay= (an EMA) or start= (a Polyak average)")
+    inner = rule.spec
+    if inner.eval_params is not None:
+        raise ValueError(
+            f"{inner.name} is already evaluated away from its iterate; it cannot be averaged too"
+        )
+    kind, own = (
+        ("ema", {"average_decay": decay}) if decay is not None else ("polyak", {"average_start": start})
+    )
+    own_domain = {"average_decay": "in (0, 1)", "average_start": ">= 0"}
+    _check_values(own, own_domain)
+    inner_names = inner.numeric
+
+    def init(params, hp):
+        dtype = _hyperparam_dtype(params)
+        return AverageState(
+            count=_count(),
+            hyperparams={k: jnp.asarray(hp[k], dtype) for k in own},
+            inner=inner.init(params, {k: hp[k] for k in inner_names}),
+            average=jax.tree.map(jnp.asarray, params),
+        )
+
+    def make_update():
+        inner_update = inner.update_fn
+
+        def update_fn(updates, state, params=None, **extra_args):
+            if params is None:
+                raise ValueError("average needs params: update(updates, state, params)")
+            updates, inner_state = inner_update(updates, state.inner, params, **extra_args)
+            new = optax.apply_updates(params, updates)
+            count = optax.safe_increment(state.count)
+            hp = state.hyperparams
+            if kind == "ema":
+                d = hp["average_decay"]
+                avg = jax.tree.map(lambda a, x: _like(d, a) * a + (1 - _like(d, a)) * x, state.average, new)
+            else:
+                n = count.astype(hp["average_start"].dtype) - hp["average_start"]  # x_t is term n + 1
+                avg = jax.tree.map(
+                    lambda a, x: jnp.where(n >= 1, a + (x - a) / (jnp.maximum(n, 1) + 1).astype(a.dtype), x),
+                    state.average,
+                    new,
+                )
+            return updates, AverageState(count=count, hyperparams=hp, inner=inner_state, average=avg)
+
+        return update_fn
+
+    spec = RuleSpec(
+        name=f"average({inner.name})",
+        static=(("rule", inner), ("kind", kind)),
+        numeric=(*inner_names, *own),
+        extra_args=inner.extra_args,
+        init_state=init,
+        make_update=make_update,
+        eval_params=_average_eval_params,
+        domain=(*inner.domain, *((k, own_domain[k]) for k in own)),
+    )
+    return spec.build({**rule.hyperparams, **own})
+
+
+def _average_eval_params(state, params):
+    del params
+    return state.average
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1165,8 +1542,8 @@ def optax_equivalent(name: str, **hyperparameters: Any) -> optax.GradientTransfo
         return fn(**hyperparameters)
     kwargs = dict(hyperparameters)
     schedule = kwargs.pop("schedule", "constant")
-    if _as_schedule_kind(schedule)[0] != "constant":
-        return None
+    if _as_schedule_kind(schedule)[0] != "constant" or name not in _OPTAX_EQUIVALENTS:
+        return None  # sgd_hd / adam_hd: Optax has no hypergradient descent
     static_names = {p.name for p in sig.parameters.values() if isinstance(p.default, bool)}
     static = {k: v for k, v in kwargs.items() if k in static_names}
     hp = {k: v for k, v in kwargs.items() if k not in static_names}
@@ -1184,9 +1561,12 @@ _RULES: dict[str, Callable[..., optax.GradientTransformation]] = {
     "adagrad": adagrad,
     "rmsprop": rmsprop,
     "adam": adam,
+    "sgd_hd": sgd_hd,
+    "adam_hd": adam_hd,
 }
 _ALIASES = {"gd": "sgd"}
 _OPTAX_PREFIX = "optax."
+_CONTRIB_PREFIX = "optax.contrib."
 
 
 def _suggest(word: str, candidates) -> str:
@@ -1233,15 +1613,32 @@ def _optax_names() -> tuple[str, ...]:
     """Public Optax factories that build a gradient transformation, partials included.
 
     Combinators that take transformations as `*args` (`optax.chain`) are left out: they take
-    transformations, not hyperparameters. `optax.contrib` is not searched.
+    transformations, not hyperparameters. `optax.contrib` is listed by `_contrib_names`.
     """
+    return _factories(optax)
+
+
+@functools.cache
+def _contrib_names() -> tuple[str, ...]:
+    """The factories of `optax.contrib` (named `'optax.contrib.<name>'`)."""
+    return _factories(_contrib())
+
+
+def _contrib():
+    """`optax.contrib`, imported on first use (not with `gdjax.rules`)."""
+    import importlib
+
+    return importlib.import_module("optax.contrib")
+
+
+def _factories(module) -> tuple[str, ...]:
     found = []
-    for attr in dir(optax):
+    for attr in dir(module):
         if attr.startswith("_"):
             continue
         with warnings.catch_warnings():  # listing must not trip deprecation warnings
             warnings.simplefilter("ignore")
-            fn = getattr(optax, attr, None)
+            fn = getattr(module, attr, None)
         if inspect.isclass(fn) or not callable(fn):
             continue
         try:
@@ -1257,6 +1654,12 @@ def _optax_names() -> tuple[str, ...]:
 
 
 def _unknown_rule(name: str) -> ValueError:
+    if isinstance(name, str) and name.startswith(_CONTRIB_PREFIX):
+        return ValueError(
+            f"unknown Optax contrib optimizer {name!r}: optax.contrib has no gradient-transformation "
+            f"factory {name[len(_CONTRIB_PREFIX) :]!r}"
+            + _suggest(name, [_CONTRIB_PREFIX + n for n in _contrib_names()])
+        )
     if isinstance(name, str) and name.startswith(_OPTAX_PREFIX):
         optax_name = name[len(_OPTAX_PREFIX) :]
         return ValueError(
@@ -1295,8 +1698,11 @@ def _is_numeric_parameter(param: inspect.Parameter) -> bool:
 
 def _signature(name: str) -> tuple[Callable, inspect.Signature]:
     optax_name = name.removeprefix(_OPTAX_PREFIX) if isinstance(name, str) else None
+    contrib_name = name.removeprefix(_CONTRIB_PREFIX) if isinstance(name, str) else None
     if name in _RULES:
         fn = _RULES[name]
+    elif contrib_name != name and contrib_name in _contrib_names():
+        fn = getattr(_contrib(), contrib_name)
     elif optax_name != name and optax_name in _optax_names():
         fn = getattr(optax, optax_name)
     else:
@@ -1463,11 +1869,57 @@ def _get_optax(name, fn, sig, kwargs) -> Rule:
 
     # inject_hyperparams' update reads numeric values from `state.hyperparams` and closes over only
     # the schedules and static (non-numeric) values: any values build it.
+    def make_update():
+        update = build(**fixed, **{k: arguments[k] for k in numeric}).update
+        adapt = _EXTRA_ARG_ADAPTERS.get(name)
+        return update if adapt is None else adapt(update)
+
     spec = RuleSpec(
         name=name,
         static=tuple((k, static_option(v)) for k, v in sorted(fixed.items())),
         numeric=numeric,
         init_state=init,
-        make_update=lambda: build(**fixed, **{k: arguments[k] for k in numeric}).update,
+        make_update=make_update,
+        eval_params=_EVAL_PARAMS.get(name.removeprefix(_CONTRIB_PREFIX)),
+        domain=tuple((k, "> 0" if k == "learning_rate" else "") for k in numeric),
     )
     return spec.build({k: arguments[k] for k in numeric})
+
+
+def _obj_fn_from_value_fn(update: Callable) -> Callable:
+    """Sophia's Hutchinson estimator takes the loss as `obj_fn`; the run passes it as `value_fn`."""
+
+    def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
+        extra_args.pop("obj_fn", None)
+        return update(updates, state, params, obj_fn=value_fn, **extra_args)
+
+    return update_fn
+
+
+def _without_extra_args(update: Callable) -> Callable:
+    """SAM's update takes no extra arguments at all (in its default, transparent mode)."""
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        return update(updates, state, params)
+
+    return update_fn
+
+
+_EXTRA_ARG_ADAPTERS = {
+    "optax.contrib.sophia": _obj_fn_from_value_fn,
+    "optax.contrib.sam": _without_extra_args,
+}
+
+
+def _schedule_free_eval_params(state, params):
+    """`optax.contrib.schedule_free_eval_params` through `inject_hyperparams`' state."""
+    return _contrib().schedule_free_eval_params(state.inner_state, params)
+
+
+# Rules evaluated away from their iterate: the run measures loss and metrics there (`Trace.evaluated_at`).
+_EVAL_PARAMS = {
+    "schedule_free": _schedule_free_eval_params,
+    "schedule_free_sgd": _schedule_free_eval_params,
+    "schedule_free_adamw": _schedule_free_eval_params,
+}

@@ -17,12 +17,17 @@ class Status(enum.IntEnum):
     `CONVERGED`: a stopping tolerance (parameter change, gradient norm, patience) was met.
     `DIVERGED`: the loss grew past `divergence_factor` times its initial value.
     `NONFINITE`: the loss, gradient or parameters became NaN or infinite.
+    `INVALID`: a hyperparameter value is outside its domain (a negative or non-finite learning rate,
+      a momentum of 1), found inside the program because the value was traced (`jax.jit`,
+      `jax.vmap` or `jax.grad` over it) and so could not be refused on the host. No step is taken;
+      `Trace.invalid` says which value.
     """
 
     MAX_STEPS = 0
     CONVERGED = 1
     DIVERGED = 2
     NONFINITE = 3
+    INVALID = 4
 
     def __str__(self) -> str:
         return self.name.lower()
@@ -48,6 +53,12 @@ class Trace(NamedTuple):
         the full-data loss at every step), or None when it would exceed the recording cap.
       metrics: `{name: (num_evals,)}`, the user's metrics at `eval_steps`.
       record_steps: `(num_records,)` int32, the steps whose iterates are in `params_history`.
+      evaluated_at: None when loss, metrics, `params` and `params_history` are at the iterates;
+        otherwise the name of the point the rule asked for (`"schedule_free_eval_params"`: the
+        schedule-free average, where the method is meant to be evaluated).
+      invalid: for a run whose hyperparameter values were traced, `{name: bool}`: which values lie
+        outside their domain (the run's status is then `INVALID`; cost hyperparameters are named
+        `cost.<name>`). None when the values were checked on the host, before the run.
     """
 
     params: PyTree
@@ -61,6 +72,8 @@ class Trace(NamedTuple):
     batch_loss_history: jax.Array | None = None
     metrics: dict | None = None
     record_steps: jax.Array | None = None
+    evaluated_at: str | None = None
+    invalid: dict | None = None
 
     @property
     def final_loss(self) -> jax.Array:

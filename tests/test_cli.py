@@ -96,7 +96,7 @@ def test_run_default_writes_every_file(default_run):
             assert arrays[f"{unit}/{name}"].shape[0] == lanes, (unit, name)
         assert arrays[f"{unit}/loss_history"].shape == (lanes, 201)
         assert arrays[f"{unit}/params_history/w"].shape == (lanes, 201, 1)
-    assert list(arrays["status_names"]) == ["max_steps", "converged", "diverged", "nonfinite"]
+    assert list(arrays["status_names"]) == ["max_steps", "converged", "diverged", "nonfinite", "invalid"]
     np.testing.assert_array_equal(arrays["minibatch/coords/seed"], [0, 1, 2, 3, 4])
 
     assert "PASS" in (folder / "gradcheck.txt").read_text()

@@ -556,7 +556,7 @@ def test_mixed_precision_pytree_keeps_each_leaf_dtype():
 # --------------------------------------------------------------------------------------------------
 # Registry.
 
-HAND_WRITTEN = ["sgd", "gd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"]
+HAND_WRITTEN = ["sgd", "gd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "sgd_hd", "adam_hd"]
 
 HYPERPARAMETERS = [
     ("sgd", "constant", ("learning_rate",)),
@@ -1028,3 +1028,137 @@ def test_check_rule_catches_a_rule_that_recompiles_for_new_values(monkeypatch):
         AssertionError, match=r"check_rule\('rebuilds'\) \[jit\]: a new value of 'learning_rate'"
     ):
         testing.check_rule("rebuilds")
+
+
+# --------------------------------------------------------------------------------------------------
+# Hypergradient descent (Baydin et al. 2018): SGD-HD and Adam-HD against a NumPy re-implementation of
+# the paper's Algorithms 1 and 3, on a quartic with varying curvature.
+
+
+def _hd_cost(params):
+    w = params["w"]
+    target = jnp.asarray([1.0, -2.0, 0.5], w.dtype)
+    return 0.5 * jnp.sum((w - target) ** 2) + 0.05 * jnp.sum(w**4) + (params["b"] - 0.3) ** 2
+
+
+def _hd_grad_np(w, b):
+    target = np.array([1.0, -2.0, 0.5])
+    return (w - target) + 0.2 * w**3, 2 * (b - 0.3)
+
+
+def _sgd_hd_numpy(alpha, beta, w, b, num_steps):
+    """SGD-HD: alpha_t = alpha_{t-1} + beta g_t . g_{t-1}, theta_t = theta_{t-1} - alpha_t g_t."""
+    prev = np.zeros(4)  # grad f(theta_{-1}) = 0
+    out = []
+    for _ in range(num_steps):
+        gw, gb = _hd_grad_np(w, b)
+        g = np.r_[gw, gb]
+        alpha = alpha - beta * (g @ -prev)
+        w, b = w - alpha * gw, b - alpha * gb
+        prev = g
+        out.append((np.r_[w, b], alpha))
+    return out
+
+
+def _adam_hd_numpy(alpha, beta, b1, b2, eps, w, b, num_steps):
+    """Algorithm 3 (Adam-HD)."""
+    m, v, du = np.zeros(4), np.zeros(4), np.zeros(4)
+    theta = np.r_[w, b]
+    out = []
+    for t in range(1, num_steps + 1):
+        gw, gb = _hd_grad_np(theta[:3], theta[3])
+        g = np.r_[gw, gb]
+        alpha = alpha - beta * (g @ du)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g**2
+        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+        du = -m_hat / (np.sqrt(v_hat) + eps)
+        theta = theta + alpha * du
+        out.append((theta.copy(), alpha))
+    return out
+
+
+HD_ROWS = [
+    (
+        "sgd_hd",
+        {"learning_rate": 0.05, "hypergradient_lr": 0.01},
+        lambda hp, w, b, n: _sgd_hd_numpy(hp["learning_rate"], hp["hypergradient_lr"], w, b, n),
+    ),
+    (
+        "sgd_hd",
+        {"learning_rate": 0.2, "hypergradient_lr": 0.0},
+        lambda hp, w, b, n: _sgd_hd_numpy(hp["learning_rate"], hp["hypergradient_lr"], w, b, n),
+    ),
+    (
+        "adam_hd",
+        {"learning_rate": 0.05, "hypergradient_lr": 1e-3},
+        lambda hp, w, b, n: _adam_hd_numpy(
+            hp["learning_rate"], hp["hypergradient_lr"], 0.9, 0.999, 1e-8, w, b, n
+        ),
+    ),
+    (
+        "adam_hd",
+        {"learning_rate": 0.02, "hypergradient_lr": 1e-2, "b1": 0.8, "b2": 0.99, "eps": 1e-6},
+        lambda hp, w, b, n: _adam_hd_numpy(
+            hp["learning_rate"], hp["hypergradient_lr"], 0.8, 0.99, 1e-6, w, b, n
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "name, hyperparameters, numpy_fn", HD_ROWS, ids=[f"{r[0]}-{i}" for i, r in enumerate(HD_ROWS)]
+)
+def test_hypergradient_rules_equal_numpy_reimplementation(name, hyperparameters, numpy_fn):
+    w0, b0 = np.array([0.5, 1.0, -1.5]), 2.0
+    num_steps = 50
+    rule = rules.get(name, **hyperparameters)
+
+    def body(carry, _):
+        params, state = carry
+        updates, state = rule.update(jax.grad(_hd_cost)(params), state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, state), (jnp.r_[params["w"], params["b"][None]], state.learning_rate)
+
+    params0 = {"w": jnp.asarray(w0), "b": jnp.asarray(b0)}
+    _, (thetas, alphas) = jax.jit(lambda p: lax.scan(body, (p, rule.init(p)), None, length=num_steps))(
+        params0
+    )
+    expected = numpy_fn(hyperparameters, w0, b0, num_steps)
+    np.testing.assert_allclose(thetas, np.stack([e[0] for e in expected]), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(alphas, np.array([e[1] for e in expected]), rtol=1e-9, atol=1e-12)
+    if hyperparameters["hypergradient_lr"] > 0:
+        assert not np.allclose(alphas, hyperparameters["learning_rate"])  # the rate did adapt
+
+
+@pytest.mark.parametrize("name", ["sgd_hd", "adam_hd"])
+def test_hypergradient_rules_new_value_never_recompiles(name):
+    import gdjax
+
+    cost = lambda p, d: _hd_cost(p)
+    params0 = {"w": jnp.asarray([0.5, 1.0, -1.5]), "b": jnp.asarray(2.0)}
+    gdjax.run(cost, rules.get(name, learning_rate=0.01, hypergradient_lr=1e-3), params0, num_steps=20)
+    with count_compilations() as c:
+        gdjax.run(cost, rules.get(name, learning_rate=0.02, hypergradient_lr=2e-3), params0, num_steps=20)
+    assert c.count == 0
+
+
+def test_adam_hd_with_zero_hypergradient_lr_is_adam():
+    params = {"w": jnp.asarray([0.5, 1.0, -1.5]), "b": jnp.asarray(2.0)}
+    ours = testing._trajectory(rules.adam_hd(0.05, hypergradient_lr=0.0), params, 30)
+    adam = testing._trajectory(rules.adam(0.05), params, 30)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(adam), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "name, values, message",
+    [
+        ("sgd_hd", {"hypergradient_lr": -1.0}, "hypergradient_lr must be a finite number >= 0, got -1.0"),
+        ("adam_hd", {"b1": 1.0}, "b1 must be a finite number in [0, 1), got 1.0"),
+        ("sgd_hd", {"schedule": "inverse_sqrt"}, "sgd_hd adapts its own learning rate; it takes no schedule"),
+    ],
+)
+def test_hypergradient_rules_refuse_bad_values(name, values, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        rules.get(name, learning_rate=0.1, **values)

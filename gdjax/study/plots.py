@@ -89,6 +89,7 @@ STATUS_STYLES: dict[str, StatusStyle] = {
     "max_steps": StatusStyle("o", None, "max_steps (budget used)"),
     "diverged": StatusStyle("x", "#d62728", "diverged"),
     "nonfinite": StatusStyle("^", "#7b0a0a", "nonfinite (NaN/inf)"),
+    "invalid": StatusStyle("s", "#9467bd", "invalid (a value outside its domain; no step)"),
 }
 # For colouring by status (tables, scatter plots of a sweep); the figures here colour by rule and
 # keep the status in the marker, except for the red of runs that blew up.
@@ -97,6 +98,7 @@ STATUS_COLORS: dict[str, str] = {
     "max_steps": "#7f7f7f",
     "diverged": STATUS_STYLES["diverged"].color,
     "nonfinite": STATUS_STYLES["nonfinite"].color,
+    "invalid": STATUS_STYLES["invalid"].color,
 }
 _BLOWUP_DECADES = 3  # how far above the calm runs a loss-curve axis follows a blow-up
 _SEQUENTIAL_FROM = 4  # settings of one rule drawn along a colormap rather than in its shades
@@ -203,7 +205,8 @@ def _status_name(s: Any) -> str:
         return str(Status(int(s)))
     except (TypeError, ValueError):
         raise ValueError(
-            f"unknown status {s!r}; use a gdjax.Status code (0-3) or one of {', '.join(_STATUS_NAMES)}"
+            f"unknown status {s!r}; use a gdjax.Status code (0-{len(_STATUS_NAMES) - 1}) or one of "
+            f"{', '.join(_STATUS_NAMES)}"
         ) from None
 
 
