@@ -611,3 +611,37 @@ def test_bad_input_raises_a_one_line_error_naming_the_argument(case):
         call()
     message = str(info.value)
     assert words in message and "\n" not in message
+
+
+# --- AlgoPerf's external tuning ---------------------------------------------------------------
+
+
+def _protocol_ttt():
+    # one problem, optimizer "a": three learning rates x two seeds, with hand-picked times
+    times = {(0.1, 0): 5.0, (0.1, 1): 9.0, (0.3, 0): 7.0, (0.3, 1): 4.0, (1.0, 0): INF, (1.0, 1): 6.0}
+    return pd.DataFrame(
+        [
+            {"problem": "p", "optimizer": "a", "learning_rate": lr, "seed": s, "time": t, "final_loss": 0.0}
+            for (lr, s), t in times.items()
+        ]
+    )
+
+
+def test_external_tuning_with_every_trial_is_the_median_over_studies_of_the_per_seed_best():
+    table = st.external_tuning(_protocol_ttt(), config=["learning_rate"], trials=3, studies=3)
+    # studies run on seeds 0, 1, 0: the fastest of all three configurations at that seed
+    assert table["time"].tolist() == [5.0, 4.0, 5.0] and (table["trials"] == 3).all()
+    ratios = st.profile_ratios(table, config=[])
+    assert ratios["time"].tolist() == [5.0]  # the median over the three studies
+
+
+def test_external_tuning_draws_reproducibly_without_replacement():
+    ttt = _protocol_ttt()
+    first = st.external_tuning(ttt, config=["learning_rate"], trials=1, studies=4, seed=7)
+    again = st.external_tuning(ttt, config=["learning_rate"], trials=1, studies=4, seed=7)
+    pd.testing.assert_frame_equal(first, again)
+    allowed = {0: {5.0, 7.0, INF}, 1: {9.0, 4.0, 6.0}}  # one configuration's time at the study's seed
+    for j, t in enumerate(first["time"]):
+        assert t in allowed[[0, 1][j % 2]]
+    with pytest.raises(ValueError, match="trials"):
+        st.external_tuning(ttt, config=["learning_rate"], trials=0)

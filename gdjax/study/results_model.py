@@ -311,11 +311,23 @@ class Results:
             )
         return self._cache[key].copy()
 
-    def performance_profile(self, eps=1e-3, *, unit: str = "epochs", taus=None, variant: str = "tuned"):
-        """Dolan-Moré profile: columns `optimizer`, `variant`, `tau`, `rho` (+ the target's)."""
+    def performance_profile(
+        self, eps=1e-3, *, unit: str = "epochs", taus=None, variant: str = "tuned", external=None
+    ):
+        """Dolan-Moré profile: columns `optimizer`, `variant`, `tau`, `rho` (+ the target's).
+
+        `external=(trials, studies)` scores AlgoPerf's external-tuning protocol instead of the best
+        configuration: the median over `studies` of the fastest of `trials` random configurations
+        (`gdjax.study.statistics.external_tuning`)."""
         from gdjax.study import statistics
 
         ttt = self.time_to_target(eps, unit=unit)
+        if external is not None:
+            trials, studies = external
+            protocol = statistics.external_tuning(
+                ttt, config=self.config_columns, trials=trials, studies=studies
+            )
+            return statistics.performance_profile(protocol, config=[], taus=taus)
         return statistics.performance_profile(
             ttt, config=self.config_columns, taus=taus, variant=variant, lanes=self.lanes
         )

@@ -391,6 +391,54 @@ def profile_ratios(
     return table[columns].sort_values([*keys, "problem", "optimizer", "variant"], ignore_index=True)
 
 
+def external_tuning(
+    ttt: pd.DataFrame, *, config: Sequence[str], trials: int = 5, studies: int = 3, seed: int = 0
+) -> pd.DataFrame:
+    """AlgoPerf's external-tuning protocol on a grid: per problem and optimizer, `studies` independent
+    studies, each the fastest of `trials` configurations drawn without replacement from the grid.
+
+    Study j runs on the j-th seed of its problem (cycling when there are fewer seeds than studies; a
+    lane without a seed is deterministic and serves every study), draws its trials with a generator
+    seeded by `seed` (reproducible), and takes the smallest time among them; the optimizer's time on
+    the problem is then the median over the studies, as in AlgoPerf's scoring (`time` of the returned
+    frame, with `seed` holding the study's index). Pass it to `profile_ratios` /
+    `performance_profile` with `config=[]`: each study is one "seed" of a single configuration.
+
+    Returns:
+        The target columns, `problem`, `optimizer`, `seed` (the study), `time`, `final_loss` (the
+        fastest trial's) and `trials` (how many configurations the study tried).
+    """
+    _require(ttt, ["problem", "optimizer", "seed", "time"], "ttt")
+    config = _check_config(ttt, config, "ttt")
+    for name, value in (("trials", trials), ("studies", studies)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    keys = [k for k in TARGET_KEYS if k in ttt]
+    final = _worst(ttt["final_loss"], "min") if "final_loss" in ttt else np.zeros(len(ttt))
+    frame = ttt.assign(_final=final, time=ttt["time"].astype(float))
+    rng = np.random.default_rng(seed)
+    rows = []
+    for key, group in frame.groupby([*keys, "problem", "optimizer"], dropna=False, sort=True):
+        key = dict(zip([*keys, "problem", "optimizer"], key, strict=True))
+        per = (
+            group.groupby([*config, "seed"], dropna=False, sort=True)
+            .agg(time=("time", "median"), _final=("_final", "median"))
+            .reset_index()
+        )
+        configs = per[config].drop_duplicates().reset_index(drop=True) if config else pd.DataFrame(index=[0])
+        seeds = sorted(per["seed"].dropna().unique()) or [pd.NA]
+        for j in range(studies):
+            s = seeds[j % len(seeds)]
+            pick = configs.iloc[rng.choice(len(configs), size=min(trials, len(configs)), replace=False)]
+            at = per[per["seed"].isna() | (per["seed"] == s)] if not pd.isna(s) else per
+            tried = at.merge(pick, on=config) if config else at
+            best = tried.sort_values(["time", "_final"], kind="stable").head(1)
+            time = float(best["time"].iloc[0]) if len(best) else np.inf
+            final_loss = float(best["_final"].iloc[0]) if len(best) else np.inf
+            rows.append({**key, "seed": j, "time": time, "final_loss": final_loss, "trials": len(pick)})
+    return pd.DataFrame(rows)
+
+
 def _solvers(table: pd.DataFrame):
     keys = [k for k in TARGET_KEYS if k in table]
     for key, rows in table.groupby([*keys, "optimizer", "variant"], dropna=False, sort=True):
