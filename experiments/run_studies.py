@@ -38,6 +38,7 @@ STUDIES = [
     ("optimizers_ill", "configs/optimizers_ill.toml"),
     ("decay", "configs/decay.toml"),
     ("digits", "configs/digits.toml"),
+    ("suite", "configs/suite.toml"),
 ]
 
 TITLES = {
@@ -50,6 +51,7 @@ TITLES = {
     "optimizers_ill": "5b. Six optimizers, ill-conditioned",
     "decay": "6. Constant vs decaying step sizes",
     "digits": "7. Six optimizers on real data: the bundled digits, with a held-out split",
+    "suite": "8. A suite: four tuned optimizers on nine problems with exact f*",
 }
 
 
@@ -422,6 +424,84 @@ NOTES = {
 }
 
 
+def suite_section(s: Study) -> list[str]:
+    """The suite's comparison, computed from the run folder's `Results` (as `gdjax report` does)."""
+    import pandas as pd
+
+    from gdjax import study as study_face
+
+    r = study_face.load(s.folder)
+    problems = [
+        [
+            p["problem"],
+            "-" if pd.isna(p["num_examples"]) else int(p["num_examples"]),
+            p["num_params"],
+            fmt(float(p["f_star"]), 8),
+            p["f_star_source"],
+        ]
+        for p in r.problems.to_dict("records")
+    ]
+    lines = [
+        "Problems and their reference optima:",
+        "",
+        *table(["problem", "examples", "parameters", "f*", "f* from"], problems),
+        "",
+    ]
+    rows = []
+    for opt in dict.fromkeys(r.lanes["optimizer"]):
+        row = [opt]
+        for eps in (1e-1, 1e-3, 1e-6):
+            sc = r.scores(eps, unit="steps").set_index("optimizer").loc[opt]
+            row.append(f"{sc['score']:.2f} [{sc['ci_low']:.2f}, {sc['ci_high']:.2f}]")
+        rows.append(row)
+    lines += [
+        "Scores (area under the performance profile for tau in [1, 4], / 3; time in steps to reach "
+        "f <= f* + eps (f0 - f*) for each optimizer's fastest learning rate per problem, median over "
+        "seeds), with 95% bootstrap intervals over the nine problems:",
+        "",
+        *table(["optimizer", "eps = 0.1", "eps = 0.001", "eps = 1e-6"], rows),
+        "",
+    ]
+    pairs = []
+    names = list(dict.fromkeys(r.lanes["optimizer"]))
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            c = r.compare(a, b, by="suboptimality").iloc[0]
+            pairs.append(
+                [
+                    a,
+                    b,
+                    c["median_difference"],
+                    f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]",
+                    c["probability_of_improvement"],
+                    c["p_value"],
+                    int(c["num_pairs"]),
+                ]
+            )
+    verdict = r.best_statement(by="suboptimality")
+    lines += [
+        "Paired comparisons of the final f - f* of each optimizer's best configuration, over every "
+        "(problem, seed) pair (a - b: negative favours a):",
+        "",
+        *table(["a", "b", "median a - b", "95% interval", "P(a better)", "Wilcoxon p", "pairs"], pairs),
+        "",
+        verdict
+        or "No optimizer is significantly better than every other one here: the report says so "
+        "rather than name a winner.",
+        "",
+        "The whole comparison, with its figures, is the run folder's `report.html` "
+        "(`gdjax report runs/studies/suite` re-renders it).",
+        "",
+    ]
+    for name in ("performance_profile", "data_profile", "loss_curves"):
+        png = s.folder / "figures" / f"{name}.png"
+        if png.exists():
+            target = FIGURES / f"suite-{name}.png"
+            shutil.copyfile(png, target)
+            lines += [f"![suite: {name}](figures/{target.name})", ""]
+    return lines
+
+
 # ------------------------------------------------------------------------------------------ README
 def section(study: Study) -> list[str]:
     m = study.manifest
@@ -435,15 +515,26 @@ def section(study: Study) -> list[str]:
         "",
         f"```\n{command}\n```",
         "",
-        f"Problem: {problem_line(study)}. Precision {study.cfg.precision}; gradient check: {checks}.",
-        "",
-        "Best configuration of each optimizer (pooled over seeds; all lanes counted on the right):",
-        "",
-        *best_table(study),
-        "",
-        *NOTES[study.name](study),
-        "",
     ]
+    if study.cfg.is_suite:
+        lines += [
+            f"Precision {study.cfg.precision}; gradient checks: all PASS."
+            if all(v.startswith("PASS") for v in m["gradcheck"].values())
+            else f"Gradient checks: {checks}.",
+            "",
+        ]
+        lines += suite_section(study)
+    else:
+        lines += [
+            f"Problem: {problem_line(study)}. Precision {study.cfg.precision}; gradient check: {checks}.",
+            "",
+            "Best configuration of each optimizer (pooled over seeds; all lanes counted on the right):",
+            "",
+            *best_table(study),
+            "",
+            *NOTES[study.name](study),
+            "",
+        ]
     for png in m.get("plots", []):
         target = FIGURES / f"{study.name}-{png}"
         shutil.copyfile(study.folder / png, target)
