@@ -34,3 +34,18 @@ def restore_x64():
     before = jax.config.jax_enable_x64
     yield
     jax.config.update("jax_enable_x64", before)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def release_compiled_programs():
+    """Each test module's compiled programs are released when it ends.
+
+    Every loaded XLA:CPU executable keeps about six memory mappings; the suite compiles several
+    thousand programs, and one process past the kernel's `vm.max_map_count` (65530 by default) dies
+    in the compiler with a segfault. Modules share few programs, so clearing costs little.
+    """
+    yield
+    import gdjax.sweep
+
+    gdjax.sweep._COMPILED.clear()
+    jax.clear_caches()
