@@ -45,7 +45,7 @@ def release_compiled_programs():
     in the compiler with a segfault. Modules share few programs, so clearing costs little.
     """
     yield
-    import gdjax.sweep
+    import importlib
 
-    gdjax.sweep._COMPILED.clear()
+    importlib.import_module("gdjax.sweep")._COMPILED.clear()  # `gdjax.sweep` is also the function
     jax.clear_caches()
