@@ -182,6 +182,12 @@ def _finish(ax, xlabel: str, ylabel: str, title: str, n: int) -> None:
     _legend(ax, n)
 
 
+def _finish_share(ax, r: Results, eps: float, xlabel: str) -> None:
+    """A profile panel: the share of problems solved, 0 to 1, at target `eps`."""
+    ax.set_ylim(-0.02, 1.02)
+    _finish(ax, xlabel, "share of problems solved", f"eps = {eps:g}", r.lanes["optimizer"].nunique())
+
+
 def _legend(ax, n: int):
     """A legend of the labelled lines, if any (a panel where nothing reached the target has none)."""
     if n and ax.get_legend_handles_labels()[1]:
@@ -434,14 +440,7 @@ def performance_profile(r: Results):
                 label = opt if variant == "tuned" else f"{opt} (defaults)"
                 ax.step(mine["tau"], mine["rho"], where="post", ls=style, color=color_for(opt), label=label)
         ax.set_xscale("log", base=2)
-        ax.set_ylim(-0.02, 1.02)
-        _finish(
-            ax,
-            "tau (time / fastest optimizer's time, epochs)",
-            "share of problems solved",
-            f"eps = {eps:g}",
-            r.lanes["optimizer"].nunique(),
-        )
+        _finish_share(ax, r, eps, "tau (time / fastest optimizer's time, epochs)")
     fig.suptitle("Performance profiles: target f <= f* + eps (f0 - f*)", fontsize=10)
     return fig
 
@@ -469,14 +468,7 @@ def data_profile(r: Results):
             ax.text(0.5, 0.5, "no optimizer reached this target", ha="center", transform=ax.transAxes)
         else:
             ax.set_xscale("log")
-        ax.set_ylim(-0.02, 1.02)
-        _finish(
-            ax,
-            "budget (epochs)",
-            "share of problems solved",
-            f"eps = {eps:g}",
-            r.lanes["optimizer"].nunique(),
-        )
+        _finish_share(ax, r, eps, "budget (epochs)")
     fig.suptitle("Data profiles (tuned: each optimizer's fastest configuration per problem)", fontsize=10)
     return fig
 
