@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -66,7 +67,9 @@ def draw(results: Results, names=None) -> dict[str, object]:
             f"unknown figure {unknown[0]!r}{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
             f"figures: {', '.join(FIGURES)}"
         )
-    with _quiet():  # NaN and infinite medians of blown-up lanes are expected while drawing
+    with warnings.catch_warnings(
+        action="ignore", category=RuntimeWarning
+    ):  # NaN and infinite medians of blown-up lanes are expected while drawing
         return {n: FIGURES[n].draw(results) for n in names}
 
 
@@ -122,26 +125,12 @@ def _band(ax, x, values: np.ndarray, color, label, log: bool):
     values = np.asarray(values, np.float64)
     if log:
         values = np.where(values > 0, values, np.nan)
-    with np.errstate(invalid="ignore"), _quiet():
+    with np.errstate(invalid="ignore"):
         med = np.nanmedian(values, axis=0)
         lo, hi = np.nanquantile(values, [0.25, 0.75], axis=0)
     ax.plot(x, med, color=color, label=label, lw=1.8)
     if values.shape[0] > 1:
         ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
-
-
-class _quiet:
-    """All-NaN columns (a diverged seed's frozen curve on a log axis) are expected: no warning."""
-
-    def __enter__(self):
-        import warnings
-
-        self._catch = warnings.catch_warnings()
-        self._catch.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._catch.__exit__(*exc)
 
 
 def _curve_matrix(r: Results, lanes: pd.DataFrame, column: str):

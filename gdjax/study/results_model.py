@@ -646,11 +646,7 @@ def results(
     # the sweep's cost offered its own f* (e.g. least squares' closed form) unless one was set by hand
     offered = callable(sweep_result.__dict__.get("_f_star"))
     f_star = sweep_result.f_star
-    batch = [c.get("batch_size") for c in coords]
-    if num_examples is None and any(b is not None for b in batch):
-        num_examples_value = None
-    else:
-        num_examples_value = None if num_examples is None else int(num_examples)
+    num_examples_value = None if num_examples is None else int(num_examples)
     eval_steps = np.asarray(sweep_result.eval_steps)
     unit = _Unit(
         problem=problem,
@@ -911,13 +907,7 @@ def merge(parts: Sequence[Results]) -> Results:
         if lanes_frame[h].dtype == object:
             lanes_frame[h] = lanes_frame[h].astype("float64")
     problems = _problem_frame([p.to_dict() for p, _ in known.values()])
-    # f* unknown: the best found is now over every part's lanes
-    unknown = problems.loc[problems["f_star"].isna(), "problem"]
-    mine = lanes_frame["problem"].isin(unknown)
-    if mine.any():
-        lanes_frame.loc[mine, "f_star_source"] = "best found"
-        best = lanes_frame.loc[mine].groupby("problem")["best_loss"].transform("min")
-        lanes_frame.loc[mine, "suboptimality"] = lanes_frame.loc[mine, "final_loss"] - best
+    _fill_best_found(lanes_frame, problems)  # f* unknown: the best found is now over every part's lanes
     lanes_frame = lanes_frame[_lane_order(list(hyper), list(metrics))]
     splits = {}
     for r in parts:
