@@ -21,7 +21,7 @@ import pytest
 import gdjax
 from gdjax import check_grad, data
 from gdjax.study import config as config_lib
-from gdjax.study import experiment, problems
+from gdjax.study import experiment, preflight, problems
 from gdjax.study.config import ConfigError
 from tests.helpers import run_cli
 
@@ -151,7 +151,7 @@ def expect_key(text: str, base: pathlib.Path, key: str, *fragments: str):
         cfg = loads(text, base)
         jax.config.update("jax_enable_x64", cfg.precision == "float64")
         problems_ = experiment.build_problems(cfg)
-        experiment._check_units(cfg, problems_, experiment.units(cfg))
+        preflight.check_units(cfg, problems_, experiment.units(cfg))
     assert info.value.key == key, str(info.value)
     for f in fragments:
         assert f in str(info.value), str(info.value)

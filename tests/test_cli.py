@@ -15,7 +15,7 @@ import pytest
 
 from gdjax import data, reference
 from gdjax.options import Execution
-from gdjax.study import cli, config, experiment
+from gdjax.study import cli, config, experiment, preflight
 from gdjax.study.config import ConfigError
 from tests.helpers import run_cli
 
@@ -157,7 +157,7 @@ def _half_gradient(p, batch):
 
 
 def test_gradient_check_failure_stops_before_running(tmp_path, monkeypatch):
-    real = experiment.check_grad
+    real = preflight.check_grad
 
     def wrong_analytic(cost, params, batch, *, analytic=None, **kwargs):
         return real(cost, params, batch, analytic=_half_gradient, **kwargs)
@@ -165,7 +165,7 @@ def test_gradient_check_failure_stops_before_running(tmp_path, monkeypatch):
     def no_sweep(*args, **kwargs):
         raise AssertionError("a sweep ran after a failed gradient check")
 
-    monkeypatch.setattr(experiment, "check_grad", wrong_analytic)
+    monkeypatch.setattr(preflight, "check_grad", wrong_analytic)
     monkeypatch.setattr(experiment, "sweep", no_sweep)
     folder = tmp_path / "run"
     code, _, err = run_cli("run", "--out", str(folder))

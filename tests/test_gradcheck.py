@@ -1051,7 +1051,7 @@ def test_a_study_at_a_kink_warns_and_runs(relu_study):
 
 def test_the_study_checks_every_seed_start_and_kinks_only_warn(relu_study):
     from gdjax.study import config as config_lib
-    from gdjax.study import experiment
+    from gdjax.study import experiment, preflight
 
     cfg = config_lib.load(relu_study / "study.toml")
     (p,) = experiment.build_problems(cfg)
@@ -1062,7 +1062,7 @@ def test_the_study_checks_every_seed_start_and_kinks_only_warn(relu_study):
     assert {k.point for k in report.kinks} == {0} and {k.leaf for k in report.kinks} == {"W1", "b1"}
     assert "[gradcheck] enabled = false" not in experiment.gradcheck_text({"relu": report})
     # Exactly the points the lanes start from: the first record of each lane's params history.
-    starts = experiment._noised_starts(p, cfg.seeds)
+    starts = preflight.noised_starts(p, cfg.seeds)
     result = gdjax.sweep(
         p.cost,
         gdjax.rules.sgd,

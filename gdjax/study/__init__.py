@@ -4,11 +4,14 @@ Modules, each importing only the core and the modules above it in this list:
 
 | module | owns |
 |---|---|
+| `usercode` | users' own functions named by a config (`"file.py:name"`), imported and checked abstractly |
 | `config` | TOML configs read into frozen dataclasses, validated once at the edge |
 | `plots` | matplotlib figures of traces and sweeps (matplotlib imported inside the functions) |
 | `runfolder` | the run folder: ownership marker, lock, parts, PARTIAL marker, interrupts |
-| `problems` | costs beyond least squares: logistic / cross-entropy classifiers, users' own costs |
-| `experiment` | a config turned into data, costs, gradient checks and sweeps, written to a run folder |
+| `problems` | data and costs as `Problem`s: least squares, classifiers, test functions, callables |
+| `preflight` | what a run checks before it computes: units (one sweep each), sizes, memory, gradients |
+| `summary` | summary rows: configurations, the best of each optimizer, the printed table |
+| `experiment` | orchestration: a config's units run as sweeps and written to a run folder, read back |
 | `results_model` | the one results schema and `Results` (pandas `lanes` and `curves`): load, save, merge |
 | `statistics` | comparisons on results: targets, profiles, tuning budgets, paired tests (pandas, SciPy) |
 | `report` | the figures of a finished run |

@@ -510,6 +510,17 @@ class _Source:
         return ConfigError(message, key=_fmt_path(path) or None, line=self.line(path), source=self.name)
 
 
+def locate_error(cfg: ExperimentConfig, key: str, message: str) -> ConfigError:
+    """A ConfigError at `key` with its line, re-reading the config file when there is one."""
+    line = None
+    if cfg.source and os.path.isfile(cfg.source):
+        with open(cfg.source, encoding="utf-8") as f:
+            src = _Source(f.read(), cfg.source, None)
+        path = tuple(int(p) if p.isdigit() else p for p in key.replace("[", ".").replace("]", "").split("."))
+        line = src.line(path)
+    return ConfigError(message, key=key, line=line, source=cfg.source or "<config>")
+
+
 # ------------------------------------------------------------------------------------ typed reading
 _REQUIRED = object()
 

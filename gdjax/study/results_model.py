@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from gdjax import io as gdjax_io
-from gdjax.study.experiment import SUMMARY_KEYS
+from gdjax.study.summary import SUMMARY_KEYS
 from gdjax.types import Status
 
 __all__ = [

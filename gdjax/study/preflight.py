@@ -1,0 +1,298 @@
+"""What a run checks and builds before anything is computed: gradient checks, units and pre-flight checks.
+
+`run_experiment` (gdjax.study.experiment) calls these in order: the problems are built
+(`gdjax.study.problems.build_problems`), the config's units listed (`units`: one sweep per cost and
+optimizer), then checked against the data (`check_units`), the host memory (`check_memory`) and
+the sweeps themselves (`check_sweeps`, through `gdjax.check_sweep`), and the gradients checked
+(`check_gradients`) - all before a run folder is made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from gdjax.gradcheck import check_grad
+from gdjax.study import config as config_lib
+from gdjax.study.config import ExperimentConfig, OptimizerConfig, locate_error
+from gdjax.study.problems import Problem
+from gdjax.sweep import NOISE_FOLD, Starts, Zip, check_sweep
+from gdjax.types import GradCheckReport, PyTree
+
+__all__ = [
+    "GradCheckFailed",
+    "Unit",
+    "check_gradients",
+    "check_memory",
+    "check_sweeps",
+    "check_units",
+    "gradcheck_text",
+    "noised_starts",
+    "num_lanes",
+    "sweep_args",
+    "unit_start",
+    "units",
+]
+
+
+SKIP_GRADCHECK = "to run without the check, set `[gradcheck] enabled = false` in the config"
+
+
+class GradCheckFailed(RuntimeError):
+    """The gradient check of a cost failed: nothing was run. `reports` maps cost label -> report."""
+
+    def __init__(self, reports: dict[str, GradCheckReport]):
+        self.reports = reports
+        failed = [k for k, r in reports.items() if not r.ok]
+        super().__init__(
+            f"gradient check failed for cost {', '.join(map(repr, failed))}: "
+            + "; ".join(reports[k].verdict for k in failed)
+            + f" ({SKIP_GRADCHECK})"
+        )
+
+
+def check_gradients(cfg: ExperimentConfig, problems: list[Problem]) -> dict[str, GradCheckReport]:
+    """`check_grad` of every cost at the points its runs start from, and at random points.
+
+    The points: the problem's start; with `init_noise`, the noised start of every seed, exactly as
+    the sweep's lanes draw them (`noised_starts`); and `gradcheck.num_points - 1` random points.
+    A cost that is not differentiable at a point (a ReLU model initialised at zero) gives a
+    warning, not a failure. Needs float64 enabled (finite differences in float64); checks in the
+    runs' dtype.
+    """
+    reports = {}
+    for p in problems:
+        reports[p.label] = check_grad(
+            p.cost,
+            p.params0,
+            p.data,
+            analytic=p.analytic,
+            num_points=cfg.gradcheck.num_points,
+            key=cfg.seeds[0],
+            points=noised_starts(p, cfg.seeds),
+        )
+    return reports
+
+
+def noised_starts(p: Problem, seeds) -> PyTree | None:
+    """The start of each seed's lanes when the cost has `init_noise` (else None), stacked: each
+    leaf plus `init_noise * jax.random.normal(k_i, ...)` in its dtype, with the sweep's keys
+    `k_i = jax.random.split(jax.random.fold_in(jax.random.key(seed), NOISE_FOLD), num_leaves)`."""
+    if not p.config.init_noise:
+        return None
+    leaves, treedef = jax.tree.flatten(p.params0)
+    leaves = [np.asarray(x, jax.dtypes.canonicalize_dtype(np.asarray(x).dtype)) for x in leaves]
+    stacked = []
+    for seed in seeds:
+        keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), NOISE_FOLD), len(leaves))
+        stacked.append(
+            [
+                (
+                    x
+                    + np.asarray(p.config.init_noise, x.dtype)
+                    * np.asarray(jax.random.normal(k, x.shape, x.dtype))
+                ).astype(x.dtype)
+                for k, x in zip(keys, leaves, strict=True)
+            ]
+        )
+    return treedef.unflatten([np.stack(column) for column in zip(*stacked, strict=True)])
+
+
+def gradcheck_text(reports: dict[str, GradCheckReport]) -> str:
+    text = "\n\n".join(f"cost {label!r}\n{report}" for label, report in reports.items()) + "\n"
+    if not all(r.ok for r in reports.values()):
+        text += f"{SKIP_GRADCHECK}\n"
+    return text
+
+
+class Unit(NamedTuple):
+    """One sweep of a run: one optimizer on one cost."""
+
+    key: str  # the optimizer's label, or "<cost>.<optimizer>" with several costs
+    problem: int  # index into the problems
+    optimizer: OptimizerConfig
+    num_steps: int
+    batch_size: tuple[int | None, ...]
+
+
+def units(cfg: ExperimentConfig) -> list[Unit]:
+    """The sweeps of a config, in the order they run (costs outer, optimizers inner)."""
+    out = []
+    for i, c in enumerate(cfg.costs):
+        for opt in cfg.optimizers:
+            key = opt.label if len(cfg.costs) == 1 else f"{c.label}.{opt.label}"
+            out.append(
+                Unit(
+                    key=key,
+                    problem=i,
+                    optimizer=opt,
+                    num_steps=opt.num_steps or cfg.run.num_steps,
+                    batch_size=opt.batch_size or cfg.run.batch_size,
+                )
+            )
+    return out
+
+
+def check_units(cfg: ExperimentConfig, problems: list[Problem], unit_list: list[Unit]) -> None:
+    """Checks what needs the data (batch sizes against the number of examples, plots)."""
+    for u in unit_list:
+        p = problems[u.problem]
+        n = None if p.data is None else p.data[0].shape[0]
+        for b in u.batch_size:
+            if b is None:
+                continue
+            key = f"optimizers[{cfg.optimizers.index(u.optimizer)}].batch_size"
+            if u.optimizer.batch_size is None:
+                key = "run.batch_size"
+            if n is None:
+                raise locate_error(cfg, key, "test functions take no data, so there is nothing to sample")
+            if b > n:
+                raise locate_error(cfg, key, f"batch_size = {b} is larger than the data ({n} examples)")
+    for i, name in enumerate(cfg.outputs.plots):
+        key = f"outputs.plots[{i}]"
+        if name in ("contour", "contour_grid") and not any(p.num_params == 2 for p in problems):
+            sizes = ", ".join(f"{p.label}: {p.num_params}" for p in problems)
+            raise locate_error(cfg, key, f"contour plots need a cost of exactly two parameters ({sizes})")
+        if name == "fitted_line" and not any(is_line(p) for p in problems):
+            raise locate_error(cfg, key, "fitted_line needs a linear model on one feature")
+        if name == "accuracy" and not any("accuracy" in (p.metrics or {}) for p in problems):
+            raise locate_error(
+                cfg,
+                key,
+                'accuracy curves need a classification cost (loss = "logistic" or "cross_entropy")',
+            )
+    by = cfg.outputs.rank_by
+    if by != "final_loss":
+        lacking = [p.label for p in problems if by not in (p.metrics or {})]
+        if lacking:
+            need = (
+                "[data] test_fraction"
+                if by == "test_loss"
+                else 'a classification loss (cost.loss = "logistic" or "cross_entropy")'
+            )
+            if by == "test_accuracy":
+                need += " and [data] test_fraction"
+            raise locate_error(
+                cfg,
+                "outputs.rank_by",
+                f"ranking by {by} needs {need}; cost {', '.join(map(repr, lacking))} has no {by}",
+            )
+    if cfg.outputs.x_axis == "epochs" and any(p.data is None for p in problems):
+        raise locate_error(cfg, "outputs.x_axis", "epochs count examples: test functions have no data")
+
+
+def check_sweeps(cfg: ExperimentConfig, problems: list[Problem], unit_list: list[Unit]) -> None:
+    """Asks every unit's sweep to validate itself (`gdjax.check_sweep`: nothing compiled or run), so a
+    sweep it would refuse (values, sizes against the device memory budget) is refused before any
+    folder is made."""
+    for u in unit_list:
+        p = problems[u.problem]
+        try:
+            check_sweep(p.cost, u.optimizer.rule, unit_start(p), p.data, **sweep_args(cfg, u, p))
+        except ValueError as err:
+            raise ValueError(f"{u.key}: {err}; nothing was written") from err
+
+
+def check_memory(cfg: ExperimentConfig, problems: list[Problem], unit_list: list[Unit]) -> None:
+    """Refuses a study whose histories cannot fit in host memory, before any folder is made.
+
+    Every lane of every optimizer keeps, on the host, its recorded iterates (`params_history`: one
+    copy of the parameters per `record_every` steps), its loss, gradient-norm and metric histories
+    (one entry per evaluation) and its per-step batch losses; the finished run holds them all at
+    once to write `histories.npz`. The config reader bounds the loss histories alone; this adds the
+    iterates, which scale with the number of parameters only known once the data is loaded (a
+    650-parameter classifier recording every step of 10^6 steps needs 2.6 GB per lane). Raises a
+    `ConfigError` naming the key to change, with values that fit.
+    """
+    budget = config_lib._MEMORY_FRACTION * config_lib._host_memory()
+    itemsize = 8 if cfg.precision == "float64" else 4
+    every = cfg.run.eval_every or 1
+    total = 0.0
+    worst = None
+    for u in unit_list:
+        p = problems[u.problem]
+        lanes = num_lanes(cfg, u, p)
+        num_evals = -(-u.num_steps // every) + 1
+        num_records = -(-u.num_steps // cfg.execution.record_every) + 1
+        series = 2 + len(p.metrics or {})
+        per_lane = itemsize * (
+            num_records * p.num_params + series * num_evals + u.num_steps + 4 * p.num_params
+        )
+        need = lanes * per_lane
+        total += need
+        if worst is None or need > worst[0]:
+            worst = (need, u, p, lanes, num_records)
+    if worst is None or total <= budget:
+        return
+    need, u, p, lanes, num_records = worst
+    share = budget * need / total  # what this unit may take, at the study's proportions
+    fixed = itemsize * lanes * ((2 + len(p.metrics or {})) * (-(-u.num_steps // every) + 1) + u.num_steps)
+    records_fit = int((share - fixed) // (itemsize * lanes * p.num_params)) - 5
+    advice = []
+    if records_fit >= 2:
+        record_every = -(-u.num_steps // (records_fit - 1))
+        record_every = -(-record_every // every) * every  # a multiple of eval_every
+        table = cfg.key_path("record_every").split(".")[0]
+        advice.append(f"[{table}] record_every = {record_every} (iterates every {record_every} steps)")
+    lanes_fit = int(budget * lanes // total)
+    if lanes_fit >= 1:
+        advice.append(f"at most {lanes_fit} lanes for {u.key} (fewer grid values, seeds or batch sizes)")
+    steps_fit = int(u.num_steps * budget // total)
+    if steps_fit >= 1:
+        key = "num_steps"
+        advice.append(f"{key} <= {steps_fit}")
+    grid_key = f"optimizers[{cfg.optimizers.index(u.optimizer)}].grid"
+    key = cfg.key_path("record_every") if records_fit >= 2 else grid_key
+    raise locate_error(
+        cfg,
+        key,
+        f"the study would keep about {config_lib._gb(total)} of histories in memory ({u.key}: "
+        f"{lanes} lanes x {num_records} recorded iterates of {p.num_params} parameters), more than the "
+        f"{config_lib._gb(budget)} gdjax allows itself here; nothing was written. Use "
+        + (" or ".join(advice) if advice else "a smaller study"),
+    )
+
+
+def is_line(p: Problem) -> bool:
+    return p.config.model == "linear" and p.dataset is not None and p.dataset.X.shape[1] == 1
+
+
+def _random(u: Unit, p: Problem) -> bool:
+    n = None if p.data is None else p.data[0].shape[0]
+    return p.config.init_noise > 0 or any(b is not None and b < n for b in u.batch_size)
+
+
+def sweep_args(cfg: ExperimentConfig, u: Unit, p: Problem, progress=None) -> dict:
+    """The `sweep` arguments of a unit: its grid and [run] settings, and the config's own `Stopping`
+    and `Execution` objects (with the progress callback)."""
+    opt = u.optimizer
+    grid: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v for k, v in opt.grid}
+    if opt.schedule is not None:
+        grid["schedule"] = opt.schedule
+    batch = list(u.batch_size) if len(u.batch_size) > 1 else u.batch_size[0]
+    return dict(
+        grid=Zip(grid) if opt.zip_grid else grid,
+        num_steps=u.num_steps,
+        seeds=list(cfg.seeds) if _random(u, p) else None,
+        batch_size=batch,
+        metrics=p.metrics,
+        eval_every=cfg.run.eval_every,
+        stopping=cfg.stopping,
+        execution=dataclasses.replace(cfg.execution, progress=progress),
+    )
+
+
+def unit_start(p: Problem):
+    """A unit's `params0`: the problem's start, perturbed per seed when the config asks."""
+    if p.config.init_noise:
+        return Starts(p.params0, init_noise=p.config.init_noise, stacked=False)
+    return p.params0
+
+
+def num_lanes(cfg: ExperimentConfig, u: Unit, p: Problem) -> int:
+    """Lanes of a unit: grid points x seeds (when sampled) x batch sizes."""
+    seeds = len(cfg.seeds) if _random(u, p) else 1
+    return u.optimizer.num_points() * seeds * len(u.batch_size)

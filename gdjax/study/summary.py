@@ -1,0 +1,194 @@
+"""The summary rows of a run: configurations, the best of each optimizer, and the printed table.
+
+A summary row is one lane (`gdjax.SweepResult.summary` plus the optimizer's and cost's labels).
+Lanes that differ only in seed (or start) form one configuration (`config_key`); `best_configurations`
+pools them by the median over seeds, and `format_summary` is the table `gdjax run` prints.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from gdjax.io import BLEW_UP, format_number, format_table
+from gdjax.types import Status
+
+__all__ = [
+    "METRIC_NAMES",
+    "SUMMARY_KEYS",
+    "best_configurations",
+    "config_key",
+    "format_summary",
+    "normalize_rows",
+    "status_counts",
+]
+
+
+METRIC_NAMES = ("accuracy", "test_loss", "test_accuracy")  # the metrics a study records (Problem.metrics)
+
+
+_OUTCOME_KEYS = (
+    "lane",
+    "rule",
+    "seed",
+    "start",
+    "final_loss",
+    "suboptimality",
+    "suboptimality_vs_best",
+    "steps_to_target",
+    "status",
+    "steps",
+    "stop_step",
+    *METRIC_NAMES,
+)
+
+
+def config_key(row: dict) -> tuple:
+    return tuple((k, repr(v)) for k, v in row.items() if k not in _OUTCOME_KEYS)
+
+
+def best_configurations(rows: list[dict], by: str = "final_loss") -> list[dict]:
+    """The best configuration of each optimizer (and cost), pooled over seeds.
+
+    Lanes that differ only in seed (or start) form one configuration. A configuration is scored by
+    the median `by` of its lanes (`final_loss` or `test_loss`: lowest; `accuracy` or
+    `test_accuracy`: highest), rounded to 6 significant digits, then by the median number of steps
+    (faster wins among configurations that score the same); a configuration with a diverged or
+    non-finite lane is ranked after every configuration without one.
+
+    Returns:
+      One row per optimizer: its configuration's columns, `final_loss` / `suboptimality` / `steps`
+      (and the metrics, `suboptimality_vs_best`) as medians over the seeds, `seeds` (how many
+      lanes), and `lanes` (their indices).
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        unit = (r.get("cost"), r["optimizer"])
+        groups.setdefault((unit, config_key(r)), []).append(r)
+    best: dict[tuple, tuple] = {}
+    for (unit, _), members in groups.items():
+        blew_up = any(m["status"] in BLEW_UP for m in members)
+        sign = -1.0 if by in ("accuracy", "test_accuracy") else 1.0
+        values = [m.get(by) for m in members]
+        bad = blew_up or any(v is None or not math.isfinite(v) for v in values)
+        loss = sign * float(np.median(values)) if not bad else math.inf
+        steps = float(np.median([m["steps"] for m in members]))
+        score = (blew_up, float(f"{loss:.6g}") if math.isfinite(loss) else math.inf, steps)
+        if unit not in best or score < best[unit][0]:
+            best[unit] = (score, members)
+    out = []
+    for unit in dict.fromkeys(k for k, _ in groups):
+        _, members = best[unit]
+        row = {k: v for k, v in members[0].items() if k not in ("lane", "seed", "start", "stop_step")}
+        subs = [m["suboptimality"] for m in members]
+        for name in ("suboptimality_vs_best", *METRIC_NAMES):
+            if name in row:
+                values = [m[name] for m in members]
+                row[name] = None if None in values else float(np.median(values))
+        row.update(
+            final_loss=float(np.median([m["final_loss"] for m in members])),
+            suboptimality=None if None in subs else float(np.median(subs)),
+            steps=float(np.median([m["steps"] for m in members])),
+            status=_majority([m["status"] for m in members]),
+            seeds=len(members),
+            lanes=[m["lane"] for m in members],
+        )
+        out.append(row)
+    return out
+
+
+def _majority(values: list[str]) -> str:
+    counts = {v: values.count(v) for v in values}
+    top = max(counts.values())
+    name = next(v for v in values if counts[v] == top)
+    return name if top == len(values) else f"{name} ({top}/{len(values)})"
+
+
+def status_counts(rows: list[dict]) -> dict[str, dict[str, int]]:
+    """Per optimizer (and cost): how many lanes ended in each status."""
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        key = r["optimizer"] if r.get("cost") is None else f"{r['cost']}.{r['optimizer']}"
+        counts = out.setdefault(key, {str(s): 0 for s in Status})
+        counts[r["status"]] += 1
+    return out
+
+
+def _counts_text(c: dict) -> str:
+    return f"{c['converged']}/{c['max_steps']}/{c['diverged']}/{c['nonfinite']}"
+
+
+def format_summary(rows: list[dict], by: str = "final_loss") -> str:
+    """The table `gdjax run` prints: best configuration per optimizer (by `by`) and its status counts."""
+    best = best_configurations(rows, by)
+    counts = status_counts(rows)
+    skip = {"optimizer", "cost", "rule", "batch_size", "final_loss", "suboptimality", "steps_to_target"}
+    skip |= {"status", "steps", "seeds", "lanes", "schedule", "suboptimality_vs_best", *METRIC_NAMES}
+    shown = [m for m in METRIC_NAMES if any(b.get(m) is not None for b in best)]
+    vs_best = any(b.get("suboptimality") is None and b.get("suboptimality_vs_best") is not None for b in best)
+    table = []
+    for b in best:
+        key = b["optimizer"] if b.get("cost") is None else f"{b['cost']}.{b['optimizer']}"
+        hp = ", ".join(f"{k}={format_number(v)}" for k, v in b.items() if k not in skip and v is not None)
+        if b.get("batch_size") is not None:
+            hp += f", batch_size={b['batch_size']}"
+        c = counts[key]
+        table.append(
+            {
+                "optimizer": key,
+                "best configuration": hp or "-",
+                "final loss": format_number(b["final_loss"]),
+                **(
+                    {"f - best": format_number(b.get("suboptimality_vs_best"))}
+                    if vs_best
+                    else {"f - f*": format_number(b["suboptimality"])}
+                ),
+                **{m.replace("_", " "): format_number(b.get(m)) for m in shown},
+                "steps": format_number(b["steps"]),
+                "status": b["status"],
+                "lanes (conv/max/div/nan)": _counts_text(c),
+            }
+        )
+    missing = [k for k in counts if k not in {t["optimizer"] for t in table}]
+    for key in missing:
+        c = counts[key]
+        table.append(
+            {
+                "optimizer": key,
+                "best configuration": "(every lane blew up)",
+                "final loss": "-",
+                **({"f - best": "-"} if vs_best else {"f - f*": "-"}),
+                **{m.replace("_", " "): "-" for m in shown},
+                "steps": "-",
+                "status": "-",
+                "lanes (conv/max/div/nan)": _counts_text(c),
+            }
+        )
+    return format_table(table) if table else ""
+
+
+_ROW_HEAD = ("optimizer", "cost", "lane", "rule")
+
+
+_ROW_TAIL = ("seed", "start", "batch_size", "final_loss", "suboptimality", "suboptimality_vs_best")
+
+
+_ROW_TAIL += ("steps_to_target", *METRIC_NAMES, "status", "steps", "stop_step")
+
+
+_OPTIONAL_TAIL = {"suboptimality_vs_best", *METRIC_NAMES}  # columns only some studies have
+
+
+# A summary row's columns that are not hyperparameters (how `gdjax.study.load` tells them apart).
+SUMMARY_KEYS = frozenset(_ROW_HEAD + _ROW_TAIL)
+
+
+def normalize_rows(rows: list[dict], results: list) -> list[dict]:
+    """Every row with the same columns in one order: who, hyperparameters, then outcomes."""
+    hp = list(dict.fromkeys(k for r in results for k in r.hyperparameter_names))
+    present = set().union(*(r.keys() for r in rows)) if rows else set()
+    cols = [c for c in _ROW_HEAD if c in present] + [c for c in hp if c not in _ROW_HEAD + _ROW_TAIL]
+    cols += [c for c in present if c not in cols and c not in _ROW_TAIL]
+    cols += [c for c in _ROW_TAIL if c not in _OPTIONAL_TAIL or c in present]
+    return [{c: r.get(c) for c in cols} for r in rows]
