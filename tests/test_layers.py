@@ -11,7 +11,17 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "gdjax"
 CORE = sorted(p for p in PACKAGE.glob("*.py"))
 STUDY = sorted((PACKAGE / "study").glob("*.py"))
 # The study face's modules, lowest first: each may import the core and the modules before it.
-STUDY_ORDER = ["usercode", "config", "plots", "runfolder", "problems", "preflight", "summary", "experiment"]
+STUDY_ORDER = [
+    "usercode",
+    "datasets",
+    "problems",
+    "config",
+    "plots",
+    "runfolder",
+    "summary",
+    "preflight",
+    "experiment",
+]
 STUDY_ORDER += ["statistics", "results_model", "figures", "page", "report", "cli", "command"]
 
 

@@ -34,7 +34,7 @@ import jax
 
 from gdjax import costs, data, rules
 from gdjax._version import __version__
-from gdjax.study import config, experiment, report
+from gdjax.study import config, experiment, problems, report
 from gdjax.study.config import ConfigError
 
 __all__ = ["ProgressBar", "main"]
@@ -328,7 +328,7 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
             print(f"{PROG}: note: report.html not written: {str(error).splitlines()[0]}", file=err)
     if not args.quiet:
         say("")
-        say(experiment.format_summary(outcome.rows, cfg.outputs.rank_by))
+        say(experiment.format_summary(outcome.rows, cfg.outputs.rank_by, outcome.metric_names))
         if verdict:
             say(verdict)
         say("")
@@ -444,25 +444,23 @@ def _cmd_list(args, out: TextIO) -> int:
         "schedules (optimizers.schedule; their hyperparameters go in the grid):",
         [(n, _first_line(getattr(rules, n))) for n in rules.schedule_names()],
     )
+
+    def about(spec) -> str:  # a registry entry of the costs, with the plots only it can draw
+        return spec.description + (f" (plots: {', '.join(spec.figures)})" if spec.figures else "")
+
     section(
-        "costs: models (cost.model, with cost.loss):",
+        "costs: models (cost.model, with cost.loss) and your own (cost.callable):",
         [
             ("linear", _first_line(costs.linear)),
             ("polynomial", _first_line(costs.polynomial) + " (cost.degree)"),
-            ("loss mse", _first_line(costs.mse)),
-            ("loss logistic", "logistic loss of a linear model on 0/1 targets, with accuracy"),
-            (
-                "loss cross_entropy",
-                "softmax cross entropy of a linear model on classes 0..k-1, with accuracy",
-            ),
-            ("callable", 'your own cost(params, data): cost.callable = "file.py:cost", cost.params0'),
+            *[(f"loss {n}", about(problems.COSTS[n])) for n in problems.names("loss")],
+            ("callable", about(problems.COSTS["callable"])),
         ],
     )
-    functions = [(n, tf.description) for n, tf in costs.TEST_FUNCTIONS.items()]
-    functions.append(
-        ("ill_conditioned_quadratic", "0.5 sum h_i x_i**2, h from 1 to cost.condition_number (cost.dim)")
+    section(
+        "costs: test functions (cost.function, with cost.start or cost.dim):",
+        [(n, about(problems.COSTS[n])) for n in problems.names("function")],
     )
-    section("costs: test functions (cost.function, with cost.start or cost.dim):", functions)
     datasets = [(n, _first_line(fn)) for n, fn in data.DATASETS.items()]
     datasets += [
         (

@@ -51,12 +51,11 @@ import numpy as np
 from gdjax import data, rules
 from gdjax import io as gdjax_io
 from gdjax.options import Execution, Stopping
+from gdjax.study import problems as problems_lib
 from gdjax.validation import nearest
 
 __all__ = [
-    "COST_FUNCTIONS",
     "DATA_SOURCES",
-    "LOSSES",
     "MODELS",
     "PLOTS",
     "EXECUTION_KEYS",
@@ -78,9 +77,8 @@ __all__ = [
 ]
 
 MODELS = ("linear", "polynomial")
-LOSSES = ("mse", "logistic", "cross_entropy")
-CLASSIFICATION_LOSSES = ("logistic", "cross_entropy")
-COST_FUNCTIONS = ("quadratic", "shifted_quadratic", "ill_conditioned_quadratic", "rosenbrock")
+# The losses and test functions a cost names are the cost registry's (gdjax.study.problems.COSTS),
+# read when a config is: a cost registered before that is accepted like a built-in one.
 FILE_SOURCES = ("csv", "npz")
 DATA_SOURCES = (*data.DATASETS, "synthetic", *FILE_SOURCES)
 PRECISIONS = ("float32", "float64")
@@ -170,15 +168,19 @@ class CostConfig:
     """What is minimised: a model with a loss on the data, a classic test function, or the user's own.
 
     Exactly one of `model` (`"linear"` / `"polynomial"` with `degree`, and `loss`: `"mse"`,
-    `"logistic"` for 0/1 targets or `"cross_entropy"` for class indices), `function` (one of
-    `COST_FUNCTIONS`, with `dim`, `start` and for the ill-conditioned quadratic its
-    `condition_number`) and `callable` is set. Models start at zero; test functions at `start`.
+    `"logistic"` for 0/1 targets, `"cross_entropy"` for class indices, or another registered loss),
+    `function` (a registered test function, with `dim`, `start` and for the ill-conditioned
+    quadratic its `condition_number`) and `callable` is set (`gdjax.study.problems.COSTS` lists them).
+    Models start at zero; test functions at `start`.
 
     `callable` is `"/abs/path/file.py:function"` (relative paths in a file are resolved against the
     config's folder when it is read) or `"module:function"`: `function(params, data) -> scalar`,
     with `data` the `(X, y)` of `[data]` (None without it). Its start `params0` is a list of numbers
     (a vector) or `"file.py:init"` naming `init()` or `init(data)` that returns the params pytree;
     `analytic` optionally names a hand-derived gradient `grad(params, data)` for the gradient check.
+    `metrics` names the user's own metrics `metric(params, data) -> scalar` the same way (any kind of
+    cost): each is recorded on the training data under its function's name, and with a held-out
+    split also as `test_<name>` (a classification callable names its `accuracy` this way).
     """
 
     label: str
@@ -195,6 +197,7 @@ class CostConfig:
     analytic: str | None = None
     l2: float | None = None  # model costs: + l2/2 ||w||^2 (ridge, L2-regularised logistic / softmax)
     data: DataConfig | None = None  # a suite's problem brings its own data; None: the study's [data]
+    metrics: tuple[str, ...] | None = None  # "file.py:fn" / "module:fn" references
 
 
 @dataclass(frozen=True)
@@ -319,6 +322,15 @@ class ExperimentConfig:
     outputs: OutputsConfig = OutputsConfig()
     source: str | None = field(default=None, compare=False)
     legacy_keys: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)  # key -> line
+
+    def error(self, key: str, message: str) -> ConfigError:
+        """A `ConfigError` about `key` (dotted: `"optimizers[1].grid"`) at its line in the text the
+        config was read from (`lines`, kept from reading: the file is not read again)."""
+        path = tuple(int(p) if p.isdigit() else p for p in key.replace("[", ".").replace("]", "").split("."))
+        return ConfigError(
+            message, key=key, line=_line_of(self.lines, path), source=self.source or "<config>"
+        )
 
     def key_path(self, name: str) -> str:
         """Where the file sets the stopping or execution key `name`: `"run.<name>"` when it was given
@@ -351,7 +363,7 @@ class ExperimentConfig:
         def clean(obj) -> dict:
             out = {}
             for f in dataclasses.fields(obj):
-                if f.name in ("source", "legacy_keys") and isinstance(obj, ExperimentConfig):
+                if f.name in ("source", "legacy_keys", "lines") and isinstance(obj, ExperimentConfig):
                     continue
                 value = getattr(obj, f.name)
                 if value is None:
@@ -486,6 +498,17 @@ def _key_lines(text: str) -> dict[str, int]:
     return lines
 
 
+def _line_of(lines: Mapping[str, int], path: tuple) -> int | None:
+    """The line of `path`, or of the nearest table above it that has one."""
+    path = tuple(path)
+    while path:
+        line = lines.get(_fmt_path(path))
+        if line is not None:
+            return line
+        path = path[:-1]
+    return None
+
+
 class _Source:
     """The TOML text a config came from, for error messages."""
 
@@ -493,32 +516,18 @@ class _Source:
         self.text, self.name, self.base_dir = text, name, base_dir
         self._lines: dict[str, int] | None = None
 
-    def line(self, path: tuple) -> int | None:
-        if self.text is None:
-            return None
+    @property
+    def lines(self) -> dict[str, int]:
+        """Each key's line in the text (`{}` without text), computed once."""
         if self._lines is None:
-            self._lines = _key_lines(self.text)
-        path = tuple(path)
-        while path:
-            line = self._lines.get(_fmt_path(path))
-            if line is not None:
-                return line
-            path = path[:-1]
-        return None
+            self._lines = {} if self.text is None else _key_lines(self.text)
+        return self._lines
+
+    def line(self, path: tuple) -> int | None:
+        return _line_of(self.lines, path)
 
     def error(self, path: tuple, message: str) -> ConfigError:
         return ConfigError(message, key=_fmt_path(path) or None, line=self.line(path), source=self.name)
-
-
-def locate_error(cfg: ExperimentConfig, key: str, message: str) -> ConfigError:
-    """A ConfigError at `key` with its line, re-reading the config file when there is one."""
-    line = None
-    if cfg.source and os.path.isfile(cfg.source):
-        with open(cfg.source, encoding="utf-8") as f:
-            src = _Source(f.read(), cfg.source, None)
-        path = tuple(int(p) if p.isdigit() else p for p in key.replace("[", ".").replace("]", "").split("."))
-        line = src.line(path)
-    return ConfigError(message, key=key, line=line, source=cfg.source or "<config>")
 
 
 # ------------------------------------------------------------------------------------ typed reading
@@ -715,14 +724,19 @@ def _read_data(t: _Table) -> DataConfig:
     return DataConfig(source=source, standardize=standardize, **kw)
 
 
-def _read_reference(t: _Table, key: str, what: str) -> str:
+def _read_reference(t: _Table, key, what: str, value: str | None = None) -> str:
     """A `"file.py:name"` (a path, relative to the config's folder) or `"module:name"` reference.
 
     Files are resolved to absolute paths and must exist; modules are imported later, when the
-    problem is built (importing runs the user's code).
+    problem is built (importing runs the user's code). `value` is given for an entry of an array
+    (`key` is then `("metrics", i)`).
     """
-    value = t.str(key)
-    usage = f'{key} = "file.py:{what}" (a path relative to this config) or "module:{what}"'
+    if value is None:
+        value = t.str(key)
+    elif not isinstance(value, str):
+        t.fail(key, f'expected a "file.py:{what}" or "module:{what}" string, got {_toml_type(value)}')
+    shown = _fmt_path(key) if isinstance(key, tuple) else key
+    usage = f'{shown} = "file.py:{what}" (a path relative to this config) or "module:{what}"'
     target, sep, name = value.rpartition(":")
     if not sep or not target.strip() or not name.strip():
         t.fail(key, f"expected {usage}, got {value!r}")
@@ -766,16 +780,33 @@ def _read_problem(t: _Table, default_data: DataConfig | None) -> CostConfig:
     return dataclasses.replace(cost, data=data_cfg)
 
 
+def _read_metrics(t: _Table) -> tuple[str, ...] | None:
+    """`metrics = ["file.py:fn", "module:fn"]`: the user's metrics, by distinct function names."""
+    raw = t.list("metrics", None, scalar_ok=True)
+    if raw is None:
+        return None
+    refs = tuple(_read_reference(t, ("metrics", i), "metric", v) for i, v in enumerate(raw))
+    seen: dict[str, int] = {}
+    for i, ref in enumerate(refs):
+        name = ref.rpartition(":")[2].rpartition(".")[2]
+        if name in seen:
+            t.fail(("metrics", i), f"two metrics are named {name!r} (entries {seen[name]} and {i})")
+        seen[name] = i
+    return refs or None
+
+
 def _read_cost(t: _Table, has_data: bool) -> CostConfig:
     kinds = [k for k in ("model", "function", "callable") if k in t.values]
     if len(kinds) != 1:
         t.fail(
             None,
             "a cost needs exactly one of 'model' (linear, polynomial), 'function' "
-            f"({', '.join(COST_FUNCTIONS)}) or 'callable' (\"file.py:function\", your own cost)"
+            f"({', '.join(problems_lib.names('function'))}) or 'callable' "
+            '("file.py:function", your own cost)'
             + (f"; got {' and '.join(map(repr, kinds))}" if kinds else ""),
         )
     init_noise = t.float("init_noise", 0.0, minimum=0.0)
+    metrics = _read_metrics(t)
     if kinds[0] == "callable":
         callable_ = _read_reference(t, "callable", "cost")
         if "params0" not in t.values:
@@ -803,8 +834,8 @@ def _read_cost(t: _Table, has_data: bool) -> CostConfig:
     elif kinds[0] == "model":
         model = t.str("model", choices=MODELS, what="model")
         degree = t.int("degree", minimum=1) if model == "polynomial" else None
-        loss = t.str("loss", "mse", choices=LOSSES, what="loss")
-        if loss in CLASSIFICATION_LOSSES and model != "linear":
+        loss = t.str("loss", "mse", choices=problems_lib.names("loss"), what="loss")
+        if problems_lib.COSTS[loss].linear_only and model != "linear":
             t.fail("loss", f'loss = "{loss}" fits a linear model (set model = "linear"), not a {model} one')
         label = t.str("label", model if degree is None else f"{model}{degree}")
         l2 = t.float("l2", None, minimum=0.0)
@@ -815,7 +846,7 @@ def _read_cost(t: _Table, has_data: bool) -> CostConfig:
             label=label, model=model, degree=degree, loss=loss, init_noise=init_noise, l2=l2 or None
         )
     else:
-        function = t.str("function", choices=COST_FUNCTIONS, what="test function")
+        function = t.str("function", choices=problems_lib.names("function"), what="test function")
         condition_number = None
         if function == "ill_conditioned_quadratic":
             condition_number = t.float("condition_number", minimum=1.0)
@@ -848,7 +879,7 @@ def _read_cost(t: _Table, has_data: bool) -> CostConfig:
         )
     if not _LABEL.fullmatch(cfg.label):
         t.fail("label", f"labels use letters, digits, '_', '+' and '-' only, got {cfg.label!r}")
-    return cfg
+    return dataclasses.replace(cfg, metrics=metrics)
 
 
 def _default_start(function: str, dim: int) -> tuple[float, ...]:
@@ -1052,12 +1083,14 @@ def _check_sizes(top: _Table, cfg: ExperimentConfig) -> None:
 
 
 def _num_metrics(cfg: ExperimentConfig) -> int:
-    """Metric histories each lane keeps: accuracy for classification, test loss / accuracy."""
+    """Metric histories each lane keeps: the cost kind's and the config's own metrics on the training
+    data, and with a held-out split each of them again and the test loss."""
     counts = []
     for c in cfg.costs:
         d = cfg.data_of(c)
         held_out = d is not None and d.test_fraction is not None
-        counts.append((c.loss in CLASSIFICATION_LOSSES) * (1 + held_out) + (held_out and c.function is None))
+        own = len(problems_lib.spec_of(c).metrics) + len(c.metrics or ())
+        counts.append(own * (1 + held_out) + (held_out and c.function is None))
     return max(counts)
 
 
@@ -1485,6 +1518,7 @@ def _read(values: dict, src: _Source) -> ExperimentConfig:
         outputs=outputs,
         source=src.name,
         legacy_keys=legacy,
+        lines=src.lines,
     )
     _check_sizes(top, cfg)
     return cfg

@@ -60,18 +60,20 @@ from gdjax.study.config import ExperimentConfig
 from gdjax.study.preflight import (
     GradCheckFailed,
     Unit,
+    build_problems,
     check_gradients,
     check_memory,
     check_sweeps,
     check_units,
     gradcheck_text,
     is_line,
+    load_data,
     num_lanes,
     sweep_args,
     unit_start,
     units,
 )
-from gdjax.study.problems import Dataset, Problem, build_problems, load_data, split
+from gdjax.study.problems import Dataset, Problem, split
 from gdjax.study.summary import (
     METRIC_NAMES,
     SUMMARY_KEYS,
@@ -384,6 +386,11 @@ class RunOutcome:
     manifest: dict
     plots: list[str] = field(default_factory=list)
     resumed: bool = False
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric the runs recorded (built-in and the config's own), in order."""
+        return tuple(dict.fromkeys(m for p in self.problems for m in (p.metrics or {})))
 
 
 def _merge(cfg, unit_list, results: dict[str, UnitResult], problems) -> tuple[list[dict], dict]:

@@ -74,6 +74,17 @@ def draw(results: Results, names=None) -> dict[str, object]:
 
 
 # ------------------------------------------------------------------------------------- helpers
+def _problem_panels(r: Results):
+    """A figure with a panel per problem, and `(axis, problem, its lanes, whether its f* is known)` each."""
+    problems = r.problems["problem"].tolist()
+    fig, axes = _panels(len(problems))
+    mine = [r.lanes[r.lanes["problem"] == p] for p in problems]
+    return fig, [
+        (ax, p, lanes, bool(lanes["f_star"].notna().any()))
+        for ax, p, lanes in zip(axes, problems, mine, strict=True)
+    ]
+
+
 def _panels(n: int, *, width: float = 6.5, height: float = 4.2, cols: int = 3):
     from matplotlib.figure import Figure
 
@@ -252,11 +263,8 @@ def _has_learning_rates(r: Results) -> bool:
     "over seeds with the interquartile band; diverged configurations marked x at the top",
 )
 def lr_sensitivity(r: Results):
-    problems = r.problems["problem"].tolist()
-    fig, axes = _panels(len(problems))
-    for ax, p in zip(axes, problems, strict=True):
-        mine = r.lanes[r.lanes["problem"] == p]
-        known = mine["f_star"].notna().any()
+    fig, panels = _problem_panels(r)
+    for ax, p, mine, known in panels:
         column = "suboptimality" if known else "final_loss"
         top = []
         shown = 0
@@ -366,11 +374,8 @@ def heatmap(r: Results):
     doc="final metric against tuning rank: each optimizer's configurations sorted best first (DeepOBS)",
 )
 def tuning_rank(r: Results):
-    problems = r.problems["problem"].tolist()
-    fig, axes = _panels(len(problems))
-    for ax, p in zip(axes, problems, strict=True):
-        mine = r.lanes[r.lanes["problem"] == p]
-        known = mine["f_star"].notna().any()
+    fig, panels = _problem_panels(r)
+    for ax, p, mine, known in panels:
         column = "suboptimality" if known else "final_loss"
         shown = 0
         for opt in _order(r):

@@ -13,12 +13,15 @@ import dataclasses
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from gdjax import costs, data
 from gdjax.gradcheck import check_grad
 from gdjax.study import config as config_lib
-from gdjax.study.config import ExperimentConfig, OptimizerConfig, locate_error
-from gdjax.study.problems import Problem
+from gdjax.study.config import ExperimentConfig, OptimizerConfig
+from gdjax.study.problems import COSTS, Dataset, Problem, ProblemError, build_problem, read_data
+from gdjax.study.summary import METRIC_NAMES, SUMMARY_KEYS
 from gdjax.sweep import NOISE_FOLD, Starts, Zip, check_sweep
 from gdjax.types import GradCheckReport, PyTree
 
@@ -36,6 +39,93 @@ __all__ = [
     "unit_start",
     "units",
 ]
+
+
+# --------------------------------------------------------------------------------------- problems
+def load_data(cfg: ExperimentConfig, d=None, where: str = "data") -> Dataset | None:
+    """Loads, splits and standardises data in float64 (default: the study's `[data]`; a suite's
+    problem passes its own, with `where` its place in the config); None for test functions."""
+    d = cfg.data if d is None else d
+    if d is None:
+        return None
+    try:
+        return read_data(d, cfg.seeds[0])
+    except ProblemError as err:
+        raise cfg.error(f"{where}.{err.key}", str(err)) from None
+
+
+def _dtype(cfg: ExperimentConfig):
+    if cfg.precision == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError(
+            'precision = "float64" needs float64 enabled: jax.config.update("jax_enable_x64", True) at '
+            "start-up (the gdjax command does this for you); gdjax never flips the flag itself"
+        )
+    return jnp.float64 if cfg.precision == "float64" else jnp.float32
+
+
+def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> list[Problem]:
+    """One `Problem` per cost of the config (or per problem of a suite), each built by its entry of
+    the cost registry (`gdjax.study.problems.COSTS`). The study's `[data]` is loaded once and shared
+    (`dataset`, if given, is it); a suite's problem loads its own."""
+    dtype = _dtype(cfg)
+    if dataset is None and cfg.data is not None and any(c.data is None for c in cfg.costs):
+        dataset = load_data(cfg)
+    problems = []
+    for i, c in enumerate(cfg.costs):
+        if cfg.is_suite:
+            key = f"problems[{i}]"
+        else:
+            key = f"cost[{i}]" if len(cfg.costs) > 1 else "cost"
+        d = cfg.data_of(c)
+        own = dataset if c.data is None else load_data(cfg, c.data, f"{key}.data")
+        if own is not None:
+            try:
+                names = d.features if d.source == "csv" else None
+                data.check_representable(own.X, own.y, dtype, source=d.path or d.source, columns=names)
+                if own.X_test is not None:
+                    data.check_representable(
+                        own.X_test, own.y_test, dtype, source=d.path or d.source, columns=names
+                    )
+            except ValueError as err:
+                raise cfg.error("precision", str(err)) from None
+        try:
+            p = build_problem(c, own, dtype)
+        except ProblemError as err:
+            raise cfg.error(f"{key}.{err.key}", str(err)) from None
+        for j, ref in enumerate(c.metrics or ()):
+            name = ref.rpartition(":")[2].rpartition(".")[2]
+            if name in SUMMARY_KEYS and name not in METRIC_NAMES:
+                raise cfg.error(
+                    f"{key}.metrics[{j}]",
+                    f"a metric may not be named {name!r}: a summary column has that name",
+                )
+        problems.append(p)
+    _check_cost_keys(cfg, problems)
+    return problems
+
+
+def _check_cost_keys(cfg: ExperimentConfig, problems: list[Problem]) -> None:
+    """Every grid key that is not the rule's must be a hyperparameter of every (callable) cost.
+
+    The config reader lets such keys through only when every cost is a callable (it cannot see a
+    cost's parameters before importing it); here each cost is loaded, so the key is checked, with the
+    nearest name of the rule's and the cost's as a suggestion.
+    """
+    for i, opt in enumerate(cfg.optimizers):
+        for key in opt.cost_keys():
+            for j, p in enumerate(problems):
+                names = costs.hyperparameters(p.cost)
+                if key in names:
+                    continue
+                where = f"cost[{j}]" if len(problems) > 1 else "cost"
+                valid = [*opt.rule_hyperparameters(), *names]
+                raise cfg.error(
+                    f"optimizers[{i}].grid.{key}",
+                    f"unknown hyperparameter {key!r}: not one of rule {opt.rule!r}, nor of the {where} "
+                    f"{p.config.callable}{config_lib.nearest(key, valid)}; valid: {', '.join(valid)} "
+                    "(a cost's hyperparameters are its keyword parameters with numeric defaults, "
+                    "cost(params, data, l2=0.0))",
+                )
 
 
 SKIP_GRADCHECK = "to run without the check, set `[gradcheck] enabled = false` in the config"
@@ -148,21 +238,22 @@ def check_units(cfg: ExperimentConfig, problems: list[Problem], unit_list: list[
             if u.optimizer.batch_size is None:
                 key = "run.batch_size"
             if n is None:
-                raise locate_error(cfg, key, "test functions take no data, so there is nothing to sample")
+                raise cfg.error(key, "test functions take no data, so there is nothing to sample")
             if b > n:
-                raise locate_error(cfg, key, f"batch_size = {b} is larger than the data ({n} examples)")
+                raise cfg.error(key, f"batch_size = {b} is larger than the data ({n} examples)")
     for i, name in enumerate(cfg.outputs.plots):
         key = f"outputs.plots[{i}]"
         if name in ("contour", "contour_grid") and not any(p.num_params == 2 for p in problems):
             sizes = ", ".join(f"{p.label}: {p.num_params}" for p in problems)
-            raise locate_error(cfg, key, f"contour plots need a cost of exactly two parameters ({sizes})")
+            raise cfg.error(key, f"contour plots need a cost of exactly two parameters ({sizes})")
         if name == "fitted_line" and not any(is_line(p) for p in problems):
-            raise locate_error(cfg, key, "fitted_line needs a linear model on one feature")
+            raise cfg.error(key, "fitted_line needs a linear model on one feature")
         if name == "accuracy" and not any("accuracy" in (p.metrics or {}) for p in problems):
-            raise locate_error(
-                cfg,
+            losses = " or ".join(f'"{n}"' for n, s in COSTS.items() if "accuracy" in s.figures)
+            raise cfg.error(
                 key,
-                'accuracy curves need a classification cost (loss = "logistic" or "cross_entropy")',
+                f"accuracy curves need a cost that records accuracy: a classification loss ({losses}), "
+                'or a callable cost with metrics = ["file.py:accuracy"]',
             )
     by = cfg.outputs.rank_by
     if by != "final_loss":
@@ -175,13 +266,12 @@ def check_units(cfg: ExperimentConfig, problems: list[Problem], unit_list: list[
             )
             if by == "test_accuracy":
                 need += " and [data] test_fraction"
-            raise locate_error(
-                cfg,
+            raise cfg.error(
                 "outputs.rank_by",
                 f"ranking by {by} needs {need}; cost {', '.join(map(repr, lacking))} has no {by}",
             )
     if cfg.outputs.x_axis == "epochs" and any(p.data is None for p in problems):
-        raise locate_error(cfg, "outputs.x_axis", "epochs count examples: test functions have no data")
+        raise cfg.error("outputs.x_axis", "epochs count examples: test functions have no data")
 
 
 def check_sweeps(cfg: ExperimentConfig, problems: list[Problem], unit_list: list[Unit]) -> None:
@@ -246,8 +336,7 @@ def check_memory(cfg: ExperimentConfig, problems: list[Problem], unit_list: list
         advice.append(f"{key} <= {steps_fit}")
     grid_key = f"optimizers[{cfg.optimizers.index(u.optimizer)}].grid"
     key = cfg.key_path("record_every") if records_fit >= 2 else grid_key
-    raise locate_error(
-        cfg,
+    raise cfg.error(
         key,
         f"the study would keep about {config_lib._gb(total)} of histories in memory ({u.key}: "
         f"{lanes} lanes x {num_records} recorded iterates of {p.num_params} parameters), more than the "

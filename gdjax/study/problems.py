@@ -1,4 +1,11 @@
-"""Costs a config can name beyond the core's least squares: classification losses and user callables.
+"""The costs a config can name, in one registry (`COSTS`), and the `Problem`s they build.
+
+Each entry (`CostSpec`) says how the config names it (`loss = "..."` on a model, `function = "..."`,
+or `callable`), what it is (for `gdjax list`), how it builds a `Problem` from the cost's table and the
+data, and which metrics and figures apply. The config reader takes its choices of loss and test
+function from the registry, so a cost registered before a config is read is one entry, nowhere else:
+
+    register(classifier("hinge2", cost, grad, accuracy, binary=True, description="..."))
 
 Classification (`[cost] loss = "logistic"` or `"cross_entropy"` on a linear model):
 
@@ -24,36 +31,43 @@ closed-form or reference optima, hand-derived gradients and the metrics the runs
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdjax import costs, data, reference
-from gdjax.io import format_number
-from gdjax.study import config as config_lib
-from gdjax.study.config import CostConfig, ExperimentConfig, locate_error
+from gdjax import costs, reference
+from gdjax.study.datasets import Dataset, ProblemError, read_data, shown_values, split
 from gdjax.study.usercode import call_init, check_gradient_shape, check_scalar_cost, load_reference
 from gdjax.types import PyTree
 
 __all__ = [
+    "COSTS",
+    "CostSpec",
     "Dataset",
     "Problem",
-    "accuracy_fn",
-    "build_problems",
+    "ProblemError",
+    "build_problem",
     "check_scalar_cost",
+    "classifier",
     "cross_entropy_accuracy",
     "cross_entropy_cost",
     "cross_entropy_grad",
     "init_classifier",
-    "load_data",
     "load_reference",
     "logistic_accuracy",
     "logistic_cost",
     "logistic_grad",
+    "names",
+    "read_data",
+    "reference_optimum",
+    "register",
+    "spec_of",
     "split",
+    "with_l2",
 ]
 
 
@@ -218,117 +232,13 @@ def reference_optimum(
         return None
 
 
-# ------------------------------------------------------------------------ a config's problems
-_AXIS_NAMES = {"house_prices": ("bedrooms", "price (thousands)")}
-
-
-class Dataset(NamedTuple):
-    """The config's data in float64: the training split the runs see, and the held-out split.
-
-    With `[data] test_fraction`, `X`/`y` are the training examples and `X_test`/`y_test` the held-out
-    ones (drawn with the study's first seed; the standardisation is fitted on the training split
-    only); without it, `X_test` and `y_test` are None.
-    """
-
-    X: np.ndarray  # (n, d) float64, what the model sees (standardised if asked)
-    y: np.ndarray  # (n,)
-    X_raw: np.ndarray  # (n, d) before standardisation
-    standardizer: data.Standardizer | None
-    feature_names: tuple[str, str]  # axis labels for a one-feature plot
-    X_test: np.ndarray | None = None  # (n_test, d), standardised like X
-    y_test: np.ndarray | None = None  # (n_test,)
-
-    @property
-    def y_all(self) -> np.ndarray:
-        return self.y if self.y_test is None else np.concatenate([self.y, self.y_test])
-
-
-def split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted training and held-out example indices: `round(fraction * n)` held out, drawn by `seed`."""
-    num_test = int(round(fraction * n))
-    order = np.random.default_rng(seed).permutation(n)
-    return np.sort(order[num_test:]), np.sort(order[:num_test])
-
-
-def load_data(
-    cfg: ExperimentConfig, d: config_lib.DataConfig | None = None, where: str = "data"
-) -> Dataset | None:
-    """Loads, splits and standardises data in float64 (default: the study's `[data]`; a suite's
-    problem passes its own, with `where` its place in the config); None for test functions."""
-    d = cfg.data if d is None else d
-    if d is None:
-        return None
-    names = _AXIS_NAMES.get(d.source, ("x", "y"))
-    try:
-        if d.source == "synthetic":
-            s = data.synthetic(
-                d.seed,
-                d.num_examples,
-                d.num_features,
-                noise=d.noise,
-                condition_number=d.condition_number,
-                intercept=d.intercept,
-            )
-            X, y = s.X, s.y
-        elif d.source == "csv":
-            features = list(d.features) if d.features is not None else None
-            exclude = list(d.exclude) if d.exclude is not None else None
-            X, y = data.load_csv(d.path, target=d.target, features=features, exclude=exclude)
-            names = (str(features[0]) if features else "x", str(d.target))
-        elif d.source == "npz":
-            X, y = data.load_npz(d.path, x_key=d.x_key, y_key=d.y_key)
-        else:
-            X, y = data.load(d.source)
-    except ValueError as err:
-        key = f"{where}.path" if d.path else f"{where}.source"
-        if d.source == "csv" and "the features option" in str(err):
-            key = f"{where}.features"
-        elif d.source == "csv" and "the target option" in str(err):
-            key = f"{where}.target"
-        raise locate_error(cfg, key, str(err)) from None
-    X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
-    if d.classes is not None:
-        keep = np.isin(y, d.classes)
-        missing = [c for c in d.classes if not np.any(y == c)]
-        if missing:
-            found = np.unique(y)
-            shown = ", ".join(format_number(v) for v in found[:12]) + (", ..." if found.size > 12 else "")
-            raise locate_error(
-                cfg,
-                f"{where}.classes",
-                f"no example has target {', '.join(format_number(c) for c in missing)}; "
-                f"the targets are {shown}",
-            )
-        classes = np.asarray(d.classes, np.float64)
-        X, y = X[keep], np.argmax(y[keep][:, None] == classes[None, :], axis=1).astype(np.float64)
-    X_test = y_test = None
-    if d.test_fraction is not None:
-        n = X.shape[0]
-        train, test = split(n, d.test_fraction, cfg.seeds[0])
-        if train.size == 0 or test.size == 0:
-            raise locate_error(
-                cfg,
-                f"{where}.test_fraction",
-                f"test_fraction = {d.test_fraction} of {n} examples leaves "
-                f"{'no training' if train.size == 0 else 'no test'} example; choose a fraction that "
-                f"holds out between 1 and {n - 1} of them",
-            )
-        X, X_test, y, y_test = X[train], X[test], y[train], y[test]
-    standardizer = None
-    X_raw = X
-    if d.standardize:
-        standardizer = data.Standardizer.fit(X)
-        X = standardizer.transform(X)
-        X_test = None if X_test is None else standardizer.transform(X_test)
-    return Dataset(X, y, X_raw, standardizer, names, X_test, y_test)
-
-
+# --------------------------------------------------------------------------------------- problems
 class Problem(NamedTuple):
     """One cost of a config, ready to run: what the sweeps take and what the answers are.
 
     Attributes:
       label: the cost's label.
-      config: the cost's part of the config.
+      config: the cost's part of the config (`config.CostConfig`).
       cost: `cost(params, data) -> scalar`.
       params0: the start, in the runs' dtype.
       data: `(X, y)` in the runs' dtype, or None for test functions.
@@ -337,13 +247,13 @@ class Problem(NamedTuple):
       minimizer: the optimal params (closed form), or None.
       curvature: `L`, `mu`, `max_stable_lr` (2/L), `best_lr` (2/(L+mu)), `condition_number`, or {}.
       analytic: a hand-derived gradient `analytic(params, data)` for the gradient check, or None.
-      metrics: `{name: fn(params) -> scalar}` recorded at every evaluation of the runs:
-        `accuracy` (training) for classification losses, `test_loss` and `test_accuracy` on the
-        held-out split; None when there are none.
+      metrics: `{name: fn(params) -> scalar}` recorded at every evaluation of the runs: the cost
+        kind's own (`accuracy` for a classifier) and the config's `metrics` on the training data,
+        `test_loss` and `test_<name>` of each on the held-out split; None when there are none.
     """
 
     label: str
-    config: CostConfig
+    config: Any
     cost: Callable
     params0: PyTree
     data: tuple | None
@@ -360,157 +270,89 @@ class Problem(NamedTuple):
         return int(sum(np.size(x) for x in jax.tree.leaves(self.params0)))
 
 
+@dataclasses.dataclass(frozen=True)
+class CostSpec:
+    """One kind of cost a config can name: an entry of `COSTS`.
+
+    Attributes:
+      name: what the config writes: `loss = "<name>"` (on a `model`), `function = "<name>"`, or
+        `callable` for the user's own cost.
+      key: the config key that names it: "loss", "function" or "callable".
+      description: one line, for `gdjax list`.
+      build: `build(cost_config, dataset, dtype) -> Problem` (`dataset` None without data); raises
+        `ProblemError` naming the cost's key at fault.
+      metrics: what its runs record on the training data besides the loss; with a held-out split,
+        each also as `test_<name>`, and `test_loss`.
+      figures: the run-folder plots (`[outputs] plots`) that need this kind of cost.
+      linear_only: a loss that fits a linear model only (`model = "linear"`).
+    """
+
+    name: str
+    key: str
+    description: str
+    build: Callable[..., Problem]
+    metrics: tuple[str, ...] = ()
+    figures: tuple[str, ...] = ()
+    linear_only: bool = False
+
+
+COSTS: dict[str, CostSpec] = {}
+
+
+def register(spec: CostSpec) -> CostSpec:
+    """Adds `spec` to `COSTS`: configs read after this can name it (`gdjax list` shows it)."""
+    if spec.key not in ("loss", "function", "callable"):
+        raise ValueError(f"a cost is named by loss, function or callable, not {spec.key!r}")
+    COSTS[spec.name] = spec
+    return spec
+
+
+def names(key: str) -> tuple[str, ...]:
+    """The registered costs a config names with `key` ("loss" or "function")."""
+    return tuple(n for n, s in COSTS.items() if s.key == key)
+
+
+def spec_of(c) -> CostSpec:
+    """The registry entry of a `config.CostConfig`."""
+    if c.callable is not None:
+        return COSTS["callable"]
+    return COSTS[c.function if c.function is not None else c.loss]
+
+
+def build_problem(c, dataset: Dataset | None, dtype) -> Problem:
+    """The `Problem` of the cost `c` on `dataset`, with the config's own `metrics` added.
+
+    Raises:
+      ProblemError: with the cost's key at fault.
+    """
+    p = spec_of(c).build(c, dataset, dtype)
+    if not c.metrics:
+        return p
+    metrics = dict(p.metrics or {})
+    train = p.data
+    test = _test_batch(dataset, dtype) if dataset is not None and dataset.X_test is not None else None
+    for i, ref in enumerate(c.metrics):
+        name = ref.rpartition(":")[2].rpartition(".")[2]
+        if name in metrics or (test is not None and f"test_{name}" in metrics):
+            raise ProblemError(
+                f"metrics[{i}]",
+                f"a metric named {name!r} is already recorded ({', '.join(metrics)}): name the function "
+                "differently",
+            )
+        try:
+            fn = load_reference(ref)
+            check_scalar_cost(fn, p.params0, train, what="metric")
+        except ValueError as err:
+            raise ProblemError(f"metrics[{i}]", f"{ref}: {err}") from None
+        metrics[name] = bound(fn, train)
+        if test is not None:
+            metrics[f"test_{name}"] = bound(fn, test)
+    return p._replace(metrics=metrics)
+
+
 def _curvature_dict(c: reference.Curvature) -> dict:
     """The curvature a problem reports (manifest, summaries): `Curvature` without its `rate`."""
     return {k: getattr(c, k) for k in ("L", "mu", "max_stable_lr", "best_lr", "condition_number")}
-
-
-def _dtype(cfg: ExperimentConfig):
-    if cfg.precision == "float64" and not jax.config.jax_enable_x64:
-        raise ValueError(
-            'precision = "float64" needs float64 enabled: jax.config.update("jax_enable_x64", True) at '
-            "start-up (the gdjax command does this for you); gdjax never flips the flag itself"
-        )
-    return jnp.float64 if cfg.precision == "float64" else jnp.float32
-
-
-def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> list[Problem]:
-    """One `Problem` per cost of the config (or per problem of a suite). The study's `[data]` is
-    loaded once and shared (`dataset`, if given, is it); a suite's problem loads its own."""
-    dtype = _dtype(cfg)
-    if dataset is None and cfg.data is not None and any(c.data is None for c in cfg.costs):
-        dataset = load_data(cfg)
-    problems = []
-    for i, c in enumerate(cfg.costs):
-        if cfg.is_suite:
-            key = f"problems[{i}]"
-        else:
-            key = f"cost[{i}]" if len(cfg.costs) > 1 else "cost"
-        d = cfg.data_of(c)
-        own = dataset if c.data is None else load_data(cfg, c.data, f"{key}.data")
-        if own is not None:
-            try:
-                names = d.features if d.source == "csv" else None
-                data.check_representable(own.X, own.y, dtype, source=d.path or d.source, columns=names)
-                if own.X_test is not None:
-                    data.check_representable(
-                        own.X_test, own.y_test, dtype, source=d.path or d.source, columns=names
-                    )
-            except ValueError as err:
-                raise locate_error(cfg, "precision", str(err)) from None
-        if c.callable is not None:
-            problems.append(_callable_problem(cfg, c, key, own, dtype))
-            continue
-        if c.model is not None and c.loss in config_lib.CLASSIFICATION_LOSSES:
-            problems.append(_classification_problem(cfg, c, key, own, dtype))
-            continue
-        if c.model is not None:
-            X, y = own.X, own.y
-            if c.model == "polynomial":
-                if X.shape[1] != 1:
-                    raise locate_error(
-                        cfg,
-                        f"{key}.model",
-                        f"a polynomial model takes one input feature; the data has {X.shape[1]}",
-                    )
-                features = reference.polynomial_features(X, c.degree)
-                model = costs.polynomial(c.degree)
-                num_w = c.degree
-
-                def analytic(p, b, degree=c.degree):
-                    return reference.mse_grad(p, (reference.polynomial_features(b[0], degree), b[1]))
-
-            else:
-                features, model, num_w, analytic = X, costs.linear, X.shape[1], reference.mse_grad
-            cost = costs.make_cost(model, costs.mse)
-            metrics = _held_out_metrics(cost, own, dtype)  # the loss itself, unpenalised
-            params0 = costs.init_linear(num_w, dtype)
-            if c.l2:  # ridge: f* from the float64 Newton solve (one step on a quadratic)
-                cost, analytic = with_l2(cost, analytic, c.l2)
-                f_star, minimizer, source = _reference_solve(cost, params0, (X, y))
-            else:
-                ls = reference.least_squares(features, y, full_output=True)
-                f_star, minimizer, source = ls.f_star, ls.params, "closed form (least squares, float64)"
-            problems.append(
-                Problem(
-                    label=c.label,
-                    config=c,
-                    cost=cost,
-                    params0=params0,
-                    data=(jnp.asarray(X, dtype), jnp.asarray(y, dtype)),
-                    dataset=own,
-                    f_star=f_star,
-                    minimizer=minimizer,
-                    curvature=_curvature_dict(reference.curvature(features)) if not c.l2 else {},
-                    analytic=analytic,
-                    metrics=metrics,
-                    f_star_source=source,
-                )
-            )
-            continue
-        x_star = None
-        if c.function == "ill_conditioned_quadratic":
-            cost = costs.ill_conditioned_quadratic(c.condition_number, c.dim)
-            h = np.asarray(cost.curvature)
-            f_star, x_star, curv = 0.0, np.zeros(c.dim), _curvature_dict(reference.curvature_of(h))
-
-            def analytic(x, data=None, h=h):
-                return jnp.asarray(h, x.dtype) * x
-
-        else:
-            tf = costs.TEST_FUNCTIONS[c.function]
-            cost, f_star, x_star = tf.cost, tf.f_star, tf.minimizer(c.dim)
-            if c.function == "rosenbrock":
-                curv, analytic = {}, reference.rosenbrock_grad
-            else:
-                curv = _curvature_dict(reference.curvature_of(np.full(c.dim, 2.0)))
-                shift = 0.0 if c.function == "quadratic" else 3.0
-
-                def analytic(x, data=None, shift=shift):
-                    return 2.0 * (x - shift)
-
-        problems.append(
-            Problem(
-                label=c.label,
-                config=c,
-                cost=cost,
-                params0=jnp.asarray(c.start, dtype),
-                data=None,
-                dataset=None,
-                f_star=float(f_star),
-                minimizer=np.asarray(x_star, np.float64),
-                curvature=curv,
-                analytic=analytic,
-                f_star_source="known minimum",
-            )
-        )
-    _check_cost_keys(cfg, problems)
-    return problems
-
-
-def _check_cost_keys(cfg: ExperimentConfig, problems: list[Problem]) -> None:
-    """Every grid key that is not the rule's must be a hyperparameter of every (callable) cost.
-
-    The config reader lets such keys through only when every cost is a callable (it cannot see a
-    cost's parameters before importing it); here each cost is loaded, so the key is checked, with the
-    nearest name of the rule's and the cost's as a suggestion.
-    """
-    for i, opt in enumerate(cfg.optimizers):
-        for key in opt.cost_keys():
-            for j, p in enumerate(problems):
-                names = costs.hyperparameters(p.cost)
-                if key in names:
-                    continue
-                where = f"cost[{j}]" if len(problems) > 1 else "cost"
-                valid = [*opt.rule_hyperparameters(), *names]
-                raise locate_error(
-                    cfg,
-                    f"optimizers[{i}].grid.{key}",
-                    f"unknown hyperparameter {key!r}: not one of rule {opt.rule!r}, nor of the {where} "
-                    f"{p.config.callable}{config_lib.nearest(key, valid)}; valid: {', '.join(valid)} "
-                    "(a cost's hyperparameters are its keyword parameters with numeric defaults, "
-                    "cost(params, data, l2=0.0))",
-                )
 
 
 def _test_batch(dataset: Dataset, dtype):
@@ -524,88 +366,181 @@ def _held_out_metrics(cost: Callable, dataset: Dataset | None, dtype) -> dict | 
     return {"test_loss": bound(cost, _test_batch(dataset, dtype))}
 
 
-def _classification_problem(cfg, c: CostConfig, key: str, dataset: Dataset, dtype) -> Problem:
-    """A linear classifier under the logistic or cross-entropy loss, with its accuracy metrics."""
-    y_all = dataset.y_all
-    values = np.unique(y_all)
-    shown = ", ".join(format_number(v) for v in values[:12]) + (", ..." if values.size > 12 else "")
-    if c.loss == "logistic":
-        if not np.all(np.isin(values, (0.0, 1.0))):
-            raise locate_error(
-                cfg,
-                f"{key}.loss",
-                f'loss = "logistic" needs 0/1 targets; the targets are {shown}: pick two classes with '
-                f'[data] classes = [a, b], or use loss = "cross_entropy" for class indices',
+def _reference_solve(cost, params0, host_data) -> tuple[float | None, object, str]:
+    """f* of a smooth convex cost by a float64 Newton solve (`reference_optimum`); unknown
+    (None, "") where it does not converge, e.g. a logistic regression on separable data without L2."""
+    found = reference_optimum(cost, params0, host_data)
+    return (None, None, "") if found is None else found
+
+
+def _least_squares_problem(c, dataset: Dataset, dtype) -> Problem:
+    """A linear or polynomial model under the mean squared error; f* in closed form (or by Newton with L2)."""
+    X, y = dataset.X, dataset.y
+    if c.model == "polynomial":
+        if X.shape[1] != 1:
+            raise ProblemError(
+                "model", f"a polynomial model takes one input feature; the data has {X.shape[1]}"
             )
-        num_classes = 2
+        features = reference.polynomial_features(X, c.degree)
+        model = costs.polynomial(c.degree)
+        num_w = c.degree
+
+        def analytic(p, b, degree=c.degree):
+            return reference.mse_grad(p, (reference.polynomial_features(b[0], degree), b[1]))
+
     else:
-        if np.any(values < 0) or np.any(values != np.round(values)):
-            raise locate_error(
-                cfg,
-                f"{key}.loss",
-                f'loss = "cross_entropy" needs class indices 0, 1, ..., k-1 as targets; the targets are '
-                f"{shown}: relabel them with [data] classes = [...]",
-            )
-        num_classes = int(values.max()) + 1
-        if num_classes < 2 or num_classes > 100_000:
-            raise locate_error(
-                cfg,
-                f"{key}.loss",
-                f"cross entropy needs between 2 and 100000 classes; the targets are {shown}",
-            )
-    loss_fn, analytic, accuracy = LOSSES[c.loss]
-    train = (jnp.asarray(dataset.X, dtype), jnp.asarray(dataset.y, dtype))
-    metrics = {"accuracy": bound(accuracy, train)}
-    if dataset.X_test is not None:
-        test = _test_batch(dataset, dtype)
-        metrics["test_loss"] = bound(loss_fn, test)  # the loss itself, unpenalised
-        metrics["test_accuracy"] = bound(accuracy, test)
-    cost = loss_fn
-    params0 = init_classifier(c.loss, dataset.X.shape[1], num_classes, dtype)
-    f_star, minimizer, source = None, None, ""
-    if c.l2:  # strictly convex: a minimiser exists (without L2, separable data has none): solve for f*
-        cost, analytic = with_l2(loss_fn, analytic, c.l2)
-        f_star, minimizer, source = _reference_solve(cost, params0, (dataset.X, dataset.y))
+        features, model, num_w, analytic = X, costs.linear, X.shape[1], reference.mse_grad
+    cost = costs.make_cost(model, costs.mse)
+    metrics = _held_out_metrics(cost, dataset, dtype)  # the loss itself, unpenalised
+    params0 = costs.init_linear(num_w, dtype)
+    if c.l2:  # ridge: f* from the float64 Newton solve (one step on a quadratic)
+        cost, analytic = with_l2(cost, analytic, c.l2)
+        f_star, minimizer, source = _reference_solve(cost, params0, (X, y))
+    else:
+        ls = reference.least_squares(features, y, full_output=True)
+        f_star, minimizer, source = ls.f_star, ls.params, "closed form (least squares, float64)"
     return Problem(
         label=c.label,
         config=c,
         cost=cost,
         params0=params0,
-        data=train,
+        data=(jnp.asarray(X, dtype), jnp.asarray(y, dtype)),
         dataset=dataset,
         f_star=f_star,
         minimizer=minimizer,
-        curvature={},
+        curvature=_curvature_dict(reference.curvature(features)) if not c.l2 else {},
         analytic=analytic,
         metrics=metrics,
         f_star_source=source,
     )
 
 
-def _reference_solve(cost, params0, host_data) -> tuple[float | None, object, str]:
-    """f* of a smooth convex cost by a float64 Newton solve (`problems.reference_optimum`); unknown
-    (None, "") where it does not converge, e.g. a logistic regression on separable data without L2."""
-    found = reference_optimum(cost, params0, host_data)
-    return (None, None, "") if found is None else found
+def _binary_targets(name: str, values: np.ndarray) -> int:
+    """2, when the targets are 0/1."""
+    if not np.all(np.isin(values, (0.0, 1.0))):
+        raise ProblemError(
+            "loss",
+            f'loss = "{name}" needs 0/1 targets; the targets are {shown_values(values)}: pick two classes '
+            f'with [data] classes = [a, b], or use loss = "cross_entropy" for class indices',
+        )
+    return 2
 
 
-def _callable_problem(cfg, c: CostConfig, key: str, dataset: Dataset | None, dtype) -> Problem:
+def _class_indices(name: str, values: np.ndarray) -> int:
+    """The number of classes k, when the targets are class indices 0, 1, ..., k-1."""
+    if np.any(values < 0) or np.any(values != np.round(values)):
+        raise ProblemError(
+            "loss",
+            f'loss = "{name}" needs class indices 0, 1, ..., k-1 as targets; the targets are '
+            f"{shown_values(values)}: relabel them with [data] classes = [...]",
+        )
+    num_classes = int(values.max()) + 1
+    if num_classes < 2 or num_classes > 100_000:
+        raise ProblemError(
+            "loss", f"{name} needs between 2 and 100000 classes; the targets are {shown_values(values)}"
+        )
+    return num_classes
+
+
+def classifier(
+    name: str, cost: Callable, grad: Callable | None, accuracy: Callable, *, binary: bool, description: str
+) -> CostSpec:
+    """The registry entry of a classification loss of a linear model, `loss = "<name>"`.
+
+    `cost(params, data)`, its hand-derived `grad` (None: the gradient check compares autodiff with
+    finite differences only) and `accuracy(params, data)` take `params = {"w": (d,), "b": ()}` and
+    0/1 targets when `binary`, else `{"w": (d, k), "b": (k,)}` and class indices 0..k-1; they start
+    at zero. The runs record `accuracy` (and `test_loss`, `test_accuracy` on a held-out split); with
+    `l2`, f* comes from a float64 Newton solve.
+    """
+
+    def build(c, dataset: Dataset, dtype) -> Problem:
+        values = np.unique(dataset.y_all)
+        num_classes = (_binary_targets if binary else _class_indices)(name, values)
+        train = (jnp.asarray(dataset.X, dtype), jnp.asarray(dataset.y, dtype))
+        metrics = {"accuracy": bound(accuracy, train)}
+        if dataset.X_test is not None:
+            test = _test_batch(dataset, dtype)
+            metrics["test_loss"] = bound(cost, test)  # the loss itself, unpenalised
+            metrics["test_accuracy"] = bound(accuracy, test)
+        params0 = costs.init_linear(dataset.X.shape[1], dtype, num_outputs=None if binary else num_classes)
+        loss, analytic = cost, grad
+        f_star, minimizer, source = None, None, ""
+        if c.l2:  # strictly convex: a minimiser exists (without L2, separable data has none): solve for f*
+            loss, analytic = with_l2(cost, grad, c.l2)
+            f_star, minimizer, source = _reference_solve(loss, params0, (dataset.X, dataset.y))
+        return Problem(
+            label=c.label,
+            config=c,
+            cost=loss,
+            params0=params0,
+            data=train,
+            dataset=dataset,
+            f_star=f_star,
+            minimizer=minimizer,
+            curvature={},
+            analytic=analytic,
+            metrics=metrics,
+            f_star_source=source,
+        )
+
+    return CostSpec(name, "loss", description, build, ("accuracy",), ("accuracy",), linear_only=True)
+
+
+def _test_function_problem(c, dataset: None, dtype) -> Problem:
+    """A classic test function at the config's start, with its known minimum and curvature."""
+    if c.function == "ill_conditioned_quadratic":
+        cost = costs.ill_conditioned_quadratic(c.condition_number, c.dim)
+        h = np.asarray(cost.curvature)
+        f_star, x_star, curv = 0.0, np.zeros(c.dim), _curvature_dict(reference.curvature_of(h))
+
+        def analytic(x, data=None, h=h):
+            return jnp.asarray(h, x.dtype) * x
+
+    else:
+        tf = costs.TEST_FUNCTIONS[c.function]
+        cost, f_star, x_star = tf.cost, tf.f_star, tf.minimizer(c.dim)
+        if c.function == "rosenbrock":
+            curv, analytic = {}, reference.rosenbrock_grad
+        else:
+            curv = _curvature_dict(reference.curvature_of(np.full(c.dim, 2.0)))
+            shift = 0.0 if c.function == "quadratic" else 3.0
+
+            def analytic(x, data=None, shift=shift):
+                return 2.0 * (x - shift)
+
+    return Problem(
+        label=c.label,
+        config=c,
+        cost=cost,
+        params0=jnp.asarray(c.start, dtype),
+        data=None,
+        dataset=None,
+        f_star=float(f_star),
+        minimizer=np.asarray(x_star, np.float64),
+        curvature=curv,
+        analytic=analytic,
+        f_star_source="known minimum",
+    )
+
+
+def _callable_problem(c, dataset: Dataset | None, dtype) -> Problem:
     """The user's own `cost(params, data)`, its start and optional analytic gradient, checked abstractly."""
     try:
         cost = load_reference(c.callable)
     except ValueError as err:
-        raise locate_error(cfg, f"{key}.callable", str(err)) from None
+        raise ProblemError("callable", str(err)) from None
     host_data = None if dataset is None else (dataset.X, dataset.y)
     if isinstance(c.params0, str):
         try:
             init = load_reference(c.params0)
         except ValueError as err:
-            raise locate_error(cfg, f"{key}.params0", str(err)) from None
+            raise ProblemError("params0", str(err)) from None
         try:
             start = call_init(init, host_data)
         except Exception as err:
-            raise locate_error(
-                cfg, f"{key}.params0", f"{c.params0} failed: {type(err).__name__}: {str(err).strip()[:200]}"
+            raise ProblemError(
+                "params0", f"{c.params0} failed: {type(err).__name__}: {str(err).strip()[:200]}"
             ) from None
     else:
         start = np.asarray(c.params0, np.float64)
@@ -615,23 +550,21 @@ def _callable_problem(cfg, c: CostConfig, key: str, dataset: Dataset | None, dty
             raise ValueError("it holds no arrays")
         params0 = jax.tree.map(lambda x: jnp.asarray(x, dtype), start)
     except (TypeError, ValueError) as err:
-        raise locate_error(
-            cfg,
-            f"{key}.params0",
-            f"the start must be a pytree of numeric arrays ({type(err).__name__}: {err})",
+        raise ProblemError(
+            "params0", f"the start must be a pytree of numeric arrays ({type(err).__name__}: {err})"
         ) from None
     batch = None if dataset is None else (jnp.asarray(dataset.X, dtype), jnp.asarray(dataset.y, dtype))
     try:
         check_scalar_cost(cost, params0, batch)
     except ValueError as err:
-        raise locate_error(cfg, f"{key}.callable", f"{c.callable}: {err}") from None
+        raise ProblemError("callable", f"{c.callable}: {err}") from None
     analytic = None
     if c.analytic is not None:
         try:
             analytic = load_reference(c.analytic)
             check_gradient_shape(analytic, params0, batch)
         except ValueError as err:
-            raise locate_error(cfg, f"{key}.analytic", str(err)) from None
+            raise ProblemError("analytic", str(err)) from None
     return Problem(
         label=c.label,
         config=c,
@@ -645,3 +578,50 @@ def _callable_problem(cfg, c: CostConfig, key: str, dataset: Dataset | None, dty
         analytic=analytic,
         metrics=_held_out_metrics(cost, dataset, dtype),
     )
+
+
+# The costs a config can name. A new one is one `register(...)` call, here or in the user's own code
+# before the config is read.
+register(
+    CostSpec(
+        "mse",
+        "loss",
+        "mean squared error of a linear or polynomial model; f* in closed form (least squares)",
+        _least_squares_problem,
+        figures=("fitted_line",),
+    )
+)
+register(
+    classifier(
+        "logistic",
+        logistic_cost,
+        logistic_grad,
+        logistic_accuracy,
+        binary=True,
+        description="logistic loss of a linear model on 0/1 targets, with accuracy",
+    )
+)
+register(
+    classifier(
+        "cross_entropy",
+        cross_entropy_cost,
+        cross_entropy_grad,
+        cross_entropy_accuracy,
+        binary=False,
+        description="softmax cross entropy of a linear model on classes 0..k-1, with accuracy",
+    )
+)
+_ILL = "0.5 sum h_i x_i**2, h from 1 to cost.condition_number (cost.dim)"
+for _name in ("quadratic", "shifted_quadratic", "ill_conditioned_quadratic", "rosenbrock"):
+    _about = _ILL if _name == "ill_conditioned_quadratic" else costs.TEST_FUNCTIONS[_name].description
+    register(CostSpec(_name, "function", _about, _test_function_problem))
+register(
+    CostSpec(
+        "callable",
+        "callable",
+        'your own cost(params, data): cost.callable = "file.py:cost" and cost.params0 (any cost: '
+        'cost.metrics = ["file.py:accuracy"] records your metrics)',
+        _callable_problem,
+    )
+)
+del _name, _about

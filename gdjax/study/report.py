@@ -201,10 +201,11 @@ def draw_plots(cfg, problems, unit_list, results, folder: str) -> list[str]:
         if not mine:
             continue
         rows = [r for u in mine for r in results[u.key].rows]
-        best = {b["optimizer"]: b for b in experiment.best_configurations(rows, cfg.outputs.rank_by)}
+        metrics = tuple(p.metrics or ())
+        best = {b["optimizer"]: b for b in experiment.best_configurations(rows, cfg.outputs.rank_by, metrics)}
         title_cost = f" ({p.label})" if len(cfg.costs) > 1 else ""
         sfx = _suffix(cfg, p)
-        small = [u for u in mine if 2 <= _num_configs(results[u.key].rows) <= _MAX_GRID_LINES]
+        small = [u for u in mine if 2 <= _num_configs(results[u.key].rows, metrics) <= _MAX_GRID_LINES]
         figs: list[tuple[str, Any]] = []
         for name in cfg.outputs.plots:
             if name == "loss_curves":
@@ -280,8 +281,8 @@ def draw_plots(cfg, problems, unit_list, results, folder: str) -> list[str]:
     return written
 
 
-def _num_configs(rows: list[dict]) -> int:
-    return len({experiment.config_key(r) for r in rows})
+def _num_configs(rows: list[dict], metrics) -> int:
+    return len({experiment.config_key(r, metrics) for r in rows})
 
 
 def _contour_figure(p, paths: dict, title: str):

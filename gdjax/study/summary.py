@@ -44,18 +44,26 @@ _OUTCOME_KEYS = (
 )
 
 
-def config_key(row: dict) -> tuple:
-    return tuple((k, repr(v)) for k, v in row.items() if k not in _OUTCOME_KEYS)
+def _all_metrics(metrics) -> tuple[str, ...]:
+    """The built-in metric names and the user's (`metrics`: a config's `[cost] metrics`, by name)."""
+    return (*METRIC_NAMES, *(m for m in metrics if m not in METRIC_NAMES))
 
 
-def best_configurations(rows: list[dict], by: str = "final_loss") -> list[dict]:
+def config_key(row: dict, metrics=()) -> tuple:
+    """What makes a lane's configuration: every column but the outcomes (and the user's `metrics`)."""
+    outcomes = set(_OUTCOME_KEYS).union(metrics)
+    return tuple((k, repr(v)) for k, v in row.items() if k not in outcomes)
+
+
+def best_configurations(rows: list[dict], by: str = "final_loss", metrics=()) -> list[dict]:
     """The best configuration of each optimizer (and cost), pooled over seeds.
 
     Lanes that differ only in seed (or start) form one configuration. A configuration is scored by
     the median `by` of its lanes (`final_loss` or `test_loss`: lowest; `accuracy` or
     `test_accuracy`: highest), rounded to 6 significant digits, then by the median number of steps
     (faster wins among configurations that score the same); a configuration with a diverged or
-    non-finite lane is ranked after every configuration without one.
+    non-finite lane is ranked after every configuration without one. `metrics` names the config's
+    own metrics (`[cost] metrics`), outcomes like the built-in ones, never part of a configuration.
 
     Returns:
       One row per optimizer: its configuration's columns, `final_loss` / `suboptimality` / `steps`
@@ -65,7 +73,7 @@ def best_configurations(rows: list[dict], by: str = "final_loss") -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         unit = (r.get("cost"), r["optimizer"])
-        groups.setdefault((unit, config_key(r)), []).append(r)
+        groups.setdefault((unit, config_key(r, metrics)), []).append(r)
     best: dict[tuple, tuple] = {}
     for (unit, _), members in groups.items():
         blew_up = any(m["status"] in BLEW_UP for m in members)
@@ -82,7 +90,7 @@ def best_configurations(rows: list[dict], by: str = "final_loss") -> list[dict]:
         _, members = best[unit]
         row = {k: v for k, v in members[0].items() if k not in ("lane", "seed", "start", "stop_step")}
         subs = [m["suboptimality"] for m in members]
-        for name in ("suboptimality_vs_best", *METRIC_NAMES):
+        for name in ("suboptimality_vs_best", *_all_metrics(metrics)):
             if name in row:
                 values = [m[name] for m in members]
                 row[name] = None if None in values else float(np.median(values))
@@ -119,13 +127,14 @@ def _counts_text(c: dict) -> str:
     return f"{c['converged']}/{c['max_steps']}/{c['diverged']}/{c['nonfinite']}"
 
 
-def format_summary(rows: list[dict], by: str = "final_loss") -> str:
+def format_summary(rows: list[dict], by: str = "final_loss", metrics=()) -> str:
     """The table `gdjax run` prints: best configuration per optimizer (by `by`) and its status counts."""
-    best = best_configurations(rows, by)
+    best = best_configurations(rows, by, metrics)
+    names = _all_metrics(metrics)
     counts = status_counts(rows)
     skip = {"optimizer", "cost", "rule", "batch_size", "final_loss", "suboptimality", "steps_to_target"}
-    skip |= {"status", "steps", "seeds", "lanes", "schedule", "suboptimality_vs_best", *METRIC_NAMES}
-    shown = [m for m in METRIC_NAMES if any(b.get(m) is not None for b in best)]
+    skip |= {"status", "steps", "seeds", "lanes", "schedule", "suboptimality_vs_best", *names}
+    shown = [m for m in names if any(b.get(m) is not None for b in best)]
     vs_best = any(b.get("suboptimality") is None and b.get("suboptimality_vs_best") is not None for b in best)
     table = []
     for b in best:
@@ -187,8 +196,10 @@ SUMMARY_KEYS = frozenset(_ROW_HEAD + _ROW_TAIL)
 def normalize_rows(rows: list[dict], results: list) -> list[dict]:
     """Every row with the same columns in one order: who, hyperparameters, then outcomes."""
     hp = list(dict.fromkeys(k for r in results for k in r.hyperparameter_names))
+    names = dict.fromkeys(k for r in results for k in (r.trace.metrics or {}))
+    user = [m for m in names if m not in METRIC_NAMES]  # the config's own metrics, last
     present = set().union(*(r.keys() for r in rows)) if rows else set()
     cols = [c for c in _ROW_HEAD if c in present] + [c for c in hp if c not in _ROW_HEAD + _ROW_TAIL]
-    cols += [c for c in present if c not in cols and c not in _ROW_TAIL]
-    cols += [c for c in _ROW_TAIL if c not in _OPTIONAL_TAIL or c in present]
+    cols += [c for c in present if c not in cols and c not in _ROW_TAIL and c not in user]
+    cols += [c for c in _ROW_TAIL if c not in _OPTIONAL_TAIL or c in present] + user
     return [{c: r.get(c) for c in cols} for r in rows]

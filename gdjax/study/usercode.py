@@ -107,28 +107,30 @@ def call_init(init: Callable, data):
     return init(data) if takes_data else init()
 
 
-def check_scalar_cost(cost: Callable, params, data) -> None:
+def check_scalar_cost(cost: Callable, params, data, *, what: str = "cost") -> None:
     """Traces `cost(params, data)` abstractly (nothing runs) and checks that it is a real scalar.
 
     Raises:
-      ValueError: the cost fails, or returns something else than a real floating scalar.
+      ValueError: the cost (or the `what`: a metric) fails, or returns something else than a real
+        floating scalar.
     """
     try:
         out = jax.eval_shape(cost, params, data)
     except Exception as err:  # the user's cost failed: say how, not where inside JAX
         raise ValueError(
-            f"the cost failed on params0 and the data: {type(err).__name__}: {_first_line(err)}"
+            f"the {what} failed on params0 and the data: {type(err).__name__}: {_first_line(err)}"
         ) from None
     shape, dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
     if shape is None or dtype is None:
-        raise ValueError(f"the cost must return a real scalar, got {type(out).__name__}")
+        raise ValueError(f"the {what} must return a real scalar, got {type(out).__name__}")
     if shape != ():
         raise ValueError(
-            f"the cost must return a scalar (what is minimised), got an array of shape {shape}: "
+            f"the {what} must return a scalar{' (what is minimised)' if what == 'cost' else ''}, got an "
+            f"array of shape {shape}: "
             "reduce it, e.g. with jnp.mean or jnp.sum"
         )
     if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"the cost must return a real floating-point scalar, got dtype {dtype}")
+        raise ValueError(f"the {what} must return a real floating-point scalar, got dtype {dtype}")
 
 
 def check_gradient_shape(grad: Callable, params, data) -> None:
