@@ -20,6 +20,8 @@ STUDY_ORDER = [
     "runfolder",
     "summary",
     "preflight",
+    "parts",
+    "provenance",
     "experiment",
 ]
 STUDY_ORDER += ["statistics", "results_model", "figures", "page", "report", "cli", "command"]

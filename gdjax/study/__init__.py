@@ -5,12 +5,15 @@ Modules, each importing only the core and the modules above it in this list:
 | module | owns |
 |---|---|
 | `usercode` | users' own functions named by a config (`"file.py:name"`), imported and checked abstractly |
-| `config` | TOML configs read into frozen dataclasses, validated once at the edge |
+| `datasets` | a config's data table read, relabelled, split and standardised (`Dataset`) |
+| `problems` | the cost registry (`COSTS`) and the `Problem`s its entries build |
+| `config` | TOML configs read into frozen dataclasses, validated once at the edge (choices from `COSTS`) |
 | `plots` | matplotlib figures of traces and sweeps (matplotlib imported inside the functions) |
 | `runfolder` | the run folder: ownership marker, lock, parts, PARTIAL marker, interrupts |
-| `problems` | data and costs as `Problem`s: least squares, classifiers, test functions, callables |
-| `preflight` | what a run checks before it computes: units (one sweep each), sizes, memory, gradients |
 | `summary` | summary rows: configurations, the best of each optimizer, the printed table |
+| `preflight` | a config's problems built, its units (one sweep each) and the checks before anything runs |
+| `parts` | what a unit produced: `UnitResult`, its part on disk, the merged summary and histories |
+| `provenance` | a run's manifest entries: time, git commit, versions and devices, each problem's facts |
 | `experiment` | orchestration: a config's units run as sweeps and written to a run folder, read back |
 | `results_model` | the one results schema and `Results` (pandas `lanes` and `curves`): load, save, merge |
 | `statistics` | comparisons on results: targets, profiles, tuning budgets, paired tests (pandas, SciPy) |

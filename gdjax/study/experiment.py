@@ -31,10 +31,7 @@ command runs it under `jax.enable_x64(True)` for float32 studies).
 from __future__ import annotations
 
 import datetime
-import math
 import os
-import platform
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,20 +40,19 @@ from typing import Any
 import jax
 import numpy as np
 
-from gdjax._version import __version__
-from gdjax.io import (
-    FileFormatError,
-    csv_text,
-    inspect_npz,
-    leaf_names,
-    open_regular,
-    read_json,
-    trace_arrays,
-    trace_from_arrays,
-)
+from gdjax.io import FileFormatError, inspect_npz, open_regular, read_json
 from gdjax.study import config as config_lib
 from gdjax.study import runfolder
 from gdjax.study.config import ExperimentConfig
+from gdjax.study.parts import (
+    UnitResult,
+    load_part,
+    merge,
+    save_part,
+    trace_from,
+    unit_result,
+    write_results,
+)
 from gdjax.study.preflight import (
     GradCheckFailed,
     Unit,
@@ -74,19 +70,19 @@ from gdjax.study.preflight import (
     units,
 )
 from gdjax.study.problems import Dataset, Problem, split
+from gdjax.study.provenance import git_commit, now, problem_info, versions
 from gdjax.study.summary import (
     METRIC_NAMES,
     SUMMARY_KEYS,
     best_configurations,
     config_key,
     format_summary,
-    normalize_rows,
     status_counts,
 )
-from gdjax.sweep import SweepInterrupted, SweepResult, sweep
-from gdjax.types import GradCheckReport, PyTree, Status, Trace
+from gdjax.sweep import SweepInterrupted, sweep
+from gdjax.types import GradCheckReport
 
-# Re-exported from the modules they moved to (gdjax.study.problems / preflight / summary).
+# With names re-exported from the modules they moved to (problems, preflight, parts, summary).
 __all__ = [
     "METRIC_NAMES",
     "SUMMARY_KEYS",
@@ -134,145 +130,21 @@ class RunInterrupted(RuntimeError):
 # ------------------------------------------------------------------------------------------ units
 
 
-@dataclass
-class UnitResult:
-    """What one unit produced: host arrays, lane coordinates and summary rows."""
-
-    key: str
-    trace: Trace  # NumPy, lanes first
-    coords: list[dict]
-    rows: list[dict]
-    compile_seconds: float
-    run_seconds: float
-    complete: bool = True
-    total_lanes: int | None = None
-    hyperparameter_names: tuple[str, ...] = ()
-    num_steps: int = 0
-
-    def sweep_result(self, f_star: float | None) -> SweepResult:
-        return SweepResult(
-            trace=self.trace,
-            coords=self.coords,
-            hyperparameter_names=self.hyperparameter_names,
-            compile_seconds=self.compile_seconds,
-            run_seconds=self.run_seconds,
-            f_star=f_star,
-            num_steps=self.num_steps,
-        )
-
-
-def _py(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _unit_result(cfg, u: Unit, p: Problem, result: SweepResult, complete: bool, total: int) -> UnitResult:
-    rows = []
-    for row in result.summary(target=cfg.run.target):
-        out = {"optimizer": u.optimizer.label}
-        if len(cfg.costs) > 1:
-            out["cost"] = p.label
-        out.update({k: _py(v) for k, v in row.items()})
-        rows.append(out)
-    return UnitResult(
-        key=u.key,
-        trace=jax.tree.map(np.asarray, result.trace),
-        coords=[{k: _py(v) for k, v in c.items()} for c in result.coords],
-        rows=rows,
-        compile_seconds=float(result.compile_seconds),
-        run_seconds=float(result.run_seconds),
-        complete=complete,
-        total_lanes=total,
-        hyperparameter_names=tuple(result.hyperparameter_names),
-        num_steps=u.num_steps,
-    )
-
-
 def run_unit(cfg: ExperimentConfig, u: Unit, p: Problem, *, progress=None) -> UnitResult:
     """Runs one unit's sweep. Raises `SweepInterrupted` (with `.partial`) if a later chunk fails."""
     total = num_lanes(cfg, u, p)
     result = sweep(p.cost, u.optimizer.rule, unit_start(p), p.data, **sweep_args(cfg, u, p, progress))
     result = result.with_f_star(p.f_star)
-    return _unit_result(cfg, u, p, result, True, total)
+    return unit_result(cfg, u, p, result, True, total)
 
 
 # ------------------------------------------------------------------------------ summaries and best
 
 
 # ------------------------------------------------------------------------------------- histories
-def _coord_arrays(coords: list[dict]) -> dict[str, np.ndarray]:
-    """Numeric lane coordinates as arrays (`nan` where a lane has none, e.g. the full batch)."""
-    out = {}
-    keys = dict.fromkeys(k for c in coords for k in c)
-    for k in keys:
-        values = [c.get(k) for c in coords]
-        if all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values):
-            if all(v is None for v in values):
-                continue
-            out[f"coords/{k}"] = np.asarray([np.nan if v is None else v for v in values], np.float64)
-    return out
 
 
 # ------------------------------------------------------------------------------------ run folder
-def _now() -> str:
-    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and commit else None
-
-
-def _versions() -> dict:
-    import optax
-
-    try:
-        devices = [str(d) for d in jax.devices()]
-        backend = jax.default_backend()
-    except RuntimeError:  # no backend could start
-        devices, backend = [], None
-    return {
-        "gdjax": __version__,
-        "jax": jax.__version__,
-        "jaxlib": _dist_version("jaxlib"),
-        "optax": optax.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "backend": backend,
-        "devices": devices,
-    }
-
-
-def _dist_version(name: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _problem_info(p: Problem) -> dict:
-    info: dict[str, Any] = {"num_params": p.num_params, "f_star": p.f_star, **p.curvature}
-    if p.f_star_source:
-        info["f_star_source"] = p.f_star_source
-    if p.dataset is not None:
-        info["num_examples"] = int(p.dataset.X.shape[0])
-        info["num_features"] = int(p.dataset.X.shape[1])
-    if p.minimizer is not None:
-        info["minimizer"] = jax.tree.map(lambda x: np.asarray(x, np.float64).tolist(), p.minimizer)
-        if p.dataset is not None and p.dataset.standardizer is not None and p.config.model == "linear":
-            raw = p.dataset.standardizer.unstandardize(p.minimizer)
-            info["minimizer_original_scale"] = jax.tree.map(lambda x: np.asarray(x).tolist(), raw)
-    return info
 
 
 def default_out_dir(cfg: ExperimentConfig) -> str:
@@ -283,95 +155,6 @@ def default_out_dir(cfg: ExperimentConfig) -> str:
     while os.path.exists(path):
         path, k = f"{base}-{k}", k + 1
     return path
-
-
-def _save_part(folder: runfolder.RunFolder, u: UnitResult, template: PyTree, suffix: str = "") -> None:
-    meta = {
-        "key": u.key,
-        "complete": u.complete,
-        "lanes": len(u.coords),
-        "total_lanes": u.total_lanes,
-        "compile_seconds": u.compile_seconds,
-        "run_seconds": u.run_seconds,
-        "hyperparameter_names": list(u.hyperparameter_names),
-        "num_steps": u.num_steps,
-        "coords": u.coords,
-        "rows": u.rows,
-        "metrics": sorted(u.trace.metrics or {}),
-    }
-    folder.save_part(u.key + suffix, _trace_arrays(u.trace, template), meta)
-
-
-def _trace_arrays(trace: Trace, template: PyTree) -> dict[str, np.ndarray]:
-    """`gdjax.io.trace_arrays` as the run folder stores it: the histories, evaluation steps and metric
-    histories (`metrics/<name>`, their names in the part's meta); the per-step batch losses and the
-    record steps are left out, so `parts/` and `histories.npz` hold what they always have."""
-    arrays = trace_arrays(trace, leaf_names(template))
-    for k in ("batch_loss_history", "record_steps", "metric_names"):
-        arrays.pop(k, None)
-    return arrays
-
-
-def _trace_from(arrays: dict, template: PyTree, metric_names=None) -> Trace:
-    """The inverse of `_trace_arrays`."""
-    trace = trace_from_arrays(arrays, template)
-    names = metric_names if metric_names is not None else [k[8:] for k in arrays if k.startswith("metrics/")]
-    metrics = {n: arrays[f"metrics/{n}"] for n in names} or None
-    return trace._replace(eval_steps=arrays.get("eval_steps"), metrics=metrics)
-
-
-def _check_part_meta(meta: dict) -> None:
-    """Raises ValueError unless a part's metadata has the types `_save_part` writes (a hostile or
-    damaged part, e.g. a count of 10**30, is then redone rather than merged)."""
-
-    def count(k):
-        v = meta.get(k)
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
-            raise ValueError(f"{k} is {v!r}, not a count")
-
-    for k in ("lanes", "total_lanes", "num_steps"):
-        count(k)
-    for k in ("compile_seconds", "run_seconds"):
-        v = meta.get(k)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 1e12:
-            raise ValueError(f"{k} is {v!r}, not a time")
-    if not (isinstance(meta.get("rows"), list) and all(isinstance(r, dict) for r in meta["rows"])):
-        raise ValueError("rows is not a list of rows")
-    if not isinstance(meta.get("coords"), list) or len(meta["coords"]) != meta["lanes"]:
-        raise ValueError("coords does not list every lane")
-    for k in ("hyperparameter_names", "metrics"):
-        if not (isinstance(meta.get(k, []), list) and all(isinstance(n, str) for n in meta.get(k, []))):
-            raise ValueError(f"{k} is not a list of names")
-
-
-def _load_part(folder: runfolder.RunFolder, key: str, template: PyTree, log) -> UnitResult | None:
-    """A finished unit from `parts/`; None (with a note) when its part is missing or damaged."""
-    names = leaf_names(template)
-    required = ["loss_history", "grad_norm_history", "status", "steps", "stop_step"]
-    required += [f"params/{n}" for n in names] + [f"params_history/{n}" for n in names]
-    meta, arrays, damaged = folder.load_part(key, required)
-    if damaged:
-        log(f"note: the saved part of {key} is damaged, so it is redone ({damaged})")
-        return None
-    if meta is None:
-        return None
-    try:
-        _check_part_meta(meta)
-        return UnitResult(
-            key=key,
-            trace=_trace_from(arrays, template, meta.get("metrics", [])),
-            coords=meta["coords"],
-            rows=meta["rows"],
-            compile_seconds=meta["compile_seconds"],
-            run_seconds=meta["run_seconds"],
-            complete=True,
-            total_lanes=meta["total_lanes"],
-            hyperparameter_names=tuple(meta["hyperparameter_names"]),
-            num_steps=meta["num_steps"],
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        log(f"note: the saved part of {key} is damaged, so it is redone ({type(err).__name__}: {err})")
-        return None
 
 
 @dataclass
@@ -391,48 +174,6 @@ class RunOutcome:
     def metric_names(self) -> tuple[str, ...]:
         """Every metric the runs recorded (built-in and the config's own), in order."""
         return tuple(dict.fromkeys(m for p in self.problems for m in (p.metrics or {})))
-
-
-def _merge(cfg, unit_list, results: dict[str, UnitResult], problems) -> tuple[list[dict], dict]:
-    rows, arrays = [], {}
-    for u in unit_list:
-        r = results.get(u.key)
-        if r is None:
-            continue
-        rows.extend(r.rows)
-        for k, v in _trace_arrays(r.trace, problems[u.problem].params0).items():
-            arrays[f"{u.key}/{k}"] = v
-        for k, v in _coord_arrays(r.coords).items():
-            arrays[f"{u.key}/{k}"] = v
-    if arrays:
-        arrays["status_names"] = np.asarray([str(s) for s in Status])
-    _suboptimality_vs_best(rows, unit_list, results, problems)
-    return normalize_rows(rows, [results[u.key] for u in unit_list if u.key in results]), arrays
-
-
-def _suboptimality_vs_best(rows: list[dict], unit_list, results, problems) -> None:
-    """Where f* is unknown, `suboptimality_vs_best` = final loss minus the lowest loss any lane of the
-    study evaluated on that cost (every optimizer's, as benchopt does), instead of the sweep's own."""
-    for pi, p in enumerate(problems):
-        if p.f_star is not None:
-            continue
-        keys = [u.key for u in unit_list if u.problem == pi and u.key in results]
-        found = [np.asarray(results[k].trace.loss_history) for k in keys]
-        found = [a[np.isfinite(a)] for a in found]
-        found = [float(a.min()) for a in found if a.size]
-        best = min(found) if found else None
-        labels = {results[k].rows[0]["optimizer"] for k in keys if results[k].rows}
-        for r in rows:
-            if r["optimizer"] in labels and r.get("cost", p.label) == p.label:
-                fl = r["final_loss"]
-                ok = best is not None and fl is not None and math.isfinite(fl)
-                r["suboptimality_vs_best"] = fl - best if ok else None
-
-
-def _write_results(folder: runfolder.RunFolder, rows: list[dict], arrays: dict) -> None:
-    folder.write_text("summary.csv", csv_text(rows))
-    folder.write_json("summary.json", rows)
-    folder.write_npz("histories.npz", arrays)
 
 
 def _partial_text(cfg, unit_list, results, interrupted: dict | None, reason: str, folder: str) -> str:
@@ -496,7 +237,7 @@ def run_experiment(
         partial, with the folder's path in its `gdjax_run_folder` attribute.
     """
     log = log or (lambda message: None)
-    started = _now()
+    started = now()
     out = out or default_out_dir(cfg)
     # The folder and the data are judged before anything is computed (issue 17 item 7, issue 19):
     # an existing --out, a foreign or copied marker, a link, another config or changed data.
@@ -540,15 +281,15 @@ def run_experiment(
             "config": cfg.source,
             "command": command if command is not None else list(sys.argv),
             "cwd": os.getcwd(),
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "precision": cfg.precision,
             "x64_enabled": bool(jax.config.jax_enable_x64),
-            **_versions(),
+            **versions(),
             "started": started,
             "finished": None,
             "compile_seconds": 0.0,
             "run_seconds": 0.0,
-            "problems": {p.label: _problem_info(p) for p in problems},
+            "problems": {p.label: problem_info(p) for p in problems},
             "suite": cfg.is_suite,  # problems named by their labels alone (gdjax.study.load)
             "gradcheck": {k: r.verdict for k, r in reports.items()} or "disabled",
             "data_files": fingerprints,
@@ -564,7 +305,7 @@ def run_experiment(
             manifest["started"] = old.get("started", started)
             manifest["resumed"] = [*old.get("resumed", []), started]
             for u in unit_list:
-                r = _load_part(folder, u.key, problems[u.problem].params0, log)
+                r = load_part(folder, u.key, problems[u.problem].params0, log)
                 if r is not None:
                     results[u.key] = r
             log(f"resuming {out}: {len(results)} of {len(unit_list)} optimizers already done")
@@ -586,8 +327,8 @@ def run_experiment(
             manifest["run_seconds"] = sum(r.run_seconds for r in results.values())
             manifest["status"] = "partial"
             manifest["interrupted"] = reason
-            rows, arrays = _merge(cfg, unit_list, results, problems)
-            _write_results(folder, rows, arrays)
+            rows, arrays = merge(cfg, unit_list, results, problems)
+            write_results(folder, rows, arrays)
             folder.write_json("manifest.json", manifest)
             folder.write_text(
                 PARTIAL_MARKER, _partial_text(cfg, unit_list, results, interrupted, reason, folder.path)
@@ -615,8 +356,8 @@ def run_experiment(
                 err.gdjax_run_folder = folder.path
                 raise
             except SweepInterrupted as err:
-                partial = _unit_result(cfg, u, p, err.partial.with_f_star(p.f_star), False, total)
-                _save_part(folder, partial, p.params0, suffix=".partial")
+                partial = unit_result(cfg, u, p, err.partial.with_f_star(p.f_star), False, total)
+                save_part(folder, partial, p.params0, suffix=".partial")
                 info = {"key": u.key, "lanes": len(partial.coords), "total_lanes": total}
                 reason = f"{u.key} stopped after {info['lanes']} of {total} lanes ({err.__cause__!r})"
                 mark(reason, info)
@@ -625,7 +366,7 @@ def run_experiment(
                 mark(f"{u.key} was interrupted ({type(err).__name__})")
                 err.gdjax_run_folder = folder.path  # where the partial results are, for the caller
                 raise
-            _save_part(folder, r, p.params0)
+            save_part(folder, r, p.params0)
             results[u.key] = r
             mark(f"stopped after {', '.join(results)}")
             log(
@@ -633,8 +374,8 @@ def run_experiment(
                 f"run {r.run_seconds:.2f} s)"
             )
 
-        rows, arrays = _merge(cfg, unit_list, results, problems)
-        _write_results(folder, rows, arrays)
+        rows, arrays = merge(cfg, unit_list, results, problems)
+        write_results(folder, rows, arrays)
         drawn = []
         if draw is not None:  # drawn aside, then each name listed as gdjax's before it is moved in
             for path in draw(cfg, problems, unit_list, results, folder.staging()):
@@ -654,7 +395,7 @@ def run_experiment(
         manifest.pop("interrupted", None)
         manifest.update(
             status="complete",
-            finished=_now(),
+            finished=now(),
             compile_seconds=sum(r.compile_seconds for r in results.values()),
             run_seconds=sum(r.run_seconds for r in results.values()),
             plots=[os.path.basename(p) for p in drawn],
@@ -698,7 +439,7 @@ def read_run(path: str, *, cfg: ExperimentConfig | None = None, problems=None) -
             ]
             results[u.key] = UnitResult(
                 key=u.key,
-                trace=_trace_from(arrays, problems[u.problem].params0),
+                trace=trace_from(arrays, problems[u.problem].params0),
                 coords=[],
                 rows=mine,
                 compile_seconds=manifest["units"].get(u.key, {}).get("compile_seconds", 0.0),
