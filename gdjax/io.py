@@ -530,6 +530,16 @@ def _over_budget(path: str, declared: int, on_disk: int, budget: int):
     )
 
 
+def _check_required(path: str, members: Mapping[str, NpzMember], required: Iterable[str]) -> None:
+    """Raises `FileFormatError` naming the `required` arrays an `.npz` lacks."""
+    missing = [k for k in required if k not in members]
+    if missing:
+        raise FileFormatError(
+            f"{path} has no array named {', '.join(map(repr, missing))} "
+            f"(it holds {', '.join(map(repr, members)) or 'nothing'})"
+        )
+
+
 def read_npz(
     path: str | os.PathLike,
     *,
@@ -547,12 +557,7 @@ def read_npz(
     """
     path = os.fspath(path)
     members = inspect_npz(path, max_bytes=max_bytes)
-    missing = [k for k in required if k not in members]
-    if missing:
-        raise FileFormatError(
-            f"{path} has no array named {', '.join(map(repr, missing))} "
-            f"(it holds {', '.join(map(repr, members)) or 'nothing'})"
-        )
+    _check_required(path, members, required)
     try:
         with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as z:
             return {k: z[k] for k in members}
@@ -723,11 +728,6 @@ def load_trace(path: str | os.PathLike, template: PyTree) -> Trace:
     names = leaf_names(template)
     required = [*_TRACE_FIELDS, *(f"params/{n}" for n in names), *(f"params_history/{n}" for n in names)]
     members = inspect_npz(path)
-    missing = [k for k in required if k not in members]
-    if missing:
-        raise FileFormatError(
-            f"{path} has no array named {', '.join(map(repr, missing))} "
-            f"(it holds {', '.join(map(repr, members)) or 'nothing'})"
-        )
+    _check_required(path, members, required)
     check_trace_shapes({k: (m.shape, m.dtype) for k, m in members.items()}, names, path)
     return trace_from_arrays(read_npz(path, required=required), template, source=path)
