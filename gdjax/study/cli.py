@@ -287,12 +287,15 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
             args.out,
             resume=args.resume,
             force=args.force,
-            draw=None if args.no_plots else report.draw_plots,
             progress=bar,
             log=say,
             command=[PROG, *argv],
             gradcheck_x64=_x64_on,
         )
+        if not args.no_plots and outcome.ran:  # the config's plots, into the finished folder
+            with experiment.PlotStage(outcome, log=say) as stage:
+                units = experiment.units(cfg)
+                stage.add(report.draw_plots(cfg, outcome.problems, units, outcome.results, stage.path))
     except experiment.GradCheckFailed as failure:
         bar.close()
         print(experiment.gradcheck_text(failure.reports), file=err, end="")

@@ -30,6 +30,7 @@ command runs it under `jax.enable_x64(True)` for float32 studies).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import sys
@@ -169,6 +170,7 @@ class RunOutcome:
     manifest: dict
     plots: list[str] = field(default_factory=list)
     resumed: bool = False
+    ran: bool = True  # False: `--resume` found the folder complete and ran nothing
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -203,7 +205,6 @@ def run_experiment(
     *,
     resume: bool = False,
     force: bool = False,
-    draw: Callable[..., list[str]] | None = None,
     progress: Callable[[str, int, int], Any] | None = None,
     log: Callable[[str], Any] | None = None,
     command: list[str] | None = None,
@@ -216,8 +217,6 @@ def run_experiment(
       out: the run folder (default `default_out_dir(cfg)`).
       resume: finish an interrupted folder: optimizers already done are loaded, the rest rerun.
       force: replace an existing run folder.
-      draw: `draw(cfg, problems, units, results, folder) -> paths` draws the plots once every
-        optimizer is done (the command passes `gdjax.study.report.draw_plots`, which sits above this module).
       progress: `progress(unit_key, lanes_done, total_lanes)` after each chunk of a sweep.
       log: where one-line messages go (default: nowhere).
       command: the command line, recorded in the manifest.
@@ -257,7 +256,7 @@ def run_experiment(
             done, _ = runfolder.prepare(cfg, out, resume=True, force=False, fingerprints=fingerprints)
             done.unlock()
             log(f"nothing to resume: {out} is complete")
-            return read_run(out, cfg=cfg, problems=problems)
+            return dataclasses.replace(read_run(out, cfg=cfg, problems=problems), ran=False)
 
     reports: dict[str, GradCheckReport] = {}
     if cfg.gradcheck.enabled:
@@ -376,18 +375,6 @@ def run_experiment(
 
         rows, arrays = merge(cfg, unit_list, results, problems)
         write_results(folder, rows, arrays)
-        drawn = []
-        if draw is not None:  # drawn aside, then each name listed as gdjax's before it is moved in
-            for path in draw(cfg, problems, unit_list, results, folder.staging()):
-                moved = folder.adopt(path)
-                if moved is None:
-                    log(
-                        f"note: {folder.file(os.path.basename(path))} is not gdjax's, so it was kept "
-                        "and that plot not written; rename it to get the plot"
-                    )
-                else:
-                    drawn.append(moved)
-            folder.remove(runfolder.STAGING)
         for k in results:
             manifest["units"][k]["status"] = "complete"
             manifest["units"][k]["compile_seconds"] = results[k].compile_seconds
@@ -398,19 +385,69 @@ def run_experiment(
             finished=now(),
             compile_seconds=sum(r.compile_seconds for r in results.values()),
             run_seconds=sum(r.run_seconds for r in results.values()),
-            plots=[os.path.basename(p) for p in drawn],
+            plots=[],
         )
         folder.clean_temps()
         folder.write_json("manifest.json", manifest)
         folder.remove(PARTIAL_MARKER)
         folder.remove(PARTS)
     except KeyboardInterrupt as err:
-        if os.path.exists(folder.file(PARTIAL_MARKER)):  # stopped while writing results or plots
+        if os.path.exists(folder.file(PARTIAL_MARKER)):  # stopped while writing the results
             err.gdjax_run_folder = folder.path
         raise
     finally:
         folder.unlock()
-    return RunOutcome(folder.path, rows, results, problems, reports, manifest, drawn, resumed)
+    return RunOutcome(folder.path, rows, results, problems, reports, manifest, [], resumed)
+
+
+class PlotStage:
+    """Draws files into a finished run folder, holding its lock: `with PlotStage(outcome) as stage:`
+    draw into `stage.path` (an owned, empty `.gdjax-staging/`) and `stage.add(paths)`; on leaving,
+    each name is listed as gdjax's before its file is moved into place (a file of that name that
+    gdjax did not make is kept, with a note), the manifest lists the plots, `outcome.plots` holds
+    their paths, and the lock is released (the staging folder is removed either way).
+
+    The command draws `[outputs] plots` this way after `run_experiment` (`gdjax.study.report`, which
+    sits above this module, draws them), so a run never calls back up into the report.
+    """
+
+    def __init__(self, outcome: RunOutcome, log: Callable[[str], Any] | None = None):
+        self.outcome, self.log = outcome, log or (lambda message: None)
+        self.folder = runfolder.RunFolder(outcome.folder)
+        self.path = ""
+        self._paths: list[str] = []
+
+    def add(self, paths) -> None:
+        self._paths.extend(paths)
+
+    def __enter__(self) -> PlotStage:
+        self.folder.lock()
+        try:
+            self.path = self.folder.staging()
+        except BaseException:
+            self.folder.unlock()
+            raise
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        try:
+            if kind is None:
+                drawn = []
+                for path in self._paths:
+                    moved = self.folder.adopt(path)
+                    if moved is None:
+                        self.log(
+                            f"note: {self.folder.file(os.path.basename(path))} is not gdjax's, so it was "
+                            "kept and that plot not written; rename it to get the plot"
+                        )
+                    else:
+                        drawn.append(moved)
+                self.outcome.manifest["plots"] = [os.path.basename(p) for p in drawn]
+                self.folder.write_json("manifest.json", self.outcome.manifest)
+                self.outcome.plots[:] = drawn
+            self.folder.remove(runfolder.STAGING)
+        finally:
+            self.folder.unlock()
 
 
 def read_run(path: str, *, cfg: ExperimentConfig | None = None, problems=None) -> RunOutcome:
