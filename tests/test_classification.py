@@ -526,7 +526,7 @@ grid.learning_rate = [0.1, 1.0, 10.0]
 
 def test_impossible_histories_are_refused_before_the_folder_exists(tmp_path, monkeypatch):
     # 3 lanes x 200001 recorded iterates of 65 parameters: 156 MB, on a 40 MB machine.
-    monkeypatch.setattr(config_lib, "_host_memory", lambda: 40 * 2**20)
+    monkeypatch.setattr(config_lib, "host_memory", lambda: 40 * 2**20)
     cfg_path = _write(tmp_path / "big.toml", DIGITS_38)
     config_lib.load(cfg_path)  # the loss and metric histories alone fit: the config reader lets it through
     out = tmp_path / "big"

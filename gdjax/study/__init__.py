@@ -7,7 +7,11 @@ Modules, each importing only the core and the modules above it in this list:
 | `usercode` | users' own functions named by a config (`"file.py:name"`), imported and checked abstractly |
 | `datasets` | a config's data table read, relabelled, split and standardised (`Dataset`) |
 | `problems` | the cost registry (`COSTS`) and the `Problem`s its entries build |
-| `config` | TOML configs read into frozen dataclasses, validated once at the edge (choices from `COSTS`) |
+| `tomltext` | TOML text: the key-to-line map messages cite, and the writer (`dumps`) |
+| `configbase` | `ConfigError`, the names a config may use, the frozen dataclasses, typed table reading |
+| `configcosts` | the config's `[data]`, `[cost]` and `[[problems]]` tables (choices from `COSTS`) |
+| `configgrids` | the config's `[[optimizers]]` tables: rules, schedules, grids, search |
+| `config` | TOML configs read into frozen dataclasses, validated once at the edge |
 | `plots` | matplotlib figures of traces and sweeps (matplotlib imported inside the functions) |
 | `runfolder` | the run folder: ownership marker, lock, parts, PARTIAL marker, interrupts |
 | `summary` | summary rows: configurations, the best of each optimizer, the printed table |

@@ -7,9 +7,14 @@ precision and outputs. `load(path)` reads
 and checks everything a person can get wrong before anything is traced, and raises one `ConfigError`
 naming the key (`optimizers[1].grid.learnig_rate`), the line of the TOML file it is on, and the
 nearest valid name. What can only be checked against the data (a batch size larger than the data
-set, a plot the cost cannot have, a data file's contents) is checked by `gdjax.study.experiment`
-when it loads the data, before any sweep runs, with the same `ConfigError` and line numbers; the
-dataclasses themselves stay dumb (scikit-learn's rule: configuration only stores settings).
+set, a plot the cost cannot have, a data file's contents) is checked by `gdjax.study.preflight`
+when it loads the data, before any sweep runs, with the same `ConfigError` and line numbers (the
+key-to-line map is kept on the config: `ExperimentConfig.error`); the dataclasses themselves stay
+dumb (scikit-learn's rule: configuration only stores settings).
+
+The types live in `configbase`, the data and cost tables are read by `configcosts`, the optimizer
+tables by `configgrids`, the TOML text is scanned and written by `tomltext`; this module reads the
+rest and is where all of them are imported from.
 
 `ExperimentConfig.to_dict()` gives the resolved config (defaults filled in, `logspace` expanded, file
 paths absolute) and `dumps(config)` writes it back as TOML; `loads(dumps(c)) == c`.
@@ -36,26 +41,52 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import numpy as np
-
-from gdjax import data, rules
 from gdjax import io as gdjax_io
 from gdjax.options import Execution, Stopping
 from gdjax.study import problems as problems_lib
+from gdjax.study.configbase import (
+    DATA_SOURCES,
+    EXECUTION_KEYS,
+    LEGACY_RUN_KEYS,
+    MODELS,
+    OFF_KEYS,
+    PLOTS,
+    PRECISIONS,
+    RANK_BY,
+    RUN_KEYS,
+    STOPPING_KEYS,
+    X_AXES,
+    ConfigError,
+    CostConfig,
+    DataConfig,
+    ExperimentConfig,
+    GradcheckConfig,
+    OptimizerConfig,
+    OutputsConfig,
+    RunConfig,
+    Source,
+    Table,
+    read_batch_sizes,
+    toml_type,
+)
+from gdjax.study.configcosts import read_cost_table, read_data_table, read_problem_table
+from gdjax.study.configgrids import MAX_AXIS, MAX_SEARCH_POINTS, halton_grid, read_optimizer_table
+from gdjax.study.tomltext import dumps
 from gdjax.validation import nearest
 
+# The config's types and readers live in configbase, configcosts, configgrids and tomltext; this module
+# reads a whole config and is where they are imported from.
 __all__ = [
     "DATA_SOURCES",
+    "MAX_AXIS",
+    "MAX_SEARCH_POINTS",
     "MODELS",
     "PLOTS",
     "EXECUTION_KEYS",
@@ -71,845 +102,18 @@ __all__ = [
     "default_path",
     "dumps",
     "from_dict",
+    "halton_grid",
     "load",
     "load_default",
     "loads",
 ]
 
-MODELS = ("linear", "polynomial")
-# The losses and test functions a cost names are the cost registry's (gdjax.study.problems.COSTS),
-# read when a config is: a cost registered before that is accepted like a built-in one.
-FILE_SOURCES = ("csv", "npz")
-DATA_SOURCES = (*data.DATASETS, "synthetic", *FILE_SOURCES)
-PRECISIONS = ("float32", "float64")
-PLOTS = (
-    "loss_curves",
-    "loss_curves_grid",
-    "lr_sweep",
-    "contour",
-    "contour_grid",
-    "fitted_line",
-    "accuracy",
-)
-X_AXES = ("steps", "epochs")
-# The [stopping] table is `gdjax.Stopping` key for key; [execution] holds the `gdjax.Execution` fields
-# that a file can say (devices and a progress callback are Python objects, set from Python).
-STOPPING_KEYS = tuple(f.name for f in dataclasses.fields(Stopping))
-EXECUTION_KEYS = ("record_every", "unroll", "layout", "chunk_size", "memory_budget")
-RUN_KEYS = ("num_steps", "batch_size", "target", "eval_every")
-# Configs written before [stopping] and [execution] existed put these under [run]; they still may.
-LEGACY_RUN_KEYS = {
-    "tol": "stopping",
-    "grad_tol": "stopping",
-    "patience": "stopping",
-    "divergence_factor": "stopping",
-    "record_every": "execution",
-    "chunk_size": "execution",
-}
-RANK_BY = ("final_loss", "test_loss", "accuracy", "test_accuracy")
-_LABEL = re.compile(r"[A-Za-z0-9_+-]+")  # whole string (fullmatch): "adam\n" is no label
-
-
-class ConfigError(ValueError):
-    """A config that cannot be run, with the key and TOML line it is about.
-
-    `str(err)` reads `FILE:LINE: KEY: MESSAGE`, e.g.
-    `lr.toml:12: optimizers[1].grid.learnig_rate: unknown hyperparameter of rule 'momentum'
-    (did you mean 'learning_rate'?)`.
-
-    Attributes:
-      message: what is wrong and what to do.
-      key: dotted path of the offending key (`None` for the file as a whole).
-      line: 1-based line in the TOML text where the key (or its table) is, if found.
-      source: the file name, or `<string>`.
-    """
-
-    def __init__(self, message: str, *, key: str | None = None, line: int | None = None, source=None):
-        self.message, self.key, self.line, self.source = message, key, line, source
-        where = str(source or "<config>") + (f":{line}" if line else "")
-        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
-
-
-# ------------------------------------------------------------------------------------- dataclasses
-@dataclass(frozen=True)
-class DataConfig:
-    """Where `(X, y)` comes from.
-
-    `source` is an embedded set (`data.DATASETS`), `"synthetic"` (`data.synthetic` with the
-    generator fields) or `"csv"` / `"npz"` (a file at the absolute `path`, with column choices).
-    Fields that do not apply to the source are `None`.
-
-    `classes` keeps the examples whose target is one of these values and relabels them `0, 1, ...`
-    in that order (two digits for a logistic regression). `test_fraction` holds out that fraction
-    of the examples, drawn with the study's first seed, as a test set: the runs never see it, and
-    its loss (and accuracy) are recorded at every evaluation (`test_loss`, `test_accuracy`).
-    """
-
-    source: str
-    standardize: bool = False
-    path: str | None = None
-    target: str | int | None = None
-    features: tuple[str | int, ...] | None = None
-    exclude: tuple[str | int, ...] | None = None
-    x_key: str | None = None
-    y_key: str | None = None
-    num_examples: int | None = None
-    num_features: int | None = None
-    noise: float | None = None
-    condition_number: float | None = None
-    intercept: float | None = None
-    seed: int | None = None
-    classes: tuple[float, ...] | None = None
-    test_fraction: float | None = None
-
-
-@dataclass(frozen=True)
-class CostConfig:
-    """What is minimised: a model with a loss on the data, a classic test function, or the user's own.
-
-    Exactly one of `model` (`"linear"` / `"polynomial"` with `degree`, and `loss`: `"mse"`,
-    `"logistic"` for 0/1 targets, `"cross_entropy"` for class indices, or another registered loss),
-    `function` (a registered test function, with `dim`, `start` and for the ill-conditioned
-    quadratic its `condition_number`) and `callable` is set (`gdjax.study.problems.COSTS` lists them).
-    Models start at zero; test functions at `start`.
-
-    `callable` is `"/abs/path/file.py:function"` (relative paths in a file are resolved against the
-    config's folder when it is read) or `"module:function"`: `function(params, data) -> scalar`,
-    with `data` the `(X, y)` of `[data]` (None without it). Its start `params0` is a list of numbers
-    (a vector) or `"file.py:init"` naming `init()` or `init(data)` that returns the params pytree;
-    `analytic` optionally names a hand-derived gradient `grad(params, data)` for the gradient check.
-    `metrics` names the user's own metrics `metric(params, data) -> scalar` the same way (any kind of
-    cost): each is recorded on the training data under its function's name, and with a held-out
-    split also as `test_<name>` (a classification callable names its `accuracy` this way).
-    """
-
-    label: str
-    model: str | None = None
-    degree: int | None = None
-    loss: str | None = None
-    function: str | None = None
-    dim: int | None = None
-    condition_number: float | None = None
-    start: tuple[float, ...] | None = None
-    init_noise: float = 0.0
-    callable: str | None = None
-    params0: str | tuple[float, ...] | None = None
-    analytic: str | None = None
-    l2: float | None = None  # model costs: + l2/2 ||w||^2 (ridge, L2-regularised logistic / softmax)
-    data: DataConfig | None = None  # a suite's problem brings its own data; None: the study's [data]
-    metrics: tuple[str, ...] | None = None  # "file.py:fn" / "module:fn" references
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """One update rule and its hyperparameter grid.
-
-    Attributes:
-      rule: a name for `rules.get` (`"gd"`, `"adam"`, `"optax.lamb"`, ...).
-      label: unique name of this entry in outputs (defaults to the rule's name).
-      schedule: step-size schedule of a hand-written rule (`rules.schedule_names()`).
-      grid: `(name, value)` pairs; a tuple value is a grid axis (axes are crossed, or zipped with
-        `zip_grid`), a scalar is fixed.
-      zip_grid: pair the axes element by element instead of crossing them.
-      num_steps, batch_size: per-optimizer overrides of `run.num_steps` / `run.batch_size`.
-    """
-
-    rule: str
-    label: str
-    schedule: str | None = None
-    grid: tuple[tuple[str, Any], ...] = ()
-    zip_grid: bool = False
-    num_steps: int | None = None
-    batch_size: tuple[int | None, ...] | None = None
-
-    def axes(self) -> dict[str, tuple]:
-        """The swept hyperparameters: name -> values."""
-        return {k: v for k, v in self.grid if isinstance(v, tuple)}
-
-    def fixed(self) -> dict[str, Any]:
-        """The fixed hyperparameters: name -> value."""
-        return {k: v for k, v in self.grid if not isinstance(v, tuple)}
-
-    def rule_hyperparameters(self) -> tuple[str, ...]:
-        """The names the rule (with its schedule) takes."""
-        if self.rule in rules.names():
-            return rules.hyperparameters(self.rule, self.schedule)
-        return rules.hyperparameters(self.rule)
-
-    def cost_keys(self) -> tuple[str, ...]:
-        """Grid keys that are not the rule's: hyperparameters of a callable cost (`costs.hyperparameters`)."""
-        names = self.rule_hyperparameters()
-        return tuple(k for k, v in self.grid if k not in names and not isinstance(v, bool))
-
-    def num_points(self) -> int:
-        """Grid points (before seeds, starts and batch sizes)."""
-        sizes = [len(v) for v in self.axes().values()]
-        if not sizes:
-            return 1
-        return sizes[0] if self.zip_grid else math.prod(sizes)
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Step budget, sampling and the evaluation schedule, shared by every optimizer unless overridden.
-
-    `batch_size` entries are example counts; `None` is the full batch (`"full"` in TOML). `target`
-    is a suboptimality `f - f*` for `steps_to_target`. `eval_every` is the evaluation schedule
-    (full-data loss, gradient norm, accuracy and test metrics every `eval_every` steps; `None`:
-    every step). When runs stop is `ExperimentConfig.stopping`, how they are carried out (recorded
-    iterates, chunking, ...) `ExperimentConfig.execution`.
-    """
-
-    num_steps: int
-    batch_size: tuple[int | None, ...] = (None,)
-    target: float | None = None
-    eval_every: int | None = None
-
-
-@dataclass(frozen=True)
-class GradcheckConfig:
-    """The gradient check run before any optimisation."""
-
-    enabled: bool = True
-    num_points: int = 3
-
-
-@dataclass(frozen=True)
-class OutputsConfig:
-    """Plots to draw and where run folders go.
-
-    Attributes:
-      plots: names from `PLOTS`: `loss_curves` / `contour` show the best configuration of each
-        optimizer; `loss_curves_grid` / `contour_grid` one figure per optimizer with every grid point
-        (for grids of at most 12 points); `lr_sweep` final loss against learning rate; `fitted_line`
-        the fitted lines against least squares (one-feature linear models).
-      x_axis: `"steps"`, or `"epochs"` (examples processed / number of examples) to compare batch
-        sizes at an equal budget of gradient evaluations.
-      dir: the folder that holds run folders, relative to the working directory.
-      rank_by: the column that picks each optimizer's best configuration (summary table, plots):
-        `final_loss` (lowest training loss, the default), `test_loss` (lowest held-out loss), or
-        `accuracy` / `test_accuracy` (highest), each a median over seeds.
-    """
-
-    plots: tuple[str, ...] = ("loss_curves",)
-    x_axis: str = "steps"
-    dir: str = "runs"
-    rank_by: str = "final_loss"
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """A whole experiment, validated. Build with `load`, `loads` or `from_dict`.
-
-    `stopping` and `execution` are the core's own option objects, read from the `[stopping]` and
-    `[execution]` tables key for key (and passed to `gdjax.sweep` as they are). Without a
-    `record_every`, iterates are recorded at every evaluation (`eval_every`, else every step).
-    `legacy_keys` names the stopping and execution keys the file gave under `[run]`, where configs
-    written before those tables existed put them (still accepted).
-    """
-
-    name: str
-    costs: tuple[CostConfig, ...]
-    optimizers: tuple[OptimizerConfig, ...]
-    run: RunConfig
-    data: DataConfig | None = None
-    description: str = ""
-    seeds: tuple[int, ...] = (0,)
-    precision: str = "float32"
-    stopping: Stopping = Stopping()
-    execution: Execution = Execution(record_every=1)
-    gradcheck: GradcheckConfig = GradcheckConfig()
-    outputs: OutputsConfig = OutputsConfig()
-    source: str | None = field(default=None, compare=False)
-    legacy_keys: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
-    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)  # key -> line
-
-    def error(self, key: str, message: str) -> ConfigError:
-        """A `ConfigError` about `key` (dotted: `"optimizers[1].grid"`) at its line in the text the
-        config was read from (`lines`, kept from reading: the file is not read again)."""
-        path = tuple(int(p) if p.isdigit() else p for p in key.replace("[", ".").replace("]", "").split("."))
-        return ConfigError(
-            message, key=key, line=_line_of(self.lines, path), source=self.source or "<config>"
-        )
-
-    def key_path(self, name: str) -> str:
-        """Where the file sets the stopping or execution key `name`: `"run.<name>"` when it was given
-        under `[run]` (the old placement), else `"stopping.<name>"` / `"execution.<name>"`."""
-        if name in self.legacy_keys:
-            return f"run.{name}"
-        return f"stopping.{name}" if name in STOPPING_KEYS else f"execution.{name}"
-
-    @property
-    def cost(self) -> CostConfig:
-        """The first (usually the only) cost."""
-        return self.costs[0]
-
-    @property
-    def is_suite(self) -> bool:
-        """Whether the config lists `[[problems]]`, each with its own data (a suite)."""
-        return any(c.data is not None for c in self.costs)
-
-    def data_of(self, cost: CostConfig) -> DataConfig | None:
-        """The data a cost reads: its problem's own `data`, else the study's `[data]`."""
-        return cost.data if cost.data is not None else self.data
-
-    def data_key(self, cost: CostConfig) -> str:
-        """Where that data is in the config (`data`, or `problems[2].data`), for error messages."""
-        return f"problems[{self.costs.index(cost)}].data" if cost.data is not None else "data"
-
-    def to_dict(self) -> dict:
-        """The resolved config as plain TOML-able values (`None` fields left out)."""
-
-        def clean(obj) -> dict:
-            out = {}
-            for f in dataclasses.fields(obj):
-                if f.name in ("source", "legacy_keys", "lines") and isinstance(obj, ExperimentConfig):
-                    continue
-                value = getattr(obj, f.name)
-                if value is None:
-                    continue
-                if dataclasses.is_dataclass(value):
-                    value = clean(value)
-                elif isinstance(value, tuple):
-                    value = list(value)
-                out[f.name] = value
-            return out
-
-        d = {"name": self.name}
-        if self.description:
-            d["description"] = self.description
-        d["precision"] = self.precision
-        d["seeds"] = list(self.seeds)
-        if self.data is not None:
-            d["data"] = clean(self.data)
-        if self.is_suite:
-            d["problems"] = [clean(c) for c in self.costs]
-        else:
-            d["cost"] = [clean(c) for c in self.costs] if len(self.costs) > 1 else clean(self.cost)
-        d["run"] = clean(self.run)
-        d["run"]["batch_size"] = [_batch_to_toml(b) for b in self.run.batch_size]
-        d["stopping"] = clean(self.stopping)
-        for key in OFF_KEYS:
-            if getattr(self.stopping, key) is None:
-                d["stopping"][key] = False  # written as `false`, read back as None
-        d["execution"] = {k: v for k, v in clean(self.execution).items() if k in EXECUTION_KEYS}
-        d["optimizers"] = []
-        for opt in self.optimizers:
-            o = clean(opt)
-            o["grid"] = {k: list(v) if isinstance(v, tuple) else v for k, v in opt.grid}
-            if opt.batch_size is not None:
-                o["batch_size"] = [_batch_to_toml(b) for b in opt.batch_size]
-            if not opt.zip_grid:
-                del o["zip_grid"]
-            d["optimizers"].append(o)
-        d["gradcheck"] = clean(self.gradcheck)
-        d["outputs"] = clean(self.outputs)
-        return d
-
-    def to_toml(self) -> str:
-        """`dumps(self)`: the resolved config as TOML text."""
-        return dumps(self.to_dict())
-
-
-def _batch_to_toml(b):
-    return "full" if b is None else b
-
-
-# ------------------------------------------------------------------------ locating keys in the text
-_BARE = r"[A-Za-z0-9_-]+"
-_KEY_PART = rf'(?:{_BARE}|"(?:[^"\\]|\\.)*"|\'[^\']*\')'
-_DOTTED = rf"{_KEY_PART}(?:\s*\.\s*{_KEY_PART})*"
-_HEADER_RE = re.compile(rf"^\s*(\[\[?)\s*({_DOTTED})\s*\]\]?")
-_KEYLINE_RE = re.compile(rf"^\s*({_DOTTED})\s*=")
-_TOKEN_RE = re.compile(rf'"""|\'\'\'|"(?:[^"\\]|\\.)*"|\'[^\']*\'|#.*$|[{{}}\[\],]|({_DOTTED})\s*=')
-
-
-def _split_dotted(text: str) -> tuple[str, ...]:
-    return tuple(
-        p.strip()[1:-1] if p.strip()[:1] in "\"'" else p.strip() for p in re.findall(_KEY_PART, text)
-    )
-
-
-def _fmt_path(path: tuple) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
-
-
-def _key_lines(text: str) -> dict[str, int]:
-    """Maps dotted key paths (`optimizers[1].grid.learning_rate`) to the line that defines them.
-
-    A light scan of the TOML text (headers, `key =` lines and keys inside inline tables) that only
-    has to be right for text `tomllib` already accepted.
-    """
-    lines: dict[str, int] = {}
-    arrays: dict[tuple, int] = {}  # array-of-tables path -> index of its latest element
-    current: tuple = ()
-    stack: list[tuple] = []  # open brackets of a value spanning lines: the path each belongs to
-
-    def resolve(parts: tuple[str, ...]) -> tuple:
-        out: tuple = ()
-        for p in parts:
-            out += (p,)
-            if out in arrays:
-                out += (arrays[out],)
-        return out
-
-    def scan_value(text: str, lineno: int, last):
-        for m in _TOKEN_RE.finditer(text):
-            tok = m.group(0)
-            if tok.startswith("#") or tok in ('"""', "'''"):
-                break
-            if m.group(1):
-                base = stack[-1] if stack else current
-                last = base + _split_dotted(m.group(1))
-                lines.setdefault(_fmt_path(last), lineno)
-            elif tok in "{[":
-                stack.append(last if last is not None else (stack[-1] if stack else current))
-            elif tok in "}]":
-                if stack:
-                    stack.pop()
-            elif tok == ",":
-                last = None
-        return last
-
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        if stack:
-            scan_value(raw, lineno, None)
-            continue
-        m = _HEADER_RE.match(raw)
-        if m:
-            parts = _split_dotted(m.group(2))
-            if m.group(1) == "[[":
-                base = resolve(parts[:-1]) + (parts[-1],)
-                arrays[base] = arrays.get(base, -1) + 1
-                current = base + (arrays[base],)
-                lines.setdefault(_fmt_path(base), lineno)
-            else:
-                current = resolve(parts)
-            lines.setdefault(_fmt_path(current), lineno)
-            continue
-        m = _KEYLINE_RE.match(raw)
-        if m:
-            path = current + _split_dotted(m.group(1))
-            lines.setdefault(_fmt_path(path), lineno)
-            scan_value(raw[m.end() :], lineno, path)
-    return lines
-
-
-def _line_of(lines: Mapping[str, int], path: tuple) -> int | None:
-    """The line of `path`, or of the nearest table above it that has one."""
-    path = tuple(path)
-    while path:
-        line = lines.get(_fmt_path(path))
-        if line is not None:
-            return line
-        path = path[:-1]
-    return None
-
-
-class _Source:
-    """The TOML text a config came from, for error messages."""
-
-    def __init__(self, text: str | None, name: str | None, base_dir: str | None):
-        self.text, self.name, self.base_dir = text, name, base_dir
-        self._lines: dict[str, int] | None = None
-
-    @property
-    def lines(self) -> dict[str, int]:
-        """Each key's line in the text (`{}` without text), computed once."""
-        if self._lines is None:
-            self._lines = {} if self.text is None else _key_lines(self.text)
-        return self._lines
-
-    def line(self, path: tuple) -> int | None:
-        return _line_of(self.lines, path)
-
-    def error(self, path: tuple, message: str) -> ConfigError:
-        return ConfigError(message, key=_fmt_path(path) or None, line=self.line(path), source=self.name)
-
-
-# ------------------------------------------------------------------------------------ typed reading
-_REQUIRED = object()
-
-
-def _toml_type(value) -> str:
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int):
-        return f"an integer ({value})"
-    if isinstance(value, float):
-        return f"a float ({value!r})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return f"a {type(value).__name__} ({value})"
-
-
-class _Table:
-    """One TOML table being read: typed getters that remember which keys were used."""
-
-    def __init__(self, src: _Source, path: tuple, values: dict):
-        self.src, self.path, self.values = src, path, values
-        self.known: list[str] = []
-
-    def fail(self, key, message: str):
-        path = self.path + ((key,) if isinstance(key, str | int) else tuple(key or ()))
-        raise self.src.error(path, message)
-
-    def take(self, key: str, default=_REQUIRED):
-        self.known.append(key)
-        if key in self.values:
-            return self.values[key]
-        if default is _REQUIRED:
-            # A misspelt required key reads better as "unknown key, did you mean" than as missing.
-            unknown = [k for k in self.values if k not in self.known]
-            if nearest(key, unknown):
-                typo = next(k for k in unknown if nearest(k, [key]))
-                where = f"[{_fmt_path(self.path)}]" if self.path else "the top level"
-                self.fail(typo, f"unknown key {typo!r} in {where} (did you mean {key!r}?)")
-            where = f"[{_fmt_path(self.path)}]" if self.path else "the top level"
-            self.fail(key, f"missing required key {key!r} in {where}")
-        return default
-
-    def finish(self, hint: str = ""):
-        for key in self.values:
-            if key not in self.known:
-                where = f"[{_fmt_path(self.path)}]" if self.path else "the top level"
-                self.fail(key, f"unknown key {key!r} in {where}{hint}{nearest(key, self.known)}")
-
-    # typed getters ---------------------------------------------------------------------------
-    def str(self, key, default=_REQUIRED, *, choices=None, what="value"):
-        if key not in self.values:
-            return self.take(key, default)
-        v = self.take(key, default)
-        if not isinstance(v, str):
-            self.fail(key, f"expected a string, got {_toml_type(v)}")
-        if choices is not None and v not in choices:
-            self.fail(key, f"unknown {what} {v!r}{nearest(v, choices)}; choose from {', '.join(choices)}")
-        return v
-
-    def bool(self, key, default=_REQUIRED):
-        if key not in self.values:
-            return self.take(key, default)
-        v = self.take(key, default)
-        if not isinstance(v, bool):
-            self.fail(key, f"expected true or false, got {_toml_type(v)}")
-        return v
-
-    def int(self, key, default=_REQUIRED, *, minimum=None):
-        if key not in self.values:
-            return self.take(key, default)
-        v = self.take(key, default)
-        return self.check_int(key, v, minimum=minimum)
-
-    def check_int(self, key, v, *, minimum=None):
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.fail(key, f"expected an integer, got {_toml_type(v)}")
-        if minimum is not None and v < minimum:
-            self.fail(key, f"must be an integer >= {minimum}, got {v}")
-        return v
-
-    def float(self, key, default=_REQUIRED, *, positive=False, minimum=None, above=None):
-        if key not in self.values:
-            return self.take(key, default)
-        v = self.take(key, default)
-        return self.check_float(key, v, positive=positive, minimum=minimum, above=above)
-
-    def check_float(self, key, v, *, positive=False, minimum=None, above=None):
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            self.fail(key, f"expected a number, got {_toml_type(v)}")
-        v = float(v)
-        if not math.isfinite(v):
-            self.fail(key, f"must be finite, got {v}")
-        if positive and not v > 0:
-            self.fail(key, f"must be > 0, got {v!r}")
-        if minimum is not None and v < minimum:
-            self.fail(key, f"must be >= {minimum}, got {v!r}")
-        if above is not None and not v > above:
-            self.fail(key, f"must be > {above}, got {v!r}")
-        return v
-
-    def table(self, key, default=_REQUIRED) -> _Table | None:
-        if key not in self.values:
-            return self.take(key, default)
-        v = self.take(key, default)
-        if not isinstance(v, dict):
-            self.fail(key, f"expected a table ([{_fmt_path(self.path + (key,))}]), got {_toml_type(v)}")
-        return _Table(self.src, self.path + (key,), v)
-
-    def list(self, key, default=_REQUIRED, *, scalar_ok=False):
-        if key not in self.values:
-            return self.take(key, default)
-        v = self.take(key, default)
-        if scalar_ok and not isinstance(v, list | dict):
-            return [v]
-        if not isinstance(v, list):
-            self.fail(key, f"expected an array, got {_toml_type(v)}")
-        return v
-
 
 # ---------------------------------------------------------------------------------------- sections
-_SYNTHETIC_DEFAULTS = {
-    "num_examples": 200,
-    "num_features": 5,
-    "noise": 0.1,
-    "condition_number": 1.0,
-    "intercept": 1.0,
-    "seed": 0,
-}
-
-
-def _read_data(t: _Table) -> DataConfig:
-    source = t.str("source", choices=DATA_SOURCES, what="data source")
-    standardize = t.bool("standardize", False)
-    kw: dict[str, Any] = {}
-    if source == "synthetic":
-        kw["num_examples"] = t.int("num_examples", _SYNTHETIC_DEFAULTS["num_examples"], minimum=1)
-        kw["num_features"] = t.int("num_features", _SYNTHETIC_DEFAULTS["num_features"], minimum=1)
-        kw["noise"] = t.float("noise", _SYNTHETIC_DEFAULTS["noise"], minimum=0.0)
-        kw["condition_number"] = t.float("condition_number", 1.0, minimum=1.0)
-        kw["intercept"] = t.float("intercept", 1.0)
-        kw["seed"] = t.int("seed", 0, minimum=0)
-    elif source in FILE_SOURCES:
-        path = t.str("path")
-        if not os.path.isabs(path) and t.src.base_dir is not None:
-            path = os.path.join(t.src.base_dir, path)
-        path = os.path.abspath(path)
-        if not os.path.isfile(path):
-            if os.path.exists(path):  # a folder, a FIFO, a device: never opened (a FIFO would block)
-                t.fail("path", f"{path} is not a regular file, so not a data file")
-            t.fail("path", f"data file not found: {path}")
-        kw["path"] = path
-        if source == "csv":
-            kw["target"] = _column(t, "target", t.take("target", -1))
-            features = t.list("features", None)
-            if features is not None:
-                if not features:
-                    t.fail("features", "needs at least one column (or leave it out for all others)")
-                kw["features"] = tuple(_column(t, ("features", i), c) for i, c in enumerate(features))
-            exclude = t.list("exclude", None)
-            if exclude is not None:
-                if features is not None:
-                    t.fail(
-                        "exclude",
-                        "give either features (the columns to use) or exclude (the columns to leave out)",
-                    )
-                kw["exclude"] = tuple(_column(t, ("exclude", i), c) for i, c in enumerate(exclude)) or None
-        else:
-            kw["x_key"] = t.str("x_key", "X")
-            kw["y_key"] = t.str("y_key", "y")
-    classes = t.list("classes", None)
-    if classes is not None:
-        values = tuple(t.check_float(("classes", i), c) for i, c in enumerate(classes))
-        if len(values) < 2:
-            t.fail("classes", f"needs at least two target values to tell apart, got {classes}")
-        if len(set(values)) != len(values):
-            t.fail("classes", f"lists a class twice: {classes}")
-        kw["classes"] = values
-    test_fraction = t.float("test_fraction", None)
-    if test_fraction is not None and not 0.0 < test_fraction < 1.0:
-        t.fail(
-            "test_fraction",
-            f"is the fraction of the examples held out for testing, strictly between 0 and 1 "
-            f"(e.g. 0.25), got {test_fraction!r}",
-        )
-    kw["test_fraction"] = test_fraction
-    hint = f" for source {source!r}" if source else ""
-    t.finish(hint)
-    return DataConfig(source=source, standardize=standardize, **kw)
-
-
-def _read_reference(t: _Table, key, what: str, value: str | None = None) -> str:
-    """A `"file.py:name"` (a path, relative to the config's folder) or `"module:name"` reference.
-
-    Files are resolved to absolute paths and must exist; modules are imported later, when the
-    problem is built (importing runs the user's code). `value` is given for an entry of an array
-    (`key` is then `("metrics", i)`).
-    """
-    if value is None:
-        value = t.str(key)
-    elif not isinstance(value, str):
-        t.fail(key, f'expected a "file.py:{what}" or "module:{what}" string, got {_toml_type(value)}')
-    shown = _fmt_path(key) if isinstance(key, tuple) else key
-    usage = f'{shown} = "file.py:{what}" (a path relative to this config) or "module:{what}"'
-    target, sep, name = value.rpartition(":")
-    if not sep or not target.strip() or not name.strip():
-        t.fail(key, f"expected {usage}, got {value!r}")
-    if not all(part.isidentifier() for part in name.split(".")):
-        t.fail(key, f"{name!r} is not a Python name; expected {usage}")
-    if target.endswith(".py") or "/" in target or os.sep in target:
-        path = target
-        if not os.path.isabs(path) and t.src.base_dir is not None:
-            path = os.path.join(t.src.base_dir, path)
-        path = os.path.abspath(path)
-        if not os.path.isfile(path):
-            t.fail(
-                key, f"file not found: {path} (from {value!r}; relative paths start at the config's folder)"
-            )
-        return f"{path}:{name}"
-    if not all(part.isidentifier() for part in target.split(".")):
-        t.fail(key, f"{target!r} is neither a .py file nor a module name; expected {usage}")
-    return value
-
-
-def _column(t: _Table, key, value):
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        t.fail(key, f"a column is a header name or an index, got {_toml_type(value)}")
-    return value
-
-
-_DEFAULT_START = {"quadratic": 10.0, "shifted_quadratic": 10.0, "ill_conditioned_quadratic": 1.0}
-
-
-def _read_problem(t: _Table, default_data: DataConfig | None) -> CostConfig:
-    """A `[[problems]]` entry: a cost table's keys (`label` required) and optionally its own `data`
-    table; without one it reads the study's `[data]`."""
-    if "label" not in t.values:
-        t.take("label", None)
-        t.fail("label", 'each problem of a suite needs a label = "..." (its name in every table and figure)')
-    data_table = t.table("data", None)
-    data_cfg = _read_data(data_table) if data_table is not None else None
-    cost = _read_cost(t, (data_cfg or default_data) is not None)
-    if data_cfg is not None and cost.function is not None:
-        t.fail("data", "test functions take no data: remove this problem's data table")
-    return dataclasses.replace(cost, data=data_cfg)
-
-
-def _read_metrics(t: _Table) -> tuple[str, ...] | None:
-    """`metrics = ["file.py:fn", "module:fn"]`: the user's metrics, by distinct function names."""
-    raw = t.list("metrics", None, scalar_ok=True)
-    if raw is None:
-        return None
-    refs = tuple(_read_reference(t, ("metrics", i), "metric", v) for i, v in enumerate(raw))
-    seen: dict[str, int] = {}
-    for i, ref in enumerate(refs):
-        name = ref.rpartition(":")[2].rpartition(".")[2]
-        if name in seen:
-            t.fail(("metrics", i), f"two metrics are named {name!r} (entries {seen[name]} and {i})")
-        seen[name] = i
-    return refs or None
-
-
-def _read_cost(t: _Table, has_data: bool) -> CostConfig:
-    kinds = [k for k in ("model", "function", "callable") if k in t.values]
-    if len(kinds) != 1:
-        t.fail(
-            None,
-            "a cost needs exactly one of 'model' (linear, polynomial), 'function' "
-            f"({', '.join(problems_lib.names('function'))}) or 'callable' "
-            '("file.py:function", your own cost)'
-            + (f"; got {' and '.join(map(repr, kinds))}" if kinds else ""),
-        )
-    init_noise = t.float("init_noise", 0.0, minimum=0.0)
-    metrics = _read_metrics(t)
-    if kinds[0] == "callable":
-        callable_ = _read_reference(t, "callable", "cost")
-        if "params0" not in t.values:
-            t.take("params0", None)
-            t.fail(
-                "params0",
-                "a callable cost needs its start: params0 = [0.0, 0.0] (a vector) or params0 = "
-                '"file.py:init" (a function init() or init(data) returning the params pytree)',
-            )
-        raw = t.values["params0"]
-        if isinstance(raw, str):
-            params0 = _read_reference(t, "params0", "init")
-        else:
-            values = t.list("params0", scalar_ok=True)
-            if not values:
-                t.fail("params0", "needs at least one number")
-            params0 = tuple(t.check_float(("params0", i), v) for i, v in enumerate(values))
-        analytic = _read_reference(t, "analytic", "grad") if "analytic" in t.values else None
-        t.take("analytic", None)
-        label = t.str("label", callable_.rpartition(":")[2].replace(".", "_"))
-        t.finish(" for a callable cost")
-        cfg = CostConfig(
-            label=label, callable=callable_, params0=params0, analytic=analytic, init_noise=init_noise
-        )
-    elif kinds[0] == "model":
-        model = t.str("model", choices=MODELS, what="model")
-        degree = t.int("degree", minimum=1) if model == "polynomial" else None
-        loss = t.str("loss", "mse", choices=problems_lib.names("loss"), what="loss")
-        if problems_lib.COSTS[loss].linear_only and model != "linear":
-            t.fail("loss", f'loss = "{loss}" fits a linear model (set model = "linear"), not a {model} one')
-        label = t.str("label", model if degree is None else f"{model}{degree}")
-        l2 = t.float("l2", None, minimum=0.0)
-        if not has_data:
-            t.fail("model", "a model cost needs a [data] table to fit")
-        t.finish(f" for model {model!r}")
-        cfg = CostConfig(
-            label=label, model=model, degree=degree, loss=loss, init_noise=init_noise, l2=l2 or None
-        )
-    else:
-        function = t.str("function", choices=problems_lib.names("function"), what="test function")
-        condition_number = None
-        if function == "ill_conditioned_quadratic":
-            condition_number = t.float("condition_number", minimum=1.0)
-        raw_start = t.take("start", None)
-        dim = t.int("dim", None, minimum=2 if function == "rosenbrock" else 1)
-        if raw_start is None:
-            dim = dim or 2
-            start = _default_start(function, dim)
-        else:
-            values = raw_start if isinstance(raw_start, list) else [raw_start]
-            start = tuple(t.check_float(("start", i), v) for i, v in enumerate(values))
-            if not start:
-                t.fail("start", "needs at least one coordinate")
-            if not isinstance(raw_start, list):
-                start = start * (dim or 1)
-            if dim is not None and len(start) != dim:
-                t.fail("start", f"has {len(start)} coordinates but dim = {dim}")
-            dim = len(start)
-            if function == "rosenbrock" and dim < 2:
-                t.fail("start", "rosenbrock needs at least 2 coordinates")
-        label = t.str("label", function)
-        t.finish(f" for function {function!r}")
-        cfg = CostConfig(
-            label=label,
-            function=function,
-            dim=dim,
-            condition_number=condition_number,
-            start=start,
-            init_noise=init_noise,
-        )
-    if not _LABEL.fullmatch(cfg.label):
-        t.fail("label", f"labels use letters, digits, '_', '+' and '-' only, got {cfg.label!r}")
-    return dataclasses.replace(cfg, metrics=metrics)
-
-
-def _default_start(function: str, dim: int) -> tuple[float, ...]:
-    if function == "rosenbrock":
-        return tuple(-1.2 if i % 2 == 0 else 1.0 for i in range(dim))
-    return (_DEFAULT_START[function],) * dim
-
-
-def _read_batch_sizes(t: _Table, key: str, default) -> tuple[int | None, ...] | None:
-    raw = t.list(key, default, scalar_ok=True)
-    if raw is None or raw is default:
-        return raw
-    if not raw:
-        t.fail(key, "needs at least one batch size")
-    out = []
-    for i, b in enumerate(raw):
-        where = (key, i) if len(raw) > 1 else key
-        if b == "full":
-            out.append(None)
-        elif isinstance(b, str):
-            t.fail(where, f'a batch size is an integer >= 1 or "full", got {b!r}')
-        else:
-            out.append(t.check_int(where, b, minimum=1))
-    return tuple(out)
-
-
-def _read_run(t: _Table) -> RunConfig:
+def _read_run(t: Table) -> RunConfig:
     cfg = RunConfig(
         num_steps=t.int("num_steps", minimum=1),
-        batch_size=_read_batch_sizes(t, "batch_size", (None,)),
+        batch_size=read_batch_sizes(t, "batch_size", (None,)),
         target=t.float("target", None, positive=True),
         eval_every=t.int("eval_every", None, minimum=1),
     )
@@ -919,11 +123,10 @@ def _read_run(t: _Table) -> RunConfig:
     return cfg
 
 
-OFF_KEYS = ("divergence_factor",)  # stopping keys that `false` turns off (None in `gdjax.Stopping`)
 _TABLE_KEYS = {"run": RUN_KEYS, "stopping": STOPPING_KEYS, "execution": EXECUTION_KEYS}
 
 
-def _belongs_elsewhere(t: _Table, table: str) -> None:
+def _belongs_elsewhere(t: Table, table: str) -> None:
     """Fails on a key of another of [run], [stopping], [execution] (saying which), or one that only
     Python can set (devices, progress)."""
     for key in t.values:
@@ -944,7 +147,7 @@ def _is_float_field(cls, name: str) -> bool:
     return "float" in str(next(f for f in dataclasses.fields(cls) if f.name == name).type)
 
 
-def _read_options(top: _Table, run: _Table, table: str, cls, keys: tuple[str, ...], defaults: dict):
+def _read_options(top: Table, run: Table, table: str, cls, keys: tuple[str, ...], defaults: dict):
     """Reads [stopping] or [execution] (and the same keys under [run], the old placement) into the
     core's option object `cls`; its own `__post_init__` validates, and a ValueError it raises is
     turned into a ConfigError at the key's line.
@@ -982,10 +185,10 @@ def _read_options(top: _Table, run: _Table, table: str, cls, keys: tuple[str, ..
             if key in OFF_KEYS and isinstance(value, bool):
                 top.fail(where[key], f"expected a number, or false to turn it off, got {value}")
             if isinstance(value, bool) or not isinstance(value, int | float):
-                top.fail(where[key], f"expected a number, got {_toml_type(value)}")
+                top.fail(where[key], f"expected a number, got {toml_type(value)}")
             value = float(value)
         elif isinstance(value, list | dict):
-            top.fail(where[key], f"expected a single value, got {_toml_type(value)}")
+            top.fail(where[key], f"expected a single value, got {toml_type(value)}")
         elif isinstance(value, int) and not isinstance(value, bool) and value >= _INT32:
             top.fail(where[key], f"must be below 2**31 = {_INT32} (a 32-bit step count), got {value}")
         kwargs[key] = value
@@ -1009,26 +212,25 @@ def _read_options(top: _Table, run: _Table, table: str, cls, keys: tuple[str, ..
         top.fail(where[culprit], message)
 
 
-# Size limits checked before anything is allocated (issue 12): values on one grid axis, and the bytes
-# of the loss / gradient-norm histories every lane keeps (as a fraction of the host's memory).
-MAX_AXIS = 100_000
-_MEMORY_FRACTION = 0.5
+# The bytes of the loss / gradient-norm histories every lane keeps may take this much of the host's
+# memory (issue 12), checked before anything is allocated.
+MEMORY_FRACTION = 0.5
 
 
-def _host_memory() -> int:
+def host_memory() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 8 * 1024**3
 
 
-def _gb(n: float) -> str:
+def gb(n: float) -> str:
     return f"{n / 1024**3:.3g} GB"
 
 
-def _check_sizes(top: _Table, cfg: ExperimentConfig) -> None:
+def _check_sizes(top: Table, cfg: ExperimentConfig) -> None:
     """Refuses what cannot fit in memory, with numbers and advice that can work, before allocation."""
-    budget = _MEMORY_FRACTION * _host_memory()
+    budget = MEMORY_FRACTION * host_memory()
     itemsize = 8 if cfg.precision == "float64" else 4
     for c in cfg.costs:
         d = cfg.data_of(c)
@@ -1044,8 +246,8 @@ def _check_sizes(top: _Table, cfg: ExperimentConfig) -> None:
             )
             top.fail(
                 at,
-                f"{d.num_examples} examples x {d.num_features} features need about {_gb(need)} of memory, "
-                f"more than the {_gb(budget)} gdjax allows itself here; use num_examples <= {fit}",
+                f"{d.num_examples} examples x {d.num_features} features need about {gb(need)} of memory, "
+                f"more than the {gb(budget)} gdjax allows itself here; use num_examples <= {fit}",
             )
     series = 2 + _num_metrics(cfg)  # loss, gradient norm and the metrics, at every evaluation
     every = cfg.run.eval_every or 1
@@ -1076,8 +278,8 @@ def _check_sizes(top: _Table, cfg: ExperimentConfig) -> None:
                 key = key if max_lanes < 1 else ("optimizers", i, "grid")
             top.fail(
                 key,
-                f"{o.label}: {lanes} lanes x {num_evals} evaluations keep about {_gb(need)} of loss, "
-                f"gradient-norm and metric histories, more than the {_gb(budget)} gdjax allows itself "
+                f"{o.label}: {lanes} lanes x {num_evals} evaluations keep about {gb(need)} of loss, "
+                f"gradient-norm and metric histories, more than the {gb(budget)} gdjax allows itself "
                 "here; use " + " or ".join(advice),
             )
 
@@ -1094,263 +296,7 @@ def _num_metrics(cfg: ExperimentConfig) -> int:
     return max(counts)
 
 
-def _read_axis(t: _Table, key: str, value) -> Any:
-    """A grid entry: a scalar (fixed), an array (an axis), or `{ logspace = [lo, hi, num] }`."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return t.check_float(key, value)
-    if isinstance(value, list):
-        if not value:
-            t.fail(key, "an empty array sweeps nothing; give at least one value")
-        return tuple(t.check_float((key, i), v) for i, v in enumerate(value))
-    if isinstance(value, dict):
-        spec = _Table(t.src, t.path + (key,), value)
-        kinds = ("logspace", "linspace")
-        present = [k for k in kinds if k in value]
-        if not present:
-            spec.known.extend(kinds)
-            spec.finish()
-        if len(present) != 1:
-            t.fail(key, "give exactly one of logspace = [lo, hi, num] or linspace = [lo, hi, num]")
-        kind = present[0]
-        raw = spec.take(kind)
-        spec.finish()
-        usage = f"{kind} = [lo, hi, num] with lo, hi numbers and num an integer >= 2"
-        if not isinstance(raw, list) or len(raw) != 3:
-            spec.fail(kind, f"expected {usage}, got {raw!r}")
-        lo, hi, num = raw
-        lo, hi = spec.check_float(kind, lo), spec.check_float(kind, hi)
-        if isinstance(num, bool) or not isinstance(num, int) or num < 2:
-            spec.fail(kind, f"expected {usage}; num must be an integer >= 2, got {num!r}")
-        if num > MAX_AXIS:
-            spec.fail(
-                kind,
-                f"num = {num} values on one axis is more than gdjax sweeps ({MAX_AXIS} at most per axis); "
-                f"a few dozen values usually find the regime: try num = 32, then refine around the best",
-            )
-        if kind == "logspace":
-            if not (lo > 0 and hi > 0):
-                spec.fail(
-                    kind,
-                    f"logspace endpoints are the values themselves and must be > 0, got "
-                    f"[{lo!r}, {hi!r}, {num}] (for 10**-3 .. 10**0 write [0.001, 1.0, {num}])",
-                )
-            ratio = (hi / lo) ** (1.0 / (num - 1))
-            values = [lo * ratio**i for i in range(num)]
-        else:
-            values = [lo + (hi - lo) * i / (num - 1) for i in range(num)]
-        values[0], values[-1] = lo, hi
-        return tuple(float(f"{v:.12g}") for v in values)
-    t.fail(
-        key,
-        f"a grid value is a number, an array of numbers or {{ logspace = [lo, hi, num] }}, "
-        f"got {_toml_type(value)}",
-    )
-
-
-def _read_optimizer(t: _Table, callable_costs: tuple[bool, ...] = ()) -> OptimizerConfig:
-    rule = t.str("rule")
-    try:
-        rules.hyperparameters(rule)
-    except ValueError as err:
-        if rule.startswith("optax."):
-            t.fail("rule", str(err))
-        options = list(rules.names())
-        t.fail(
-            "rule",
-            f"unknown rule {rule!r}{nearest(rule, options)}; choose from "
-            f"{', '.join(options)}, or 'optax.<name>' for any Optax optimizer",
-        )
-    hand_written = rule in rules.names()
-    schedule = None
-    if hand_written:
-        schedule = t.str("schedule", "constant", choices=rules.schedule_names(), what="schedule")
-    elif "schedule" in t.values:
-        t.fail(
-            "schedule",
-            f"schedules apply to the hand-written rules ({', '.join(rules.names())}); "
-            f"{rule!r} is an Optax optimizer",
-        )
-    # "optax.lion" -> "lion": a label is a file-name-safe word (an explicit label is checked as given)
-    label = t.str("label", rule.rpartition(".")[2])
-    if not _LABEL.fullmatch(label):
-        t.fail("label", f"labels use letters, digits, '_', '+' and '-' only, got {label!r}")
-    zip_grid = t.bool("zip_grid", False)
-    num_steps = t.int("num_steps", None, minimum=1)
-    batch_size = _read_batch_sizes(t, "batch_size", None)
-    search = t.table("search", None)
-    g = t.table("grid", None if search is not None else _REQUIRED)
-    if g is None:
-        g = _Table(t.src, (*t.path, "grid"), {})
-    names = rules.hyperparameters(rule, schedule) if hand_written else rules.hyperparameters(rule)
-    grid = []
-    for key, value in g.values.items():
-        g.known.append(key)
-        parsed = _read_axis(g, key, value)
-        if key not in names and not isinstance(parsed, bool):
-            # A key the rule does not take may name a hyperparameter of a callable cost (a keyword
-            # parameter with a numeric default); the cost is imported when the problem is built,
-            # which checks the name then. A near miss of the rule's own names is a typo now.
-            if not (callable_costs and all(callable_costs) and not nearest(key, names)):
-                g.fail(key, _unknown_hyperparameter(key, rule, schedule, names, callable_costs))
-        grid.append((key, parsed))
-    if search is not None:
-        axes = _read_search(search, names, {k for k, v in grid if isinstance(v, tuple)})
-        grid += axes
-        zip_grid = True
-    t.finish()
-    cfg = OptimizerConfig(
-        rule=rule,
-        label=label,
-        schedule=schedule,
-        grid=tuple(grid),
-        zip_grid=zip_grid,
-        num_steps=num_steps,
-        batch_size=batch_size,
-    )
-    axes = cfg.axes()
-    if zip_grid and len({len(v) for v in axes.values()}) > 1:
-        g.fail(
-            None,
-            "zip_grid pairs the axes element by element, so they need equal lengths; got "
-            + ", ".join(f"{k}: {len(v)}" for k, v in axes.items()),
-        )
-    _check_values(g, cfg)
-    return cfg
-
-
-MAX_SEARCH_POINTS = 100_000  # the one limit on a grid axis (gdjax.sweep.MAX_AXIS)
-
-
-def _read_search(s: _Table, names, swept: set[str]) -> list[tuple[str, tuple]]:
-    """`search = { points = 16, seed = 0, learning_rate = [1e-4, 1.0, "log"], momentum = [0.5, 0.99] }`:
-    quasi-random search (a scrambled Halton sequence, reproducible from `seed`) as zipped grid axes."""
-    points = s.int("points", minimum=1)
-    if points > MAX_SEARCH_POINTS:
-        s.fail("points", f"at most {MAX_SEARCH_POINTS} points, got {points}")
-    seed = s.int("seed", 0, minimum=0)
-    space = {}
-    for key in list(s.values):
-        if key in ("points", "seed"):
-            continue
-        spec = s.take(key)
-        if key not in names:
-            s.fail(
-                key,
-                f"unknown hyperparameter {key!r} of this rule{nearest(key, names)}; "
-                f"the rule takes {list(names)}",
-            )
-        if key in swept:
-            s.fail(key, f"{key} is a grid axis too: give it in grid or in search, not both")
-        space[key] = spec
-    if not space:
-        s.fail(
-            None, 'a search needs at least one hyperparameter range, e.g. learning_rate = [1e-4, 1.0, "log"]'
-        )
-    s.finish()
-    try:
-        grid = halton_grid(points, space, seed)
-    except ValueError as err:
-        s.fail(None, str(err))
-    return [(k, tuple(float(v) for v in values)) for k, values in grid.items()]
-
-
-def _finite_number(x) -> bool:
-    return (
-        isinstance(x, int | float | np.integer | np.floating)
-        and not isinstance(x, bool)
-        and bool(np.isfinite(x))
-    )
-
-
-def halton_grid(num_points: int, space: Mapping[str, tuple], seed: int = 0) -> dict[str, np.ndarray]:
-    """Quasi-random search points: a scrambled Halton sequence mapped onto each hyperparameter's range.
-
-    Each hyperparameter maps a coordinate u in [0, 1) onto `low + u (high - low)` ("linear") or
-    `exp(log low + u (log high - log low))` ("log", a log-uniform learning rate). The same seed gives the
-    same points (`scipy.stats.qmc.Halton(scramble=True, rng=seed)`).
-
-    Args:
-        space: hyperparameter name to `(low, high)` (linear) or `(low, high, "log" | "linear")`.
-
-    Returns:
-        A dict of equal-length float arrays, one per hyperparameter, in the order of `space`: a zipped
-        grid (point j is the j-th entry of every array).
-
-    Example:
-        >>> halton_grid(16, {"learning_rate": (1e-4, 1.0, "log"), "momentum": (0.0, 0.99)}, seed=0)
-    """
-    if isinstance(num_points, bool) or not isinstance(num_points, int | np.integer) or num_points < 1:
-        raise ValueError(f"num_points must be a positive integer; got {num_points!r}")
-    if not isinstance(space, Mapping) or not space:
-        raise ValueError(f"space must map at least one hyperparameter to a range; got {space!r}")
-    ranges = []
-    for name, spec in space.items():
-        spec = tuple(spec) if isinstance(spec, tuple | list) else (spec,)
-        low, high, scale = (*spec, "linear") if len(spec) == 2 else (*spec, None, None, None)[:3]
-        valid = _finite_number(low) and _finite_number(high) and low < high
-        if len(spec) not in (2, 3) or scale not in ("log", "linear") or not valid:
-            raise ValueError(f"space[{name!r}] must be (low, high[, 'log' | 'linear']); got {spec!r}")
-        if scale == "log" and low <= 0:
-            raise ValueError(f"space[{name!r}] is log-scaled and needs low > 0; got {spec!r}")
-        ranges.append((name, float(low), float(high), scale))
-    from scipy.stats import qmc  # SciPy only when a search space is used
-
-    u = qmc.Halton(d=len(ranges), scramble=True, rng=np.random.default_rng(seed)).random(num_points)
-    grid = {}
-    for j, (name, low, high, scale) in enumerate(ranges):
-        if scale == "log":
-            grid[name] = np.exp(np.log(low) + u[:, j] * (np.log(high) - np.log(low)))
-        else:
-            grid[name] = low + u[:, j] * (high - low)
-    return grid
-
-
-def _unknown_hyperparameter(key: str, rule: str, schedule: str | None, names, callable_costs=()) -> str:
-    message = f"unknown hyperparameter {key!r} of rule {rule!r}"
-    if schedule is not None and schedule != "constant":
-        message += f" with schedule {schedule!r}"
-    owners = []
-    if schedule is not None:
-        own = set(rules.hyperparameters(rule, "constant"))
-        owners = [s for s in rules.schedule_names() if key in set(rules.hyperparameters(rule, s)) - own]
-    if owners:
-        return (
-            message
-            + f": it belongs to schedule {' / '.join(map(repr, owners))} (set schedule = {owners[0]!r})"
-        )
-    message += f"{nearest(key, names)}; valid: {', '.join(names)}"
-    if any(callable_costs) and not all(callable_costs) and not nearest(key, names):
-        message += (
-            " (a cost hyperparameter can be swept only when every [[cost]] is a callable that takes it, "
-            "and " + ", ".join(f"cost[{i}]" for i, c in enumerate(callable_costs) if not c) + " is not one)"
-        )
-    return message
-
-
-def _check_values(g: _Table, opt: OptimizerConfig) -> None:
-    """Builds the rule at each value of each axis so that a bad value names its key now."""
-    cost_keys = set(opt.cost_keys())  # checked against the cost when it is loaded
-    fixed = {k: v for k, v in opt.fixed().items() if k not in cost_keys}
-    first = {k: v[0] for k, v in opt.axes().items() if k not in cost_keys}
-    extra = {"schedule": opt.schedule} if opt.schedule is not None else {}
-    try:
-        rules.get(opt.rule, **fixed, **first, **extra)
-    except ValueError as err:
-        key = next((k for k, _ in opt.grid if re.search(rf"\b{re.escape(k)}\b", str(err))), None)
-        g.fail(key, str(err))
-    for name, values in opt.axes().items():
-        if name in cost_keys:
-            continue
-        for i, v in enumerate(values[1:], 1):
-            try:
-                rules.get(opt.rule, **fixed, **{**first, name: v}, **extra)
-            except ValueError as err:
-                g.fail((name, i), str(err))
-
-
-def _read_gradcheck(t: _Table | None) -> GradcheckConfig:
+def _read_gradcheck(t: Table | None) -> GradcheckConfig:
     if t is None:
         return GradcheckConfig()
     cfg = GradcheckConfig(enabled=t.bool("enabled", True), num_points=t.int("num_points", 3, minimum=1))
@@ -1358,13 +304,13 @@ def _read_gradcheck(t: _Table | None) -> GradcheckConfig:
     return cfg
 
 
-def _read_outputs(t: _Table | None) -> OutputsConfig:
+def _read_outputs(t: Table | None) -> OutputsConfig:
     if t is None:
         return OutputsConfig()
     plots = t.list("plots", list(OutputsConfig.plots))
     for i, p in enumerate(plots):
         if not isinstance(p, str):
-            t.fail(("plots", i), f"expected a plot name, got {_toml_type(p)}")
+            t.fail(("plots", i), f"expected a plot name, got {toml_type(p)}")
         if p not in PLOTS:
             t.fail(("plots", i), f"unknown plot {p!r}{nearest(p, PLOTS)}; choose from {', '.join(PLOTS)}")
     cfg = OutputsConfig(
@@ -1400,7 +346,7 @@ _INT64 = 2**63
 _INT32 = 2**31
 
 
-def _check_integers(values, src: _Source) -> None:
+def _check_integers(values, src: Source) -> None:
     """Refuses any integer beyond 64 bits, naming its key and line (an iterative walk)."""
     stack = [((), values)]
     while stack:
@@ -1414,9 +360,9 @@ def _check_integers(values, src: _Source) -> None:
             raise src.error(path, f"integer {shown} is beyond 64 bits; gdjax's integers are below 2**63")
 
 
-def _read(values: dict, src: _Source) -> ExperimentConfig:
+def _read(values: dict, src: Source) -> ExperimentConfig:
     _check_integers(values, src)
-    top = _Table(src, (), values)
+    top = Table(src, (), values)
     top.known.extend(_TOP_LEVEL)
     top.finish()
     top.known.clear()
@@ -1434,7 +380,7 @@ def _read(values: dict, src: _Source) -> ExperimentConfig:
     if len(set(seeds)) != len(seeds):
         top.fail("seeds", f"seeds repeat: {list(seeds)}")
     data_table = top.table("data", None)
-    data_cfg = _read_data(data_table) if data_table is not None else None
+    data_cfg = read_data_table(data_table) if data_table is not None else None
 
     raw_problems = top.take("problems", None)
     raw_cost = top.take("cost", None) if raw_problems is not None else top.take("cost")
@@ -1446,9 +392,9 @@ def _read(values: dict, src: _Source) -> ExperimentConfig:
             or not raw_problems
             or not all(isinstance(p, dict) for p in raw_problems)
         ):
-            top.fail("problems", f"expected [[problems]] tables, got {_toml_type(raw_problems)}")
+            top.fail("problems", f"expected [[problems]] tables, got {toml_type(raw_problems)}")
         cost_cfgs = tuple(
-            _read_problem(_Table(src, ("problems", i), p), data_cfg) for i, p in enumerate(raw_problems)
+            read_problem_table(Table(src, ("problems", i), p), data_cfg) for i, p in enumerate(raw_problems)
         )
         labels = [c.label for c in cost_cfgs]
         for i, lab in enumerate(labels):
@@ -1457,17 +403,17 @@ def _read(values: dict, src: _Source) -> ExperimentConfig:
                     ("problems", i, "label"), f"two problems are labelled {lab!r}: give each a distinct label"
                 )
     elif isinstance(raw_cost, dict):
-        cost_cfgs = (_read_cost(_Table(src, ("cost",), raw_cost), data_cfg is not None),)
+        cost_cfgs = (read_cost_table(Table(src, ("cost",), raw_cost), data_cfg is not None),)
     elif isinstance(raw_cost, list) and raw_cost and all(isinstance(c, dict) for c in raw_cost):
         cost_cfgs = tuple(
-            _read_cost(_Table(src, ("cost", i), c), data_cfg is not None) for i, c in enumerate(raw_cost)
+            read_cost_table(Table(src, ("cost", i), c), data_cfg is not None) for i, c in enumerate(raw_cost)
         )
         labels = [c.label for c in cost_cfgs]
         for i, lab in enumerate(labels):
             if labels.index(lab) != i:
                 top.fail(("cost", i), f'two costs are labelled {lab!r}: give each a distinct label = "..."')
     else:
-        top.fail("cost", f"expected a [cost] table or [[cost]] tables, got {_toml_type(raw_cost)}")
+        top.fail("cost", f"expected a [cost] table or [[cost]] tables, got {toml_type(raw_cost)}")
     if data_cfg is not None and all(c.function is not None or c.data is not None for c in cost_cfgs):
         top.fail("data", "test functions take no data, and no problem reads the study's [data]: remove it")
 
@@ -1486,12 +432,12 @@ def _read(values: dict, src: _Source) -> ExperimentConfig:
     legacy = frozenset(k for k, at in (stopping_at | execution_at).items() if at[0] == "run")
     raw_opts = top.take("optimizers")
     if not isinstance(raw_opts, list) or not all(isinstance(o, dict) for o in raw_opts):
-        top.fail("optimizers", f"expected [[optimizers]] tables, got {_toml_type(raw_opts)}")
+        top.fail("optimizers", f"expected [[optimizers]] tables, got {toml_type(raw_opts)}")
     if not raw_opts:
         top.fail("optimizers", "needs at least one [[optimizers]] entry")
     callable_costs = tuple(c.callable is not None for c in cost_cfgs)
     opts = tuple(
-        _read_optimizer(_Table(src, ("optimizers", i), o), callable_costs) for i, o in enumerate(raw_opts)
+        read_optimizer_table(Table(src, ("optimizers", i), o), callable_costs) for i, o in enumerate(raw_opts)
     )
     labels = [o.label for o in opts]
     for i, lab in enumerate(labels):
@@ -1536,7 +482,7 @@ def loads(text: str, *, source: str | None = None, base_dir: str | None = None) 
     Raises:
       ConfigError: anything that cannot be run, with key, line and a suggestion.
     """
-    src = _Source(text, source or "<string>", base_dir)
+    src = Source(text, source or "<string>", base_dir)
     try:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -1580,7 +526,7 @@ def load(path: str | os.PathLike) -> ExperimentConfig:
 
 def from_dict(values: dict, *, source: str | None = None, base_dir: str | None = None) -> ExperimentConfig:
     """Validates a config given as a dict (the shape `tomllib` returns, or `to_dict()`'s)."""
-    return _read(values, _Source(None, source or "<dict>", base_dir))
+    return _read(values, Source(None, source or "<dict>", base_dir))
 
 
 def default_path():
@@ -1591,68 +537,3 @@ def default_path():
 def load_default() -> ExperimentConfig:
     """The default study that `gdjax run` runs without a config."""
     return loads(default_path().read_text(encoding="utf-8"), source="<default study>")
-
-
-# -------------------------------------------------------------------------------------- TOML writer
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(_BARE, key) else json.dumps(key, ensure_ascii=False)
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML: {value!r}")
-
-
-def _is_table_array(value) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
-
-
-def dumps(values: dict | ExperimentConfig) -> str:
-    """Writes a dict of TOML-able values (or a config) as TOML.
-
-    Covers the subset configs use: strings, integers, floats (incl. `inf`/`nan`), booleans,
-    arrays, tables and arrays of tables. `tomllib.loads(dumps(d)) == d`.
-    """
-    if isinstance(values, ExperimentConfig):
-        values = values.to_dict()
-    out: list[str] = []
-
-    def emit(path: tuple, table: dict, header: str | None):
-        if header is not None:
-            if out:
-                out.append("")
-            out.append(header)
-        subtables = []
-        for k, v in table.items():
-            if v is None:
-                continue
-            if isinstance(v, dict) or _is_table_array(v):
-                subtables.append((k, v))
-            else:
-                out.append(f"{_toml_key(k)} = {_toml_value(v)}")
-        for k, v in subtables:
-            p = path + (k,)
-            dotted = ".".join(_toml_key(x) for x in p)
-            if isinstance(v, dict):
-                emit(p, v, f"[{dotted}]")
-            else:
-                for item in v:
-                    emit(p, item, f"[[{dotted}]]")
-
-    emit((), values, None)
-    return "\n".join(out) + "\n"

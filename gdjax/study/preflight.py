@@ -24,6 +24,7 @@ from gdjax.study.problems import COSTS, Dataset, Problem, ProblemError, build_pr
 from gdjax.study.summary import METRIC_NAMES, SUMMARY_KEYS
 from gdjax.sweep import NOISE_FOLD, Starts, Zip, check_sweep
 from gdjax.types import GradCheckReport, PyTree
+from gdjax.validation import nearest
 
 __all__ = [
     "GradCheckFailed",
@@ -122,7 +123,7 @@ def _check_cost_keys(cfg: ExperimentConfig, problems: list[Problem]) -> None:
                 raise cfg.error(
                     f"optimizers[{i}].grid.{key}",
                     f"unknown hyperparameter {key!r}: not one of rule {opt.rule!r}, nor of the {where} "
-                    f"{p.config.callable}{config_lib.nearest(key, valid)}; valid: {', '.join(valid)} "
+                    f"{p.config.callable}{nearest(key, valid)}; valid: {', '.join(valid)} "
                     "(a cost's hyperparameters are its keyword parameters with numeric defaults, "
                     "cost(params, data, l2=0.0))",
                 )
@@ -297,7 +298,7 @@ def check_memory(cfg: ExperimentConfig, problems: list[Problem], unit_list: list
     650-parameter classifier recording every step of 10^6 steps needs 2.6 GB per lane). Raises a
     `ConfigError` naming the key to change, with values that fit.
     """
-    budget = config_lib._MEMORY_FRACTION * config_lib._host_memory()
+    budget = config_lib.MEMORY_FRACTION * config_lib.host_memory()
     itemsize = 8 if cfg.precision == "float64" else 4
     every = cfg.run.eval_every or 1
     total = 0.0
@@ -338,9 +339,9 @@ def check_memory(cfg: ExperimentConfig, problems: list[Problem], unit_list: list
     key = cfg.key_path("record_every") if records_fit >= 2 else grid_key
     raise cfg.error(
         key,
-        f"the study would keep about {config_lib._gb(total)} of histories in memory ({u.key}: "
+        f"the study would keep about {config_lib.gb(total)} of histories in memory ({u.key}: "
         f"{lanes} lanes x {num_records} recorded iterates of {p.num_params} parameters), more than the "
-        f"{config_lib._gb(budget)} gdjax allows itself here; nothing was written. Use "
+        f"{config_lib.gb(budget)} gdjax allows itself here; nothing was written. Use "
         + (" or ".join(advice) if advice else "a smaller study"),
     )
 
