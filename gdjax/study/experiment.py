@@ -1,9 +1,11 @@
 """Experiments: a validated config turned into data, costs, gradient checks, sweeps and a run folder.
 
 `run_experiment(config, out_dir)` is what `gdjax run` does: it builds each cost's problem (data,
-starting point, closed-form answers), checks the gradients, runs one `gdjax.sweep` per optimizer
-(a "unit"; one per cost and optimizer when the config has several costs), and writes the run folder
-atomically as it goes:
+starting point, closed-form answers) and checks the config against it and the gradients
+(`gdjax.study.preflight`), runs one `gdjax.sweep` per optimizer (a "unit"; one per cost and
+optimizer when the config has several costs), and writes the run folder atomically as it goes
+(`gdjax.study.parts`, `provenance`, `runfolder`); the command then draws the config's plots into
+it (`PlotStage`):
 
     <run folder>/
       .gdjax-run         the marker, written first: the folder it was written for and the list of
@@ -16,7 +18,7 @@ atomically as it goes:
       gradcheck.txt      the gradient-check report of every cost
       summary.csv/.json  one row per lane of every optimizer
       histories.npz      loss / grad-norm / params histories, statuses, steps, per optimizer
-      *.png              the plots named in outputs.plots
+      *.png              the plots named in outputs.plots (drawn by the command after the run)
       parts/             per-optimizer results while the run is incomplete (what --resume builds
                          on); removed once the run is complete
       PARTIAL            only in an incomplete folder: what is done, what is left, how to finish
