@@ -360,6 +360,14 @@ def _check_integers(values, src: Source) -> None:
             raise src.error(path, f"integer {shown} is beyond 64 bits; gdjax's integers are below 2**63")
 
 
+def _distinct_labels(top: Table, items, what: str, key) -> None:
+    """Refuses a label used twice among `items` (costs, problems or optimizers), at `key(i)`."""
+    labels = [x.label for x in items]
+    for i, lab in enumerate(labels):
+        if labels.index(lab) != i:
+            top.fail(key(i), f'two {what} are labelled {lab!r}: give each a distinct label = "..."')
+
+
 def _read(values: dict, src: Source) -> ExperimentConfig:
     _check_integers(values, src)
     top = Table(src, (), values)
@@ -396,22 +404,14 @@ def _read(values: dict, src: Source) -> ExperimentConfig:
         cost_cfgs = tuple(
             read_problem_table(Table(src, ("problems", i), p), data_cfg) for i, p in enumerate(raw_problems)
         )
-        labels = [c.label for c in cost_cfgs]
-        for i, lab in enumerate(labels):
-            if labels.index(lab) != i:
-                top.fail(
-                    ("problems", i, "label"), f"two problems are labelled {lab!r}: give each a distinct label"
-                )
+        _distinct_labels(top, cost_cfgs, "problems", lambda i: ("problems", i, "label"))
     elif isinstance(raw_cost, dict):
         cost_cfgs = (read_cost_table(Table(src, ("cost",), raw_cost), data_cfg is not None),)
     elif isinstance(raw_cost, list) and raw_cost and all(isinstance(c, dict) for c in raw_cost):
         cost_cfgs = tuple(
             read_cost_table(Table(src, ("cost", i), c), data_cfg is not None) for i, c in enumerate(raw_cost)
         )
-        labels = [c.label for c in cost_cfgs]
-        for i, lab in enumerate(labels):
-            if labels.index(lab) != i:
-                top.fail(("cost", i), f'two costs are labelled {lab!r}: give each a distinct label = "..."')
+        _distinct_labels(top, cost_cfgs, "costs", lambda i: ("cost", i))
     else:
         top.fail("cost", f"expected a [cost] table or [[cost]] tables, got {toml_type(raw_cost)}")
     if data_cfg is not None and all(c.function is not None or c.data is not None for c in cost_cfgs):
@@ -439,13 +439,7 @@ def _read(values: dict, src: Source) -> ExperimentConfig:
     opts = tuple(
         read_optimizer_table(Table(src, ("optimizers", i), o), callable_costs) for i, o in enumerate(raw_opts)
     )
-    labels = [o.label for o in opts]
-    for i, lab in enumerate(labels):
-        if labels.index(lab) != i:
-            top.fail(
-                ("optimizers", i, "label"),
-                f'two optimizers are labelled {lab!r}: give each a distinct label = "..."',
-            )
+    _distinct_labels(top, opts, "optimizers", lambda i: ("optimizers", i, "label"))
     gradcheck = _read_gradcheck(top.table("gradcheck", None))
     outputs = _read_outputs(top.table("outputs", None))
     top.finish()
