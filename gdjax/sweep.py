@@ -19,6 +19,14 @@ perturbs each leaf of the start by `sigma * jax.random.normal(k_i, leaf.shape, l
 `k_i = jax.random.split(jax.random.fold_in(key, NOISE_FOLD), num_leaves)` (the mini-batch sampler
 hashes the key's raw bits with the epoch number and never draws from it with `jax.random`).
 
+Seeds and starts. A seed can drive the start too: `params0=Init(fn)` starts every lane of seed `s` at
+`fn(init_key(s))`, where `init_key(s) = jax.random.fold_in(gdjax.validation.seed_key(s), INIT_FOLD)`;
+`fn` is called once for all seeds, as `jax.vmap(fn)` over their keys, before the compiled program (an
+init built from `jax.random` draws and elementwise arithmetic gives `fn(init_key(s))` bit for bit).
+Seeds may be zipped instead of crossed: `Starts(stack, zip_seeds=True)` pairs seed `i` with start `i`
+(lanes: configurations x seeds), and a `Zip` grid may hold `"seed"`, pairing configuration `i` with
+seed `i` (the seeds then come from the grid, not from `seeds=`).
+
 Batch sizes. Lanes share one vmapped program only if they share shapes, and the batch size is a
 shape: `batch_size=[1, 8, None]` runs one compiled group per batch size (per rule), concatenated,
 and the summary's `batch_size` column says which lane ran which.
@@ -96,6 +104,8 @@ from gdjax.types import PyTree, Status, Trace
 TOLERANCE_NAMES = tuple(f.name for f in dataclasses.fields(Stopping))  # stopping settings: lane axes too
 # `fold_in` constant of the init-noise key (the sampler derives its round keys by hashing, not fold_in).
 NOISE_FOLD = 2**32 - 1
+# `fold_in` constant of the key an `Init` function receives (`init_key`).
+INIT_FOLD = 2**32 - 2
 # The most values one grid axis (hyperparameter values, seeds, starts) may hold, and the most lanes of
 # one sweep: each lane keeps host coordinates and summaries, so these are sized before allocation.
 MAX_AXIS = 100_000
@@ -438,6 +448,7 @@ class _ParsedGrid(NamedTuple):
     static: dict[str, Any]  # non-numeric scalars
     zipped: bool = False  # 1-D entries zipped (grid given as Zip) instead of crossed
     cost_keys: frozenset = frozenset()  # grid keys that are the cost's hyperparameters
+    seeds: tuple[int, ...] | None = None  # a Zip grid's "seed" entry: configuration i runs seed i
 
 
 def _parse_grid(
@@ -463,9 +474,18 @@ def _parse_grid(
     axes: list[_Axis] = []
     fixed: dict[str, Any] = {}
     static: dict[str, Any] = {}
+    seeds = None
     for key, value in grid.items():
         if not isinstance(key, str):
             raise ValueError(f"grid keys must be hyperparameter names, got {key!r}")
+        if key == "seed" and zip_grid:
+            seeds = _zipped_seeds(value)
+            continue
+        if key == "seed":
+            raise ValueError(
+                "grid key 'seed': seeds are crossed with the grid by sweep(seeds=[...]); to pair seed i with "
+                "configuration i, put 'seed' in a gdjax.Zip grid"
+            )
         if key in _COORDINATE_NAMES:
             raise ValueError(
                 f"grid key {key!r} is a lane coordinate of every sweep ({', '.join(_COORDINATE_NAMES)}); "
@@ -520,6 +540,8 @@ def _parse_grid(
     valid = rule.spec.numeric if rules_lib.is_rule(rule) else _valid_names(rule, static)
     if valid is not None:
         for key in grid:
+            if key == "seed":
+                continue
             if key in cost_names and key in valid:
                 raise ValueError(
                     f"grid key {key!r} names both a hyperparameter of rule {name!r} and one of the cost: "
@@ -550,15 +572,30 @@ def _parse_grid(
         if axis.name == "learning_rate" and not np.all(arr > 0):
             bad = axis.values[int(np.argmin(arr > 0))]
             raise ValueError(f"grid['learning_rate'] must be > 0, got {bad!r}")
-    if zip_grid and axes:
-        lengths = {a.name: len(a.values) for a in axes}
+    if zip_grid and (axes or seeds):
+        lengths = {a.name: len(a.values) for a in axes} | ({"seed": len(seeds)} if seeds else {})
         if len(set(lengths.values())) > 1:
             raise ValueError(f"a Zip grid needs 1-D entries of one length, got lengths {lengths}")
     # A registry factory goes through `rules.get`, which also takes schedule values flat
     # (`decay_rate=...`), and shares its program with a sweep that names the rule.
     source = name if not isinstance(rule, str) and _registry_factory(rule) else rule
     cost_keys = frozenset(k for k in grid if k in cost_names)
-    return _ParsedGrid(_Source(name, source), tuple(grid), axes, fixed, static, zip_grid, cost_keys)
+    keys = tuple(k for k in grid if k != "seed")
+    return _ParsedGrid(_Source(name, source), keys, axes, fixed, static, zip_grid, cost_keys, seeds)
+
+
+def _zipped_seeds(value) -> tuple[int, ...]:
+    """The `"seed"` entry of a Zip grid: one integer seed per configuration."""
+    if _axis_length(value) is None:
+        raise ValueError(
+            f"Zip grid 'seed' = {value!r} must be a 1-D list of seeds, one per configuration (a single seed "
+            "for every lane is sweep(seeds=[s]))"
+        )
+    _check_axis_length("grid['seed']", value)
+    values = list(np.asarray(value).ravel().tolist()) if not isinstance(value, list | tuple) else list(value)
+    if not values:
+        raise ValueError("Zip grid 'seed' is empty: give one seed per configuration")
+    return tuple(validation.check_seed("grid['seed']", v) for v in values)
 
 
 def _axis_length(value) -> int | None:
@@ -703,23 +740,42 @@ def _num_configs(parsed: _ParsedGrid) -> int:
     """Grid points of one rule, counted without building them."""
     lengths = [len(a.values) for a in parsed.axes]
     if not lengths:
-        return 1
+        return len(parsed.seeds) if parsed.seeds else 1
     return lengths[0] if parsed.zipped else math.prod(lengths)
 
 
-def _lane_indices(parsed: _ParsedGrid, zip_grid: bool, num_seeds: int, num_starts: int):
+def _num_rule_lanes(parsed: _ParsedGrid, num_seeds: int, num_starts: int, zip_starts: bool) -> int:
+    """Lanes of one rule per batch size: configurations x seeds (unless zipped) x starts (unless zipped)."""
+    seeds = 1 if parsed.seeds else num_seeds
+    return _num_configs(parsed) * seeds * (1 if zip_starts else num_starts)
+
+
+def _lane_indices(parsed: _ParsedGrid, lanes: _LaneAxes):
+    """Per lane: the index of each grid axis's value, of the seed and of the start.
+
+    Lanes are ordered (configuration, seed, start), the last varying fastest; a Zip grid's seeds
+    pair seed i with configuration i, and zipped starts pair start i with seed i.
+    """
     lengths = [len(a.values) for a in parsed.axes]
+    num_configs = _num_configs(parsed)
     if not lengths:
-        num_configs, per_axis = 1, []
-    elif zip_grid:
-        num_configs, per_axis = lengths[0], [np.arange(lengths[0])] * len(lengths)
+        per_axis = []
+    elif parsed.zipped:
+        per_axis = [np.arange(num_configs)] * len(lengths)
     else:
-        num_configs = int(np.prod(lengths))
         per_axis = list(np.unravel_index(np.arange(num_configs), lengths))
-    inner = num_seeds * num_starts
-    config = np.repeat(np.arange(num_configs), inner)
-    seed_i = np.tile(np.repeat(np.arange(num_seeds), num_starts), num_configs)
-    start_i = np.tile(np.arange(num_starts), num_configs * num_seeds)
+    if parsed.seeds:  # lanes.seeds holds every rule's zipped seeds, in order of first appearance
+        config = np.arange(num_configs)
+        seed_i = np.asarray([lanes.seeds.index(s) for s in parsed.seeds])
+    else:
+        config = np.repeat(np.arange(num_configs), lanes.num_seeds)
+        seed_i = np.tile(np.arange(lanes.num_seeds), num_configs)
+    if lanes.zip_starts:
+        start_i = seed_i
+    else:
+        config = np.repeat(config, lanes.num_starts)
+        seed_i = np.repeat(seed_i, lanes.num_starts)
+        start_i = np.tile(np.arange(lanes.num_starts), len(seed_i) // lanes.num_starts)
     return [ix[config] for ix in per_axis], seed_i, start_i
 
 
@@ -904,11 +960,97 @@ class Starts(NamedTuple):
         `stacked=False` one starting point.
       init_noise: perturb each start by `init_noise * normal`, one draw per seed (needs `seeds`).
       stacked: whether `points` has the leading start axis.
+      zip_seeds: pair start i with seed i instead of crossing them (the stack holds one start per
+        seed, in the order of the seeds): lanes are configurations x seeds, and a lane's `start`
+        coordinate is its seed's index.
     """
 
     points: PyTree
     init_noise: float | None = None
     stacked: bool = True
+    zip_seeds: bool = False
+
+
+class Init(NamedTuple):
+    """A start drawn per seed, passed as a sweep's `params0`: `fn(key) -> params`.
+
+    Every lane of seed `s` starts at `fn(init_key(s))`. `fn` must be a pure JAX function of the key
+    (it is called as `jax.vmap(fn)` over the seeds' keys, once per sweep, before the compiled
+    program), returning a params pytree of floating-point arrays of the same shapes for every key.
+
+    Attributes:
+      fn: `fn(key) -> params`, e.g. `lambda k: {"w": 0.1 * jax.random.normal(k, (8,)), "b": 0.0}`.
+      like: optional params whose structure and shapes the result must have; its leaves' dtypes
+        are the starts' dtypes (the result is cast), e.g. a model's zero start.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, gdjax
+      >>> X, y = gdjax.data.house_prices()
+      >>> init = gdjax.Init(lambda k: {"w": jax.random.normal(k, (1,)), "b": jnp.zeros(())})
+      >>> r = gdjax.sweep(gdjax.make_cost(gdjax.linear, gdjax.mse), "gd", init, (X, y),
+      ...                 grid={"learning_rate": 0.1}, num_steps=5, seeds=[0, 1])
+      >>> [c["seed"] for c in r.coords]
+      [0, 1]
+    """
+
+    fn: Callable[[jax.Array], PyTree]
+    like: PyTree | None = None
+
+    def starts(self, seeds: Sequence[int]) -> PyTree:
+        """The starts of `seeds`, stacked `(len(seeds), ...)` as NumPy arrays: what the lanes start at."""
+        return _init_stack(self, [validation.check_seed("seeds", s) for s in seeds], False)
+
+
+def init_key(seed: int) -> jax.Array:
+    """The key `Init(fn)` passes to `fn` for the lanes of `seed`:
+    `jax.random.fold_in(gdjax.validation.seed_key(seed), INIT_FOLD)`.
+
+    Folded away from the lane key, so the start is independent of anything else drawn from it.
+    """
+    return jax.random.fold_in(validation.seed_key(validation.check_seed("seed", seed)), INIT_FOLD)
+
+
+def _init_stack(init: Init, seeds: list[int] | None, plan_only: bool) -> PyTree:
+    """`fn(init_key(s))` for every seed, stacked `(num_seeds, ...)` as host arrays (checked once)."""
+    if not callable(init.fn):
+        raise ValueError(f"Init needs a function fn(key) -> params, got {init.fn!r}")
+    if seeds is None:
+        raise ValueError("Init(fn) draws each seed's start from its key: pass seeds=[0, 1, ...]")
+    one = [init_key(s) for s in seeds]
+    keys = jax.random.wrap_key_data(
+        np.stack([np.asarray(jax.random.key_data(k)) for k in one]), impl=jax.random.key_impl(one[0])
+    )
+    name = getattr(init.fn, "__name__", "fn")
+    try:
+        shapes = jax.eval_shape(init.fn, keys[0])
+    except Exception as err:
+        raise ValueError(
+            f"Init: {name}(key) failed: {type(err).__name__}: {str(err).strip()[:300]}"
+        ) from None
+    leaves = jax.tree_util.tree_leaves_with_path(shapes)
+    if not leaves:
+        raise ValueError(f"Init: {name}(key) returned no arrays ({shapes!r}); it must return the params")
+    for path, leaf in leaves:
+        if not jax.numpy.issubdtype(leaf.dtype, jax.numpy.inexact):
+            raise ValueError(
+                f"Init: {name}(key){jax.tree_util.keystr(path)} has dtype {leaf.dtype}; parameters must be "
+                "floating point"
+            )
+    dtypes = None
+    if init.like is not None:
+        want = jax.tree.map(np.shape, init.like)
+        got = jax.tree.map(lambda x: x.shape, shapes)
+        if jax.tree.structure(init.like) != jax.tree.structure(shapes) or want != got:
+            raise ValueError(f"Init: {name}(key) returns params of shapes {got}, but like= has {want}")
+        dtypes = jax.tree.map(lambda x: jax.dtypes.canonicalize_dtype(np.asarray(x).dtype), init.like)
+    if plan_only:  # check_sweep: shapes are enough, nothing is computed
+        stack = jax.tree.map(lambda x: np.zeros((len(seeds), *x.shape), x.dtype), shapes)
+    else:
+        stack = jax.tree.map(np.asarray, jax.vmap(init.fn)(keys))
+    if dtypes is not None:
+        stack = jax.tree.map(lambda x, d: x.astype(d), stack, dtypes)
+    validation.check_params(stack)
+    return stack
 
 
 def sweep(
@@ -944,17 +1086,19 @@ def sweep(
         call: a mapping `{rule: grid, ...}` (then no `grid=`); one program per rule, lanes
         concatenated in this order.
       params0: the starting parameters (a pytree), or `gdjax.Starts(stack, init_noise=...)`: a stack
-        of starting points (a grid axis) and/or a perturbation of each start per seed.
+        of starting points (a grid axis; `zip_seeds=True` pairs start i with seed i) and/or a
+        perturbation of each start per seed, or `gdjax.Init(fn)`: each seed's start `fn(key)`, drawn
+        from the seed (`init_key(seed)`, see the module docstring).
       data: the batch pytree (e.g. `(X, y)`), replicated to every lane.
       grid: hyperparameter name -> 1-D values (crossed into a product; `gdjax.Zip({...})` zips them
-        instead) or a scalar (fixed). Keys are the rule's hyperparameters
-        (`gdjax.rules.hyperparameters(name)`), its non-numeric options as scalars
+        instead, and may hold `"seed"`: configuration i runs seed i) or a scalar (fixed). Keys are the
+        rule's hyperparameters (`gdjax.rules.hyperparameters(name)`), its non-numeric options as scalars
         (`schedule="inverse_sqrt"`, `velocity_form=True`), or the stopping settings `tol`,
         `grad_tol`, `patience`, `min_delta`, `divergence_factor` as lane axes.
       num_steps: update steps per lane.
       seeds: integer seeds in `[0, 2**63)`, a grid axis: lane key as `run(..., key=seed)` builds it
-        (`jax.random.key(seed)` for seeds below 2**32) for mini-batch sampling and
-        `init_noise`. Needed when `batch_size` samples or `init_noise` is set.
+        (`jax.random.key(seed)` for seeds below 2**32) for mini-batch sampling, `init_noise` and
+        `Init`. Needed when `batch_size` samples or `init_noise` or `Init` is used.
       batch_size: None (full batch), an int, or a list of them: one compiled group per batch size.
       tol: as in `gdjax.run` (the same as `stopping=Stopping(tol=...)`).
       chunk_size: run the lanes of each program in chunks of this many (one compiled program for all
@@ -1002,11 +1146,17 @@ def sweep(
         raise ValueError("rule is None: name a rule ('sgd'), or give several as rule={'sgd': grid, ...}")
     else:
         entries = [(rule, grid)]
-    starts = init_noise = None
-    if isinstance(params0, Starts):
+    starts = init_noise = init = None
+    zip_starts = False
+    if isinstance(params0, Init):
+        init, params0 = params0, None
+    elif isinstance(params0, Starts):
         given = params0
         init_noise = given.init_noise
         starts, params0 = (given.points, None) if given.stacked else (None, given.points)
+        zip_starts = bool(given.zip_seeds)
+        if zip_starts and not given.stacked:
+            raise ValueError("Starts(zip_seeds=True) pairs start i with seed i: give a stack (stacked=True)")
     tolerance_kwargs = stopping.as_dict()
     cost, cost_base = costs.split(cost)  # a bound cost's values: every lane's defaults
     cost_names = costs.hyperparameters(cost)
@@ -1020,13 +1170,41 @@ def sweep(
     if len(set(names)) != len(names):
         raise ValueError(f"rules must have distinct names, got {names}")
 
-    seed_list = _seed_list(seeds)
+    zipped_seeds = [p.seeds for p in parsed_grids if p.seeds is not None]
+    if zipped_seeds:
+        if seeds is not None:
+            raise ValueError(
+                "seeds are given twice, as sweep(seeds=...) and as the Zip grid's 'seed' entry: give them "
+                "once"
+            )
+        if len(zipped_seeds) != len(parsed_grids):
+            raise ValueError(
+                "a Zip grid's 'seed' entry pairs seeds with configurations: give one in every rule's grid, "
+                "or cross every rule with sweep(seeds=[...])"
+            )
+        seed_list = list(dict.fromkeys(s for z in zipped_seeds for s in z))
+    else:
+        seed_list = _seed_list(seeds)
     if init_noise is not None:
         validation.check_finite_number("init_noise", init_noise, lower=0.0)
         if seed_list is None:
             raise ValueError("init_noise needs seeds: each seed draws its own perturbation (seeds=[0, 1, 2])")
-    stack = _starts_stack(params0, starts)
+    if init is not None:
+        stack, zip_starts = _init_stack(init, seed_list, _PLAN_ONLY.get()), True
+    else:
+        stack = _starts_stack(params0, starts)
     _check_axis_length("params0 (the stack of starts)", jax.tree.leaves(stack)[0])
+    num_starts = jax.tree.leaves(stack)[0].shape[0]
+    if zip_starts and init is None:
+        if seed_list is None:
+            raise ValueError(
+                "Starts(zip_seeds=True) pairs start i with seed i: pass seeds=[...], one per start"
+            )
+        if num_starts != len(seed_list):
+            raise ValueError(
+                f"Starts(zip_seeds=True) pairs start i with seed i: the stack has {num_starts} starts but "
+                f"there are {len(seed_list)} seeds"
+            )
     if isinstance(batch_size, list | tuple):
         _check_axis_length("batch_size", batch_size)
     batch_sizes = list(batch_size) if isinstance(batch_size, list | tuple) else [batch_size]
@@ -1036,8 +1214,9 @@ def sweep(
         validation.check_positive_int("batch_size", b, allow_none=True)
     if len(set(batch_sizes)) != len(batch_sizes):
         raise ValueError(f"batch_size lists a size twice: {batch_sizes}")
-    num_lanes = sum(_num_configs(p) for p in parsed_grids) * len(batch_sizes)
-    num_lanes *= (1 if seed_list is None else len(seed_list)) * jax.tree.leaves(stack)[0].shape[0]
+    num_seeds = 1 if seed_list is None else len(seed_list)
+    num_lanes = sum(_num_rule_lanes(p, num_seeds, num_starts, zip_starts) for p in parsed_grids)
+    num_lanes *= len(batch_sizes)
     if num_lanes > MAX_LANES:
         raise ValueError(
             f"the sweep has {num_lanes} lanes (grid points x seeds x starts x batch sizes), more than "
@@ -1073,7 +1252,7 @@ def sweep(
                 "jax.random.key(seed))"
             )
 
-    lanes = _LaneAxes.build(stack, starts is not None, seed_list, init_noise)
+    lanes = _LaneAxes.build(stack, starts is not None, seed_list, init_noise, zip_starts)
     if eval_every is None and len(run_batch_sizes) > 1:
         # Lanes of every batch size stack into one trace: they share the most frequent default schedule.
         eval_every = min(
@@ -1210,18 +1389,19 @@ def check_sweep(*args: Any, **kwargs: Any) -> SweepPlan:
 
 
 class _LaneAxes(NamedTuple):
-    """The seed and start axes every rule's grid is crossed with."""
+    """The seed and start axes every rule's grid is crossed (or zipped) with."""
 
     stack: PyTree  # (num_starts, ...) NumPy starting points
-    has_starts: bool
+    has_starts: bool  # the lanes' `start` coordinate is the index into `stack` (else None)
     seeds: list[int] | None
     seed_keys: np.ndarray | None  # (num_seeds, *key_shape) uint32 key data
     key_impl: str | None
     noise: list[list[np.ndarray]] | None  # per seed, per leaf: standard-normal perturbations
     init_noise: float | None
+    zip_starts: bool = False  # start i belongs to seed i (Starts(zip_seeds=True), Init)
 
     @classmethod
-    def build(cls, stack, has_starts, seeds, init_noise) -> _LaneAxes:
+    def build(cls, stack, has_starts, seeds, init_noise, zip_starts=False) -> _LaneAxes:
         seed_keys = key_impl = noise = None
         if seeds is not None:
             keys = [validation.seed_key(s) for s in seeds]
@@ -1229,7 +1409,7 @@ class _LaneAxes(NamedTuple):
             key_impl = str(jax.random.key_impl(keys[0]))
             if init_noise:
                 noise = [_noise(jax.tree.map(lambda x: x[0], stack), s) for s in seeds]
-        return cls(stack, has_starts, seeds, seed_keys, key_impl, noise, init_noise)
+        return cls(stack, has_starts, seeds, seed_keys, key_impl, noise, init_noise, zip_starts)
 
     @property
     def num_seeds(self) -> int:
@@ -1244,7 +1424,7 @@ def _lane_values(
     parsed: _ParsedGrid, zip_grid: bool, lanes: _LaneAxes, tol_base: dict, base: dict, cost_base: dict
 ):
     """Host arrays of every lane of one rule: starts, hyperparameters, tolerances, keys, coordinates."""
-    axis_idx, seed_i, start_i = _lane_indices(parsed, zip_grid, lanes.num_seeds, lanes.num_starts)
+    axis_idx, seed_i, start_i = _lane_indices(parsed, lanes)
     num = len(seed_i)
     leaves, treedef = jax.tree.flatten(lanes.stack)
     lane_leaves = []
@@ -1393,6 +1573,8 @@ __all__ = [
     "NOISE_FOLD",
     "TOLERANCE_NAMES",
     "GramStatistics",
+    "INIT_FOLD",
+    "Init",
     "SummaryTable",
     "SweepInterrupted",
     "Starts",
@@ -1402,5 +1584,6 @@ __all__ = [
     "Zip",
     "gram_mse",
     "gram_statistics",
+    "init_key",
     "sweep",
 ]

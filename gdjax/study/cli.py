@@ -328,7 +328,13 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
             print(f"{PROG}: note: report.html not written: {str(error).splitlines()[0]}", file=err)
     if not args.quiet:
         say("")
-        say(experiment.format_summary(outcome.rows, cfg.outputs.rank_by))
+        say(experiment.format_summary(outcome.rows, cfg.outputs.rank_by, cfg.outputs.tuning_seeds))
+        if cfg.outputs.tuning_seeds is not None:
+            fresh = [s for s in cfg.seeds if s not in cfg.outputs.tuning_seeds]
+            say(
+                f"best configurations chosen on the tuning seeds {list(cfg.outputs.tuning_seeds)}; "
+                f"the table reports them on the fresh seeds {fresh}"
+            )
         if verdict:
             say(verdict)
         say("")

@@ -144,7 +144,9 @@ class DataConfig:
     `classes` keeps the examples whose target is one of these values and relabels them `0, 1, ...`
     in that order (two digits for a logistic regression). `test_fraction` holds out that fraction
     of the examples, drawn with the study's first seed, as a test set: the runs never see it, and
-    its loss (and accuracy) are recorded at every evaluation (`test_loss`, `test_accuracy`).
+    its loss (and accuracy) are recorded at every evaluation (`test_loss`, `test_accuracy`). With
+    `split_per_seed`, each seed draws its own held-out split instead (its lanes train on their own
+    training split).
     """
 
     source: str
@@ -163,6 +165,7 @@ class DataConfig:
     seed: int | None = None
     classes: tuple[float, ...] | None = None
     test_fraction: float | None = None
+    split_per_seed: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,11 @@ class CostConfig:
     with `data` the `(X, y)` of `[data]` (None without it). Its start `params0` is a list of numbers
     (a vector) or `"file.py:init"` naming `init()` or `init(data)` that returns the params pytree;
     `analytic` optionally names a hand-derived gradient `grad(params, data)` for the gradient check.
+
+    `init` (any cost kind) names `init(key) -> params`, a pure JAX function of a PRNG key: every lane
+    of seed `s` starts at `init(gdjax.sweep.init_key(s))` (`gdjax.Init`). For a model or a test
+    function the result must have the shapes of its usual start; a callable cost may give `init`
+    instead of `params0`.
     """
 
     label: str
@@ -194,6 +202,7 @@ class CostConfig:
     params0: str | tuple[float, ...] | None = None
     analytic: str | None = None
     l2: float | None = None  # model costs: + l2/2 ||w||^2 (ridge, L2-regularised logistic / softmax)
+    init: str | None = None  # "file.py:init" / "module:init": init(key) -> params, drawn per seed
     data: DataConfig | None = None  # a suite's problem brings its own data; None: the study's [data]
 
 
@@ -286,12 +295,16 @@ class OutputsConfig:
       rank_by: the column that picks each optimizer's best configuration (summary table, plots):
         `final_loss` (lowest training loss, the default), `test_loss` (lowest held-out loss), or
         `accuracy` / `test_accuracy` (highest), each a median over seeds.
+      tuning_seeds: seeds (a subset of the study's) on which each optimizer's best configuration is
+        chosen; the tables, comparisons and profiles then report the chosen configuration on the
+        other, fresh seeds only (no selection bias). None: choose and report on every seed.
     """
 
     plots: tuple[str, ...] = ("loss_curves",)
     x_axis: str = "steps"
     dir: str = "runs"
     rank_by: str = "final_loss"
+    tuning_seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -699,6 +712,9 @@ def _read_data(t: _Table) -> DataConfig:
             f"(e.g. 0.25), got {test_fraction!r}",
         )
     kw["test_fraction"] = test_fraction
+    kw["split_per_seed"] = t.bool("split_per_seed", False)
+    if kw["split_per_seed"] and test_fraction is None:
+        t.fail("split_per_seed", "draws a held-out split per seed: give test_fraction too (e.g. 0.25)")
     hint = f" for source {source!r}" if source else ""
     t.finish(hint)
     return DataConfig(source=source, standardize=standardize, **kw)
@@ -765,17 +781,26 @@ def _read_cost(t: _Table, has_data: bool) -> CostConfig:
             + (f"; got {' and '.join(map(repr, kinds))}" if kinds else ""),
         )
     init_noise = t.float("init_noise", 0.0, minimum=0.0)
+    init = _read_reference(t, "init", "init") if "init" in t.values else None
+    t.take("init", None)
+    if init is not None and init_noise:
+        t.fail("init_noise", "init(key) draws each seed's start: put the noise in it, or drop init")
     if kinds[0] == "callable":
         callable_ = _read_reference(t, "callable", "cost")
-        if "params0" not in t.values:
+        if init is not None and "params0" in t.values:
+            t.fail("params0", "give either params0 (one start) or init (a start per seed), not both")
+        if "params0" not in t.values and init is None:
             t.take("params0", None)
             t.fail(
                 "params0",
                 "a callable cost needs its start: params0 = [0.0, 0.0] (a vector) or params0 = "
-                '"file.py:init" (a function init() or init(data) returning the params pytree)',
+                '"file.py:init" (a function init() or init(data) returning the params pytree), or '
+                'init = "file.py:init" (init(key), a start per seed)',
             )
-        raw = t.values["params0"]
-        if isinstance(raw, str):
+        raw = t.values.get("params0")
+        if raw is None:
+            params0 = None
+        elif isinstance(raw, str):
             params0 = _read_reference(t, "params0", "init")
         else:
             values = t.list("params0", scalar_ok=True)
@@ -837,7 +862,7 @@ def _read_cost(t: _Table, has_data: bool) -> CostConfig:
         )
     if not _LABEL.fullmatch(cfg.label):
         t.fail("label", f"labels use letters, digits, '_', '+' and '-' only, got {cfg.label!r}")
-    return cfg
+    return dataclasses.replace(cfg, init=init)
 
 
 def _default_start(function: str, dim: int) -> tuple[float, ...]:
@@ -1314,7 +1339,7 @@ def _read_gradcheck(t: _Table | None) -> GradcheckConfig:
     return cfg
 
 
-def _read_outputs(t: _Table | None) -> OutputsConfig:
+def _read_outputs(t: _Table | None, seeds: tuple[int, ...] = (0,)) -> OutputsConfig:
     if t is None:
         return OutputsConfig()
     plots = t.list("plots", list(OutputsConfig.plots))
@@ -1328,9 +1353,32 @@ def _read_outputs(t: _Table | None) -> OutputsConfig:
         x_axis=t.str("x_axis", "steps", choices=X_AXES, what="x axis"),
         dir=t.str("dir", "runs"),
         rank_by=t.str("rank_by", "final_loss", choices=RANK_BY, what="ranking column"),
+        tuning_seeds=_read_tuning_seeds(t, seeds),
     )
     t.finish()
     return cfg
+
+
+def _read_tuning_seeds(t: _Table, seeds: tuple[int, ...]) -> tuple[int, ...] | None:
+    """`[outputs] tuning_seeds`: some of the study's seeds, leaving at least one fresh seed to report."""
+    raw = t.list("tuning_seeds", None, scalar_ok=True)
+    if raw is None:
+        return None
+    if not raw:
+        t.fail("tuning_seeds", "needs at least one seed (or leave it out to choose and report on every seed)")
+    values = tuple(t.check_int(("tuning_seeds", i), v, minimum=0) for i, v in enumerate(raw))
+    if len(set(values)) != len(values):
+        t.fail("tuning_seeds", f"seeds repeat: {list(values)}")
+    unknown = [v for v in values if v not in seeds]
+    if unknown:
+        t.fail("tuning_seeds", f"{unknown} are not among the study's seeds {list(seeds)}")
+    if len(values) == len(seeds):
+        t.fail(
+            "tuning_seeds",
+            f"covers every seed {list(seeds)}: no fresh seeds are left to report on; add seeds to the "
+            "study's seeds = [...] or tune on fewer",
+        )
+    return values
 
 
 _TOP_LEVEL = (
@@ -1457,7 +1505,7 @@ def _read(values: dict, src: _Source) -> ExperimentConfig:
                 f'two optimizers are labelled {lab!r}: give each a distinct label = "..."',
             )
     gradcheck = _read_gradcheck(top.table("gradcheck", None))
-    outputs = _read_outputs(top.table("outputs", None))
+    outputs = _read_outputs(top.table("outputs", None), seeds)
     top.finish()
     cfg = ExperimentConfig(
         name=name,

@@ -65,7 +65,7 @@ from gdjax.study import config as config_lib
 from gdjax.study import problems as problems_lib
 from gdjax.study import runfolder
 from gdjax.study.config import ConfigError, CostConfig, ExperimentConfig, OptimizerConfig
-from gdjax.sweep import NOISE_FOLD, Starts, SweepInterrupted, SweepResult, Zip, check_sweep, sweep
+from gdjax.sweep import NOISE_FOLD, Init, Starts, SweepInterrupted, SweepResult, Zip, check_sweep, sweep
 from gdjax.types import GradCheckReport, PyTree, Status, Trace
 
 __all__ = [
@@ -390,7 +390,27 @@ def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> lis
             )
         )
     _check_cost_keys(cfg, problems)
+    _check_inits(cfg, problems)
     return problems
+
+
+def _init(p: Problem) -> Init | None:
+    """The problem's start drawn per seed (`[cost] init = "file.py:init"`, `init(key)`), or None."""
+    if p.config.init is None:
+        return None
+    return Init(problems_lib.load_reference(p.config.init), like=p.params0)
+
+
+def _check_inits(cfg: ExperimentConfig, problems: list[Problem]) -> None:
+    """Each `init` loads and returns params shaped like the problem's start (traced, on the first seed)."""
+    for i, p in enumerate(problems):
+        if p.config.init is None:
+            continue
+        key = f"problems[{i}]" if cfg.is_suite else (f"cost[{i}]" if len(cfg.costs) > 1 else "cost")
+        try:
+            _init(p).starts(cfg.seeds[:1])
+        except ValueError as err:
+            raise _locate_error(cfg, f"{key}.init", str(err)) from None
 
 
 def _check_cost_keys(cfg: ExperimentConfig, problems: list[Problem]) -> None:
@@ -501,7 +521,14 @@ def _callable_problem(cfg, c: CostConfig, key: str, dataset: Dataset | None, dty
     except ValueError as err:
         raise _locate_error(cfg, f"{key}.callable", str(err)) from None
     host_data = None if dataset is None else (dataset.X, dataset.y)
-    if isinstance(c.params0, str):
+    if c.params0 is None:  # only init(key): the first seed's start stands for the problem's
+        try:
+            start = jax.tree.map(
+                lambda x: x[0], Init(problems_lib.load_reference(c.init)).starts(cfg.seeds[:1])
+            )
+        except ValueError as err:
+            raise _locate_error(cfg, f"{key}.init", str(err)) from None
+    elif isinstance(c.params0, str):
         try:
             init = problems_lib.load_reference(c.params0)
         except ValueError as err:
@@ -578,7 +605,10 @@ def check_gradients(cfg: ExperimentConfig, problems: list[Problem]) -> dict[str,
 def _noised_starts(p: Problem, seeds) -> PyTree | None:
     """The start of each seed's lanes when the cost has `init_noise` (else None), stacked: each
     leaf plus `init_noise * jax.random.normal(k_i, ...)` in its dtype, with the sweep's keys
-    `k_i = jax.random.split(jax.random.fold_in(jax.random.key(seed), NOISE_FOLD), num_leaves)`."""
+    `k_i = jax.random.split(jax.random.fold_in(jax.random.key(seed), NOISE_FOLD), num_leaves)`.
+    With `init`, each seed's start `init(gdjax.sweep.init_key(seed))`."""
+    if p.config.init is not None:
+        return _init(p).starts(seeds)
     if not p.config.init_noise:
         return None
     leaves, treedef = jax.tree.flatten(p.params0)
@@ -764,7 +794,8 @@ def is_line(p: Problem) -> bool:
 
 def _random(u: Unit, p: Problem) -> bool:
     n = None if p.data is None else p.data[0].shape[0]
-    return p.config.init_noise > 0 or any(b is not None and b < n for b in u.batch_size)
+    random_start = p.config.init_noise > 0 or p.config.init is not None
+    return random_start or any(b is not None and b < n for b in u.batch_size)
 
 
 @dataclass
@@ -843,7 +874,9 @@ def _sweep_args(cfg: ExperimentConfig, u: Unit, p: Problem, progress=None) -> di
 
 
 def _starts(p: Problem):
-    """A unit's `params0`: the problem's start, perturbed per seed when the config asks."""
+    """A unit's `params0`: the problem's start, perturbed or drawn per seed when the config asks."""
+    if p.config.init is not None:
+        return _init(p)
     if p.config.init_noise:
         return Starts(p.params0, init_noise=p.config.init_noise, stacked=False)
     return p.params0
@@ -884,8 +917,12 @@ def config_key(row: dict) -> tuple:
     return tuple((k, repr(v)) for k, v in row.items() if k not in _OUTCOME_KEYS)
 
 
-def best_configurations(rows: list[dict], by: str = "final_loss") -> list[dict]:
+def best_configurations(rows: list[dict], by: str = "final_loss", tuning_seeds=None) -> list[dict]:
     """The best configuration of each optimizer (and cost), pooled over seeds.
+
+    With `tuning_seeds` (`[outputs] tuning_seeds`), configurations are scored on the lanes of those
+    seeds only, and the row reports the chosen configuration's other (fresh) seeds; a lane without a
+    seed (a deterministic run) counts on both sides.
 
     Lanes that differ only in seed (or start) form one configuration. A configuration is scored by
     the median `by` of its lanes (`final_loss` or `test_loss`: lowest; `accuracy` or
@@ -903,7 +940,14 @@ def best_configurations(rows: list[dict], by: str = "final_loss") -> list[dict]:
         unit = (r.get("cost"), r["optimizer"])
         groups.setdefault((unit, config_key(r)), []).append(r)
     best: dict[tuple, tuple] = {}
-    for (unit, _), members in groups.items():
+
+    def on(members: list[dict], tuning: bool) -> list[dict]:
+        if tuning_seeds is None:
+            return members
+        return [m for m in members if m.get("seed") is None or (m["seed"] in tuning_seeds) == tuning]
+
+    for (unit, _), everyone in groups.items():
+        members = on(everyone, True) or everyone
         blew_up = any(m["status"] in BLEW_UP for m in members)
         sign = -1.0 if by in ("accuracy", "test_accuracy") else 1.0
         values = [m.get(by) for m in members]
@@ -912,10 +956,10 @@ def best_configurations(rows: list[dict], by: str = "final_loss") -> list[dict]:
         steps = float(np.median([m["steps"] for m in members]))
         score = (blew_up, float(f"{loss:.6g}") if math.isfinite(loss) else math.inf, steps)
         if unit not in best or score < best[unit][0]:
-            best[unit] = (score, members)
+            best[unit] = (score, everyone)
     out = []
     for unit in dict.fromkeys(k for k, _ in groups):
-        _, members = best[unit]
+        members = on(best[unit][1], False) or best[unit][1]
         row = {k: v for k, v in members[0].items() if k not in ("lane", "seed", "start", "stop_step")}
         subs = [m["suboptimality"] for m in members]
         for name in ("suboptimality_vs_best", *METRIC_NAMES):
@@ -955,9 +999,10 @@ def _counts_text(c: dict) -> str:
     return f"{c['converged']}/{c['max_steps']}/{c['diverged']}/{c['nonfinite']}"
 
 
-def format_summary(rows: list[dict], by: str = "final_loss") -> str:
-    """The table `gdjax run` prints: best configuration per optimizer (by `by`) and its status counts."""
-    best = best_configurations(rows, by)
+def format_summary(rows: list[dict], by: str = "final_loss", tuning_seeds=None) -> str:
+    """The table `gdjax run` prints: best configuration per optimizer (by `by`, chosen on
+    `tuning_seeds` and reported on the others when given) and its status counts."""
+    best = best_configurations(rows, by, tuning_seeds)
     counts = status_counts(rows)
     skip = {"optimizer", "cost", "rule", "batch_size", "final_loss", "suboptimality", "steps_to_target"}
     skip |= {"status", "steps", "seeds", "lanes", "schedule", "suboptimality_vs_best", *METRIC_NAMES}
@@ -1367,6 +1412,8 @@ def run_experiment(
             "run_seconds": 0.0,
             "problems": {p.label: _problem_info(p) for p in problems},
             "suite": cfg.is_suite,  # problems named by their labels alone (gdjax.study.load)
+            # choose configurations on these seeds, report on the others (gdjax.study.load reads it)
+            "tuning_seeds": None if cfg.outputs.tuning_seeds is None else list(cfg.outputs.tuning_seeds),
             "gradcheck": {k: r.verdict for k, r in reports.items()} or "disabled",
             "data_files": fingerprints,
             "units": {

@@ -201,7 +201,8 @@ def draw_plots(cfg, problems, unit_list, results, folder: str) -> list[str]:
         if not mine:
             continue
         rows = [r for u in mine for r in results[u.key].rows]
-        best = {b["optimizer"]: b for b in experiment.best_configurations(rows, cfg.outputs.rank_by)}
+        chosen = experiment.best_configurations(rows, cfg.outputs.rank_by, cfg.outputs.tuning_seeds)
+        best = {b["optimizer"]: b for b in chosen}
         title_cost = f" ({p.label})" if len(cfg.costs) > 1 else ""
         sfx = _suffix(cfg, p)
         small = [u for u in mine if 2 <= _num_configs(results[u.key].rows) <= _MAX_GRID_LINES]

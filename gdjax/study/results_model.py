@@ -172,6 +172,10 @@ class Results:
       hyperparameters: the hyperparameter columns of `lanes`, in order.
       metrics: the metric columns of `lanes` and `curves`, in order.
       splits: `{problem: {"train": indices, "test": indices}}` for problems with a held-out split.
+      tuning_seeds: the selection protocol (`with_tuning_seeds`, `[outputs] tuning_seeds`): each
+        optimizer's configuration is chosen on these seeds and reported on the other, fresh seeds by
+        `best_configurations`, `compare`, `best_statement` and the profiles and scores. None: chosen
+        and reported on every seed.
     """
 
     lanes: pd.DataFrame
@@ -180,6 +184,7 @@ class Results:
     hyperparameters: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     splits: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+    tuning_seeds: tuple[int, ...] | None = None
     # time_to_target by its arguments: a report asks for the same targets in several figures
     _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -218,6 +223,29 @@ class Results:
         lanes = self.lanes.assign(is_default=_is_default(self.lanes, self.hyperparameters, table))
         return dataclasses.replace(self, lanes=lanes)  # a fresh cache: `_cache` is not an init field
 
+    def with_tuning_seeds(self, seeds: Sequence[int] | None) -> Results:
+        """These results under the tuning protocol: configurations chosen on `seeds`, everything reported
+        on the others (Schmidt et al. 2021: tune on some seeds, rerun the choice on fresh ones). `seeds`
+        must be among the lanes' seeds and leave at least one over; None chooses and reports on all."""
+        from gdjax.study import statistics
+
+        try:
+            checked = statistics.check_tuning_seeds(self.lanes["seed"], seeds)
+        except ValueError as err:
+            raise ResultsError(str(err)) from None
+        return dataclasses.replace(self, tuning_seeds=None if checked is None else tuple(checked))
+
+    @property
+    def fresh_seeds(self) -> list[int] | None:
+        """The seeds reported on under `tuning_seeds` (None without the protocol)."""
+        if self.tuning_seeds is None:
+            return None
+        return sorted(int(s) for s in pd.unique(self.lanes["seed"].dropna()) if s not in self.tuning_seeds)
+
+    def _seeds(self, options: dict) -> dict:
+        """`options` with this protocol's `tuning_seeds` unless the call gives its own (None: all seeds)."""
+        return {"tuning_seeds": self.tuning_seeds, **options}
+
     # -------------------------------------------------------------------------------- summaries
     def best_configurations(self, by: str = "final_loss", mode: str = "min") -> pd.DataFrame:
         """The best configuration of each problem and optimizer, by the median over seeds of `by`.
@@ -225,7 +253,9 @@ class Results:
         A configuration is an optimizer's hyperparameters and batch size (`config_columns`); its
         lanes are its seeds and starts. Lanes that diverged or went non-finite count as `+inf`
         (`-inf` for `mode="max"`), so a configuration that blows up on some seeds is ranked by
-        what it really did. Ties go to the configuration listed first.
+        what it really did. Ties go to the configuration listed first. Under `tuning_seeds`,
+        configurations are ranked by their median on the tuning seeds (`tuning_median`), and the
+        other statistics describe the chosen one's fresh seeds.
 
         Args:
           by: a numeric column of `lanes` (`final_loss`, `suboptimality`, `steps`, a metric ...).
@@ -234,8 +264,8 @@ class Results:
         Returns:
           One row per problem and optimizer: `problem`, `optimizer`, the configuration columns,
           `median` (of `by`), `q25`, `q75`, `min`, `max` (over seeds), `lanes` (how many), `status`
-          (the most common one), `statuses` ("3 converged, 2 diverged"). Sorted by problem, then
-          best first.
+          (the most common one), `statuses` ("3 converged, 2 diverged"), and under `tuning_seeds`
+          `tuning_median`. Sorted by problem, then best first (by the ranking median).
         """
         if mode not in ("min", "max"):
             raise ResultsError(f"mode must be 'min' or 'max', got {mode!r}")
@@ -250,6 +280,12 @@ class Results:
         )
         lanes["_value"] = lanes["_value"].fillna(worst)
         keys = ["problem", "optimizer", *self.config_columns]
+        tuning = None
+        if self.tuning_seeds is not None:
+            from gdjax.study import statistics
+
+            tuning, lanes = statistics._split_seeds(lanes, list(self.tuning_seeds))
+            tuning = tuning.groupby(keys, dropna=False, sort=False)["_value"].median().rename("tuning_median")
         grouped = lanes.groupby(keys, dropna=False, sort=False)
         table = grouped["_value"].agg(
             median="median",
@@ -261,8 +297,12 @@ class Results:
         )
         table["status"] = grouped["status"].agg(_majority)
         table["statuses"] = grouped["status"].agg(_status_text)
+        ranked_by = "median"
+        if tuning is not None:
+            table = table.join(tuning, how="left")
+            ranked_by = "tuning_median"
         table = table.reset_index()
-        table["_rank"] = table["median"] if mode == "min" else -table["median"]
+        table["_rank"] = table[ranked_by] if mode == "min" else -table[ranked_by]
         best = table.sort_values("_rank", kind="stable").groupby(["problem", "optimizer"], sort=False).head(1)
         best = best.sort_values(["problem", "_rank"], kind="stable").drop(columns="_rank")
         return best.reset_index(drop=True)
@@ -286,6 +326,7 @@ class Results:
             "hyperparameters": list(self.hyperparameters),
             "metrics": list(self.metrics),
             "splits": {p: {k: np.asarray(v).tolist() for k, v in s.items()} for p, s in self.splits.items()},
+            "tuning_seeds": None if self.tuning_seeds is None else list(self.tuning_seeds),
         }
         gdjax_io.write_json(os.path.join(path, "results.json"), meta)
         return path
@@ -329,7 +370,12 @@ class Results:
             )
             return statistics.performance_profile(protocol, config=[], taus=taus)
         return statistics.performance_profile(
-            ttt, config=self.config_columns, taus=taus, variant=variant, lanes=self.lanes
+            ttt,
+            config=self.config_columns,
+            taus=taus,
+            variant=variant,
+            lanes=self.lanes,
+            tuning_seeds=self.tuning_seeds,
         )
 
     def profile_ratios(self, eps=1e-3, *, unit: str = "epochs", variant: str = "tuned"):
@@ -338,7 +384,9 @@ class Results:
         from gdjax.study import statistics
 
         ttt = self.time_to_target(eps, unit=unit)
-        return statistics.profile_ratios(ttt, config=self.config_columns, variant=variant, lanes=self.lanes)
+        return statistics.profile_ratios(
+            ttt, config=self.config_columns, variant=variant, lanes=self.lanes, tuning_seeds=self.tuning_seeds
+        )
 
     def scores(self, eps=1e-3, *, unit: str = "epochs", variant: str = "tuned", confidence: float = 0.95):
         """AlgoPerf-style scores (area under the profile for tau in [1, 4], / 3) with a bootstrap
@@ -353,7 +401,12 @@ class Results:
 
         ttt = self.time_to_target(eps, unit=unit)
         return statistics.data_profile(
-            ttt, config=self.config_columns, budgets=budgets, variant=variant, lanes=self.lanes
+            ttt,
+            config=self.config_columns,
+            budgets=budgets,
+            variant=variant,
+            lanes=self.lanes,
+            tuning_seeds=self.tuning_seeds,
         )
 
     def expected_best_of_k(self, by: str = "final_loss", mode: str = "min"):
@@ -368,10 +421,12 @@ class Results:
         """Paired comparison of optimizers `a` and `b` on the same (problem, seed) pairs, each at its
         best configuration: one row with `median_difference` (a - b), `ci_low`, `ci_high`,
         `probability_of_improvement`, `p_value` (Wilcoxon), `num_pairs`. Options: `tuning_seeds`
-        (choose on these, report on the others), `confidence`, `seed`."""
+        (choose on these, report on the others; default: these results' `tuning_seeds`), `confidence`,
+        `seed`."""
         from gdjax.study import statistics
 
         self._check_column(by)
+        options = self._seeds(options)
         return statistics.compare(self.lanes, a, b, config=self.config_columns, by=by, mode=mode, **options)
 
     def best_statement(self, *, by: str = "final_loss", mode: str = "min", **options) -> str | None:
@@ -379,6 +434,7 @@ class Results:
         from gdjax.study import statistics
 
         self._check_column(by)
+        options = self._seeds(options)
         return statistics.best_statement(self.lanes, config=self.config_columns, by=by, mode=mode, **options)
 
     def summarize(self, column: str, *, by=("problem", "optimizer"), **options):
@@ -619,6 +675,7 @@ def results(
     problem: str = "problem",
     num_examples: int | None = None,
     optimizers: dict[str, str] | None = None,
+    tuning_seeds: Sequence[int] | None = None,
 ) -> Results:
     """The `Results` of a Python `gdjax.sweep`.
 
@@ -627,6 +684,7 @@ def results(
       problem: the name of the problem the sweep ran on.
       num_examples: the number of training examples (for epochs); needed only for mini-batch lanes.
       optimizers: labels for the rules (`{"sgd": "sgd_tuned"}`); by default the rule's name.
+      tuning_seeds: choose configurations on these seeds, report on the others (`with_tuning_seeds`).
 
     Returns:
       Results whose `f_star` is the sweep's (`result.f_star`, e.g. the closed form of least
@@ -680,7 +738,7 @@ def results(
             }
         ]
     )
-    return _build([unit], problems, _provenance())
+    return _build([unit], problems, _provenance()).with_tuning_seeds(tuning_seeds)
 
 
 def _leaves(tree):
@@ -744,7 +802,16 @@ def _load_saved(path: str) -> Results:
         tuple(meta.get("hyperparameters", ())),
         tuple(meta.get("metrics", ())),
         splits,
+        _tuning_seeds(meta.get("tuning_seeds")),
     )
+
+
+def _tuning_seeds(value) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ResultsError(f"tuning_seeds must be a list of integer seeds, got {value!r}")
+    return tuple(value)
 
 
 def _read_json(file: str):
@@ -860,7 +927,8 @@ def _load_run_folder(path: str) -> Results:
         for label, info in problems_info.items()
         if isinstance(info.get("split"), dict)
     }
-    return _build(units, problems, _provenance(os.path.abspath(path), manifest), splits)
+    built = _build(units, problems, _provenance(os.path.abspath(path), manifest), splits)
+    return dataclasses.replace(built, tuning_seeds=_tuning_seeds(manifest.get("tuning_seeds")))
 
 
 # ------------------------------------------------------------------------------------- merging
@@ -912,7 +980,15 @@ def merge(parts: Sequence[Results]) -> Results:
     splits = {}
     for r in parts:
         splits.update(r.splits)
-    return Results(lanes_frame, pd.concat(curves, ignore_index=True), problems, hyper, metrics, splits)
+    protocols = {r.tuning_seeds for r in parts}
+    if len(protocols) > 1:
+        shown = ", ".join(f"{_where(r, i)}: {r.tuning_seeds}" for i, r in enumerate(parts))
+        raise ResultsError(
+            f"cannot merge results chosen on different tuning seeds ({shown}); set one protocol on each "
+            "with with_tuning_seeds(...) first"
+        )
+    curves_frame = pd.concat(curves, ignore_index=True)
+    return Results(lanes_frame, curves_frame, problems, hyper, metrics, splits, protocols.pop())
 
 
 def _where(r: Results, i: int) -> str:
