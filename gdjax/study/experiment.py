@@ -792,7 +792,43 @@ def is_line(p: Problem) -> bool:
     return p.config.model == "linear" and p.dataset is not None and p.dataset.X.shape[1] == 1
 
 
-def _random(u: Unit, p: Problem) -> bool:
+def split_per_seed(cfg: ExperimentConfig, p: Problem) -> bool:
+    """Whether each seed of `p` draws its own held-out split (`[data] split_per_seed = true`)."""
+    d = cfg.data_of(p.config)
+    return d is not None and d.split_per_seed
+
+
+def seed_problems(cfg: ExperimentConfig, problems: list[Problem]) -> dict[tuple[str, int], Problem]:
+    """`{(label, seed): problem}` for the problems split per seed: the problem on that seed's split
+    (its training data, held-out metrics and f*); the first seed's is the problem itself."""
+    out = {}
+    for p in problems:
+        if split_per_seed(cfg, p):
+            for seed in cfg.seeds:
+                out[(p.label, seed)] = p if seed == cfg.seeds[0] else _seed_problem(cfg, p, seed)
+    return out
+
+
+def _seed_problem(cfg: ExperimentConfig, p: Problem, seed: int) -> Problem:
+    # load_data splits with the config's first seed: the same config with `seed` first, and this cost only
+    first = (seed, *[s for s in cfg.seeds if s != seed])
+    return build_problems(dataclasses.replace(cfg, seeds=first, costs=(p.config,)))[0]
+
+
+def _per_seed_info(cfg: ExperimentConfig, p: Problem, per_seed: dict) -> dict:
+    """The manifest's f* of a problem split per seed: one per seed (`f_star_per_seed`), none overall."""
+    if not split_per_seed(cfg, p):
+        return {}
+    values = {str(s): per_seed[(p.label, s)].f_star for s in cfg.seeds}
+    if all(v is None for v in values.values()):
+        return {}
+    source = f"{p.f_star_source}, on each seed's training split" if p.f_star_source else "each seed's split"
+    return {"f_star": None, "f_star_source": source, "f_star_per_seed": values}
+
+
+def _random(cfg: ExperimentConfig, u: Unit, p: Problem) -> bool:
+    if split_per_seed(cfg, p):
+        return True
     n = None if p.data is None else p.data[0].shape[0]
     random_start = p.config.init_noise > 0 or p.config.init is not None
     return random_start or any(b is not None and b < n for b in u.batch_size)
@@ -864,7 +900,7 @@ def _sweep_args(cfg: ExperimentConfig, u: Unit, p: Problem, progress=None) -> di
     return dict(
         grid=Zip(grid) if opt.zip_grid else grid,
         num_steps=u.num_steps,
-        seeds=list(cfg.seeds) if _random(u, p) else None,
+        seeds=list(cfg.seeds) if _random(cfg, u, p) else None,
         batch_size=batch,
         metrics=p.metrics,
         eval_every=cfg.run.eval_every,
@@ -884,16 +920,63 @@ def _starts(p: Problem):
 
 def num_lanes(cfg: ExperimentConfig, u: Unit, p: Problem) -> int:
     """Lanes of a unit: grid points x seeds (when sampled) x batch sizes."""
-    seeds = len(cfg.seeds) if _random(u, p) else 1
+    seeds = len(cfg.seeds) if _random(cfg, u, p) else 1
     return u.optimizer.num_points() * seeds * len(u.batch_size)
 
 
-def run_unit(cfg: ExperimentConfig, u: Unit, p: Problem, *, progress=None) -> UnitResult:
-    """Runs one unit's sweep. Raises `SweepInterrupted` (with `.partial`) if a later chunk fails."""
+def run_unit(cfg: ExperimentConfig, u: Unit, p: Problem, *, progress=None, per_seed=None) -> UnitResult:
+    """Runs one unit's sweep. Raises `SweepInterrupted` (with `.partial`) if a later chunk fails.
+
+    A problem split per seed runs one sweep per seed, each on its own split (`per_seed`, from
+    `seed_problems`; built here when not given)."""
     total = num_lanes(cfg, u, p)
+    if split_per_seed(cfg, p):
+        return _run_per_seed(cfg, u, p, total, progress, per_seed or seed_problems(cfg, [p]))
     result = sweep(p.cost, u.optimizer.rule, _starts(p), p.data, **_sweep_args(cfg, u, p, progress))
     result = result.with_f_star(p.f_star)
     return _unit_result(cfg, u, p, result, True, total)
+
+
+def _run_per_seed(cfg, u: Unit, p: Problem, total: int, progress, per_seed: dict) -> UnitResult:
+    """One sweep per seed on that seed's split, lanes interleaved into the order one sweep over every
+    seed gives (configuration, then seed). Each seed compiles its own program: its training and
+    held-out data are constants of the metrics. A failure part-way raises `SweepInterrupted` carrying
+    the lanes done so far as `unit_result` (seed by seed)."""
+    parts: list[UnitResult] = []
+    for seed in cfg.seeds:
+        ps = per_seed[(p.label, seed)]
+        done = sum(len(r.rows) for r in parts)
+        tick = None if progress is None else (lambda d, n, done=done: progress(done + d, total))
+        args = dict(_sweep_args(cfg, u, ps, tick), seeds=[seed])
+        try:
+            result = sweep(ps.cost, u.optimizer.rule, _starts(ps), ps.data, **args)
+        except SweepInterrupted as err:
+            parts.append(_unit_result(cfg, u, ps, err.partial.with_f_star(ps.f_star), False, total))
+            err.unit_result = _combine(parts, interleave=False)
+            raise
+        parts.append(_unit_result(cfg, u, ps, result.with_f_star(ps.f_star), True, total))
+    return _combine(parts, interleave=True)
+
+
+def _combine(parts: list[UnitResult], interleave: bool) -> UnitResult:
+    """Several seeds' unit results as one: lane j of seed k becomes lane `j * num_seeds + k`
+    (`interleave`), or the seeds one after another (a partial result)."""
+    if interleave:
+        order = [(k, j) for j in range(len(parts[0].rows)) for k in range(len(parts))]
+    else:
+        order = [(k, j) for k, part in enumerate(parts) for j in range(len(part.rows))]
+    offsets = np.cumsum([0] + [len(part.rows) for part in parts])
+    idx = np.asarray([offsets[k] + j for k, j in order], np.int64)
+    trace = jax.tree.map(lambda *xs: np.concatenate(xs)[idx], *[part.trace for part in parts])
+    return dataclasses.replace(
+        parts[0],
+        trace=trace,
+        coords=[parts[k].coords[j] for k, j in order],
+        rows=[dict(parts[k].rows[j], lane=i) for i, (k, j) in enumerate(order)],
+        compile_seconds=sum(part.compile_seconds for part in parts),
+        run_seconds=sum(part.run_seconds for part in parts),
+        complete=all(part.complete for part in parts),
+    )
 
 
 # ------------------------------------------------------------------------------ summaries and best
@@ -1365,6 +1448,7 @@ def run_experiment(
     fingerprints = runfolder.data_fingerprints(cfg)
     kind = runfolder.check(cfg, out, resume=resume, force=force, fingerprints=fingerprints, log=log)
     problems = build_problems(cfg)
+    per_seed = seed_problems(cfg, problems)  # [data] split_per_seed: each seed's own split
     unit_list = units(cfg)
     _check_units(cfg, problems, unit_list)
     check_memory(cfg, problems, unit_list)
@@ -1410,7 +1494,7 @@ def run_experiment(
             "finished": None,
             "compile_seconds": 0.0,
             "run_seconds": 0.0,
-            "problems": {p.label: _problem_info(p) for p in problems},
+            "problems": {p.label: _problem_info(p) | _per_seed_info(cfg, p, per_seed) for p in problems},
             "suite": cfg.is_suite,  # problems named by their labels alone (gdjax.study.load)
             # choose configurations on these seeds, report on the others (gdjax.study.load reads it)
             "tuning_seeds": None if cfg.outputs.tuning_seeds is None else list(cfg.outputs.tuning_seeds),
@@ -1469,7 +1553,7 @@ def run_experiment(
                 tick = lambda done, n, key=u.key: progress(key, done, n)  # noqa: E731
                 progress(u.key, 0, total)
             try:
-                r = run_unit(cfg, u, p, progress=tick)
+                r = run_unit(cfg, u, p, progress=tick, per_seed=per_seed)
             except ValueError as err:
                 # The sweep refused its input before running a lane (a size only it can judge).
                 if not resumed and not results:
@@ -1479,7 +1563,8 @@ def run_experiment(
                 err.gdjax_run_folder = folder.path
                 raise
             except SweepInterrupted as err:
-                partial = _unit_result(cfg, u, p, err.partial.with_f_star(p.f_star), False, total)
+                partial = getattr(err, "unit_result", None)  # a problem split per seed: built per seed
+                partial = partial or _unit_result(cfg, u, p, err.partial.with_f_star(p.f_star), False, total)
                 _save_part(folder, partial, p.params0, suffix=".partial")
                 info = {"key": u.key, "lanes": len(partial.coords), "total_lanes": total}
                 reason = f"{u.key} stopped after {info['lanes']} of {total} lanes ({err.__cause__!r})"

@@ -486,6 +486,7 @@ class _Unit:
     num_steps: int
     compile_seconds: float
     run_seconds: float
+    f_star: np.ndarray | None = None  # per lane, where it differs by seed (a held-out split per seed)
 
 
 def _provenance(run: str = "", manifest: dict | None = None) -> dict[str, str]:
@@ -580,6 +581,7 @@ def _unit_frames(u: _Unit, info: pd.Series, hyper, metrics, offset: int):
     best = finite.min(axis=1) if n_evals else np.full(n_lanes, np.nan)
     best = np.where(np.isinf(best), np.nan, best)
     f_star = float(info["f_star"]) if pd.notna(info["f_star"]) else math.nan
+    f_star = np.full(n_lanes, f_star) if u.f_star is None else np.asarray(u.f_star, np.float64)
     num_examples = info["num_examples"]
     batch = u.coords.get("batch_size", [None] * n_lanes)
     data: dict[str, Any] = {
@@ -605,7 +607,7 @@ def _unit_frames(u: _Unit, info: pd.Series, hyper, metrics, offset: int):
         final_loss=loss[:, -1] if n_evals else np.full(n_lanes, np.nan),
         best_loss=best,
         final_grad_norm=np.asarray(u.grad_norm, np.float64)[:, -1] if n_evals else np.full(n_lanes, np.nan),
-        f_star=np.full(n_lanes, f_star),
+        f_star=f_star,
         f_star_source=pd.Series([str(info["f_star_source"])] * n_lanes, dtype="str"),
         suboptimality=(loss[:, -1] - f_star) if n_evals else np.full(n_lanes, np.nan),
     )
@@ -643,12 +645,16 @@ def _unit_frames(u: _Unit, info: pd.Series, hyper, metrics, offset: int):
 
 def _fill_best_found(lanes: pd.DataFrame, problems: pd.DataFrame) -> None:
     """Where f* is unknown, suboptimality is measured against the lowest loss any lane of the problem
-    reached (every optimizer's, as benchopt does), and `f_star_source` says so."""
+    reached (every optimizer's, as benchopt does), and `f_star_source` says so. Lanes that carry their
+    own f* (a problem split per seed, each seed its own f*) keep it."""
     for _, p in problems.iterrows():
         if pd.notna(p["f_star"]):
             continue
-        mine = lanes["problem"] == p["problem"]
-        found = lanes.loc[mine, "best_loss"].min()
+        problem = lanes["problem"] == p["problem"]
+        mine = problem & lanes["f_star"].isna()
+        if problem.any() and not mine.any():
+            continue
+        found = lanes.loc[problem, "best_loss"].min()
         lanes.loc[mine, "suboptimality"] = lanes.loc[mine, "final_loss"] - found
         lanes.loc[mine, "f_star_source"] = "best found"
         problems.loc[problems["problem"] == p["problem"], "f_star_source"] = "best found"
@@ -884,6 +890,17 @@ def _load_run_folder(path: str) -> Results:
         eval_steps = np.asarray(eval_steps)
         eval_steps = eval_steps[0] if eval_steps.ndim == 2 else eval_steps
         unit_info = (manifest.get("units") or {}).get(key, {})
+        per_seed = (problems_info.get(cost_label) or {}).get("f_star_per_seed")  # [data] split_per_seed
+        if isinstance(per_seed, dict):
+            per_seed = np.asarray(
+                [
+                    np.nan if per_seed.get(str(r.get("seed"))) is None else per_seed[str(r["seed"])]
+                    for r in unit_rows
+                ],
+                np.float64,
+            )
+        else:
+            per_seed = None
         units.append(
             _Unit(
                 problem=name_of(cost_label),
@@ -903,6 +920,7 @@ def _load_run_folder(path: str) -> Results:
                 num_steps=int(eval_steps[-1]) if eval_steps.size else 0,
                 compile_seconds=float(unit_info.get("compile_seconds", 0.0)),
                 run_seconds=float(unit_info.get("run_seconds", 0.0)),
+                f_star=per_seed,
             )
         )
     # the files' contents, not where they were: the same data copied elsewhere is the same problem
