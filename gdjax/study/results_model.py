@@ -961,6 +961,13 @@ def merge(parts: Sequence[Results]) -> Results:
         raise ResultsError("merge() needs at least one Results")
     if len(parts) == 1:
         return parts[0]
+    protocols = {r.tuning_seeds for r in parts}
+    if len(protocols) > 1:
+        shown = ", ".join(f"{_where(r, i)}: {r.tuning_seeds}" for i, r in enumerate(parts))
+        raise ResultsError(
+            f"cannot merge results chosen on different tuning seeds ({shown}); set one protocol on each "
+            "with with_tuning_seeds(...) first"
+        )
     known: dict[str, tuple[pd.Series, str]] = {}
     for i, r in enumerate(parts):
         where = _where(r, i)
@@ -998,13 +1005,6 @@ def merge(parts: Sequence[Results]) -> Results:
     splits = {}
     for r in parts:
         splits.update(r.splits)
-    protocols = {r.tuning_seeds for r in parts}
-    if len(protocols) > 1:
-        shown = ", ".join(f"{_where(r, i)}: {r.tuning_seeds}" for i, r in enumerate(parts))
-        raise ResultsError(
-            f"cannot merge results chosen on different tuning seeds ({shown}); set one protocol on each "
-            "with with_tuning_seeds(...) first"
-        )
     curves_frame = pd.concat(curves, ignore_index=True)
     return Results(lanes_frame, curves_frame, problems, hyper, metrics, splits, protocols.pop())
 
