@@ -423,6 +423,12 @@ def _cmd_report(args, out: TextIO) -> int:
         f"{results.num_lanes} lanes of {len(results.problems)} problem(s) from {len(args.runs)} run(s)",
         file=out,
     )
+    if results.tuning_seeds is not None:
+        print(
+            f"configurations chosen on the tuning seeds {list(results.tuning_seeds)}, reported on the "
+            f"fresh seeds {results.fresh_seeds}",
+            file=out,
+        )
     verdict = results.best_statement(by="suboptimality")
     print(
         verdict or "no optimizer is significantly better than every other (see the paired comparisons)",

@@ -131,7 +131,8 @@ class Dataset(NamedTuple):
 
     With `[data] test_fraction`, `X`/`y` are the training examples and `X_test`/`y_test` the held-out
     ones (drawn with the study's first seed; the standardisation is fitted on the training split
-    only); without it, `X_test` and `y_test` are None.
+    only); without it, `X_test` and `y_test` are None. With `split_per_seed`, `seed_problems` builds
+    each other seed's problem on its own split.
     """
 
     X: np.ndarray  # (n, d) float64, what the model sees (standardised if asked)

@@ -95,7 +95,8 @@ def _order(r: Results) -> list[str]:
 
 
 def _best_lanes(r: Results, by: str = "final_loss", mode: str = "min") -> dict[tuple[str, str], pd.DataFrame]:
-    """The lanes (every seed) of each problem's and optimizer's best configuration."""
+    """The lanes (every seed; the fresh seeds under `tuning_seeds`) of each problem's and optimizer's best
+    configuration."""
     best = r.best_configurations(by=by, mode=mode)
     out = {}
     for _, row in best.iterrows():
@@ -103,6 +104,8 @@ def _best_lanes(r: Results, by: str = "final_loss", mode: str = "min") -> dict[t
         for c in r.config_columns:
             value = row[c]
             mine = mine[mine[c].isna()] if pd.isna(value) else mine[mine[c] == value]
+        if r.tuning_seeds is not None:  # the chosen configuration as reported: on the fresh seeds
+            mine = mine[mine["seed"].isna() | ~mine["seed"].isin(list(r.tuning_seeds))]
         out[(row["problem"], row["optimizer"])] = mine
     return out
 
