@@ -231,6 +231,8 @@ def _config(tmp_path, text=STUDY, **replace):
         ({"tuning_seeds = [0]": "tuning_seeds = [4]"}, "outputs.tuning_seeds", "not among the study's seeds"),
         ({"tuning_seeds = [0]": "tuning_seeds = [1, 0]"}, "outputs.tuning_seeds", "no fresh seeds"),
         ({"tuning_seeds = [0]": "tuning_seeds = []"}, "outputs.tuning_seeds", "at least one seed"),
+        ({"tuning_seeds = [0]": "tuning_sedes = [0]"}, "outputs.tuning_sedes", "did you mean 'tuning_seeds'"),
+        ({"split_per_seed = true": "split_per_sed = true"}, "data.split_per_sed", "did you mean"),
         ({'init = "init.py:init"': 'init = "missing.py:init"'}, "cost.init", "file not found"),
         ({'init = "init.py:init"': 'init = "init.py:init"\ninit_noise = 0.1'}, "cost.init_noise", "init"),
     ],

@@ -468,6 +468,7 @@ def _cmd_list(args, out: TextIO) -> int:
                 "softmax cross entropy of a linear model on classes 0..k-1, with accuracy",
             ),
             ("callable", 'your own cost(params, data): cost.callable = "file.py:cost", cost.params0'),
+            ("(any)", 'cost.init = "file.py:init": init(key) -> params, each seed\'s own start'),
         ],
     )
     functions = [(n, tf.description) for n, tf in costs.TEST_FUNCTIONS.items()]
@@ -485,7 +486,8 @@ def _cmd_list(args, out: TextIO) -> int:
         ("npz", "an .npz file with arrays X and y (path, x_key, y_key)"),
         (
             "(any)",
-            "data.test_fraction holds out a seeded test split; data.classes picks and relabels targets",
+            "data.test_fraction holds out a seeded test split (data.split_per_seed: one per seed); "
+            "data.classes picks and relabels targets",
         ),
     ]
     section("data sets (data.source; data.standardize = true to standardise):", datasets)
