@@ -395,25 +395,6 @@ def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> lis
     return problems
 
 
-def _init(p: Problem) -> Init | None:
-    """The problem's start drawn per seed (`[cost] init = "file.py:init"`, `init(key)`), or None."""
-    if p.config.init is None:
-        return None
-    return Init(problems_lib.load_reference(p.config.init), like=p.params0)
-
-
-def _check_inits(cfg: ExperimentConfig, problems: list[Problem]) -> None:
-    """Each `init` loads and returns params shaped like the problem's start (traced, on the first seed)."""
-    for i, p in enumerate(problems):
-        if p.config.init is None:
-            continue
-        key = f"problems[{i}]" if cfg.is_suite else (f"cost[{i}]" if len(cfg.costs) > 1 else "cost")
-        try:
-            _init(p).starts(cfg.seeds[:1])
-        except ValueError as err:
-            raise _locate_error(cfg, f"{key}.init", str(err)) from None
-
-
 def _check_cost_keys(cfg: ExperimentConfig, problems: list[Problem]) -> None:
     """Every grid key that is not the rule's must be a hyperparameter of every (callable) cost.
 
@@ -908,6 +889,25 @@ def _sweep_args(cfg: ExperimentConfig, u: Unit, p: Problem, progress=None) -> di
         stopping=cfg.stopping,
         execution=dataclasses.replace(cfg.execution, progress=progress),
     )
+
+
+def _init(p: Problem) -> Init | None:
+    """The problem's start drawn per seed (`[cost] init = "file.py:init"`, `init(key)`), or None."""
+    if p.config.init is None:
+        return None
+    return Init(problems_lib.load_reference(p.config.init), like=p.params0)
+
+
+def _check_inits(cfg: ExperimentConfig, problems: list[Problem]) -> None:
+    """Each `init` loads and returns params shaped like the problem's start (traced, on the first seed)."""
+    for i, p in enumerate(problems):
+        if p.config.init is None:
+            continue
+        key = f"problems[{i}]" if cfg.is_suite else (f"cost[{i}]" if len(cfg.costs) > 1 else "cost")
+        try:
+            _init(p).starts(cfg.seeds[:1])
+        except ValueError as err:
+            raise _locate_error(cfg, f"{key}.init", str(err)) from None
 
 
 def _starts(p: Problem):
