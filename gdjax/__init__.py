@@ -46,7 +46,10 @@ _EXPORTS = {
     "RuleSpec": ("gdjax.rules", "RuleSpec"),
     **{
         n: ("gdjax.sweep", n)
-        for n in ("Init", "Starts", "SweepInterrupted", "SweepPlan", "SweepResult", "Zip", "check_sweep")
+        for n in (
+            "Init", "Starts", "SweepInterrupted", "SweepPlan", "SweepResult", "Zip", "check_sweep",
+            "init_key",
+        )
     },
     "GradCheckReport": ("gdjax.types", "GradCheckReport"),
     "Status": ("gdjax.types", "Status"),
@@ -124,6 +127,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
         SweepResult,
         Zip,
         check_sweep,
+        init_key,
         sweep,
     )
     from gdjax.types import GradCheckReport, Status, Trace  # noqa: F401
@@ -153,6 +157,7 @@ __all__ = [
     "costs",
     "cross_entropy",
     "data",
+    "init_key",
     "init_linear",
     "io",
     "least_squares_problem",

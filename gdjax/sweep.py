@@ -481,15 +481,15 @@ def _parse_grid(
         if key == "seed" and zip_grid:
             seeds = _zipped_seeds(value)
             continue
-        if key == "seed":
-            raise ValueError(
-                "grid key 'seed': seeds are crossed with the grid by sweep(seeds=[...]); to pair seed i with "
-                "configuration i, put 'seed' in a gdjax.Zip grid"
-            )
         if key in _COORDINATE_NAMES:
+            advice = {
+                "seed": " (seeds cross the grid as sweep(seeds=[...]); a gdjax.Zip grid may hold 'seed' to "
+                "pair seed i with configuration i)",
+                "start": " (Starts(stack, zip_seeds=True) pairs start i with seed i)",
+            }
             raise ValueError(
                 f"grid key {key!r} is a lane coordinate of every sweep ({', '.join(_COORDINATE_NAMES)}); "
-                "rename the hyperparameter (a cost's keyword parameter, say)"
+                f"rename the hyperparameter (a cost's keyword parameter, say){advice.get(key, '')}"
             )
         is_tol = key in TOLERANCE_NAMES
         is_cost = key in cost_names

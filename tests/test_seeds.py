@@ -14,7 +14,6 @@ from gdjax.study import config as config_lib
 from gdjax.study import experiment, page, results_model
 from gdjax.study import statistics as st
 from gdjax.study.config import ConfigError
-from gdjax.sweep import init_key
 
 COST = gdjax.make_cost(gdjax.linear, gdjax.mse)
 
@@ -60,7 +59,7 @@ def test_init_start_is_fn_of_the_documented_key(init_sweep):
             np.testing.assert_array_equal(starts[name][lane], np.asarray(expected[name]))
         assert c["start"] is None
     np.testing.assert_array_equal(
-        jax.random.key_data(init_key(7)),
+        jax.random.key_data(gdjax.init_key(7)),
         jax.random.key_data(jax.random.fold_in(jax.random.key(7), 2**32 - 2)),
     )
 
@@ -81,7 +80,7 @@ def test_init_like_casts_to_the_start_dtype_and_checks_shapes():
     like = {"w": jnp.zeros(3, jnp.float32), "b": jnp.zeros((), jnp.float32)}
     starts = gdjax.Init(init_fn, like=like).starts([2, 3])
     assert starts["w"].dtype == np.float32 and starts["w"].shape == (2, 3)
-    np.testing.assert_array_equal(starts["w"][0], np.asarray(init_fn(init_key(2))["w"], np.float32))
+    np.testing.assert_array_equal(starts["w"][0], np.asarray(init_fn(gdjax.init_key(2))["w"], np.float32))
 
 
 # --- zipped seeds ------------------------------------------------------------------------------------

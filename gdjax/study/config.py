@@ -184,7 +184,7 @@ class CostConfig:
     `analytic` optionally names a hand-derived gradient `grad(params, data)` for the gradient check.
 
     `init` (any cost kind) names `init(key) -> params`, a pure JAX function of a PRNG key: every lane
-    of seed `s` starts at `init(gdjax.sweep.init_key(s))` (`gdjax.Init`). For a model or a test
+    of seed `s` starts at `init(gdjax.init_key(s))` (`gdjax.Init`). For a model or a test
     function the result must have the shapes of its usual start; a callable cost may give `init`
     instead of `params0`.
     """

@@ -588,7 +588,7 @@ def _noised_starts(p: Problem, seeds) -> PyTree | None:
     """The start of each seed's lanes when the cost has `init_noise` (else None), stacked: each
     leaf plus `init_noise * jax.random.normal(k_i, ...)` in its dtype, with the sweep's keys
     `k_i = jax.random.split(jax.random.fold_in(jax.random.key(seed), NOISE_FOLD), num_leaves)`.
-    With `init`, each seed's start `init(gdjax.sweep.init_key(seed))`."""
+    With `init`, each seed's start `init(gdjax.init_key(seed))`."""
     if p.config.init is not None:
         return _init(p).starts(seeds)
     if not p.config.init_noise:
