@@ -893,15 +893,26 @@ def best_configurations(rows: list[dict], by: str = "final_loss") -> list[dict]:
     (faster wins among configurations that score the same); a configuration with a diverged or
     non-finite lane is ranked after every configuration without one.
 
+    `rows` are a study's summary rows (`summary.json`) or a Python sweep's `result.summary()`, whose
+    `rule` stands for the optimizer and whose metrics (the columns after `stop_step`) are outcomes;
+    `gdjax.study.results(result).best_configurations(by=..., mode=...)` is the DataFrame form, with
+    quartiles.
+
     Returns:
       One row per optimizer: its configuration's columns, `final_loss` / `suboptimality` / `steps`
       (and the metrics, `suboptimality_vs_best`) as medians over the seeds, `seeds` (how many
       lanes), and `lanes` (their indices).
     """
+    rows, user_metrics = _study_rows(rows)
+    if rows and not any(by in r for r in rows):
+        raise ValueError(
+            f"cannot rank by {by!r}{config_lib.nearest(by, rows[0])}; columns: {', '.join(rows[0])}"
+        )
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         unit = (r.get("cost"), r["optimizer"])
-        groups.setdefault((unit, config_key(r)), []).append(r)
+        key = tuple(kv for kv in config_key(r) if kv[0] not in user_metrics)
+        groups.setdefault((unit, key), []).append(r)
     best: dict[tuple, tuple] = {}
     for (unit, _), members in groups.items():
         blew_up = any(m["status"] in BLEW_UP for m in members)
@@ -918,7 +929,7 @@ def best_configurations(rows: list[dict], by: str = "final_loss") -> list[dict]:
         _, members = best[unit]
         row = {k: v for k, v in members[0].items() if k not in ("lane", "seed", "start", "stop_step")}
         subs = [m["suboptimality"] for m in members]
-        for name in ("suboptimality_vs_best", *METRIC_NAMES):
+        for name in ("suboptimality_vs_best", *METRIC_NAMES, *user_metrics):
             if name in row:
                 values = [m[name] for m in members]
                 row[name] = None if None in values else float(np.median(values))
@@ -932,6 +943,22 @@ def best_configurations(rows: list[dict], by: str = "final_loss") -> list[dict]:
         )
         out.append(row)
     return out
+
+
+def _study_rows(rows) -> tuple[list[dict], tuple[str, ...]]:
+    """Summary rows as a study's: a `SweepResult.summary()` row gets `optimizer` = its `rule`, and its
+    metrics (the columns `summary` puts after `stop_step`) are named, so they are not configuration."""
+    rows = [dict(r) for r in rows]
+    if not rows or "optimizer" in rows[0]:
+        return rows, ()
+    if "rule" not in rows[0]:
+        raise ValueError(
+            "best_configurations takes summary rows with an 'optimizer' (a study's summary.json) or a "
+            f"'rule' (SweepResult.summary()); these have {', '.join(rows[0])}"
+        )
+    keys = list(rows[0])
+    metrics = tuple(keys[keys.index("stop_step") + 1 :]) if "stop_step" in keys else ()
+    return [{"optimizer": r["rule"], **r} for r in rows], metrics
 
 
 def _majority(values: list[str]) -> str:

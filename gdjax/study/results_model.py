@@ -625,7 +625,8 @@ def results(
     Args:
       sweep_result: what `gdjax.sweep` returned.
       problem: the name of the problem the sweep ran on.
-      num_examples: the number of training examples (for epochs); needed only for mini-batch lanes.
+      num_examples: the number of training examples (for epochs); default the sweep's own
+        (`sweep_result.num_examples`, the leading axis of its data).
       optimizers: labels for the rules (`{"sgd": "sgd_tuned"}`); by default the rule's name.
 
     Returns:
@@ -644,8 +645,9 @@ def results(
     if unknown:
         raise ResultsError(f"optimizers names rules the sweep did not run: {unknown}")
     # the sweep's cost offered its own f* (e.g. least squares' closed form) unless one was set by hand
-    offered = callable(sweep_result.__dict__.get("_f_star"))
     f_star = sweep_result.f_star
+    if num_examples is None:
+        num_examples = getattr(sweep_result, "num_examples", None)
     num_examples_value = None if num_examples is None else int(num_examples)
     eval_steps = np.asarray(sweep_result.eval_steps)
     unit = _Unit(
@@ -676,7 +678,7 @@ def results(
                 "f_star": f_star,
                 "f_star_source": ""
                 if f_star is None
-                else ("closed form" if offered else "SweepResult.f_star"),
+                else ("closed form" if sweep_result.f_star_source == "closed form" else "SweepResult.f_star"),
             }
         ]
     )
