@@ -13,7 +13,7 @@ import pytest
 import gdjax
 import gdjax.study
 from gdjax import io, reference
-from gdjax.study import experiment
+from gdjax.study import experiment, plots
 from gdjax.sweep import SweepResult
 
 NUM_EXAMPLES = 40
@@ -136,3 +136,95 @@ def test_eval_steps_shapes_are_as_documented(sweep_result):
     assert np.shape(sweep_result.eval_steps) == (evals,)  # the shared row
     assert (sweep_result.trace.eval_steps == sweep_result.eval_steps).all()
     np.testing.assert_array_equal(sweep_result.lane(4).eval_steps, sweep_result.eval_steps)
+
+
+# ------------------------------------------------------------------------------- figures
+def _curve_lines(ax):
+    return [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+
+
+def _legend_texts(ax):
+    legend = ax.get_legend()
+    return [t.get_text() for t in legend.get_texts()] if legend else []
+
+
+def _final(sweep_result):
+    """Per (rule, learning rate): the final losses of the seeds, +inf for a lane that blew up (NumPy)."""
+    out = {}
+    final = np.asarray(sweep_result.trace.loss_history)[:, -1]
+    status = [str(gdjax.Status(int(s))) for s in sweep_result.trace.status]
+    for i, c in enumerate(sweep_result.coords):
+        value = np.inf if status[i] in ("diverged", "nonfinite") else final[i]
+        out.setdefault((c["rule"], c["learning_rate"]), []).append((i, value))
+    return out
+
+
+@pytest.mark.parametrize("f_star_known", [True, False])
+def test_learning_rate_sweep_from_a_multi_optimizer_sweep_draws_one_line_per_optimizer(
+    sweep_result, f_star_known
+):
+    result = sweep_result if f_star_known else sweep_result.with_f_star(None)
+    fig = plots.learning_rate_sweep_from(result)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in _curve_lines(ax) if line.get_gid() is None}
+    assert list(lines) == ["sgd", "momentum", "adam"]  # not one group per lane (issue 17)
+    f_star = sweep_result.f_star if f_star_known else 0.0
+    for (rule, lr), lanes in _final(sweep_result).items():
+        line = lines[rule]
+        assert line.get_color() == plots.color_for(rule)
+        j = list(line.get_xdata()).index(lr)
+        values = [v for _, v in lanes if np.isfinite(v)]
+        if values:
+            assert line.get_ydata()[j] == pytest.approx(np.median(values) - f_star, rel=1e-9)
+    assert len(_legend_texts(ax)) <= 3 + 4  # the optimizers, and at most the region and status keys
+    assert "half_loss" not in " ".join(_legend_texts(ax))
+
+
+def test_loss_curves_of_a_multi_optimizer_sweep_draw_each_optimizers_best_configuration(sweep_result):
+    fig = plots.loss_curves(sweep_result)
+    (ax,) = fig.axes
+    lines = _curve_lines(ax)
+    assert [line.get_label().split(" ")[0] for line in lines] == ["sgd", "momentum", "adam"]
+    assert len(_legend_texts(ax)) == 3
+    assert ax.get_xlabel() == "epoch"  # mini-batches of 8 from 40 examples
+    steps = sweep_result.eval_steps
+    for line in lines:
+        rule = line.get_label().split(" ")[0]
+        assert line.get_color() == plots.color_for(rule)
+        # the oracle: the configuration with the lowest median final loss, its seeds' median curve
+        per_lr = {lr: lanes for (r, lr), lanes in _final(sweep_result).items() if r == rule}
+        best = min(per_lr, key=lambda lr: np.median([v for _, v in per_lr[lr]]))
+        assert f"lr={best:g}" in line.get_label()
+        lanes = [i for i, _ in per_lr[best]]
+        gap = np.median(np.asarray(sweep_result.trace.loss_history)[lanes] - sweep_result.f_star, axis=0)
+        np.testing.assert_allclose(line.get_xdata(), steps * 8 / NUM_EXAMPLES)
+        shown = gap > 1e-12  # figures floor f - f* at the rounding of f*
+        np.testing.assert_allclose(line.get_ydata()[shown], gap[shown], rtol=1e-12)
+    assert len(ax.collections) == 3  # one seed band per optimizer
+    # every configuration on request, one banded line each
+    every = plots.loss_curves(sweep_result, configurations="all")
+    assert len([t for t in _legend_texts(every.axes[0]) if "median of 3" in t]) == 4 + 2 + 3
+    labelled = plots.loss_curves(sweep_result, labels=[str(i) for i in range(sweep_result.num_lanes)])
+    assert len(_curve_lines(labelled.axes[0])) == 4 + 2 + 3  # labels ask for the lines of "all"
+    with pytest.raises(ValueError, match="configurations='best' needs what gdjax.sweep returned"):
+        plots.loss_curves(np.ones(3), configurations="best")
+
+
+def test_loss_curves_of_saved_arrays_put_steps_or_the_evaluation_index_on_the_axis(sweep_result, tmp_path):
+    path = tmp_path / "sweep.npz"
+    sweep_result.save(path)
+    with np.load(path) as saved:
+        loss, eval_steps = saved["loss_history"][:3], saved["eval_steps"][0]
+    ax = plots.loss_curves(loss).axes[0]
+    assert ax.get_xlabel() == "evaluation"  # an index, not a step
+    ax = plots.loss_curves(loss, steps=eval_steps).axes[0]
+    assert ax.get_xlabel() == "step"
+    np.testing.assert_array_equal(_curve_lines(ax)[0].get_xdata(), eval_steps)
+    with pytest.raises(ValueError, match="steps has 3 entries but a loss curve has 7"):
+        plots.loss_curves(loss, steps=eval_steps[:3])
+
+
+def test_an_unknown_optimizer_keeps_its_colour_across_figures():
+    assert plots._group_colors(["optax.lamb", "sgd"])[0] == plots.color_for("optax.lamb")
+    colors = plots._group_colors([f"run {i}" for i in range(5)])
+    assert len(set(colors)) == 5  # distinct even where two names hash to one colour

@@ -86,8 +86,19 @@ def _panels(n: int, *, width: float = 6.5, height: float = 4.2, cols: int = 3):
     return fig, axes[:n]
 
 
+def _panels_or(ax, problems: list[str]):
+    """`_panels` for the problems, or the given axes when the results hold one problem."""
+    if ax is None:
+        return _panels(len(problems))
+    if len(problems) != 1:
+        raise ValueError(f"ax= draws one problem; these results hold {len(problems)}: {', '.join(problems)}")
+    return ax.figure, [ax]
+
+
 def _x_column(r: Results) -> str:
-    return "epoch" if r.lanes["batch_size"].notna().any() else "step"
+    """Epochs when a lane used mini-batches (and the problem's size is known), else steps."""
+    minibatch = r.lanes["batch_size"].notna().any()
+    return "epoch" if minibatch and r.curves["epoch"].notna().all() else "step"
 
 
 def _order(r: Results) -> list[str]:
@@ -190,9 +201,12 @@ def _legend(ax, n: int):
     doc="each optimizer's best configuration per problem: f - f* (or loss) against steps or epochs, "
     "median over seeds with the interquartile band",
 )
-def loss_curves(r: Results):
+def loss_curves(r: Results, *, ax=None):
+    """One panel per problem; `ax`: draw the one problem of `r` into this axes instead (its figure is
+    returned, without the figure title)."""
     problems = r.problems["problem"].tolist()
-    fig, axes = _panels(len(problems))
+    own = ax is None
+    fig, axes = _panels_or(ax, problems)
     best = _best_lanes(r)
     xcol = _x_column(r)
     for ax, p in zip(axes, problems, strict=True):
@@ -210,7 +224,10 @@ def loss_curves(r: Results):
             shown += 1
         ax.set_yscale("log")
         _finish(ax, xcol, "f - f*" if known else "loss", p, shown)
-    fig.suptitle("Best configuration of each optimizer (median over seeds, interquartile band)", fontsize=10)
+    if own:
+        fig.suptitle(
+            "Best configuration of each optimizer (median over seeds, interquartile band)", fontsize=10
+        )
     return fig
 
 
