@@ -16,6 +16,8 @@ atomically as it goes:
       gradcheck.txt      the gradient-check report of every cost
       summary.csv/.json  one row per lane of every optimizer
       histories.npz      loss / grad-norm / params histories, statuses, steps, per optimizer
+      split.npz          with [data] test_fraction: the held-out split, `<cost>/train` and
+                         `<cost>/test` (sorted row indices into the data as read)
       *.png              the plots named in outputs.plots
       parts/             per-optimizer results while the run is incomplete (what --resume builds
                          on); removed once the run is complete
@@ -141,6 +143,8 @@ class Dataset(NamedTuple):
     feature_names: tuple[str, str]  # axis labels for a one-feature plot
     X_test: np.ndarray | None = None  # (n_test, d), standardised like X
     y_test: np.ndarray | None = None  # (n_test,)
+    train_index: np.ndarray | None = None  # rows of the data as read (before `classes`) in X
+    test_index: np.ndarray | None = None  # ... in X_test; both None without a held-out split
 
     @property
     def y_all(self) -> np.ndarray:
@@ -205,7 +209,8 @@ def load_data(
             )
         classes = np.asarray(d.classes, np.float64)
         X, y = X[keep], np.argmax(y[keep][:, None] == classes[None, :], axis=1).astype(np.float64)
-    X_test = y_test = None
+    rows = np.flatnonzero(keep) if d.classes is not None else np.arange(X.shape[0])
+    X_test = y_test = train_index = test_index = None
     if d.test_fraction is not None:
         n = X.shape[0]
         train, test = split(n, d.test_fraction, cfg.seeds[0])
@@ -218,13 +223,14 @@ def load_data(
                 f"holds out between 1 and {n - 1} of them",
             )
         X, X_test, y, y_test = X[train], X[test], y[train], y[test]
+        train_index, test_index = rows[train], rows[test]
     standardizer = None
     X_raw = X
     if d.standardize:
         standardizer = data.Standardizer.fit(X)
         X = standardizer.transform(X)
         X_test = None if X_test is None else standardizer.transform(X_test)
-    return Dataset(X, y, X_raw, standardizer, names, X_test, y_test)
+    return Dataset(X, y, X_raw, standardizer, names, X_test, y_test, train_index, test_index)
 
 
 # --------------------------------------------------------------------------------------- problems
@@ -1414,6 +1420,14 @@ def run_experiment(
             log(f"resuming {out}: {len(results)} of {len(unit_list)} optimizers already done")
         else:
             folder.write_text("config.toml", cfg.to_toml())
+        splits = {
+            f"{p.label}/{part}": index
+            for p in problems
+            if p.dataset is not None and p.dataset.test_index is not None
+            for part, index in (("train", p.dataset.train_index), ("test", p.dataset.test_index))
+        }
+        if splits:  # the held-out split, for gdjax.study.load (`results.splits`)
+            folder.write_npz("split.npz", splits)
         if reports:
             folder.write_text("gradcheck.txt", gradcheck_text(reports))
         elif not os.path.lexists(folder.file("gradcheck.txt")):

@@ -171,7 +171,8 @@ class Results:
         unknown), `f_star_source`, `data_fingerprint` ('' when unknown).
       hyperparameters: the hyperparameter columns of `lanes`, in order.
       metrics: the metric columns of `lanes` and `curves`, in order.
-      splits: `{problem: {"train": indices, "test": indices}}` for problems with a held-out split.
+      splits: `{problem: {"train": indices, "test": indices}}` for problems with a held-out split:
+        sorted row indices into the data as read (a run folder's `split.npz`).
     """
 
     lanes: pd.DataFrame
@@ -857,12 +858,28 @@ def _load_run_folder(path: str) -> Results:
             for label, info in problems_info.items()
         ]
     )
-    splits = {
-        name_of(label): {k: np.asarray(v, np.int64) for k, v in info["split"].items()}
-        for label, info in problems_info.items()
-        if isinstance(info.get("split"), dict)
-    }
-    return _build(units, problems, _provenance(os.path.abspath(path), manifest), splits)
+    return _build(units, problems, _provenance(os.path.abspath(path), manifest), _read_splits(path, name_of))
+
+
+def _read_splits(path: str, name_of) -> dict[str, dict[str, np.ndarray]]:
+    """The held-out splits `gdjax run` wrote to `split.npz` (`<cost>/train`, `<cost>/test`); a folder
+    without a split, or written before splits were saved, has none."""
+    file = os.path.join(path, "split.npz")
+    if not os.path.isfile(file):
+        return {}
+    try:
+        arrays = gdjax_io.read_npz(file)
+    except gdjax_io.FileFormatError as err:
+        raise ResultsError(str(err)) from None
+    splits: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in arrays.items():
+        label, _, part = key.rpartition("/")
+        if part not in ("train", "test") or not label or np.ndim(value) != 1:
+            raise ResultsError(f"{file}: member {key!r} is not a split (<cost>/train or <cost>/test, 1-D)")
+        if not np.issubdtype(value.dtype, np.integer):
+            raise ResultsError(f"{file}: member {key!r} must hold integer indices, got {value.dtype}")
+        splits.setdefault(name_of(label), {})[part] = value.astype(np.int64)
+    return splits
 
 
 # ------------------------------------------------------------------------------------- merging
