@@ -239,8 +239,8 @@ class SweepResult:
     # ------------------------------------------------------------------------------ pickle, save
     def __getstate__(self) -> dict:
         # A jax `Device` cannot be pickled, and a lazy f* is a closure over the data: both are
-        # replaced by what they stand for.
-        self.f_star  # noqa: B018 (resolves a lazy f*, which is a closure over the data)
+        # replaced by what they stand for (reading `f_star` resolves it).
+        self.f_star  # noqa: B018
         state = dict(self.__dict__)
         state["trace"] = jax.tree.map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, self.trace)
         state["sharding"] = _sharding_state(self.sharding)
