@@ -210,6 +210,21 @@ def test_loss_curves_of_a_multi_optimizer_sweep_draw_each_optimizers_best_config
         plots.loss_curves(np.ones(3), configurations="best")
 
 
+def test_metric_curves_of_a_sweep_draw_each_optimizers_best_configuration(sweep_result):
+    ax = plots.metric_curves(sweep_result, "half_loss").axes[0]
+    lines = _curve_lines(ax)
+    assert [line.get_label() for line in lines] == ["sgd", "momentum", "adam"]
+    assert ax.get_ylabel() == "half_loss" and ax.get_xlabel() == "epoch"
+    metric = np.asarray(sweep_result.trace.metrics["half_loss"])
+    for line in lines:
+        per_lr = {lr: lanes for (r, lr), lanes in _final(sweep_result).items() if r == line.get_label()}
+        best = min(per_lr, key=lambda lr: np.median([v for _, v in per_lr[lr]]))
+        lanes = [i for i, _ in per_lr[best]]
+        np.testing.assert_allclose(line.get_ydata(), np.median(metric[lanes], axis=0), rtol=1e-12)
+    with pytest.raises(ValueError, match="no metric 'accuracy' in these results; metrics: half_loss"):
+        plots.metric_curves(sweep_result, "accuracy")
+
+
 def test_loss_curves_of_saved_arrays_put_steps_or_the_evaluation_index_on_the_axis(sweep_result, tmp_path):
     path = tmp_path / "sweep.npz"
     sweep_result.save(path)

@@ -236,11 +236,22 @@ def loss_curves(r: Results, *, ax=None):
     applies=lambda r: bool(r.metrics),
     doc="each metric of each optimizer's best configuration (by final loss) against steps or epochs",
 )
-def metric_curves(r: Results):
+def metric_curves(r: Results, *, metrics=None, ax=None):
+    """One panel per problem and metric (`metrics`: these only); `ax`: draw the one panel there."""
     problems = r.problems["problem"].tolist()
-    has = r.lanes.groupby("problem")[list(r.metrics)].apply(lambda t: t.notna().any())
-    pairs = [(p, m) for p in problems for m in r.metrics if has.loc[p, m]]  # where the metric was measured
-    fig, axes = _panels(len(pairs))
+    names = list(r.metrics if metrics is None else metrics)
+    unknown = [m for m in names if m not in r.metrics]
+    if unknown:
+        raise ValueError(
+            f"no metric {unknown[0]!r} in these results; metrics: {', '.join(r.metrics) or 'none'}"
+        )
+    has = r.lanes.groupby("problem")[names].apply(lambda t: t.notna().any())
+    pairs = [(p, m) for p in problems for m in names if has.loc[p, m]]  # where the metric was measured
+    own = ax is None
+    if own:
+        fig, axes = _panels(len(pairs))
+    else:
+        fig, axes = _panels_or(ax, [f"{p}: {m}" for p, m in pairs])
     best = _best_lanes(r)
     for ax, (p, m) in zip(axes, pairs, strict=True):
         shown = 0
@@ -252,9 +263,11 @@ def metric_curves(r: Results):
             _band(ax, x, y, color_for(opt), opt, log=False)
             shown += 1
         _finish(ax, _x_column(r), m, p, shown)
-    fig.suptitle(
-        "Metrics of each optimizer's best configuration (median over seeds, interquartile band)", fontsize=10
-    )
+    if own:
+        fig.suptitle(
+            "Metrics of each optimizer's best configuration (median over seeds, interquartile band)",
+            fontsize=10,
+        )
     return fig
 
 

@@ -747,8 +747,12 @@ def metric_curves(
     figure (`ax=`, `linestyle="--"`) pairs with its loss curve. A lane's values after a diverged or
     non-finite stop are left out. Entries without the metric are skipped.
 
+    What `gdjax.sweep` returned is drawn as `gdjax report` draws it
+    (`gdjax.study.figures.metric_curves`): the metric of each optimizer's best configuration (by
+    median final loss), median over seeds with the interquartile band, against steps or epochs.
+
     Args:
-      curves: `{label: Trace}` (one run, or a sweep's lanes).
+      curves: `{label: Trace}` (one run, or a sweep's lanes), or a `gdjax.sweep` result.
       metric: the metric's name.
       title, ylabel: axes texts (`ylabel` defaults to the metric's name).
       logy: log y axis.
@@ -759,8 +763,22 @@ def metric_curves(
     Returns:
       The `matplotlib.figure.Figure`.
     """
+    if _python_sweep(curves):
+        from gdjax.study import figures
+        from gdjax.study.results_model import results
+
+        r = results(curves, problem=title or "sweep")
+        fig, ax = _new_axes(ax)
+        with warnings.catch_warnings(action="ignore", category=RuntimeWarning):  # blown-up lanes' medians
+            figures.metric_curves(r, metrics=[metric], ax=ax)
+        ax.set_ylabel(ylabel or metric)
+        if logy:
+            ax.set_yscale("log")
+        return fig
     if not isinstance(curves, Mapping):
-        raise ValueError(f"curves must be a dict {{label: Trace}}, got {type(curves).__name__}")
+        raise ValueError(
+            f"curves must be a dict {{label: Trace}} or a gdjax.sweep result, got {type(curves).__name__}"
+        )
     fig, ax = _new_axes(ax)
     names = list(curves)
     colors = _group_colors([str(n) for n in names])
