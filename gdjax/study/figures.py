@@ -6,7 +6,7 @@ A figure is registered once with its name, what it applies to and how it is draw
     def loss_curves(r: Results) -> matplotlib.figure.Figure: ...
 
 `gdjax report`, `gdjax list` and the Python API all read `FIGURES`, so a new figure is one function
-in this file. Each optimizer keeps one colour in every figure (`plots.color_for`); seeds are drawn
+in this file. Each optimizer keeps one colour in every figure (`palette.color_for`); seeds are drawn
 as a median line with an interquartile band, never as separate lines; the x axis is in epochs when
 any lane used mini-batches (a full-batch step is one epoch) and in steps otherwise.
 """
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from gdjax.io import format_number
-from gdjax.study.plots import color_for
+from gdjax.study.palette import color_for
 from gdjax.study.results_model import Results
 
 __all__ = ["FIGURES", "FigureSpec", "draw", "figure"]

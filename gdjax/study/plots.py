@@ -35,7 +35,6 @@ import math
 import os
 import sys
 import warnings
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -44,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdjax.io import BLEW_UP, atomic_write, format_number
+from gdjax.study.palette import PALETTE, RULE_COLORS, color_for, rule_key
 from gdjax.types import PyTree, Status, Trace
 
 if TYPE_CHECKING:  # only for annotations: importing this module must not import matplotlib
@@ -51,33 +51,7 @@ if TYPE_CHECKING:  # only for annotations: importing this module must not import
     from matplotlib.figure import Figure
 
 # ------------------------------------------------------------------------------------------ palette
-# Tableau 10 without its red, which is reserved for diverged / non-finite runs.
-PALETTE: tuple[str, ...] = (
-    "#1f77b4",  # blue
-    "#ff7f0e",  # orange
-    "#2ca02c",  # green
-    "#9467bd",  # purple
-    "#8c564b",  # brown
-    "#e377c2",  # pink
-    "#17becf",  # cyan
-    "#bcbd22",  # olive
-    "#7f7f7f",  # grey
-)
-
-RULE_COLORS: dict[str, str] = {
-    "sgd": PALETTE[0],
-    "gd": PALETTE[0],
-    "momentum": PALETTE[1],
-    "nesterov": PALETTE[2],
-    "adam": PALETTE[3],
-    "adagrad": PALETTE[4],
-    "rmsprop": PALETTE[5],
-    # Closed-form answers (the oracles) are black in every figure.
-    "least squares": "#000000",
-    "least_squares": "#000000",
-    "closed form": "#000000",
-    "reference": "#000000",
-}
+# The optimizers' colours live in gdjax.study.palette (figures.py uses them too); kept here by name.
 
 
 class StatusStyle(NamedTuple):
@@ -117,27 +91,6 @@ _SUMMARY_KEYS = frozenset(
 _MAX_CONFIGURATION_LINES = 8  # more configurations of a sweep than this: its optimizers' best ones
 
 
-def _rule_key(label: str) -> str:
-    """The rule name a label starts with (`"sgd lr=0.1"` -> `"sgd"`), if it is a known rule."""
-    text = str(label).strip().lower()
-    if text in RULE_COLORS:
-        return text
-    head = text.replace("(", " ").replace(",", " ").split(" ", 1)[0]
-    return head if head in RULE_COLORS else text
-
-
-def color_for(label: str) -> str:
-    """The colour of a rule (or a label starting with a rule name) in every gdjax figure.
-
-    Known rules get `RULE_COLORS`; any other name gets a palette colour chosen from a stable hash of
-    the name (so it does not change between figures or sessions).
-    """
-    key = _rule_key(label)
-    if key in RULE_COLORS:
-        return RULE_COLORS[key]
-    return PALETTE[zlib.crc32(key.encode()) % len(PALETTE)]
-
-
 def status_colors(statuses) -> list[str]:
     """`STATUS_COLORS` for a sequence of statuses (`Status` codes, ints or lower-case names)."""
     return [STATUS_COLORS[s] for s in _status_names(statuses, None)]
@@ -162,7 +115,7 @@ def _group_colors(names: Sequence[str | None]) -> list:
     group of the figure has that colour already; then the next palette colour not in use, so a
     figure of `run 0, run 1, ...` has distinct colours.
     """
-    keys = [_rule_key(n) if n is not None else None for n in names]
+    keys = [rule_key(n) if n is not None else None for n in names]
     if len(keys) >= _SEQUENTIAL_FROM and len(set(keys)) == 1 and keys[0] in RULE_COLORS:
         # One rule at many settings (a learning-rate sweep): shades of one hue blur together, so
         # the settings run along a sequential colormap in the order given.
