@@ -237,6 +237,24 @@ class SweepResult:
         return dataclasses.replace(self, f_star=f_star)
 
     # ------------------------------------------------------------------------------ pickle, save
+    def __eq__(self, other) -> bool:
+        """Equal traces (NaN equals NaN, e.g. a diverged lane's), coordinates and fields; `sharding`
+        (where the lanes ran, not what they computed) is not compared."""
+        if not isinstance(other, SweepResult):
+            return NotImplemented
+        mine, theirs = jax.tree.flatten(self.trace), jax.tree.flatten(other.trace)
+        if mine[1] != theirs[1]:
+            return False
+        same_trace = all(
+            np.array_equal(a, b, equal_nan=np.issubdtype(np.asarray(a).dtype, np.inexact))
+            if isinstance(a, np.ndarray | jax.Array)
+            else a == b
+            for a, b in zip(mine[0], theirs[0], strict=True)
+        )
+        fields = ("coords", "hyperparameter_names", "compile_seconds", "run_seconds", "f_star")
+        fields += ("num_steps", "num_examples")
+        return same_trace and all(getattr(self, k) == getattr(other, k) for k in fields)
+
     def __getstate__(self) -> dict:
         # A jax `Device` cannot be pickled, and a lazy f* is a closure over the data: both are
         # replaced by what they stand for (reading `f_star` resolves it).

@@ -3,6 +3,7 @@ coordinates, the old `best_configurations(result.summary())` call works, `summar
 property, `trace.eval_steps` has the shape its docs say, and `plots.*` of a multi-optimizer sweep
 draw readable figures (one line per optimizer, legends that fit, steps or epochs on the axis)."""
 
+import dataclasses
 import pickle
 
 import jax
@@ -50,6 +51,7 @@ def sweep_result(data):
 
 
 def assert_same_result(a: SweepResult, b: SweepResult) -> None:
+    assert a == b
     jax.tree.map(np.testing.assert_array_equal, a.trace, b.trace)
     assert a.trace.evaluated_at == b.trace.evaluated_at
     assert a.coords == b.coords
@@ -73,6 +75,11 @@ def test_a_sweep_result_pickles_with_its_lazy_f_star_and_sharding(data):
     assert back.sharding == result.sharding  # rebuilt from the device ids of this process
     assert_same_result(back, result)
     pd.testing.assert_frame_equal(gdjax.study.results(back).lanes, gdjax.study.results(result).lanes)
+    assert back != result.with_f_star(1.0) and back != dataclasses.replace(result, coords=result.coords[::-1])
+    nan = dataclasses.replace(
+        result, trace=result.trace._replace(loss_history=result.trace.loss_history * np.nan)
+    )
+    assert nan == pickle.loads(pickle.dumps(nan))  # NaN histories (a diverged lane's) equal their copy
 
 
 def test_save_trace_of_a_sweep_result_keeps_its_coordinates(sweep_result, tmp_path):
