@@ -124,11 +124,54 @@ def _get_f_star(self):
     if callable(value):  # computed on first use: a closed-form f* of big data costs an SVD
         value = value()
         self.__dict__["_f_star"] = value
+        self.__dict__["_f_star_source"] = "closed form"
     return value
 
 
 def _set_f_star(self, value):
     self.__dict__["_f_star"] = value
+    self.__dict__["_f_star_source"] = "closed form" if callable(value) else None if value is None else "given"
+
+
+_SAVE_MEMBER = "sweep"  # the JSON text of a saved SweepResult's coordinates and fields
+_SAVE_FORMAT = "gdjax-sweep-result-1"
+
+
+def _sharding_state(sharding) -> tuple | None:
+    """A picklable description of a lane sharding: device ids instead of `Device` objects."""
+    if isinstance(sharding, jax.sharding.SingleDeviceSharding):
+        (device,) = sharding.device_set
+        return ("single", device.id, sharding.memory_kind)
+    if isinstance(sharding, NamedSharding):
+        mesh = sharding.mesh
+        return (
+            "named",
+            mesh.device_ids.tolist(),
+            tuple(mesh.axis_names),
+            tuple(sharding.spec),
+            sharding.memory_kind,
+        )
+    return None
+
+
+def _sharding_from_state(state: tuple | None):
+    """The sharding `_sharding_state` described, on this process's devices; None where they are absent."""
+    if state is None:
+        return None
+    by_id = {d.id: d for d in jax.devices()}
+    if state[0] == "single":
+        _, device, memory_kind = state
+        return (
+            jax.sharding.SingleDeviceSharding(by_id[device], memory_kind=memory_kind)
+            if device in by_id
+            else None
+        )
+    _, ids, axis_names, spec, memory_kind = state
+    ids = np.asarray(ids)
+    if not all(int(i) in by_id for i in ids.ravel()):
+        return None
+    devices = np.vectorize(lambda i: by_id[int(i)], otypes=[object])(ids)
+    return NamedSharding(Mesh(devices, axis_names), PartitionSpec(*spec), memory_kind=memory_kind)
 
 
 class SweepInterrupted(RuntimeError):
@@ -177,6 +220,13 @@ class SweepResult:
       num_steps: the step budget of every lane.
       sharding: the sharding of the lane-stacked outputs of the last program call (padded lanes
         included), e.g. to check how the lanes were spread over devices.
+      num_examples: the examples in the data (its leading axis), or None without data; with the
+        batch size it turns steps into epochs (`gdjax.study.results`).
+
+    A result pickles (its lazily computed `f_star` resolved; `sharding` rebuilt from device ids in
+    the process that unpickles it, None where those devices do not exist there), and `save(path)` /
+    `SweepResult.load(path, template)` round-trip it through one `.npz`: the stacked trace as
+    `gdjax.io.save_trace` writes it, plus the coordinates and the other fields.
     """
 
     trace: Trace
@@ -187,6 +237,7 @@ class SweepResult:
     f_star: float | None = None  # see _lazy_f_star below: may be given as a zero-argument function
     num_steps: int = 0
     sharding: jax.sharding.Sharding | None = None
+    num_examples: int | None = None
 
     def with_f_star(self, f_star: float | None) -> SweepResult:
         """This result with the optimal cost `f_star` for the suboptimality columns (None: unknown)."""
@@ -195,13 +246,132 @@ class SweepResult:
             f_star = float(f_star)
         return dataclasses.replace(self, f_star=f_star)
 
+    # ------------------------------------------------------------------------------ pickle, save
+    def __eq__(self, other) -> bool:
+        """Equal traces (NaN equals NaN, e.g. a diverged lane's), coordinates and fields; `sharding`
+        (where the lanes ran, not what they computed) is not compared."""
+        if not isinstance(other, SweepResult):
+            return NotImplemented
+        mine, theirs = jax.tree.flatten(self.trace), jax.tree.flatten(other.trace)
+        if mine[1] != theirs[1]:
+            return False
+        same_trace = all(
+            np.array_equal(a, b, equal_nan=np.issubdtype(np.asarray(a).dtype, np.inexact))
+            if isinstance(a, np.ndarray | jax.Array)
+            else a == b
+            for a, b in zip(mine[0], theirs[0], strict=True)
+        )
+        fields = ("coords", "hyperparameter_names", "compile_seconds", "run_seconds", "f_star")
+        fields += ("num_steps", "num_examples")
+        return same_trace and all(getattr(self, k) == getattr(other, k) for k in fields)
+
+    def __getstate__(self) -> dict:
+        # A jax `Device` cannot be pickled, and a lazy f* is a closure over the data: both are
+        # replaced by what they stand for (reading `f_star` resolves it).
+        self.f_star  # noqa: B018
+        state = dict(self.__dict__)
+        state["trace"] = jax.tree.map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, self.trace)
+        state["sharding"] = _sharding_state(self.sharding)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        state["sharding"] = _sharding_from_state(state.get("sharding"))
+        self.__dict__.update(state)
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Writes this result to one `.npz`, atomically; `SweepResult.load(path, template)` reads it.
+
+        The file holds the stacked trace as `gdjax.io.save_trace` writes a trace (so `load_trace`
+        reads the trace alone from it) plus a member `sweep` with the coordinates, hyperparameter
+        names, `f_star`, `num_steps`, `num_examples` and timings as JSON text. `gdjax.io.save_trace(path,
+        result)` does the same. `sharding` is not saved.
+
+        Raises:
+          ValueError: a coordinate holds a value JSON cannot hold exactly (a schedule object, a
+            function); pickle the result instead.
+        """
+        meta = {
+            "format": _SAVE_FORMAT,
+            "coords": self.coords,
+            "hyperparameter_names": list(self.hyperparameter_names),
+            "compile_seconds": self.compile_seconds,
+            "run_seconds": self.run_seconds,
+            "f_star": self.f_star,
+            "f_star_source": self.f_star_source,
+            "num_steps": self.num_steps,
+            "num_examples": self.num_examples,
+            "evaluated_at": self.trace.evaluated_at,
+        }
+        for i, c in enumerate(self.coords):
+            for k, v in c.items():
+                if not (v is None or isinstance(v, bool | int | float | str)):
+                    raise ValueError(
+                        f"cannot save lane {i}'s coordinate {k}={v!r} ({type(v).__name__}) to a file; "
+                        "pickle the result instead"
+                    )
+        arrays = gdjax_io.trace_arrays(self.trace)
+        arrays[_SAVE_MEMBER] = np.asarray(gdjax_io.dumps(meta, indent=None))
+        return gdjax_io.write_npz(path, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, template: PyTree) -> SweepResult:
+        """Reads a result `save` wrote; `template` gives the params' tree structure (one lane's).
+
+        Raises:
+          gdjax.io.FileFormatError: the file is damaged, is a plain trace (no coordinates: read it
+            with `gdjax.io.load_trace`) or its parts disagree; the message names the file.
+        """
+        path = os.fspath(path)
+        arrays = gdjax_io.read_npz(path)  # checked before it is read: sizes, no pickles
+        if _SAVE_MEMBER not in arrays:
+            raise gdjax_io.FileFormatError(
+                f"{path} holds a trace without a sweep's coordinates (written by save_trace of a "
+                "Trace); read it with gdjax.io.load_trace"
+            )
+        trace = gdjax_io.trace_from_arrays(arrays, template, source=path)
+        try:
+            meta = gdjax_io.loads(str(arrays[_SAVE_MEMBER][()]))
+        except ValueError as err:
+            raise gdjax_io.FileFormatError(f"{path}: member {_SAVE_MEMBER!r} is not JSON ({err})") from None
+        lanes = np.shape(trace.loss_history)[0] if np.ndim(trace.loss_history) else None
+        if (
+            not isinstance(meta, dict)
+            or meta.get("format") != _SAVE_FORMAT
+            or not isinstance(meta.get("coords"), list)
+            or len(meta["coords"]) != lanes
+        ):
+            raise gdjax_io.FileFormatError(
+                f"{path}: member {_SAVE_MEMBER!r} does not describe the {lanes} lanes of its trace (damaged "
+                "or not written by SweepResult.save)"
+            )
+        result = cls(
+            trace=trace._replace(evaluated_at=meta.get("evaluated_at")),
+            coords=meta["coords"],
+            hyperparameter_names=tuple(meta["hyperparameter_names"]),
+            compile_seconds=float(meta["compile_seconds"]),
+            run_seconds=float(meta["run_seconds"]),
+            f_star=meta["f_star"],
+            num_steps=int(meta["num_steps"]),
+            num_examples=meta.get("num_examples"),
+        )
+        result.__dict__["_f_star_source"] = meta.get("f_star_source")
+        return result
+
+    @property
+    def f_star_source(self) -> str | None:
+        """Where `f_star` came from: "closed form" (the cost offered it, e.g. least squares), "given"
+        (`with_f_star`), or None (unknown)."""
+        return self.__dict__.get("_f_star_source")
+
     @property
     def num_lanes(self) -> int:
         return len(self.coords)
 
     @property
     def eval_steps(self) -> np.ndarray:
-        """The evaluated steps, shared by every lane (`trace.loss_history[:, j]` is at `eval_steps[j]`)."""
+        """The evaluated steps, shared by every lane: `(num_evals,)` (`trace.loss_history[:, j]` is at
+        `eval_steps[j]`). `trace.eval_steps` holds the same row once per lane, `(lanes, num_evals)`."""
         steps = self.trace.eval_steps
         if steps is None:  # a trace from before evaluation schedules: every step
             return np.arange(np.shape(self.trace.loss_history)[-1])
@@ -293,8 +463,9 @@ class SweepResult:
         metric such as a held-out accuracy); `by` is any numeric summary column, user metrics
         included. Diverged and non-finite lanes, and lanes whose `by` is None or not finite, are left
         out; a rule with no such lane has no row. Ties go to the lowest lane index. The other notion,
-        the best *configuration* pooled over seeds (median), is `aggregate()` ranked, or
-        `gdjax.study.experiment.best_configurations` for a study.
+        the best *configuration* pooled over seeds (median, with its spread), is
+        `gdjax.study.results(result).best_configurations(by=..., mode=...)` (a DataFrame);
+        `gdjax.study.experiment.best_configurations(result.summary())` gives it as rows.
         """
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
@@ -730,6 +901,12 @@ class _Group:
     tols: loop.Tolerances  # (L,) each
     coords: list[dict]
     bytes_per_lane: int
+
+    @property
+    def f_star_source(self) -> str | None:
+        """Where `f_star` came from: "closed form" (the cost offered it, e.g. least squares), "given"
+        (`with_f_star`), or None (unknown)."""
+        return self.__dict__.get("_f_star_source")
 
     @property
     def num_lanes(self) -> int:
@@ -1316,7 +1493,7 @@ def sweep(
 
     call_lanes = _check_memory(groups, chunk_size, devices, memory_budget, record_every)
     hp_names = tuple(dict.fromkeys(k for p in parsed_grids for k in p.keys))
-    meta = dict(hyperparameter_names=hp_names, f_star=f_star, num_steps=num_steps)
+    meta = dict(hyperparameter_names=hp_names, f_star=f_star, num_steps=num_steps, num_examples=num_examples)
     plan = _Plan(groups, call_lanes, chunk_size, devices, progress, meta, memory_budget)
     if _PLAN_ONLY.get():
         return plan

@@ -11,8 +11,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "gdjax"
 CORE = sorted(p for p in PACKAGE.glob("*.py"))
 STUDY = sorted((PACKAGE / "study").glob("*.py"))
 # The study face's modules, lowest first: each may import the core and the modules before it.
-STUDY_ORDER = ["config", "plots", "runfolder", "problems", "experiment"]
-STUDY_ORDER += ["statistics", "results_model", "figures", "page", "report", "cli", "command"]
+STUDY_ORDER = ["config", "palette", "runfolder", "problems", "experiment"]
+STUDY_ORDER += ["statistics", "results_model", "figures", "plots", "page", "report", "cli", "command"]
 
 
 def _gdjax_imports(path: pathlib.Path) -> set[str]:

@@ -5,12 +5,15 @@ Modules, each importing only the core and the modules above it in this list:
 | module | owns |
 |---|---|
 | `config` | TOML configs read into frozen dataclasses, validated once at the edge |
-| `plots` | matplotlib figures of traces and sweeps (matplotlib imported inside the functions) |
+| `palette` | the colour of each optimizer, the same in every figure |
 | `runfolder` | the run folder: ownership marker, lock, parts, PARTIAL marker, interrupts |
 | `problems` | costs beyond least squares: logistic / cross-entropy classifiers, users' own costs |
 | `experiment` | a config turned into data, costs, gradient checks and sweeps, written to a run folder |
 | `results_model` | the one results schema and `Results` (pandas `lanes` and `curves`): load, save, merge |
 | `statistics` | comparisons on results: targets, profiles, tuning budgets, paired tests (pandas, SciPy) |
+| `figures` | the registered figures of a comparison, drawn from `Results` |
+| `plots` | matplotlib figures of traces and sweeps (a `gdjax.sweep` result through `figures`) |
+| `page` | the self-contained HTML report page |
 | `report` | the figures of a finished run |
 | `cli` | the `gdjax` command |
 | `command` | its installed entry point: signal handlers before JAX starts, then `cli` |

@@ -56,7 +56,8 @@ Every command takes --debug to show a traceback instead of a one-line error.
 
 _RUN_EPILOG = """\
 The run folder (default runs/<name>-<YYYYmmdd-HHMMSS>) gets config.toml (the resolved config),
-manifest.json, gradcheck.txt, summary.csv, summary.json, histories.npz and the plots. An existing
+manifest.json, gradcheck.txt, summary.csv, summary.json, histories.npz, split.npz (the held-out
+split's row indices, with test_fraction) and the plots. An existing
 non-empty folder is never overwritten: --resume finishes an interrupted run (same config and
 data; finished optimizers are kept, the others rerun, and the result is that of an uninterrupted
 run), --force replaces what gdjax made there (your own files stay). Both act only on a folder gdjax

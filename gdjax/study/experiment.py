@@ -16,6 +16,8 @@ atomically as it goes:
       gradcheck.txt      the gradient-check report of every cost
       summary.csv/.json  one row per lane of every optimizer
       histories.npz      loss / grad-norm / params histories, statuses, steps, per optimizer
+      split.npz          with [data] test_fraction: the held-out split, `<cost>/train` and
+                         `<cost>/test` (sorted row indices into the data as read)
       *.png              the plots named in outputs.plots
       parts/             per-optimizer results while the run is incomplete (what --resume builds
                          on); removed once the run is complete
@@ -142,6 +144,8 @@ class Dataset(NamedTuple):
     feature_names: tuple[str, str]  # axis labels for a one-feature plot
     X_test: np.ndarray | None = None  # (n_test, d), standardised like X
     y_test: np.ndarray | None = None  # (n_test,)
+    train_index: np.ndarray | None = None  # rows of the data as read (before `classes`) in X
+    test_index: np.ndarray | None = None  # ... in X_test; both None without a held-out split
 
     @property
     def y_all(self) -> np.ndarray:
@@ -206,7 +210,8 @@ def load_data(
             )
         classes = np.asarray(d.classes, np.float64)
         X, y = X[keep], np.argmax(y[keep][:, None] == classes[None, :], axis=1).astype(np.float64)
-    X_test = y_test = None
+    rows = np.flatnonzero(keep) if d.classes is not None else np.arange(X.shape[0])
+    X_test = y_test = train_index = test_index = None
     if d.test_fraction is not None:
         n = X.shape[0]
         train, test = split(n, d.test_fraction, cfg.seeds[0])
@@ -219,13 +224,14 @@ def load_data(
                 f"holds out between 1 and {n - 1} of them",
             )
         X, X_test, y, y_test = X[train], X[test], y[train], y[test]
+        train_index, test_index = rows[train], rows[test]
     standardizer = None
     X_raw = X
     if d.standardize:
         standardizer = data.Standardizer.fit(X)
         X = standardizer.transform(X)
         X_test = None if X_test is None else standardizer.transform(X_test)
-    return Dataset(X, y, X_raw, standardizer, names, X_test, y_test)
+    return Dataset(X, y, X_raw, standardizer, names, X_test, y_test, train_index, test_index)
 
 
 # --------------------------------------------------------------------------------------- problems
@@ -1014,15 +1020,26 @@ def best_configurations(rows: list[dict], by: str = "final_loss", tuning_seeds=N
     (faster wins among configurations that score the same); a configuration with a diverged or
     non-finite lane is ranked after every configuration without one.
 
+    `rows` are a study's summary rows (`summary.json`) or a Python sweep's `result.summary()`, whose
+    `rule` stands for the optimizer and whose metrics (the columns after `stop_step`) are outcomes;
+    `gdjax.study.results(result).best_configurations(by=..., mode=...)` is the DataFrame form, with
+    quartiles.
+
     Returns:
       One row per optimizer: its configuration's columns, `final_loss` / `suboptimality` / `steps`
       (and the metrics, `suboptimality_vs_best`) as medians over the seeds, `seeds` (how many
       lanes), and `lanes` (their indices).
     """
+    rows, user_metrics = _study_rows(rows)
+    if rows and not any(by in r for r in rows):
+        raise ValueError(
+            f"cannot rank by {by!r}{config_lib.nearest(by, rows[0])}; columns: {', '.join(rows[0])}"
+        )
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         unit = (r.get("cost"), r["optimizer"])
-        groups.setdefault((unit, config_key(r)), []).append(r)
+        key = tuple(kv for kv in config_key(r) if kv[0] not in user_metrics)
+        groups.setdefault((unit, key), []).append(r)
     best: dict[tuple, tuple] = {}
 
     def on(members: list[dict], tuning: bool) -> list[dict]:
@@ -1046,7 +1063,7 @@ def best_configurations(rows: list[dict], by: str = "final_loss", tuning_seeds=N
         members = on(best[unit][1], False) or best[unit][1]
         row = {k: v for k, v in members[0].items() if k not in ("lane", "seed", "start", "stop_step")}
         subs = [m["suboptimality"] for m in members]
-        for name in ("suboptimality_vs_best", *METRIC_NAMES):
+        for name in ("suboptimality_vs_best", *METRIC_NAMES, *user_metrics):
             if name in row:
                 values = [m[name] for m in members]
                 row[name] = None if None in values else float(np.median(values))
@@ -1060,6 +1077,22 @@ def best_configurations(rows: list[dict], by: str = "final_loss", tuning_seeds=N
         )
         out.append(row)
     return out
+
+
+def _study_rows(rows) -> tuple[list[dict], tuple[str, ...]]:
+    """Summary rows as a study's: a `SweepResult.summary()` row gets `optimizer` = its `rule`, and its
+    metrics (the columns `summary` puts after `stop_step`) are named, so they are not configuration."""
+    rows = [dict(r) for r in rows]
+    if not rows or "optimizer" in rows[0]:
+        return rows, ()
+    if "rule" not in rows[0]:
+        raise ValueError(
+            "best_configurations takes summary rows with an 'optimizer' (a study's summary.json) or a "
+            f"'rule' (SweepResult.summary()); these have {', '.join(rows[0])}"
+        )
+    keys = list(rows[0])
+    metrics = tuple(keys[keys.index("stop_step") + 1 :]) if "stop_step" in keys else ()
+    return [{"optimizer": r["rule"], **r} for r in rows], metrics
 
 
 def _majority(values: list[str]) -> str:
@@ -1519,6 +1552,14 @@ def run_experiment(
             log(f"resuming {out}: {len(results)} of {len(unit_list)} optimizers already done")
         else:
             folder.write_text("config.toml", cfg.to_toml())
+        splits = {
+            f"{p.label}/{part}": index
+            for p in problems
+            if p.dataset is not None and p.dataset.test_index is not None
+            for part, index in (("train", p.dataset.train_index), ("test", p.dataset.test_index))
+        }
+        if splits:  # the held-out split, for gdjax.study.load (`results.splits`)
+            folder.write_npz("split.npz", splits)
         if reports:
             folder.write_text("gradcheck.txt", gradcheck_text(reports))
         elif not os.path.lexists(folder.file("gradcheck.txt")):

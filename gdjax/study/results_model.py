@@ -171,7 +171,8 @@ class Results:
         unknown), `f_star_source`, `data_fingerprint` ('' when unknown).
       hyperparameters: the hyperparameter columns of `lanes`, in order.
       metrics: the metric columns of `lanes` and `curves`, in order.
-      splits: `{problem: {"train": indices, "test": indices}}` for problems with a held-out split.
+      splits: `{problem: {"train": indices, "test": indices}}` for problems with a held-out split:
+        sorted row indices into the data as read (a run folder's `split.npz`).
       tuning_seeds: the selection protocol (`with_tuning_seeds`, `[outputs] tuning_seeds`): each
         optimizer's configuration is chosen on these seeds and reported on the other, fresh seeds by
         `best_configurations`, `compare`, `best_statement` and the profiles and scores. None: chosen
@@ -688,7 +689,8 @@ def results(
     Args:
       sweep_result: what `gdjax.sweep` returned.
       problem: the name of the problem the sweep ran on.
-      num_examples: the number of training examples (for epochs); needed only for mini-batch lanes.
+      num_examples: the number of training examples (for epochs); default the sweep's own
+        (`sweep_result.num_examples`, the leading axis of its data).
       optimizers: labels for the rules (`{"sgd": "sgd_tuned"}`); by default the rule's name.
       tuning_seeds: choose configurations on these seeds, report on the others (`with_tuning_seeds`).
 
@@ -708,8 +710,9 @@ def results(
     if unknown:
         raise ResultsError(f"optimizers names rules the sweep did not run: {unknown}")
     # the sweep's cost offered its own f* (e.g. least squares' closed form) unless one was set by hand
-    offered = callable(sweep_result.__dict__.get("_f_star"))
     f_star = sweep_result.f_star
+    if num_examples is None:
+        num_examples = getattr(sweep_result, "num_examples", None)
     num_examples_value = None if num_examples is None else int(num_examples)
     eval_steps = np.asarray(sweep_result.eval_steps)
     unit = _Unit(
@@ -740,7 +743,7 @@ def results(
                 "f_star": f_star,
                 "f_star_source": ""
                 if f_star is None
-                else ("closed form" if offered else "SweepResult.f_star"),
+                else ("closed form" if sweep_result.f_star_source == "closed form" else "SweepResult.f_star"),
             }
         ]
     )
@@ -940,13 +943,29 @@ def _load_run_folder(path: str) -> Results:
             for label, info in problems_info.items()
         ]
     )
-    splits = {
-        name_of(label): {k: np.asarray(v, np.int64) for k, v in info["split"].items()}
-        for label, info in problems_info.items()
-        if isinstance(info.get("split"), dict)
-    }
-    built = _build(units, problems, _provenance(os.path.abspath(path), manifest), splits)
+    built = _build(units, problems, _provenance(os.path.abspath(path), manifest), _read_splits(path, name_of))
     return dataclasses.replace(built, tuning_seeds=_tuning_seeds(manifest.get("tuning_seeds")))
+
+
+def _read_splits(path: str, name_of) -> dict[str, dict[str, np.ndarray]]:
+    """The held-out splits `gdjax run` wrote to `split.npz` (`<cost>/train`, `<cost>/test`); a folder
+    without a split, or written before splits were saved, has none."""
+    file = os.path.join(path, "split.npz")
+    if not os.path.isfile(file):
+        return {}
+    try:
+        arrays = gdjax_io.read_npz(file)
+    except gdjax_io.FileFormatError as err:
+        raise ResultsError(str(err)) from None
+    splits: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in arrays.items():
+        label, _, part = key.rpartition("/")
+        if part not in ("train", "test") or not label or np.ndim(value) != 1:
+            raise ResultsError(f"{file}: member {key!r} is not a split (<cost>/train or <cost>/test, 1-D)")
+        if not np.issubdtype(value.dtype, np.integer):
+            raise ResultsError(f"{file}: member {key!r} must hold integer indices, got {value.dtype}")
+        splits.setdefault(name_of(label), {})[part] = value.astype(np.int64)
+    return splits
 
 
 # ------------------------------------------------------------------------------------- merging
