@@ -46,7 +46,10 @@ _EXPORTS = {
     "RuleSpec": ("gdjax.rules", "RuleSpec"),
     **{
         n: ("gdjax.sweep", n)
-        for n in ("Starts", "SweepInterrupted", "SweepPlan", "SweepResult", "Zip", "check_sweep")
+        for n in (
+            "Init", "Starts", "SweepInterrupted", "SweepPlan", "SweepResult", "Zip", "check_sweep",
+            "init_key",
+        )
     },
     "GradCheckReport": ("gdjax.types", "GradCheckReport"),
     "Status": ("gdjax.types", "Status"),
@@ -116,7 +119,17 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from gdjax.loop import run  # noqa: F401
     from gdjax.options import Execution, Stopping  # noqa: F401
     from gdjax.rules import Rule, RuleSpec  # noqa: F401
-    from gdjax.sweep import Starts, SweepInterrupted, SweepPlan, SweepResult, Zip, check_sweep, sweep  # noqa: F401
+    from gdjax.sweep import (  # noqa: F401
+        Init,
+        Starts,
+        SweepInterrupted,
+        SweepPlan,
+        SweepResult,
+        Zip,
+        check_sweep,
+        init_key,
+        sweep,
+    )
     from gdjax.types import GradCheckReport, Status, Trace  # noqa: F401
 
 
@@ -125,6 +138,7 @@ __all__ = [
     "GDConvergenceWarning",
     "GDRegressor",
     "GradCheckReport",
+    "Init",
     "LeastSquaresProblem",
     "Rule",
     "RuleSpec",
@@ -143,6 +157,7 @@ __all__ = [
     "costs",
     "cross_entropy",
     "data",
+    "init_key",
     "init_linear",
     "io",
     "least_squares_problem",

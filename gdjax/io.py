@@ -316,7 +316,9 @@ def csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
 class SummaryTable(list):
     """A list of row dicts that prints as an aligned text table and writes CSV or JSON atomically."""
 
+    @property
     def columns(self) -> list[str]:
+        """Every key of the rows, in first-seen order (as `pandas.DataFrame(table).columns` lists them)."""
         cols: list[str] = []
         for row in self:
             cols.extend(k for k in row if k not in cols)
@@ -708,7 +710,14 @@ def _check_metric_names(arrays: Mapping[str, np.ndarray], source: str) -> None:
 
 
 def save_trace(path: str | os.PathLike, trace: Trace) -> str:
-    """Writes a `Trace` (of one run or of a sweep's lanes) as an `.npz`, atomically: every field."""
+    """Writes a `Trace` (of one run or of a sweep's lanes) as an `.npz`, atomically: every field.
+
+    Given a `SweepResult` it writes `result.save(path)`: the stacked trace plus the lanes'
+    coordinates and the result's other fields, which `SweepResult.load(path, template)` reads back
+    (`load_trace` reads the trace alone from either file).
+    """
+    if not isinstance(trace, Trace) and hasattr(trace, "coords") and callable(getattr(trace, "save", None)):
+        return trace.save(path)  # a SweepResult (this module sits below gdjax.sweep: duck-typed)
     return write_npz(path, trace_arrays(trace))
 
 

@@ -19,6 +19,14 @@ perturbs each leaf of the start by `sigma * jax.random.normal(k_i, leaf.shape, l
 `k_i = jax.random.split(jax.random.fold_in(key, NOISE_FOLD), num_leaves)` (the mini-batch sampler
 hashes the key's raw bits with the epoch number and never draws from it with `jax.random`).
 
+Seeds and starts. A seed can drive the start too: `params0=Init(fn)` starts every lane of seed `s` at
+`fn(init_key(s))`, where `init_key(s) = jax.random.fold_in(gdjax.validation.seed_key(s), INIT_FOLD)`;
+`fn` is called once for all seeds, as `jax.vmap(fn)` over their keys, before the compiled program (an
+init built from `jax.random` draws and elementwise arithmetic gives `fn(init_key(s))` bit for bit).
+Seeds may be zipped instead of crossed: `Starts(stack, zip_seeds=True)` pairs seed `i` with start `i`
+(lanes: configurations x seeds), and a `Zip` grid may hold `"seed"`, pairing configuration `i` with
+seed `i` (the seeds then come from the grid, not from `seeds=`).
+
 Batch sizes. Lanes share one vmapped program only if they share shapes, and the batch size is a
 shape: `batch_size=[1, 8, None]` runs one compiled group per batch size (per rule), concatenated,
 and the summary's `batch_size` column says which lane ran which.
@@ -96,6 +104,8 @@ from gdjax.types import PyTree, Status, Trace
 TOLERANCE_NAMES = tuple(f.name for f in dataclasses.fields(Stopping))  # stopping settings: lane axes too
 # `fold_in` constant of the init-noise key (the sampler derives its round keys by hashing, not fold_in).
 NOISE_FOLD = 2**32 - 1
+# `fold_in` constant of the key an `Init` function receives (`init_key`).
+INIT_FOLD = 2**32 - 2
 # The most values one grid axis (hyperparameter values, seeds, starts) may hold, and the most lanes of
 # one sweep: each lane keeps host coordinates and summaries, so these are sized before allocation.
 MAX_AXIS = 100_000
@@ -114,11 +124,54 @@ def _get_f_star(self):
     if callable(value):  # computed on first use: a closed-form f* of big data costs an SVD
         value = value()
         self.__dict__["_f_star"] = value
+        self.__dict__["_f_star_source"] = "closed form"
     return value
 
 
 def _set_f_star(self, value):
     self.__dict__["_f_star"] = value
+    self.__dict__["_f_star_source"] = "closed form" if callable(value) else None if value is None else "given"
+
+
+_SAVE_MEMBER = "sweep"  # the JSON text of a saved SweepResult's coordinates and fields
+_SAVE_FORMAT = "gdjax-sweep-result-1"
+
+
+def _sharding_state(sharding) -> tuple | None:
+    """A picklable description of a lane sharding: device ids instead of `Device` objects."""
+    if isinstance(sharding, jax.sharding.SingleDeviceSharding):
+        (device,) = sharding.device_set
+        return ("single", device.id, sharding.memory_kind)
+    if isinstance(sharding, NamedSharding):
+        mesh = sharding.mesh
+        return (
+            "named",
+            mesh.device_ids.tolist(),
+            tuple(mesh.axis_names),
+            tuple(sharding.spec),
+            sharding.memory_kind,
+        )
+    return None
+
+
+def _sharding_from_state(state: tuple | None):
+    """The sharding `_sharding_state` described, on this process's devices; None where they are absent."""
+    if state is None:
+        return None
+    by_id = {d.id: d for d in jax.devices()}
+    if state[0] == "single":
+        _, device, memory_kind = state
+        return (
+            jax.sharding.SingleDeviceSharding(by_id[device], memory_kind=memory_kind)
+            if device in by_id
+            else None
+        )
+    _, ids, axis_names, spec, memory_kind = state
+    ids = np.asarray(ids)
+    if not all(int(i) in by_id for i in ids.ravel()):
+        return None
+    devices = np.vectorize(lambda i: by_id[int(i)], otypes=[object])(ids)
+    return NamedSharding(Mesh(devices, axis_names), PartitionSpec(*spec), memory_kind=memory_kind)
 
 
 class SweepInterrupted(RuntimeError):
@@ -167,6 +220,13 @@ class SweepResult:
       num_steps: the step budget of every lane.
       sharding: the sharding of the lane-stacked outputs of the last program call (padded lanes
         included), e.g. to check how the lanes were spread over devices.
+      num_examples: the examples in the data (its leading axis), or None without data; with the
+        batch size it turns steps into epochs (`gdjax.study.results`).
+
+    A result pickles (its lazily computed `f_star` resolved; `sharding` rebuilt from device ids in
+    the process that unpickles it, None where those devices do not exist there), and `save(path)` /
+    `SweepResult.load(path, template)` round-trip it through one `.npz`: the stacked trace as
+    `gdjax.io.save_trace` writes it, plus the coordinates and the other fields.
     """
 
     trace: Trace
@@ -177,6 +237,7 @@ class SweepResult:
     f_star: float | None = None  # see _lazy_f_star below: may be given as a zero-argument function
     num_steps: int = 0
     sharding: jax.sharding.Sharding | None = None
+    num_examples: int | None = None
 
     def with_f_star(self, f_star: float | None) -> SweepResult:
         """This result with the optimal cost `f_star` for the suboptimality columns (None: unknown)."""
@@ -185,13 +246,132 @@ class SweepResult:
             f_star = float(f_star)
         return dataclasses.replace(self, f_star=f_star)
 
+    # ------------------------------------------------------------------------------ pickle, save
+    def __eq__(self, other) -> bool:
+        """Equal traces (NaN equals NaN, e.g. a diverged lane's), coordinates and fields; `sharding`
+        (where the lanes ran, not what they computed) is not compared."""
+        if not isinstance(other, SweepResult):
+            return NotImplemented
+        mine, theirs = jax.tree.flatten(self.trace), jax.tree.flatten(other.trace)
+        if mine[1] != theirs[1]:
+            return False
+        same_trace = all(
+            np.array_equal(a, b, equal_nan=np.issubdtype(np.asarray(a).dtype, np.inexact))
+            if isinstance(a, np.ndarray | jax.Array)
+            else a == b
+            for a, b in zip(mine[0], theirs[0], strict=True)
+        )
+        fields = ("coords", "hyperparameter_names", "compile_seconds", "run_seconds", "f_star")
+        fields += ("num_steps", "num_examples")
+        return same_trace and all(getattr(self, k) == getattr(other, k) for k in fields)
+
+    def __getstate__(self) -> dict:
+        # A jax `Device` cannot be pickled, and a lazy f* is a closure over the data: both are
+        # replaced by what they stand for (reading `f_star` resolves it).
+        self.f_star  # noqa: B018
+        state = dict(self.__dict__)
+        state["trace"] = jax.tree.map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, self.trace)
+        state["sharding"] = _sharding_state(self.sharding)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        state["sharding"] = _sharding_from_state(state.get("sharding"))
+        self.__dict__.update(state)
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Writes this result to one `.npz`, atomically; `SweepResult.load(path, template)` reads it.
+
+        The file holds the stacked trace as `gdjax.io.save_trace` writes a trace (so `load_trace`
+        reads the trace alone from it) plus a member `sweep` with the coordinates, hyperparameter
+        names, `f_star`, `num_steps`, `num_examples` and timings as JSON text. `gdjax.io.save_trace(path,
+        result)` does the same. `sharding` is not saved.
+
+        Raises:
+          ValueError: a coordinate holds a value JSON cannot hold exactly (a schedule object, a
+            function); pickle the result instead.
+        """
+        meta = {
+            "format": _SAVE_FORMAT,
+            "coords": self.coords,
+            "hyperparameter_names": list(self.hyperparameter_names),
+            "compile_seconds": self.compile_seconds,
+            "run_seconds": self.run_seconds,
+            "f_star": self.f_star,
+            "f_star_source": self.f_star_source,
+            "num_steps": self.num_steps,
+            "num_examples": self.num_examples,
+            "evaluated_at": self.trace.evaluated_at,
+        }
+        for i, c in enumerate(self.coords):
+            for k, v in c.items():
+                if not (v is None or isinstance(v, bool | int | float | str)):
+                    raise ValueError(
+                        f"cannot save lane {i}'s coordinate {k}={v!r} ({type(v).__name__}) to a file; "
+                        "pickle the result instead"
+                    )
+        arrays = gdjax_io.trace_arrays(self.trace)
+        arrays[_SAVE_MEMBER] = np.asarray(gdjax_io.dumps(meta, indent=None))
+        return gdjax_io.write_npz(path, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, template: PyTree) -> SweepResult:
+        """Reads a result `save` wrote; `template` gives the params' tree structure (one lane's).
+
+        Raises:
+          gdjax.io.FileFormatError: the file is damaged, is a plain trace (no coordinates: read it
+            with `gdjax.io.load_trace`) or its parts disagree; the message names the file.
+        """
+        path = os.fspath(path)
+        arrays = gdjax_io.read_npz(path)  # checked before it is read: sizes, no pickles
+        if _SAVE_MEMBER not in arrays:
+            raise gdjax_io.FileFormatError(
+                f"{path} holds a trace without a sweep's coordinates (written by save_trace of a "
+                "Trace); read it with gdjax.io.load_trace"
+            )
+        trace = gdjax_io.trace_from_arrays(arrays, template, source=path)
+        try:
+            meta = gdjax_io.loads(str(arrays[_SAVE_MEMBER][()]))
+        except ValueError as err:
+            raise gdjax_io.FileFormatError(f"{path}: member {_SAVE_MEMBER!r} is not JSON ({err})") from None
+        lanes = np.shape(trace.loss_history)[0] if np.ndim(trace.loss_history) else None
+        if (
+            not isinstance(meta, dict)
+            or meta.get("format") != _SAVE_FORMAT
+            or not isinstance(meta.get("coords"), list)
+            or len(meta["coords"]) != lanes
+        ):
+            raise gdjax_io.FileFormatError(
+                f"{path}: member {_SAVE_MEMBER!r} does not describe the {lanes} lanes of its trace (damaged "
+                "or not written by SweepResult.save)"
+            )
+        result = cls(
+            trace=trace._replace(evaluated_at=meta.get("evaluated_at")),
+            coords=meta["coords"],
+            hyperparameter_names=tuple(meta["hyperparameter_names"]),
+            compile_seconds=float(meta["compile_seconds"]),
+            run_seconds=float(meta["run_seconds"]),
+            f_star=meta["f_star"],
+            num_steps=int(meta["num_steps"]),
+            num_examples=meta.get("num_examples"),
+        )
+        result.__dict__["_f_star_source"] = meta.get("f_star_source")
+        return result
+
+    @property
+    def f_star_source(self) -> str | None:
+        """Where `f_star` came from: "closed form" (the cost offered it, e.g. least squares), "given"
+        (`with_f_star`), or None (unknown)."""
+        return self.__dict__.get("_f_star_source")
+
     @property
     def num_lanes(self) -> int:
         return len(self.coords)
 
     @property
     def eval_steps(self) -> np.ndarray:
-        """The evaluated steps, shared by every lane (`trace.loss_history[:, j]` is at `eval_steps[j]`)."""
+        """The evaluated steps, shared by every lane: `(num_evals,)` (`trace.loss_history[:, j]` is at
+        `eval_steps[j]`). `trace.eval_steps` holds the same row once per lane, `(lanes, num_evals)`."""
         steps = self.trace.eval_steps
         if steps is None:  # a trace from before evaluation schedules: every step
             return np.arange(np.shape(self.trace.loss_history)[-1])
@@ -283,8 +463,9 @@ class SweepResult:
         metric such as a held-out accuracy); `by` is any numeric summary column, user metrics
         included. Diverged and non-finite lanes, and lanes whose `by` is None or not finite, are left
         out; a rule with no such lane has no row. Ties go to the lowest lane index. The other notion,
-        the best *configuration* pooled over seeds (median), is `aggregate()` ranked, or
-        `gdjax.study.experiment.best_configurations` for a study.
+        the best *configuration* pooled over seeds (median, with its spread), is
+        `gdjax.study.results(result).best_configurations(by=..., mode=...)` (a DataFrame);
+        `gdjax.study.experiment.best_configurations(result.summary())` gives it as rows.
         """
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
@@ -438,6 +619,7 @@ class _ParsedGrid(NamedTuple):
     static: dict[str, Any]  # non-numeric scalars
     zipped: bool = False  # 1-D entries zipped (grid given as Zip) instead of crossed
     cost_keys: frozenset = frozenset()  # grid keys that are the cost's hyperparameters
+    seeds: tuple[int, ...] | None = None  # a Zip grid's "seed" entry: configuration i runs seed i
 
 
 def _parse_grid(
@@ -463,13 +645,22 @@ def _parse_grid(
     axes: list[_Axis] = []
     fixed: dict[str, Any] = {}
     static: dict[str, Any] = {}
+    seeds = None
     for key, value in grid.items():
         if not isinstance(key, str):
             raise ValueError(f"grid keys must be hyperparameter names, got {key!r}")
+        if key == "seed" and zip_grid:
+            seeds = _zipped_seeds(value)
+            continue
         if key in _COORDINATE_NAMES:
+            advice = {
+                "seed": " (seeds cross the grid as sweep(seeds=[...]); a gdjax.Zip grid may hold 'seed' to "
+                "pair seed i with configuration i)",
+                "start": " (Starts(stack, zip_seeds=True) pairs start i with seed i)",
+            }
             raise ValueError(
                 f"grid key {key!r} is a lane coordinate of every sweep ({', '.join(_COORDINATE_NAMES)}); "
-                "rename the hyperparameter (a cost's keyword parameter, say)"
+                f"rename the hyperparameter (a cost's keyword parameter, say){advice.get(key, '')}"
             )
         is_tol = key in TOLERANCE_NAMES
         is_cost = key in cost_names
@@ -520,6 +711,8 @@ def _parse_grid(
     valid = rule.spec.numeric if rules_lib.is_rule(rule) else _valid_names(rule, static)
     if valid is not None:
         for key in grid:
+            if key == "seed":
+                continue
             if key in cost_names and key in valid:
                 raise ValueError(
                     f"grid key {key!r} names both a hyperparameter of rule {name!r} and one of the cost: "
@@ -550,15 +743,30 @@ def _parse_grid(
         if axis.name == "learning_rate" and not np.all(arr > 0):
             bad = axis.values[int(np.argmin(arr > 0))]
             raise ValueError(f"grid['learning_rate'] must be > 0, got {bad!r}")
-    if zip_grid and axes:
-        lengths = {a.name: len(a.values) for a in axes}
+    if zip_grid and (axes or seeds):
+        lengths = {a.name: len(a.values) for a in axes} | ({"seed": len(seeds)} if seeds else {})
         if len(set(lengths.values())) > 1:
             raise ValueError(f"a Zip grid needs 1-D entries of one length, got lengths {lengths}")
     # A registry factory goes through `rules.get`, which also takes schedule values flat
     # (`decay_rate=...`), and shares its program with a sweep that names the rule.
     source = name if not isinstance(rule, str) and _registry_factory(rule) else rule
     cost_keys = frozenset(k for k in grid if k in cost_names)
-    return _ParsedGrid(_Source(name, source), tuple(grid), axes, fixed, static, zip_grid, cost_keys)
+    keys = tuple(k for k in grid if k != "seed")
+    return _ParsedGrid(_Source(name, source), keys, axes, fixed, static, zip_grid, cost_keys, seeds)
+
+
+def _zipped_seeds(value) -> tuple[int, ...]:
+    """The `"seed"` entry of a Zip grid: one integer seed per configuration."""
+    if _axis_length(value) is None:
+        raise ValueError(
+            f"Zip grid 'seed' = {value!r} must be a 1-D list of seeds, one per configuration (a single seed "
+            "for every lane is sweep(seeds=[s]))"
+        )
+    _check_axis_length("grid['seed']", value)
+    values = list(np.asarray(value).ravel().tolist()) if not isinstance(value, list | tuple) else list(value)
+    if not values:
+        raise ValueError("Zip grid 'seed' is empty: give one seed per configuration")
+    return tuple(validation.check_seed("grid['seed']", v) for v in values)
 
 
 def _axis_length(value) -> int | None:
@@ -695,6 +903,12 @@ class _Group:
     bytes_per_lane: int
 
     @property
+    def f_star_source(self) -> str | None:
+        """Where `f_star` came from: "closed form" (the cost offered it, e.g. least squares), "given"
+        (`with_f_star`), or None (unknown)."""
+        return self.__dict__.get("_f_star_source")
+
+    @property
     def num_lanes(self) -> int:
         return len(self.coords)
 
@@ -703,23 +917,42 @@ def _num_configs(parsed: _ParsedGrid) -> int:
     """Grid points of one rule, counted without building them."""
     lengths = [len(a.values) for a in parsed.axes]
     if not lengths:
-        return 1
+        return len(parsed.seeds) if parsed.seeds else 1
     return lengths[0] if parsed.zipped else math.prod(lengths)
 
 
-def _lane_indices(parsed: _ParsedGrid, zip_grid: bool, num_seeds: int, num_starts: int):
+def _num_rule_lanes(parsed: _ParsedGrid, num_seeds: int, num_starts: int, zip_starts: bool) -> int:
+    """Lanes of one rule per batch size: configurations x seeds (unless zipped) x starts (unless zipped)."""
+    seeds = 1 if parsed.seeds else num_seeds
+    return _num_configs(parsed) * seeds * (1 if zip_starts else num_starts)
+
+
+def _lane_indices(parsed: _ParsedGrid, lanes: _LaneAxes):
+    """Per lane: the index of each grid axis's value, of the seed and of the start.
+
+    Lanes are ordered (configuration, seed, start), the last varying fastest; a Zip grid's seeds
+    pair seed i with configuration i, and zipped starts pair start i with seed i.
+    """
     lengths = [len(a.values) for a in parsed.axes]
+    num_configs = _num_configs(parsed)
     if not lengths:
-        num_configs, per_axis = 1, []
-    elif zip_grid:
-        num_configs, per_axis = lengths[0], [np.arange(lengths[0])] * len(lengths)
+        per_axis = []
+    elif parsed.zipped:
+        per_axis = [np.arange(num_configs)] * len(lengths)
     else:
-        num_configs = int(np.prod(lengths))
         per_axis = list(np.unravel_index(np.arange(num_configs), lengths))
-    inner = num_seeds * num_starts
-    config = np.repeat(np.arange(num_configs), inner)
-    seed_i = np.tile(np.repeat(np.arange(num_seeds), num_starts), num_configs)
-    start_i = np.tile(np.arange(num_starts), num_configs * num_seeds)
+    if parsed.seeds:  # lanes.seeds holds every rule's zipped seeds, in order of first appearance
+        config = np.arange(num_configs)
+        seed_i = np.asarray([lanes.seeds.index(s) for s in parsed.seeds])
+    else:
+        config = np.repeat(np.arange(num_configs), lanes.num_seeds)
+        seed_i = np.tile(np.arange(lanes.num_seeds), num_configs)
+    if lanes.zip_starts:
+        start_i = seed_i
+    else:
+        config = np.repeat(config, lanes.num_starts)
+        seed_i = np.repeat(seed_i, lanes.num_starts)
+        start_i = np.tile(np.arange(lanes.num_starts), len(seed_i) // lanes.num_starts)
     return [ix[config] for ix in per_axis], seed_i, start_i
 
 
@@ -904,11 +1137,97 @@ class Starts(NamedTuple):
         `stacked=False` one starting point.
       init_noise: perturb each start by `init_noise * normal`, one draw per seed (needs `seeds`).
       stacked: whether `points` has the leading start axis.
+      zip_seeds: pair start i with seed i instead of crossing them (the stack holds one start per
+        seed, in the order of the seeds): lanes are configurations x seeds, and a lane's `start`
+        coordinate is its seed's index.
     """
 
     points: PyTree
     init_noise: float | None = None
     stacked: bool = True
+    zip_seeds: bool = False
+
+
+class Init(NamedTuple):
+    """A start drawn per seed, passed as a sweep's `params0`: `fn(key) -> params`.
+
+    Every lane of seed `s` starts at `fn(init_key(s))`. `fn` must be a pure JAX function of the key
+    (it is called as `jax.vmap(fn)` over the seeds' keys, once per sweep, before the compiled
+    program), returning a params pytree of floating-point arrays of the same shapes for every key.
+
+    Attributes:
+      fn: `fn(key) -> params`, e.g. `lambda k: {"w": 0.1 * jax.random.normal(k, (8,)), "b": 0.0}`.
+      like: optional params whose structure and shapes the result must have; its leaves' dtypes
+        are the starts' dtypes (the result is cast), e.g. a model's zero start.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, gdjax
+      >>> X, y = gdjax.data.house_prices()
+      >>> init = gdjax.Init(lambda k: {"w": jax.random.normal(k, (1,)), "b": jnp.zeros(())})
+      >>> r = gdjax.sweep(gdjax.make_cost(gdjax.linear, gdjax.mse), "gd", init, (X, y),
+      ...                 grid={"learning_rate": 0.1}, num_steps=5, seeds=[0, 1])
+      >>> [c["seed"] for c in r.coords]
+      [0, 1]
+    """
+
+    fn: Callable[[jax.Array], PyTree]
+    like: PyTree | None = None
+
+    def starts(self, seeds: Sequence[int]) -> PyTree:
+        """The starts of `seeds`, stacked `(len(seeds), ...)` as NumPy arrays: what the lanes start at."""
+        return _init_stack(self, [validation.check_seed("seeds", s) for s in seeds], False)
+
+
+def init_key(seed: int) -> jax.Array:
+    """The key `Init(fn)` passes to `fn` for the lanes of `seed`:
+    `jax.random.fold_in(gdjax.validation.seed_key(seed), INIT_FOLD)`.
+
+    Folded away from the lane key, so the start is independent of anything else drawn from it.
+    """
+    return jax.random.fold_in(validation.seed_key(validation.check_seed("seed", seed)), INIT_FOLD)
+
+
+def _init_stack(init: Init, seeds: list[int] | None, plan_only: bool) -> PyTree:
+    """`fn(init_key(s))` for every seed, stacked `(num_seeds, ...)` as host arrays (checked once)."""
+    if not callable(init.fn):
+        raise ValueError(f"Init needs a function fn(key) -> params, got {init.fn!r}")
+    if seeds is None:
+        raise ValueError("Init(fn) draws each seed's start from its key: pass seeds=[0, 1, ...]")
+    one = [init_key(s) for s in seeds]
+    keys = jax.random.wrap_key_data(
+        np.stack([np.asarray(jax.random.key_data(k)) for k in one]), impl=jax.random.key_impl(one[0])
+    )
+    name = getattr(init.fn, "__name__", "fn")
+    try:
+        shapes = jax.eval_shape(init.fn, keys[0])
+    except Exception as err:
+        raise ValueError(
+            f"Init: {name}(key) failed: {type(err).__name__}: {str(err).strip()[:300]}"
+        ) from None
+    leaves = jax.tree_util.tree_leaves_with_path(shapes)
+    if not leaves:
+        raise ValueError(f"Init: {name}(key) returned no arrays ({shapes!r}); it must return the params")
+    for path, leaf in leaves:
+        if not jax.numpy.issubdtype(leaf.dtype, jax.numpy.inexact):
+            raise ValueError(
+                f"Init: {name}(key){jax.tree_util.keystr(path)} has dtype {leaf.dtype}; parameters must be "
+                "floating point"
+            )
+    dtypes = None
+    if init.like is not None:
+        want = jax.tree.map(np.shape, init.like)
+        got = jax.tree.map(lambda x: x.shape, shapes)
+        if jax.tree.structure(init.like) != jax.tree.structure(shapes) or want != got:
+            raise ValueError(f"Init: {name}(key) returns params of shapes {got}, but like= has {want}")
+        dtypes = jax.tree.map(lambda x: jax.dtypes.canonicalize_dtype(np.asarray(x).dtype), init.like)
+    if plan_only:  # check_sweep: shapes are enough, nothing is computed
+        stack = jax.tree.map(lambda x: np.zeros((len(seeds), *x.shape), x.dtype), shapes)
+    else:
+        stack = jax.tree.map(np.asarray, jax.vmap(init.fn)(keys))
+    if dtypes is not None:
+        stack = jax.tree.map(lambda x, d: x.astype(d), stack, dtypes)
+    validation.check_params(stack)
+    return stack
 
 
 def sweep(
@@ -944,17 +1263,19 @@ def sweep(
         call: a mapping `{rule: grid, ...}` (then no `grid=`); one program per rule, lanes
         concatenated in this order.
       params0: the starting parameters (a pytree), or `gdjax.Starts(stack, init_noise=...)`: a stack
-        of starting points (a grid axis) and/or a perturbation of each start per seed.
+        of starting points (a grid axis; `zip_seeds=True` pairs start i with seed i) and/or a
+        perturbation of each start per seed, or `gdjax.Init(fn)`: each seed's start `fn(key)`, drawn
+        from the seed (`init_key(seed)`, see the module docstring).
       data: the batch pytree (e.g. `(X, y)`), replicated to every lane.
       grid: hyperparameter name -> 1-D values (crossed into a product; `gdjax.Zip({...})` zips them
-        instead) or a scalar (fixed). Keys are the rule's hyperparameters
-        (`gdjax.rules.hyperparameters(name)`), its non-numeric options as scalars
+        instead, and may hold `"seed"`: configuration i runs seed i) or a scalar (fixed). Keys are the
+        rule's hyperparameters (`gdjax.rules.hyperparameters(name)`), its non-numeric options as scalars
         (`schedule="inverse_sqrt"`, `velocity_form=True`), or the stopping settings `tol`,
         `grad_tol`, `patience`, `min_delta`, `divergence_factor` as lane axes.
       num_steps: update steps per lane.
       seeds: integer seeds in `[0, 2**63)`, a grid axis: lane key as `run(..., key=seed)` builds it
-        (`jax.random.key(seed)` for seeds below 2**32) for mini-batch sampling and
-        `init_noise`. Needed when `batch_size` samples or `init_noise` is set.
+        (`jax.random.key(seed)` for seeds below 2**32) for mini-batch sampling, `init_noise` and
+        `Init`. Needed when `batch_size` samples or `init_noise` or `Init` is used.
       batch_size: None (full batch), an int, or a list of them: one compiled group per batch size.
       tol: as in `gdjax.run` (the same as `stopping=Stopping(tol=...)`).
       chunk_size: run the lanes of each program in chunks of this many (one compiled program for all
@@ -1002,11 +1323,17 @@ def sweep(
         raise ValueError("rule is None: name a rule ('sgd'), or give several as rule={'sgd': grid, ...}")
     else:
         entries = [(rule, grid)]
-    starts = init_noise = None
-    if isinstance(params0, Starts):
+    starts = init_noise = init = None
+    zip_starts = False
+    if isinstance(params0, Init):
+        init, params0 = params0, None
+    elif isinstance(params0, Starts):
         given = params0
         init_noise = given.init_noise
         starts, params0 = (given.points, None) if given.stacked else (None, given.points)
+        zip_starts = bool(given.zip_seeds)
+        if zip_starts and not given.stacked:
+            raise ValueError("Starts(zip_seeds=True) pairs start i with seed i: give a stack (stacked=True)")
     tolerance_kwargs = stopping.as_dict()
     cost, cost_base = costs.split(cost)  # a bound cost's values: every lane's defaults
     cost_names = costs.hyperparameters(cost)
@@ -1020,13 +1347,41 @@ def sweep(
     if len(set(names)) != len(names):
         raise ValueError(f"rules must have distinct names, got {names}")
 
-    seed_list = _seed_list(seeds)
+    zipped_seeds = [p.seeds for p in parsed_grids if p.seeds is not None]
+    if zipped_seeds:
+        if seeds is not None:
+            raise ValueError(
+                "seeds are given twice, as sweep(seeds=...) and as the Zip grid's 'seed' entry: give them "
+                "once"
+            )
+        if len(zipped_seeds) != len(parsed_grids):
+            raise ValueError(
+                "a Zip grid's 'seed' entry pairs seeds with configurations: give one in every rule's grid, "
+                "or cross every rule with sweep(seeds=[...])"
+            )
+        seed_list = list(dict.fromkeys(s for z in zipped_seeds for s in z))
+    else:
+        seed_list = _seed_list(seeds)
     if init_noise is not None:
         validation.check_finite_number("init_noise", init_noise, lower=0.0)
         if seed_list is None:
             raise ValueError("init_noise needs seeds: each seed draws its own perturbation (seeds=[0, 1, 2])")
-    stack = _starts_stack(params0, starts)
+    if init is not None:
+        stack, zip_starts = _init_stack(init, seed_list, _PLAN_ONLY.get()), True
+    else:
+        stack = _starts_stack(params0, starts)
     _check_axis_length("params0 (the stack of starts)", jax.tree.leaves(stack)[0])
+    num_starts = jax.tree.leaves(stack)[0].shape[0]
+    if zip_starts and init is None:
+        if seed_list is None:
+            raise ValueError(
+                "Starts(zip_seeds=True) pairs start i with seed i: pass seeds=[...], one per start"
+            )
+        if num_starts != len(seed_list):
+            raise ValueError(
+                f"Starts(zip_seeds=True) pairs start i with seed i: the stack has {num_starts} starts but "
+                f"there are {len(seed_list)} seeds"
+            )
     if isinstance(batch_size, list | tuple):
         _check_axis_length("batch_size", batch_size)
     batch_sizes = list(batch_size) if isinstance(batch_size, list | tuple) else [batch_size]
@@ -1036,8 +1391,9 @@ def sweep(
         validation.check_positive_int("batch_size", b, allow_none=True)
     if len(set(batch_sizes)) != len(batch_sizes):
         raise ValueError(f"batch_size lists a size twice: {batch_sizes}")
-    num_lanes = sum(_num_configs(p) for p in parsed_grids) * len(batch_sizes)
-    num_lanes *= (1 if seed_list is None else len(seed_list)) * jax.tree.leaves(stack)[0].shape[0]
+    num_seeds = 1 if seed_list is None else len(seed_list)
+    num_lanes = sum(_num_rule_lanes(p, num_seeds, num_starts, zip_starts) for p in parsed_grids)
+    num_lanes *= len(batch_sizes)
     if num_lanes > MAX_LANES:
         raise ValueError(
             f"the sweep has {num_lanes} lanes (grid points x seeds x starts x batch sizes), more than "
@@ -1073,7 +1429,7 @@ def sweep(
                 "jax.random.key(seed))"
             )
 
-    lanes = _LaneAxes.build(stack, starts is not None, seed_list, init_noise)
+    lanes = _LaneAxes.build(stack, starts is not None, seed_list, init_noise, zip_starts)
     if eval_every is None and len(run_batch_sizes) > 1:
         # Lanes of every batch size stack into one trace: they share the most frequent default schedule.
         eval_every = min(
@@ -1137,7 +1493,7 @@ def sweep(
 
     call_lanes = _check_memory(groups, chunk_size, devices, memory_budget, record_every)
     hp_names = tuple(dict.fromkeys(k for p in parsed_grids for k in p.keys))
-    meta = dict(hyperparameter_names=hp_names, f_star=f_star, num_steps=num_steps)
+    meta = dict(hyperparameter_names=hp_names, f_star=f_star, num_steps=num_steps, num_examples=num_examples)
     plan = _Plan(groups, call_lanes, chunk_size, devices, progress, meta, memory_budget)
     if _PLAN_ONLY.get():
         return plan
@@ -1210,18 +1566,19 @@ def check_sweep(*args: Any, **kwargs: Any) -> SweepPlan:
 
 
 class _LaneAxes(NamedTuple):
-    """The seed and start axes every rule's grid is crossed with."""
+    """The seed and start axes every rule's grid is crossed (or zipped) with."""
 
     stack: PyTree  # (num_starts, ...) NumPy starting points
-    has_starts: bool
+    has_starts: bool  # the lanes' `start` coordinate is the index into `stack` (else None)
     seeds: list[int] | None
     seed_keys: np.ndarray | None  # (num_seeds, *key_shape) uint32 key data
     key_impl: str | None
     noise: list[list[np.ndarray]] | None  # per seed, per leaf: standard-normal perturbations
     init_noise: float | None
+    zip_starts: bool = False  # start i belongs to seed i (Starts(zip_seeds=True), Init)
 
     @classmethod
-    def build(cls, stack, has_starts, seeds, init_noise) -> _LaneAxes:
+    def build(cls, stack, has_starts, seeds, init_noise, zip_starts=False) -> _LaneAxes:
         seed_keys = key_impl = noise = None
         if seeds is not None:
             keys = [validation.seed_key(s) for s in seeds]
@@ -1229,7 +1586,7 @@ class _LaneAxes(NamedTuple):
             key_impl = str(jax.random.key_impl(keys[0]))
             if init_noise:
                 noise = [_noise(jax.tree.map(lambda x: x[0], stack), s) for s in seeds]
-        return cls(stack, has_starts, seeds, seed_keys, key_impl, noise, init_noise)
+        return cls(stack, has_starts, seeds, seed_keys, key_impl, noise, init_noise, zip_starts)
 
     @property
     def num_seeds(self) -> int:
@@ -1244,7 +1601,7 @@ def _lane_values(
     parsed: _ParsedGrid, zip_grid: bool, lanes: _LaneAxes, tol_base: dict, base: dict, cost_base: dict
 ):
     """Host arrays of every lane of one rule: starts, hyperparameters, tolerances, keys, coordinates."""
-    axis_idx, seed_i, start_i = _lane_indices(parsed, zip_grid, lanes.num_seeds, lanes.num_starts)
+    axis_idx, seed_i, start_i = _lane_indices(parsed, lanes)
     num = len(seed_i)
     leaves, treedef = jax.tree.flatten(lanes.stack)
     lane_leaves = []
@@ -1393,6 +1750,8 @@ __all__ = [
     "NOISE_FOLD",
     "TOLERANCE_NAMES",
     "GramStatistics",
+    "INIT_FOLD",
+    "Init",
     "SummaryTable",
     "SweepInterrupted",
     "Starts",
@@ -1402,5 +1761,6 @@ __all__ = [
     "Zip",
     "gram_mse",
     "gram_statistics",
+    "init_key",
     "sweep",
 ]

@@ -48,7 +48,9 @@ class Trace(NamedTuple):
       steps: number of updates applied to the parameters.
       status: a `Status` code (int32).
       stop_step: the step at which the run stopped; `-1` if it used its whole budget.
-      eval_steps: `(num_evals,)` int32, the steps evaluated (the same for every lane of a sweep).
+      eval_steps: `(num_evals,)` int32, the steps evaluated. In a sweep's stacked trace it has the
+        lane axis like every other field, `(lanes, num_evals)`, each row the same (so `lane(i)`
+        slices it with the rest); `SweepResult.eval_steps` is the shared `(num_evals,)` row.
       batch_loss_history: `(num_steps,)` loss of the batch each step's update used (for full batch,
         the full-data loss at every step), or None when it would exceed the recording cap.
       metrics: `{name: (num_evals,)}`, the user's metrics at `eval_steps`.

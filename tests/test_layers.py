@@ -20,7 +20,7 @@ STUDY_ORDER = [
     "configcosts",
     "configgrids",
     "config",
-    "plots",
+    "palette",
     "runfolder",
     "summary",
     "preflight",
@@ -28,7 +28,7 @@ STUDY_ORDER = [
     "provenance",
     "experiment",
 ]
-STUDY_ORDER += ["statistics", "results_model", "figures", "page", "report", "cli", "command"]
+STUDY_ORDER += ["statistics", "results_model", "figures", "plots", "page", "report", "cli", "command"]
 
 
 def _gdjax_imports(path: pathlib.Path) -> set[str]:

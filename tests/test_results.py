@@ -240,6 +240,35 @@ def test_a_folder_written_before_evaluation_schedules_still_loads(run_folder, tm
     np.testing.assert_array_equal(lane0["step"], np.arange(len(lane0)))
 
 
+def test_a_run_folder_keeps_its_held_out_split(run_folder, tmp_path):
+    import shutil
+
+    r = gdjax.study.load(run_folder)
+    split = r.splits["tiny"]
+    assert (len(split["train"]), len(split["test"])) == (45, 15)  # test_fraction = 0.25 of 60
+    np.testing.assert_array_equal(np.sort(np.concatenate([split["train"], split["test"]])), np.arange(60))
+    # They are the rows the runs were measured on: a lane's recorded test_loss is the MSE of its final
+    # parameters on exactly these rows of the data.
+    X, y = gdjax.data.synthetic(0, 60, 3, noise=0.5)[:2]
+    X_test, y_test = np.asarray(X)[split["test"]], np.asarray(y)[split["test"]]
+    with np.load(run_folder / "histories.npz") as h:
+        for lane in range(3):
+            w, b = h["sgd/params/w"][lane], h["sgd/params/b"][lane]
+            recorded = h["sgd/metrics/test_loss"][lane, -1]
+            assert np.mean((X_test @ w + b - y_test) ** 2) == pytest.approx(recorded, rel=1e-10)
+    assert "split.npz" in json.loads((run_folder / ".gdjax-run").read_text())["owned"]  # --force removes it
+    # saved and loaded again, and a folder written before splits were saved (none, no error)
+    r.save(tmp_path / "saved")
+    np.testing.assert_array_equal(gdjax.study.load(tmp_path / "saved").splits["tiny"]["test"], split["test"])
+    copy = tmp_path / "old"
+    shutil.copytree(run_folder, copy)
+    (copy / "split.npz").unlink()
+    assert gdjax.study.load(copy).splits == {}
+    np.savez(copy / "split.npz", **{"linear/validation": np.arange(3)})
+    with pytest.raises(ResultsError, match="'linear/validation' is not a split"):
+        gdjax.study.load(copy)
+
+
 def test_import_gdjax_study_does_not_load_pandas():
     code = textwrap.dedent(
         """

@@ -12,7 +12,7 @@ Modules, each importing only the core and the modules above it in this list:
 | `configcosts` | the config's `[data]`, `[cost]` and `[[problems]]` tables (choices from `COSTS`) |
 | `configgrids` | the config's `[[optimizers]]` tables: rules, schedules, grids, search |
 | `config` | TOML configs read into frozen dataclasses, validated once at the edge |
-| `plots` | matplotlib figures of traces and sweeps (matplotlib imported inside the functions) |
+| `palette` | the colour of each optimizer, the same in every figure |
 | `runfolder` | the run folder: ownership marker, lock, parts, PARTIAL marker, interrupts |
 | `summary` | summary rows: configurations, the best of each optimizer, the printed table |
 | `preflight` | a config's problems built, its units (one sweep each) and the checks before anything runs |
@@ -21,6 +21,9 @@ Modules, each importing only the core and the modules above it in this list:
 | `experiment` | orchestration: a config's units run as sweeps and written to a run folder, read back |
 | `results_model` | the one results schema and `Results` (pandas `lanes` and `curves`): load, save, merge |
 | `statistics` | comparisons on results: targets, profiles, tuning budgets, paired tests (pandas, SciPy) |
+| `figures` | the registered figures of a comparison, drawn from `Results` |
+| `plots` | matplotlib figures of traces and sweeps (a `gdjax.sweep` result through `figures`) |
+| `page` | the self-contained HTML report page |
 | `report` | the figures of a finished run |
 | `cli` | the `gdjax` command |
 | `command` | its installed entry point: signal handlers before JAX starts, then `cli` |

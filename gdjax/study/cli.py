@@ -56,7 +56,8 @@ Every command takes --debug to show a traceback instead of a one-line error.
 
 _RUN_EPILOG = """\
 The run folder (default runs/<name>-<YYYYmmdd-HHMMSS>) gets config.toml (the resolved config),
-manifest.json, gradcheck.txt, summary.csv, summary.json, histories.npz and the plots. An existing
+manifest.json, gradcheck.txt, summary.csv, summary.json, histories.npz, split.npz (the held-out
+split's row indices, with test_fraction) and the plots. An existing
 non-empty folder is never overwritten: --resume finishes an interrupted run (same config and
 data; finished optimizers are kept, the others rerun, and the result is that of an uninterrupted
 run), --force replaces what gdjax made there (your own files stay). Both act only on a folder gdjax
@@ -331,7 +332,17 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
             print(f"{PROG}: note: report.html not written: {str(error).splitlines()[0]}", file=err)
     if not args.quiet:
         say("")
-        say(experiment.format_summary(outcome.rows, cfg.outputs.rank_by, outcome.metric_names))
+        say(
+            experiment.format_summary(
+                outcome.rows, cfg.outputs.rank_by, outcome.metric_names, cfg.outputs.tuning_seeds
+            )
+        )
+        if cfg.outputs.tuning_seeds is not None:
+            fresh = [s for s in cfg.seeds if s not in cfg.outputs.tuning_seeds]
+            say(
+                f"best configurations chosen on the tuning seeds {list(cfg.outputs.tuning_seeds)}; "
+                f"the table reports them on the fresh seeds {fresh}"
+            )
         if verdict:
             say(verdict)
         say("")
@@ -420,6 +431,12 @@ def _cmd_report(args, out: TextIO) -> int:
         f"{results.num_lanes} lanes of {len(results.problems)} problem(s) from {len(args.runs)} run(s)",
         file=out,
     )
+    if results.tuning_seeds is not None:
+        print(
+            f"configurations chosen on the tuning seeds {list(results.tuning_seeds)}, reported on the "
+            f"fresh seeds {results.fresh_seeds}",
+            file=out,
+        )
     verdict = results.best_statement(by="suboptimality")
     print(
         verdict or "no optimizer is significantly better than every other (see the paired comparisons)",
@@ -458,6 +475,7 @@ def _cmd_list(args, out: TextIO) -> int:
             ("polynomial", _first_line(costs.polynomial) + " (cost.degree)"),
             *[(f"loss {n}", about(problems.COSTS[n])) for n in problems.names("loss")],
             ("callable", about(problems.COSTS["callable"])),
+            ("(any)", 'cost.init = "file.py:init": init(key) -> params, each seed\'s own start'),
         ],
     )
     section(
@@ -474,7 +492,8 @@ def _cmd_list(args, out: TextIO) -> int:
         ("npz", "an .npz file with arrays X and y (path, x_key, y_key)"),
         (
             "(any)",
-            "data.test_fraction holds out a seeded test split; data.classes picks and relabels targets",
+            "data.test_fraction holds out a seeded test split (data.split_per_seed: one per seed); "
+            "data.classes picks and relabels targets",
         ),
     ]
     section("data sets (data.source; data.standardize = true to standardise):", datasets)

@@ -304,7 +304,7 @@ def _read_gradcheck(t: Table | None) -> GradcheckConfig:
     return cfg
 
 
-def _read_outputs(t: Table | None) -> OutputsConfig:
+def _read_outputs(t: Table | None, seeds: tuple[int, ...] = (0,)) -> OutputsConfig:
     if t is None:
         return OutputsConfig()
     plots = t.list("plots", list(OutputsConfig.plots))
@@ -318,9 +318,32 @@ def _read_outputs(t: Table | None) -> OutputsConfig:
         x_axis=t.str("x_axis", "steps", choices=X_AXES, what="x axis"),
         dir=t.str("dir", "runs"),
         rank_by=t.str("rank_by", "final_loss", choices=RANK_BY, what="ranking column"),
+        tuning_seeds=_read_tuning_seeds(t, seeds),
     )
     t.finish()
     return cfg
+
+
+def _read_tuning_seeds(t: Table, seeds: tuple[int, ...]) -> tuple[int, ...] | None:
+    """`[outputs] tuning_seeds`: some of the study's seeds, leaving at least one fresh seed to report."""
+    raw = t.list("tuning_seeds", None, scalar_ok=True)
+    if raw is None:
+        return None
+    if not raw:
+        t.fail("tuning_seeds", "needs at least one seed (or leave it out to choose and report on every seed)")
+    values = tuple(t.check_int(("tuning_seeds", i), v, minimum=0) for i, v in enumerate(raw))
+    if len(set(values)) != len(values):
+        t.fail("tuning_seeds", f"seeds repeat: {list(values)}")
+    unknown = [v for v in values if v not in seeds]
+    if unknown:
+        t.fail("tuning_seeds", f"{unknown} are not among the study's seeds {list(seeds)}")
+    if len(values) == len(seeds):
+        t.fail(
+            "tuning_seeds",
+            f"covers every seed {list(seeds)}: no fresh seeds are left to report on; add seeds to the "
+            "study's seeds = [...] or tune on fewer",
+        )
+    return values
 
 
 _TOP_LEVEL = (
@@ -441,7 +464,7 @@ def _read(values: dict, src: Source) -> ExperimentConfig:
     )
     _distinct_labels(top, opts, "optimizers", lambda i: ("optimizers", i, "label"))
     gradcheck = _read_gradcheck(top.table("gradcheck", None))
-    outputs = _read_outputs(top.table("outputs", None))
+    outputs = _read_outputs(top.table("outputs", None), seeds)
     top.finish()
     cfg = ExperimentConfig(
         name=name,

@@ -110,7 +110,9 @@ class DataConfig:
     `classes` keeps the examples whose target is one of these values and relabels them `0, 1, ...`
     in that order (two digits for a logistic regression). `test_fraction` holds out that fraction
     of the examples, drawn with the study's first seed, as a test set: the runs never see it, and
-    its loss (and accuracy) are recorded at every evaluation (`test_loss`, `test_accuracy`).
+    its loss (and accuracy) are recorded at every evaluation (`test_loss`, `test_accuracy`). With
+    `split_per_seed`, each seed draws its own held-out split instead (its lanes train on their own
+    training split).
     """
 
     source: str
@@ -129,6 +131,7 @@ class DataConfig:
     seed: int | None = None
     classes: tuple[float, ...] | None = None
     test_fraction: float | None = None
+    split_per_seed: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,11 @@ class CostConfig:
     `metrics` names the user's own metrics `metric(params, data) -> scalar` the same way (any kind of
     cost): each is recorded on the training data under its function's name, and with a held-out
     split also as `test_<name>` (a classification callable names its `accuracy` this way).
+
+    `init` (any cost kind) names `init(key) -> params`, a pure JAX function of a PRNG key: every lane
+    of seed `s` starts at `init(gdjax.init_key(s))` (`gdjax.Init`). For a model or a test
+    function the result must have the shapes of its usual start; a callable cost may give `init`
+    instead of `params0`.
     """
 
     label: str
@@ -164,6 +172,7 @@ class CostConfig:
     params0: str | tuple[float, ...] | None = None
     analytic: str | None = None
     l2: float | None = None  # model costs: + l2/2 ||w||^2 (ridge, L2-regularised logistic / softmax)
+    init: str | None = None  # "file.py:init" / "module:init": init(key) -> params, drawn per seed
     data: DataConfig | None = None  # a suite's problem brings its own data; None: the study's [data]
     metrics: tuple[str, ...] | None = None  # "file.py:fn" / "module:fn" references
 
@@ -257,12 +266,16 @@ class OutputsConfig:
       rank_by: the column that picks each optimizer's best configuration (summary table, plots):
         `final_loss` (lowest training loss, the default), `test_loss` (lowest held-out loss), or
         `accuracy` / `test_accuracy` (highest), each a median over seeds.
+      tuning_seeds: seeds (a subset of the study's) on which each optimizer's best configuration is
+        chosen; the tables, comparisons and profiles then report the chosen configuration on the
+        other, fresh seeds only (no selection bias). None: choose and report on every seed.
     """
 
     plots: tuple[str, ...] = ("loss_curves",)
     x_axis: str = "steps"
     dir: str = "runs"
     rank_by: str = "final_loss"
+    tuning_seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

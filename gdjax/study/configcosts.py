@@ -91,6 +91,9 @@ def read_data_table(t: Table) -> DataConfig:
             f"(e.g. 0.25), got {test_fraction!r}",
         )
     kw["test_fraction"] = test_fraction
+    kw["split_per_seed"] = t.bool("split_per_seed", False)
+    if kw["split_per_seed"] and test_fraction is None:
+        t.fail("split_per_seed", "draws a held-out split per seed: give test_fraction too (e.g. 0.25)")
     hint = f" for source {source!r}" if source else ""
     t.finish(hint)
     return DataConfig(source=source, standardize=standardize, **kw)
@@ -179,17 +182,26 @@ def read_cost_table(t: Table, has_data: bool) -> CostConfig:
         )
     init_noise = t.float("init_noise", 0.0, minimum=0.0)
     metrics = _read_metrics(t)
+    init = _read_reference(t, "init", "init") if "init" in t.values else None
+    t.take("init", None)
+    if init is not None and init_noise:
+        t.fail("init_noise", "init(key) draws each seed's start: put the noise in it, or drop init")
     if kinds[0] == "callable":
         callable_ = _read_reference(t, "callable", "cost")
-        if "params0" not in t.values:
+        if init is not None and "params0" in t.values:
+            t.fail("params0", "give either params0 (one start) or init (a start per seed), not both")
+        if "params0" not in t.values and init is None:
             t.take("params0", None)
             t.fail(
                 "params0",
                 "a callable cost needs its start: params0 = [0.0, 0.0] (a vector) or params0 = "
-                '"file.py:init" (a function init() or init(data) returning the params pytree)',
+                '"file.py:init" (a function init() or init(data) returning the params pytree), or '
+                'init = "file.py:init" (init(key), a start per seed)',
             )
-        raw = t.values["params0"]
-        if isinstance(raw, str):
+        raw = t.values.get("params0")
+        if raw is None:
+            params0 = None
+        elif isinstance(raw, str):
             params0 = _read_reference(t, "params0", "init")
         else:
             values = t.list("params0", scalar_ok=True)
@@ -251,7 +263,7 @@ def read_cost_table(t: Table, has_data: bool) -> CostConfig:
         )
     if not LABEL.fullmatch(cfg.label):
         t.fail("label", f"labels use letters, digits, '_', '+' and '-' only, got {cfg.label!r}")
-    return dataclasses.replace(cfg, metrics=metrics)
+    return dataclasses.replace(cfg, metrics=metrics, init=init)
 
 
 def _default_start(function: str, dim: int) -> tuple[float, ...]:

@@ -36,7 +36,8 @@ class Dataset(NamedTuple):
 
     With `[data] test_fraction`, `X`/`y` are the training examples and `X_test`/`y_test` the held-out
     ones (drawn with the study's first seed; the standardisation is fitted on the training split
-    only); without it, `X_test` and `y_test` are None.
+    only); without it, `X_test` and `y_test` are None. With `split_per_seed`,
+    `gdjax.study.preflight.seed_problems` builds each other seed's problem on its own split.
     """
 
     X: np.ndarray  # (n, d) float64, what the model sees (standardised if asked)
@@ -46,6 +47,8 @@ class Dataset(NamedTuple):
     feature_names: tuple[str, str]  # axis labels for a one-feature plot
     X_test: np.ndarray | None = None  # (n_test, d), standardised like X
     y_test: np.ndarray | None = None  # (n_test,)
+    train_index: np.ndarray | None = None  # rows of the data as read (before `classes`) in X
+    test_index: np.ndarray | None = None  # ... in X_test; both None without a held-out split
 
     @property
     def y_all(self) -> np.ndarray:
@@ -110,7 +113,8 @@ def read_data(d, seed: int) -> Dataset:
             )
         classes = np.asarray(d.classes, np.float64)
         X, y = X[keep], np.argmax(y[keep][:, None] == classes[None, :], axis=1).astype(np.float64)
-    X_test = y_test = None
+    rows = np.flatnonzero(keep) if d.classes is not None else np.arange(X.shape[0])
+    X_test = y_test = train_index = test_index = None
     if d.test_fraction is not None:
         n = X.shape[0]
         train, test = split(n, d.test_fraction, seed)
@@ -122,10 +126,11 @@ def read_data(d, seed: int) -> Dataset:
                 f"holds out between 1 and {n - 1} of them",
             )
         X, X_test, y, y_test = X[train], X[test], y[train], y[test]
+        train_index, test_index = rows[train], rows[test]
     standardizer = None
     X_raw = X
     if d.standardize:
         standardizer = data.Standardizer.fit(X)
         X = standardizer.transform(X)
         X_test = None if X_test is None else standardizer.transform(X_test)
-    return Dataset(X, y, X_raw, standardizer, names, X_test, y_test)
+    return Dataset(X, y, X_raw, standardizer, names, X_test, y_test, train_index, test_index)

@@ -18,6 +18,8 @@ it (`PlotStage`):
       gradcheck.txt      the gradient-check report of every cost
       summary.csv/.json  one row per lane of every optimizer
       histories.npz      loss / grad-norm / params histories, statuses, steps, per optimizer
+      split.npz          with [data] test_fraction: the held-out split, `<cost>/train` and
+                         `<cost>/test` (sorted row indices into the data as read)
       *.png              the plots named in outputs.plots (drawn by the command after the run)
       parts/             per-optimizer results while the run is incomplete (what --resume builds
                          on); removed once the run is complete
@@ -68,12 +70,14 @@ from gdjax.study.preflight import (
     is_line,
     load_data,
     num_lanes,
+    seed_problems,
+    split_per_seed,
     sweep_args,
     unit_start,
     units,
 )
 from gdjax.study.problems import Dataset, Problem, split
-from gdjax.study.provenance import git_commit, now, problem_info, versions
+from gdjax.study.provenance import git_commit, now, per_seed_info, problem_info, versions
 from gdjax.study.summary import (
     METRIC_NAMES,
     SUMMARY_KEYS,
@@ -106,6 +110,7 @@ __all__ = [
     "load_data",
     "read_run",
     "run_experiment",
+    "seed_problems",
     "split",
     "status_counts",
     "units",
@@ -133,12 +138,59 @@ class RunInterrupted(RuntimeError):
 # ------------------------------------------------------------------------------------------ units
 
 
-def run_unit(cfg: ExperimentConfig, u: Unit, p: Problem, *, progress=None) -> UnitResult:
-    """Runs one unit's sweep. Raises `SweepInterrupted` (with `.partial`) if a later chunk fails."""
+def run_unit(cfg: ExperimentConfig, u: Unit, p: Problem, *, progress=None, per_seed=None) -> UnitResult:
+    """Runs one unit's sweep. Raises `SweepInterrupted` (with `.partial`) if a later chunk fails.
+
+    A problem split per seed runs one sweep per seed, each on its own split (`per_seed`, from
+    `seed_problems`; built here when not given)."""
     total = num_lanes(cfg, u, p)
+    if split_per_seed(cfg, p):
+        return _run_per_seed(cfg, u, p, total, progress, per_seed or seed_problems(cfg, [p]))
     result = sweep(p.cost, u.optimizer.rule, unit_start(p), p.data, **sweep_args(cfg, u, p, progress))
     result = result.with_f_star(p.f_star)
     return unit_result(cfg, u, p, result, True, total)
+
+
+def _run_per_seed(cfg, u: Unit, p: Problem, total: int, progress, per_seed: dict) -> UnitResult:
+    """One sweep per seed on that seed's split, lanes interleaved into the order one sweep over every
+    seed gives (configuration, then seed). Each seed compiles its own program: its training and
+    held-out data are constants of the metrics. A failure part-way raises `SweepInterrupted` carrying
+    the lanes done so far as `unit_result` (seed by seed)."""
+    parts: list[UnitResult] = []
+    for seed in cfg.seeds:
+        ps = per_seed[(p.label, seed)]
+        done = sum(len(r.rows) for r in parts)
+        tick = None if progress is None else (lambda d, n, done=done: progress(done + d, total))
+        args = dict(sweep_args(cfg, u, ps, tick), seeds=[seed])
+        try:
+            result = sweep(ps.cost, u.optimizer.rule, unit_start(ps), ps.data, **args)
+        except SweepInterrupted as err:
+            parts.append(unit_result(cfg, u, ps, err.partial.with_f_star(ps.f_star), False, total))
+            err.unit_result = _combine(parts, interleave=False)
+            raise
+        parts.append(unit_result(cfg, u, ps, result.with_f_star(ps.f_star), True, total))
+    return _combine(parts, interleave=True)
+
+
+def _combine(parts: list[UnitResult], interleave: bool) -> UnitResult:
+    """Several seeds' unit results as one: lane j of seed k becomes lane `j * num_seeds + k`
+    (`interleave`), or the seeds one after another (a partial result)."""
+    if interleave:
+        order = [(k, j) for j in range(len(parts[0].rows)) for k in range(len(parts))]
+    else:
+        order = [(k, j) for k, part in enumerate(parts) for j in range(len(part.rows))]
+    offsets = np.cumsum([0] + [len(part.rows) for part in parts])
+    idx = np.asarray([offsets[k] + j for k, j in order], np.int64)
+    trace = jax.tree.map(lambda *xs: np.concatenate(xs)[idx], *[part.trace for part in parts])
+    return dataclasses.replace(
+        parts[0],
+        trace=trace,
+        coords=[parts[k].coords[j] for k, j in order],
+        rows=[dict(parts[k].rows[j], lane=i) for i, (k, j) in enumerate(order)],
+        compile_seconds=sum(part.compile_seconds for part in parts),
+        run_seconds=sum(part.run_seconds for part in parts),
+        complete=all(part.complete for part in parts),
+    )
 
 
 # ------------------------------------------------------------------------------ summaries and best
@@ -245,6 +297,7 @@ def run_experiment(
     fingerprints = runfolder.data_fingerprints(cfg)
     kind = runfolder.check(cfg, out, resume=resume, force=force, fingerprints=fingerprints, log=log)
     problems = build_problems(cfg)
+    per_seed = seed_problems(cfg, problems)  # [data] split_per_seed: each seed's own split
     unit_list = units(cfg)
     check_units(cfg, problems, unit_list)
     check_memory(cfg, problems, unit_list)
@@ -290,8 +343,10 @@ def run_experiment(
             "finished": None,
             "compile_seconds": 0.0,
             "run_seconds": 0.0,
-            "problems": {p.label: problem_info(p) for p in problems},
+            "problems": {p.label: problem_info(p) | per_seed_info(p, cfg.seeds, per_seed) for p in problems},
             "suite": cfg.is_suite,  # problems named by their labels alone (gdjax.study.load)
+            # choose configurations on these seeds, report on the others (gdjax.study.load reads it)
+            "tuning_seeds": None if cfg.outputs.tuning_seeds is None else list(cfg.outputs.tuning_seeds),
             "gradcheck": {k: r.verdict for k, r in reports.items()} or "disabled",
             "data_files": fingerprints,
             "units": {
@@ -312,6 +367,14 @@ def run_experiment(
             log(f"resuming {out}: {len(results)} of {len(unit_list)} optimizers already done")
         else:
             folder.write_text("config.toml", cfg.to_toml())
+        splits = {
+            f"{p.label}/{part}": index
+            for p in problems
+            if p.dataset is not None and p.dataset.test_index is not None
+            for part, index in (("train", p.dataset.train_index), ("test", p.dataset.test_index))
+        }
+        if splits:  # the held-out split, for gdjax.study.load (`results.splits`)
+            folder.write_npz("split.npz", splits)
         if reports:
             folder.write_text("gradcheck.txt", gradcheck_text(reports))
         elif not os.path.lexists(folder.file("gradcheck.txt")):
@@ -347,7 +410,7 @@ def run_experiment(
                 tick = lambda done, n, key=u.key: progress(key, done, n)  # noqa: E731
                 progress(u.key, 0, total)
             try:
-                r = run_unit(cfg, u, p, progress=tick)
+                r = run_unit(cfg, u, p, progress=tick, per_seed=per_seed)
             except ValueError as err:
                 # The sweep refused its input before running a lane (a size only it can judge).
                 if not resumed and not results:
@@ -357,7 +420,8 @@ def run_experiment(
                 err.gdjax_run_folder = folder.path
                 raise
             except SweepInterrupted as err:
-                partial = unit_result(cfg, u, p, err.partial.with_f_star(p.f_star), False, total)
+                partial = getattr(err, "unit_result", None)  # a problem split per seed: built per seed
+                partial = partial or unit_result(cfg, u, p, err.partial.with_f_star(p.f_star), False, total)
                 save_part(folder, partial, p.params0, suffix=".partial")
                 info = {"key": u.key, "lanes": len(partial.coords), "total_lanes": total}
                 reason = f"{u.key} stopped after {info['lanes']} of {total} lanes ({err.__cause__!r})"

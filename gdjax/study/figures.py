@@ -6,7 +6,7 @@ A figure is registered once with its name, what it applies to and how it is draw
     def loss_curves(r: Results) -> matplotlib.figure.Figure: ...
 
 `gdjax report`, `gdjax list` and the Python API all read `FIGURES`, so a new figure is one function
-in this file. Each optimizer keeps one colour in every figure (`plots.color_for`); seeds are drawn
+in this file. Each optimizer keeps one colour in every figure (`palette.color_for`); seeds are drawn
 as a median line with an interquartile band, never as separate lines; the x axis is in epochs when
 any lane used mini-batches (a full-batch step is one epoch) and in steps otherwise.
 """
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from gdjax.io import format_number
-from gdjax.study.plots import color_for
+from gdjax.study.palette import color_for
 from gdjax.study.results_model import Results
 
 __all__ = ["FIGURES", "FigureSpec", "draw", "figure"]
@@ -97,8 +97,19 @@ def _panels(n: int, *, width: float = 6.5, height: float = 4.2, cols: int = 3):
     return fig, axes[:n]
 
 
+def _panels_or(ax, problems: list[str]):
+    """`_panels` for the problems, or the given axes when the results hold one problem."""
+    if ax is None:
+        return _panels(len(problems))
+    if len(problems) != 1:
+        raise ValueError(f"ax= draws one problem; these results hold {len(problems)}: {', '.join(problems)}")
+    return ax.figure, [ax]
+
+
 def _x_column(r: Results) -> str:
-    return "epoch" if r.lanes["batch_size"].notna().any() else "step"
+    """Epochs when a lane used mini-batches (and the problem's size is known), else steps."""
+    minibatch = r.lanes["batch_size"].notna().any()
+    return "epoch" if minibatch and r.curves["epoch"].notna().all() else "step"
 
 
 def _order(r: Results) -> list[str]:
@@ -106,7 +117,8 @@ def _order(r: Results) -> list[str]:
 
 
 def _best_lanes(r: Results, by: str = "final_loss", mode: str = "min") -> dict[tuple[str, str], pd.DataFrame]:
-    """The lanes (every seed) of each problem's and optimizer's best configuration."""
+    """The lanes (every seed; the fresh seeds under `tuning_seeds`) of each problem's and optimizer's best
+    configuration."""
     best = r.best_configurations(by=by, mode=mode)
     out = {}
     for _, row in best.iterrows():
@@ -114,6 +126,8 @@ def _best_lanes(r: Results, by: str = "final_loss", mode: str = "min") -> dict[t
         for c in r.config_columns:
             value = row[c]
             mine = mine[mine[c].isna()] if pd.isna(value) else mine[mine[c] == value]
+        if r.tuning_seeds is not None:  # the chosen configuration as reported: on the fresh seeds
+            mine = mine[mine["seed"].isna() | ~mine["seed"].isin(list(r.tuning_seeds))]
         out[(row["problem"], row["optimizer"])] = mine
     return out
 
@@ -201,9 +215,12 @@ def _legend(ax, n: int):
     doc="each optimizer's best configuration per problem: f - f* (or loss) against steps or epochs, "
     "median over seeds with the interquartile band",
 )
-def loss_curves(r: Results):
+def loss_curves(r: Results, *, ax=None):
+    """One panel per problem; `ax`: draw the one problem of `r` into this axes instead (its figure is
+    returned, without the figure title)."""
     problems = r.problems["problem"].tolist()
-    fig, axes = _panels(len(problems))
+    own = ax is None
+    fig, axes = _panels_or(ax, problems)
     best = _best_lanes(r)
     xcol = _x_column(r)
     for ax, p in zip(axes, problems, strict=True):
@@ -221,7 +238,10 @@ def loss_curves(r: Results):
             shown += 1
         ax.set_yscale("log")
         _finish(ax, xcol, "f - f*" if known else "loss", p, shown)
-    fig.suptitle("Best configuration of each optimizer (median over seeds, interquartile band)", fontsize=10)
+    if own:
+        fig.suptitle(
+            "Best configuration of each optimizer (median over seeds, interquartile band)", fontsize=10
+        )
     return fig
 
 
@@ -230,11 +250,22 @@ def loss_curves(r: Results):
     applies=lambda r: bool(r.metrics),
     doc="each metric of each optimizer's best configuration (by final loss) against steps or epochs",
 )
-def metric_curves(r: Results):
+def metric_curves(r: Results, *, metrics=None, ax=None):
+    """One panel per problem and metric (`metrics`: these only); `ax`: draw the one panel there."""
     problems = r.problems["problem"].tolist()
-    has = r.lanes.groupby("problem")[list(r.metrics)].apply(lambda t: t.notna().any())
-    pairs = [(p, m) for p in problems for m in r.metrics if has.loc[p, m]]  # where the metric was measured
-    fig, axes = _panels(len(pairs))
+    names = list(r.metrics if metrics is None else metrics)
+    unknown = [m for m in names if m not in r.metrics]
+    if unknown:
+        raise ValueError(
+            f"no metric {unknown[0]!r} in these results; metrics: {', '.join(r.metrics) or 'none'}"
+        )
+    has = r.lanes.groupby("problem")[names].apply(lambda t: t.notna().any())
+    pairs = [(p, m) for p in problems for m in names if has.loc[p, m]]  # where the metric was measured
+    own = ax is None
+    if own:
+        fig, axes = _panels(len(pairs))
+    else:
+        fig, axes = _panels_or(ax, [f"{p}: {m}" for p, m in pairs])
     best = _best_lanes(r)
     for ax, (p, m) in zip(axes, pairs, strict=True):
         shown = 0
@@ -246,9 +277,11 @@ def metric_curves(r: Results):
             _band(ax, x, y, color_for(opt), opt, log=False)
             shown += 1
         _finish(ax, _x_column(r), m, p, shown)
-    fig.suptitle(
-        "Metrics of each optimizer's best configuration (median over seeds, interquartile band)", fontsize=10
-    )
+    if own:
+        fig.suptitle(
+            "Metrics of each optimizer's best configuration (median over seeds, interquartile band)",
+            fontsize=10,
+        )
     return fig
 
 

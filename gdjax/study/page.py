@@ -92,10 +92,25 @@ def _best_table(r: Results, by: str) -> str:
     best = r.best_configurations(by=by)
     # a setting shared by every row (a constant schedule) says nothing: left out
     keep = ["problem", "optimizer", *[c for c in r.config_columns if best[c].nunique(dropna=False) > 1]]
-    best = best[keep + ["median", "q25", "q75", "lanes", "statuses"]]
+    tuned = ["tuning_median"] if "tuning_median" in best else []
+    best = best[keep + tuned + ["median", "q25", "q75", "lanes", "statuses"]]
     if "batch_size" in best:
         best["batch_size"] = [("full" if pd.isna(b) else int(b)) for b in best["batch_size"]]
-    return _table(best.rename(columns={"median": f"median {by}", "q25": "25%", "q75": "75%"}))
+    names = {"median": f"median {by}", "q25": "25%", "q75": "75%", "tuning_median": "median on tuning seeds"}
+    if tuned:
+        names["median"] = f"median {by} (fresh seeds)"
+    return _table(best.rename(columns=names))
+
+
+def _protocol(r: Results) -> str:
+    """The selection protocol, said once above the tables it applies to."""
+    if r.tuning_seeds is None:
+        return ""
+    return (
+        '<p class="note">Selection and reporting use different seeds: each optimizer\'s configuration is '
+        f"chosen on the tuning seeds {list(r.tuning_seeds)}, and the tables, scores, comparisons and "
+        f"profiles report it on the fresh seeds {r.fresh_seeds} only (no selection bias).</p>"
+    )
 
 
 def _scores(r: Results) -> str:
@@ -163,7 +178,7 @@ def write_report(results: Results, folder: str | os.PathLike, *, title: str | No
         )
     parts.append(
         f"<h2>Best configuration of each optimizer</h2><p>By the median over seeds of <code>{by}</code>; "
-        "lanes that diverged count as infinitely bad.</p>" + _best_table(r, by)
+        "lanes that diverged count as infinitely bad.</p>" + _protocol(r) + _best_table(r, by)
     )
     if several:
         parts.append(

@@ -7,7 +7,10 @@ with the object-oriented API (no `pyplot`, no global state, no GUI backend) and 
 
 Inputs are plain: loss arrays, `Trace`s (one run, or a sweep's with a leading lane axis), lists of
 summary dicts. A sweep result is accepted by duck typing (`.trace`, `.coords`, `.summary()`), so
-this module does not depend on `gdjax.sweep`.
+this module does not depend on `gdjax.sweep`. What `gdjax.sweep` itself returned can also be drawn
+as `gdjax report` draws a study: `loss_curves(result)` of several optimizers (or of more
+configurations than a legend holds) builds `gdjax.study.results(result)` and draws
+`gdjax.study.figures.loss_curves` (each optimizer's best configuration, seeds as a band).
 
 Colours are consistent across figures: a rule name (`sgd`, `momentum`, `adam`, ...) always gets the
 colour in `RULE_COLORS`; diverged and non-finite runs are always drawn with the red markers of
@@ -30,8 +33,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import warnings
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -40,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdjax.io import BLEW_UP, atomic_write, format_number
+from gdjax.study.palette import PALETTE, RULE_COLORS, color_for, rule_key
 from gdjax.types import PyTree, Status, Trace
 
 if TYPE_CHECKING:  # only for annotations: importing this module must not import matplotlib
@@ -47,33 +51,7 @@ if TYPE_CHECKING:  # only for annotations: importing this module must not import
     from matplotlib.figure import Figure
 
 # ------------------------------------------------------------------------------------------ palette
-# Tableau 10 without its red, which is reserved for diverged / non-finite runs.
-PALETTE: tuple[str, ...] = (
-    "#1f77b4",  # blue
-    "#ff7f0e",  # orange
-    "#2ca02c",  # green
-    "#9467bd",  # purple
-    "#8c564b",  # brown
-    "#e377c2",  # pink
-    "#17becf",  # cyan
-    "#bcbd22",  # olive
-    "#7f7f7f",  # grey
-)
-
-RULE_COLORS: dict[str, str] = {
-    "sgd": PALETTE[0],
-    "gd": PALETTE[0],
-    "momentum": PALETTE[1],
-    "nesterov": PALETTE[2],
-    "adam": PALETTE[3],
-    "adagrad": PALETTE[4],
-    "rmsprop": PALETTE[5],
-    # Closed-form answers (the oracles) are black in every figure.
-    "least squares": "#000000",
-    "least_squares": "#000000",
-    "closed form": "#000000",
-    "reference": "#000000",
-}
+# The optimizers' colours live in gdjax.study.palette (figures.py uses them too); kept here by name.
 
 
 class StatusStyle(NamedTuple):
@@ -108,29 +86,9 @@ _LR_ABBREV = {"learning_rate": "lr"}
 _SEED_KEYS = ("seed", "start")  # replicates of one configuration: banded, not separate lines
 _SUMMARY_KEYS = frozenset(
     {"lane", "rule", "seed", "start", "batch_size", "final_loss", "suboptimality", "steps_to_target"}
-    | {"status", "steps", "stop_step"}
+    | {"status", "steps", "stop_step", "suboptimality_vs_best"}
 )
-
-
-def _rule_key(label: str) -> str:
-    """The rule name a label starts with (`"sgd lr=0.1"` -> `"sgd"`), if it is a known rule."""
-    text = str(label).strip().lower()
-    if text in RULE_COLORS:
-        return text
-    head = text.replace("(", " ").replace(",", " ").split(" ", 1)[0]
-    return head if head in RULE_COLORS else text
-
-
-def color_for(label: str) -> str:
-    """The colour of a rule (or a label starting with a rule name) in every gdjax figure.
-
-    Known rules get `RULE_COLORS`; any other name gets a palette colour chosen from a stable hash of
-    the name (so it does not change between figures or sessions).
-    """
-    key = _rule_key(label)
-    if key in RULE_COLORS:
-        return RULE_COLORS[key]
-    return PALETTE[zlib.crc32(key.encode()) % len(PALETTE)]
+_MAX_CONFIGURATION_LINES = 8  # more configurations of a sweep than this: its optimizers' best ones
 
 
 def status_colors(statuses) -> list[str]:
@@ -153,10 +111,11 @@ def _group_colors(names: Sequence[str | None]) -> list:
     A figure of a single rule at `_SEQUENTIAL_FROM` or more settings uses the `plasma` colormap
     instead (dark to bright in the order given), which stays readable for long sweeps.
 
-    Unknown names take the palette colours in order of appearance (after those known rules use), so
-    a figure of `run 0, run 1, ...` has distinct colours.
+    An unknown name gets its `color_for` colour (the same as in every other figure) unless another
+    group of the figure has that colour already; then the next palette colour not in use, so a
+    figure of `run 0, run 1, ...` has distinct colours.
     """
-    keys = [_rule_key(n) if n is not None else None for n in names]
+    keys = [rule_key(n) if n is not None else None for n in names]
     if len(keys) >= _SEQUENTIAL_FROM and len(set(keys)) == 1 and keys[0] in RULE_COLORS:
         # One rule at many settings (a learning-rate sweep): shades of one hue blur together, so
         # the settings run along a sequential colormap in the order given.
@@ -164,12 +123,17 @@ def _group_colors(names: Sequence[str | None]) -> list:
 
         return [colormaps["plasma"](0.85 * i / (len(keys) - 1)) for i in range(len(keys))]
     used = {RULE_COLORS[k] for k in keys if k in RULE_COLORS}
-    spare = [c for c in PALETTE if c not in used] or list(PALETTE)
     base: dict[str | None, str] = {}
     for k in keys:
-        if k not in base:
-            unknown = sum(1 for b in base if b not in RULE_COLORS)
-            base[k] = RULE_COLORS[k] if k in RULE_COLORS else spare[unknown % len(spare)]
+        if k in base:
+            continue
+        if k in RULE_COLORS:
+            base[k] = RULE_COLORS[k]
+            continue
+        own = color_for(k) if k is not None else PALETTE[0]
+        spare = [c for c in PALETTE if c not in used]
+        base[k] = own if own not in used else (spare[0] if spare else PALETTE[len(base) % len(PALETTE)])
+        used.add(base[k])
     counts = {k: keys.count(k) for k in base}
     seen: dict[str | None, int] = {}
     colors = []
@@ -376,6 +340,7 @@ class _Run(NamedTuple):
     label: str
     group: str | None
     x: np.ndarray | None = None  # the steps of `loss` (a trace's eval_steps); None: 0, 1, 2, ...
+    known_steps: bool = True  # False: a bare loss array, whose x is only the evaluation's index
 
     def steps(self) -> np.ndarray:
         return np.arange(len(self.loss)) if self.x is None else self.x
@@ -417,11 +382,12 @@ def _lanes(obj, label: str, group: str | None) -> list[_Run]:
         loss = loss.reshape(-1, loss.shape[-1])
         status, stop = ["max_steps"] * loss.shape[0], [-1] * loss.shape[0]
         x = None
+    known = _is_trace(obj)
     if not np.issubdtype(loss.dtype, np.number):
         raise ValueError(f"loss values must be numbers, got dtype {loss.dtype}")
     many = loss.shape[0] > 1
     return [
-        _Run(loss[i], status[i], int(stop[i]), f"{label} [{i}]" if many else label, group, x)
+        _Run(loss[i], status[i], int(stop[i]), f"{label} [{i}]" if many else label, group, x, known)
         for i in range(loss.shape[0])
     ]
 
@@ -487,6 +453,8 @@ def loss_curves(
     logy: bool = True,
     floor: float | None = None,
     ax: Axes | None = None,
+    steps=None,
+    configurations: str = "auto",
 ) -> Figure:
     """Loss (or suboptimality `loss - f*`) against step, one line per run or per group of runs.
 
@@ -517,16 +485,50 @@ def loss_curves(
       floor: smallest value drawn on the log axis; default the loss dtype's resolution at f*
         (`eps * |f*|`, below which `loss - f*` is rounding noise), or the smallest positive value.
       ax: draw into this axes instead of a new figure.
+      steps: `(num_evals,)` the steps at which loss arrays were evaluated (e.g. `<unit>/eval_steps`
+        of a run folder's `histories.npz`, one row of it); without it a bare array is drawn against
+        its evaluation index and the axis says "evaluation". Traces carry their own steps.
+      configurations: for a `gdjax.sweep` result: `"all"` draws one line per configuration (banded
+        over seeds and starts); `"best"` draws each optimizer's best configuration (median final
+        loss over seeds) as `gdjax.study.figures.loss_curves` does for `gdjax report`: the colour of
+        each optimizer as in every figure, the interquartile band over seeds, epochs on the axis when
+        the lanes used mini-batches; `"auto"` (default) is `"best"` when the sweep ran several
+        optimizers or more than 8 configurations, and `"all"` otherwise or when `labels`, `groups`,
+        `statuses` or `stop_steps` are given. `band` and `floor` apply to `"all"`.
 
     Returns:
       The `matplotlib.figure.Figure`.
     """
     if band not in ("minmax", "iqr"):
         raise ValueError(f"band must be 'minmax' or 'iqr', got {band!r}")
+    if configurations not in ("auto", "all", "best"):
+        raise ValueError(f"configurations must be 'auto', 'all' or 'best', got {configurations!r}")
+    custom = any(v is not None for v in (labels, groups, statuses, stop_steps))
+    if configurations == "best" and not _python_sweep(curves):
+        raise ValueError(
+            f"configurations='best' needs what gdjax.sweep returned, got {type(curves).__name__}"
+        )
+    if configurations == "best" and custom:
+        raise ValueError(
+            "configurations='best' draws one line per optimizer: labels, groups, statuses "
+            "and stop_steps apply to configurations='all'"
+        )
+    if configurations == "best" or (configurations == "auto" and not custom and _crowded(curves)):
+        return _best_loss_curves(curves, f_star=f_star, title=title, logy=logy, ax=ax)
     runs, sweep_f_star = _collect_runs(curves)
     if not runs:
         raise ValueError("no runs to plot")
     n = len(runs)
+    if steps is not None:
+        steps = np.asarray(steps)
+        if steps.ndim != 1 or not np.issubdtype(steps.dtype, np.number):
+            raise ValueError(
+                f"steps must be a 1-D array of step numbers, got shape {steps.shape} {steps.dtype}"
+            )
+        for r in runs:
+            if not r.known_steps and len(r.loss) != len(steps):
+                raise ValueError(f"steps has {len(steps)} entries but a loss curve has {len(r.loss)}")
+        runs = [r if r.known_steps else r._replace(x=steps.astype(np.int64), known_steps=True) for r in runs]
     f_star = sweep_f_star if f_star is None else f_star
     if labels is not None:
         runs = [r._replace(label=str(v)) for r, v in zip(runs, _per_run("labels", labels, n), strict=True)]
@@ -625,7 +627,9 @@ def loss_curves(
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("step")
+    # A bare loss array has no steps: its x is the index of the evaluation, which is a step only
+    # when every step was evaluated.
+    ax.set_xlabel("step" if all(r.known_steps for r in runs) else "evaluation")
     if f_star is None:
         ax.set_ylabel("loss")
     else:
@@ -643,6 +647,36 @@ def loss_curves(
     stopped = sorted({r.status for r in runs if r.stop_step >= 0 and r.status != "max_steps"})
     handles += _status_handles(stopped, prefix="stopped: ")
     _legend(ax, handles)
+    return fig
+
+
+def _python_sweep(obj) -> bool:
+    """Whether `obj` is what `gdjax.sweep` returned (not only its duck type: the results model needs it)."""
+    module = sys.modules.get("gdjax.sweep")  # not loaded: nothing can be one of its results
+    return module is not None and isinstance(obj, module.SweepResult)
+
+
+def _crowded(curves) -> bool:
+    """A sweep with several optimizers, or too many configurations for one line each."""
+    if not _python_sweep(curves):
+        return False
+    configurations = {tuple((k, repr(v)) for k, v in c.items() if k not in _SEED_KEYS) for c in curves.coords}
+    return len({c["rule"] for c in curves.coords}) > 1 or len(configurations) > _MAX_CONFIGURATION_LINES
+
+
+def _best_loss_curves(result, *, f_star, title, logy, ax) -> Figure:
+    """`gdjax.study.figures.loss_curves` of a sweep: each optimizer's best configuration."""
+    from gdjax.study import figures
+    from gdjax.study.results_model import results
+
+    if f_star is not None:
+        result = result.with_f_star(f_star)
+    r = results(result, problem=title or "sweep")
+    with warnings.catch_warnings(action="ignore", category=RuntimeWarning):  # medians of blown-up lanes
+        fig = figures.loss_curves(r, ax=ax)
+    if not logy:
+        for a in fig.axes:
+            a.set_yscale("linear")
     return fig
 
 
@@ -666,8 +700,12 @@ def metric_curves(
     figure (`ax=`, `linestyle="--"`) pairs with its loss curve. A lane's values after a diverged or
     non-finite stop are left out. Entries without the metric are skipped.
 
+    What `gdjax.sweep` returned is drawn as `gdjax report` draws it
+    (`gdjax.study.figures.metric_curves`): the metric of each optimizer's best configuration (by
+    median final loss), median over seeds with the interquartile band, against steps or epochs.
+
     Args:
-      curves: `{label: Trace}` (one run, or a sweep's lanes).
+      curves: `{label: Trace}` (one run, or a sweep's lanes), or a `gdjax.sweep` result.
       metric: the metric's name.
       title, ylabel: axes texts (`ylabel` defaults to the metric's name).
       logy: log y axis.
@@ -678,8 +716,22 @@ def metric_curves(
     Returns:
       The `matplotlib.figure.Figure`.
     """
+    if _python_sweep(curves):
+        from gdjax.study import figures
+        from gdjax.study.results_model import results
+
+        r = results(curves, problem=title or "sweep")
+        fig, ax = _new_axes(ax)
+        with warnings.catch_warnings(action="ignore", category=RuntimeWarning):  # blown-up lanes' medians
+            figures.metric_curves(r, metrics=[metric], ax=ax)
+        ax.set_ylabel(ylabel or metric)
+        if logy:
+            ax.set_yscale("log")
+        return fig
     if not isinstance(curves, Mapping):
-        raise ValueError(f"curves must be a dict {{label: Trace}}, got {type(curves).__name__}")
+        raise ValueError(
+            f"curves must be a dict {{label: Trace}} or a gdjax.sweep result, got {type(curves).__name__}"
+        )
     fig, ax = _new_axes(ax)
     names = list(curves)
     colors = _group_colors([str(n) for n in names])
@@ -918,10 +970,13 @@ def learning_rate_sweep_from(
 
     Each row needs `learning_rate`, `final_loss` and `status`. Lanes are grouped by rule plus every
     other hyperparameter that varies (seeds and starts are pooled into the median), or by the keys
-    in `group_by`. f* defaults to the one the sweep knew (from the rows' `suboptimality`).
+    in `group_by`: a sweep result names its hyperparameters (`hyperparameter_names`); in bare rows
+    every key is one except the summary's outcomes and the metrics `summary()` puts after
+    `stop_step`. f* defaults to the one the sweep knew (from the rows' `suboptimality`).
     """
     if f_star is None and _is_sweep_result(result):
         f_star = _sweep_f_star(result)
+    names = getattr(result, "hyperparameter_names", None)
     rows = _summary_rows(result)
     missing = {"learning_rate", "final_loss", "status"} - set(rows[0])
     if missing:
@@ -931,7 +986,14 @@ def learning_rate_sweep_from(
     if f_star is None:
         f_star = _f_star_from_rows(rows)
     if group_by is None:
-        hyper = [k for k in rows[0] if k not in _SUMMARY_KEYS and k != "learning_rate"]
+        outcomes = _SUMMARY_KEYS
+        if names is None:
+            from gdjax.study.summary import SUMMARY_KEYS  # a study's rows: its metrics are outcomes
+
+            keys = list(rows[0])
+            names = keys[: keys.index("stop_step")] if "stop_step" in keys else keys  # metrics follow it
+            outcomes = outcomes | SUMMARY_KEYS
+        hyper = [k for k in names if k not in outcomes and k != "learning_rate"]
         varying = [
             k for k in ["batch_size", *hyper] if len({repr(r[k]) for r in rows if r.get(k) is not None}) > 1
         ]

@@ -20,9 +20,17 @@ from gdjax import costs, data
 from gdjax.gradcheck import check_grad
 from gdjax.study import config as config_lib
 from gdjax.study.config import ExperimentConfig, OptimizerConfig
-from gdjax.study.problems import COSTS, Dataset, Problem, ProblemError, build_problem, read_data
+from gdjax.study.problems import (
+    COSTS,
+    Dataset,
+    Problem,
+    ProblemError,
+    build_problem,
+    load_reference,
+    read_data,
+)
 from gdjax.study.summary import METRIC_NAMES, SUMMARY_KEYS
-from gdjax.sweep import NOISE_FOLD, Starts, Zip, check_sweep
+from gdjax.sweep import NOISE_FOLD, Init, Starts, Zip, check_sweep
 from gdjax.types import GradCheckReport, PyTree
 from gdjax.validation import nearest
 
@@ -36,6 +44,8 @@ __all__ = [
     "gradcheck_text",
     "noised_starts",
     "num_lanes",
+    "seed_problems",
+    "split_per_seed",
     "sweep_args",
     "unit_start",
     "units",
@@ -90,7 +100,7 @@ def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> lis
             except ValueError as err:
                 raise cfg.error("precision", str(err)) from None
         try:
-            p = build_problem(c, own, dtype)
+            p = build_problem(c, own, dtype, seed=cfg.seeds[0])
         except ProblemError as err:
             raise cfg.error(f"{key}.{err.key}", str(err)) from None
         for j, ref in enumerate(c.metrics or ()):
@@ -102,7 +112,31 @@ def build_problems(cfg: ExperimentConfig, dataset: Dataset | None = None) -> lis
                 )
         problems.append(p)
     _check_cost_keys(cfg, problems)
+    _check_inits(cfg, problems)
     return problems
+
+
+def split_per_seed(cfg: ExperimentConfig, p: Problem) -> bool:
+    """Whether each seed of `p` draws its own held-out split (`[data] split_per_seed = true`)."""
+    d = cfg.data_of(p.config)
+    return d is not None and d.split_per_seed
+
+
+def seed_problems(cfg: ExperimentConfig, problems: list[Problem]) -> dict[tuple[str, int], Problem]:
+    """`{(label, seed): problem}` for the problems split per seed: the problem on that seed's split
+    (its training data, held-out metrics and f*); the first seed's is the problem itself."""
+    out = {}
+    for p in problems:
+        if split_per_seed(cfg, p):
+            for seed in cfg.seeds:
+                out[(p.label, seed)] = p if seed == cfg.seeds[0] else _seed_problem(cfg, p, seed)
+    return out
+
+
+def _seed_problem(cfg: ExperimentConfig, p: Problem, seed: int) -> Problem:
+    # load_data splits with the config's first seed: the same config with `seed` first, and this cost only
+    first = (seed, *[s for s in cfg.seeds if s != seed])
+    return build_problems(dataclasses.replace(cfg, seeds=first, costs=(p.config,)))[0]
 
 
 def _check_cost_keys(cfg: ExperimentConfig, problems: list[Problem]) -> None:
@@ -171,7 +205,10 @@ def check_gradients(cfg: ExperimentConfig, problems: list[Problem]) -> dict[str,
 def noised_starts(p: Problem, seeds) -> PyTree | None:
     """The start of each seed's lanes when the cost has `init_noise` (else None), stacked: each
     leaf plus `init_noise * jax.random.normal(k_i, ...)` in its dtype, with the sweep's keys
-    `k_i = jax.random.split(jax.random.fold_in(jax.random.key(seed), NOISE_FOLD), num_leaves)`."""
+    `k_i = jax.random.split(jax.random.fold_in(jax.random.key(seed), NOISE_FOLD), num_leaves)`.
+    With `init`, each seed's start `init(gdjax.init_key(seed))`."""
+    if p.config.init is not None:
+        return _init(p).starts(seeds)
     if not p.config.init_noise:
         return None
     leaves, treedef = jax.tree.flatten(p.params0)
@@ -350,9 +387,12 @@ def is_line(p: Problem) -> bool:
     return p.config.model == "linear" and p.dataset is not None and p.dataset.X.shape[1] == 1
 
 
-def _random(u: Unit, p: Problem) -> bool:
+def _random(cfg: ExperimentConfig, u: Unit, p: Problem) -> bool:
+    if split_per_seed(cfg, p):
+        return True
     n = None if p.data is None else p.data[0].shape[0]
-    return p.config.init_noise > 0 or any(b is not None and b < n for b in u.batch_size)
+    random_start = p.config.init_noise > 0 or p.config.init is not None
+    return random_start or any(b is not None and b < n for b in u.batch_size)
 
 
 def sweep_args(cfg: ExperimentConfig, u: Unit, p: Problem, progress=None) -> dict:
@@ -366,7 +406,7 @@ def sweep_args(cfg: ExperimentConfig, u: Unit, p: Problem, progress=None) -> dic
     return dict(
         grid=Zip(grid) if opt.zip_grid else grid,
         num_steps=u.num_steps,
-        seeds=list(cfg.seeds) if _random(u, p) else None,
+        seeds=list(cfg.seeds) if _random(cfg, u, p) else None,
         batch_size=batch,
         metrics=p.metrics,
         eval_every=cfg.run.eval_every,
@@ -375,8 +415,29 @@ def sweep_args(cfg: ExperimentConfig, u: Unit, p: Problem, progress=None) -> dic
     )
 
 
+def _init(p: Problem) -> Init | None:
+    """The problem's start drawn per seed (`[cost] init = "file.py:init"`, `init(key)`), or None."""
+    if p.config.init is None:
+        return None
+    return Init(load_reference(p.config.init), like=p.params0)
+
+
+def _check_inits(cfg: ExperimentConfig, problems: list[Problem]) -> None:
+    """Each `init` loads and returns params shaped like the problem's start (traced, on the first seed)."""
+    for i, p in enumerate(problems):
+        if p.config.init is None:
+            continue
+        key = f"problems[{i}]" if cfg.is_suite else (f"cost[{i}]" if len(cfg.costs) > 1 else "cost")
+        try:
+            _init(p).starts(cfg.seeds[:1])
+        except ValueError as err:
+            raise cfg.error(f"{key}.init", str(err)) from None
+
+
 def unit_start(p: Problem):
-    """A unit's `params0`: the problem's start, perturbed per seed when the config asks."""
+    """A unit's `params0`: the problem's start, perturbed or drawn per seed when the config asks."""
+    if p.config.init is not None:
+        return _init(p)
     if p.config.init_noise:
         return Starts(p.params0, init_noise=p.config.init_noise, stacked=False)
     return p.params0
@@ -384,5 +445,5 @@ def unit_start(p: Problem):
 
 def num_lanes(cfg: ExperimentConfig, u: Unit, p: Problem) -> int:
     """Lanes of a unit: grid points x seeds (when sampled) x batch sizes."""
-    seeds = len(cfg.seeds) if _random(u, p) else 1
+    seeds = len(cfg.seeds) if _random(cfg, u, p) else 1
     return u.optimizer.num_points() * seeds * len(u.batch_size)

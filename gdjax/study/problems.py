@@ -42,6 +42,7 @@ import numpy as np
 from gdjax import costs, reference
 from gdjax.study.datasets import Dataset, ProblemError, read_data, shown_values, split
 from gdjax.study.usercode import call_init, check_gradient_shape, check_scalar_cost, load_reference
+from gdjax.sweep import Init
 from gdjax.types import PyTree
 
 __all__ = [
@@ -319,13 +320,18 @@ def spec_of(c) -> CostSpec:
     return COSTS[c.function if c.function is not None else c.loss]
 
 
-def build_problem(c, dataset: Dataset | None, dtype) -> Problem:
-    """The `Problem` of the cost `c` on `dataset`, with the config's own `metrics` added.
+def build_problem(c, dataset: Dataset | None, dtype, *, seed: int = 0) -> Problem:
+    """The `Problem` of the cost `c` on `dataset`, with the config's own `metrics` added. `seed` is
+    the study's first seed: a callable cost with `init(key)` instead of `params0` starts there.
 
     Raises:
       ProblemError: with the cost's key at fault.
     """
-    p = spec_of(c).build(c, dataset, dtype)
+    spec = spec_of(c)
+    if spec.key == "callable":
+        p = _callable_problem(c, dataset, dtype, seed)
+    else:
+        p = spec.build(c, dataset, dtype)
     if not c.metrics:
         return p
     metrics = dict(p.metrics or {})
@@ -524,14 +530,22 @@ def _test_function_problem(c, dataset: None, dtype) -> Problem:
     )
 
 
-def _callable_problem(c, dataset: Dataset | None, dtype) -> Problem:
-    """The user's own `cost(params, data)`, its start and optional analytic gradient, checked abstractly."""
+def _callable_problem(c, dataset: Dataset | None, dtype, seed: int = 0) -> Problem:
+    """The user's own `cost(params, data)`, its start and optional analytic gradient, checked abstractly.
+
+    Given `init(key)` instead of `params0`, the start of `seed` (the study's first) stands for the
+    problem's: `init(gdjax.init_key(seed))`."""
     try:
         cost = load_reference(c.callable)
     except ValueError as err:
         raise ProblemError("callable", str(err)) from None
     host_data = None if dataset is None else (dataset.X, dataset.y)
-    if isinstance(c.params0, str):
+    if c.params0 is None:  # only init(key): the first seed's start stands for the problem's
+        try:
+            start = jax.tree.map(lambda x: x[0], Init(load_reference(c.init)).starts([seed]))
+        except ValueError as err:
+            raise ProblemError("init", str(err)) from None
+    elif isinstance(c.params0, str):
         try:
             init = load_reference(c.params0)
         except ValueError as err:

@@ -14,7 +14,7 @@ import numpy as np
 from gdjax._version import __version__
 from gdjax.study.problems import Problem
 
-__all__ = ["git_commit", "now", "problem_info", "versions"]
+__all__ = ["git_commit", "now", "per_seed_info", "problem_info", "versions"]
 
 
 def now() -> str:
@@ -75,3 +75,15 @@ def problem_info(p: Problem) -> dict:
             raw = p.dataset.standardizer.unstandardize(p.minimizer)
             info["minimizer_original_scale"] = jax.tree.map(lambda x: np.asarray(x).tolist(), raw)
     return info
+
+
+def per_seed_info(p: Problem, seeds, per_seed: dict) -> dict:
+    """The manifest's f* of a problem split per seed (`per_seed`: `{(label, seed): problem}`, from
+    `gdjax.study.preflight.seed_problems`): one per seed (`f_star_per_seed`), none overall."""
+    if (p.label, seeds[0]) not in per_seed:
+        return {}
+    values = {str(s): per_seed[(p.label, s)].f_star for s in seeds}
+    if all(v is None for v in values.values()):
+        return {}
+    source = f"{p.f_star_source}, on each seed's training split" if p.f_star_source else "each seed's split"
+    return {"f_star": None, "f_star_source": source, "f_star_per_seed": values}

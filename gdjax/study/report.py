@@ -202,7 +202,8 @@ def draw_plots(cfg, problems, unit_list, results, folder: str) -> list[str]:
             continue
         rows = [r for u in mine for r in results[u.key].rows]
         metrics = tuple(p.metrics or ())
-        best = {b["optimizer"]: b for b in experiment.best_configurations(rows, cfg.outputs.rank_by, metrics)}
+        chosen = experiment.best_configurations(rows, cfg.outputs.rank_by, metrics, cfg.outputs.tuning_seeds)
+        best = {b["optimizer"]: b for b in chosen}
         title_cost = f" ({p.label})" if len(cfg.costs) > 1 else ""
         sfx = _suffix(cfg, p)
         small = [u for u in mine if 2 <= _num_configs(results[u.key].rows, metrics) <= _MAX_GRID_LINES]

@@ -171,7 +171,12 @@ class Results:
         unknown), `f_star_source`, `data_fingerprint` ('' when unknown).
       hyperparameters: the hyperparameter columns of `lanes`, in order.
       metrics: the metric columns of `lanes` and `curves`, in order.
-      splits: `{problem: {"train": indices, "test": indices}}` for problems with a held-out split.
+      splits: `{problem: {"train": indices, "test": indices}}` for problems with a held-out split:
+        sorted row indices into the data as read (a run folder's `split.npz`).
+      tuning_seeds: the selection protocol (`with_tuning_seeds`, `[outputs] tuning_seeds`): each
+        optimizer's configuration is chosen on these seeds and reported on the other, fresh seeds by
+        `best_configurations`, `compare`, `best_statement` and the profiles and scores. None: chosen
+        and reported on every seed.
     """
 
     lanes: pd.DataFrame
@@ -180,6 +185,7 @@ class Results:
     hyperparameters: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     splits: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+    tuning_seeds: tuple[int, ...] | None = None
     # time_to_target by its arguments: a report asks for the same targets in several figures
     _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -218,6 +224,29 @@ class Results:
         lanes = self.lanes.assign(is_default=_is_default(self.lanes, self.hyperparameters, table))
         return dataclasses.replace(self, lanes=lanes)  # a fresh cache: `_cache` is not an init field
 
+    def with_tuning_seeds(self, seeds: Sequence[int] | None) -> Results:
+        """These results under the tuning protocol: configurations chosen on `seeds`, everything reported
+        on the others (Schmidt et al. 2021: tune on some seeds, rerun the choice on fresh ones). `seeds`
+        must be among the lanes' seeds and leave at least one over; None chooses and reports on all."""
+        from gdjax.study import statistics
+
+        try:
+            checked = statistics.check_tuning_seeds(self.lanes["seed"], seeds)
+        except ValueError as err:
+            raise ResultsError(str(err)) from None
+        return dataclasses.replace(self, tuning_seeds=None if checked is None else tuple(checked))
+
+    @property
+    def fresh_seeds(self) -> list[int] | None:
+        """The seeds reported on under `tuning_seeds` (None without the protocol)."""
+        if self.tuning_seeds is None:
+            return None
+        return sorted(int(s) for s in pd.unique(self.lanes["seed"].dropna()) if s not in self.tuning_seeds)
+
+    def _seeds(self, options: dict) -> dict:
+        """`options` with this protocol's `tuning_seeds` unless the call gives its own (None: all seeds)."""
+        return {"tuning_seeds": self.tuning_seeds, **options}
+
     # -------------------------------------------------------------------------------- summaries
     def best_configurations(self, by: str = "final_loss", mode: str = "min") -> pd.DataFrame:
         """The best configuration of each problem and optimizer, by the median over seeds of `by`.
@@ -225,7 +254,9 @@ class Results:
         A configuration is an optimizer's hyperparameters and batch size (`config_columns`); its
         lanes are its seeds and starts. Lanes that diverged or went non-finite count as `+inf`
         (`-inf` for `mode="max"`), so a configuration that blows up on some seeds is ranked by
-        what it really did. Ties go to the configuration listed first.
+        what it really did. Ties go to the configuration listed first. Under `tuning_seeds`,
+        configurations are ranked by their median on the tuning seeds (`tuning_median`), and the
+        other statistics describe the chosen one's fresh seeds.
 
         Args:
           by: a numeric column of `lanes` (`final_loss`, `suboptimality`, `steps`, a metric ...).
@@ -234,8 +265,8 @@ class Results:
         Returns:
           One row per problem and optimizer: `problem`, `optimizer`, the configuration columns,
           `median` (of `by`), `q25`, `q75`, `min`, `max` (over seeds), `lanes` (how many), `status`
-          (the most common one), `statuses` ("3 converged, 2 diverged"). Sorted by problem, then
-          best first.
+          (the most common one), `statuses` ("3 converged, 2 diverged"), and under `tuning_seeds`
+          `tuning_median`. Sorted by problem, then best first (by the ranking median).
         """
         if mode not in ("min", "max"):
             raise ResultsError(f"mode must be 'min' or 'max', got {mode!r}")
@@ -250,6 +281,12 @@ class Results:
         )
         lanes["_value"] = lanes["_value"].fillna(worst)
         keys = ["problem", "optimizer", *self.config_columns]
+        tuning = None
+        if self.tuning_seeds is not None:
+            from gdjax.study import statistics
+
+            tuning, lanes = statistics._split_seeds(lanes, list(self.tuning_seeds))
+            tuning = tuning.groupby(keys, dropna=False, sort=False)["_value"].median().rename("tuning_median")
         grouped = lanes.groupby(keys, dropna=False, sort=False)
         table = grouped["_value"].agg(
             median="median",
@@ -261,8 +298,12 @@ class Results:
         )
         table["status"] = grouped["status"].agg(_majority)
         table["statuses"] = grouped["status"].agg(_status_text)
+        ranked_by = "median"
+        if tuning is not None:
+            table = table.join(tuning, how="left")
+            ranked_by = "tuning_median"
         table = table.reset_index()
-        table["_rank"] = table["median"] if mode == "min" else -table["median"]
+        table["_rank"] = table[ranked_by] if mode == "min" else -table[ranked_by]
         best = table.sort_values("_rank", kind="stable").groupby(["problem", "optimizer"], sort=False).head(1)
         best = best.sort_values(["problem", "_rank"], kind="stable").drop(columns="_rank")
         return best.reset_index(drop=True)
@@ -286,6 +327,7 @@ class Results:
             "hyperparameters": list(self.hyperparameters),
             "metrics": list(self.metrics),
             "splits": {p: {k: np.asarray(v).tolist() for k, v in s.items()} for p, s in self.splits.items()},
+            "tuning_seeds": None if self.tuning_seeds is None else list(self.tuning_seeds),
         }
         gdjax_io.write_json(os.path.join(path, "results.json"), meta)
         return path
@@ -329,7 +371,12 @@ class Results:
             )
             return statistics.performance_profile(protocol, config=[], taus=taus)
         return statistics.performance_profile(
-            ttt, config=self.config_columns, taus=taus, variant=variant, lanes=self.lanes
+            ttt,
+            config=self.config_columns,
+            taus=taus,
+            variant=variant,
+            lanes=self.lanes,
+            tuning_seeds=self.tuning_seeds,
         )
 
     def profile_ratios(self, eps=1e-3, *, unit: str = "epochs", variant: str = "tuned"):
@@ -338,7 +385,9 @@ class Results:
         from gdjax.study import statistics
 
         ttt = self.time_to_target(eps, unit=unit)
-        return statistics.profile_ratios(ttt, config=self.config_columns, variant=variant, lanes=self.lanes)
+        return statistics.profile_ratios(
+            ttt, config=self.config_columns, variant=variant, lanes=self.lanes, tuning_seeds=self.tuning_seeds
+        )
 
     def scores(self, eps=1e-3, *, unit: str = "epochs", variant: str = "tuned", confidence: float = 0.95):
         """AlgoPerf-style scores (area under the profile for tau in [1, 4], / 3) with a bootstrap
@@ -353,7 +402,12 @@ class Results:
 
         ttt = self.time_to_target(eps, unit=unit)
         return statistics.data_profile(
-            ttt, config=self.config_columns, budgets=budgets, variant=variant, lanes=self.lanes
+            ttt,
+            config=self.config_columns,
+            budgets=budgets,
+            variant=variant,
+            lanes=self.lanes,
+            tuning_seeds=self.tuning_seeds,
         )
 
     def expected_best_of_k(self, by: str = "final_loss", mode: str = "min"):
@@ -368,10 +422,12 @@ class Results:
         """Paired comparison of optimizers `a` and `b` on the same (problem, seed) pairs, each at its
         best configuration: one row with `median_difference` (a - b), `ci_low`, `ci_high`,
         `probability_of_improvement`, `p_value` (Wilcoxon), `num_pairs`. Options: `tuning_seeds`
-        (choose on these, report on the others), `confidence`, `seed`."""
+        (choose on these, report on the others; default: these results' `tuning_seeds`), `confidence`,
+        `seed`."""
         from gdjax.study import statistics
 
         self._check_column(by)
+        options = self._seeds(options)
         return statistics.compare(self.lanes, a, b, config=self.config_columns, by=by, mode=mode, **options)
 
     def best_statement(self, *, by: str = "final_loss", mode: str = "min", **options) -> str | None:
@@ -379,6 +435,7 @@ class Results:
         from gdjax.study import statistics
 
         self._check_column(by)
+        options = self._seeds(options)
         return statistics.best_statement(self.lanes, config=self.config_columns, by=by, mode=mode, **options)
 
     def summarize(self, column: str, *, by=("problem", "optimizer"), **options):
@@ -430,6 +487,7 @@ class _Unit:
     num_steps: int
     compile_seconds: float
     run_seconds: float
+    f_star: np.ndarray | None = None  # per lane, where it differs by seed (a held-out split per seed)
 
 
 def _provenance(run: str = "", manifest: dict | None = None) -> dict[str, str]:
@@ -524,6 +582,7 @@ def _unit_frames(u: _Unit, info: pd.Series, hyper, metrics, offset: int):
     best = finite.min(axis=1) if n_evals else np.full(n_lanes, np.nan)
     best = np.where(np.isinf(best), np.nan, best)
     f_star = float(info["f_star"]) if pd.notna(info["f_star"]) else math.nan
+    f_star = np.full(n_lanes, f_star) if u.f_star is None else np.asarray(u.f_star, np.float64)
     num_examples = info["num_examples"]
     batch = u.coords.get("batch_size", [None] * n_lanes)
     data: dict[str, Any] = {
@@ -549,7 +608,7 @@ def _unit_frames(u: _Unit, info: pd.Series, hyper, metrics, offset: int):
         final_loss=loss[:, -1] if n_evals else np.full(n_lanes, np.nan),
         best_loss=best,
         final_grad_norm=np.asarray(u.grad_norm, np.float64)[:, -1] if n_evals else np.full(n_lanes, np.nan),
-        f_star=np.full(n_lanes, f_star),
+        f_star=f_star,
         f_star_source=pd.Series([str(info["f_star_source"])] * n_lanes, dtype="str"),
         suboptimality=(loss[:, -1] - f_star) if n_evals else np.full(n_lanes, np.nan),
     )
@@ -587,12 +646,16 @@ def _unit_frames(u: _Unit, info: pd.Series, hyper, metrics, offset: int):
 
 def _fill_best_found(lanes: pd.DataFrame, problems: pd.DataFrame) -> None:
     """Where f* is unknown, suboptimality is measured against the lowest loss any lane of the problem
-    reached (every optimizer's, as benchopt does), and `f_star_source` says so."""
+    reached (every optimizer's, as benchopt does), and `f_star_source` says so. Lanes that carry their
+    own f* (a problem split per seed, each seed its own f*) keep it."""
     for _, p in problems.iterrows():
         if pd.notna(p["f_star"]):
             continue
-        mine = lanes["problem"] == p["problem"]
-        found = lanes.loc[mine, "best_loss"].min()
+        problem = lanes["problem"] == p["problem"]
+        mine = problem & lanes["f_star"].isna()
+        if problem.any() and not mine.any():
+            continue
+        found = lanes.loc[problem, "best_loss"].min()
         lanes.loc[mine, "suboptimality"] = lanes.loc[mine, "final_loss"] - found
         lanes.loc[mine, "f_star_source"] = "best found"
         problems.loc[problems["problem"] == p["problem"], "f_star_source"] = "best found"
@@ -619,14 +682,17 @@ def results(
     problem: str = "problem",
     num_examples: int | None = None,
     optimizers: dict[str, str] | None = None,
+    tuning_seeds: Sequence[int] | None = None,
 ) -> Results:
     """The `Results` of a Python `gdjax.sweep`.
 
     Args:
       sweep_result: what `gdjax.sweep` returned.
       problem: the name of the problem the sweep ran on.
-      num_examples: the number of training examples (for epochs); needed only for mini-batch lanes.
+      num_examples: the number of training examples (for epochs); default the sweep's own
+        (`sweep_result.num_examples`, the leading axis of its data).
       optimizers: labels for the rules (`{"sgd": "sgd_tuned"}`); by default the rule's name.
+      tuning_seeds: choose configurations on these seeds, report on the others (`with_tuning_seeds`).
 
     Returns:
       Results whose `f_star` is the sweep's (`result.f_star`, e.g. the closed form of least
@@ -644,8 +710,9 @@ def results(
     if unknown:
         raise ResultsError(f"optimizers names rules the sweep did not run: {unknown}")
     # the sweep's cost offered its own f* (e.g. least squares' closed form) unless one was set by hand
-    offered = callable(sweep_result.__dict__.get("_f_star"))
     f_star = sweep_result.f_star
+    if num_examples is None:
+        num_examples = getattr(sweep_result, "num_examples", None)
     num_examples_value = None if num_examples is None else int(num_examples)
     eval_steps = np.asarray(sweep_result.eval_steps)
     unit = _Unit(
@@ -676,11 +743,11 @@ def results(
                 "f_star": f_star,
                 "f_star_source": ""
                 if f_star is None
-                else ("closed form" if offered else "SweepResult.f_star"),
+                else ("closed form" if sweep_result.f_star_source == "closed form" else "SweepResult.f_star"),
             }
         ]
     )
-    return _build([unit], problems, _provenance())
+    return _build([unit], problems, _provenance()).with_tuning_seeds(tuning_seeds)
 
 
 def _leaves(tree):
@@ -744,7 +811,16 @@ def _load_saved(path: str) -> Results:
         tuple(meta.get("hyperparameters", ())),
         tuple(meta.get("metrics", ())),
         splits,
+        _tuning_seeds(meta.get("tuning_seeds")),
     )
+
+
+def _tuning_seeds(value) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ResultsError(f"tuning_seeds must be a list of integer seeds, got {value!r}")
+    return tuple(value)
 
 
 def _read_json(file: str):
@@ -817,6 +893,17 @@ def _load_run_folder(path: str) -> Results:
         eval_steps = np.asarray(eval_steps)
         eval_steps = eval_steps[0] if eval_steps.ndim == 2 else eval_steps
         unit_info = (manifest.get("units") or {}).get(key, {})
+        per_seed = (problems_info.get(cost_label) or {}).get("f_star_per_seed")  # [data] split_per_seed
+        if isinstance(per_seed, dict):
+            per_seed = np.asarray(
+                [
+                    np.nan if per_seed.get(str(r.get("seed"))) is None else per_seed[str(r["seed"])]
+                    for r in unit_rows
+                ],
+                np.float64,
+            )
+        else:
+            per_seed = None
         units.append(
             _Unit(
                 problem=name_of(cost_label),
@@ -836,6 +923,7 @@ def _load_run_folder(path: str) -> Results:
                 num_steps=int(eval_steps[-1]) if eval_steps.size else 0,
                 compile_seconds=float(unit_info.get("compile_seconds", 0.0)),
                 run_seconds=float(unit_info.get("run_seconds", 0.0)),
+                f_star=per_seed,
             )
         )
     # the files' contents, not where they were: the same data copied elsewhere is the same problem
@@ -855,12 +943,29 @@ def _load_run_folder(path: str) -> Results:
             for label, info in problems_info.items()
         ]
     )
-    splits = {
-        name_of(label): {k: np.asarray(v, np.int64) for k, v in info["split"].items()}
-        for label, info in problems_info.items()
-        if isinstance(info.get("split"), dict)
-    }
-    return _build(units, problems, _provenance(os.path.abspath(path), manifest), splits)
+    built = _build(units, problems, _provenance(os.path.abspath(path), manifest), _read_splits(path, name_of))
+    return dataclasses.replace(built, tuning_seeds=_tuning_seeds(manifest.get("tuning_seeds")))
+
+
+def _read_splits(path: str, name_of) -> dict[str, dict[str, np.ndarray]]:
+    """The held-out splits `gdjax run` wrote to `split.npz` (`<cost>/train`, `<cost>/test`); a folder
+    without a split, or written before splits were saved, has none."""
+    file = os.path.join(path, "split.npz")
+    if not os.path.isfile(file):
+        return {}
+    try:
+        arrays = gdjax_io.read_npz(file)
+    except gdjax_io.FileFormatError as err:
+        raise ResultsError(str(err)) from None
+    splits: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in arrays.items():
+        label, _, part = key.rpartition("/")
+        if part not in ("train", "test") or not label or np.ndim(value) != 1:
+            raise ResultsError(f"{file}: member {key!r} is not a split (<cost>/train or <cost>/test, 1-D)")
+        if not np.issubdtype(value.dtype, np.integer):
+            raise ResultsError(f"{file}: member {key!r} must hold integer indices, got {value.dtype}")
+        splits.setdefault(name_of(label), {})[part] = value.astype(np.int64)
+    return splits
 
 
 # ------------------------------------------------------------------------------------- merging
@@ -875,6 +980,13 @@ def merge(parts: Sequence[Results]) -> Results:
         raise ResultsError("merge() needs at least one Results")
     if len(parts) == 1:
         return parts[0]
+    protocols = {r.tuning_seeds for r in parts}
+    if len(protocols) > 1:
+        shown = ", ".join(f"{_where(r, i)}: {r.tuning_seeds}" for i, r in enumerate(parts))
+        raise ResultsError(
+            f"cannot merge results chosen on different tuning seeds ({shown}); set one protocol on each "
+            "with with_tuning_seeds(...) first"
+        )
     known: dict[str, tuple[pd.Series, str]] = {}
     for i, r in enumerate(parts):
         where = _where(r, i)
@@ -912,7 +1024,8 @@ def merge(parts: Sequence[Results]) -> Results:
     splits = {}
     for r in parts:
         splits.update(r.splits)
-    return Results(lanes_frame, pd.concat(curves, ignore_index=True), problems, hyper, metrics, splits)
+    curves_frame = pd.concat(curves, ignore_index=True)
+    return Results(lanes_frame, curves_frame, problems, hyper, metrics, splits, protocols.pop())
 
 
 def _where(r: Results, i: int) -> str:

@@ -86,6 +86,41 @@ def _check_optimizer(lanes: pd.DataFrame, name, argument: str) -> None:
         raise ValueError(f"{argument}={name!r} is not an optimizer in lanes; {hint}")
 
 
+def check_tuning_seeds(seeds: pd.Series, tuning_seeds) -> list[int] | None:
+    """`tuning_seeds` as a list, checked against the seeds present: each one is among them, and at least
+    one seed is left over (fresh) to report on. None stays None (choose and report on every seed)."""
+    if tuning_seeds is None:
+        return None
+    if isinstance(tuning_seeds, str) or np.ndim(tuning_seeds) != 1:
+        raise ValueError(f"tuning_seeds must be a list of seeds; got {tuning_seeds!r}")
+    values = list(tuning_seeds)
+    if not values or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"tuning_seeds must be a non-empty list of integer seeds; got {tuning_seeds!r}")
+    present = sorted(int(v) for v in pd.unique(seeds.dropna()))
+    unknown = sorted({int(v) for v in values} - set(present))
+    if unknown:
+        raise ValueError(f"tuning_seeds {unknown} are not among the seeds of the lanes {present}")
+    if not set(present) - {int(v) for v in values}:
+        raise ValueError(
+            f"tuning_seeds {sorted(int(v) for v in values)} cover every seed of the lanes: no fresh seeds "
+            "are left to report on; run more seeds or tune on fewer"
+        )
+    return [int(v) for v in values]
+
+
+def _split_seeds(rows: pd.DataFrame, tuning_seeds) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows to choose configurations on and the rows to report: the tuning seeds' and the others'.
+
+    A row without a seed (a deterministic lane: full batch from a fixed start) is the same run on every
+    seed, so it counts on both sides. Without `tuning_seeds`, every row is on both sides.
+    """
+    if tuning_seeds is None:
+        return rows, rows
+    seedless = rows["seed"].isna()
+    tuning = rows["seed"].isin(tuning_seeds)
+    return rows[tuning | seedless], rows[~tuning | seedless]
+
+
 def _worst(values, mode: str) -> np.ndarray:
     """Non-finite values count as the worst possible for `mode`."""
     v = np.asarray(values, dtype=float)
@@ -325,7 +360,12 @@ def _variant_rows(ttt: pd.DataFrame, variant: str) -> list[tuple[str, pd.DataFra
 
 
 def profile_ratios(
-    ttt: pd.DataFrame, *, config: Sequence[str], variant: str = "tuned", lanes: pd.DataFrame | None = None
+    ttt: pd.DataFrame,
+    *,
+    config: Sequence[str],
+    variant: str = "tuned",
+    lanes: pd.DataFrame | None = None,
+    tuning_seeds: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """The table behind the profiles: each optimizer's time `t[p, s]` and ratio `r[p, s]` per problem.
 
@@ -346,6 +386,8 @@ def profile_ratios(
         config: the columns that tell configurations apart.
         variant: "tuned", "default" or "both".
         lanes: where `ttt` lacks them, `final_loss` and `is_default` are taken from `lanes` by `lane`.
+        tuning_seeds: choose each configuration on these seeds' lanes, and take `t[p, s]` (and
+            `final_loss`) as the median over the other, fresh seeds' lanes of the chosen configuration.
 
     Returns:
         The target columns present, `problem`, `optimizer`, `variant`, `time`, `ratio`, `final_loss`
@@ -364,13 +406,23 @@ def profile_ratios(
     ttt = ttt.assign(_final=final, time=ttt["time"].astype(float))
 
     group = [*keys, "problem", "optimizer"]
+    if tuning_seeds is not None:
+        _require(ttt, ["seed"], "ttt")
+        tuning_seeds = check_tuning_seeds(ttt["seed"], tuning_seeds)
     chosen = []
     for name, rows in _variant_rows(ttt, variant):
-        medians = rows.groupby(group + config, dropna=False, as_index=False, sort=True).agg(
-            time=("time", "median"), final_loss=("_final", "median")
-        )
-        best = medians.sort_values([*group, "time", "final_loss", *config], kind="stable")
-        chosen.append(best.drop_duplicates(group).assign(variant=name))
+        tuning, reporting = _split_seeds(rows, tuning_seeds)
+
+        def medians(frame):
+            return frame.groupby(group + config, dropna=False, as_index=False, sort=True).agg(
+                time=("time", "median"), final_loss=("_final", "median")
+            )
+
+        best = medians(tuning).sort_values([*group, "time", "final_loss", *config], kind="stable")
+        best = best.drop_duplicates(group)
+        if tuning_seeds is not None:  # the chosen configuration's time on the fresh seeds
+            best = best[group + config].merge(medians(reporting), on=group + config, how="left")
+        chosen.append(best.assign(variant=name))
     chosen = pd.concat(chosen, ignore_index=True)
 
     # Complete the grid: an optimizer without lanes on a problem misses it.
@@ -471,6 +523,7 @@ def performance_profile(
     taus: Sequence[float] | None = None,
     variant: str = "tuned",
     lanes: pd.DataFrame | None = None,
+    tuning_seeds: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Dolan–Moré performance profiles: the share of problems each optimizer solves within tau of the best.
 
@@ -479,13 +532,13 @@ def performance_profile(
     with `r[p, s] = t[p, s] / min_s t[p, s]` from `profile_ratios` (a miss is `inf`, so it never counts).
 
     Args:
-        ttt, config, variant, lanes: as for `profile_ratios`.
+        ttt, config, variant, lanes, tuning_seeds: as for `profile_ratios`.
         taus: where to evaluate rho; default 1, `MAX_TAU` and every finite ratio (all the steps).
 
     Returns:
         The target columns present, `optimizer`, `variant`, `tau`, `rho`.
     """
-    table = profile_ratios(ttt, config=config, variant=variant, lanes=lanes)
+    table = profile_ratios(ttt, config=config, variant=variant, lanes=lanes, tuning_seeds=tuning_seeds)
     finite = table["ratio"].to_numpy()[np.isfinite(table["ratio"].to_numpy())]
     points = _points(taus, np.concatenate([[1.0, MAX_TAU], finite]), "taus")
     return _steps(table, "ratio", points, "tau", "rho")
@@ -498,6 +551,7 @@ def data_profile(
     budgets: Sequence[float] | None = None,
     variant: str = "tuned",
     lanes: pd.DataFrame | None = None,
+    tuning_seeds: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Moré–Wild data profiles: the share of problems each optimizer solves within a budget.
 
@@ -507,13 +561,13 @@ def data_profile(
     evaluations or seconds).
 
     Args:
-        ttt, config, variant, lanes: as for `profile_ratios`.
+        ttt, config, variant, lanes, tuning_seeds: as for `profile_ratios`.
         budgets: where to evaluate; default 0 and every finite `t[p, s]` (all the steps).
 
     Returns:
         The target columns present, `optimizer`, `variant`, `budget`, `solved`.
     """
-    table = profile_ratios(ttt, config=config, variant=variant, lanes=lanes)
+    table = profile_ratios(ttt, config=config, variant=variant, lanes=lanes, tuning_seeds=tuning_seeds)
     times = table["time"].to_numpy()
     points = _points(budgets, np.concatenate([[0.0], times[np.isfinite(times)]]), "budgets")
     return _steps(table, "time", points, "budget", "solved")
@@ -685,15 +739,12 @@ def _chosen(lanes, optimizer, config, by, mode, tuning_seeds) -> pd.DataFrame:
     """The optimizer's value per (problem, seed) for its configuration chosen on the tuning seeds."""
     rows = lanes[lanes["optimizer"] == optimizer]
     rows = rows.assign(_value=_worst(rows[by], mode))
-    # a lane without a seed is deterministic: the same run for tuning and for reporting
-    tuning = rows if tuning_seeds is None else rows[rows["seed"].isin(tuning_seeds) | rows["seed"].isna()]
+    tuning, reporting = _split_seeds(rows, tuning_seeds)
     medians = tuning.groupby(["problem", *config], dropna=False, as_index=False)["_value"].median()
     order = ["problem", "_value", *config]
     ascending = [True, mode == "min"] + [True] * len(config)
     best = medians.sort_values(order, ascending=ascending, kind="stable").drop_duplicates("problem")
-    reporting = rows.merge(best[["problem", *config]], on=["problem", *config])
-    if tuning_seeds is not None:
-        reporting = reporting[~reporting["seed"].isin(tuning_seeds) | reporting["seed"].isna()]
+    reporting = reporting.merge(best[["problem", *config]], on=["problem", *config])
     # Several lanes of one configuration and seed (starts) count as their median.
     return reporting.groupby(["problem", "seed"], as_index=False, dropna=False)["_value"].median()
 
@@ -725,8 +776,7 @@ def _pairs(lanes, a, b, config, by, mode, tuning_seeds) -> pd.DataFrame:
     _check_optimizer(lanes, b, "b")
     if a == b:
         raise ValueError(f"a and b name the same optimizer {a!r}")
-    if tuning_seeds is not None:
-        tuning_seeds = list(tuning_seeds)
+    tuning_seeds = check_tuning_seeds(lanes["seed"], tuning_seeds)
     va = _chosen(lanes, a, config, by, mode, tuning_seeds)
     vb = _chosen(lanes, b, config, by, mode, tuning_seeds)
     va, vb = _broadcast(va, vb), _broadcast(vb, va)
@@ -836,7 +886,7 @@ def best_statement(
     names = sorted(str(o) for o in lanes["optimizer"].unique())
     if len(names) < 2:
         return None
-    seeds = None if tuning_seeds is None else list(tuning_seeds)
+    seeds = check_tuning_seeds(lanes["seed"], tuning_seeds)
     config = _check_config(lanes, config, "lanes")
     values = {n: _chosen(lanes, n, config, by, mode, seeds)["_value"].to_numpy() for n in names}
     if any(v.size == 0 for v in values.values()):

@@ -13,6 +13,7 @@ import numpy as np
 
 from gdjax.io import BLEW_UP, format_number, format_table
 from gdjax.types import Status
+from gdjax.validation import nearest
 
 __all__ = [
     "METRIC_NAMES",
@@ -55,7 +56,9 @@ def config_key(row: dict, metrics=()) -> tuple:
     return tuple((k, repr(v)) for k, v in row.items() if k not in outcomes)
 
 
-def best_configurations(rows: list[dict], by: str = "final_loss", metrics=()) -> list[dict]:
+def best_configurations(
+    rows: list[dict], by: str = "final_loss", metrics=(), tuning_seeds=None
+) -> list[dict]:
     """The best configuration of each optimizer (and cost), pooled over seeds.
 
     Lanes that differ only in seed (or start) form one configuration. A configuration is scored by
@@ -65,17 +68,37 @@ def best_configurations(rows: list[dict], by: str = "final_loss", metrics=()) ->
     non-finite lane is ranked after every configuration without one. `metrics` names the config's
     own metrics (`[cost] metrics`), outcomes like the built-in ones, never part of a configuration.
 
+    With `tuning_seeds` (`[outputs] tuning_seeds`), configurations are scored on the lanes of those
+    seeds only, and the row reports the chosen configuration's other (fresh) seeds; a lane without a
+    seed (a deterministic run) counts on both sides.
+
+    `rows` are a study's summary rows (`summary.json`) or a Python sweep's `result.summary()`, whose
+    `rule` stands for the optimizer and whose metrics (the columns after `stop_step`) are outcomes;
+    `gdjax.study.results(result).best_configurations(by=..., mode=...)` is the DataFrame form, with
+    quartiles.
+
     Returns:
       One row per optimizer: its configuration's columns, `final_loss` / `suboptimality` / `steps`
       (and the metrics, `suboptimality_vs_best`) as medians over the seeds, `seeds` (how many
       lanes), and `lanes` (their indices).
     """
+    rows, sweep_metrics = _study_rows(rows)
+    metrics = tuple(dict.fromkeys((*metrics, *sweep_metrics)))
+    if rows and not any(by in r for r in rows):
+        raise ValueError(f"cannot rank by {by!r}{nearest(by, rows[0])}; columns: {', '.join(rows[0])}")
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         unit = (r.get("cost"), r["optimizer"])
         groups.setdefault((unit, config_key(r, metrics)), []).append(r)
     best: dict[tuple, tuple] = {}
-    for (unit, _), members in groups.items():
+
+    def on(members: list[dict], tuning: bool) -> list[dict]:
+        if tuning_seeds is None:
+            return members
+        return [m for m in members if m.get("seed") is None or (m["seed"] in tuning_seeds) == tuning]
+
+    for (unit, _), everyone in groups.items():
+        members = on(everyone, True) or everyone
         blew_up = any(m["status"] in BLEW_UP for m in members)
         sign = -1.0 if by in ("accuracy", "test_accuracy") else 1.0
         values = [m.get(by) for m in members]
@@ -84,10 +107,10 @@ def best_configurations(rows: list[dict], by: str = "final_loss", metrics=()) ->
         steps = float(np.median([m["steps"] for m in members]))
         score = (blew_up, float(f"{loss:.6g}") if math.isfinite(loss) else math.inf, steps)
         if unit not in best or score < best[unit][0]:
-            best[unit] = (score, members)
+            best[unit] = (score, everyone)
     out = []
     for unit in dict.fromkeys(k for k, _ in groups):
-        _, members = best[unit]
+        members = on(best[unit][1], False) or best[unit][1]
         row = {k: v for k, v in members[0].items() if k not in ("lane", "seed", "start", "stop_step")}
         subs = [m["suboptimality"] for m in members]
         for name in ("suboptimality_vs_best", *_all_metrics(metrics)):
@@ -104,6 +127,22 @@ def best_configurations(rows: list[dict], by: str = "final_loss", metrics=()) ->
         )
         out.append(row)
     return out
+
+
+def _study_rows(rows) -> tuple[list[dict], tuple[str, ...]]:
+    """Summary rows as a study's: a `SweepResult.summary()` row gets `optimizer` = its `rule`, and its
+    metrics (the columns `summary` puts after `stop_step`) are named, so they are not configuration."""
+    rows = [dict(r) for r in rows]
+    if not rows or "optimizer" in rows[0]:
+        return rows, ()
+    if "rule" not in rows[0]:
+        raise ValueError(
+            "best_configurations takes summary rows with an 'optimizer' (a study's summary.json) or a "
+            f"'rule' (SweepResult.summary()); these have {', '.join(rows[0])}"
+        )
+    keys = list(rows[0])
+    metrics = tuple(keys[keys.index("stop_step") + 1 :]) if "stop_step" in keys else ()
+    return [{"optimizer": r["rule"], **r} for r in rows], metrics
 
 
 def _majority(values: list[str]) -> str:
@@ -127,9 +166,10 @@ def _counts_text(c: dict) -> str:
     return f"{c['converged']}/{c['max_steps']}/{c['diverged']}/{c['nonfinite']}"
 
 
-def format_summary(rows: list[dict], by: str = "final_loss", metrics=()) -> str:
-    """The table `gdjax run` prints: best configuration per optimizer (by `by`) and its status counts."""
-    best = best_configurations(rows, by, metrics)
+def format_summary(rows: list[dict], by: str = "final_loss", metrics=(), tuning_seeds=None) -> str:
+    """The table `gdjax run` prints: best configuration per optimizer (by `by`, chosen on
+    `tuning_seeds` and reported on the others when given) and its status counts."""
+    best = best_configurations(rows, by, metrics, tuning_seeds)
     names = _all_metrics(metrics)
     counts = status_counts(rows)
     skip = {"optimizer", "cost", "rule", "batch_size", "final_loss", "suboptimality", "steps_to_target"}
