@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gdjax import costs, sampler, validation
+from gdjax import compile_cache, costs, sampler, validation
 from gdjax.options import (
     DIVERGENCE_FACTOR,
     DIVERGENCE_PATIENCE,
@@ -675,6 +675,7 @@ def _nbytes(x) -> int:
     return int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize
 
 
+SMALL_HOST_TRANSPOSE_BYTES = 2**16  # host X up to this size is transposed by NumPy, on the host
 _TRANSPOSED: dict[int, tuple] = {}  # id(X) -> (weakref to X, X.T): device arrays are immutable
 
 
@@ -687,8 +688,12 @@ def _transposed(X):
     device and transposed there: NumPy's strided transpose of a tall `(n, d)` array is the slow part
     (0.29 s for 1e6 x 32 float32 on this project's CPU, against 0.07 s for the copy and 0.04 s for
     XLA's transpose)."""
-    if not isinstance(X, jax.Array) or isinstance(X, jax.core.Tracer):
-        return _device_transpose(X)  # host data is mutable, a tracer lives for one trace: no cache
+    if not isinstance(X, jax.Array):
+        if _nbytes(X) <= SMALL_HOST_TRANSPOSE_BYTES:
+            return np.ascontiguousarray(np.asarray(X).T)  # a few us, where a device op costs ~20 us
+        return _device_transpose(X)  # host data is mutable: no cache
+    if isinstance(X, jax.core.Tracer):
+        return _device_transpose(X)  # a tracer lives for one trace: no cache
     hit = _TRANSPOSED.get(id(X))
     if hit is not None and hit[0]() is X:
         return hit[1]
@@ -824,6 +829,79 @@ def _tree_bytes(tree) -> int:
     return sum(math.prod(np.shape(x)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
 
+@functools.lru_cache(maxsize=512)
+def _plan(
+    params_key: _StructKey,
+    num_metrics: int,
+    n: int | None,
+    *,
+    num_steps: int,
+    batch_size: int | None,
+    eval_every: int | None,
+    record_every: int | None,
+    unroll: int,
+    max_record_bytes: int,
+    record_explicit_limit: int | None,
+    extra_args: bool,
+    itemsize: int,
+) -> RunOptions:
+    """The static `RunOptions` of validated arguments: the evaluation and record schedules, sized
+    against the memory caps (`itemsize`: bytes of the run's floating dtype). A pure function of
+    shapes and settings, planned once per program: a repeated call skips it (a refusal is not
+    cached, so it raises again)."""
+    default = default_eval_every(num_steps, batch_size, n)
+    if eval_every is None:
+        eval_every = default if record_every is None else math.gcd(record_every, min(default, record_every))
+    eval_every = min(eval_every, num_steps)
+    num_evals = -(-num_steps // eval_every) + 1
+    if num_evals * (2 + num_metrics) * itemsize > 8 * max_record_bytes:
+        raise ValueError(
+            f"num_steps={num_steps} with eval_every={eval_every} makes {num_evals} evaluations, whose "
+            f"histories would need {num_evals * (2 + num_metrics) * itemsize / 2**20:.0f} MiB: pass "
+            f"eval_every >= {-(-num_steps * (2 + num_metrics) * itemsize // (8 * max_record_bytes))}"
+        )
+    params_bytes = max(1, _struct_bytes(params_key))
+    explicit_records = record_every is not None
+    if record_every is None:
+        # Iterates at evaluations, thinned so that the records fit max_record_bytes.
+        rows = max(1, max_record_bytes // params_bytes - 1)
+        record_every = eval_every * max(1, -(-(num_evals - 1) // rows))
+    if record_every % eval_every:
+        raise ValueError(
+            f"record_every={record_every} must be a multiple of eval_every={eval_every}: iterates are "
+            "recorded at evaluations"
+        )
+    if record_explicit_limit and explicit_records:
+        # An explicit record_every is sized before anything is allocated (a sweep checks its lanes'
+        # records together against its memory budget instead).
+        intervals = num_evals - 1
+        num_records = -(-intervals // (record_every // eval_every)) + 1
+        if num_records * params_bytes > record_explicit_limit:
+            rows = max(2, record_explicit_limit // params_bytes)
+            fit = eval_every * -(-intervals // (rows - 1))
+            raise ValueError(
+                f"record_every={record_every} records {num_records} iterates of {params_bytes} bytes "
+                f"({num_records * params_bytes / 2**20:.0f} MiB), more than "
+                f"{record_explicit_limit / 2**20:.0f} MiB: pass record_every >= {fit}"
+            )
+    batch_losses = num_steps * itemsize <= max_record_bytes
+    opts = RunOptions(
+        num_steps=num_steps,
+        batch_size=batch_size,
+        num_examples=n,
+        eval_every=eval_every,
+        record_every=record_every,
+        unroll=unroll,
+        extra_args=extra_args,
+        batch_losses=batch_losses,
+    )
+    return opts
+
+
+def _struct_bytes(params_key: _StructKey) -> int:
+    return sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in params_key.struct[1])
+
+
 def prepare(
     cost,
     rule: optax.GradientTransformation,
@@ -882,55 +960,22 @@ def prepare(
     _checked_signature(cost, params_key, _StructKey(data))
     metric_fns = check_metrics(metrics, params0, params_key)
     key = _as_key(key)
-
-    default = default_eval_every(num_steps, batch_size, n)
-    if eval_every is None:
-        eval_every = default if record_every is None else math.gcd(record_every, min(default, record_every))
-    eval_every = min(eval_every, num_steps)
-    num_evals = -(-num_steps // eval_every) + 1
-    itemsize = np.dtype(dtype).itemsize
-    if num_evals * (2 + len(metric_fns)) * itemsize > 8 * max_record_bytes:
-        raise ValueError(
-            f"num_steps={num_steps} with eval_every={eval_every} makes {num_evals} evaluations, whose "
-            f"histories would need {num_evals * (2 + len(metric_fns)) * itemsize / 2**20:.0f} MiB: pass "
-            f"eval_every >= {-(-num_steps * (2 + len(metric_fns)) * itemsize // (8 * max_record_bytes))}"
-        )
-    params_bytes = max(1, _tree_bytes(params0))
-    explicit_records = record_every is not None
-    if record_every is None:
-        # Iterates at evaluations, thinned so that the records fit max_record_bytes.
-        rows = max(1, max_record_bytes // params_bytes - 1)
-        record_every = eval_every * max(1, -(-(num_evals - 1) // rows))
-    if record_every % eval_every:
-        raise ValueError(
-            f"record_every={record_every} must be a multiple of eval_every={eval_every}: iterates are "
-            "recorded at evaluations"
-        )
-    if record_explicit_limit and explicit_records:
-        # An explicit record_every is sized before anything is allocated (a sweep checks its lanes'
-        # records together against its memory budget instead).
-        intervals = num_evals - 1
-        num_records = -(-intervals // (record_every // eval_every)) + 1
-        if num_records * params_bytes > record_explicit_limit:
-            rows = max(2, record_explicit_limit // params_bytes)
-            fit = eval_every * -(-intervals // (rows - 1))
-            raise ValueError(
-                f"record_every={record_every} records {num_records} iterates of {params_bytes} bytes "
-                f"({num_records * params_bytes / 2**20:.0f} MiB), more than "
-                f"{record_explicit_limit / 2**20:.0f} MiB: pass record_every >= {fit}"
-            )
-    batch_losses = num_steps * itemsize <= max_record_bytes
-    opts = RunOptions(
+    extra_args = getattr(
+        getattr(rule, "spec", None), "extra_args", isinstance(rule, optax.GradientTransformationExtraArgs)
+    )
+    opts = _plan(
+        params_key,
+        len(metric_fns),
+        n,
         num_steps=num_steps,
         batch_size=batch_size,
-        num_examples=n,
         eval_every=eval_every,
         record_every=record_every,
         unroll=unroll,
-        extra_args=getattr(
-            getattr(rule, "spec", None), "extra_args", isinstance(rule, optax.GradientTransformationExtraArgs)
-        ),
-        batch_losses=batch_losses,
+        max_record_bytes=max_record_bytes,
+        record_explicit_limit=record_explicit_limit,
+        extra_args=bool(extra_args),
+        itemsize=np.dtype(dtype).itemsize,
     )
     return params0, data, key, opts, metric_fns
 
@@ -1042,6 +1087,7 @@ def run(
       >>> round(float(trace.params["w"][0]), 3), round(float(trace.params["b"]), 3)
       (20.0, 5.0)
     """
+    compile_cache.from_environment_once()
     stopping = stopping_of(stopping, tol)
     execution = execution_of(execution)
     tols = tolerances(stopping)

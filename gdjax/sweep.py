@@ -85,7 +85,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gdjax import costs, loop, options, validation
+from gdjax import compile_cache, costs, loop, options, validation
 from gdjax import io as gdjax_io
 from gdjax import rules as rules_lib
 from gdjax.costs import GramStatistics, gram_mse, gram_statistics
@@ -987,6 +987,7 @@ def sweep(
       SweepInterrupted: a chunk or `progress` raised after some chunks completed; `.partial` holds the
         completed lanes.
     """
+    compile_cache.from_environment_once()
     stopping = options.stopping_of(stopping, tol)
     execution = options.execution_of(execution, chunk_size)
     chunk_size, devices = execution.chunk_size, execution.devices
