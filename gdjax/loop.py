@@ -371,19 +371,42 @@ def scan_program(
     # The step reuses a full-batch evaluation's gradient, unless it was taken elsewhere.
     reuse = full_batch and eval_params is None
 
-    def interval(c: _Carry, i, length: int):
-        """Evaluation `i`, then `length` steps from step `i * k`."""
+    def interval(c: _Carry, i, length: int, ragged: bool = False):
+        """Evaluation `i`, then `length` steps from step `i * k` (`ragged`: `length` is `k`, except
+        `rest` for the last interval, chosen inside the program)."""
         at_eval = point(c)
         ev, grad = evaluate(at_eval)
         c = at_evaluation(c, ev)
         c = record(c, i)
         t0 = i * k
-        c, first = step(c, t0, (ev.loss, grad) if reuse else None)
-        if length > 1:
-            c, more = jax.lax.scan(lambda c, t: step(c, t), c, t0 + jnp.arange(1, length), unroll=opts.unroll)
-            batch_losses = jnp.concatenate([first[None], more])
-        else:
+        if reuse or length == 1:
+            c, first = step(c, t0, (ev.loss, grad) if reuse else None)
             batch_losses = first[None]
+            done = 1
+        else:
+            # Every step of the interval is the scan's one body: a first step traced apart from the
+            # scan was a second copy of the step (sampler, gradient, rule) for XLA to compile.
+            batch_losses, done = None, 0
+        if ragged:
+            # One loop of at most `k` steps serves the full intervals and the shorter last one, so
+            # the step and the evaluation are compiled once (a scan needs its length on the host).
+            # Its bounds are the same in every lane, so under `vmap` it stays one loop.
+            keep = opts.batch_losses and not batch_losses_from_evals
+            buffer = jnp.zeros((k,), dtype) if keep else None
+            if keep and batch_losses is not None:
+                buffer = buffer.at[0].set(batch_losses[0])
+
+            def body(j, state):
+                c, buffer = state
+                c, loss = step(c, t0 + j)
+                return c, None if buffer is None else buffer.at[j].set(loss)
+
+            c, batch_losses = jax.lax.fori_loop(done, jnp.where(i < num_full, k, rest), body, (c, buffer))
+        elif length > done:
+            c, more = jax.lax.scan(
+                lambda c, t: step(c, t), c, t0 + jnp.arange(done, length), unroll=opts.unroll
+            )
+            batch_losses = more if batch_losses is None else jnp.concatenate([batch_losses, more])
         out = (ev, batch_losses if opts.batch_losses and not batch_losses_from_evals else None)
         return c, (out, at_eval if per_record == 1 else None)
 
@@ -418,7 +441,17 @@ def scan_program(
         params_history=history,
     )
     evals, batch_losses, records = [], [], []
-    if num_full:
+    # A ragged last interval joins the loop of the full ones when nothing differentiates the run (a
+    # loop of traced length has no reverse mode) and no option needs the scan (blocks, unrolling).
+    ragged = bool(num_full and rest and not (opts.guard_steps or opts.checkpoint_every or opts.unroll > 1))
+    if ragged:
+        carry, ((ev, bl), rec) = jax.lax.scan(
+            lambda c, i: interval(c, i, k, ragged=True), carry, jnp.arange(num_full + 1, dtype=jnp.int32)
+        )
+        evals.append(ev)
+        batch_losses.append(None if bl is None else bl.reshape(-1)[:num_steps])
+        records.append(rec)
+    if num_full and not ragged:
         carry, ((ev, bl), rec) = _scan_intervals(
             lambda c, i: interval(c, i, k),
             carry,
@@ -428,7 +461,7 @@ def scan_program(
         evals.append(ev)
         batch_losses.append(None if bl is None else bl.reshape(-1))
         records.append(rec)
-    if rest:
+    if rest and not ragged:
         carry, ((ev, bl), rec) = interval(carry, jnp.int32(num_full), rest)
         evals.append(jax.tree.map(lambda x: x[None], ev))
         batch_losses.append(bl)
