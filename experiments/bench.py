@@ -20,6 +20,7 @@ import ctypes
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -805,12 +806,12 @@ def _first_call_bare(case: str):
 def _first_call_child(case: str, mode: str) -> None:
     """Runs in a fresh process: prints `{"first": s, "second": s}` as JSON on the last line."""
     fn = (_first_call_gdjax if mode == "gdjax" else _first_call_bare)(case)
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fn()
-    print(json.dumps({"first": first, "second": time.perf_counter() - t0}))
+    out = {}
+    for name in ("first", "second"):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        out[name], out[f"{name}_cpu"] = time.perf_counter() - t0, time.process_time() - c0
+    print(json.dumps(out))
 
 
 def _child(args: list[str], env: dict) -> dict:
@@ -826,9 +827,14 @@ def _child(args: list[str], env: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _study_seconds(folder: str, env: dict) -> float:
-    """Wall time of `gdjax run` (the embedded default study, no report page) in a fresh process."""
-    t0 = time.perf_counter()
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _study_seconds(folder: str, env: dict) -> tuple[float, float]:
+    """Wall and CPU seconds of `gdjax run` (the embedded default study, no report page), a fresh process."""
+    t0, c0 = time.perf_counter(), _children_cpu()
     proc = subprocess.run(
         [sys.executable, "-c", "import sys; from gdjax.study.command import main; sys.exit(main())", "run",
          "--out", folder, "--no-plots", "-q"],
@@ -836,14 +842,16 @@ def _study_seconds(folder: str, env: dict) -> float:
     )  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(f"gdjax run failed:\n{proc.stderr[-2000:]}")
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _children_cpu() - c0
 
 
 def bench_first_call(results: dict, quick: bool) -> None:
     """The "time to first result" table: each case's first and second call in a fresh process, for
     gdjax (without and with a warm persistent compilation cache) and for the bare program."""
     print(
-        "\ntime to first result (fresh process per cell; seconds; first call includes tracing and compiling)"
+        "\ntime to first result (a fresh process per cell; first call: tracing, compiling, running, results "
+        "on the host; seconds of wall time, [CPU seconds of the process], which other jobs on the machine "
+        "disturb less)"
     )
     device = jax.devices()[0]
     print(f"  device: {device.device_kind} ({jax.default_backend()})")
@@ -858,30 +866,33 @@ def bench_first_call(results: dict, quick: bool) -> None:
             cold = _child(["--first-call-case", case, "--mode", "gdjax"], off)
             _child(["--first-call-case", case, "--mode", "gdjax"], cache_env)  # fills the cache
             warm = _child(["--first-call-case", case, "--mode", "gdjax"], cache_env)
-            row = {
-                "case": case,
-                "gdjax_first_s": cold["first"],
-                "gdjax_second_s": cold["second"],
-                "gdjax_first_cached_s": warm["first"],
-                "bare_first_s": bare["first"],
-                "bare_second_s": bare["second"],
-            }
+            row = {"case": case}
+            for prefix, out in (("gdjax", cold), ("gdjax_cached", warm), ("bare", bare)):
+                row.update({f"{prefix}_{k}_s": v for k, v in out.items()})
             rows.append(row)
             print(
-                f"  {case:52s} gdjax first {row['gdjax_first_s']:6.2f} "
-                f"(cache warm {row['gdjax_first_cached_s']:5.2f})"
-                f"  second {row['gdjax_second_s']:6.3f} | bare first {row['bare_first_s']:5.2f} second "
-                f"{row['bare_second_s']:6.3f} | first {row['gdjax_first_s'] / row['bare_first_s']:.2f}x bare"
-                " (target <= 1.5x)"
+                f"  {case:50s} gdjax first {row['gdjax_first_s']:5.2f} [{row['gdjax_first_cpu_s']:5.2f}]"
+                f", cache warm {row['gdjax_cached_first_s']:5.2f} [{row['gdjax_cached_first_cpu_s']:5.2f}]"
+                f", second {row['gdjax_second_s']:6.3f} | bare first {row['bare_first_s']:5.2f} "
+                f"[{row['bare_first_cpu_s']:5.2f}], second {row['bare_second_s']:6.3f} | first call "
+                f"{row['gdjax_first_s'] / row['bare_first_s']:.2f}x bare "
+                f"[{row['gdjax_first_cpu_s'] / row['bare_first_cpu_s']:.2f}x] (target <= 1.5x)"
             )
         if not quick:
             cache_env = dict(env, GDJAX_COMPILE_CACHE=os.path.join(tmp, "study-cache"))
-            cold = _study_seconds(os.path.join(tmp, "cold"), cache_env)
-            warm = _study_seconds(os.path.join(tmp, "warm"), cache_env)
-            results["default_study"] = {"cold_s": cold, "warm_s": warm}
+            (cold, cold_cpu), (warm, warm_cpu) = (
+                _study_seconds(os.path.join(tmp, name), cache_env) for name in ("cold", "warm")
+            )
+            results["default_study"] = {
+                "cold_s": cold,
+                "warm_s": warm,
+                "cold_cpu_s": cold_cpu,
+                "warm_cpu_s": warm_cpu,
+            }
             print(
-                f"  default study (`gdjax run --no-plots`, whole process)        cold {cold:6.2f}  warm "
-                f"{warm:6.2f} (compile cache; {warm / cold:.2f} of cold, target <= 0.5)"
+                f"  default study (`gdjax run --no-plots`, the whole process): cold {cold:5.2f} "
+                f"[{cold_cpu:5.2f}], warm compile cache {warm:5.2f} [{warm_cpu:5.2f}]: {warm / cold:.2f} "
+                f"[{warm_cpu / cold_cpu:.2f}] of cold (target <= 0.5)"
             )
     results["first_call"] = {"device": str(device.device_kind), "rows": rows}
 
