@@ -2,6 +2,7 @@
 
 Run:  python experiments/bench.py            (full sizes, a few minutes on 2 CPU cores)
       python experiments/bench.py --quick    (small sizes, a smoke test)
+      python experiments/bench.py --only-first-call   (the time-to-first-result table alone)
 
 Every number is a median over repeats after a warm-up call; compile time is reported apart from run
 time. Baselines, all timed here in the same process:
@@ -953,6 +954,8 @@ def main(argv=None):
             lib,
             rebuild_sample=2 if q else 4,
         )
+    if not q:  # fresh processes per cell: minutes; `--only-first-call --quick` is its smoke test
+        bench_first_call(results, q)
     return _write(results, args.json)
 
 
