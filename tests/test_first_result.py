@@ -78,11 +78,23 @@ def test_a_cache_folder_that_cannot_be_made_is_a_clear_error(tmp_path):
         gdjax.enable_compile_cache(blocker / "cache")
 
 
-def test_the_command_and_the_python_api_share_one_switch():
-    from gdjax import compile_cache
-    from gdjax.study import cli
-
-    assert cli.compile_cache is compile_cache  # the command calls compile_cache.from_environment
+@pytest.mark.parametrize(
+    ("env_value", "want"), [(None, "{xdg}/gdjax/jax"), ("off", "None"), ("{tmp}/mine", "{tmp}/mine")]
+)
+def test_the_command_turns_the_cache_on_unless_told_otherwise(tmp_path, env_value, want):
+    """The command's switch is the Python API's (`compile_cache.from_environment`), on by default."""
+    xdg = tmp_path / "xdg"
+    env = {k: v for k, v in os.environ.items() if k != "GDJAX_COMPILE_CACHE"}
+    env.update(XDG_CACHE_HOME=str(xdg), PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""))
+    if env_value is not None:
+        env["GDJAX_COMPILE_CACHE"] = env_value.format(tmp=tmp_path)
+    code = (
+        "import jax; from gdjax.study import cli; cli._use_compile_cache(); "
+        "print(jax.config.jax_compilation_cache_dir)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == want.format(xdg=xdg, tmp=tmp_path)
 
 
 # ------------------------------------------------------------------------------- a plain call
