@@ -858,10 +858,6 @@ def _checked_metric(fn, name: str, params_key: _StructKey):
         raise ValueError(f"metrics[{name!r}] must return a real scalar, got dtype {value.dtype}")
 
 
-def _tree_bytes(tree) -> int:
-    return sum(math.prod(np.shape(x)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
-
-
 @functools.lru_cache(maxsize=512)
 def _plan(
     params_key: _StructKey,
