@@ -2,6 +2,7 @@
 
 Run:  python experiments/bench.py            (full sizes, a few minutes on 2 CPU cores)
       python experiments/bench.py --quick    (small sizes, a smoke test)
+      python experiments/bench.py --only-first-call   (the time-to-first-result table alone)
 
 Every number is a median over repeats after a warm-up call; compile time is reported apart from run
 time. Baselines, all timed here in the same process:
@@ -20,8 +21,11 @@ import ctypes
 import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -698,6 +702,202 @@ def _bench_big_grid(quick: bool) -> dict:
     return row
 
 
+# ----------------------------------------------------------------------- time to first result
+# Each case runs in fresh processes (this script again, with --first-call-case): a researcher's rerun
+# pays the import, the tracing and XLA's compilation before the first number. "first" is the first
+# call of the case in its process (results on the host), "second" the same call again.
+FIRST_CALL_CASES = {
+    # name: (verb, layout, loss, rule, lanes (learning rates, seeds) or None, batch_size, num_steps)
+    "run, full batch, least squares, sgd": ("run", "full", "mse", "sgd", None, None, 500),
+    "run, mini-batch, logistic, adam": ("run", "mini", "logistic", "adam", None, 32, 1000),
+    "sweep, full batch, least squares, sgd (9 lr)": ("sweep", "full", "mse", "sgd", (9, 1), None, 500),
+    "sweep, mini-batch, logistic, adam (9 lr x 5 seeds)": (
+        "sweep",
+        "mini",
+        "logistic",
+        "adam",
+        (9, 5),
+        32,
+        1000,
+    ),
+}
+
+
+def _first_call_data(loss: str):
+    """Least squares: 1000 x 10 synthetic; logistic: breast-cancer sized (569 x 30), labels from a plane."""
+    rng = np.random.default_rng(0)
+    if loss == "mse":
+        X = rng.normal(size=(1000, 10)).astype(F32)
+        return X, (X @ rng.normal(size=10) + 1.0 + 0.1 * rng.normal(size=1000)).astype(F32)
+    X = rng.normal(size=(569, 30)).astype(F32)
+    return X, (X @ rng.normal(size=30) + 0.3 * rng.normal(size=569) > 0).astype(F32)
+
+
+def _first_call_gdjax(case: str):
+    verb, _, loss, rule, lanes, batch, num_steps = FIRST_CALL_CASES[case]
+    X, y = _first_call_data(loss)
+    cost = gdjax.make_cost(gdjax.linear, gdjax.mse if loss == "mse" else gdjax.logistic)
+    lr = 0.01
+    if verb == "run":
+        factory = getattr(rules, rule)
+        return lambda: jax.device_get(
+            gdjax.run(
+                cost,
+                factory(lr),
+                gdjax.init_linear(X.shape[1]),
+                (X, y),
+                num_steps=num_steps,
+                batch_size=batch,
+                key=0,
+            )  # fmt: skip
+        )
+    num_lr, num_seeds = lanes
+    grid = {"learning_rate": np.logspace(-3, -1, num_lr).astype(F32)}
+    seeds = list(range(num_seeds)) if batch else None
+    return lambda: gdjax.sweep(
+        cost, rule, gdjax.init_linear(X.shape[1]), (X, y), grid=grid, seeds=seeds, batch_size=batch,
+        num_steps=num_steps,
+    )  # fmt: skip
+
+
+def _first_call_bare(case: str):
+    """What a user writes in 20 lines: `jit(scan)` (or `jit(vmap(vmap(scan)))` over learning rates and
+    seeds with `optax.inject_hyperparams`) of the same math, recording the loss of every step; the
+    mini-batches sampled with replacement by `jax.random.randint`."""
+    verb, _, loss_name, rule, lanes, batch, num_steps = FIRST_CALL_CASES[case]
+    X, y = _first_call_data(loss_name)
+    n, d = X.shape
+
+    def loss(p, xb, yb):
+        z = xb @ p["w"] + p["b"]
+        if loss_name == "mse":
+            return jnp.mean((z - yb) ** 2)
+        return jnp.mean(jnp.logaddexp(0.0, z) - yb * z)
+
+    opt = optax.inject_hyperparams(getattr(optax, rule))(learning_rate=0.01)
+
+    def one(lr, key, X, y):
+        p = {"w": jnp.zeros(d, F32), "b": jnp.zeros((), F32)}
+        state = opt.init(p)
+        state.hyperparams["learning_rate"] = lr
+
+        def step(c, k):
+            p, state = c
+            if batch is None:
+                value, g = jax.value_and_grad(loss)(p, X, y)
+            else:
+                idx = jax.random.randint(k, (batch,), 0, n)
+                value, g = jax.value_and_grad(loss)(p, X[idx], y[idx])
+            u, state = opt.update(g, state, p)
+            return (optax.apply_updates(p, u), state), value
+
+        (p, _), losses = jax.lax.scan(step, (p, state), jax.random.split(key, num_steps))
+        return p, losses
+
+    if verb == "run":
+        f = jax.jit(one)
+        lrs, keys = jnp.float32(0.01), jax.random.key(0)
+    else:
+        f = jax.jit(jax.vmap(jax.vmap(one, (None, 0, None, None)), (0, None, None, None)))
+        lrs = jnp.asarray(np.logspace(-3, -1, lanes[0]).astype(F32))
+        keys = jax.vmap(jax.random.key)(jnp.arange(lanes[1]))
+    return lambda: jax.device_get(f(lrs, keys, X, y))
+
+
+def _first_call_child(case: str, mode: str) -> None:
+    """Runs in a fresh process: prints `{"first": s, "second": s}` as JSON on the last line."""
+    fn = (_first_call_gdjax if mode == "gdjax" else _first_call_bare)(case)
+    out = {}
+    for name in ("first", "second"):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        out[name], out[f"{name}_cpu"] = time.perf_counter() - t0, time.process_time() - c0
+    print(json.dumps(out))
+
+
+def _child(args: list[str], env: dict) -> dict:
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _study_seconds(folder: str, env: dict) -> tuple[float, float]:
+    """Wall and CPU seconds of `gdjax run` (the embedded default study, no report page), a fresh process."""
+    t0, c0 = time.perf_counter(), _children_cpu()
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from gdjax.study.command import main; sys.exit(main())", "run",
+         "--out", folder, "--no-plots", "-q"],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"gdjax run failed:\n{proc.stderr[-2000:]}")
+    return time.perf_counter() - t0, _children_cpu() - c0
+
+
+def bench_first_call(results: dict, quick: bool) -> None:
+    """The "time to first result" table: each case's first and second call in a fresh process, for
+    gdjax (without and with a warm persistent compilation cache) and for the bare program."""
+    print(
+        "\ntime to first result (a fresh process per cell; first call: tracing, compiling, running, results "
+        "on the host; seconds of wall time, [CPU seconds of the process], which other jobs on the machine "
+        "disturb less)"
+    )
+    device = jax.devices()[0]
+    print(f"  device: {device.device_kind} ({jax.default_backend()})")
+    env = {k: v for k, v in os.environ.items() if k != "GDJAX_COMPILE_CACHE"}
+    rows = []
+    cases = list(FIRST_CALL_CASES)[1::2] if quick else list(FIRST_CALL_CASES)
+    off = dict(env, GDJAX_COMPILE_CACHE="off")
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, case in enumerate(cases):
+            cache_env = dict(env, GDJAX_COMPILE_CACHE=os.path.join(tmp, f"cache{i}"))
+            bare = _child(["--first-call-case", case, "--mode", "bare"], off)
+            cold = _child(["--first-call-case", case, "--mode", "gdjax"], off)
+            _child(["--first-call-case", case, "--mode", "gdjax"], cache_env)  # fills the cache
+            warm = _child(["--first-call-case", case, "--mode", "gdjax"], cache_env)
+            row = {"case": case}
+            for prefix, out in (("gdjax", cold), ("gdjax_cached", warm), ("bare", bare)):
+                row.update({f"{prefix}_{k}_s": v for k, v in out.items()})
+            rows.append(row)
+            print(
+                f"  {case:50s} gdjax first {row['gdjax_first_s']:5.2f} [{row['gdjax_first_cpu_s']:5.2f}]"
+                f", cache warm {row['gdjax_cached_first_s']:5.2f} [{row['gdjax_cached_first_cpu_s']:5.2f}]"
+                f", second {row['gdjax_second_s']:6.3f} | bare first {row['bare_first_s']:5.2f} "
+                f"[{row['bare_first_cpu_s']:5.2f}], second {row['bare_second_s']:6.3f} | first call "
+                f"{row['gdjax_first_s'] / row['bare_first_s']:.2f}x bare "
+                f"[{row['gdjax_first_cpu_s'] / row['bare_first_cpu_s']:.2f}x] (target <= 1.5x)"
+            )
+        if not quick:
+            cache_env = dict(env, GDJAX_COMPILE_CACHE=os.path.join(tmp, "study-cache"))
+            (cold, cold_cpu), (warm, warm_cpu) = (
+                _study_seconds(os.path.join(tmp, name), cache_env) for name in ("cold", "warm")
+            )
+            results["default_study"] = {
+                "cold_s": cold,
+                "warm_s": warm,
+                "cold_cpu_s": cold_cpu,
+                "warm_cpu_s": warm_cpu,
+            }
+            print(
+                f"  default study (`gdjax run --no-plots`, the whole process): cold {cold:5.2f} "
+                f"[{cold_cpu:5.2f}], warm compile cache {warm:5.2f} [{warm_cpu:5.2f}]: {warm / cold:.2f} "
+                f"[{warm_cpu / cold_cpu:.2f}] of cold (target <= 0.5)"
+            )
+    results["first_call"] = {"device": str(device.device_kind), "rows": rows}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -711,15 +911,28 @@ def main(argv=None):
         action="store_true",
         help="only the engine issue's sweep rows (gdjax.sweep vs bare jit(vmap(scan)) vs a loop of runs)",
     )
+    parser.add_argument(
+        "--only-first-call",
+        action="store_true",
+        help="only the time-to-first-result table (each case in fresh processes)",
+    )
+    parser.add_argument("--first-call-case", help=argparse.SUPPRESS)  # a child process's case
+    parser.add_argument("--mode", choices=("gdjax", "bare"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.first_call_case:
+        _first_call_child(args.first_call_case, args.mode)
+        return None
     q = args.quick
     print(
         f"gdjax {gdjax.__version__}, jax {jax.__version__}, optax {optax.__version__}, "
-        f"backend {jax.default_backend()}, {os.cpu_count()} cores, "
+        f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), {os.cpu_count()} cores, "
         f"{platform.processor() or platform.machine()}"
     )
     ref, lib = load_c_probes()
     results: dict = {"backend": jax.default_backend(), "cpu_count": os.cpu_count(), "quick": q}
+    if args.only_first_call:
+        bench_first_call(results, q)
+        return _write(results, args.json)
     if args.only_sweep_engine:
         bench_sweep_engine(results, q)
         return _write(results, args.json)
@@ -741,6 +954,8 @@ def main(argv=None):
             lib,
             rebuild_sample=2 if q else 4,
         )
+    if not q:  # fresh processes per cell: minutes; `--only-first-call --quick` is its smoke test
+        bench_first_call(results, q)
     return _write(results, args.json)
 
 

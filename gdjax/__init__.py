@@ -44,6 +44,7 @@ _EXPORTS = {
     "Stopping": ("gdjax.options", "Stopping"),
     "Rule": ("gdjax.rules", "Rule"),
     "RuleSpec": ("gdjax.rules", "RuleSpec"),
+    "enable_compile_cache": ("gdjax.compile_cache", "enable_compile_cache"),
     **{
         n: ("gdjax.sweep", n)
         for n in (
@@ -101,6 +102,7 @@ _sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from gdjax import costs, data, io, options, reference, rules, testing, validation  # noqa: F401
+    from gdjax.compile_cache import enable_compile_cache  # noqa: F401
     from gdjax.costs import (  # noqa: F401
         LeastSquaresProblem,
         bind,
@@ -157,6 +159,7 @@ __all__ = [
     "costs",
     "cross_entropy",
     "data",
+    "enable_compile_cache",
     "init_key",
     "init_linear",
     "io",

@@ -75,13 +75,14 @@ def init_linear(num_features: int, dtype=None, *, num_outputs: int | None = None
     """Zero parameters for `linear` (the tutorials' start).
 
     `{"w": zeros(d), "b": 0.0}`, or with `num_outputs=k` (a softmax classifier of `k` classes)
-    `{"w": zeros((d, k)), "b": zeros(k)}`.
+    `{"w": zeros((d, k)), "b": zeros(k)}`. NumPy arrays of JAX's default float dtype (float32 unless
+    float64 is enabled): building them does no device work, and `run` takes them as they are.
     """
-    dtype = dtype or jnp.result_type(float)
+    dtype = jax.dtypes.canonicalize_dtype(float if dtype is None else dtype)
     if num_outputs is None:
-        return {"w": jnp.zeros((num_features,), dtype), "b": jnp.zeros((), dtype)}
+        return {"w": np.zeros((num_features,), dtype), "b": np.zeros((), dtype)}
     validation.check_positive_int("num_outputs", num_outputs)
-    return {"w": jnp.zeros((num_features, num_outputs), dtype), "b": jnp.zeros((num_outputs,), dtype)}
+    return {"w": np.zeros((num_features, num_outputs), dtype), "b": np.zeros((num_outputs,), dtype)}
 
 
 def polynomial_features(x: jax.Array, degree: int) -> jax.Array:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gdjax import costs, sampler, validation
+from gdjax import compile_cache, costs, sampler, validation
 from gdjax.options import (
     DIVERGENCE_FACTOR,
     DIVERGENCE_PATIENCE,
@@ -371,19 +371,42 @@ def scan_program(
     # The step reuses a full-batch evaluation's gradient, unless it was taken elsewhere.
     reuse = full_batch and eval_params is None
 
-    def interval(c: _Carry, i, length: int):
-        """Evaluation `i`, then `length` steps from step `i * k`."""
+    def interval(c: _Carry, i, length: int, ragged: bool = False):
+        """Evaluation `i`, then `length` steps from step `i * k` (`ragged`: `length` is `k`, except
+        `rest` for the last interval, chosen inside the program)."""
         at_eval = point(c)
         ev, grad = evaluate(at_eval)
         c = at_evaluation(c, ev)
         c = record(c, i)
         t0 = i * k
-        c, first = step(c, t0, (ev.loss, grad) if reuse else None)
-        if length > 1:
-            c, more = jax.lax.scan(lambda c, t: step(c, t), c, t0 + jnp.arange(1, length), unroll=opts.unroll)
-            batch_losses = jnp.concatenate([first[None], more])
-        else:
+        if reuse or length == 1:
+            c, first = step(c, t0, (ev.loss, grad) if reuse else None)
             batch_losses = first[None]
+            done = 1
+        else:
+            # Every step of the interval is the scan's one body: a first step traced apart from the
+            # scan was a second copy of the step (sampler, gradient, rule) for XLA to compile.
+            batch_losses, done = None, 0
+        if ragged:
+            # One loop of at most `k` steps serves the full intervals and the shorter last one, so
+            # the step and the evaluation are compiled once (a scan needs its length on the host).
+            # Its bounds are the same in every lane, so under `vmap` it stays one loop.
+            keep = opts.batch_losses and not batch_losses_from_evals
+            buffer = jnp.zeros((k,), dtype) if keep else None
+            if keep and batch_losses is not None:
+                buffer = buffer.at[0].set(batch_losses[0])
+
+            def body(j, state):
+                c, buffer = state
+                c, loss = step(c, t0 + j)
+                return c, None if buffer is None else buffer.at[j].set(loss)
+
+            c, batch_losses = jax.lax.fori_loop(done, jnp.where(i < num_full, k, rest), body, (c, buffer))
+        elif length > done:
+            c, more = jax.lax.scan(
+                lambda c, t: step(c, t), c, t0 + jnp.arange(done, length), unroll=opts.unroll
+            )
+            batch_losses = more if batch_losses is None else jnp.concatenate([batch_losses, more])
         out = (ev, batch_losses if opts.batch_losses and not batch_losses_from_evals else None)
         return c, (out, at_eval if per_record == 1 else None)
 
@@ -418,7 +441,17 @@ def scan_program(
         params_history=history,
     )
     evals, batch_losses, records = [], [], []
-    if num_full:
+    # A ragged last interval joins the loop of the full ones when nothing differentiates the run (a
+    # loop of traced length has no reverse mode) and no option needs the scan (blocks, unrolling).
+    ragged = bool(num_full and rest and not (opts.guard_steps or opts.checkpoint_every or opts.unroll > 1))
+    if ragged:
+        carry, ((ev, bl), rec) = jax.lax.scan(
+            lambda c, i: interval(c, i, k, ragged=True), carry, jnp.arange(num_full + 1, dtype=jnp.int32)
+        )
+        evals.append(ev)
+        batch_losses.append(None if bl is None else bl.reshape(-1)[:num_steps])
+        records.append(rec)
+    if num_full and not ragged:
         carry, ((ev, bl), rec) = _scan_intervals(
             lambda c, i: interval(c, i, k),
             carry,
@@ -428,7 +461,7 @@ def scan_program(
         evals.append(ev)
         batch_losses.append(None if bl is None else bl.reshape(-1))
         records.append(rec)
-    if rest:
+    if rest and not ragged:
         carry, ((ev, bl), rec) = interval(carry, jnp.int32(num_full), rest)
         evals.append(jax.tree.map(lambda x: x[None], ev))
         batch_losses.append(bl)
@@ -675,6 +708,7 @@ def _nbytes(x) -> int:
     return int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize
 
 
+SMALL_HOST_TRANSPOSE_BYTES = 2**16  # host X up to this size is transposed by NumPy, on the host
 _TRANSPOSED: dict[int, tuple] = {}  # id(X) -> (weakref to X, X.T): device arrays are immutable
 
 
@@ -687,8 +721,12 @@ def _transposed(X):
     device and transposed there: NumPy's strided transpose of a tall `(n, d)` array is the slow part
     (0.29 s for 1e6 x 32 float32 on this project's CPU, against 0.07 s for the copy and 0.04 s for
     XLA's transpose)."""
-    if not isinstance(X, jax.Array) or isinstance(X, jax.core.Tracer):
-        return _device_transpose(X)  # host data is mutable, a tracer lives for one trace: no cache
+    if not isinstance(X, jax.Array):
+        if _nbytes(X) <= SMALL_HOST_TRANSPOSE_BYTES:
+            return np.ascontiguousarray(np.asarray(X).T)  # a few us, where a device op costs ~20 us
+        return _device_transpose(X)  # host data is mutable: no cache
+    if isinstance(X, jax.core.Tracer):
+        return _device_transpose(X)  # a tracer lives for one trace: no cache
     hit = _TRANSPOSED.get(id(X))
     if hit is not None and hit[0]() is X:
         return hit[1]
@@ -820,8 +858,77 @@ def _checked_metric(fn, name: str, params_key: _StructKey):
         raise ValueError(f"metrics[{name!r}] must return a real scalar, got dtype {value.dtype}")
 
 
-def _tree_bytes(tree) -> int:
-    return sum(math.prod(np.shape(x)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+@functools.lru_cache(maxsize=512)
+def _plan(
+    params_key: _StructKey,
+    num_metrics: int,
+    n: int | None,
+    *,
+    num_steps: int,
+    batch_size: int | None,
+    eval_every: int | None,
+    record_every: int | None,
+    unroll: int,
+    max_record_bytes: int,
+    record_explicit_limit: int | None,
+    extra_args: bool,
+    itemsize: int,
+) -> RunOptions:
+    """The static `RunOptions` of validated arguments: the evaluation and record schedules, sized
+    against the memory caps (`itemsize`: bytes of the run's floating dtype). A pure function of
+    shapes and settings, planned once per program: a repeated call skips it (a refusal is not
+    cached, so it raises again)."""
+    default = default_eval_every(num_steps, batch_size, n)
+    if eval_every is None:
+        eval_every = default if record_every is None else math.gcd(record_every, min(default, record_every))
+    eval_every = min(eval_every, num_steps)
+    num_evals = -(-num_steps // eval_every) + 1
+    if num_evals * (2 + num_metrics) * itemsize > 8 * max_record_bytes:
+        raise ValueError(
+            f"num_steps={num_steps} with eval_every={eval_every} makes {num_evals} evaluations, whose "
+            f"histories would need {num_evals * (2 + num_metrics) * itemsize / 2**20:.0f} MiB: pass "
+            f"eval_every >= {-(-num_steps * (2 + num_metrics) * itemsize // (8 * max_record_bytes))}"
+        )
+    params_bytes = max(1, _struct_bytes(params_key))
+    explicit_records = record_every is not None
+    if record_every is None:
+        # Iterates at evaluations, thinned so that the records fit max_record_bytes.
+        rows = max(1, max_record_bytes // params_bytes - 1)
+        record_every = eval_every * max(1, -(-(num_evals - 1) // rows))
+    if record_every % eval_every:
+        raise ValueError(
+            f"record_every={record_every} must be a multiple of eval_every={eval_every}: iterates are "
+            "recorded at evaluations"
+        )
+    if record_explicit_limit and explicit_records:
+        # An explicit record_every is sized before anything is allocated (a sweep checks its lanes'
+        # records together against its memory budget instead).
+        intervals = num_evals - 1
+        num_records = -(-intervals // (record_every // eval_every)) + 1
+        if num_records * params_bytes > record_explicit_limit:
+            rows = max(2, record_explicit_limit // params_bytes)
+            fit = eval_every * -(-intervals // (rows - 1))
+            raise ValueError(
+                f"record_every={record_every} records {num_records} iterates of {params_bytes} bytes "
+                f"({num_records * params_bytes / 2**20:.0f} MiB), more than "
+                f"{record_explicit_limit / 2**20:.0f} MiB: pass record_every >= {fit}"
+            )
+    batch_losses = num_steps * itemsize <= max_record_bytes
+    opts = RunOptions(
+        num_steps=num_steps,
+        batch_size=batch_size,
+        num_examples=n,
+        eval_every=eval_every,
+        record_every=record_every,
+        unroll=unroll,
+        extra_args=extra_args,
+        batch_losses=batch_losses,
+    )
+    return opts
+
+
+def _struct_bytes(params_key: _StructKey) -> int:
+    return sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in params_key.struct[1])
 
 
 def prepare(
@@ -882,55 +989,22 @@ def prepare(
     _checked_signature(cost, params_key, _StructKey(data))
     metric_fns = check_metrics(metrics, params0, params_key)
     key = _as_key(key)
-
-    default = default_eval_every(num_steps, batch_size, n)
-    if eval_every is None:
-        eval_every = default if record_every is None else math.gcd(record_every, min(default, record_every))
-    eval_every = min(eval_every, num_steps)
-    num_evals = -(-num_steps // eval_every) + 1
-    itemsize = np.dtype(dtype).itemsize
-    if num_evals * (2 + len(metric_fns)) * itemsize > 8 * max_record_bytes:
-        raise ValueError(
-            f"num_steps={num_steps} with eval_every={eval_every} makes {num_evals} evaluations, whose "
-            f"histories would need {num_evals * (2 + len(metric_fns)) * itemsize / 2**20:.0f} MiB: pass "
-            f"eval_every >= {-(-num_steps * (2 + len(metric_fns)) * itemsize // (8 * max_record_bytes))}"
-        )
-    params_bytes = max(1, _tree_bytes(params0))
-    explicit_records = record_every is not None
-    if record_every is None:
-        # Iterates at evaluations, thinned so that the records fit max_record_bytes.
-        rows = max(1, max_record_bytes // params_bytes - 1)
-        record_every = eval_every * max(1, -(-(num_evals - 1) // rows))
-    if record_every % eval_every:
-        raise ValueError(
-            f"record_every={record_every} must be a multiple of eval_every={eval_every}: iterates are "
-            "recorded at evaluations"
-        )
-    if record_explicit_limit and explicit_records:
-        # An explicit record_every is sized before anything is allocated (a sweep checks its lanes'
-        # records together against its memory budget instead).
-        intervals = num_evals - 1
-        num_records = -(-intervals // (record_every // eval_every)) + 1
-        if num_records * params_bytes > record_explicit_limit:
-            rows = max(2, record_explicit_limit // params_bytes)
-            fit = eval_every * -(-intervals // (rows - 1))
-            raise ValueError(
-                f"record_every={record_every} records {num_records} iterates of {params_bytes} bytes "
-                f"({num_records * params_bytes / 2**20:.0f} MiB), more than "
-                f"{record_explicit_limit / 2**20:.0f} MiB: pass record_every >= {fit}"
-            )
-    batch_losses = num_steps * itemsize <= max_record_bytes
-    opts = RunOptions(
+    extra_args = getattr(
+        getattr(rule, "spec", None), "extra_args", isinstance(rule, optax.GradientTransformationExtraArgs)
+    )
+    opts = _plan(
+        params_key,
+        len(metric_fns),
+        n,
         num_steps=num_steps,
         batch_size=batch_size,
-        num_examples=n,
         eval_every=eval_every,
         record_every=record_every,
         unroll=unroll,
-        extra_args=getattr(
-            getattr(rule, "spec", None), "extra_args", isinstance(rule, optax.GradientTransformationExtraArgs)
-        ),
-        batch_losses=batch_losses,
+        max_record_bytes=max_record_bytes,
+        record_explicit_limit=record_explicit_limit,
+        extra_args=bool(extra_args),
+        itemsize=np.dtype(dtype).itemsize,
     )
     return params0, data, key, opts, metric_fns
 
@@ -1042,6 +1116,7 @@ def run(
       >>> round(float(trace.params["w"][0]), 3), round(float(trace.params["b"]), 3)
       (20.0, 5.0)
     """
+    compile_cache.from_environment_once()
     stopping = stopping_of(stopping, tol)
     execution = execution_of(execution)
     tols = tolerances(stopping)

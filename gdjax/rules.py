@@ -574,20 +574,36 @@ def _transformation(
     static = dict(sorted(static.items()))
     kind = schedule.kind
 
-    def init(params: PyTree, hyperparams: Hyperparams):
-        dtype = _hyperparam_dtype(params)
-        return init_state(params, {k: jnp.asarray(v, dtype) for k, v in hyperparams.items()})
+    key = (rule, kind, tuple(values), tuple(static.items()), tuple(domain.items()))
+    try:
+        spec = _SPECS.get(key)
+    except TypeError:  # an unhashable static option: no sharing
+        key, spec = None, None
+    if spec is None:
 
-    spec = RuleSpec(
-        name=rule,
-        static=(("schedule", kind), *static.items()),
-        numeric=tuple(values),
-        extra_args=False,
-        init_state=init,
-        make_update=lambda: _UPDATE_BUILDERS[rule](_SCHEDULE_KINDS[kind].step_size, **static),
-        domain=tuple({**domain, **_SCHEDULE_KINDS[kind].constraints}.items()),
-    )
+        def init(params: PyTree, hyperparams: Hyperparams):
+            dtype = _hyperparam_dtype(params)
+            return init_state(params, {k: jnp.asarray(v, dtype) for k, v in hyperparams.items()})
+
+        spec = RuleSpec(
+            name=rule,
+            static=(("schedule", kind), *static.items()),
+            numeric=tuple(values),
+            extra_args=False,
+            init_state=init,
+            make_update=lambda: _UPDATE_BUILDERS[rule](_SCHEDULE_KINDS[kind].step_size, **static),
+            domain=tuple({**domain, **_SCHEDULE_KINDS[kind].constraints}.items()),
+        )
+        if key is not None and len(_SPECS) < _SPECS_MAX:
+            _SPECS[key] = spec
     return spec.build(values)
+
+
+# One `RuleSpec` per (rule, schedule, value names, static options): a factory called again (a new
+# learning rate) reuses it, with its built `update_fn`. Its `init_state` depends only on the key:
+# the factories' state builders read the rule name and static options, never a value.
+_SPECS: dict[tuple, RuleSpec] = {}
+_SPECS_MAX = 1024
 
 
 def _count() -> jax.Array:

@@ -136,13 +136,15 @@ def check_data(data: PyTree) -> int | None:
                 shapes = {"data" + _path_name(p): tuple(np.shape(x)) for p, x in leaves}
                 raise ValueError(f"data entries disagree on the number of examples: {shapes}")
             continue
-        name = "data" + _path_name(path)
         arr = np.asarray(leaf)
+        name = "data" + _path_name(path) if arr.ndim == 0 or arr.shape[0] == 0 else ""
         if arr.ndim == 0:
             raise ValueError(f"{name} is a scalar; every data entry needs a leading example axis")
         if arr.shape[0] == 0:
             raise ValueError(f"{name} is empty (shape {arr.shape}); need at least one example")
-        if jnp.issubdtype(arr.dtype, jnp.inexact) and not np.isfinite(arr).all():
+        inexact = arr.dtype.kind in "fc" or (arr.dtype.kind == "V" and jnp.issubdtype(arr.dtype, jnp.inexact))
+        if inexact and not np.isfinite(arr).all():  # bfloat16's NumPy kind is "V"
+            name = "data" + _path_name(path)
             bad = np.argwhere(~np.isfinite(arr))[0]
             raise ValueError(
                 f"{name} contains a non-finite value ({arr[tuple(bad)]}) at index {tuple(bad.tolist())}"

@@ -352,7 +352,7 @@ def test_runs_on_least_squares_match_an_autodiff_cost_to_round_off():
 
 def test_params_checked_once_per_device_array_and_bad_params_still_fail():
     X, y = _data()
-    good = gdjax.init_linear(3)  # device arrays: checked once, then known finite
+    good = jax.device_put(gdjax.init_linear(3))  # device arrays: checked once, then known finite
     for _ in range(2):
         gdjax.run(COST, rules.sgd(0.1), good, (X, y), num_steps=2)
     bad = {"w": jnp.asarray([0.0, jnp.nan, 0.0]), "b": jnp.asarray(0.0)}

@@ -32,7 +32,7 @@ from typing import TextIO
 
 import jax
 
-from gdjax import costs, data, rules
+from gdjax import compile_cache, costs, data, rules
 from gdjax._version import __version__
 from gdjax.study import config, experiment, problems, report
 from gdjax.study.config import ConfigError
@@ -548,21 +548,9 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
 
 
 def _use_compile_cache() -> None:
-    """JAX's persistent compilation cache in a per-user folder: a second `gdjax run` of the same
-    study loads its programs instead of compiling them (the default study: 4.6 s of compiling)."""
-    folder = os.environ.get("GDJAX_COMPILE_CACHE")
-    if folder is not None and folder.strip().lower() in ("", "0", "off", "no", "false"):
-        return
-    if folder is None:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        folder = os.path.join(base, "gdjax", "jax")
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError:
-        return  # a read-only home: compile as usual
-    jax.config.update("jax_compilation_cache_dir", folder)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    """JAX's persistent compilation cache (`gdjax.enable_compile_cache`), on by default for the
+    command: a second `gdjax run` of the same study loads its programs instead of compiling them."""
+    compile_cache.from_environment(default_on=True)
 
 
 def _main(argv: list[str] | None, stdout: TextIO | None, err: TextIO) -> int:

@@ -1,0 +1,137 @@
+"""Time to first result: the persistent compilation cache, a plain call without eager device work, and
+the one-loop program (a shorter last interval joins the loop of the full ones). Speed itself is
+measured by `experiments/bench.py --only-first-call`, not asserted here."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+import gdjax
+from gdjax import rules
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A child process runs a tiny sweep and reports what JAX's cache did (JAX's own monitoring events,
+# not timings): `hits` counts executables loaded from the persistent cache.
+CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+    from jax import monitoring
+    events = []
+    monitoring.register_event_listener(lambda name, **kw: events.append(name))
+    import gdjax
+    assert jax.config.jax_compilation_cache_dir is None  # importing changes no JAX setting
+    if sys.argv[1] == "call":
+        gdjax.enable_compile_cache(sys.argv[2])
+    X, y = gdjax.data.house_prices()
+    cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
+    result = gdjax.sweep(cost, "sgd", gdjax.init_linear(1), (X, y), grid={"learning_rate": [0.01, 0.02]},
+                         num_steps=7)
+    print(json.dumps({"hits": events.count("/jax/compilation_cache/cache_hits"),
+                      "folder": jax.config.jax_compilation_cache_dir,
+                      "loss": result.trace.loss_history[:, -1].tolist()}))
+    """
+)
+
+
+def _child(mode: str, folder, env_value=None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "GDJAX_COMPILE_CACHE"}
+    if env_value is not None:
+        env["GDJAX_COMPILE_CACHE"] = env_value
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, str(folder)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("mode", ["call", "env"])
+def test_a_second_process_loads_the_programs_from_the_cache(tmp_path, mode):
+    folder = tmp_path / "cache"
+    env_value = str(folder) if mode == "env" else "off"
+    first = _child(mode, folder, env_value)
+    assert first["folder"] == str(folder) and first["hits"] == 0
+    assert any(folder.iterdir())  # the compiled programs were written
+    second = _child(mode, folder, env_value)
+    assert second["hits"] >= 1  # ...and loaded, not compiled
+    assert second["loss"] == first["loss"]  # the loaded program computes the same bits
+
+
+def test_the_cache_stays_off_unless_asked(tmp_path):
+    out = _child("none", tmp_path / "unused", env_value="off")
+    assert out["folder"] is None and out["hits"] == 0
+    assert not (tmp_path / "unused").exists()
+
+
+def test_a_cache_folder_that_cannot_be_made_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match="cannot use .* as the compilation cache"):
+        gdjax.enable_compile_cache(blocker / "cache")
+
+
+@pytest.mark.parametrize(
+    ("env_value", "want"), [(None, "{xdg}/gdjax/jax"), ("off", "None"), ("{tmp}/mine", "{tmp}/mine")]
+)
+def test_the_command_turns_the_cache_on_unless_told_otherwise(tmp_path, env_value, want):
+    """The command's switch is the Python API's (`compile_cache.from_environment`), on by default."""
+    xdg = tmp_path / "xdg"
+    env = {k: v for k, v in os.environ.items() if k != "GDJAX_COMPILE_CACHE"}
+    env.update(XDG_CACHE_HOME=str(xdg), PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""))
+    if env_value is not None:
+        env["GDJAX_COMPILE_CACHE"] = env_value.format(tmp=tmp_path)
+    code = (
+        "import jax; from gdjax.study import cli; cli._use_compile_cache(); "
+        "print(jax.config.jax_compilation_cache_dir)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == want.format(xdg=xdg, tmp=tmp_path)
+
+
+# ------------------------------------------------------------------------------- a plain call
+def test_init_linear_builds_host_arrays_of_the_default_float_dtype():
+    params = gdjax.init_linear(3)
+    want = jax.dtypes.canonicalize_dtype(float)
+    assert all(type(x) is np.ndarray and x.dtype == want for x in params.values())
+    assert params["w"].shape == (3,) and params["b"].shape == ()
+    softmax = gdjax.init_linear(3, np.float32, num_outputs=4)
+    assert softmax["w"].shape == (3, 4) and softmax["b"].dtype == np.float32
+    assert not any(np.any(x) for x in (*params.values(), *softmax.values()))
+
+
+def test_a_factory_called_again_shares_its_spec_and_update():
+    a, b = rules.adam(0.1), rules.adam(0.2, b1=0.5)
+    assert a.spec is b.spec and a.update == b.update
+    assert rules.adam(0.1, nesterov=True).spec != a.spec  # a static option is another program
+    assert rules.rmsprop(0.1, momentum=0.9).spec != rules.rmsprop(0.1).spec  # another state
+
+
+# --------------------------------------------------------------------------- the one-loop program
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_a_shorter_last_interval_follows_the_same_trajectory(batch_size):
+    """num_steps = 23 with eval_every = 5 runs its last 3 steps in the loop of the full intervals; the
+    oracle is the same run evaluated at every step (a plain scan), read at the evaluated steps."""
+    X, y = gdjax.data.house_prices()
+    cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
+    kw = dict(num_steps=23, batch_size=batch_size, key=0)
+    ragged = gdjax.run(
+        cost, rules.momentum(0.01, momentum=0.5), gdjax.init_linear(1), (X, y), eval_every=5, **kw
+    )
+    every = gdjax.run(
+        cost, rules.momentum(0.01, momentum=0.5), gdjax.init_linear(1), (X, y), eval_every=1, **kw
+    )
+    np.testing.assert_array_equal(ragged.eval_steps, [0, 5, 10, 15, 20, 23])
+    np.testing.assert_allclose(ragged.loss_history, every.loss_history[ragged.eval_steps], rtol=1e-12)
+    np.testing.assert_allclose(ragged.batch_loss_history, every.batch_loss_history, rtol=1e-12)
+    for leaf, want in zip(jax.tree.leaves(ragged.params), jax.tree.leaves(every.params), strict=True):
+        np.testing.assert_allclose(leaf, want, rtol=1e-12)
+    assert int(ragged.steps) == 23 and ragged.batch_loss_history.shape == (23,)
