@@ -28,7 +28,18 @@ STUDY_ORDER = [
     "provenance",
     "experiment",
 ]
-STUDY_ORDER += ["statistics", "results_model", "figures", "plots", "page", "report", "cli", "command"]
+STUDY_ORDER += [
+    "statbase",
+    "profiles",
+    "statistics",
+    "results_model",
+    "figures",
+    "plots",
+    "page",
+    "report",
+    "cli",
+    "command",
+]
 
 
 def _gdjax_imports(path: pathlib.Path) -> set[str]:

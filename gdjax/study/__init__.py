@@ -19,8 +19,10 @@ Modules, each importing only the core and the modules above it in this list:
 | `parts` | what a unit produced: `UnitResult`, its part on disk, the merged summary and histories |
 | `provenance` | a run's manifest entries: time, git commit, versions and devices, each problem's facts |
 | `experiment` | orchestration: a config's units run as sweeps and written to a run folder, read back |
+| `statbase` | what the statistics share: conventions, checks at the edge, seeded bootstraps |
+| `profiles` | time to a target, performance and data profiles, AlgoPerf's score |
+| `statistics` | comparisons on results: tuning budgets, uncertainty, paired tests; re-exports `profiles` |
 | `results_model` | the one results schema and `Results` (pandas `lanes` and `curves`): load, save, merge |
-| `statistics` | comparisons on results: targets, profiles, tuning budgets, paired tests (pandas, SciPy) |
 | `figures` | the registered figures of a comparison, drawn from `Results` |
 | `plots` | matplotlib figures of traces and sweeps (a `gdjax.sweep` result through `figures`) |
 | `page` | the self-contained HTML report page |
