@@ -32,6 +32,8 @@ STUDY_ORDER += [
     "statbase",
     "profiles",
     "statistics",
+    "results_schema",
+    "results_table",
     "results_model",
     "figures",
     "plots",
