@@ -22,11 +22,15 @@ Modules, each importing only the core and the modules above it in this list:
 | `statbase` | what the statistics share: conventions, checks at the edge, seeded bootstraps |
 | `profiles` | time to a target, performance and data profiles, AlgoPerf's score |
 | `statistics` | comparisons on results: tuning budgets, uncertainty, paired tests; re-exports `profiles` |
-| `results_schema` | the one results schema (`LANE_COLUMNS`, `CURVE_COLUMNS`) and how a unit's arrays become rows |
+| `results_schema` | the results schema (`LANE_COLUMNS`, `CURVE_COLUMNS`); how a unit becomes rows |
 | `results_table` | `Results` (pandas `lanes` and `curves`): best configurations, statistics, save |
 | `results_model` | the ways in: `results(sweep_result)`, `load`, `merge`; re-exports the two above |
 | `figures` | the registered figures of a comparison, drawn from `Results` |
-| `plots` | matplotlib figures of traces and sweeps (a `gdjax.sweep` result through `figures`) |
+| `plotstyle` | what the plots share: status styles and colours, labels, log axes, legends, `save` |
+| `curveplots` | loss and metric curves of runs, traces and sweeps |
+| `sweepplots` | final loss against learning rate |
+| `landscapeplots` | figures in parameter space: contours with trajectories, fitted lines |
+| `plots` | matplotlib figures of traces and sweeps; re-exports the four above |
 | `page` | the self-contained HTML report page |
 | `report` | the figures of a finished run |
 | `cli` | the `gdjax` command |
