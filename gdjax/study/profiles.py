@@ -15,12 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from gdjax.study.statbase import (
-    DEFAULT_EPS,
-    MAX_TAU,
     MODES,
-    TARGET_KEYS,
-    UNITS,
-    VARIANTS,
     _check_choice,
     _check_confidence,
     _check_config,
@@ -31,6 +26,13 @@ from gdjax.study.statbase import (
     _worst,
     check_tuning_seeds,
 )
+
+DEFAULT_EPS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-6)
+UNITS = ("steps", "epochs", "gradient_evaluations", "seconds")
+VARIANTS = ("tuned", "default", "both")
+MAX_TAU = 4.0
+# Columns time_to_target adds that name a target; the profiles keep one profile per combination.
+TARGET_KEYS = ("metric", "threshold", "eps", "unit")
 
 # --- targets ------------------------------------------------------------------------------------
 

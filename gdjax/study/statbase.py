@@ -15,13 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-DEFAULT_EPS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-6)
-UNITS = ("steps", "epochs", "gradient_evaluations", "seconds")
 MODES = ("min", "max")
-VARIANTS = ("tuned", "default", "both")
-MAX_TAU = 4.0
-# Columns time_to_target adds that name a target; the profiles keep one profile per combination.
-TARGET_KEYS = ("metric", "threshold", "eps", "unit")
 _NUM_RESAMPLES = 9999
 
 

@@ -22,6 +22,11 @@ from scipy import stats
 
 from gdjax.study.config import halton_grid  # noqa: F401  (search spaces live with the grids; re-exported)
 from gdjax.study.profiles import (  # noqa: F401  (re-exported: targets and profiles live there)
+    DEFAULT_EPS,
+    MAX_TAU,
+    TARGET_KEYS,
+    UNITS,
+    VARIANTS,
     data_profile,
     external_tuning,
     performance_profile,
@@ -30,12 +35,7 @@ from gdjax.study.profiles import (  # noqa: F401  (re-exported: targets and prof
     time_to_target,
 )
 from gdjax.study.statbase import (  # noqa: F401  (re-exported: the shared conventions live there)
-    DEFAULT_EPS,
-    MAX_TAU,
     MODES,
-    TARGET_KEYS,
-    UNITS,
-    VARIANTS,
     _check_choice,
     _check_confidence,
     _check_config,
