@@ -815,10 +815,8 @@ def nesterov(
     The two agree for a constant learning rate and differ under a schedule.
 
     Args:
-      learning_rate: base step size, finite and `> 0`.
-      momentum: weight of the past direction, in `[0, 1)`.
+      learning_rate, momentum, schedule: as for `momentum`.
       velocity_form: use the velocity form above instead of Optax's trace form.
-      schedule: a `Schedule` or its name; default constant.
 
     Returns:
       An `optax.GradientTransformation` with state `NesterovState`.

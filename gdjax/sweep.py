@@ -903,12 +903,6 @@ class _Group:
     bytes_per_lane: int
 
     @property
-    def f_star_source(self) -> str | None:
-        """Where `f_star` came from: "closed form" (the cost offered it, e.g. least squares), "given"
-        (`with_f_star`), or None (unknown)."""
-        return self.__dict__.get("_f_star_source")
-
-    @property
     def num_lanes(self) -> int:
         return len(self.coords)
 
