@@ -378,6 +378,14 @@ def _points(points, default: np.ndarray, argument: str) -> np.ndarray:
     return np.unique(points)
 
 
+def _profile(table, column: str, points, start: list[float], argument: str, name: str, share: str):
+    """The share of problems solved at each point of `points` (checked), by default at `start` and every
+    finite value of `column` (all the steps): the body of both profiles."""
+    values = table[column].to_numpy()
+    points = _points(points, np.concatenate([start, values[np.isfinite(values)]]), argument)
+    return _steps(table, column, points, name, share)
+
+
 def performance_profile(
     ttt: pd.DataFrame,
     *,
@@ -401,9 +409,7 @@ def performance_profile(
         The target columns present, `optimizer`, `variant`, `tau`, `rho`.
     """
     table = profile_ratios(ttt, config=config, variant=variant, lanes=lanes, tuning_seeds=tuning_seeds)
-    finite = table["ratio"].to_numpy()[np.isfinite(table["ratio"].to_numpy())]
-    points = _points(taus, np.concatenate([[1.0, MAX_TAU], finite]), "taus")
-    return _steps(table, "ratio", points, "tau", "rho")
+    return _profile(table, "ratio", taus, [1.0, MAX_TAU], "taus", "tau", "rho")
 
 
 def data_profile(
@@ -430,9 +436,7 @@ def data_profile(
         The target columns present, `optimizer`, `variant`, `budget`, `solved`.
     """
     table = profile_ratios(ttt, config=config, variant=variant, lanes=lanes, tuning_seeds=tuning_seeds)
-    times = table["time"].to_numpy()
-    points = _points(budgets, np.concatenate([[0.0], times[np.isfinite(times)]]), "budgets")
-    return _steps(table, "time", points, "budget", "solved")
+    return _profile(table, "time", budgets, [0.0], "budgets", "budget", "solved")
 
 
 def score(

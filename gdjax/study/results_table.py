@@ -222,6 +222,12 @@ class Results:
             )
         return self._cache[key].copy()
 
+    def _profile_options(self, variant: str) -> dict:
+        """What every profile of these results is given besides its time-to-target table."""
+        return dict(
+            config=self.config_columns, variant=variant, lanes=self.lanes, tuning_seeds=self.tuning_seeds
+        )
+
     def performance_profile(
         self, eps=1e-3, *, unit: str = "epochs", taus=None, variant: str = "tuned", external=None
     ):
@@ -239,14 +245,7 @@ class Results:
                 ttt, config=self.config_columns, trials=trials, studies=studies
             )
             return statistics.performance_profile(protocol, config=[], taus=taus)
-        return statistics.performance_profile(
-            ttt,
-            config=self.config_columns,
-            taus=taus,
-            variant=variant,
-            lanes=self.lanes,
-            tuning_seeds=self.tuning_seeds,
-        )
+        return statistics.performance_profile(ttt, taus=taus, **self._profile_options(variant))
 
     def profile_ratios(self, eps=1e-3, *, unit: str = "epochs", variant: str = "tuned"):
         """The profile's table: `problem`, `optimizer`, `time` (median over seeds of the best
@@ -254,9 +253,7 @@ class Results:
         from gdjax.study import statistics
 
         ttt = self.time_to_target(eps, unit=unit)
-        return statistics.profile_ratios(
-            ttt, config=self.config_columns, variant=variant, lanes=self.lanes, tuning_seeds=self.tuning_seeds
-        )
+        return statistics.profile_ratios(ttt, **self._profile_options(variant))
 
     def scores(self, eps=1e-3, *, unit: str = "epochs", variant: str = "tuned", confidence: float = 0.95):
         """AlgoPerf-style scores (area under the profile for tau in [1, 4], / 3) with a bootstrap
@@ -270,14 +267,7 @@ class Results:
         from gdjax.study import statistics
 
         ttt = self.time_to_target(eps, unit=unit)
-        return statistics.data_profile(
-            ttt,
-            config=self.config_columns,
-            budgets=budgets,
-            variant=variant,
-            lanes=self.lanes,
-            tuning_seeds=self.tuning_seeds,
-        )
+        return statistics.data_profile(ttt, budgets=budgets, **self._profile_options(variant))
 
     def expected_best_of_k(self, by: str = "final_loss", mode: str = "min"):
         """Expected best `by` after k configurations drawn without replacement from each optimizer's
