@@ -1,6 +1,7 @@
 """Progress reports from inside the compiled loop (`gdjax.progress`) and the tqdm bars that show them."""
 
 import io
+import os
 import subprocess
 import sys
 
@@ -142,4 +143,25 @@ def test_import_gdjax_and_a_quiet_sweep_do_not_load_tqdm():
         "assert 'tqdm' not in sys.modules\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_sharded_sweep_reports_once_per_interval():
+    code = (
+        "import jax, numpy as np, gdjax\n"
+        "assert len(jax.devices()) == 2\n"
+        "X = np.random.default_rng(0).normal(size=(64, 3)); y = X @ np.ones(3)\n"
+        "cost = gdjax.make_cost(gdjax.linear, gdjax.mse)\n"
+        "seen = []\n"
+        "ex = gdjax.Execution(step_progress=lambda d, n: seen.append(d), progress_every=10)\n"
+        "args = dict(grid={'learning_rate': [0.01, 0.02, 0.03, 0.05]}, num_steps=30, eval_every=10,\n"
+        "            batch_size=8, seeds=[0, 1])\n"
+        "a = gdjax.sweep(cost, 'sgd', gdjax.init_linear(3), (X, y), execution=ex, **args)\n"
+        "b = gdjax.sweep(cost, 'sgd', gdjax.init_linear(3), (X, y), **args)\n"
+        "assert len(a.sharding.device_set) == 2, a.sharding\n"
+        "assert seen == [10, 20, 30], seen\n"
+        "np.testing.assert_array_equal(a.trace.loss_history, b.trace.loss_history)\n"
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
