@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from gdjax import compile_cache, costs, sampler, validation
+from gdjax import progress as gdjax_progress
 from gdjax.options import (
     DIVERGENCE_FACTOR,
     DIVERGENCE_PATIENCE,
@@ -61,6 +62,7 @@ class RunOptions(NamedTuple):
     check_domain: bool = False  # values were traced, so unchecked on the host: check them inside
     checkpoint_every: int | None = None  # reverse mode: keep the carry every this many steps only
     guard_steps: bool = False  # an input was traced (maybe differentiated): zero untaken steps' inputs
+    progress_intervals: int = 0  # >0: report the steps done every this many intervals (gdjax.progress)
 
 
 class Tolerances(NamedTuple):
@@ -407,6 +409,8 @@ def scan_program(
                 lambda c, t: step(c, t), c, t0 + jnp.arange(done, length), unroll=opts.unroll
             )
             batch_losses = more if batch_losses is None else jnp.concatenate([batch_losses, more])
+        if opts.progress_intervals:
+            gdjax_progress.report(i, every=opts.progress_intervals, eval_every=k, num_steps=num_steps)
         out = (ev, batch_losses if opts.batch_losses and not batch_losses_from_evals else None)
         return c, (out, at_eval if per_record == 1 else None)
 
@@ -1149,7 +1153,18 @@ def run(
         opts = opts._replace(guard_steps=True)
     if execution.checkpoint_every is not None:
         opts = opts._replace(checkpoint_every=execution.checkpoint_every)
-    trace = _compiled_run(cost, spec, metric_fns, opts, params0, (values, cost_values), data, key, tols)
+    _, step_progress, close_bars = gdjax_progress.callbacks(execution)
+    if step_progress is not None:
+        every = gdjax_progress.intervals_between_reports(execution.progress_every, opts.eval_every, num_steps)
+        opts = opts._replace(progress_intervals=every)
+    try:
+        with gdjax_progress.listening(step_progress):
+            hyperparams = (values, cost_values)
+            trace = _compiled_run(cost, spec, metric_fns, opts, params0, hyperparams, data, key, tols)
+            if step_progress is not None:
+                trace = jax.block_until_ready(trace)  # the reports arrive while the bar is listening
+    finally:
+        close_bars()
     eval_steps, record_steps = _schedule_arrays(opts)
     trace = trace._replace(eval_steps=eval_steps, record_steps=record_steps)
     if getattr(spec, "eval_params", None) is not None:

@@ -105,7 +105,14 @@ class Execution:
       devices: sweeps only: devices to shard the lanes over (default `jax.devices()`).
       memory_budget: sweeps only: bytes one program call may need (default half of the device memory
         XLA reports, else half of the host memory).
-      progress: sweeps only: `progress(lanes_done, num_lanes)`, called after each chunk.
+      progress: sweeps only: `progress(lanes_done, num_lanes)`, called after each chunk; or `True`
+        (runs and sweeps): tqdm bars over the lanes and over the steps of the program now running.
+        Off by default.
+      step_progress: `step_progress(steps_done, num_steps)`, called from inside the compiled loop
+        every `progress_every` steps (`jax.debug.callback`, once per report whatever the number of
+        lanes). Results are bit-identical with and without it; it compiles the program once more.
+      progress_every: steps between two step reports, rounded down to whole evaluation intervals
+        (default: about 50 reports per program call).
       checkpoint_every: `run` only: for reverse mode through a long run (`jax.grad` of a trace),
         keep the loop's state every this many steps (rounded down to whole evaluation intervals)
         and recompute the steps in between: memory O(num_steps / k + k) states instead of
@@ -118,8 +125,10 @@ class Execution:
     chunk_size: int | None = None
     devices: Sequence[Any] | None = None
     memory_budget: float | None = None
-    progress: Callable[[int, int], Any] | None = None
+    progress: Callable[[int, int], Any] | bool | None = None
     checkpoint_every: int | None = None
+    step_progress: Callable[[int, int], Any] | None = None
+    progress_every: int | None = None
 
     def __post_init__(self):
         validation.check_positive_int("record_every", self.record_every, allow_none=True)
@@ -133,8 +142,15 @@ class Execution:
         validation.check_positive_int("checkpoint_every", self.checkpoint_every, allow_none=True)
         if self.memory_budget is not None:
             validation.check_finite_number("memory_budget", self.memory_budget, positive=True)
-        if self.progress is not None and not callable(self.progress):
-            raise ValueError(f"progress must be a callable progress(done, total), got {self.progress!r}")
+        if self.progress not in (None, True, False) and not callable(self.progress):
+            raise ValueError(
+                f"progress must be True (bars) or a callable progress(done, total), got {self.progress!r}"
+            )
+        if self.step_progress is not None and not callable(self.step_progress):
+            raise ValueError(
+                f"step_progress must be a callable step_progress(done, num_steps), got {self.step_progress!r}"
+            )
+        validation.check_positive_int("progress_every", self.progress_every, allow_none=True)
 
     def with_chunk_size(self, chunk_size: int | None) -> Execution:
         """This object with `chunk_size` given by its own keyword; giving it twice is an error."""

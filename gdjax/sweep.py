@@ -95,6 +95,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gdjax import compile_cache, costs, loop, options, validation
 from gdjax import io as gdjax_io
+from gdjax import progress as gdjax_progress
 from gdjax import rules as rules_lib
 from gdjax.costs import GramStatistics, gram_mse, gram_statistics
 from gdjax.options import Execution, Stopping
@@ -1415,8 +1416,6 @@ def sweep(
     validation.check_positive_int("chunk_size", chunk_size, allow_none=True)
     if memory_budget is not None:
         validation.check_finite_number("memory_budget", memory_budget, positive=True)
-    if progress is not None and not callable(progress):
-        raise ValueError(f"progress must be a callable progress(done, total), got {progress!r}")
     devices = list(jax.devices()) if devices is None else list(devices)
     if not devices or not all(isinstance(d, jax.Device) for d in devices):
         raise ValueError(f"devices must be a non-empty list of jax devices, got {devices!r}")
@@ -1514,7 +1513,7 @@ def sweep(
         # The same data layout as `run`, so that a lane reproduces the run alone. Chosen only now:
         # a sweep refused above (or a plan) moves and transposes no data.
         groups = [_feature_major(g) for g in groups]
-    return _execute(groups, call_lanes, chunk_size, devices, progress, meta)
+    return _execute(groups, call_lanes, chunk_size, devices, execution, meta)
 
 
 def _feature_major(group: _Group) -> _Group:
@@ -1701,13 +1700,24 @@ def _check_memory(groups, chunk_size, devices, memory_budget, record_every) -> l
     return call_lanes
 
 
-def _execute(groups, call_lanes, chunk_size, devices, progress, meta) -> SweepResult:
+def _execute(groups, call_lanes, chunk_size, devices, execution, meta) -> SweepResult:
     """Runs every group chunk by chunk; completed lanes survive a later failure (SweepInterrupted)."""
+    progress, step_progress, close_bars = gdjax_progress.callbacks(execution)
+    try:
+        return _execute_chunks(
+            groups, call_lanes, chunk_size, devices, progress, (step_progress, execution.progress_every), meta
+        )
+    finally:
+        close_bars()
+
+
+def _execute_chunks(groups, call_lanes, chunk_size, devices, progress, steps, meta) -> SweepResult:
     lane_sharding = replicated = None
     if len(devices) > 1:
         mesh = Mesh(np.asarray(devices), (_LANES,))
         lane_sharding = NamedSharding(mesh, PartitionSpec(_LANES))
         replicated = NamedSharding(mesh, PartitionSpec())
+    step_progress, progress_every = steps
     total = sum(g.num_lanes for g in groups)
     all_coords = [c for g in groups for c in g.coords]
     pieces: list[Trace] = []
@@ -1716,6 +1726,12 @@ def _execute(groups, call_lanes, chunk_size, devices, progress, meta) -> SweepRe
     try:
         for g, padded in zip(groups, call_lanes, strict=True):
             data = _place(g.data, replicated, devices[0])
+            opts = g.opts
+            if step_progress is not None:  # a static setting: a new hyperparameter value reuses it
+                every = gdjax_progress.intervals_between_reports(
+                    progress_every, opts.eval_every, opts.num_steps
+                )
+                opts = opts._replace(progress_intervals=every)
             step = chunk_size or g.num_lanes
             for lo in range(0, g.num_lanes, step):
                 hi = min(lo + step, g.num_lanes)
@@ -1730,12 +1746,12 @@ def _execute(groups, call_lanes, chunk_size, devices, progress, meta) -> SweepRe
                 )
                 p0, hp, key_data, tols = _place(lane_inputs, lane_sharding, devices[0])
                 args = (p0, hp, data, key_data, tols)
-                compiled, seconds = _compiled(
-                    (g.cost, g.metrics, g.opts, g.spec, lane_sharding, g.key_impl), args
-                )
+                statics = (g.cost, g.metrics, opts, g.spec, lane_sharding, g.key_impl)
+                compiled, seconds = _compiled(statics, args)
                 timing["compile_seconds"] += seconds
                 t0 = time.perf_counter()
-                out = jax.block_until_ready(compiled(*args))
+                with gdjax_progress.listening(step_progress):
+                    out = jax.block_until_ready(compiled(*args))
                 timing["run_seconds"] += time.perf_counter() - t0
                 timing["sharding"] = out.loss_history.sharding
                 piece = jax.tree.map(lambda x, n=hi - lo: np.asarray(x)[:n], _to_host(out))

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 
 import jax
 import numpy as np
@@ -294,7 +295,13 @@ def test_resume_accepts_a_folder_written_before_the_stopping_and_execution_table
 ):
     old = _old_format(config.load_default())
     assert "[stopping]" not in old and "[execution]" not in old
-    assert '[run]\nnum_steps = 200\nbatch_size = ["full"]\ntol = 1e-06\ndivergence_factor = 100.0\n' in old
+    run = tomllib.loads(old)["run"]
+    assert {k: run.get(k) for k in ("num_steps", "batch_size", "tol", "divergence_factor")} == {
+        "num_steps": 200,
+        "batch_size": ["full"],
+        "tol": 1e-06,
+        "divergence_factor": 100.0,
+    }
     # An interrupted run whose config.toml has the old layout resumes to the uninterrupted result ...
     folder = tmp_path / "run"
     flaky = _Interrupt(experiment.sweep, 3, KeyboardInterrupt())
@@ -360,6 +367,7 @@ def test_stopping_and_execution_tables_reach_the_sweep(tmp_path, monkeypatch):
     assert kwargs["stopping"].min_delta == 1e6 and kwargs["stopping"].divergence_patience == 3
     assert dataclasses.replace(kwargs["execution"], progress=None) == cfg.execution
     assert kwargs["execution"].unroll == 2 and kwargs["execution"].progress is not None
+    assert kwargs["execution"].step_progress is None  # -q: the program carries no progress callback
     assert "tol" not in kwargs and "chunk_size" not in kwargs
     rows = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert [r["steps"] for r in rows] == [2, 2], rows
@@ -432,17 +440,36 @@ def test_version_and_help():
         assert code == 0 and "example" in out, argv
 
 
-def test_progress_bar_draws_one_line():
-    stream = io.StringIO()
-    bar = cli.ProgressBar(stream, enabled=True, width=10)
-    bar("adam", 2, 4)
-    bar("adam", 4, 4)
-    text = stream.getvalue()
-    assert "\r  adam  [#####.....]  2/4 lanes" in text
-    assert "[##########]  4/4 lanes" in text and text.endswith("\n")
-    quiet = io.StringIO()
-    cli.ProgressBar(quiet, enabled=False)("adam", 1, 2)
-    assert quiet.getvalue() == ""
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bars_on_a_terminal_report_lanes_and_steps(tmp_path, monkeypatch):
+    path = tmp_path / "stops.toml"
+    path.write_text(STOPPING_STUDY)
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["execution"])
+        return real(*args, **kwargs)
+
+    real = experiment.sweep
+    monkeypatch.setattr(experiment, "sweep", spy)
+    out, err = io.StringIO(), _Terminal()
+    before = jax.config.jax_enable_x64
+    try:
+        code = cli.main(
+            ["run", str(path), "--out", str(tmp_path / "run"), "--no-plots"], stdout=out, stderr=err
+        )
+    finally:
+        jax.config.update("jax_enable_x64", before)
+    assert code == 0, err.getvalue()
+    (execution,) = seen
+    assert execution.step_progress is not None and execution.progress is not None
+    text = err.getvalue()
+    assert "gd: 100%" in text and "2/2" in text, text  # the unit's lane bar, drawn by tqdm
+    assert "steps:" in text, text  # the bar inside the compiled program
 
 
 def test_installed_script_help():

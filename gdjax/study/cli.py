@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import os
 import shlex
 import signal
 import sys
 import threading
-import time
 import traceback
 from typing import TextIO
 
@@ -34,10 +34,11 @@ import jax
 
 from gdjax import compile_cache, costs, data, rules
 from gdjax._version import __version__
+from gdjax.progress import Bars
 from gdjax.study import config, experiment, problems, report
 from gdjax.study.config import ConfigError
 
-__all__ = ["ProgressBar", "main"]
+__all__ = ["main"]
 
 PROG = "gdjax"
 
@@ -163,44 +164,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-# -------------------------------------------------------------------------------------- progress
-class ProgressBar:
-    """A one-line progress bar on a terminal: `adam  [#########.........]  12/20 lanes`.
-
-    Drawn outside the compiled code, once per finished chunk (the sweep's `progress` callback).
-    Disabled (every call a no-op) unless `enabled`; the CLI enables it when stderr is a terminal and
-    `-q` is not given.
-    """
-
-    def __init__(self, stream: TextIO | None = None, *, enabled: bool = True, width: int = 24):
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled
-        self.width = width
-        self._shown = False
-        self._start = time.perf_counter()
-        self._key = None
-
-    def __call__(self, key: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if key != self._key:
-            self._key, self._start = key, time.perf_counter()
-        filled = int(round(self.width * done / max(total, 1)))
-        bar = "#" * filled + "." * (self.width - filled)
-        elapsed = time.perf_counter() - self._start
-        self.stream.write(f"\r  {key}  [{bar}]  {done}/{total} lanes  {elapsed:5.1f} s")
-        self.stream.flush()
-        self._shown = True
-        if done >= total:
-            self.close()
-
-    def close(self) -> None:
-        if self.enabled and self._shown:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._shown = False
-
-
 # -------------------------------------------------------------------------------------- signals
 class Interrupted(KeyboardInterrupt):
     """A SIGINT, SIGTERM or SIGHUP, raised in the main thread; `code` is the shell's `128 + signum`."""
@@ -278,7 +241,11 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
     cfg = _load_config(args.config)
     jax.config.update("jax_enable_x64", cfg.precision == "float64")
     say = (lambda message: None) if args.quiet else (lambda message: print(message, file=out, flush=True))
-    bar = ProgressBar(err, enabled=not args.quiet and _isatty(err))
+    # tqdm bars on stderr, over each unit's lanes and inside each compiled program over its steps: off
+    # with -q, and when stderr is not a terminal (then the programs carry no progress callback at all).
+    bar = Bars(err, enabled=False if args.quiet else None)
+    if bar.active:
+        cfg = dataclasses.replace(cfg, execution=dataclasses.replace(cfg.execution, step_progress=bar.steps))
     say(f"gdjax run: {cfg.name}" + (f" ({cfg.source})" if cfg.source else ""))
     if cfg.description and not args.quiet:
         say(_wrap(cfg.description))
@@ -361,13 +328,6 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
 def _resume_hint(args, folder: str) -> str:
     parts = [PROG, "run"] + ([args.config] if args.config else []) + ["--out", folder, "--resume"]
     return shlex.join(parts)
-
-
-def _isatty(stream) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def _wrap(text: str, width: int = 100) -> str:

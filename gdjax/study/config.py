@@ -128,11 +128,11 @@ _TABLE_KEYS = {"run": RUN_KEYS, "stopping": STOPPING_KEYS, "execution": EXECUTIO
 
 def _belongs_elsewhere(t: Table, table: str) -> None:
     """Fails on a key of another of [run], [stopping], [execution] (saying which), or one that only
-    Python can set (devices, progress)."""
+    Python can set (devices, the progress callbacks)."""
     for key in t.values:
         if key in t.known:
             continue
-        if key in ("devices", "progress"):
+        if key in ("devices", "progress", "step_progress"):
             t.fail(
                 key,
                 f"{key} is a Python object: set it with gdjax.sweep(execution=gdjax.Execution({key}=...)), "

@@ -1,15 +1,13 @@
-"""TOML text for configs: where each key is (the key-to-line map messages cite) and a small writer.
+"""TOML text for configs: where each key is (the key-to-line map messages cite) and its writer.
 
 `key_lines(text)` maps every dotted key of a TOML document (`optimizers[1].grid.learning_rate`) to
 its line, scanning the text once (tables, arrays of tables, inline tables and dotted keys); a loaded
-config keeps that map (`ExperimentConfig.lines`). `dumps(values)` writes the subset of TOML configs
-use, so that `tomllib.loads(dumps(d)) == d`.
+config keeps that map (`ExperimentConfig.lines`). `dumps(values)` writes TOML with `tomli_w` (it
+replaced a hand-written writer), so that `tomllib.loads(dumps(d)) == d`.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from collections.abc import Mapping
 
@@ -119,65 +117,25 @@ def line_of(lines: Mapping[str, int], path: tuple) -> int | None:
     return None
 
 
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(_BARE, key) else json.dumps(key, ensure_ascii=False)
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+def _without_none(value):
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML: {value!r}")
-
-
-def _is_table_array(value) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_without_none(v) for v in value]
+    return value
 
 
 def dumps(values) -> str:
-    """Writes a dict of TOML-able values (or a config: its `to_dict()`) as TOML.
+    """Writes a dict of TOML-able values (or a config: its `to_dict()`) as TOML, with `tomli_w`.
 
-    Covers the subset configs use: strings, integers, floats (incl. `inf`/`nan`), booleans,
-    arrays, tables and arrays of tables. `tomllib.loads(dumps(d)) == d`.
+    Strings, integers, floats (incl. `inf`/`nan`), booleans, arrays, tables and arrays of tables;
+    `None` (TOML has no null) leaves its key out. `tomllib.loads(dumps(d)) == d`.
     """
+    import tomli_w  # the study face's dependency, loaded when a config is written
+
     if hasattr(values, "to_dict"):  # an ExperimentConfig
         values = values.to_dict()
-    out: list[str] = []
-
-    def emit(path: tuple, table: dict, header: str | None):
-        if header is not None:
-            if out:
-                out.append("")
-            out.append(header)
-        subtables = []
-        for k, v in table.items():
-            if v is None:
-                continue
-            if isinstance(v, dict) or _is_table_array(v):
-                subtables.append((k, v))
-            else:
-                out.append(f"{_toml_key(k)} = {_toml_value(v)}")
-        for k, v in subtables:
-            p = path + (k,)
-            dotted = ".".join(_toml_key(x) for x in p)
-            if isinstance(v, dict):
-                emit(p, v, f"[{dotted}]")
-            else:
-                for item in v:
-                    emit(p, item, f"[[{dotted}]]")
-
-    emit((), values, None)
-    return "\n".join(out) + "\n"
+    try:
+        return tomli_w.dumps(_without_none(values))
+    except TypeError as err:
+        raise TypeError(f"cannot write to TOML: {err}") from None
