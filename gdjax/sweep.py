@@ -84,6 +84,7 @@ import functools
 import inspect
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -1042,22 +1043,61 @@ def _lanes_program(cost, metrics, opts, spec, lane_sharding, key_impl, params0, 
 _program = jax.jit(_lanes_program, static_argnums=(0, 1, 2, 3, 4, 5))
 _COMPILED: collections.OrderedDict = collections.OrderedDict()
 _COMPILED_MAX = 64
+_COMPILED_LOCK = threading.Lock()  # programs compiled ahead in threads are kept here too (lower_sweep)
+
+
+def _program_key(statics, args) -> tuple:
+    leaves, treedef = jax.tree.flatten(args)
+    return (statics, treedef, tuple((x.shape, x.dtype, getattr(x, "sharding", None)) for x in leaves))
+
+
+def _keep(key, compiled) -> None:
+    with _COMPILED_LOCK:
+        _COMPILED[key] = compiled
+        if len(_COMPILED) > _COMPILED_MAX:
+            _COMPILED.popitem(last=False)
+
+
+def _kept(key):
+    with _COMPILED_LOCK:
+        compiled = _COMPILED.get(key)
+        if compiled is not None:
+            _COMPILED.move_to_end(key)
+        return compiled
 
 
 def _compiled(statics, args):
     """The compiled program for these static arguments and input shapes/shardings (cached)."""
-    leaves, treedef = jax.tree.flatten(args)
-    key = (statics, treedef, tuple((x.shape, x.dtype, getattr(x, "sharding", None)) for x in leaves))
-    if key in _COMPILED:
-        _COMPILED.move_to_end(key)
-        return _COMPILED[key], 0.0
+    key = _program_key(statics, args)
+    compiled = _kept(key)
+    if compiled is not None:
+        return compiled, 0.0
     t0 = time.perf_counter()
     compiled = _program.lower(*statics, *args).compile()
     seconds = time.perf_counter() - t0
-    _COMPILED[key] = compiled
-    if len(_COMPILED) > _COMPILED_MAX:
-        _COMPILED.popitem(last=False)
+    _keep(key, compiled)
     return compiled, seconds
+
+
+class LoweredProgram(NamedTuple):
+    """One program a sweep would compile, traced and lowered but not compiled (`lower_sweep`).
+
+    `compile()` compiles it (XLA; it releases the GIL, so several compile at once in threads, and it
+    reads and fills the persistent compilation cache like any compile) and keeps the executable where
+    `sweep` looks first: a later `sweep` of the same program compiles nothing. Returns the seconds
+    it took.
+    """
+
+    key: tuple
+    lowered: Any  # jax.stages.Lowered
+    seconds: float  # tracing and lowering
+
+    def compile(self) -> float:
+        t0 = time.perf_counter()
+        compiled = self.lowered.compile()
+        seconds = time.perf_counter() - t0
+        _keep(self.key, compiled)
+        return seconds
 
 
 def _place(tree, sharding, device):
@@ -1129,6 +1169,8 @@ def _starts_stack(params0, starts):
 def _noise(template, seed: int) -> list[np.ndarray]:
     """Standard-normal perturbations of each leaf of one start for `seed` (see the module docstring)."""
     leaves = jax.tree.leaves(template)
+    if _PLAN_ONLY.get():  # check_sweep: shapes are enough, nothing is computed (nor compiled)
+        return [np.zeros(np.shape(x), jax.dtypes.canonicalize_dtype(np.asarray(x).dtype)) for x in leaves]
     key = jax.random.fold_in(validation.seed_key(seed), NOISE_FOLD)
     keys = jax.random.split(key, len(leaves))
     return [np.asarray(jax.random.normal(k, x.shape, x.dtype)) for k, x in zip(keys, leaves, strict=True)]
@@ -1513,6 +1555,8 @@ def sweep(
         # The same data layout as `run`, so that a lane reproduces the run alone. Chosen only now:
         # a sweep refused above (or a plan) moves and transposes no data.
         groups = [_feature_major(g) for g in groups]
+    if _LOWER_ONLY.get():
+        return _lower(groups, call_lanes, chunk_size, devices, execution)
     return _execute(groups, call_lanes, chunk_size, devices, execution, meta)
 
 
@@ -1532,6 +1576,7 @@ class _Plan(NamedTuple):
 
 
 _PLAN_ONLY = contextvars.ContextVar("gdjax_sweep_plan_only", default=False)
+_LOWER_ONLY = contextvars.ContextVar("gdjax_sweep_lower_only", default=False)
 
 
 class SweepPlan(NamedTuple):
@@ -1575,6 +1620,21 @@ def check_sweep(*args: Any, **kwargs: Any) -> SweepPlan:
         bytes_per_call=max(n * g.bytes_per_lane for n, g in zip(plan.call_lanes, plan.groups, strict=True)),
         memory_budget=budget,
     )
+
+
+def lower_sweep(*args: Any, **kwargs: Any) -> list[LoweredProgram]:
+    """The programs `sweep(*args, **kwargs)` would compile, traced and lowered ahead of time.
+
+    The same arguments as `sweep`; nothing is compiled or run. Each distinct program not compiled
+    yet in this process is returned once, as a `LoweredProgram`: compile them (one after another,
+    or in threads: XLA compiles release the GIL), and the sweep itself then only runs. A study
+    lowers its sweeps on one thread and compiles them together (`gdjax.study`).
+    """
+    token = _LOWER_ONLY.set(True)
+    try:
+        return sweep(*args, **kwargs)
+    finally:
+        _LOWER_ONLY.reset(token)
 
 
 class _LaneAxes(NamedTuple):
@@ -1711,12 +1771,62 @@ def _execute(groups, call_lanes, chunk_size, devices, execution, meta) -> SweepR
         close_bars()
 
 
+def _shardings(devices) -> tuple:
+    """(lanes split over the devices, replicated), or (None, None) on one device."""
+    if len(devices) == 1:
+        return None, None
+    mesh = Mesh(np.asarray(devices), (_LANES,))
+    return NamedSharding(mesh, PartitionSpec(_LANES)), NamedSharding(mesh, PartitionSpec())
+
+
+def _statics(g: _Group, lane_sharding, step_progress: bool, progress_every) -> tuple:
+    """The static arguments of a group's program."""
+    opts = g.opts
+    if step_progress:  # a static setting: a new hyperparameter value reuses it
+        every = gdjax_progress.intervals_between_reports(progress_every, opts.eval_every, opts.num_steps)
+        opts = opts._replace(progress_intervals=every)
+    return (g.cost, g.metrics, opts, g.spec, lane_sharding, g.key_impl)
+
+
+def _chunk_args(g: _Group, lo: int, hi: int, padded: int, data, lane_sharding, device) -> tuple:
+    """The placed inputs of the program call that runs lanes `lo:hi` of a group. The last chunk
+    repeats its first lane up to the common size, so it runs the same program (the repeats are
+    dropped from its results)."""
+    idx = np.concatenate([np.arange(lo, hi), np.full(padded - (hi - lo), lo)])
+    lane_inputs = (
+        jax.tree.map(lambda x: x[idx], g.params0),
+        jax.tree.map(lambda x: x[idx], g.hp),
+        None if g.key_data is None else g.key_data[idx],
+        jax.tree.map(lambda x: x[idx], g.tols),
+    )
+    p0, hp, key_data, tols = _place(lane_inputs, lane_sharding, device)
+    return (p0, hp, data, key_data, tols)
+
+
+def _lower(groups, call_lanes, chunk_size, devices, execution) -> list[LoweredProgram]:
+    """Each distinct program of the groups not compiled yet, lowered with the inputs of its first
+    call (every chunk of a group runs the same program)."""
+    lane_sharding, replicated = _shardings(devices)
+    step_progress = execution.step_progress is not None or execution.progress is True
+    out, seen = [], set()
+    for g, padded in zip(groups, call_lanes, strict=True):
+        statics = _statics(g, lane_sharding, step_progress, execution.progress_every)
+        data = _place(g.data, replicated, devices[0])
+        args = _chunk_args(
+            g, 0, min(chunk_size or g.num_lanes, g.num_lanes), padded, data, lane_sharding, devices[0]
+        )
+        key = _program_key(statics, args)
+        if key in seen or _kept(key) is not None:
+            continue
+        seen.add(key)
+        t0 = time.perf_counter()
+        lowered = _program.lower(*statics, *args)
+        out.append(LoweredProgram(key, lowered, time.perf_counter() - t0))
+    return out
+
+
 def _execute_chunks(groups, call_lanes, chunk_size, devices, progress, steps, meta) -> SweepResult:
-    lane_sharding = replicated = None
-    if len(devices) > 1:
-        mesh = Mesh(np.asarray(devices), (_LANES,))
-        lane_sharding = NamedSharding(mesh, PartitionSpec(_LANES))
-        replicated = NamedSharding(mesh, PartitionSpec())
+    lane_sharding, replicated = _shardings(devices)
     step_progress, progress_every = steps
     total = sum(g.num_lanes for g in groups)
     all_coords = [c for g in groups for c in g.coords]
@@ -1726,27 +1836,11 @@ def _execute_chunks(groups, call_lanes, chunk_size, devices, progress, steps, me
     try:
         for g, padded in zip(groups, call_lanes, strict=True):
             data = _place(g.data, replicated, devices[0])
-            opts = g.opts
-            if step_progress is not None:  # a static setting: a new hyperparameter value reuses it
-                every = gdjax_progress.intervals_between_reports(
-                    progress_every, opts.eval_every, opts.num_steps
-                )
-                opts = opts._replace(progress_intervals=every)
+            statics = _statics(g, lane_sharding, step_progress is not None, progress_every)
             step = chunk_size or g.num_lanes
             for lo in range(0, g.num_lanes, step):
                 hi = min(lo + step, g.num_lanes)
-                # The last chunk repeats its first lane up to the common size, so it runs the same
-                # program; the repeats are dropped below.
-                idx = np.concatenate([np.arange(lo, hi), np.full(padded - (hi - lo), lo)])
-                lane_inputs = (
-                    jax.tree.map(lambda x, idx=idx: x[idx], g.params0),
-                    jax.tree.map(lambda x, idx=idx: x[idx], g.hp),
-                    None if g.key_data is None else g.key_data[idx],
-                    jax.tree.map(lambda x, idx=idx: x[idx], g.tols),
-                )
-                p0, hp, key_data, tols = _place(lane_inputs, lane_sharding, devices[0])
-                args = (p0, hp, data, key_data, tols)
-                statics = (g.cost, g.metrics, opts, g.spec, lane_sharding, g.key_impl)
+                args = _chunk_args(g, lo, hi, padded, data, lane_sharding, devices[0])
                 compiled, seconds = _compiled(statics, args)
                 timing["compile_seconds"] += seconds
                 t0 = time.perf_counter()
@@ -1797,6 +1891,8 @@ __all__ = [
     "SweepPlan",
     "SweepResult",
     "check_sweep",
+    "LoweredProgram",
+    "lower_sweep",
     "Zip",
     "gram_mse",
     "gram_statistics",

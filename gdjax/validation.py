@@ -6,7 +6,6 @@ naming the offending entry and shapes, never as a traceback from inside JAX.
 
 from __future__ import annotations
 
-import functools
 import weakref
 from typing import Any
 
@@ -68,23 +67,15 @@ def seed_key(seed: int) -> jax.Array:
     implementations fold the high word into the key of the low one (unchanged below `2**32`).
     """
     high, low = divmod(int(seed), 2**32)
-    impl = jax.random.key_impl(_default_key())
-    if str(impl) == "threefry2x32":
+    # The implementation's name from the config, not from a key made to ask it: making one is device
+    # work, and planning a sweep (`gdjax.check_sweep`) compiles and runs nothing.
+    impl = str(jax.config.jax_default_prng_impl)
+    if impl == "threefry2x32":
         return jax.random.wrap_key_data(np.asarray([high, low], np.uint32), impl=impl)
     if jax.config.jax_enable_x64:
         return jax.random.key(int(seed))
     key = jax.random.key(np.uint32(low))
     return jax.random.fold_in(key, np.uint32(high)) if high else key
-
-
-@functools.lru_cache(maxsize=4)
-def _default_key_cached(impl_name: str):
-    del impl_name  # part of the cache key: the default implementation is a config setting
-    return jax.random.key(0)
-
-
-def _default_key():
-    return _default_key_cached(str(jax.config.jax_default_prng_impl))
 
 
 def check_seed(name: str, value: Any) -> int:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -77,6 +78,7 @@ from gdjax.study.preflight import (
     units,
 )
 from gdjax.study.problems import Dataset, Problem, split
+from gdjax.study.programs import Compiler
 from gdjax.study.provenance import git_commit, now, per_seed_info, problem_info, versions
 from gdjax.study.summary import (
     METRIC_NAMES,
@@ -138,6 +140,22 @@ class RunInterrupted(RuntimeError):
 # ------------------------------------------------------------------------------------------ units
 
 
+def _sweep_call(cfg: ExperimentConfig, u: Unit, p: Problem, progress=None, seed=None) -> tuple[tuple, dict]:
+    """The `(args, kwargs)` of a unit's sweep (with `seed`: that seed's sweep of a problem split per seed)."""
+    kwargs = sweep_args(cfg, u, p, progress)
+    if seed is not None:
+        kwargs["seeds"] = [seed]
+    return (p.cost, u.optimizer.rule, unit_start(p), p.data), kwargs
+
+
+def unit_sweeps(cfg: ExperimentConfig, u: Unit, p: Problem, per_seed=None) -> list[tuple[tuple, dict]]:
+    """The `(args, kwargs)` of every sweep a unit runs (one per seed for a problem split per seed)."""
+    if split_per_seed(cfg, p):
+        per_seed = per_seed or seed_problems(cfg, [p])
+        return [_sweep_call(cfg, u, per_seed[(p.label, s)], seed=s) for s in cfg.seeds]
+    return [_sweep_call(cfg, u, p)]
+
+
 def run_unit(cfg: ExperimentConfig, u: Unit, p: Problem, *, progress=None, per_seed=None) -> UnitResult:
     """Runs one unit's sweep. Raises `SweepInterrupted` (with `.partial`) if a later chunk fails.
 
@@ -146,8 +164,8 @@ def run_unit(cfg: ExperimentConfig, u: Unit, p: Problem, *, progress=None, per_s
     total = num_lanes(cfg, u, p)
     if split_per_seed(cfg, p):
         return _run_per_seed(cfg, u, p, total, progress, per_seed or seed_problems(cfg, [p]))
-    result = sweep(p.cost, u.optimizer.rule, unit_start(p), p.data, **sweep_args(cfg, u, p, progress))
-    result = result.with_f_star(p.f_star)
+    args, kwargs = _sweep_call(cfg, u, p, progress)
+    result = sweep(*args, **kwargs).with_f_star(p.f_star)
     return unit_result(cfg, u, p, result, True, total)
 
 
@@ -161,9 +179,9 @@ def _run_per_seed(cfg, u: Unit, p: Problem, total: int, progress, per_seed: dict
         ps = per_seed[(p.label, seed)]
         done = sum(len(r.rows) for r in parts)
         tick = None if progress is None else (lambda d, n, done=done: progress(done + d, total))
-        args = dict(sweep_args(cfg, u, ps, tick), seeds=[seed])
+        args, kwargs = _sweep_call(cfg, u, ps, tick, seed)
         try:
-            result = sweep(ps.cost, u.optimizer.rule, unit_start(ps), ps.data, **args)
+            result = sweep(*args, **kwargs)
         except SweepInterrupted as err:
             parts.append(unit_result(cfg, u, ps, err.partial.with_f_star(ps.f_star), False, total))
             err.unit_result = _combine(parts, interleave=False)
@@ -263,6 +281,7 @@ def run_experiment(
     log: Callable[[str], Any] | None = None,
     command: list[str] | None = None,
     gradcheck_x64: Callable | None = None,
+    compile_threads: int | None = None,
 ) -> RunOutcome:
     """Runs a whole experiment and writes its run folder.
 
@@ -276,6 +295,9 @@ def run_experiment(
       command: the command line, recorded in the manifest.
       gradcheck_x64: a context manager factory the gradient check runs under (the CLI passes one
         that enables float64 for float32 runs; library code does not flip flags itself).
+      compile_threads: threads that compile the units' programs ahead of their runs, side by side
+        (`gdjax.study.programs`; default `GDJAX_COMPILE_THREADS`, else the CPU cores; 1: each
+        unit's sweep compiles its own programs when it runs). Results do not depend on it.
 
     Returns:
       A `RunOutcome`.
@@ -313,21 +335,30 @@ def run_experiment(
             log(f"nothing to resume: {out} is complete")
             return dataclasses.replace(read_run(out, cfg=cfg, problems=problems), ran=False)
 
-    reports: dict[str, GradCheckReport] = {}
-    if cfg.gradcheck.enabled:
-        if gradcheck_x64 is not None:
-            with gradcheck_x64():
+    # The units' programs compile in threads from here on, beside the gradient check (programs.py);
+    # when resuming, once the finished units are known.
+    compiler = Compiler(compile_threads)
+    try:
+        if kind != "resume":
+            compiler.start(_unit_calls(cfg, unit_list, problems, per_seed, done=()))
+        reports: dict[str, GradCheckReport] = {}
+        if cfg.gradcheck.enabled:
+            if gradcheck_x64 is not None:
+                with gradcheck_x64():
+                    reports = check_gradients(cfg, problems)
+            else:
                 reports = check_gradients(cfg, problems)
-        else:
-            reports = check_gradients(cfg, problems)
-        if not all(r.ok for r in reports.values()):
-            raise GradCheckFailed(reports)
-        for label, report in reports.items():  # a warning (a kink at a start) does not stop the run
-            log(f"gradient check of {label}: {report.verdict}")
+            if not all(r.ok for r in reports.values()):
+                raise GradCheckFailed(reports)
+            for label, report in reports.items():  # a warning (a kink at a start) does not stop the run
+                log(f"gradient check of {label}: {report.verdict}")
 
-    folder, resumed = runfolder.prepare(
-        cfg, out, resume=resume, force=force, fingerprints=fingerprints, log=log
-    )
+        folder, resumed = runfolder.prepare(
+            cfg, out, resume=resume, force=force, fingerprints=fingerprints, log=log
+        )
+    except BaseException:
+        compiler.close()
+        raise
     try:
         manifest = {
             "name": cfg.name,
@@ -365,7 +396,10 @@ def run_experiment(
                 if r is not None:
                     results[u.key] = r
             log(f"resuming {out}: {len(results)} of {len(unit_list)} optimizers already done")
+            compiler.start(_unit_calls(cfg, unit_list, problems, per_seed, done=results))
         else:
+            if kind == "resume":  # --resume of a folder that holds no run yet
+                compiler.start(_unit_calls(cfg, unit_list, problems, per_seed, done=()))
             folder.write_text("config.toml", cfg.to_toml())
         splits = {
             f"{p.label}/{part}": index
@@ -410,7 +444,9 @@ def run_experiment(
                 tick = lambda done, n, key=u.key: progress(key, done, n)  # noqa: E731
                 progress(u.key, 0, total)
             try:
+                ahead = compiler.wait(u.key)  # its programs, compiled in threads
                 r = run_unit(cfg, u, p, progress=tick, per_seed=per_seed)
+                r = dataclasses.replace(r, compile_seconds=r.compile_seconds + ahead)
             except ValueError as err:
                 # The sweep refused its input before running a lane (a size only it can judge).
                 if not resumed and not results:
@@ -462,8 +498,18 @@ def run_experiment(
             err.gdjax_run_folder = folder.path
         raise
     finally:
+        compiler.close()
         folder.unlock()
     return RunOutcome(folder.path, rows, results, problems, reports, manifest, [], resumed)
+
+
+def _unit_calls(cfg, unit_list, problems, per_seed, done) -> list:
+    """`(unit key, sweeps)` of the units not done, for `Compiler.start`."""
+    return [
+        (u.key, functools.partial(unit_sweeps, cfg, u, problems[u.problem], per_seed))
+        for u in unit_list
+        if u.key not in done
+    ]
 
 
 class PlotStage:
