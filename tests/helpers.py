@@ -26,6 +26,8 @@ _active: list[list[str]] = []
 def _listener(name, duration, **kwargs):
     for log in _active:
         log.append(name)
+        if name == _BACKEND_COMPILE:
+            log.append(("compiled", kwargs.get("fun_name")))
 
 
 jax.monitoring.register_event_duration_secs_listener(_listener)
@@ -38,6 +40,10 @@ class CompileCounter:
     @property
     def count(self) -> int:
         return sum(1 for e in self.events if e == _BACKEND_COMPILE)
+
+    def of(self, fun_name: str) -> int:
+        """Compilations of the jitted function of this name (`jit(<fun_name>)` in JAX's log)."""
+        return sum(1 for e in self.events if e == ("compiled", fun_name))
 
 
 @contextlib.contextmanager

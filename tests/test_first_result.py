@@ -2,6 +2,7 @@
 the one-loop program (a shorter last interval joins the loop of the full ones). Speed itself is
 measured by `experiments/bench.py --only-first-call`, not asserted here."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -11,9 +12,11 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from helpers import count_compilations
 
 import gdjax
 from gdjax import rules
+from gdjax.study import config, experiment, preflight, programs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -135,3 +138,126 @@ def test_a_shorter_last_interval_follows_the_same_trajectory(batch_size):
     for leaf, want in zip(jax.tree.leaves(ragged.params), jax.tree.leaves(every.params), strict=True):
         np.testing.assert_allclose(leaf, want, rtol=1e-12)
     assert int(ragged.steps) == 23 and ragged.batch_loss_history.shape == (23,)
+
+
+# ------------------------------------------------------------------- a study's programs, compiled once
+# Two sgd units of the same shapes (two learning rates each) share one program; adam is another.
+SHARED_STUDY = """
+name = "shared"
+precision = "float64"
+seeds = [0, 1]
+
+[data]
+source = "house_prices"
+standardize = true
+
+[cost]
+model = "linear"
+init_noise = 0.1
+
+[run]
+num_steps = 20
+batch_size = 2
+
+[gradcheck]
+enabled = false
+
+[[optimizers]]
+rule = "sgd"
+label = "small"
+grid.learning_rate = [0.01, 0.02]
+
+[[optimizers]]
+rule = "sgd"
+label = "large"
+grid.learning_rate = [0.1, 0.2]
+
+[[optimizers]]
+rule = "adam"
+grid.learning_rate = [0.1, 0.2]
+
+[outputs]
+plots = []
+"""
+
+
+# The same units on the full batch, from one start: smaller programs, quicker to compile.
+FULL_BATCH = SHARED_STUDY.replace("init_noise = 0.1\n", "").replace("batch_size = 2\n", "")
+
+
+def _fresh_programs():
+    """Forgets every program compiled so far in this process (JAX's and the sweep's own cache)."""
+    jax.clear_caches()
+    importlib.import_module("gdjax.sweep")._COMPILED.clear()
+
+
+def test_planning_a_study_compiles_nothing():
+    """`check_sweep` (seeds, init_noise, mini-batches) and the memory check do no device work: JAX
+    reports no compilation, not even of the small programs that making a PRNG key or a noise draw needs."""
+    cfg = config.loads(SHARED_STUDY)
+    problems = preflight.build_problems(cfg)
+    unit_list = preflight.units(cfg)
+    _fresh_programs()
+    with count_compilations() as compiled:
+        preflight.check_memory(cfg, problems, unit_list)
+        preflight.check_sweeps(cfg, problems, unit_list)
+    assert compiled.count == 0
+
+
+def _run_study(folder, threads):
+    _fresh_programs()
+    with count_compilations() as compiled:
+        out = experiment.run_experiment(config.loads(FULL_BATCH), str(folder), compile_threads=threads)
+    return out, compiled.of("jit(_lanes_program)")
+
+
+@pytest.fixture(scope="module")
+def serial_study(tmp_path_factory):
+    """The study with each sweep compiling its own programs when it runs (no threads)."""
+    return _run_study(tmp_path_factory.mktemp("serial") / "run", 1)
+
+
+def _arrays(folder) -> dict:
+    with np.load(os.path.join(folder, "histories.npz")) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _outcomes(rows) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]
+
+
+def test_a_study_compiles_each_program_once_and_concurrently_to_the_same_bits(tmp_path, serial_study):
+    """Serially (each sweep compiles its own) and in threads (compiled ahead): two programs for three
+    units, and the same histories and outcomes bit for bit."""
+    serial, serial_programs = serial_study
+    threaded, threaded_programs = _run_study(tmp_path / "threaded", 2)
+    assert serial_programs == threaded_programs == 2
+    assert threaded.manifest["units"]["large"]["compile_seconds"] == 0.0  # small's program ran it
+    a, b = _arrays(serial.folder), _arrays(threaded.folder)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert _outcomes(serial.rows) == _outcomes(threaded.rows)
+
+
+def test_a_program_that_fails_ahead_is_compiled_by_its_own_sweep(tmp_path, monkeypatch, serial_study):
+    """Lowering ahead is an optimisation: when it fails, each unit's sweep compiles (and would raise)
+    as it always did, and the study's results are unchanged."""
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("cannot lower")
+
+    monkeypatch.setattr(programs, "lower_sweep", fail)
+    out, num_programs = _run_study(tmp_path / "fallback", 2)
+    assert num_programs == 2
+    assert _outcomes(out.rows) == _outcomes(serial_study[0].rows)
+
+
+def test_compile_threads_from_the_environment(monkeypatch):
+    monkeypatch.setenv(programs.ENV, "3")
+    assert programs.threads() == 3
+    monkeypatch.setenv(programs.ENV, "0")
+    with pytest.raises(ValueError, match="GDJAX_COMPILE_THREADS must be a positive integer"):
+        programs.threads()
+    monkeypatch.delenv(programs.ENV)
+    assert programs.threads() == max(1, os.cpu_count() or 1)
