@@ -833,17 +833,51 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _study_seconds(folder: str, env: dict) -> tuple[float, float]:
-    """Wall and CPU seconds of `gdjax run` (the embedded default study, no report page), a fresh process."""
+def _study_seconds(folder: str, env: dict, config: str | None = None) -> tuple[float, float]:
+    """Wall and CPU seconds of `gdjax run [config]` (default: the embedded default study; no report
+    page), a fresh process."""
     t0, c0 = time.perf_counter(), _children_cpu()
     proc = subprocess.run(
         [sys.executable, "-c", "import sys; from gdjax.study.command import main; sys.exit(main())", "run",
-         "--out", folder, "--no-plots", "-q"],
+         *([config] if config else []), "--out", folder, "--no-plots", "-q"],
         capture_output=True, text=True, env=env, timeout=900,
     )  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(f"gdjax run failed:\n{proc.stderr[-2000:]}")
     return time.perf_counter() - t0, _children_cpu() - c0
+
+
+# Studies of several units: each unit's programs compiled by its own sweep when it runs (one after
+# another), against compiled ahead in threads beside the gradient check (gdjax.study.programs).
+STUDIES = (None, "configs/optimizers_ill.toml", "configs/digits.toml")
+STUDY_REPEATS = 3
+
+
+def bench_study_compiles(tmp: str, env: dict, results: dict) -> None:
+    """Whole `gdjax run --no-plots` processes, compilation cache off, with `GDJAX_COMPILE_THREADS=1`
+    and with the default, interleaved; best of `STUDY_REPEATS` each."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    rows = []
+    for config in STUDIES:
+        times = {"serial": [], "threads": []}
+        for r in range(STUDY_REPEATS):
+            for mode in times:
+                mode_env = dict(env, GDJAX_COMPILE_CACHE="off")
+                if mode == "serial":
+                    mode_env["GDJAX_COMPILE_THREADS"] = "1"
+                else:
+                    mode_env.pop("GDJAX_COMPILE_THREADS", None)
+                path = None if config is None else os.path.join(root, config)
+                times[mode].append(_study_seconds(os.path.join(tmp, f"study-{mode}-{r}"), mode_env, path))
+        (serial, serial_cpu), (threads, threads_cpu) = (min(times[m]) for m in ("serial", "threads"))
+        name = config or "default study"
+        rows.append({"study": name, "serial_s": serial, "threads_s": threads, "serial_cpu_s": serial_cpu,
+                     "threads_cpu_s": threads_cpu})  # fmt: skip
+        print(
+            f"  {name:30s} (cache off) compiled unit by unit {serial:6.2f} [{serial_cpu:6.2f}], "
+            f"ahead in threads {threads:6.2f} [{threads_cpu:6.2f}]: {threads / serial:.2f} of the wall time"
+        )
+    results["study_compiles"] = rows
 
 
 def bench_first_call(results: dict, quick: bool) -> None:
@@ -880,6 +914,7 @@ def bench_first_call(results: dict, quick: bool) -> None:
                 f"[{row['gdjax_first_cpu_s'] / row['bare_first_cpu_s']:.2f}x] (target <= 1.5x)"
             )
         if not quick:
+            bench_study_compiles(tmp, env, results)
             cache_env = dict(env, GDJAX_COMPILE_CACHE=os.path.join(tmp, "study-cache"))
             (cold, cold_cpu), (warm, warm_cpu) = (
                 _study_seconds(os.path.join(tmp, name), cache_env) for name in ("cold", "warm")

@@ -470,10 +470,11 @@ def run_experiment(
             save_part(folder, r, p.params0)
             results[u.key] = r
             mark(f"stopped after {', '.join(results)}")
-            log(
-                f"  done in {r.compile_seconds + r.run_seconds:.2f} s (compile {r.compile_seconds:.2f} s, "
-                f"run {r.run_seconds:.2f} s)"
-            )
+            if ahead:  # compiled in a thread, side by side with other units' programs
+                log(f"  done: compiled ahead in {r.compile_seconds:.2f} s, run {r.run_seconds:.2f} s")
+            else:
+                c, rs = r.compile_seconds, r.run_seconds
+                log(f"  done in {c + rs:.2f} s (compile {c:.2f} s, run {rs:.2f} s)")
 
         rows, arrays = merge(cfg, unit_list, results, problems)
         write_results(folder, rows, arrays)
