@@ -858,7 +858,7 @@ def bench_study_compiles(tmp: str, env: dict, results: dict) -> None:
     and with the default, interleaved; best of `STUDY_REPEATS` each."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     rows = []
-    for config in STUDIES:
+    for i, config in enumerate(STUDIES):
         times = {"serial": [], "threads": []}
         for r in range(STUDY_REPEATS):
             for mode in times:
@@ -868,7 +868,7 @@ def bench_study_compiles(tmp: str, env: dict, results: dict) -> None:
                 else:
                     mode_env.pop("GDJAX_COMPILE_THREADS", None)
                 path = None if config is None else os.path.join(root, config)
-                times[mode].append(_study_seconds(os.path.join(tmp, f"study-{mode}-{r}"), mode_env, path))
+                times[mode].append(_study_seconds(os.path.join(tmp, f"study{i}-{mode}-{r}"), mode_env, path))
         (serial, serial_cpu), (threads, threads_cpu) = (min(times[m]) for m in ("serial", "threads"))
         name = config or "default study"
         rows.append({"study": name, "serial_s": serial, "threads_s": threads, "serial_cpu_s": serial_cpu,
