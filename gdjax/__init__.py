@@ -48,8 +48,8 @@ _EXPORTS = {
     **{
         n: ("gdjax.sweep", n)
         for n in (
-            "Init", "Starts", "SweepInterrupted", "SweepPlan", "SweepResult", "Zip", "check_sweep",
-            "init_key",
+            "Init", "LoweredProgram", "Starts", "SweepInterrupted", "SweepPlan", "SweepResult", "Zip",
+            "check_sweep", "init_key", "lower_sweep",
         )
     },
     "GradCheckReport": ("gdjax.types", "GradCheckReport"),
@@ -123,6 +123,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from gdjax.rules import Rule, RuleSpec  # noqa: F401
     from gdjax.sweep import (  # noqa: F401
         Init,
+        LoweredProgram,
         Starts,
         SweepInterrupted,
         SweepPlan,
@@ -130,6 +131,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
         Zip,
         check_sweep,
         init_key,
+        lower_sweep,
         sweep,
     )
     from gdjax.types import GradCheckReport, Status, Trace  # noqa: F401
@@ -142,6 +144,7 @@ __all__ = [
     "GradCheckReport",
     "Init",
     "LeastSquaresProblem",
+    "LoweredProgram",
     "Rule",
     "RuleSpec",
     "Starts",
@@ -166,6 +169,7 @@ __all__ = [
     "least_squares_problem",
     "linear",
     "logistic",
+    "lower_sweep",
     "make_cost",
     "mse",
     "options",

@@ -261,3 +261,16 @@ def test_compile_threads_from_the_environment(monkeypatch):
         programs.threads()
     monkeypatch.delenv(programs.ENV)
     assert programs.threads() == max(1, os.cpu_count() or 1)
+
+
+def test_a_unit_that_fails_is_named(tmp_path, monkeypatch):
+    """A failure inside a unit (an XLA compile error, say) propagates as itself, with a note naming
+    the unit and the run folder."""
+
+    def fail(cfg, u, p, **kwargs):
+        raise RuntimeError("XLA could not compile")
+
+    monkeypatch.setattr(experiment, "run_unit", fail)
+    with pytest.raises(RuntimeError, match="XLA could not compile") as caught:
+        experiment.run_experiment(config.loads(FULL_BATCH), str(tmp_path / "run"), compile_threads=1)
+    assert caught.value.__notes__ == [f"gdjax: while running small; partial results in {tmp_path / 'run'}"]

@@ -466,6 +466,8 @@ def run_experiment(
             except BaseException as err:
                 mark(f"{u.key} was interrupted ({type(err).__name__})")
                 err.gdjax_run_folder = folder.path  # where the partial results are, for the caller
+                if isinstance(err, Exception):  # a failure (an XLA compile, say), not a signal
+                    err.add_note(f"gdjax: while running {u.key}; partial results in {folder.path}")
                 raise
             save_part(folder, r, p.params0)
             results[u.key] = r
