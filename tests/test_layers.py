@@ -26,6 +26,7 @@ STUDY_ORDER = [
     "preflight",
     "parts",
     "provenance",
+    "programs",
     "experiment",
 ]
 STUDY_ORDER += [
