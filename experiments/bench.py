@@ -855,18 +855,15 @@ STUDY_REPEATS = 3
 
 def bench_study_compiles(tmp: str, env: dict, results: dict) -> None:
     """Whole `gdjax run --no-plots` processes, compilation cache off, with `GDJAX_COMPILE_THREADS=1`
-    and with the default, interleaved; best of `STUDY_REPEATS` each."""
+    (the default) and one thread per core (at least 2), interleaved; best of `STUDY_REPEATS` each."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     rows = []
     for i, config in enumerate(STUDIES):
         times = {"serial": [], "threads": []}
         for r in range(STUDY_REPEATS):
             for mode in times:
-                mode_env = dict(env, GDJAX_COMPILE_CACHE="off")
-                if mode == "serial":
-                    mode_env["GDJAX_COMPILE_THREADS"] = "1"
-                else:
-                    mode_env.pop("GDJAX_COMPILE_THREADS", None)
+                threads = 1 if mode == "serial" else max(2, os.cpu_count() or 1)
+                mode_env = dict(env, GDJAX_COMPILE_CACHE="off", GDJAX_COMPILE_THREADS=str(threads))
                 path = None if config is None else os.path.join(root, config)
                 times[mode].append(_study_seconds(os.path.join(tmp, f"study{i}-{mode}-{r}"), mode_env, path))
         (serial, serial_cpu), (threads, threads_cpu) = (min(times[m]) for m in ("serial", "threads"))

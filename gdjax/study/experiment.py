@@ -296,8 +296,8 @@ def run_experiment(
       gradcheck_x64: a context manager factory the gradient check runs under (the CLI passes one
         that enables float64 for float32 runs; library code does not flip flags itself).
       compile_threads: threads that compile the units' programs ahead of their runs, side by side
-        (`gdjax.study.programs`; default `GDJAX_COMPILE_THREADS`, else the CPU cores; 1: each
-        unit's sweep compiles its own programs when it runs). Results do not depend on it.
+        (`gdjax.study.programs`; default `GDJAX_COMPILE_THREADS`, else 1: each unit's sweep compiles
+        its own programs when it runs). Results do not depend on it.
 
     Returns:
       A `RunOutcome`.

@@ -15,8 +15,10 @@ filled as by any compile; units run, print and save in their order. A unit whose
 compilation fails here is simply compiled again by its own sweep, which then raises the error
 where and as it always did.
 
-`GDJAX_COMPILE_THREADS` sets the number of compiling threads (`1`: each sweep compiles its own
-programs when it runs, as before); the default is the number of CPU cores.
+`GDJAX_COMPILE_THREADS` sets the number of compiling threads. The default is 1: each sweep compiles
+its own programs when it runs. On the 2-core machine gdjax is measured on, compiling in threads did
+not shorten a study (README, "Time to first result"): a single XLA:CPU compile already spreads its
+code generation over the cores, so a second compile at the same time mostly waits for them.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ ENV = "GDJAX_COMPILE_THREADS"
 
 
 def threads() -> int:
-    """Compiling threads: `GDJAX_COMPILE_THREADS` if set (a positive integer), else the CPU cores."""
+    """Compiling threads: `GDJAX_COMPILE_THREADS` if set (a positive integer), else 1 (none)."""
     value = os.environ.get(ENV, "").strip()
     if value:
         try:
@@ -46,7 +48,7 @@ def threads() -> int:
         if n < 1:
             raise ValueError(f"{ENV} must be a positive integer (1: no compile threads), got {value!r}")
         return n
-    return max(1, os.cpu_count() or 1)
+    return 1
 
 
 class Compiler:
