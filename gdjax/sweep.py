@@ -1628,7 +1628,7 @@ def lower_sweep(*args: Any, **kwargs: Any) -> list[LoweredProgram]:
     The same arguments as `sweep`; nothing is compiled or run. Each distinct program not compiled
     yet in this process is returned once, as a `LoweredProgram`: compile them (one after another,
     or in threads: XLA compiles release the GIL), and the sweep itself then only runs. A study
-    lowers its sweeps on one thread and compiles them together (`gdjax.study`).
+    does this for all its units with `GDJAX_COMPILE_THREADS` (`gdjax.study.programs`).
     """
     token = _LOWER_ONLY.set(True)
     try:
