@@ -165,14 +165,15 @@ def _check_entry(folder: str, name: str) -> None:
 
 # --------------------------------------------------------------------------------- data fingerprints
 def data_files(cfg) -> list[str]:
-    """Absolute paths of the files a config reads: its CSV/NPZ data and the `.py` files of its costs
-    (`callable`, `params0`, `analytic`, `init`). Modules named by import path are not fingerprinted."""
+    """Absolute paths of the files a config reads: its CSV/NPZ data (the study's and each problem's
+    own) and the `.py` files of its costs (`callable`, `params0`, `analytic`, `init`, `metrics`).
+    Modules named by import path are not fingerprinted."""
     files = []
-    d = cfg.data
-    if d is not None and d.source in ("csv", "npz") and d.path:
-        files.append(os.path.abspath(d.path))
+    for d in [cfg.data, *(c.data for c in cfg.costs)]:
+        if d is not None and d.source in ("csv", "npz") and d.path:
+            files.append(os.path.abspath(d.path))
     for c in cfg.costs:
-        for ref in (c.callable, c.params0, c.analytic, c.init):
+        for ref in (c.callable, c.params0, c.analytic, c.init, *(c.metrics or ())):
             if isinstance(ref, str) and ":" in ref:
                 target = ref.rpartition(":")[0]
                 if target.endswith(".py") or os.sep in target:
