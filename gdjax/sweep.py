@@ -84,6 +84,7 @@ import functools
 import inspect
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -173,6 +174,17 @@ def _sharding_from_state(state: tuple | None):
         return None
     devices = np.vectorize(lambda i: by_id[int(i)], otypes=[object])(ids)
     return NamedSharding(Mesh(devices, axis_names), PartitionSpec(*spec), memory_kind=memory_kind)
+
+
+class GridError(ValueError):
+    """A grid value the rule (or the sweep) refuses, with where it is: `key` (the grid key, or None
+    when no one key is at fault), `index` (the value's position on its axis; None for a scalar) and
+    `reason` (the refusal in the rule's own words). `str(error)` is the sweep's full message; the
+    config reader uses the parts to name the key and line (`check_grid`)."""
+
+    def __init__(self, message: str, key: str | None = None, index: int | None = None, reason: str = ""):
+        super().__init__(message)
+        self.key, self.index, self.reason = key, index, reason or message
 
 
 class SweepInterrupted(RuntimeError):
@@ -739,11 +751,13 @@ def _parse_grid(
             continue
         arr = np.asarray(axis.values, np.float64)
         if not np.all(np.isfinite(arr)):
-            bad = axis.values[int(np.argmin(np.isfinite(arr)))]
-            raise ValueError(f"grid[{axis.name!r}] must be finite, got {bad!r}")
+            i = int(np.argmin(np.isfinite(arr)))
+            reason = f"must be finite, got {axis.values[i]!r}"
+            raise GridError(f"grid[{axis.name!r}] {reason}", axis.name, i, f"{axis.name} {reason}")
         if axis.name == "learning_rate" and not np.all(arr > 0):
-            bad = axis.values[int(np.argmin(arr > 0))]
-            raise ValueError(f"grid['learning_rate'] must be > 0, got {bad!r}")
+            i = int(np.argmin(arr > 0))
+            reason = f"must be > 0, got {axis.values[i]!r}"
+            raise GridError(f"grid['learning_rate'] {reason}", axis.name, i, f"learning_rate {reason}")
     if zip_grid and (axes or seeds):
         lengths = {a.name: len(a.values) for a in axes} | ({"seed": len(seeds)} if seeds else {})
         if len(set(lengths.values())) > 1:
@@ -828,11 +842,15 @@ def _validate_values(parsed: _ParsedGrid, tolerance_kwargs):
     first.update({a.name: a.values[0] for a in rule_axes})
     last = dict(first, **{a.name: a.values[-1] for a in rule_axes})
 
-    def build(values, where):
+    def build(values, where, key=None, index=None):
         try:
             return source.build({**parsed.static, **values})
         except (ValueError, TypeError) as err:
-            raise ValueError(f"rule {source.name!r} rejects {where}: {err}") from None
+            if key is None:  # the grid's first or last point: the key its message names
+                key = next((k for k in parsed.keys if re.search(rf"\b{re.escape(k)}\b", str(err))), None)
+                axis = next((a for a in rule_axes if a.name == key), None)
+                index = None if axis is None else (0 if values is first else len(axis.values) - 1)
+            raise GridError(f"rule {source.name!r} rejects {where}: {err}", key, index, str(err)) from None
 
     rule0 = build(first, "the grid's first values " + repr(first))
     for axis in rule_axes:
@@ -840,7 +858,8 @@ def _validate_values(parsed: _ParsedGrid, tolerance_kwargs):
         if isinstance(source.rule, str) and _passes_at_extremes(source, first, axis.name, values):
             continue
         for v in values:
-            build(dict(first, **{axis.name: v}), f"grid[{axis.name!r}] = {v!r}")
+            where = f"grid[{axis.name!r}] = {v!r}"
+            build(dict(first, **{axis.name: v}), where, axis.name, axis.values.index(v))
     rule1 = build(last, "the grid's last values " + repr(last))
     if rules_lib.is_rule(rule0):
         spec, base = rule0.spec, rule0.hyperparams
@@ -883,6 +902,29 @@ def _validate_values(parsed: _ParsedGrid, tolerance_kwargs):
     except ValueError as err:
         raise ValueError(f"grid tolerance: {err}") from None
     return spec, base, base_tol
+
+
+def check_grid(
+    rule, grid: Mapping[str, Any], *, cost_names: Sequence[str] = (), stopping: Stopping | None = None
+) -> None:
+    """Validates one rule's grid as `sweep` and `check_sweep` do, on the host (nothing traced or
+    compiled): keys, types, sizes, and every value built into the rule. The one validator of grid
+    values: the config reader calls it too (it maps a `GridError` to the config's key and line).
+
+    Args:
+      rule, grid: as in `sweep` (a `gdjax.Zip` grid is zipped).
+      cost_names: grid keys that are the cost's hyperparameters (checked finite, not built).
+      stopping: the `Stopping` a tolerance in the grid would override.
+
+    Raises:
+      GridError: a value is refused (with its key and position); ValueError: anything else.
+    """
+    tolerance_kwargs = options.stopping_of(stopping, None).as_dict()
+    zipped = isinstance(grid, Zip)
+    parsed = _parse_grid(
+        rule, grid, zip_grid=zipped, tolerance_kwargs=tolerance_kwargs, cost_names=tuple(cost_names)
+    )
+    _validate_values(parsed, tolerance_kwargs)
 
 
 # ------------------------------------------------------------------------------------- groups
@@ -1789,6 +1831,7 @@ __all__ = [
     "NOISE_FOLD",
     "TOLERANCE_NAMES",
     "GramStatistics",
+    "GridError",
     "INIT_FOLD",
     "Init",
     "SummaryTable",
@@ -1796,6 +1839,7 @@ __all__ = [
     "Starts",
     "SweepPlan",
     "SweepResult",
+    "check_grid",
     "check_sweep",
     "Zip",
     "gram_mse",
