@@ -1423,7 +1423,7 @@ def sweep(
         if seed_list is None:
             raise ValueError("init_noise needs seeds: each seed draws its own perturbation (seeds=[0, 1, 2])")
     if init is not None:
-        stack, zip_starts = _init_stack(init, seed_list, _PLAN_ONLY.get()), True
+        stack, zip_starts = _init_stack(init, seed_list, _PLAN_ONLY.get() == "check"), True
     else:
         stack = _starts_stack(params0, starts)
     _check_axis_length("params0 (the stack of starts)", jax.tree.leaves(stack)[0])
@@ -1548,14 +1548,19 @@ def sweep(
     call_lanes = _check_memory(groups, chunk_size, devices, memory_budget, record_every)
     hp_names = tuple(dict.fromkeys(k for p in parsed_grids for k in p.keys))
     meta = dict(hyperparameter_names=hp_names, f_star=f_star, num_steps=num_steps, num_examples=num_examples)
-    plan = _Plan(groups, call_lanes, chunk_size, devices, progress, meta, memory_budget)
+    plan = _Plan(groups, call_lanes, chunk_size, devices, progress, meta, memory_budget, execution)
     if _PLAN_ONLY.get():
         return plan
+    return _run_plan(plan, execution)
+
+
+def _run_plan(plan: _Plan, execution: Execution) -> SweepResult:
+    groups = plan.groups
     if execution.layout == "feature_major":
         # The same data layout as `run`, so that a lane reproduces the run alone. Chosen only now:
         # a sweep refused above (or a plan) moves and transposes no data.
         groups = [_feature_major(g) for g in groups]
-    return _execute(groups, call_lanes, chunk_size, devices, execution, meta)
+    return _execute(groups, plan.call_lanes, plan.chunk_size, plan.devices, execution, plan.meta)
 
 
 def _feature_major(group: _Group) -> _Group:
@@ -1571,13 +1576,17 @@ class _Plan(NamedTuple):
     progress: Any
     meta: dict
     memory_budget: float | None
+    execution: Execution | None = None
 
 
+# "check" (check_sweep: starts from `Init` are not drawn) or "plan" (plan_sweep: a plan that runs)
 _PLAN_ONLY = contextvars.ContextVar("gdjax_sweep_plan_only", default=False)
 
 
-class SweepPlan(NamedTuple):
-    """What a sweep would compile and run, from `check_sweep` (nothing is compiled or run).
+@dataclasses.dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep would compile and run, from `check_sweep` or `plan_sweep` (nothing is compiled or
+    run).
 
     Attributes:
       num_lanes: lanes of the whole sweep.
@@ -1594,6 +1603,7 @@ class SweepPlan(NamedTuple):
     bytes_per_lane: list[int]
     bytes_per_call: int
     memory_budget: float
+    _program: _Plan | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def check_sweep(*args: Any, **kwargs: Any) -> SweepPlan:
@@ -1603,7 +1613,33 @@ def check_sweep(*args: Any, **kwargs: Any) -> SweepPlan:
     do not fit the memory budget, with the advice), and otherwise returns the `SweepPlan`. A caller
     that writes results to disk asks first, so an impossible sweep leaves nothing behind.
     """
-    token = _PLAN_ONLY.set(True)
+    return _plan(args, kwargs, "check")
+
+
+def plan_sweep(*args: Any, **kwargs: Any) -> SweepPlan:
+    """`check_sweep`, keeping what it planned so that `run_plan(plan)` runs the sweep without
+    validating or planning it again (the `gdjax run` command plans each sweep once, before its run
+    folder exists). Starts drawn by a `gdjax.Init` are drawn here."""
+    return _plan(args, kwargs, "plan")
+
+
+def run_plan(plan: SweepPlan, *, progress: Callable[[int, int], Any] | None = None) -> SweepResult:
+    """Runs a sweep planned by `plan_sweep`: the same result as `sweep` with the same arguments.
+
+    Args:
+      plan: what `plan_sweep` returned.
+      progress: `progress(lanes_done, num_lanes)` after each chunk (replaces the plan's `Execution`'s).
+    """
+    if not isinstance(plan, SweepPlan) or plan._program is None:
+        raise ValueError("run_plan runs what plan_sweep returned (check_sweep's plans only validate)")
+    execution = plan._program.execution
+    if progress is not None:
+        execution = dataclasses.replace(execution, progress=progress)
+    return _run_plan(plan._program, execution)
+
+
+def _plan(args, kwargs, mode: str) -> SweepPlan:
+    token = _PLAN_ONLY.set(mode)
     try:
         plan = sweep(*args, **kwargs)
     finally:
@@ -1616,6 +1652,7 @@ def check_sweep(*args: Any, **kwargs: Any) -> SweepPlan:
         bytes_per_lane=[g.bytes_per_lane for g in plan.groups],
         bytes_per_call=max(n * g.bytes_per_lane for n, g in zip(plan.call_lanes, plan.groups, strict=True)),
         memory_budget=budget,
+        _program=plan if mode == "plan" else None,
     )
 
 
@@ -1841,6 +1878,8 @@ __all__ = [
     "SweepResult",
     "check_grid",
     "check_sweep",
+    "plan_sweep",
+    "run_plan",
     "Zip",
     "gram_mse",
     "gram_statistics",

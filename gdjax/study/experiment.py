@@ -86,7 +86,7 @@ from gdjax.study.summary import (
     format_summary,
     status_counts,
 )
-from gdjax.sweep import SweepInterrupted, sweep
+from gdjax.sweep import SweepInterrupted, run_plan, sweep
 from gdjax.types import GradCheckReport
 
 # With names re-exported from the modules they moved to (problems, preflight, parts, summary).
@@ -138,15 +138,22 @@ class RunInterrupted(RuntimeError):
 # ------------------------------------------------------------------------------------------ units
 
 
-def run_unit(cfg: ExperimentConfig, u: Unit, p: Problem, *, progress=None, per_seed=None) -> UnitResult:
-    """Runs one unit's sweep. Raises `SweepInterrupted` (with `.partial`) if a later chunk fails.
+def run_unit(
+    cfg: ExperimentConfig, u: Unit, p: Problem, *, progress=None, per_seed=None, plan=None
+) -> UnitResult:
+    """Runs one unit's sweep: its `plan` from `check_sweeps` when given (planned once, before the
+    folder was made), else the sweep planned here. Raises `SweepInterrupted` (with `.partial`) if a
+    later chunk fails.
 
     A problem split per seed runs one sweep per seed, each on its own split (`per_seed`, from
     `seed_problems`; built here when not given)."""
     total = num_lanes(cfg, u, p)
     if split_per_seed(cfg, p):
         return _run_per_seed(cfg, u, p, total, progress, per_seed or seed_problems(cfg, [p]))
-    result = sweep(p.cost, u.optimizer.rule, unit_start(p), p.data, **sweep_args(cfg, u, p, progress))
+    if plan is not None:
+        result = run_plan(plan, progress=progress)
+    else:
+        result = sweep(p.cost, u.optimizer.rule, unit_start(p), p.data, **sweep_args(cfg, u, p, progress))
     result = result.with_f_star(p.f_star)
     return unit_result(cfg, u, p, result, True, total)
 
@@ -225,6 +232,8 @@ class RunOutcome:
     plots: list[str] = field(default_factory=list)
     resumed: bool = False
     ran: bool = True  # False: `--resume` found the folder complete and ran nothing
+    histories: dict = field(default_factory=dict)  # the arrays of histories.npz, as written
+    splits: dict = field(default_factory=dict)  # the arrays of split.npz, as written
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -300,8 +309,8 @@ def run_experiment(
     per_seed = seed_problems(cfg, problems)  # [data] split_per_seed: each seed's own split
     unit_list = units(cfg)
     check_units(cfg, problems, unit_list)
-    check_memory(cfg, problems, unit_list)
-    check_sweeps(cfg, problems, unit_list)
+    check_memory(cfg, problems, unit_list)  # the histories on the host
+    plans = check_sweeps(cfg, problems, unit_list)  # each sweep's lanes per call on the devices, once
     manifest_file = os.path.join(out, "manifest.json")
     if kind == "resume" and os.path.lexists(manifest_file):
         old = read_json(manifest_file, what="run manifest", follow=False)
@@ -410,7 +419,7 @@ def run_experiment(
                 tick = lambda done, n, key=u.key: progress(key, done, n)  # noqa: E731
                 progress(u.key, 0, total)
             try:
-                r = run_unit(cfg, u, p, progress=tick, per_seed=per_seed)
+                r = run_unit(cfg, u, p, progress=tick, per_seed=per_seed, plan=plans[u.key])
             except ValueError as err:
                 # The sweep refused its input before running a lane (a size only it can judge).
                 if not resumed and not results:
@@ -463,7 +472,9 @@ def run_experiment(
         raise
     finally:
         folder.unlock()
-    return RunOutcome(folder.path, rows, results, problems, reports, manifest, [], resumed)
+    return RunOutcome(
+        folder.path, rows, results, problems, reports, manifest, [], resumed, True, arrays, splits
+    )
 
 
 class PlotStage:
