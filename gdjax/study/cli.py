@@ -292,7 +292,7 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
         try:
             from gdjax.study import results_model
 
-            results = results_model.load(outcome.folder)
+            results = results_model.of_run(outcome)  # what the run holds, not the folder read back
             page_path = write_run_report(outcome.folder, results=results)
             verdict = results.best_statement(by="suboptimality")
         except (ValueError, OSError) as error:  # the run's results are on disk: say so, do not fail
