@@ -1605,6 +1605,11 @@ class SweepPlan:
     memory_budget: float
     _program: _Plan | None = dataclasses.field(default=None, repr=False, compare=False)
 
+    @property
+    def runnable(self) -> bool:
+        """Whether `run_plan` can run it (a plan of `plan_sweep`, not of `check_sweep`)."""
+        return self._program is not None
+
 
 def check_sweep(*args: Any, **kwargs: Any) -> SweepPlan:
     """Validates a sweep without compiling or running it: the same arguments as `sweep`.
@@ -1630,7 +1635,7 @@ def run_plan(plan: SweepPlan, *, progress: Callable[[int, int], Any] | None = No
       plan: what `plan_sweep` returned.
       progress: `progress(lanes_done, num_lanes)` after each chunk (replaces the plan's `Execution`'s).
     """
-    if not isinstance(plan, SweepPlan) or plan._program is None:
+    if not isinstance(plan, SweepPlan) or not plan.runnable:
         raise ValueError("run_plan runs what plan_sweep returned (check_sweep's plans only validate)")
     execution = plan._program.execution
     if progress is not None:

@@ -262,8 +262,9 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
         )
         if not args.no_plots and outcome.ran:  # the config's plots, into the finished folder
             with experiment.PlotStage(outcome, log=say) as stage:
-                units = experiment.units(cfg)
-                stage.add(report.draw_plots(cfg, outcome.problems, units, outcome.results, stage.path))
+                stage.add(
+                    report.draw_plots(cfg, outcome.problems, outcome.units, outcome.results, stage.path)
+                )
     except experiment.GradCheckFailed as failure:
         bar.close()
         print(experiment.gradcheck_text(failure.reports), file=err, end="")
@@ -366,6 +367,8 @@ def write_run_report(path: str, *, title: str | None = None, results=None) -> st
         staging = folder.staging()
         page.write_report(results, staging, title=title)
         for name in (page.FIGURES_DIR, "report.html"):
+            if not os.path.lexists(os.path.join(staging, name)):  # no figure applies: no figures/
+                continue
             if name in folder.owned():
                 folder.remove(name)
             if folder.adopt(os.path.join(staging, name)) is None:

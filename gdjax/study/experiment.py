@@ -147,12 +147,13 @@ def run_unit(
 
     A problem split per seed runs one sweep per seed, each on its own split (`per_seed`, from
     `seed_problems`; built here when not given)."""
-    total = num_lanes(cfg, u, p)
-    if split_per_seed(cfg, p):
+    if plan is not None and plan.runnable:
+        result, total = run_plan(plan, progress=progress), plan.num_lanes
+    elif split_per_seed(cfg, p):
+        total = num_lanes(cfg, u, p)
         return _run_per_seed(cfg, u, p, total, progress, per_seed or seed_problems(cfg, [p]))
-    if plan is not None:
-        result = run_plan(plan, progress=progress)
     else:
+        total = num_lanes(cfg, u, p)
         result = sweep(p.cost, u.optimizer.rule, unit_start(p), p.data, **sweep_args(cfg, u, p, progress))
     result = result.with_f_star(p.f_star)
     return unit_result(cfg, u, p, result, True, total)
@@ -232,6 +233,7 @@ class RunOutcome:
     plots: list[str] = field(default_factory=list)
     resumed: bool = False
     ran: bool = True  # False: `--resume` found the folder complete and ran nothing
+    units: list[Unit] = field(default_factory=list)  # the sweeps of the run, in order
     histories: dict = field(default_factory=dict)  # the arrays of histories.npz, as written
     splits: dict = field(default_factory=dict)  # the arrays of split.npz, as written
 
@@ -331,8 +333,9 @@ def run_experiment(
             reports = check_gradients(cfg, problems)
         if not all(r.ok for r in reports.values()):
             raise GradCheckFailed(reports)
-        for label, report in reports.items():  # a warning (a kink at a start) does not stop the run
-            log(f"gradient check of {label}: {report.verdict}")
+    checked = gradcheck_text(reports) if reports else None  # written with the folder
+    for label, report in reports.items():  # a warning (a kink at a start) does not stop the run
+        log(f"gradient check of {label}: {report.verdict}")
 
     folder, resumed = runfolder.prepare(
         cfg, out, resume=resume, force=force, fingerprints=fingerprints, log=log
@@ -358,10 +361,7 @@ def run_experiment(
             "tuning_seeds": None if cfg.outputs.tuning_seeds is None else list(cfg.outputs.tuning_seeds),
             "gradcheck": {k: r.verdict for k, r in reports.items()} or "disabled",
             "data_files": fingerprints,
-            "units": {
-                u.key: {"status": "pending", "lanes": num_lanes(cfg, u, problems[u.problem])}
-                for u in unit_list
-            },
+            "units": {u.key: {"status": "pending", "lanes": plans[u.key].num_lanes} for u in unit_list},
         }
         results: dict[str, UnitResult] = {}
         if resumed:
@@ -384,8 +384,8 @@ def run_experiment(
         }
         if splits:  # the held-out split, for gdjax.study.load (`results.splits`)
             folder.write_npz("split.npz", splits)
-        if reports:
-            folder.write_text("gradcheck.txt", gradcheck_text(reports))
+        if checked is not None:
+            folder.write_text("gradcheck.txt", checked)
         elif not os.path.lexists(folder.file("gradcheck.txt")):
             folder.write_text("gradcheck.txt", "gradient check disabled (gradcheck.enabled = false)\n")
 
@@ -412,7 +412,7 @@ def run_experiment(
             if u.key in results:
                 continue
             p = problems[u.problem]
-            total = num_lanes(cfg, u, p)
+            total = plans[u.key].num_lanes
             log(f"running {u.key}: {total} lane(s) x {u.num_steps} steps")
             tick = None
             if progress is not None:
@@ -473,7 +473,7 @@ def run_experiment(
     finally:
         folder.unlock()
     return RunOutcome(
-        folder.path, rows, results, problems, reports, manifest, [], resumed, True, arrays, splits
+        folder.path, rows, results, problems, reports, manifest, [], resumed, True, unit_list, arrays, splits
     )
 
 
