@@ -104,25 +104,6 @@ def test_study_modules_import_only_downward(name):
     assert not bad, f"gdjax.study.{name} imports {bad}, which sit at or above it"
 
 
-FLOW_STUDY = """
-name = "flow"
-precision = "float64"
-seeds = [0, 1]
-[data]
-source = "house_prices"
-standardize = true
-[cost]
-model = "linear"
-[run]
-num_steps = 20
-[[optimizers]]
-rule = "gd"
-grid.learning_rate = [0.01, 0.1]
-[gradcheck]
-enabled = false
-[outputs]
-plots = []
-"""
 CONFIG_STAGE = {"config", "configbase", "configcosts", "configgrids", "datasets", "problems", "preflight"}
 
 
@@ -132,9 +113,15 @@ def test_a_config_passes_the_config_and_problem_modules_once(tmp_path, monkeypat
     # report is drawn from the run it holds, not the folder read back.
     from gdjax.study import figures
     from tests.helpers import run_cli
+    from tests.test_faults import TINY  # no gradient check, no plots
+
+    study = TINY.replace("num_steps = 200", "num_steps = 20")
+    study = study.replace(
+        'rule = "momentum"\ngrid.learning_rate = [0.01, 0.1]\n', 'rule = "adam"\ngrid.learning_rate = 0.1\n'
+    )
 
     monkeypatch.setattr(figures, "draw", lambda results: {})  # the page without its figures: fast
-    (tmp_path / "flow.toml").write_text(FLOW_STUDY)
+    (tmp_path / "flow.toml").write_text(study.replace("grid.momentum = 0.9\n", ""))
     orchestrators = ("gdjax.study.cli", "gdjax.study.experiment")
     flow, loads = [], []
 
