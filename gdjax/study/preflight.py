@@ -3,7 +3,8 @@
 `run_experiment` (gdjax.study.experiment) calls these in order: the problems are built
 (`gdjax.study.problems.build_problems`), the config's units listed (`units`: one sweep per cost and
 optimizer), then checked against the data (`check_units`), the host memory (`check_memory`) and
-the sweeps themselves (`check_sweeps`, through `gdjax.check_sweep`), and the gradients checked
+the sweeps themselves (`check_sweeps`: each sweep planned once by `gdjax.sweep.plan_sweep`, the
+plan the run then executes), and the gradients checked
 (`check_gradients`) - all before a run folder is made.
 """
 
