@@ -477,54 +477,7 @@ def run_experiment(
     )
 
 
-class PlotStage:
-    """Draws files into a finished run folder, holding its lock: `with PlotStage(outcome) as stage:`
-    draw into `stage.path` (an owned, empty `.gdjax-staging/`) and `stage.add(paths)`; on leaving,
-    each name is listed as gdjax's before its file is moved into place (a file of that name that
-    gdjax did not make is kept, with a note), the manifest lists the plots, `outcome.plots` holds
-    their paths, and the lock is released (the staging folder is removed either way).
-
-    The command draws `[outputs] plots` this way after `run_experiment` (`gdjax.study.report`, which
-    sits above this module, draws them), so a run never calls back up into the report.
-    """
-
-    def __init__(self, outcome: RunOutcome, log: Callable[[str], Any] | None = None):
-        self.outcome, self.log = outcome, log or (lambda message: None)
-        self.folder = runfolder.RunFolder(outcome.folder)
-        self.path = ""
-        self._paths: list[str] = []
-
-    def add(self, paths) -> None:
-        self._paths.extend(paths)
-
-    def __enter__(self) -> PlotStage:
-        self.folder.lock()
-        try:
-            self.path = self.folder.staging()
-        except BaseException:
-            self.folder.unlock()
-            raise
-        return self
-
-    def __exit__(self, kind, error, tb) -> None:
-        try:
-            if kind is None:
-                drawn = []
-                for path in self._paths:
-                    moved = self.folder.adopt(path)
-                    if moved is None:
-                        self.log(
-                            f"note: {self.folder.file(os.path.basename(path))} is not gdjax's, so it was "
-                            "kept and that plot not written; rename it to get the plot"
-                        )
-                    else:
-                        drawn.append(moved)
-                self.outcome.manifest["plots"] = [os.path.basename(p) for p in drawn]
-                self.folder.write_json("manifest.json", self.outcome.manifest)
-                self.outcome.plots[:] = drawn
-            self.folder.remove(runfolder.STAGING)
-        finally:
-            self.folder.unlock()
+PlotStage = runfolder.PlotStage  # moved to the run folder's module; the old name still works
 
 
 def read_run(path: str, *, cfg: ExperimentConfig | None = None, problems=None) -> RunOutcome:

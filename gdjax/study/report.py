@@ -1,7 +1,7 @@
 """The figures of a finished run: `draw_plots` writes the plots a config names into its run folder.
 
 The command calls `draw_plots` after `gdjax.study.experiment.run_experiment`, drawing into the
-finished folder's staging area (`experiment.PlotStage`); the figures come from `gdjax.study.plots`.
+finished folder's staging area (`runfolder.PlotStage`); the figures come from `gdjax.study.plots`.
 """
 
 from __future__ import annotations

@@ -53,6 +53,7 @@ __all__ = [
     "PARTIAL_MARKER",
     "PARTS",
     "FolderInUse",
+    "PlotStage",
     "RunFolder",
     "check",
     "data_files",
@@ -586,3 +587,54 @@ def prepare(
         folder.unlock()
         raise
     return folder, True
+
+
+class PlotStage:
+    """Draws files into a finished run folder, holding its lock: `with PlotStage(outcome) as stage:`
+    draw into `stage.path` (an owned, empty `.gdjax-staging/`) and `stage.add(paths)`; on leaving,
+    each name is listed as gdjax's before its file is moved into place (a file of that name that
+    gdjax did not make is kept, with a note), the manifest lists the plots, `outcome.plots` holds
+    their paths, and the lock is released (the staging folder is removed either way).
+
+    The command draws `[outputs] plots` this way after `gdjax.study.experiment.run_experiment`
+    (`gdjax.study.report`, which sits above, draws them), so a run never calls back up into the
+    report. `outcome` is the run's `RunOutcome` (its `folder`, `manifest` and `plots`).
+    """
+
+    def __init__(self, outcome, log: Callable[[str], Any] | None = None):
+        self.outcome, self.log = outcome, log or (lambda message: None)
+        self.folder = RunFolder(outcome.folder)
+        self.path = ""
+        self._paths: list[str] = []
+
+    def add(self, paths) -> None:
+        self._paths.extend(paths)
+
+    def __enter__(self) -> PlotStage:
+        self.folder.lock()
+        try:
+            self.path = self.folder.staging()
+        except BaseException:
+            self.folder.unlock()
+            raise
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        try:
+            if kind is None:
+                drawn = []
+                for path in self._paths:
+                    moved = self.folder.adopt(path)
+                    if moved is None:
+                        self.log(
+                            f"note: {self.folder.file(os.path.basename(path))} is not gdjax's, so it was "
+                            "kept and that plot not written; rename it to get the plot"
+                        )
+                    else:
+                        drawn.append(moved)
+                self.outcome.manifest["plots"] = [os.path.basename(p) for p in drawn]
+                self.folder.write_json("manifest.json", self.outcome.manifest)
+                self.outcome.plots[:] = drawn
+            self.folder.remove(STAGING)
+        finally:
+            self.folder.unlock()
