@@ -84,6 +84,7 @@ import functools
 import inspect
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -174,6 +175,17 @@ def _sharding_from_state(state: tuple | None):
         return None
     devices = np.vectorize(lambda i: by_id[int(i)], otypes=[object])(ids)
     return NamedSharding(Mesh(devices, axis_names), PartitionSpec(*spec), memory_kind=memory_kind)
+
+
+class GridError(ValueError):
+    """A grid value the rule (or the sweep) refuses, with where it is: `key` (the grid key, or None
+    when no one key is at fault), `index` (the value's position on its axis; None for a scalar) and
+    `reason` (the refusal in the rule's own words). `str(error)` is the sweep's full message; the
+    config reader uses the parts to name the key and line (`check_grid`)."""
+
+    def __init__(self, message: str, key: str | None = None, index: int | None = None, reason: str = ""):
+        super().__init__(message)
+        self.key, self.index, self.reason = key, index, reason or message
 
 
 class SweepInterrupted(RuntimeError):
@@ -740,11 +752,13 @@ def _parse_grid(
             continue
         arr = np.asarray(axis.values, np.float64)
         if not np.all(np.isfinite(arr)):
-            bad = axis.values[int(np.argmin(np.isfinite(arr)))]
-            raise ValueError(f"grid[{axis.name!r}] must be finite, got {bad!r}")
+            i = int(np.argmin(np.isfinite(arr)))
+            reason = f"must be finite, got {axis.values[i]!r}"
+            raise GridError(f"grid[{axis.name!r}] {reason}", axis.name, i, f"{axis.name} {reason}")
         if axis.name == "learning_rate" and not np.all(arr > 0):
-            bad = axis.values[int(np.argmin(arr > 0))]
-            raise ValueError(f"grid['learning_rate'] must be > 0, got {bad!r}")
+            i = int(np.argmin(arr > 0))
+            reason = f"must be > 0, got {axis.values[i]!r}"
+            raise GridError(f"grid['learning_rate'] {reason}", axis.name, i, f"learning_rate {reason}")
     if zip_grid and (axes or seeds):
         lengths = {a.name: len(a.values) for a in axes} | ({"seed": len(seeds)} if seeds else {})
         if len(set(lengths.values())) > 1:
@@ -829,11 +843,15 @@ def _validate_values(parsed: _ParsedGrid, tolerance_kwargs):
     first.update({a.name: a.values[0] for a in rule_axes})
     last = dict(first, **{a.name: a.values[-1] for a in rule_axes})
 
-    def build(values, where):
+    def build(values, where, key=None, index=None):
         try:
             return source.build({**parsed.static, **values})
         except (ValueError, TypeError) as err:
-            raise ValueError(f"rule {source.name!r} rejects {where}: {err}") from None
+            if key is None:  # the grid's first or last point: the key its message names
+                key = next((k for k in parsed.keys if re.search(rf"\b{re.escape(k)}\b", str(err))), None)
+                axis = next((a for a in rule_axes if a.name == key), None)
+                index = None if axis is None else (0 if values is first else len(axis.values) - 1)
+            raise GridError(f"rule {source.name!r} rejects {where}: {err}", key, index, str(err)) from None
 
     rule0 = build(first, "the grid's first values " + repr(first))
     for axis in rule_axes:
@@ -841,7 +859,8 @@ def _validate_values(parsed: _ParsedGrid, tolerance_kwargs):
         if isinstance(source.rule, str) and _passes_at_extremes(source, first, axis.name, values):
             continue
         for v in values:
-            build(dict(first, **{axis.name: v}), f"grid[{axis.name!r}] = {v!r}")
+            where = f"grid[{axis.name!r}] = {v!r}"
+            build(dict(first, **{axis.name: v}), where, axis.name, axis.values.index(v))
     rule1 = build(last, "the grid's last values " + repr(last))
     if rules_lib.is_rule(rule0):
         spec, base = rule0.spec, rule0.hyperparams
@@ -884,6 +903,29 @@ def _validate_values(parsed: _ParsedGrid, tolerance_kwargs):
     except ValueError as err:
         raise ValueError(f"grid tolerance: {err}") from None
     return spec, base, base_tol
+
+
+def check_grid(
+    rule, grid: Mapping[str, Any], *, cost_names: Sequence[str] = (), stopping: Stopping | None = None
+) -> None:
+    """Validates one rule's grid as `sweep` and `check_sweep` do, on the host (nothing traced or
+    compiled): keys, types, sizes, and every value built into the rule. The one validator of grid
+    values: the config reader calls it too (it maps a `GridError` to the config's key and line).
+
+    Args:
+      rule, grid: as in `sweep` (a `gdjax.Zip` grid is zipped).
+      cost_names: grid keys that are the cost's hyperparameters (checked finite, not built).
+      stopping: the `Stopping` a tolerance in the grid would override.
+
+    Raises:
+      GridError: a value is refused (with its key and position); ValueError: anything else.
+    """
+    tolerance_kwargs = options.stopping_of(stopping, None).as_dict()
+    zipped = isinstance(grid, Zip)
+    parsed = _parse_grid(
+        rule, grid, zip_grid=zipped, tolerance_kwargs=tolerance_kwargs, cost_names=tuple(cost_names)
+    )
+    _validate_values(parsed, tolerance_kwargs)
 
 
 # ------------------------------------------------------------------------------------- groups
@@ -1423,7 +1465,7 @@ def sweep(
         if seed_list is None:
             raise ValueError("init_noise needs seeds: each seed draws its own perturbation (seeds=[0, 1, 2])")
     if init is not None:
-        stack, zip_starts = _init_stack(init, seed_list, _PLAN_ONLY.get()), True
+        stack, zip_starts = _init_stack(init, seed_list, _PLAN_ONLY.get() == "check"), True
     else:
         stack = _starts_stack(params0, starts)
     _check_axis_length("params0 (the stack of starts)", jax.tree.leaves(stack)[0])
@@ -1548,16 +1590,21 @@ def sweep(
     call_lanes = _check_memory(groups, chunk_size, devices, memory_budget, record_every)
     hp_names = tuple(dict.fromkeys(k for p in parsed_grids for k in p.keys))
     meta = dict(hyperparameter_names=hp_names, f_star=f_star, num_steps=num_steps, num_examples=num_examples)
-    plan = _Plan(groups, call_lanes, chunk_size, devices, progress, meta, memory_budget)
+    plan = _Plan(groups, call_lanes, chunk_size, devices, progress, meta, memory_budget, execution)
     if _PLAN_ONLY.get():
         return plan
+    return _run_plan(plan, execution)
+
+
+def _run_plan(plan: _Plan, execution: Execution) -> SweepResult:
+    groups = plan.groups
     if execution.layout == "feature_major":
         # The same data layout as `run`, so that a lane reproduces the run alone. Chosen only now:
         # a sweep refused above (or a plan) moves and transposes no data.
         groups = [_feature_major(g) for g in groups]
     if _LOWER_ONLY.get():
-        return _lower(groups, call_lanes, chunk_size, devices, execution)
-    return _execute(groups, call_lanes, chunk_size, devices, execution, meta)
+        return _lower(groups, plan.call_lanes, plan.chunk_size, plan.devices, execution)
+    return _execute(groups, plan.call_lanes, plan.chunk_size, plan.devices, execution, plan.meta)
 
 
 def _feature_major(group: _Group) -> _Group:
@@ -1573,14 +1620,18 @@ class _Plan(NamedTuple):
     progress: Any
     meta: dict
     memory_budget: float | None
+    execution: Execution | None = None
 
 
+# "check" (check_sweep: starts from `Init` are not drawn) or "plan" (plan_sweep: a plan that runs)
 _PLAN_ONLY = contextvars.ContextVar("gdjax_sweep_plan_only", default=False)
 _LOWER_ONLY = contextvars.ContextVar("gdjax_sweep_lower_only", default=False)
 
 
-class SweepPlan(NamedTuple):
-    """What a sweep would compile and run, from `check_sweep` (nothing is compiled or run).
+@dataclasses.dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep would compile and run, from `check_sweep` or `plan_sweep` (nothing is compiled or
+    run).
 
     Attributes:
       num_lanes: lanes of the whole sweep.
@@ -1597,6 +1648,12 @@ class SweepPlan(NamedTuple):
     bytes_per_lane: list[int]
     bytes_per_call: int
     memory_budget: float
+    _program: _Plan | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def runnable(self) -> bool:
+        """Whether `run_plan` can run it (a plan of `plan_sweep`, not of `check_sweep`)."""
+        return self._program is not None
 
 
 def check_sweep(*args: Any, **kwargs: Any) -> SweepPlan:
@@ -1606,7 +1663,33 @@ def check_sweep(*args: Any, **kwargs: Any) -> SweepPlan:
     do not fit the memory budget, with the advice), and otherwise returns the `SweepPlan`. A caller
     that writes results to disk asks first, so an impossible sweep leaves nothing behind.
     """
-    token = _PLAN_ONLY.set(True)
+    return _plan(args, kwargs, "check")
+
+
+def plan_sweep(*args: Any, **kwargs: Any) -> SweepPlan:
+    """`check_sweep`, keeping what it planned so that `run_plan(plan)` runs the sweep without
+    validating or planning it again (the `gdjax run` command plans each sweep once, before its run
+    folder exists). Starts drawn by a `gdjax.Init` are drawn here."""
+    return _plan(args, kwargs, "plan")
+
+
+def run_plan(plan: SweepPlan, *, progress: Callable[[int, int], Any] | None = None) -> SweepResult:
+    """Runs a sweep planned by `plan_sweep`: the same result as `sweep` with the same arguments.
+
+    Args:
+      plan: what `plan_sweep` returned.
+      progress: `progress(lanes_done, num_lanes)` after each chunk (replaces the plan's `Execution`'s).
+    """
+    if not isinstance(plan, SweepPlan) or not plan.runnable:
+        raise ValueError("run_plan runs what plan_sweep returned (check_sweep's plans only validate)")
+    execution = plan._program.execution
+    if progress is not None:
+        execution = dataclasses.replace(execution, progress=progress)
+    return _run_plan(plan._program, execution)
+
+
+def _plan(args, kwargs, mode: str) -> SweepPlan:
+    token = _PLAN_ONLY.set(mode)
     try:
         plan = sweep(*args, **kwargs)
     finally:
@@ -1619,6 +1702,7 @@ def check_sweep(*args: Any, **kwargs: Any) -> SweepPlan:
         bytes_per_lane=[g.bytes_per_lane for g in plan.groups],
         bytes_per_call=max(n * g.bytes_per_lane for n, g in zip(plan.call_lanes, plan.groups, strict=True)),
         memory_budget=budget,
+        _program=plan if mode == "plan" else None,
     )
 
 
@@ -1883,6 +1967,7 @@ __all__ = [
     "NOISE_FOLD",
     "TOLERANCE_NAMES",
     "GramStatistics",
+    "GridError",
     "INIT_FOLD",
     "Init",
     "SummaryTable",
@@ -1890,9 +1975,12 @@ __all__ = [
     "Starts",
     "SweepPlan",
     "SweepResult",
+    "check_grid",
     "check_sweep",
     "LoweredProgram",
     "lower_sweep",
+    "plan_sweep",
+    "run_plan",
     "Zip",
     "gram_mse",
     "gram_statistics",

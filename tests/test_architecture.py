@@ -358,6 +358,36 @@ def test_check_sweep_validates_without_compiling_and_plans_the_calls():
         )  # fmt: skip
 
 
+def test_a_planned_sweep_runs_without_validating_or_planning_again(monkeypatch):
+    import importlib
+
+    from gdjax.sweep import plan_sweep, run_plan
+
+    sweep_module = importlib.import_module("gdjax.sweep")
+    X, y = _data()
+    args = (
+        COST,
+        {"sgd": {"learning_rate": [0.1, 0.2]}, "adam": {"learning_rate": [0.01]}},
+        gdjax.init_linear(3),
+    )
+    kwargs = dict(data=(X, y), num_steps=10, seeds=[0, 1], batch_size=4, chunk_size=2)
+    expected = gdjax.sweep(*args, **kwargs)
+    plan, checked = plan_sweep(*args, **kwargs), gdjax.check_sweep(*args, **kwargs)
+    assert plan.num_lanes == expected.num_lanes and plan.lanes_per_call == [2, 2]
+
+    def again(*a, **k):
+        raise AssertionError("validated or planned again")
+
+    for name in ("_parse_grid", "_validate_values", "_check_memory", "_bytes_per_lane"):
+        monkeypatch.setattr(sweep_module, name, again)
+    seen = []
+    result = run_plan(plan, progress=lambda done, total: seen.append((done, total)))
+    timings = dict(compile_seconds=expected.compile_seconds, run_seconds=expected.run_seconds)
+    assert dataclasses.replace(result, **timings) == expected and seen[-1] == (6, 6)  # bit for bit
+    with pytest.raises(ValueError, match="plan_sweep"):
+        run_plan(checked)  # check_sweep's plans only validate
+
+
 def test_a_study_whose_sweep_is_refused_leaves_no_folder(tmp_path, monkeypatch):
     import importlib
 

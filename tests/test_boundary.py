@@ -396,6 +396,26 @@ def test_a_changed_cost_module_is_refused_on_resume(tmp_path):
     assert_one_line_error(code, err, tmp_path / "mycost.py", "changed")
 
 
+def test_a_changed_metric_file_is_refused_on_resume(study, tmp_path):
+    # `[cost] metrics = ["file.py:fn"]` is code the histories depend on, like a callable cost.
+    (tmp_path / "mymetrics.py").write_text(
+        "import jax.numpy as jnp\n\ndef size(params, data):\n    return jnp.sum(params['w'] ** 2)\n"
+    )
+    cfg, _ = study
+    metric = 'model = "linear"\nmetrics = ["mymetrics.py:size"]'
+    cfg.write_text(CSV_CONFIG.replace('model = "linear"', metric))
+    out = tmp_path / "run"
+    interrupted_run(cfg, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert str(tmp_path / "mymetrics.py") in manifest["data_files"]
+    with open(tmp_path / "mymetrics.py", "a") as f:
+        f.write("# edited\n")
+    before = snapshot(out)
+    code, _, err = run_cli("run", str(cfg), "--out", str(out), "-q", "--resume")
+    assert_one_line_error(code, err, tmp_path / "mymetrics.py", "changed", "--force")
+    assert snapshot(out) == before
+
+
 def test_a_folder_without_fingerprints_still_resumes_with_a_note(study, tmp_path):
     cfg, _ = study
     out = tmp_path / "run"

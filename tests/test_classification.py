@@ -560,7 +560,7 @@ def test_a_sweep_refused_before_running_leaves_no_folder(study_dir, monkeypatch)
     def refuse(*args, **kwargs):
         raise ValueError("the sweep needs about 9 TB: pass chunk_size=10")
 
-    monkeypatch.setattr(experiment, "sweep", refuse)
+    monkeypatch.setattr(experiment, "run_plan", refuse)  # the run executes each sweep's plan
     jax.config.update("jax_enable_x64", True)
     with pytest.raises(ValueError, match="gd: the sweep needs about 9 TB.*nothing was written"):
         experiment.run_experiment(cfg, str(study_dir / "refused"))

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from gdjax import data, reference
-from gdjax.options import Execution
 from gdjax.study import cli, config, experiment, preflight
 from gdjax.study.config import ConfigError
 from tests.helpers import run_cli
@@ -179,24 +178,38 @@ def test_gradient_check_failure_stops_before_running(tmp_path, monkeypatch):
 
 
 class _Interrupt:
-    """Wraps `experiment.sweep`: the `at`-th call raises `exc` (before running, or after its first
-    chunk with `chunked`)."""
+    """Makes the `at`-th sweep of a run fail: its `run_plan` raises `exc` before running, or, with
+    `chunked`, it is planned in chunks of 2 lanes (`plan_sweep`, before the folder is made) and its
+    progress raises `exc` after the first chunk. `undo()` puts the real functions back."""
 
-    def __init__(self, real, at, exc, chunked=False):
-        self.real, self.at, self.exc, self.chunked, self.calls = real, at, exc, chunked, 0
+    def __init__(self, monkeypatch, at, exc, chunked=False):
+        self.monkeypatch, self.at, self.exc, self.chunked = monkeypatch, at, exc, chunked
+        self.real = (preflight.plan_sweep, experiment.run_plan)
+        self.plans = self.runs = 0
+        monkeypatch.setattr(preflight, "plan_sweep", self.plan)
+        monkeypatch.setattr(experiment, "run_plan", self.run)
 
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        if self.calls != self.at:
-            return self.real(*args, **kwargs)
+    def plan(self, *args, **kwargs):
+        self.plans += 1
+        if self.chunked and self.plans == self.at:
+            kwargs = dict(kwargs, execution=dataclasses.replace(kwargs["execution"], chunk_size=2))
+        return self.real[0](*args, **kwargs)
+
+    def run(self, plan, *, progress=None):
+        self.runs += 1
+        if self.runs != self.at:
+            return self.real[1](plan, progress=progress)
         if not self.chunked:
             raise self.exc
 
         def boom(done, total):
             raise self.exc
 
-        execution = dataclasses.replace(kwargs.get("execution") or Execution(), chunk_size=2, progress=boom)
-        return self.real(*args, **{**kwargs, "chunk_size": None, "execution": execution})
+        return self.real[1](plan, progress=boom)
+
+    def undo(self):
+        self.monkeypatch.setattr(preflight, "plan_sweep", self.real[0])
+        self.monkeypatch.setattr(experiment, "run_plan", self.real[1])
 
 
 def _assert_same_results(a, b):
@@ -209,7 +222,7 @@ def _assert_same_results(a, b):
     assert (a / "config.toml").read_text() == (b / "config.toml").read_text()
 
 
-# (id, call of experiment.sweep that fails, what it raises, fail after a chunk, exit code, PARTIAL lines)
+# (id, the run's sweep that fails, what it raises, fail after a chunk, exit code, PARTIAL lines)
 INTERRUPTIONS = [
     (
         "ctrl-c before adam",
@@ -237,8 +250,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(
     default_run, tmp_path, monkeypatch, at, exc, chunked, code, partial_lines
 ):
     folder = tmp_path / "run"
-    flaky = _Interrupt(experiment.sweep, at, exc, chunked)
-    monkeypatch.setattr(experiment, "sweep", flaky)
+    flaky = _Interrupt(monkeypatch, at, exc, chunked)
     got, _, err = run_cli("run", "--out", str(folder), "--no-plots")
     assert got == code, err
     assert "Traceback" not in err
@@ -258,7 +270,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(
     if chunked:
         assert (folder / experiment.PARTS / "momentum.partial.npz").is_file()
 
-    monkeypatch.setattr(experiment, "sweep", flaky.real)
+    flaky.undo()
     got, out, err = run_cli("run", "--out", str(folder), "--resume", "--no-plots")
     assert got == 0, err
     assert f"{len(finished)} of 4 optimizers already done" in out
@@ -304,12 +316,11 @@ def test_resume_accepts_a_folder_written_before_the_stopping_and_execution_table
     }
     # An interrupted run whose config.toml has the old layout resumes to the uninterrupted result ...
     folder = tmp_path / "run"
-    flaky = _Interrupt(experiment.sweep, 3, KeyboardInterrupt())
-    monkeypatch.setattr(experiment, "sweep", flaky)
+    flaky = _Interrupt(monkeypatch, 3, KeyboardInterrupt())
     code, _, err = run_cli("run", "--out", str(folder), "--no-plots")
     assert code == 130 and "--resume" in err, err
     (folder / "config.toml").write_text(old)
-    monkeypatch.setattr(experiment, "sweep", flaky.real)
+    flaky.undo()
     code, out, err = run_cli("run", "--out", str(folder), "--resume", "--no-plots")
     assert code == 0, err
     assert "2 of 4 optimizers already done" in out
@@ -348,25 +359,37 @@ grid.learning_rate = [0.01, 0.1]
 """
 
 
+def _spy_sweeps(monkeypatch):
+    """Records the arguments each sweep of a run is planned with (`plan_sweep`, once per sweep) and
+    whether its run (`run_plan`) got a progress callback."""
+    seen, given = [], []
+    plan, run = preflight.plan_sweep, experiment.run_plan
+
+    def planned(*args, **kwargs):
+        seen.append(kwargs)
+        return plan(*args, **kwargs)
+
+    def ran(p, *, progress=None):
+        given.append(progress is not None)
+        return run(p, progress=progress)
+
+    monkeypatch.setattr(preflight, "plan_sweep", planned)
+    monkeypatch.setattr(experiment, "run_plan", ran)
+    return seen, given
+
+
 def test_stopping_and_execution_tables_reach_the_sweep(tmp_path, monkeypatch):
     path = tmp_path / "stops.toml"
     path.write_text(STOPPING_STUDY)
     cfg = config.load(path)
-    seen = []
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs)
-        return real(*args, **kwargs)
-
-    real = experiment.sweep
-    monkeypatch.setattr(experiment, "sweep", spy)
+    seen, progress = _spy_sweeps(monkeypatch)
     code, _, err = run_cli("run", str(path), "--out", str(tmp_path / "run"), "-q", "--no-plots")
     assert code == 0, err
     (kwargs,) = seen
     assert kwargs["stopping"] is cfg.stopping or kwargs["stopping"] == cfg.stopping
     assert kwargs["stopping"].min_delta == 1e6 and kwargs["stopping"].divergence_patience == 3
-    assert dataclasses.replace(kwargs["execution"], progress=None) == cfg.execution
-    assert kwargs["execution"].unroll == 2 and kwargs["execution"].progress is not None
+    assert kwargs["execution"] == cfg.execution  # planned once; the run adds the progress callback
+    assert kwargs["execution"].unroll == 2 and progress == [True]
     assert kwargs["execution"].step_progress is None  # -q: the program carries no progress callback
     assert "tol" not in kwargs and "chunk_size" not in kwargs
     rows = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -448,14 +471,7 @@ class _Terminal(io.StringIO):
 def test_progress_bars_on_a_terminal_report_lanes_and_steps(tmp_path, monkeypatch):
     path = tmp_path / "stops.toml"
     path.write_text(STOPPING_STUDY)
-    seen = []
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["execution"])
-        return real(*args, **kwargs)
-
-    real = experiment.sweep
-    monkeypatch.setattr(experiment, "sweep", spy)
+    seen, progress = _spy_sweeps(monkeypatch)
     out, err = io.StringIO(), _Terminal()
     before = jax.config.jax_enable_x64
     try:
@@ -465,8 +481,8 @@ def test_progress_bars_on_a_terminal_report_lanes_and_steps(tmp_path, monkeypatc
     finally:
         jax.config.update("jax_enable_x64", before)
     assert code == 0, err.getvalue()
-    (execution,) = seen
-    assert execution.step_progress is not None and execution.progress is not None
+    (kwargs,) = seen
+    assert kwargs["execution"].step_progress is not None and progress == [True]
     text = err.getvalue()
     assert "gd: 100%" in text and "2/2" in text, text  # the unit's lane bar, drawn by tqdm
     assert "steps:" in text, text  # the bar inside the compiled program

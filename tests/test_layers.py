@@ -103,3 +103,47 @@ def test_study_modules_import_only_downward(name):
     above = set(STUDY_ORDER[STUDY_ORDER.index(name) :])
     bad = sorted(m for m in _gdjax_imports(path) if m.startswith("gdjax.study.") and m.split(".")[2] in above)
     assert not bad, f"gdjax.study.{name} imports {bad}, which sit at or above it"
+
+
+CONFIG_STAGE = {"config", "configbase", "configcosts", "configgrids", "datasets", "problems", "preflight"}
+
+
+def test_a_config_passes_the_config_and_problem_modules_once(tmp_path, monkeypatch):
+    # `gdjax run CONFIG` down to the report: once the first results exist (gdjax.study.parts), the
+    # orchestration (cli, experiment) never goes back to the config or problem modules, and the
+    # report is drawn from the run it holds, not the folder read back.
+    from gdjax.study import figures
+    from tests.helpers import run_cli
+    from tests.test_faults import TINY  # no gradient check, no plots
+
+    study = TINY.replace("num_steps = 200", "num_steps = 20")
+    study = study.replace(
+        'rule = "momentum"\ngrid.learning_rate = [0.01, 0.1]\n', 'rule = "adam"\ngrid.learning_rate = 0.1\n'
+    )
+
+    monkeypatch.setattr(figures, "draw", lambda results: {})  # the page without its figures: fast
+    (tmp_path / "flow.toml").write_text(study.replace("grid.momentum = 0.9\n", ""))
+    orchestrators = ("gdjax.study.cli", "gdjax.study.experiment")
+    flow, loads = [], []
+
+    def record(frame, event, arg):
+        if event != "call":
+            return
+        module = frame.f_globals.get("__name__", "")
+        if frame.f_code.co_name == "_load_run_folder":
+            loads.append(module)
+        caller = frame.f_back.f_globals.get("__name__", "") if frame.f_back else ""
+        if module.startswith("gdjax.study.") and caller in orchestrators and caller != module:
+            flow.append(module.split(".")[2])
+
+    sys.setprofile(record)
+    try:
+        code, _, err = run_cli("run", str(tmp_path / "flow.toml"), "--out", str(tmp_path / "run"), "-q")
+    finally:
+        sys.setprofile(None)
+    assert code == 0, err
+    assert (tmp_path / "run" / "report.html").is_file()
+    assert "parts" in flow and "report" in flow and "page" in flow
+    after = flow[flow.index("parts") :]
+    assert not CONFIG_STAGE & set(after), after
+    assert not loads

@@ -269,6 +269,38 @@ def test_a_run_folder_keeps_its_held_out_split(run_folder, tmp_path):
         gdjax.study.load(copy)
 
 
+def test_a_finished_run_gives_its_results_without_reading_its_folder(tmp_path, monkeypatch):
+    # `gdjax run` renders its report from what the run holds: the same Results `load` reads back.
+    import jax
+    import pandas as pd
+
+    from gdjax.study import config, experiment, results_model
+
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        small = (
+            STUDY.replace("40", "12").replace('[8, "full"]', "8").split('[[optimizers]]\nrule = "adam"')[0]
+        )
+        outcome = experiment.run_experiment(config.loads(small), str(tmp_path / "run"))
+    finally:
+        jax.config.update("jax_enable_x64", before)
+    loaded = results_model.load(outcome.folder)
+    monkeypatch.setattr(results_model, "load", None)  # of_run must not read the folder back
+    monkeypatch.setattr(gdjax.io, "read_npz", None)
+    kept = results_model.of_run(outcome)
+    for name in ("lanes", "curves", "problems"):
+        pd.testing.assert_frame_equal(getattr(kept, name), getattr(loaded, name))
+    assert (kept.hyperparameters, kept.metrics, kept.tuning_seeds) == (
+        loaded.hyperparameters,
+        loaded.metrics,
+        loaded.tuning_seeds,
+    )
+    assert kept.splits.keys() == loaded.splits.keys() == {"tiny"}
+    for part in ("train", "test"):
+        np.testing.assert_array_equal(kept.splits["tiny"][part], loaded.splits["tiny"][part])
+
+
 def test_import_gdjax_study_does_not_load_pandas():
     code = textwrap.dedent(
         """

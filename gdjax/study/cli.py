@@ -35,7 +35,7 @@ import jax
 from gdjax import compile_cache, costs, data, rules
 from gdjax._version import __version__
 from gdjax.progress import Bars
-from gdjax.study import config, experiment, problems, report
+from gdjax.study import config, experiment, problems, report, runfolder
 from gdjax.study.config import ConfigError
 
 __all__ = ["main"]
@@ -249,6 +249,7 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
     say(f"gdjax run: {cfg.name}" + (f" ({cfg.source})" if cfg.source else ""))
     if cfg.description and not args.quiet:
         say(_wrap(cfg.description))
+    results = None  # the run's Results, for the page
     try:
         outcome = experiment.run_experiment(
             cfg,
@@ -260,10 +261,13 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
             command=[PROG, *argv],
             gradcheck_x64=_x64_on,
         )
+        if not args.no_plots:  # the results model first: the page below is drawn from it
+            results = _results_of(outcome, err)
         if not args.no_plots and outcome.ran:  # the config's plots, into the finished folder
-            with experiment.PlotStage(outcome, log=say) as stage:
-                units = experiment.units(cfg)
-                stage.add(report.draw_plots(cfg, outcome.problems, units, outcome.results, stage.path))
+            with runfolder.PlotStage(outcome, log=say) as stage:
+                stage.add(
+                    report.draw_plots(cfg, outcome.problems, outcome.units, outcome.results, stage.path)
+                )
     except experiment.GradCheckFailed as failure:
         bar.close()
         print(experiment.gradcheck_text(failure.reports), file=err, end="")
@@ -288,13 +292,11 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
         return _interrupt_code(stop)
     bar.close()
     page_path = verdict = None
-    if not args.no_plots:  # the comparison page, from the finished folder's Results
+    if results is not None:  # the comparison page
         try:
-            from gdjax.study import results_model
-
-            results = results_model.load(outcome.folder)
+            statement = results.best_statement(by="suboptimality")  # once: the page states it too
             page_path = write_run_report(outcome.folder, results=results)
-            verdict = results.best_statement(by="suboptimality")
+            verdict = statement
         except (ValueError, OSError) as error:  # the run's results are on disk: say so, do not fail
             print(f"{PROG}: note: report.html not written: {str(error).splitlines()[0]}", file=err)
     if not args.quiet:
@@ -323,6 +325,18 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
         if page_path:
             say(f"report: {page_path}")
     return 0
+
+
+def _results_of(outcome, err: TextIO):
+    """The run's `Results`, built from what the run holds (`results_model.of_run`, not the folder read
+    back); None, with a note, if they cannot be built (the run's files are on disk all the same)."""
+    from gdjax.study import results_model
+
+    try:
+        return results_model.of_run(outcome)
+    except (ValueError, OSError) as error:
+        print(f"{PROG}: note: report.html not written: {str(error).splitlines()[0]}", file=err)
+        return None
 
 
 def _resume_hint(args, folder: str) -> str:
@@ -366,6 +380,8 @@ def write_run_report(path: str, *, title: str | None = None, results=None) -> st
         staging = folder.staging()
         page.write_report(results, staging, title=title)
         for name in (page.FIGURES_DIR, "report.html"):
+            if not os.path.lexists(os.path.join(staging, name)):  # no figure applies: no figures/
+                continue
             if name in folder.owned():
                 folder.remove(name)
             if folder.adopt(os.path.join(staging, name)) is None:

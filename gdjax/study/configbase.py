@@ -218,6 +218,16 @@ class OptimizerConfig:
         names = self.rule_hyperparameters()
         return tuple(k for k, v in self.grid if k not in names and not isinstance(v, bool))
 
+    def sweep_grid(self) -> dict[str, Any]:
+        """The grid as `gdjax.sweep` takes it: axes as lists, the schedule as a scalar, a `gdjax.Zip`
+        when zipped."""
+        from gdjax.sweep import Zip
+
+        grid: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.grid}
+        if self.schedule is not None:
+            grid["schedule"] = self.schedule
+        return Zip(grid) if self.zip_grid else grid
+
     def num_points(self) -> int:
         """Grid points (before seeds, starts and batch sizes)."""
         sizes = [len(v) for v in self.axes().values()]

@@ -4,7 +4,6 @@ rule's and cost's hyperparameters with the nearest valid name."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +11,7 @@ import numpy as np
 
 from gdjax import rules
 from gdjax.study.configbase import LABEL, REQUIRED, OptimizerConfig, Table, read_batch_sizes, toml_type
+from gdjax.sweep import GridError, check_grid
 from gdjax.validation import nearest
 
 __all__ = ["MAX_AXIS", "MAX_SEARCH_POINTS", "halton_grid", "read_optimizer_table"]
@@ -257,21 +257,12 @@ def _unknown_hyperparameter(key: str, rule: str, schedule: str | None, names, ca
 
 
 def _check_values(g: Table, opt: OptimizerConfig) -> None:
-    """Builds the rule at each value of each axis so that a bad value names its key now."""
-    cost_keys = set(opt.cost_keys())  # checked against the cost when it is loaded
-    fixed = {k: v for k, v in opt.fixed().items() if k not in cost_keys}
-    first = {k: v[0] for k, v in opt.axes().items() if k not in cost_keys}
-    extra = {"schedule": opt.schedule} if opt.schedule is not None else {}
+    """Asks the sweep's own validator (`gdjax.sweep.check_grid`, the one `check_sweep` and `sweep`
+    use) whether it takes every value, so that a bad value names its key and line now."""
     try:
-        rules.get(opt.rule, **fixed, **first, **extra)
+        check_grid(opt.rule, opt.sweep_grid(), cost_names=opt.cost_keys())
+    except GridError as err:
+        axis = isinstance(dict(opt.grid).get(err.key), tuple)
+        g.fail((err.key, err.index) if axis and err.index is not None else err.key, err.reason)
     except ValueError as err:
-        key = next((k for k, _ in opt.grid if re.search(rf"\b{re.escape(k)}\b", str(err))), None)
-        g.fail(key, str(err))
-    for name, values in opt.axes().items():
-        if name in cost_keys:
-            continue
-        for i, v in enumerate(values[1:], 1):
-            try:
-                rules.get(opt.rule, **fixed, **{**first, name: v}, **extra)
-            except ValueError as err:
-                g.fail((name, i), str(err))
+        g.fail(None, str(err))

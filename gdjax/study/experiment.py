@@ -88,7 +88,7 @@ from gdjax.study.summary import (
     format_summary,
     status_counts,
 )
-from gdjax.sweep import SweepInterrupted, sweep
+from gdjax.sweep import SweepInterrupted, run_plan, sweep
 from gdjax.types import GradCheckReport
 
 # With names re-exported from the modules they moved to (problems, preflight, parts, summary).
@@ -156,16 +156,25 @@ def unit_sweeps(cfg: ExperimentConfig, u: Unit, p: Problem, per_seed=None) -> li
     return [_sweep_call(cfg, u, p)]
 
 
-def run_unit(cfg: ExperimentConfig, u: Unit, p: Problem, *, progress=None, per_seed=None) -> UnitResult:
-    """Runs one unit's sweep. Raises `SweepInterrupted` (with `.partial`) if a later chunk fails.
+def run_unit(
+    cfg: ExperimentConfig, u: Unit, p: Problem, *, progress=None, per_seed=None, plan=None
+) -> UnitResult:
+    """Runs one unit's sweep: its `plan` from `check_sweeps` when given (planned once, before the
+    folder was made), else the sweep planned here. Raises `SweepInterrupted` (with `.partial`) if a
+    later chunk fails.
 
     A problem split per seed runs one sweep per seed, each on its own split (`per_seed`, from
     `seed_problems`; built here when not given)."""
-    total = num_lanes(cfg, u, p)
-    if split_per_seed(cfg, p):
+    if plan is not None and plan.runnable:
+        result, total = run_plan(plan, progress=progress), plan.num_lanes
+    elif split_per_seed(cfg, p):
+        total = num_lanes(cfg, u, p)
         return _run_per_seed(cfg, u, p, total, progress, per_seed or seed_problems(cfg, [p]))
-    args, kwargs = _sweep_call(cfg, u, p, progress)
-    result = sweep(*args, **kwargs).with_f_star(p.f_star)
+    else:
+        total = num_lanes(cfg, u, p)
+        args, kwargs = _sweep_call(cfg, u, p, progress)
+        result = sweep(*args, **kwargs)
+    result = result.with_f_star(p.f_star)
     return unit_result(cfg, u, p, result, True, total)
 
 
@@ -243,6 +252,9 @@ class RunOutcome:
     plots: list[str] = field(default_factory=list)
     resumed: bool = False
     ran: bool = True  # False: `--resume` found the folder complete and ran nothing
+    units: list[Unit] = field(default_factory=list)  # the sweeps of the run, in order
+    histories: dict = field(default_factory=dict)  # the arrays of histories.npz, as written
+    splits: dict = field(default_factory=dict)  # the arrays of split.npz, as written
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -322,8 +334,8 @@ def run_experiment(
     per_seed = seed_problems(cfg, problems)  # [data] split_per_seed: each seed's own split
     unit_list = units(cfg)
     check_units(cfg, problems, unit_list)
-    check_memory(cfg, problems, unit_list)
-    check_sweeps(cfg, problems, unit_list)
+    check_memory(cfg, problems, unit_list)  # the histories on the host
+    plans = check_sweeps(cfg, problems, unit_list)  # each sweep's lanes per call on the devices, once
     manifest_file = os.path.join(out, "manifest.json")
     if kind == "resume" and os.path.lexists(manifest_file):
         old = read_json(manifest_file, what="run manifest", follow=False)
@@ -348,10 +360,11 @@ def run_experiment(
                     reports = check_gradients(cfg, problems)
             else:
                 reports = check_gradients(cfg, problems)
-            if not all(r.ok for r in reports.values()):
-                raise GradCheckFailed(reports)
-            for label, report in reports.items():  # a warning (a kink at a start) does not stop the run
-                log(f"gradient check of {label}: {report.verdict}")
+        if not all(r.ok for r in reports.values()):
+            raise GradCheckFailed(reports)
+        checked = gradcheck_text(reports) if reports else None  # written with the folder
+        for label, report in reports.items():  # a warning (a kink at a start) does not stop the run
+            log(f"gradient check of {label}: {report.verdict}")
 
         folder, resumed = runfolder.prepare(
             cfg, out, resume=resume, force=force, fingerprints=fingerprints, log=log
@@ -380,10 +393,7 @@ def run_experiment(
             "tuning_seeds": None if cfg.outputs.tuning_seeds is None else list(cfg.outputs.tuning_seeds),
             "gradcheck": {k: r.verdict for k, r in reports.items()} or "disabled",
             "data_files": fingerprints,
-            "units": {
-                u.key: {"status": "pending", "lanes": num_lanes(cfg, u, problems[u.problem])}
-                for u in unit_list
-            },
+            "units": {u.key: {"status": "pending", "lanes": plans[u.key].num_lanes} for u in unit_list},
         }
         results: dict[str, UnitResult] = {}
         if resumed:
@@ -409,8 +419,8 @@ def run_experiment(
         }
         if splits:  # the held-out split, for gdjax.study.load (`results.splits`)
             folder.write_npz("split.npz", splits)
-        if reports:
-            folder.write_text("gradcheck.txt", gradcheck_text(reports))
+        if checked is not None:
+            folder.write_text("gradcheck.txt", checked)
         elif not os.path.lexists(folder.file("gradcheck.txt")):
             folder.write_text("gradcheck.txt", "gradient check disabled (gradcheck.enabled = false)\n")
 
@@ -437,7 +447,7 @@ def run_experiment(
             if u.key in results:
                 continue
             p = problems[u.problem]
-            total = num_lanes(cfg, u, p)
+            total = plans[u.key].num_lanes
             log(f"running {u.key}: {total} lane(s) x {u.num_steps} steps")
             tick = None
             if progress is not None:
@@ -445,7 +455,7 @@ def run_experiment(
                 progress(u.key, 0, total)
             try:
                 ahead = compiler.wait(u.key)  # its programs, compiled in threads
-                r = run_unit(cfg, u, p, progress=tick, per_seed=per_seed)
+                r = run_unit(cfg, u, p, progress=tick, per_seed=per_seed, plan=plans[u.key])
                 r = dataclasses.replace(r, compile_seconds=r.compile_seconds + ahead)
             except ValueError as err:
                 # The sweep refused its input before running a lane (a size only it can judge).
@@ -503,7 +513,9 @@ def run_experiment(
     finally:
         compiler.close()
         folder.unlock()
-    return RunOutcome(folder.path, rows, results, problems, reports, manifest, [], resumed)
+    return RunOutcome(
+        folder.path, rows, results, problems, reports, manifest, [], resumed, True, unit_list, arrays, splits
+    )
 
 
 def _unit_calls(cfg, unit_list, problems, per_seed, done) -> list:
@@ -515,54 +527,7 @@ def _unit_calls(cfg, unit_list, problems, per_seed, done) -> list:
     ]
 
 
-class PlotStage:
-    """Draws files into a finished run folder, holding its lock: `with PlotStage(outcome) as stage:`
-    draw into `stage.path` (an owned, empty `.gdjax-staging/`) and `stage.add(paths)`; on leaving,
-    each name is listed as gdjax's before its file is moved into place (a file of that name that
-    gdjax did not make is kept, with a note), the manifest lists the plots, `outcome.plots` holds
-    their paths, and the lock is released (the staging folder is removed either way).
-
-    The command draws `[outputs] plots` this way after `run_experiment` (`gdjax.study.report`, which
-    sits above this module, draws them), so a run never calls back up into the report.
-    """
-
-    def __init__(self, outcome: RunOutcome, log: Callable[[str], Any] | None = None):
-        self.outcome, self.log = outcome, log or (lambda message: None)
-        self.folder = runfolder.RunFolder(outcome.folder)
-        self.path = ""
-        self._paths: list[str] = []
-
-    def add(self, paths) -> None:
-        self._paths.extend(paths)
-
-    def __enter__(self) -> PlotStage:
-        self.folder.lock()
-        try:
-            self.path = self.folder.staging()
-        except BaseException:
-            self.folder.unlock()
-            raise
-        return self
-
-    def __exit__(self, kind, error, tb) -> None:
-        try:
-            if kind is None:
-                drawn = []
-                for path in self._paths:
-                    moved = self.folder.adopt(path)
-                    if moved is None:
-                        self.log(
-                            f"note: {self.folder.file(os.path.basename(path))} is not gdjax's, so it was "
-                            "kept and that plot not written; rename it to get the plot"
-                        )
-                    else:
-                        drawn.append(moved)
-                self.outcome.manifest["plots"] = [os.path.basename(p) for p in drawn]
-                self.folder.write_json("manifest.json", self.outcome.manifest)
-                self.outcome.plots[:] = drawn
-            self.folder.remove(runfolder.STAGING)
-        finally:
-            self.folder.unlock()
+PlotStage = runfolder.PlotStage  # moved to the run folder's module; the old name still works
 
 
 def read_run(path: str, *, cfg: ExperimentConfig | None = None, problems=None) -> RunOutcome:

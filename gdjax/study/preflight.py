@@ -3,14 +3,15 @@
 `run_experiment` (gdjax.study.experiment) calls these in order: the problems are built
 (`gdjax.study.problems.build_problems`), the config's units listed (`units`: one sweep per cost and
 optimizer), then checked against the data (`check_units`), the host memory (`check_memory`) and
-the sweeps themselves (`check_sweeps`, through `gdjax.check_sweep`), and the gradients checked
+the sweeps themselves (`check_sweeps`: each sweep planned once by `gdjax.sweep.plan_sweep`, the
+plan the run then executes), and the gradients checked
 (`check_gradients`) - all before a run folder is made.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +31,7 @@ from gdjax.study.problems import (
     read_data,
 )
 from gdjax.study.summary import METRIC_NAMES, SUMMARY_KEYS
-from gdjax.sweep import NOISE_FOLD, Init, Starts, Zip, check_sweep
+from gdjax.sweep import NOISE_FOLD, Init, Starts, SweepPlan, check_sweep, plan_sweep
 from gdjax.types import GradCheckReport, PyTree
 from gdjax.validation import nearest
 
@@ -312,16 +313,24 @@ def check_units(cfg: ExperimentConfig, problems: list[Problem], unit_list: list[
         raise cfg.error("outputs.x_axis", "epochs count examples: test functions have no data")
 
 
-def check_sweeps(cfg: ExperimentConfig, problems: list[Problem], unit_list: list[Unit]) -> None:
-    """Asks every unit's sweep to validate itself (`gdjax.check_sweep`: nothing compiled or run), so a
-    sweep it would refuse (values, sizes against the device memory budget) is refused before any
-    folder is made."""
+def check_sweeps(
+    cfg: ExperimentConfig, problems: list[Problem], unit_list: list[Unit]
+) -> dict[str, SweepPlan]:
+    """Plans every unit's sweep once (`gdjax.sweep.plan_sweep`: validated, its memory planned against
+    the device budget, nothing compiled or run), so a sweep it would refuse is refused before any
+    folder is made, and the run executes these plans (`run_plan`) instead of planning again.
+
+    Returns `{unit key: SweepPlan}`; a unit split per seed runs one sweep per seed on its own data,
+    so its plan only validates (`check_sweep`)."""
+    plans = {}
     for u in unit_list:
         p = problems[u.problem]
+        planner = check_sweep if split_per_seed(cfg, p) else plan_sweep
         try:
-            check_sweep(p.cost, u.optimizer.rule, unit_start(p), p.data, **sweep_args(cfg, u, p))
+            plans[u.key] = planner(p.cost, u.optimizer.rule, unit_start(p), p.data, **sweep_args(cfg, u, p))
         except ValueError as err:
             raise ValueError(f"{u.key}: {err}; nothing was written") from err
+    return plans
 
 
 def check_memory(cfg: ExperimentConfig, problems: list[Problem], unit_list: list[Unit]) -> None:
@@ -398,13 +407,9 @@ def _random(cfg: ExperimentConfig, u: Unit, p: Problem) -> bool:
 def sweep_args(cfg: ExperimentConfig, u: Unit, p: Problem, progress=None) -> dict:
     """The `sweep` arguments of a unit: its grid and [run] settings, and the config's own `Stopping`
     and `Execution` objects (with the progress callback)."""
-    opt = u.optimizer
-    grid: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v for k, v in opt.grid}
-    if opt.schedule is not None:
-        grid["schedule"] = opt.schedule
     batch = list(u.batch_size) if len(u.batch_size) > 1 else u.batch_size[0]
     return dict(
-        grid=Zip(grid) if opt.zip_grid else grid,
+        grid=u.optimizer.sweep_grid(),
         num_steps=u.num_steps,
         seeds=list(cfg.seeds) if _random(cfg, u, p) else None,
         batch_size=batch,

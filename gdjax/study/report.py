@@ -1,7 +1,7 @@
 """The figures of a finished run: `draw_plots` writes the plots a config names into its run folder.
 
 The command calls `draw_plots` after `gdjax.study.experiment.run_experiment`, drawing into the
-finished folder's staging area (`experiment.PlotStage`); the figures come from `gdjax.study.plots`.
+finished folder's staging area (`runfolder.PlotStage`); the figures come from `gdjax.study.plots`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import numpy as np
 
 from gdjax import reference
 from gdjax.io import BLEW_UP, format_number
-from gdjax.study import experiment, plots
+from gdjax.study import plots
+from gdjax.study.preflight import is_line
+from gdjax.study.summary import METRIC_NAMES, best_configurations, config_key
 from gdjax.types import Status
 
 __all__ = ["draw_plots"]
@@ -40,7 +42,7 @@ def _best_curves(mine, best, results, p, x_axis) -> dict:
 
 def _best_label(b: dict) -> str:
     skip = {"optimizer", "cost", "rule", "final_loss", "suboptimality", "steps_to_target", "status", "steps"}
-    skip |= {"seeds", "lanes", "schedule", "batch_size", "suboptimality_vs_best", *experiment.METRIC_NAMES}
+    skip |= {"seeds", "lanes", "schedule", "batch_size", "suboptimality_vs_best", *METRIC_NAMES}
     parts = [
         f"{plots.abbreviate(k)}={format_number(v)}" for k, v in b.items() if k not in skip and v is not None
     ]
@@ -202,7 +204,7 @@ def draw_plots(cfg, problems, unit_list, results, folder: str) -> list[str]:
             continue
         rows = [r for u in mine for r in results[u.key].rows]
         metrics = tuple(p.metrics or ())
-        chosen = experiment.best_configurations(rows, cfg.outputs.rank_by, metrics, cfg.outputs.tuning_seeds)
+        chosen = best_configurations(rows, cfg.outputs.rank_by, metrics, cfg.outputs.tuning_seeds)
         best = {b["optimizer"]: b for b in chosen}
         title_cost = f" ({p.label})" if len(cfg.costs) > 1 else ""
         sfx = _suffix(cfg, p)
@@ -254,7 +256,7 @@ def draw_plots(cfg, problems, unit_list, results, folder: str) -> list[str]:
                         paths.setdefault(_grid_label(u, row), _lanes_of(r.trace, [row["lane"]]))
                     title = f"{cfg.name}: {u.optimizer.label} paths{title_cost}"
                     figs.append((f"contour-{u.optimizer.label}{sfx}.png", _contour_figure(p, paths, title)))
-            elif name == "fitted_line" and experiment.is_line(p):
+            elif name == "fitted_line" and is_line(p):
                 ds = p.dataset
                 lines = {}
                 for u in mine:
@@ -283,7 +285,7 @@ def draw_plots(cfg, problems, unit_list, results, folder: str) -> list[str]:
 
 
 def _num_configs(rows: list[dict], metrics) -> int:
-    return len({experiment.config_key(r, metrics) for r in rows})
+    return len({config_key(r, metrics) for r in rows})
 
 
 def _contour_figure(p, paths: dict, title: str):

@@ -65,6 +65,7 @@ __all__ = [
     "ResultsError",
     "load",
     "merge",
+    "of_run",
     "results",
 ]
 
@@ -292,6 +293,21 @@ def _load_run_folder(path: str) -> Results:
         arrays = gdjax_io.read_npz(os.path.join(path, "histories.npz"))
     except gdjax_io.FileFormatError as err:
         raise ResultsError(str(err)) from None
+    return _from_run(path, manifest, rows, arrays, _read_splits(path))
+
+
+def of_run(outcome) -> Results:
+    """The `Results` of a run `gdjax.study.experiment.run_experiment` just finished, from what it holds
+    in memory (its rows, histories, splits and manifest, as they were written): the same as
+    `load(outcome.folder)` without reading the folder back."""
+    if not outcome.ran or not outcome.histories:  # `--resume` of a complete folder: nothing in memory
+        return load(outcome.folder)
+    manifest, rows = (gdjax_io.loads(gdjax_io.dumps(x)) for x in (outcome.manifest, outcome.rows))
+    return _from_run(outcome.folder, manifest, rows, outcome.histories, outcome.splits)
+
+
+def _from_run(path: str, manifest: dict, rows, arrays: dict, split_arrays: dict) -> Results:
+    """A run folder's `Results` from its manifest, summary rows, histories and held-out splits."""
     problems_info = manifest.get("problems") or {}
     study = str(manifest.get("name") or os.path.basename(os.path.normpath(path)))
     several = len(problems_info) > 1
@@ -386,22 +402,28 @@ def _load_run_folder(path: str) -> Results:
             for label, info in problems_info.items()
         ]
     )
-    built = _build(units, problems, _provenance(os.path.abspath(path), manifest), _read_splits(path, name_of))
+    splits = _splits(os.path.join(path, "split.npz"), split_arrays, name_of)
+    built = _build(units, problems, _provenance(os.path.abspath(path), manifest), splits)
     return dataclasses.replace(built, tuning_seeds=_tuning_seeds(manifest.get("tuning_seeds")))
 
 
-def _read_splits(path: str, name_of) -> dict[str, dict[str, np.ndarray]]:
+def _read_splits(path: str) -> dict[str, np.ndarray]:
     """The held-out splits `gdjax run` wrote to `split.npz` (`<cost>/train`, `<cost>/test`); a folder
     without a split, or written before splits were saved, has none."""
     file = os.path.join(path, "split.npz")
     if not os.path.isfile(file):
         return {}
     try:
-        arrays = gdjax_io.read_npz(file)
+        return gdjax_io.read_npz(file)
     except gdjax_io.FileFormatError as err:
         raise ResultsError(str(err)) from None
+
+
+def _splits(file: str, arrays: dict, name_of) -> dict[str, dict[str, np.ndarray]]:
+    """`{problem: {"train": indices, "test": indices}}` from the arrays of `split.npz`, checked."""
     splits: dict[str, dict[str, np.ndarray]] = {}
     for key, value in arrays.items():
+        value = np.asarray(value)
         label, _, part = key.rpartition("/")
         if part not in ("train", "test") or not label or np.ndim(value) != 1:
             raise ResultsError(f"{file}: member {key!r} is not a split (<cost>/train or <cost>/test, 1-D)")

@@ -53,6 +53,7 @@ __all__ = [
     "PARTIAL_MARKER",
     "PARTS",
     "FolderInUse",
+    "PlotStage",
     "RunFolder",
     "check",
     "data_files",
@@ -165,14 +166,15 @@ def _check_entry(folder: str, name: str) -> None:
 
 # --------------------------------------------------------------------------------- data fingerprints
 def data_files(cfg) -> list[str]:
-    """Absolute paths of the files a config reads: its CSV/NPZ data and the `.py` files of its costs
-    (`callable`, `params0`, `analytic`, `init`). Modules named by import path are not fingerprinted."""
+    """Absolute paths of the files a config reads: its CSV/NPZ data (the study's and each problem's
+    own) and the `.py` files of its costs (`callable`, `params0`, `analytic`, `init`, `metrics`).
+    Modules named by import path are not fingerprinted."""
     files = []
-    d = cfg.data
-    if d is not None and d.source in ("csv", "npz") and d.path:
-        files.append(os.path.abspath(d.path))
+    for d in [cfg.data, *(c.data for c in cfg.costs)]:
+        if d is not None and d.source in ("csv", "npz") and d.path:
+            files.append(os.path.abspath(d.path))
     for c in cfg.costs:
-        for ref in (c.callable, c.params0, c.analytic, c.init):
+        for ref in (c.callable, c.params0, c.analytic, c.init, *(c.metrics or ())):
             if isinstance(ref, str) and ":" in ref:
                 target = ref.rpartition(":")[0]
                 if target.endswith(".py") or os.sep in target:
@@ -585,3 +587,54 @@ def prepare(
         folder.unlock()
         raise
     return folder, True
+
+
+class PlotStage:
+    """Draws files into a finished run folder, holding its lock: `with PlotStage(outcome) as stage:`
+    draw into `stage.path` (an owned, empty `.gdjax-staging/`) and `stage.add(paths)`; on leaving,
+    each name is listed as gdjax's before its file is moved into place (a file of that name that
+    gdjax did not make is kept, with a note), the manifest lists the plots, `outcome.plots` holds
+    their paths, and the lock is released (the staging folder is removed either way).
+
+    The command draws `[outputs] plots` this way after `gdjax.study.experiment.run_experiment`
+    (`gdjax.study.report`, which sits above, draws them), so a run never calls back up into the
+    report. `outcome` is the run's `RunOutcome` (its `folder`, `manifest` and `plots`).
+    """
+
+    def __init__(self, outcome, log: Callable[[str], Any] | None = None):
+        self.outcome, self.log = outcome, log or (lambda message: None)
+        self.folder = RunFolder(outcome.folder)
+        self.path = ""
+        self._paths: list[str] = []
+
+    def add(self, paths) -> None:
+        self._paths.extend(paths)
+
+    def __enter__(self) -> PlotStage:
+        self.folder.lock()
+        try:
+            self.path = self.folder.staging()
+        except BaseException:
+            self.folder.unlock()
+            raise
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        try:
+            if kind is None:
+                drawn = []
+                for path in self._paths:
+                    moved = self.folder.adopt(path)
+                    if moved is None:
+                        self.log(
+                            f"note: {self.folder.file(os.path.basename(path))} is not gdjax's, so it was "
+                            "kept and that plot not written; rename it to get the plot"
+                        )
+                    else:
+                        drawn.append(moved)
+                self.outcome.manifest["plots"] = [os.path.basename(p) for p in drawn]
+                self.folder.write_json("manifest.json", self.outcome.manifest)
+                self.outcome.plots[:] = drawn
+            self.folder.remove(STAGING)
+        finally:
+            self.folder.unlock()
