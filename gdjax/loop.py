@@ -118,6 +118,51 @@ class _Carry(NamedTuple):
     params_history: PyTree  # (num_records, ...) buffers written at evaluations, or None
 
 
+# The carry's scalar bookkeeping travels between loop iterations as two small vectors: XLA on CPU
+# runs each updated scalar of a loop body as its own kernel (about 1 ns each, more than a tiny
+# problem's step), and one vector is one kernel. Inside an iteration they are scalars again.
+_COUNTS = ("status", "steps", "since_best", "streak")  # int32
+_LEVELS = ("best_loss", "last_loss", "threshold")  # the run's float dtype
+
+
+class _Packed(NamedTuple):
+    params: PyTree
+    rule_state: Any
+    counts: jax.Array  # int32[4]: _COUNTS
+    levels: jax.Array  # float[3]: _LEVELS
+    params_history: PyTree
+
+
+def _pack(c: _Carry) -> _Packed:
+    return _Packed(
+        params=c.params,
+        rule_state=c.rule_state,
+        counts=jnp.stack([getattr(c, name) for name in _COUNTS]),
+        levels=jnp.stack([getattr(c, name) for name in _LEVELS]),
+        params_history=c.params_history,
+    )
+
+
+def _unpack(p: _Packed) -> _Carry:
+    return _Carry(
+        params=p.params,
+        rule_state=p.rule_state,
+        params_history=p.params_history,
+        **{name: p.counts[i] for i, name in enumerate(_COUNTS)},
+        **{name: p.levels[i] for i, name in enumerate(_LEVELS)},
+    )
+
+
+def _packed_body(body: Callable) -> Callable:
+    """A loop body on `_Carry` as a loop body on `_Packed`."""
+
+    def packed(p: _Packed, x):
+        c, y = body(_unpack(p), x)
+        return _pack(c), y
+
+    return packed
+
+
 class Evaluated(NamedTuple):
     """What one evaluation measures on the full data at the current parameters."""
 
@@ -399,20 +444,57 @@ def scan_program(
                 buffer = buffer.at[0].set(batch_losses[0])
 
             def body(j, state):
-                c, buffer = state
-                c, loss = step(c, t0 + j)
-                return c, None if buffer is None else buffer.at[j].set(loss)
+                p, buffer = state
+                c, loss = step(_unpack(p), t0 + j)
+                return _pack(c), None if buffer is None else buffer.at[j].set(loss)
 
-            c, batch_losses = jax.lax.fori_loop(done, jnp.where(i < num_full, k, rest), body, (c, buffer))
-        elif length > done:
-            c, more = jax.lax.scan(
-                lambda c, t: step(c, t), c, t0 + jnp.arange(done, length), unroll=opts.unroll
+            p, batch_losses = jax.lax.fori_loop(
+                done, jnp.where(i < num_full, k, rest), body, (_pack(c), buffer)
             )
+            c = _unpack(p)
+        elif length > done:
+            p, more = jax.lax.scan(
+                _packed_body(lambda c, t: step(c, t)),
+                _pack(c),
+                t0 + jnp.arange(done, length),
+                unroll=opts.unroll,
+            )
+            c = _unpack(p)
             batch_losses = more if batch_losses is None else jnp.concatenate([batch_losses, more])
         if opts.progress_intervals:
             gdjax_progress.report(i, every=opts.progress_intervals, eval_every=k, num_steps=num_steps)
-        out = (ev, batch_losses if opts.batch_losses and not batch_losses_from_evals else None)
-        return c, (out, at_eval if per_record == 1 else None)
+        row, rec = to_row(ev, at_eval if per_record == 1 else None)
+        return c, ((row, batch_losses if opts.batch_losses and not batch_losses_from_evals else None), rec)
+
+    # What an evaluation records (loss, gradient norm, metrics and, when every evaluation is recorded
+    # and the parameters are a few numbers, the iterate) is written as one row of one history: one
+    # write per evaluation instead of one per quantity (each a kernel; see `_Packed`).
+    leaves0, params_def = jax.tree.flatten(params0)
+    params_in_row = (
+        per_record == 1
+        and sum(np.size(x) for x in leaves0) <= ROW_PARAMS_MAX
+        and all(jnp.result_type(x) == dtype for x in leaves0)
+    )
+    num_metrics = len(metrics)
+
+    def to_row(ev: Evaluated, at_eval):
+        parts = [ev.loss, ev.grad_norm, *ev.metrics.values()]
+        if params_in_row:
+            parts += jax.tree.leaves(at_eval)
+            at_eval = None
+        return jnp.concatenate([jnp.reshape(x, (-1,)) for x in parts]), at_eval
+
+    def from_rows(rows, rec):
+        """`(Evaluated, records)` of the rows `(evaluations, width)` that `to_row` wrote."""
+        ev = Evaluated(rows[:, 0], rows[:, 1], {name: rows[:, 2 + j] for j, (name, _) in enumerate(metrics)})
+        if params_in_row:
+            leaves, at = [], 2 + num_metrics
+            for x in leaves0:
+                size = np.size(x)
+                leaves.append(rows[:, at : at + size].reshape(rows.shape[0], *np.shape(x)))
+                at += size
+            rec = jax.tree.unflatten(params_def, leaves)
+        return ev, rec
 
     # Full batch with an evaluation before every step: the batch loss of step t is the evaluation's
     # loss at t (the step reuses it), so it is not written twice.
@@ -449,27 +531,34 @@ def scan_program(
     # loop of traced length has no reverse mode) and no option needs the scan (blocks, unrolling).
     ragged = bool(num_full and rest and not (opts.guard_steps or opts.checkpoint_every or opts.unroll > 1))
     if ragged:
-        carry, ((ev, bl), rec) = jax.lax.scan(
-            lambda c, i: interval(c, i, k, ragged=True), carry, jnp.arange(num_full + 1, dtype=jnp.int32)
+        packed, ((rows, bl), rec) = jax.lax.scan(
+            _packed_body(lambda c, i: interval(c, i, k, ragged=True)),
+            _pack(carry),
+            jnp.arange(num_full + 1, dtype=jnp.int32),
         )
+        carry = _unpack(packed)
+        ev, rec = from_rows(rows, rec)
         evals.append(ev)
         batch_losses.append(None if bl is None else bl.reshape(-1)[:num_steps])
         records.append(rec)
     if num_full and not ragged:
-        carry, ((ev, bl), rec) = _scan_intervals(
-            lambda c, i: interval(c, i, k),
-            carry,
+        packed, ((rows, bl), rec) = _scan_intervals(
+            _packed_body(lambda c, i: interval(c, i, k)),
+            _pack(carry),
             num_full,
             opts.checkpoint_every and opts.checkpoint_every // k,
         )
+        carry = _unpack(packed)
+        ev, rec = from_rows(rows, rec)
         evals.append(ev)
         batch_losses.append(None if bl is None else bl.reshape(-1))
         records.append(rec)
     if rest and not ragged:
-        carry, ((ev, bl), rec) = interval(carry, jnp.int32(num_full), rest)
-        evals.append(jax.tree.map(lambda x: x[None], ev))
+        carry, ((row, bl), rec) = interval(carry, jnp.int32(num_full), rest)
+        ev, rec = from_rows(row[None], None if rec is None else jax.tree.map(lambda x: x[None], rec))
+        evals.append(ev)
         batch_losses.append(bl)
-        records.append(None if rec is None else jax.tree.map(lambda x: x[None], rec))
+        records.append(rec)
     final_params = point(carry)
     last, _ = evaluate(final_params)
     running = carry.status == Status.MAX_STEPS
@@ -808,6 +897,7 @@ RESERVED_NAMES = frozenset(
         "eval_step", "params",
     }
 )  # fmt: skip
+ROW_PARAMS_MAX = 16  # parameters of at most this many numbers are recorded in the evaluations' row
 MAX_RECORD_BYTES = 64 * 2**20  # default cap of the recorded iterates (and of the batch losses) of a run
 
 
