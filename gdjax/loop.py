@@ -118,49 +118,88 @@ class _Carry(NamedTuple):
     params_history: PyTree  # (num_records, ...) buffers written at evaluations, or None
 
 
-# The carry's scalar bookkeeping travels between loop iterations as two small vectors: XLA on CPU
-# runs each updated scalar of a loop body as its own kernel (about 1 ns each, more than a tiny
-# problem's step), and one vector is one kernel. Inside an iteration they are scalars again.
-_COUNTS = ("status", "steps", "since_best", "streak")  # int32
-_LEVELS = ("best_loss", "last_loss", "threshold")  # the run's float dtype
+class _CarryPacker:
+    """The loop carry as XLA sees it between iterations: its small leaves in two vectors.
+
+    XLA on CPU runs each updated leaf of a loop body as its own kernel (about 1 ns each, more than
+    a tiny problem's step), and copies each at the loop's edge. The scalar bookkeeping (status, step
+    count, patience and divergence state) and a small problem's parameters (of a gdjax rule) travel
+    as one float vector (the run's dtype) and one int32 vector, up to `PACK_MAX` numbers each;
+    inside an iteration they are the same leaves again. Only data move: the arithmetic is unchanged.
+    """
+
+    def __init__(self, carry: _Carry, dtype, pack_params: bool):
+        leaves, self.treedef = jax.tree.flatten(carry)
+        # The rule's state travels as it is: packed, XLA fused Adam's update differently and its
+        # results moved in the last bit.
+        mark = lambda tree, role: jax.tree.map(lambda _: role, tree)  # noqa: E731
+        roles = jax.tree.leaves(
+            carry._replace(rule_state=mark(carry.rule_state, "rule"), params=mark(carry.params, "params")),
+            is_leaf=lambda x: isinstance(x, str),
+        )
+        self.slots = []  # per leaf: (vector, offset, shape), or None to travel as it is
+        sizes = {0: 0, 1: 0}
+        for leaf, role in zip(leaves, roles, strict=True):
+            aval = jax.typeof(leaf)
+            vector = {np.dtype(dtype): 0, np.dtype(np.int32): 1}.get(np.dtype(aval.dtype))
+            if (
+                vector is None
+                or role == "rule"
+                or (role == "params" and not pack_params)
+                or aval.weak_type
+                or sizes[vector] + aval.size > PACK_MAX
+            ):
+                self.slots.append(None)
+                continue
+            self.slots.append((vector, sizes[vector], aval.shape))
+            sizes[vector] += aval.size
+        self.sizes = sizes
+        self.dtypes = (dtype, jnp.int32)
+
+    def pack(self, c: _Carry):
+        # In the order of the leaves (ints before floats, as the carry lists them): the order of a
+        # loop's operands changes XLA's fusion, and with it the last bits of rules such as Adam.
+        parts, head, tail = ([], []), [], []
+        for leaf, slot in zip(jax.tree.leaves(c), self.slots, strict=True):
+            if slot is not None:
+                parts[slot[0]].append(leaf)
+            else:
+                (tail if parts[0] or parts[1] else head).append(leaf)
+        floats, ints = (_vector(p, d) for p, d in zip(parts, self.dtypes, strict=True))
+        return head, ints, floats, tail
+
+    def unpack(self, packed) -> _Carry:
+        head, ints, floats, tail = packed
+        rest = iter((*head, *tail))
+        leaves = []
+        for slot in self.slots:
+            if slot is None:
+                leaves.append(next(rest))
+            else:
+                vector, at, shape = slot
+                x = (floats, ints)[vector]
+                leaves.append(x[at] if shape == () else x[at : at + math.prod(shape)].reshape(shape))
+        return jax.tree.unflatten(self.treedef, leaves)
+
+    def body(self, body: Callable) -> Callable:
+        """A loop body on `_Carry` as a loop body on the packed carry."""
+
+        def packed(p, x):
+            c, y = body(self.unpack(p), x)
+            return self.pack(c), y
+
+        return packed
 
 
-class _Packed(NamedTuple):
-    params: PyTree
-    rule_state: Any
-    counts: jax.Array  # int32[4]: _COUNTS
-    levels: jax.Array  # float[3]: _LEVELS
-    params_history: PyTree
+def _vector(leaves: list, dtype) -> jax.Array:
+    if not leaves:
+        return jnp.zeros((0,), dtype)
+    if all(jnp.ndim(x) == 0 for x in leaves):
+        return jnp.stack(leaves)
+    return jnp.concatenate([jnp.reshape(x, (-1,)) for x in leaves])
 
 
-def _pack(c: _Carry) -> _Packed:
-    return _Packed(
-        params=c.params,
-        rule_state=c.rule_state,
-        counts=jnp.stack([getattr(c, name) for name in _COUNTS]),
-        levels=jnp.stack([getattr(c, name) for name in _LEVELS]),
-        params_history=c.params_history,
-    )
-
-
-def _unpack(p: _Packed) -> _Carry:
-    return _Carry(
-        params=p.params,
-        rule_state=p.rule_state,
-        params_history=p.params_history,
-        **{name: p.counts[i] for i, name in enumerate(_COUNTS)},
-        **{name: p.levels[i] for i, name in enumerate(_LEVELS)},
-    )
-
-
-def _packed_body(body: Callable) -> Callable:
-    """A loop body on `_Carry` as a loop body on `_Packed`."""
-
-    def packed(p: _Packed, x):
-        c, y = body(_unpack(p), x)
-        return _pack(c), y
-
-    return packed
+PACK_MAX = 64  # numbers of the carry packed per vector (see `_CarryPacker`)
 
 
 class Evaluated(NamedTuple):
@@ -299,11 +338,12 @@ def scan_program(
         """Stopping rules decided on full-data quantities (precedence: first listed wins)."""
         running = c.status == Status.MAX_STEPS
         nonfinite = ~(jnp.isfinite(ev.loss) & jnp.isfinite(ev.grad_norm))
-        # Set from the first evaluation (the loss at params0): one scalar select, no extra pass.
-        threshold = jnp.where(
-            jnp.isnan(c.threshold), ev.loss + (tols.divergence_factor - 1) * jnp.abs(ev.loss), c.threshold
-        )
+        threshold = c.threshold  # inf: never crossed
         if opts.use_divergence:
+            # Set from the first evaluation (the loss at params0): one scalar select, no extra pass.
+            threshold = jnp.where(
+                jnp.isnan(c.threshold), ev.loss + (tols.divergence_factor - 1) * jnp.abs(ev.loss), c.threshold
+            )
             # A transient (a spike that turns around) resets the streak; runaway growth keeps it.
             rising = (ev.loss > threshold) & (ev.loss >= c.last_loss)
             streak = jnp.where(rising, c.streak + 1, 0)
@@ -445,21 +485,21 @@ def scan_program(
 
             def body(j, state):
                 p, buffer = state
-                c, loss = step(_unpack(p), t0 + j)
-                return _pack(c), None if buffer is None else buffer.at[j].set(loss)
+                c, loss = step(packer.unpack(p), t0 + j)
+                return packer.pack(c), None if buffer is None else buffer.at[j].set(loss)
 
             p, batch_losses = jax.lax.fori_loop(
-                done, jnp.where(i < num_full, k, rest), body, (_pack(c), buffer)
+                done, jnp.where(i < num_full, k, rest), body, (packer.pack(c), buffer)
             )
-            c = _unpack(p)
+            c = packer.unpack(p)
         elif length > done:
             p, more = jax.lax.scan(
-                _packed_body(lambda c, t: step(c, t)),
-                _pack(c),
+                packer.body(lambda c, t: step(c, t)),
+                packer.pack(c),
                 t0 + jnp.arange(done, length),
                 unroll=opts.unroll,
             )
-            c = _unpack(p)
+            c = packer.unpack(p)
             batch_losses = more if batch_losses is None else jnp.concatenate([batch_losses, more])
         if opts.progress_intervals:
             gdjax_progress.report(i, every=opts.progress_intervals, eval_every=k, num_steps=num_steps)
@@ -468,7 +508,7 @@ def scan_program(
 
     # What an evaluation records (loss, gradient norm, metrics and, when every evaluation is recorded
     # and the parameters are a few numbers, the iterate) is written as one row of one history: one
-    # write per evaluation instead of one per quantity (each a kernel; see `_Packed`).
+    # write per evaluation instead of one per quantity (each a kernel; see `_CarryPacker`).
     leaves0, params_def = jax.tree.flatten(params0)
     params_in_row = (
         per_record == 1
@@ -526,29 +566,31 @@ def scan_program(
         threshold=jnp.asarray(jnp.nan if opts.use_divergence else jnp.inf, dtype),
         params_history=history,
     )
+    # An Optax transformation's update moved in the last bit with its parameters packed: not packed.
+    packer = _CarryPacker(carry, dtype, pack_params=not isinstance(spec, Opaque))
     evals, batch_losses, records = [], [], []
     # A ragged last interval joins the loop of the full ones when nothing differentiates the run (a
     # loop of traced length has no reverse mode) and no option needs the scan (blocks, unrolling).
     ragged = bool(num_full and rest and not (opts.guard_steps or opts.checkpoint_every or opts.unroll > 1))
     if ragged:
         packed, ((rows, bl), rec) = jax.lax.scan(
-            _packed_body(lambda c, i: interval(c, i, k, ragged=True)),
-            _pack(carry),
+            packer.body(lambda c, i: interval(c, i, k, ragged=True)),
+            packer.pack(carry),
             jnp.arange(num_full + 1, dtype=jnp.int32),
         )
-        carry = _unpack(packed)
+        carry = packer.unpack(packed)
         ev, rec = from_rows(rows, rec)
         evals.append(ev)
         batch_losses.append(None if bl is None else bl.reshape(-1)[:num_steps])
         records.append(rec)
     if num_full and not ragged:
         packed, ((rows, bl), rec) = _scan_intervals(
-            _packed_body(lambda c, i: interval(c, i, k)),
-            _pack(carry),
+            packer.body(lambda c, i: interval(c, i, k)),
+            packer.pack(carry),
             num_full,
             opts.checkpoint_every and opts.checkpoint_every // k,
         )
-        carry = _unpack(packed)
+        carry = packer.unpack(packed)
         ev, rec = from_rows(rows, rec)
         evals.append(ev)
         batch_losses.append(None if bl is None else bl.reshape(-1))
@@ -707,10 +749,22 @@ def use_layout(cost, data, layout: str, batch_size):
 
 @functools.lru_cache(maxsize=64)
 def _device_tolerances(stopping: Stopping, x64: bool) -> Tolerances:
-    """`run`'s tolerances on the default device, once per setting (not six transfers per call)."""
+    """`run`'s tolerances on the default device, once per setting (not six transfers per call); those
+    of the criteria that are off are None (the program does not read them; an input costs the call
+    about 1 us)."""
     del x64  # part of the cache key: the arrays' dtypes depend on it
+    host = tolerances(stopping)
+    used = enabled_criteria(RunOptions(0, None, None, 1, 1, 1), host)
+    host = host._replace(
+        tol=host.tol if used.use_tol else None,
+        grad_tol=host.grad_tol if used.use_grad_tol else None,
+        patience=host.patience if used.use_patience else None,
+        min_delta=host.min_delta if used.use_patience else None,
+        divergence_factor=host.divergence_factor if used.use_divergence else None,
+        divergence_patience=host.divergence_patience if used.use_divergence else None,
+    )
     with jax.ensure_compile_time_eval():  # never cache a tracer (see `_schedule_arrays`)
-        return jax.device_put(tolerances(stopping))
+        return jax.device_put(host)
 
 
 @functools.lru_cache(maxsize=512)
@@ -784,14 +838,22 @@ def use_feature_major(cost, data, opts: RunOptions):
     ):
         return cost, data, opts
     if opts.batch_size is None:
-        return alt, (_transposed(data[0]), *data[1:]), opts._replace(feature_major=True)
+        opts = opts._replace(feature_major=True)
+        return alt, _feature_major_data(data, opts), opts
     if _nbytes(data[0]) > EVAL_COPY_BYTES:
         return cost, data, opts
+    opts = opts._replace(eval_feature_major=True)
+    return cost, _feature_major_data(data, opts), opts
+
+
+def _feature_major_data(data, opts: RunOptions):
+    """The data of a run that `use_feature_major` chose to run feature-major (`opts` say how)."""
+    if opts.feature_major:
+        return (_transposed(data[0]), *data[1:])
     # Mini-batches: gather rows from X as given, evaluate the full data on a transposed copy. Host
     # rows go to the device once here, for both uses (not once more as an argument of the program).
     X = data[0] if isinstance(data[0], jax.Array) else jax.device_put(data[0])
-    rows = (X, *data[1:])
-    return cost, (rows, (_transposed(X), *data[1:])), opts._replace(eval_feature_major=True)
+    return (X, *data[1:]), (_transposed(X), *data[1:])
 
 
 EVAL_COPY_BYTES = 2**30  # mini-batch runs keep a feature-major copy of X for evaluations up to this size
@@ -1213,8 +1275,16 @@ def run(
     compile_cache.from_environment_once()
     stopping = stopping_of(stopping, tol)
     execution = execution_of(execution)
-    tols = tolerances(stopping)
     cost, cost_values = costs.split(cost)
+    call_key, leaves = _call_key(
+        cost, rule, params0, data, num_steps, batch_size, key, metrics, eval_every, stopping, execution
+    )
+    hit = None if call_key is None else _PLANS.get(call_key)
+    if hit is not None and all(map(_finite_leaf, leaves)):
+        trace = _run_planned(hit, rule, params0, data, key, cost_values, stopping)
+        if trace is not None:
+            return trace
+    tols = tolerances(stopping)
     cost, data, layout = use_layout(cost, data, execution.layout, batch_size)
     params0, data, key, opts, metric_fns = prepare(
         cost,
@@ -1263,7 +1333,135 @@ def run(
         # gdjax's rules refuse values that cannot move (learning_rate <= 0); an Optax transformation
         # built by hand (optax.sgd(0.0)) is checked after the fact, at the price of one small sync.
         _warn_if_stuck(trace, params0)
+    elif call_key is not None and not (opts.check_domain or opts.guard_steps or step_progress is not None):
+        _PLANS[call_key] = _Planned(cost, spec, metric_fns, opts, dtype, trace.evaluated_at)
+        if len(_PLANS) > _PLANS_MAX:
+            _PLANS.pop(next(iter(_PLANS)))
     return trace
+
+
+class _Planned(NamedTuple):
+    """What a `run` call with these static arguments compiles and passes, once validated."""
+
+    cost: Callable  # the cost the program runs (its feature-major form where the data allow)
+    spec: Any
+    metrics: tuple
+    opts: RunOptions
+    dtype: np.dtype
+    evaluated_at: str | None
+
+
+_PLANS: dict = {}  # `_call_key` -> `_Planned`: a repeated call skips planning (issue 21, item 5)
+_PLANS_MAX = 256
+
+
+def _leaf_key(x):
+    """`(type, shape, dtype)` of an array leaf; None for anything else (a tracer, a Python number)."""
+    if type(x) is np.ndarray or (isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)):
+        return type(x), x.shape, x.dtype
+    return None
+
+
+def _call_key(
+    cost, rule, params0, data, num_steps, batch_size, key, metrics, eval_every, stopping, execution
+):
+    """What a `run` call's plan depends on (every argument's structure, shapes, dtypes and types,
+    and the static settings), or None where the call is planned from scratch each time (a rule
+    that is not a gdjax `Rule`, the `gram` layout, tracers, leaves that are not arrays, progress)."""
+    spec = getattr(rule, "spec", None)
+    if (
+        spec is None
+        or not hasattr(spec, "init")
+        or not hasattr(rule, "hyperparams")
+        or execution.layout == "gram"
+        or execution.progress is True
+        or execution.step_progress is not None
+        or not (key is None or type(key) is int)
+    ):
+        return None, ()
+    p_leaves, p_def = jax.tree.flatten(params0)
+    d_leaves, d_def = jax.tree.flatten(data)
+    leaves = (*p_leaves, *d_leaves)
+    leaf_keys = tuple(_leaf_key(x) for x in leaves)
+    if not p_leaves or None in leaf_keys:
+        return None, ()
+    try:
+        metric_key = None if metrics is None else tuple(metrics.items())
+        call_key = (
+            cost, spec, p_def, d_def, leaf_keys, num_steps, batch_size, key is None, metric_key,
+            eval_every, stopping, execution, jax.config.jax_enable_x64,
+        )  # fmt: skip
+        hash(call_key)
+    except (AttributeError, TypeError):  # metrics that are not a dict, an unhashable setting
+        return None, ()
+    return call_key, leaves
+
+
+def _run_planned(planned: _Planned, rule, params0, data, key, cost_values, stopping) -> Trace | None:
+    """`run` for a call whose plan is known and whose params and data are finite (`_finite_leaf`):
+    the program, with the hyperparameter values. None sends the call to the full path, whose checks
+    say what is wrong (a traced hyperparameter)."""
+    values = {k: _host_value(v, planned.dtype) for k, v in rule.hyperparams.items()}
+    cost_values = {k: _host_value(v, planned.dtype) for k, v in cost_values.items()}
+    for v in (*values.values(), *cost_values.values()):
+        if isinstance(v, jax.core.Tracer):
+            return None
+    opts = planned.opts
+    data = _prepare_data(data, planned.dtype)
+    if opts.feature_major or opts.eval_feature_major:
+        data = _feature_major_data(data, opts)
+    # Small host arrays go in as device copies kept by content: a host argument costs the call a
+    # transfer (about 5 us each on CPU, more than a tiny run's steps); the values are the same.
+    params0, values, cost_values, data = jax.tree.map(_small_on_device, (params0, values, cost_values, data))
+    trace = _compiled_run(
+        planned.cost,
+        planned.spec,
+        planned.metrics,
+        opts,
+        params0,
+        (values, cost_values),
+        data,
+        _as_key(key),
+        _device_tolerances(stopping, jax.config.jax_enable_x64),
+    )
+    eval_steps, record_steps = _schedule_arrays(opts)
+    return trace._replace(eval_steps=eval_steps, record_steps=record_steps, evaluated_at=planned.evaluated_at)
+
+
+SMALL_ARRAY_BYTES = 256  # host arrays up to this size are passed as device copies kept by content
+
+
+def _small_on_device(x):
+    if type(x) is np.ndarray and x.nbytes <= SMALL_ARRAY_BYTES:
+        return _device_copy(x.tobytes(), x.dtype, x.shape)
+    return x
+
+
+@functools.lru_cache(maxsize=1024)
+def _device_copy(content: bytes, dtype: np.dtype, shape: tuple) -> jax.Array:
+    with jax.ensure_compile_time_eval():  # never cache a tracer (see `_schedule_arrays`)
+        return jax.device_put(np.frombuffer(content, dtype).reshape(shape))
+
+
+def _finite_leaf(x) -> bool:
+    """True when a params or data leaf is known to be finite: host arrays are scanned (small ones
+    once per content), device arrays must have been checked before (`validation`). False leaves
+    the call to the full checks, which say what is wrong."""
+    if type(x) is np.ndarray:
+        kind = x.dtype.kind
+        if kind in "biu":
+            return True
+        if kind not in "fc":  # bfloat16 ("V") and the rest
+            return False
+        if x.nbytes <= SMALL_ARRAY_BYTES:
+            return _finite_content(x.tobytes(), x.dtype)
+        return bool(np.isfinite(x).all())
+    return validation._known_finite(x)
+
+
+@functools.lru_cache(maxsize=1024)
+def _finite_content(content: bytes, dtype: np.dtype) -> bool:
+    return bool(np.isfinite(np.frombuffer(content, dtype)).all())
 
 
 class RuleCannotMoveWarning(UserWarning):
