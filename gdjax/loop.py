@@ -128,7 +128,8 @@ class _CarryPacker:
     inside an iteration they are the same leaves again. Only data move: the arithmetic is unchanged.
     """
 
-    def __init__(self, carry: _Carry, dtype, pack_params: bool):
+    def __init__(self, carry: _Carry, dtype, pack_params: bool, enabled: bool = True):
+        self.enabled = enabled
         leaves, self.treedef = jax.tree.flatten(carry)
         # The rule's state travels as it is: packed, XLA fused Adam's update differently and its
         # results moved in the last bit.
@@ -159,6 +160,8 @@ class _CarryPacker:
     def pack(self, c: _Carry):
         # In the order of the leaves (ints before floats, as the carry lists them): the order of a
         # loop's operands changes XLA's fusion, and with it the last bits of rules such as Adam.
+        if not self.enabled:
+            return c
         parts, head, tail = ([], []), [], []
         for leaf, slot in zip(jax.tree.leaves(c), self.slots, strict=True):
             if slot is not None:
@@ -169,6 +172,8 @@ class _CarryPacker:
         return head, ints, floats, tail
 
     def unpack(self, packed) -> _Carry:
+        if not self.enabled:
+            return packed
         head, ints, floats, tail = packed
         rest = iter((*head, *tail))
         leaves = []
@@ -511,13 +516,16 @@ def scan_program(
     # write per evaluation instead of one per quantity (each a kernel; see `_CarryPacker`).
     leaves0, params_def = jax.tree.flatten(params0)
     params_in_row = (
-        per_record == 1
+        not opts.guard_steps
+        and per_record == 1
         and sum(np.size(x) for x in leaves0) <= ROW_PARAMS_MAX
         and all(jnp.result_type(x) == dtype for x in leaves0)
     )
     num_metrics = len(metrics)
 
     def to_row(ev: Evaluated, at_eval):
+        if opts.guard_steps:  # see `packer`
+            return (ev.loss, ev.grad_norm, ev.metrics), at_eval
         parts = [ev.loss, ev.grad_norm, *ev.metrics.values()]
         if params_in_row:
             parts += jax.tree.leaves(at_eval)
@@ -526,6 +534,8 @@ def scan_program(
 
     def from_rows(rows, rec):
         """`(Evaluated, records)` of the rows `(evaluations, width)` that `to_row` wrote."""
+        if opts.guard_steps:
+            return Evaluated(*rows), rec
         ev = Evaluated(rows[:, 0], rows[:, 1], {name: rows[:, 2 + j] for j, (name, _) in enumerate(metrics)})
         if params_in_row:
             leaves, at = [], 2 + num_metrics
@@ -567,7 +577,11 @@ def scan_program(
         params_history=history,
     )
     # An Optax transformation's update moved in the last bit with its parameters packed: not packed.
-    packer = _CarryPacker(carry, dtype, pack_params=not isinstance(spec, Opaque))
+    # A run that may be differentiated keeps its carry and histories apart: a packed history's zero
+    # cotangent would meet the infinite derivative of the gradient norm's sqrt at a stationary point.
+    packer = _CarryPacker(
+        carry, dtype, pack_params=not isinstance(spec, Opaque), enabled=not opts.guard_steps
+    )
     evals, batch_losses, records = [], [], []
     # A ragged last interval joins the loop of the full ones when nothing differentiates the run (a
     # loop of traced length has no reverse mode) and no option needs the scan (blocks, unrolling).
@@ -597,7 +611,8 @@ def scan_program(
         records.append(rec)
     if rest and not ragged:
         carry, ((row, bl), rec) = interval(carry, jnp.int32(num_full), rest)
-        ev, rec = from_rows(row[None], None if rec is None else jax.tree.map(lambda x: x[None], rec))
+        one = functools.partial(jax.tree.map, lambda x: x[None])
+        ev, rec = from_rows(one(row), None if rec is None else one(rec))
         evals.append(ev)
         batch_losses.append(bl)
         records.append(rec)
