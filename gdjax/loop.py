@@ -515,8 +515,9 @@ def scan_program(
     # and the parameters are a few numbers, the iterate) is written as one row of one history: one
     # write per evaluation instead of one per quantity (each a kernel; see `_CarryPacker`).
     leaves0, params_def = jax.tree.flatten(params0)
+    packed = not opts.guard_steps  # see `packer`
     params_in_row = (
-        not opts.guard_steps
+        packed
         and per_record == 1
         and sum(np.size(x) for x in leaves0) <= ROW_PARAMS_MAX
         and all(jnp.result_type(x) == dtype for x in leaves0)
@@ -524,7 +525,7 @@ def scan_program(
     num_metrics = len(metrics)
 
     def to_row(ev: Evaluated, at_eval):
-        if opts.guard_steps:  # see `packer`
+        if not packed:  # see `packer`
             return (ev.loss, ev.grad_norm, ev.metrics), at_eval
         parts = [ev.loss, ev.grad_norm, *ev.metrics.values()]
         if params_in_row:
@@ -534,7 +535,7 @@ def scan_program(
 
     def from_rows(rows, rec):
         """`(Evaluated, records)` of the rows `(evaluations, width)` that `to_row` wrote."""
-        if opts.guard_steps:
+        if not packed:
             return Evaluated(*rows), rec
         ev = Evaluated(rows[:, 0], rows[:, 1], {name: rows[:, 2 + j] for j, (name, _) in enumerate(metrics)})
         if params_in_row:
@@ -579,9 +580,7 @@ def scan_program(
     # An Optax transformation's update moved in the last bit with its parameters packed: not packed.
     # A run that may be differentiated keeps its carry and histories apart: a packed history's zero
     # cotangent would meet the infinite derivative of the gradient norm's sqrt at a stationary point.
-    packer = _CarryPacker(
-        carry, dtype, pack_params=not isinstance(spec, Opaque), enabled=not opts.guard_steps
-    )
+    packer = _CarryPacker(carry, dtype, pack_params=not isinstance(spec, Opaque), enabled=packed)
     evals, batch_losses, records = [], [], []
     # A ragged last interval joins the loop of the full ones when nothing differentiates the run (a
     # loop of traced length has no reverse mode) and no option needs the scan (blocks, unrolling).
