@@ -1447,12 +1447,13 @@ SMALL_ARRAY_BYTES = 256  # host arrays up to this size are passed as device copi
 
 def _small_on_device(x):
     if type(x) is np.ndarray and x.nbytes <= SMALL_ARRAY_BYTES:
-        return _device_copy(x.tobytes(), x.dtype, x.shape)
+        return _device_copy(x.tobytes(), x.dtype, x.shape, jax.config.jax_default_device)
     return x
 
 
 @functools.lru_cache(maxsize=1024)
-def _device_copy(content: bytes, dtype: np.dtype, shape: tuple) -> jax.Array:
+def _device_copy(content: bytes, dtype: np.dtype, shape: tuple, device) -> jax.Array:
+    del device  # part of the key: a copy lives where the default device was when it was made
     with jax.ensure_compile_time_eval():  # never cache a tracer (see `_schedule_arrays`)
         return jax.device_put(np.frombuffer(content, dtype).reshape(shape))
 
