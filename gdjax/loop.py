@@ -123,38 +123,32 @@ class _CarryPacker:
 
     XLA on CPU runs each updated leaf of a loop body as its own kernel (about 1 ns each, more than
     a tiny problem's step), and copies each at the loop's edge. The scalar bookkeeping (status, step
-    count, patience and divergence state) and a small problem's parameters (of a gdjax rule) travel
-    as one float vector (the run's dtype) and one int32 vector, up to `PACK_MAX` numbers each;
-    inside an iteration they are the same leaves again. Only data move: the arithmetic is unchanged.
+    count, patience and divergence state) travels as one float vector (the run's dtype) and one int32
+    vector; inside an iteration they are the same leaves again. Only data move: the arithmetic is
+    unchanged.
     """
 
-    def __init__(self, carry: _Carry, dtype, pack_params: bool, enabled: bool = True):
+    def __init__(self, carry: _Carry, dtype, enabled: bool = True):
         self.enabled = enabled
         leaves, self.treedef = jax.tree.flatten(carry)
-        # The rule's state travels as it is: packed, XLA fused Adam's update differently and its
-        # results moved in the last bit.
+        # Scalars only: a thinned history, the parameters and the rule's state travel as they are.
+        # Packed, a tiny run's step was slower (37.6 against 30.9 ns: the update fused into the
+        # vector's many-operand kernel) and XLA fused Adam's update differently (the last bit moved).
         mark = lambda tree, role: jax.tree.map(lambda _: role, tree)  # noqa: E731
         roles = jax.tree.leaves(
             carry._replace(rule_state=mark(carry.rule_state, "rule"), params=mark(carry.params, "params")),
             is_leaf=lambda x: isinstance(x, str),
         )
-        self.slots = []  # per leaf: (vector, offset, shape), or None to travel as it is
+        self.slots = []  # per leaf: (vector, index), or None to travel as it is
         sizes = {0: 0, 1: 0}
         for leaf, role in zip(leaves, roles, strict=True):
             aval = jax.typeof(leaf)
             vector = {np.dtype(dtype): 0, np.dtype(np.int32): 1}.get(np.dtype(aval.dtype))
-            if (
-                vector is None
-                or role == "rule"
-                or (role == "params" and not pack_params)
-                or aval.weak_type
-                or sizes[vector] + aval.size > PACK_MAX
-            ):
+            if vector is None or role in ("rule", "params") or aval.shape != () or aval.weak_type:
                 self.slots.append(None)
                 continue
-            self.slots.append((vector, sizes[vector], aval.shape))
-            sizes[vector] += aval.size
-        self.sizes = sizes
+            self.slots.append((vector, sizes[vector]))
+            sizes[vector] += 1
         self.dtypes = (dtype, jnp.int32)
 
     def pack(self, c: _Carry):
@@ -181,9 +175,8 @@ class _CarryPacker:
             if slot is None:
                 leaves.append(next(rest))
             else:
-                vector, at, shape = slot
-                x = (floats, ints)[vector]
-                leaves.append(x[at] if shape == () else x[at : at + math.prod(shape)].reshape(shape))
+                vector, at = slot
+                leaves.append((floats, ints)[vector][at])
         return jax.tree.unflatten(self.treedef, leaves)
 
     def body(self, body: Callable) -> Callable:
@@ -196,15 +189,8 @@ class _CarryPacker:
         return packed
 
 
-def _vector(leaves: list, dtype) -> jax.Array:
-    if not leaves:
-        return jnp.zeros((0,), dtype)
-    if all(jnp.ndim(x) == 0 for x in leaves):
-        return jnp.stack(leaves)
-    return jnp.concatenate([jnp.reshape(x, (-1,)) for x in leaves])
-
-
-PACK_MAX = 64  # numbers of the carry packed per vector (see `_CarryPacker`)
+def _vector(scalars: list, dtype) -> jax.Array:
+    return jnp.stack(scalars) if scalars else jnp.zeros((0,), dtype)
 
 
 class Evaluated(NamedTuple):
@@ -515,9 +501,9 @@ def scan_program(
     # and the parameters are a few numbers, the iterate) is written as one row of one history: one
     # write per evaluation instead of one per quantity (each a kernel; see `_CarryPacker`).
     leaves0, params_def = jax.tree.flatten(params0)
-    packed = not opts.guard_steps  # see `packer`
+    packing = not opts.guard_steps  # see `packer`
     params_in_row = (
-        packed
+        packing
         and per_record == 1
         and sum(np.size(x) for x in leaves0) <= ROW_PARAMS_MAX
         and all(jnp.result_type(x) == dtype for x in leaves0)
@@ -525,7 +511,7 @@ def scan_program(
     num_metrics = len(metrics)
 
     def to_row(ev: Evaluated, at_eval):
-        if not packed:  # see `packer`
+        if not packing:  # see `packer`
             return (ev.loss, ev.grad_norm, ev.metrics), at_eval
         parts = [ev.loss, ev.grad_norm, *ev.metrics.values()]
         if params_in_row:
@@ -535,7 +521,7 @@ def scan_program(
 
     def from_rows(rows, rec):
         """`(Evaluated, records)` of the rows `(evaluations, width)` that `to_row` wrote."""
-        if not packed:
+        if not packing:
             return Evaluated(*rows), rec
         ev = Evaluated(rows[:, 0], rows[:, 1], {name: rows[:, 2 + j] for j, (name, _) in enumerate(metrics)})
         if params_in_row:
@@ -577,10 +563,9 @@ def scan_program(
         threshold=jnp.asarray(jnp.nan if opts.use_divergence else jnp.inf, dtype),
         params_history=history,
     )
-    # An Optax transformation's update moved in the last bit with its parameters packed: not packed.
     # A run that may be differentiated keeps its carry and histories apart: a packed history's zero
     # cotangent would meet the infinite derivative of the gradient norm's sqrt at a stationary point.
-    packer = _CarryPacker(carry, dtype, pack_params=not isinstance(spec, Opaque), enabled=packed)
+    packer = _CarryPacker(carry, dtype, enabled=packing)
     evals, batch_losses, records = [], [], []
     # A ragged last interval joins the loop of the full ones when nothing differentiates the run (a
     # loop of traced length has no reverse mode) and no option needs the scan (blocks, unrolling).
