@@ -118,81 +118,6 @@ class _Carry(NamedTuple):
     params_history: PyTree  # (num_records, ...) buffers written at evaluations, or None
 
 
-class _CarryPacker:
-    """The loop carry as XLA sees it between iterations: its small leaves in two vectors.
-
-    XLA on CPU runs each updated leaf of a loop body as its own kernel (about 1 ns each, more than
-    a tiny problem's step), and copies each at the loop's edge. The scalar bookkeeping (status, step
-    count, patience and divergence state) travels as one float vector (the run's dtype) and one int32
-    vector; inside an iteration they are the same leaves again. Only data move: the arithmetic is
-    unchanged.
-    """
-
-    def __init__(self, carry: _Carry, dtype, enabled: bool = True):
-        self.enabled = enabled
-        leaves, self.treedef = jax.tree.flatten(carry)
-        # Scalars only: a thinned history, the parameters and the rule's state travel as they are.
-        # Packed, a tiny run's step was slower (37.6 against 30.9 ns: the update fused into the
-        # vector's many-operand kernel) and XLA fused Adam's update differently (the last bit moved).
-        mark = lambda tree, role: jax.tree.map(lambda _: role, tree)  # noqa: E731
-        roles = jax.tree.leaves(
-            carry._replace(rule_state=mark(carry.rule_state, "rule"), params=mark(carry.params, "params")),
-            is_leaf=lambda x: isinstance(x, str),
-        )
-        self.slots = []  # per leaf: (vector, index), or None to travel as it is
-        sizes = {0: 0, 1: 0}
-        for leaf, role in zip(leaves, roles, strict=True):
-            aval = jax.typeof(leaf)
-            vector = {np.dtype(dtype): 0, np.dtype(np.int32): 1}.get(np.dtype(aval.dtype))
-            if vector is None or role in ("rule", "params") or aval.shape != () or aval.weak_type:
-                self.slots.append(None)
-                continue
-            self.slots.append((vector, sizes[vector]))
-            sizes[vector] += 1
-        self.dtypes = (dtype, jnp.int32)
-
-    def pack(self, c: _Carry):
-        # In the order of the leaves (ints before floats, as the carry lists them): the order of a
-        # loop's operands changes XLA's fusion, and with it the last bits of rules such as Adam.
-        if not self.enabled:
-            return c
-        parts, head, tail = ([], []), [], []
-        for leaf, slot in zip(jax.tree.leaves(c), self.slots, strict=True):
-            if slot is not None:
-                parts[slot[0]].append(leaf)
-            else:
-                (tail if parts[0] or parts[1] else head).append(leaf)
-        floats, ints = (_vector(p, d) for p, d in zip(parts, self.dtypes, strict=True))
-        return head, ints, floats, tail
-
-    def unpack(self, packed) -> _Carry:
-        if not self.enabled:
-            return packed
-        head, ints, floats, tail = packed
-        rest = iter((*head, *tail))
-        leaves = []
-        for slot in self.slots:
-            if slot is None:
-                leaves.append(next(rest))
-            else:
-                vector, at = slot
-                leaves.append((floats, ints)[vector][at])
-        return jax.tree.unflatten(self.treedef, leaves)
-
-    def body(self, body: Callable) -> Callable:
-        """A loop body on `_Carry` as a loop body on the packed carry."""
-
-        def packed(p, x):
-            c, y = body(self.unpack(p), x)
-            return self.pack(c), y
-
-        return packed
-
-
-def _vector(scalars: list, dtype) -> jax.Array:
-    return jnp.stack(scalars) if scalars else jnp.zeros((0,), dtype)
-
-
 class Evaluated(NamedTuple):
     """What one evaluation measures on the full data at the current parameters."""
 
@@ -475,63 +400,20 @@ def scan_program(
                 buffer = buffer.at[0].set(batch_losses[0])
 
             def body(j, state):
-                p, buffer = state
-                c, loss = step(packer.unpack(p), t0 + j)
-                return packer.pack(c), None if buffer is None else buffer.at[j].set(loss)
+                c, buffer = state
+                c, loss = step(c, t0 + j)
+                return c, None if buffer is None else buffer.at[j].set(loss)
 
-            p, batch_losses = jax.lax.fori_loop(
-                done, jnp.where(i < num_full, k, rest), body, (packer.pack(c), buffer)
-            )
-            c = packer.unpack(p)
+            c, batch_losses = jax.lax.fori_loop(done, jnp.where(i < num_full, k, rest), body, (c, buffer))
         elif length > done:
-            p, more = jax.lax.scan(
-                packer.body(lambda c, t: step(c, t)),
-                packer.pack(c),
-                t0 + jnp.arange(done, length),
-                unroll=opts.unroll,
+            c, more = jax.lax.scan(
+                lambda c, t: step(c, t), c, t0 + jnp.arange(done, length), unroll=opts.unroll
             )
-            c = packer.unpack(p)
             batch_losses = more if batch_losses is None else jnp.concatenate([batch_losses, more])
         if opts.progress_intervals:
             gdjax_progress.report(i, every=opts.progress_intervals, eval_every=k, num_steps=num_steps)
-        row, rec = to_row(ev, at_eval if per_record == 1 else None)
-        return c, ((row, batch_losses if opts.batch_losses and not batch_losses_from_evals else None), rec)
-
-    # What an evaluation records (loss, gradient norm, metrics and, when every evaluation is recorded
-    # and the parameters are a few numbers, the iterate) is written as one row of one history: one
-    # write per evaluation instead of one per quantity (each a kernel; see `_CarryPacker`).
-    leaves0, params_def = jax.tree.flatten(params0)
-    packing = not opts.guard_steps  # see `packer`
-    params_in_row = (
-        packing
-        and per_record == 1
-        and sum(np.size(x) for x in leaves0) <= ROW_PARAMS_MAX
-        and all(jnp.result_type(x) == dtype for x in leaves0)
-    )
-    num_metrics = len(metrics)
-
-    def to_row(ev: Evaluated, at_eval):
-        if not packing:  # see `packer`
-            return (ev.loss, ev.grad_norm, ev.metrics), at_eval
-        parts = [ev.loss, ev.grad_norm, *ev.metrics.values()]
-        if params_in_row:
-            parts += jax.tree.leaves(at_eval)
-            at_eval = None
-        return jnp.concatenate([jnp.reshape(x, (-1,)) for x in parts]), at_eval
-
-    def from_rows(rows, rec):
-        """`(Evaluated, records)` of the rows `(evaluations, width)` that `to_row` wrote."""
-        if not packing:
-            return Evaluated(*rows), rec
-        ev = Evaluated(rows[:, 0], rows[:, 1], {name: rows[:, 2 + j] for j, (name, _) in enumerate(metrics)})
-        if params_in_row:
-            leaves, at = [], 2 + num_metrics
-            for x in leaves0:
-                size = np.size(x)
-                leaves.append(rows[:, at : at + size].reshape(rows.shape[0], *np.shape(x)))
-                at += size
-            rec = jax.tree.unflatten(params_def, leaves)
-        return ev, rec
+        out = (ev, batch_losses if opts.batch_losses and not batch_losses_from_evals else None)
+        return c, (out, at_eval if per_record == 1 else None)
 
     # Full batch with an evaluation before every step: the batch loss of step t is the evaluation's
     # loss at t (the step reuses it), so it is not written twice.
@@ -563,43 +445,32 @@ def scan_program(
         threshold=jnp.asarray(jnp.nan if opts.use_divergence else jnp.inf, dtype),
         params_history=history,
     )
-    # A run that may be differentiated keeps its carry and histories apart: a packed history's zero
-    # cotangent would meet the infinite derivative of the gradient norm's sqrt at a stationary point.
-    packer = _CarryPacker(carry, dtype, enabled=packing)
     evals, batch_losses, records = [], [], []
     # A ragged last interval joins the loop of the full ones when nothing differentiates the run (a
     # loop of traced length has no reverse mode) and no option needs the scan (blocks, unrolling).
     ragged = bool(num_full and rest and not (opts.guard_steps or opts.checkpoint_every or opts.unroll > 1))
     if ragged:
-        packed, ((rows, bl), rec) = jax.lax.scan(
-            packer.body(lambda c, i: interval(c, i, k, ragged=True)),
-            packer.pack(carry),
-            jnp.arange(num_full + 1, dtype=jnp.int32),
+        carry, ((ev, bl), rec) = jax.lax.scan(
+            lambda c, i: interval(c, i, k, ragged=True), carry, jnp.arange(num_full + 1, dtype=jnp.int32)
         )
-        carry = packer.unpack(packed)
-        ev, rec = from_rows(rows, rec)
         evals.append(ev)
         batch_losses.append(None if bl is None else bl.reshape(-1)[:num_steps])
         records.append(rec)
     if num_full and not ragged:
-        packed, ((rows, bl), rec) = _scan_intervals(
-            packer.body(lambda c, i: interval(c, i, k)),
-            packer.pack(carry),
+        carry, ((ev, bl), rec) = _scan_intervals(
+            lambda c, i: interval(c, i, k),
+            carry,
             num_full,
             opts.checkpoint_every and opts.checkpoint_every // k,
         )
-        carry = packer.unpack(packed)
-        ev, rec = from_rows(rows, rec)
         evals.append(ev)
         batch_losses.append(None if bl is None else bl.reshape(-1))
         records.append(rec)
     if rest and not ragged:
-        carry, ((row, bl), rec) = interval(carry, jnp.int32(num_full), rest)
-        one = functools.partial(jax.tree.map, lambda x: x[None])
-        ev, rec = from_rows(one(row), None if rec is None else one(rec))
-        evals.append(ev)
+        carry, ((ev, bl), rec) = interval(carry, jnp.int32(num_full), rest)
+        evals.append(jax.tree.map(lambda x: x[None], ev))
         batch_losses.append(bl)
-        records.append(rec)
+        records.append(None if rec is None else jax.tree.map(lambda x: x[None], rec))
     final_params = point(carry)
     last, _ = evaluate(final_params)
     running = carry.status == Status.MAX_STEPS
@@ -958,7 +829,6 @@ RESERVED_NAMES = frozenset(
         "eval_step", "params",
     }
 )  # fmt: skip
-ROW_PARAMS_MAX = 16  # parameters of at most this many numbers are recorded in the evaluations' row
 MAX_RECORD_BYTES = 64 * 2**20  # default cap of the recorded iterates (and of the batch losses) of a run
 
 
