@@ -3,6 +3,8 @@
 Run:  python experiments/bench.py            (full sizes, a few minutes on 2 CPU cores)
       python experiments/bench.py --quick    (small sizes, a smoke test)
       python experiments/bench.py --only-first-call   (the time-to-first-result table alone)
+      python experiments/bench.py --only-small   (tiny problems: per step, kernels per step, a plain
+                                                  call, 4096 learning rates on 7 points)
 
 Every number is a median over repeats after a warm-up call; compile time is reported apart from run
 time. Baselines, all timed here in the same process:
@@ -17,10 +19,12 @@ time. Baselines, all timed here in the same process:
 from __future__ import annotations
 
 import argparse
+import collections
 import ctypes
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -395,48 +399,6 @@ def bench_engine(results: dict, quick: bool):
                 f"two full-data evaluations included; a 1-step call {t1 * 1e3:.1f} ms"
             )
 
-    # Fixed cost of a call, and in-scan cost, on the 7-point data.
-    X, y = gdjax.data.house_prices()
-    X, y = X.astype(F32), y.astype(F32)
-    p0 = gdjax.init_linear(1, jnp.float32)
-    XT = np.ascontiguousarray(X.T)
-
-    def bare_small(num_steps):
-        @jax.jit
-        def go(w, b, XT, y):
-            def body(c, _):
-                w, b = c
-                r = w @ XT + b - y
-                return (w - 0.01 * 2 * (XT @ r) / 7, b - 0.01 * 2 * jnp.mean(r)), jnp.mean(r * r)
-
-            return jax.lax.scan(body, (w, b), None, length=num_steps)
-
-        return lambda: jax.block_until_ready(go(p0["w"], p0["b"], XT, y))
-
-    call = lambda num_steps: jax.block_until_ready(  # noqa: E731
-        gdjax.run(COST, rules.sgd(0.01), p0, (X, y), num_steps=num_steps)
-    )
-    fixed = dict(
-        gdjax_us=median_time(lambda: call(10), 200) * 1e6, bare_us=median_time(bare_small(10), 200) * 1e6
-    )
-    fixed["ratio"] = fixed["gdjax_us"] / fixed["bare_us"]
-    out["fixed_cost_10_steps"] = fixed
-    print(
-        f"    fixed cost, run of 10 steps on 7 points: gdjax {fixed['gdjax_us']:.0f} us, one jitted call "
-        f"{fixed['bare_us']:.0f} us -> {fixed['ratio']:.1f}x"
-    )
-    T = 20_000 if quick else 200_000
-    per = dict(
-        gdjax_ns=_per_step(lambda: call(T), T, 5) * 1e9,
-        bare_ns=_per_step(bare_small(T), T, 5) * 1e9,
-    )
-    per["ratio"] = per["gdjax_ns"] / per["bare_ns"]
-    out["in_scan_7_points"] = per
-    print(
-        f"    {T} steps on 7 points: gdjax {per['gdjax_ns']:.0f} ns/step, bare scan {per['bare_ns']:.0f} "
-        f"ns/step -> {per['ratio']:.2f}x"
-    )
-
     # Large full batch.
     n, d, T = (20_000, 32, 10) if quick else (1_000_000, 32, 20)
     X, y = make_big(n, d)
@@ -657,7 +619,6 @@ def bench_sweep_engine(results: dict, quick: bool):
             f"      loop of K runs   {row['loop_of_runs_ns_per_lane_step']:9.1f} ns/lane-step "
             f"-> gdjax {row['speedup_vs_loop_of_runs']:.2f}x faster than the loop of runs (target >= 1.3x)"
         )
-    out["big_grid_tiny_data"] = _bench_big_grid(quick)
     results["sweep_engine"] = out
 
 
@@ -688,9 +649,13 @@ def _bench_big_grid(quick: bool) -> dict:
         results.append(res.run_seconds)
 
     row = dict(lanes=K, num_steps=T)
-    row["gdjax_s"] = median_time(call, 3)
-    row["gdjax_device_s"] = statistics.median(results[1:])
-    row["bare_s"] = median_time(lambda: jax.block_until_ready(bare(jnp.asarray(lrs), p0["w"], p0["b"])), 3)
+    lrs_device = jnp.asarray(lrs)
+    best = interleaved_best(
+        {"gdjax": call, "bare": lambda: jax.block_until_ready(bare(lrs_device, p0["w"], p0["b"]))},
+        3 if quick else 5,
+    )
+    row["gdjax_s"], row["bare_s"] = best["gdjax"], best["bare"]
+    row["gdjax_device_s"] = min(results[1:])
     lane_steps = K * T
     print(
         f"    big grid on the 7 points, {K} learning rates x {T} steps: gdjax.sweep "
@@ -700,6 +665,145 @@ def _bench_big_grid(quick: bool) -> dict:
         f"{row['bare_s'] / row['gdjax_s']:.2f} (device part {row['bare_s'] / row['gdjax_device_s']:.2f})"
     )
     return row
+
+
+# ------------------------------------------------------------------------------ small problems
+def interleaved_best(fns: dict, rounds: int, calls: int = 1) -> dict:
+    """Best time of each function over `rounds` rounds of `calls` calls, the functions taking turns
+    within each round (the machine is shared: a slow minute hits every function alike)."""
+    for fn in fns.values():
+        fn()  # warm-up (compiles if needed)
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            for _ in range(calls):
+                t = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
+def loop_body_kernels(hlo_text: str) -> list[dict]:
+    """The kernels XLA runs per iteration of each `while` loop of an optimized HLO module
+    (`compiled.as_text()`): its fusions, copies and other non-trivial instructions, by kind."""
+    bodies = set(re.findall(r"while\(.*?body=%?([\w.\-]+)", hlo_text))
+    trivial = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast"}
+    out, current = [], None
+    for line in hlo_text.splitlines():
+        if not line.startswith(" "):
+            name = line.split(" ", 1)[0].lstrip("%")
+            current = {"body": name, "kinds": collections.Counter()} if name in bodies else None
+            if current is not None:
+                out.append(current)
+            continue
+        if current is not None and (m := re.search(r"= \S+ ([\w-]+)\(", line)):
+            if m.group(1) not in trivial:
+                current["kinds"][m.group(1)] += 1
+    for body in out:
+        body["kernels"] = sum(body["kinds"].values())
+    return out
+
+
+def _compiled_run_text(cost, rule, params0, data, **kwargs) -> str:
+    """The optimized HLO of the program `gdjax.run` dispatches for these arguments."""
+    from gdjax import loop
+
+    seen = {}
+    program = loop._compiled_run
+
+    def capture(*args):
+        seen["args"] = args
+        return program(*args)
+
+    loop._compiled_run, plans = capture, dict(loop._PLANS)
+    loop._PLANS.clear()  # the full path, whose arguments are captured
+    try:
+        gdjax.run(cost, rule, params0, data, **kwargs)
+    finally:
+        loop._compiled_run = program
+        loop._PLANS.update(plans)
+    return program.lower(*seen["args"]).compile().as_text()
+
+
+def bench_small_problems(results: dict, quick: bool) -> None:
+    """Issue 21 items 4 and 5: tiny problems against the bare scan (per step, kernels per step, a
+    plain call) and a 4096-lane grid on the 7 points against the bare `jit(vmap(scan))`."""
+    out: dict = {}
+    X, y = gdjax.data.house_prices()
+    X, y = X.astype(F32), y.astype(F32)
+    p0 = gdjax.init_linear(1, jnp.float32)
+    XT = np.ascontiguousarray(X.T)
+
+    def bare_scan(num_steps):
+        @jax.jit
+        def go(w, b, XT, y):
+            def body(c, _):
+                w, b = c
+                r = w @ XT + b - y
+                return (w - 0.01 * 2 * (XT @ r) / 7, b - 0.01 * 2 * jnp.mean(r)), jnp.mean(r * r)
+
+            return jax.lax.scan(body, (w, b), None, length=num_steps)
+
+        return go
+
+    print(
+        "small problems: the 7-point house data, float32, against the bare jit(scan) (same process, "
+        "interleaved, best of several)"
+    )
+    # Kernels per step: the instructions XLA runs per iteration of the step loop (fusions, copies, the
+    # loop counter's add; the loop's compare runs in its condition, one more for every program).
+    T = 20_000 if quick else 200_000
+    bare_go = bare_scan(T)
+    bare_text = bare_go.lower(p0["w"], p0["b"], XT, y).compile().as_text()
+    (bare_body,) = loop_body_kernels(bare_text)
+    kernels = {"bare": dict(bare_body["kinds"]) | {"total": bare_body["kernels"]}}
+    for label, kw in (("sparse", dict(eval_every=10_000)), ("default", {})):
+        text = _compiled_run_text(COST, rules.sgd(0.01), p0, (X, y), num_steps=T, **kw)
+        step_loop = loop_body_kernels(text)[0]  # the innermost loop (the steps) comes first
+        kernels[label] = dict(step_loop["kinds"]) | {"total": step_loop["kernels"]}
+    out["kernels_per_step"] = kernels
+    print(
+        "    kernels per step (loop body): bare scan {bare}, gdjax with eval_every=10000 {sparse}, "
+        "gdjax default (an evaluation every step) {default}".format(
+            **{k: v["total"] for k, v in kernels.items()}
+        )
+    )
+    # Per step, 200,000 steps.
+    calls = {
+        "bare": lambda: jax.block_until_ready(bare_go(p0["w"], p0["b"], XT, y)),
+        "sparse": lambda: jax.block_until_ready(
+            gdjax.run(COST, rules.sgd(0.01), p0, (X, y), num_steps=T, eval_every=10_000)
+        ),
+        "default": lambda: jax.block_until_ready(gdjax.run(COST, rules.sgd(0.01), p0, (X, y), num_steps=T)),
+    }
+    best = interleaved_best(calls, 3 if quick else 7)
+    per = {f"{k}_ns_per_step": v / T * 1e9 for k, v in best.items()}
+    per["sparse_ratio"], per["default_ratio"] = best["sparse"] / best["bare"], best["default"] / best["bare"]
+    out["per_step"] = per
+    print(
+        f"    {T} steps, per step: bare scan {per['bare_ns_per_step']:.1f} ns; gdjax eval_every=10000 "
+        f"{per['sparse_ns_per_step']:.1f} ns -> {per['sparse_ratio']:.2f}x (target <= 1.3); gdjax default "
+        f"{per['default_ns_per_step']:.1f} ns -> {per['default_ratio']:.2f}x (target <= 2)"
+    )
+    # A plain call: a new rule and NumPy arguments each call, the whole call with its results ready.
+    bare10 = bare_scan(10)
+    calls = {
+        "bare": lambda: jax.block_until_ready(bare10(p0["w"], p0["b"], XT, y)),
+        "gdjax": lambda: jax.block_until_ready(
+            gdjax.run(COST, rules.sgd(0.01), gdjax.init_linear(1, np.float32), (X, y), num_steps=10)
+        ),
+    }
+    best = interleaved_best(calls, 10 if quick else 30, calls=20)
+    plain = {"gdjax_us": best["gdjax"] * 1e6, "bare_us": best["bare"] * 1e6}
+    plain["ratio"] = best["gdjax"] / best["bare"]
+    out["plain_call"] = plain
+    print(
+        f"    a plain call, run(cost, rules.sgd(0.01), init_linear(1), data, num_steps=10): gdjax "
+        f"{plain['gdjax_us']:.0f} us, one call of the bare jitted scan {plain['bare_us']:.0f} us -> "
+        f"{plain['ratio']:.1f}x (target <= 5)"
+    )
+    out["big_grid_tiny_data"] = _bench_big_grid(quick)
+    results["small_problems"] = out
 
 
 # ----------------------------------------------------------------------- time to first result
@@ -944,6 +1048,11 @@ def main(argv=None):
         help="only the engine issue's sweep rows (gdjax.sweep vs bare jit(vmap(scan)) vs a loop of runs)",
     )
     parser.add_argument(
+        "--only-small",
+        action="store_true",
+        help="only the small-problem rows (per step, kernels per step, a plain call, a 4096-lane grid)",
+    )
+    parser.add_argument(
         "--only-first-call",
         action="store_true",
         help="only the time-to-first-result table (each case in fresh processes)",
@@ -968,8 +1077,12 @@ def main(argv=None):
     if args.only_sweep_engine:
         bench_sweep_engine(results, q)
         return _write(results, args.json)
+    if args.only_small:
+        bench_small_problems(results, q)
+        return _write(results, args.json)
     bench_engine(results, q)
     bench_sweep_engine(results, q)
+    bench_small_problems(results, q)
     if args.only_engine:
         return _write(results, args.json)
     bench_small(1000 if q else 10_000, 5 if q else 50, results)

@@ -254,11 +254,12 @@ def scan_program(
         """Stopping rules decided on full-data quantities (precedence: first listed wins)."""
         running = c.status == Status.MAX_STEPS
         nonfinite = ~(jnp.isfinite(ev.loss) & jnp.isfinite(ev.grad_norm))
-        # Set from the first evaluation (the loss at params0): one scalar select, no extra pass.
-        threshold = jnp.where(
-            jnp.isnan(c.threshold), ev.loss + (tols.divergence_factor - 1) * jnp.abs(ev.loss), c.threshold
-        )
+        threshold = c.threshold  # inf: never crossed
         if opts.use_divergence:
+            # Set from the first evaluation (the loss at params0): one scalar select, no extra pass.
+            threshold = jnp.where(
+                jnp.isnan(c.threshold), ev.loss + (tols.divergence_factor - 1) * jnp.abs(ev.loss), c.threshold
+            )
             # A transient (a spike that turns around) resets the streak; runaway growth keeps it.
             rising = (ev.loss > threshold) & (ev.loss >= c.last_loss)
             streak = jnp.where(rising, c.streak + 1, 0)
@@ -618,10 +619,22 @@ def use_layout(cost, data, layout: str, batch_size):
 
 @functools.lru_cache(maxsize=64)
 def _device_tolerances(stopping: Stopping, x64: bool) -> Tolerances:
-    """`run`'s tolerances on the default device, once per setting (not six transfers per call)."""
+    """`run`'s tolerances on the default device, once per setting (not six transfers per call); those
+    of the criteria that are off are None (the program does not read them; an input costs the call
+    about 1 us)."""
     del x64  # part of the cache key: the arrays' dtypes depend on it
+    host = tolerances(stopping)
+    used = enabled_criteria(RunOptions(0, None, None, 1, 1, 1), host)
+    host = host._replace(
+        tol=host.tol if used.use_tol else None,
+        grad_tol=host.grad_tol if used.use_grad_tol else None,
+        patience=host.patience if used.use_patience else None,
+        min_delta=host.min_delta if used.use_patience else None,
+        divergence_factor=host.divergence_factor if used.use_divergence else None,
+        divergence_patience=host.divergence_patience if used.use_divergence else None,
+    )
     with jax.ensure_compile_time_eval():  # never cache a tracer (see `_schedule_arrays`)
-        return jax.device_put(tolerances(stopping))
+        return jax.device_put(host)
 
 
 @functools.lru_cache(maxsize=512)
@@ -695,14 +708,22 @@ def use_feature_major(cost, data, opts: RunOptions):
     ):
         return cost, data, opts
     if opts.batch_size is None:
-        return alt, (_transposed(data[0]), *data[1:]), opts._replace(feature_major=True)
+        opts = opts._replace(feature_major=True)
+        return alt, _feature_major_data(data, opts), opts
     if _nbytes(data[0]) > EVAL_COPY_BYTES:
         return cost, data, opts
+    opts = opts._replace(eval_feature_major=True)
+    return cost, _feature_major_data(data, opts), opts
+
+
+def _feature_major_data(data, opts: RunOptions):
+    """The data of a run that `use_feature_major` chose to run feature-major (`opts` say how)."""
+    if opts.feature_major:
+        return (_transposed(data[0]), *data[1:])
     # Mini-batches: gather rows from X as given, evaluate the full data on a transposed copy. Host
     # rows go to the device once here, for both uses (not once more as an argument of the program).
     X = data[0] if isinstance(data[0], jax.Array) else jax.device_put(data[0])
-    rows = (X, *data[1:])
-    return cost, (rows, (_transposed(X), *data[1:])), opts._replace(eval_feature_major=True)
+    return (X, *data[1:]), (_transposed(X), *data[1:])
 
 
 EVAL_COPY_BYTES = 2**30  # mini-batch runs keep a feature-major copy of X for evaluations up to this size
@@ -1123,8 +1144,16 @@ def run(
     compile_cache.from_environment_once()
     stopping = stopping_of(stopping, tol)
     execution = execution_of(execution)
-    tols = tolerances(stopping)
     cost, cost_values = costs.split(cost)
+    call_key, leaves = _call_key(
+        cost, rule, params0, data, num_steps, batch_size, key, metrics, eval_every, stopping, execution
+    )
+    hit = None if call_key is None else _PLANS.get(call_key)
+    if hit is not None and all(map(_finite_leaf, leaves)):
+        trace = _run_planned(hit, rule, params0, data, key, cost_values, stopping)
+        if trace is not None:
+            return trace
+    tols = tolerances(stopping)
     cost, data, layout = use_layout(cost, data, execution.layout, batch_size)
     params0, data, key, opts, metric_fns = prepare(
         cost,
@@ -1173,7 +1202,136 @@ def run(
         # gdjax's rules refuse values that cannot move (learning_rate <= 0); an Optax transformation
         # built by hand (optax.sgd(0.0)) is checked after the fact, at the price of one small sync.
         _warn_if_stuck(trace, params0)
+    elif call_key is not None and not (opts.check_domain or opts.guard_steps or step_progress is not None):
+        _PLANS[call_key] = _Planned(cost, spec, metric_fns, opts, dtype, trace.evaluated_at)
+        if len(_PLANS) > _PLANS_MAX:
+            _PLANS.pop(next(iter(_PLANS)))
     return trace
+
+
+class _Planned(NamedTuple):
+    """What a `run` call with these static arguments compiles and passes, once validated."""
+
+    cost: Callable  # the cost the program runs (its feature-major form where the data allow)
+    spec: Any
+    metrics: tuple
+    opts: RunOptions
+    dtype: np.dtype
+    evaluated_at: str | None
+
+
+_PLANS: dict = {}  # `_call_key` -> `_Planned`: a repeated call skips planning (issue 21, item 5)
+_PLANS_MAX = 256
+
+
+def _leaf_key(x):
+    """`(type, shape, dtype)` of an array leaf; None for anything else (a tracer, a Python number)."""
+    if type(x) is np.ndarray or (isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)):
+        return type(x), x.shape, x.dtype
+    return None
+
+
+def _call_key(
+    cost, rule, params0, data, num_steps, batch_size, key, metrics, eval_every, stopping, execution
+):
+    """What a `run` call's plan depends on (every argument's structure, shapes, dtypes and types,
+    and the static settings), or None where the call is planned from scratch each time (a rule
+    that is not a gdjax `Rule`, the `gram` layout, tracers, leaves that are not arrays, progress)."""
+    spec = getattr(rule, "spec", None)
+    if (
+        spec is None
+        or not hasattr(spec, "init")
+        or not hasattr(rule, "hyperparams")
+        or execution.layout == "gram"
+        or execution.progress is True
+        or execution.step_progress is not None
+        or not (key is None or type(key) is int)
+    ):
+        return None, ()
+    p_leaves, p_def = jax.tree.flatten(params0)
+    d_leaves, d_def = jax.tree.flatten(data)
+    leaves = (*p_leaves, *d_leaves)
+    leaf_keys = tuple(_leaf_key(x) for x in leaves)
+    if not p_leaves or None in leaf_keys:
+        return None, ()
+    try:
+        metric_key = None if metrics is None else tuple(metrics.items())
+        call_key = (
+            cost, spec, p_def, d_def, leaf_keys, num_steps, batch_size, key is None, metric_key,
+            eval_every, stopping, execution, jax.config.jax_enable_x64,
+        )  # fmt: skip
+        hash(call_key)
+    except (AttributeError, TypeError):  # metrics that are not a dict, an unhashable setting
+        return None, ()
+    return call_key, leaves
+
+
+def _run_planned(planned: _Planned, rule, params0, data, key, cost_values, stopping) -> Trace | None:
+    """`run` for a call whose plan is known and whose params and data are finite (`_finite_leaf`):
+    the program, with the hyperparameter values. None sends the call to the full path, whose checks
+    say what is wrong (a traced hyperparameter)."""
+    values = {k: _host_value(v, planned.dtype) for k, v in rule.hyperparams.items()}
+    cost_values = {k: _host_value(v, planned.dtype) for k, v in cost_values.items()}
+    for v in (*values.values(), *cost_values.values()):
+        if isinstance(v, jax.core.Tracer):
+            return None
+    opts = planned.opts
+    data = _prepare_data(data, planned.dtype)
+    if opts.feature_major or opts.eval_feature_major:
+        data = _feature_major_data(data, opts)
+    # Small host arrays go in as device copies kept by content: a host argument costs the call a
+    # transfer (about 5 us each on CPU, more than a tiny run's steps); the values are the same.
+    params0, values, cost_values, data = jax.tree.map(_small_on_device, (params0, values, cost_values, data))
+    trace = _compiled_run(
+        planned.cost,
+        planned.spec,
+        planned.metrics,
+        opts,
+        params0,
+        (values, cost_values),
+        data,
+        _as_key(key),
+        _device_tolerances(stopping, jax.config.jax_enable_x64),
+    )
+    eval_steps, record_steps = _schedule_arrays(opts)
+    return trace._replace(eval_steps=eval_steps, record_steps=record_steps, evaluated_at=planned.evaluated_at)
+
+
+SMALL_ARRAY_BYTES = 256  # host arrays up to this size are passed as device copies kept by content
+
+
+def _small_on_device(x):
+    if type(x) is np.ndarray and x.nbytes <= SMALL_ARRAY_BYTES:
+        return _device_copy(x.tobytes(), x.dtype, x.shape, jax.config.jax_default_device)
+    return x
+
+
+@functools.lru_cache(maxsize=1024)
+def _device_copy(content: bytes, dtype: np.dtype, shape: tuple, device) -> jax.Array:
+    del device  # part of the key: a copy lives where the default device was when it was made
+    with jax.ensure_compile_time_eval():  # never cache a tracer (see `_schedule_arrays`)
+        return jax.device_put(np.frombuffer(content, dtype).reshape(shape))
+
+
+def _finite_leaf(x) -> bool:
+    """True when a params or data leaf is known to be finite: host arrays are scanned (small ones
+    once per content), device arrays must have been checked before (`validation`). False leaves
+    the call to the full checks, which say what is wrong."""
+    if type(x) is np.ndarray:
+        kind = x.dtype.kind
+        if kind in "biu":
+            return True
+        if kind not in "fc":  # bfloat16 ("V") and the rest
+            return False
+        if x.nbytes <= SMALL_ARRAY_BYTES:
+            return _finite_content(x.tobytes(), x.dtype)
+        return bool(np.isfinite(x).all())
+    return validation._known_finite(x)
+
+
+@functools.lru_cache(maxsize=1024)
+def _finite_content(content: bytes, dtype: np.dtype) -> bool:
+    return bool(np.isfinite(np.frombuffer(content, dtype)).all())
 
 
 class RuleCannotMoveWarning(UserWarning):
