@@ -302,9 +302,7 @@ def test_csv_overflowing_float32_is_an_error_naming_the_file(tmp_path):
 
 # ------------------------------------------------------------------------------------- signals
 def _command(*argv):
-    # XLA_FLAGS stays: the reference run was compiled in this process, under tests/conftest.py's
-    # compiler flags, and byte-identical results need the same compiler settings.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_")) or k == "XLA_FLAGS"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     return subprocess.Popen(
         [sys.executable, "-m", "gdjax.study.cli", *argv],
