@@ -51,11 +51,15 @@ plots = []
 DEEP = 900  # levels of nesting: past Python's recursion limit with the stack of a real call
 
 
-def run_cli(*argv):
+def run_cli(*argv, plots=False):
+    """`gdjax ...` in-process. A run gets `--no-plots` unless `plots`: drawing the report page is
+    nine tenths of a run this small, and only the tests about owned plots and files ask for it (the
+    page itself is tested in tests/test_report_page.py)."""
+    argv = [*argv, "--no-plots"] if argv[0] == "run" and not plots else list(argv)
     out, err = io.StringIO(), io.StringIO()
     before = jax.config.jax_enable_x64
     try:
-        code = cli.main(list(argv), stdout=out, stderr=err)
+        code = cli.main(argv, stdout=out, stderr=err)
     finally:
         jax.config.update("jax_enable_x64", before)
     return code, out.getvalue(), err.getvalue()
@@ -98,8 +102,8 @@ def snapshot(folder: pathlib.Path) -> dict:
     }
 
 
-def complete_run(cfg, out):
-    code, _, err = run_cli("run", str(cfg), "--out", str(out), "-q")
+def complete_run(cfg, out, plots=False):
+    code, _, err = run_cli("run", str(cfg), "--out", str(out), "-q", plots=plots)
     assert code == 0, err
 
 
@@ -285,11 +289,11 @@ def test_plots_are_owned_and_force_removes_them_but_not_a_users_image(study, tmp
     plotting = tmp_path / "plots.toml"
     plotting.write_text(cfg.read_text().replace("plots = []", 'plots = ["loss_curves"]'))
     out = tmp_path / "run"
-    complete_run(plotting, out)
+    complete_run(plotting, out, plots=True)
     assert (out / "loss_curves.png").is_file() and not (out / runfolder.STAGING).exists()
     assert "loss_curves.png" in runfolder.RunFolder(str(out)).owned()
     (out / "my_figure.png").write_bytes(b"mine")
-    code, _, err = run_cli("run", str(cfg), "--out", str(out), "-q", "--force")  # no plots now
+    code, _, err = run_cli("run", str(cfg), "--out", str(out), "-q", "--force", plots=True)  # no plots now
     assert code == 0, err
     assert not (out / "loss_curves.png").exists() and (out / "my_figure.png").read_bytes() == b"mine"
 
@@ -315,7 +319,7 @@ def test_a_plot_never_replaces_a_users_file_of_the_same_name(study, tmp_path):
     out = tmp_path / "run"
     interrupted_run(plotting, out)
     (out / "loss_curves.png").write_bytes(b"my own figure")
-    code, stdout, err = run_cli("run", str(plotting), "--out", str(out), "--resume")
+    code, stdout, err = run_cli("run", str(plotting), "--out", str(out), "--resume", plots=True)
     assert code == 0, err
     assert (out / "loss_curves.png").read_bytes() == b"my own figure"
     assert "loss_curves.png is not gdjax's, so it was kept" in stdout, stdout
@@ -349,14 +353,14 @@ def test_the_ownership_list_is_written_before_each_file(study, tmp_path, monkeyp
         return real(path, write)
 
     monkeypatch.setattr(gdjax_io, "atomic_write", spy)
-    complete_run(cfg, out)
+    complete_run(cfg, out, plots=True)  # the report page's files too
     assert seen and all(listed for _, listed in seen), seen
 
 
 def test_a_refused_run_removes_only_its_own_files(study, tmp_path):
     cfg, _ = study
     out = tmp_path / "run"
-    complete_run(cfg, out)
+    complete_run(cfg, out, plots=True)  # the report page's files too
     (out / "notes.md").write_text("mine")
     folder, _ = runfolder.prepare(config_lib.load(cfg), str(out), resume=False, force=True)
     folder.discard()

@@ -370,7 +370,7 @@ def _write(path: pathlib.Path, text: str) -> pathlib.Path:
 def test_user_cost_from_a_file_runs_with_its_analytic_gradient(study_dir):
     cfg_path = _write(study_dir / "study.toml", USER_STUDY)
     out = study_dir / "run"
-    code, stdout, err = run_cli("run", cfg_path, "--out", out, "-q")
+    code, stdout, err = run_cli("run", cfg_path, "--out", out, "-q", "--no-plots")
     assert code == 0, err
     assert "analytic" in (out / "gradcheck.txt").read_text()
     rows = json.loads((out / "summary.json").read_text())
@@ -402,7 +402,9 @@ grid.learning_rate = 0.01
     (p,) = experiment.build_problems(cfg)
     assert p.data is None and p.params0.shape == (2,) and p.params0.dtype == jnp.float64
     assert float(p.cost(p.params0, None)) == pytest.approx(24.2)
-    code, _, err = run_cli("run", _write(study_dir / "m.toml", text), "--out", study_dir / "run", "-q")
+    code, _, err = run_cli(
+        "run", _write(study_dir / "m.toml", text), "--out", study_dir / "run", "-q", "--no-plots"
+    )
     assert code == 0, err
 
 
@@ -576,7 +578,7 @@ def test_eval_every_sets_the_schedule_and_record_every_follows(study_dir):
         loads(bad, study_dir)
     assert info.value.key == "run.record_every" and "multiple of eval_every" in str(info.value)
     out = study_dir / "run"
-    code, _, err = run_cli("run", _write(study_dir / "e.toml", text), "--out", out, "-q")
+    code, _, err = run_cli("run", _write(study_dir / "e.toml", text), "--out", out, "-q", "--no-plots")
     assert code == 0, err
     with np.load(out / "histories.npz") as z:
         assert list(z["gd/eval_steps"].reshape(-1, 5)[0]) == [0, 10, 20, 30, 40]
@@ -742,7 +744,7 @@ def test_a_cost_hyperparameter_is_a_grid_axis_of_the_command(ridge_dir):
     cfg = loads(RIDGE_STUDY, ridge_dir)
     assert dict(cfg.optimizers[0].grid)["l2"] == (0.0, 0.1, 1.0) and cfg.optimizers[0].cost_keys() == ("l2",)
     out = ridge_dir / "run"
-    code, _, err = run_cli("run", ridge_dir / "study.toml", "--out", out, "-q")
+    code, _, err = run_cli("run", ridge_dir / "study.toml", "--out", out, "-q", "--no-plots")
     assert code == 0, err
     rows = json.loads((out / "summary.json").read_text())
     assert [r["l2"] for r in rows] == [0.0, 0.1, 1.0]

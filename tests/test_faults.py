@@ -51,10 +51,13 @@ SUMMARIES = ("summary.csv", "summary.json", "histories.npz")
 
 
 def run_cli(*argv):
+    """`gdjax ...` in-process; a run gets `--no-plots`: the report page (nine tenths of a run this
+    small) is not what these cases are about, and tests/test_report_page.py tests it."""
+    argv = [*argv, "--no-plots"] if argv[0] == "run" else list(argv)
     out, err = io.StringIO(), io.StringIO()
     before = jax.config.jax_enable_x64
     try:
-        code = cli.main(list(argv), stdout=out, stderr=err)
+        code = cli.main(argv, stdout=out, stderr=err)
     finally:
         jax.config.update("jax_enable_x64", before)
     return code, out.getvalue(), err.getvalue()
@@ -336,7 +339,7 @@ def test_a_signal_ends_cleanly_and_resume_gives_identical_results(tiny, tmp_path
         return
     if sig != signal.SIGKILL:
         assert f"interrupted ({sig.name})" in err, err
-    resume = _command("run", str(cfg), "--out", str(out), "--resume", "-q")
+    resume = _command("run", str(cfg), "--out", str(out), "--resume", "-q", "--no-plots")
     _, err = resume.communicate(timeout=120)
     assert resume.returncode == 0, err
     assert_same_results(out, ref)

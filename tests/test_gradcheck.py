@@ -1042,7 +1042,7 @@ def test_a_study_at_a_kink_warns_and_runs(relu_study):
     from helpers import run_cli
 
     out = relu_study / "run"
-    code, _, err = run_cli("run", relu_study / "study.toml", "--out", out, "-q")
+    code, _, err = run_cli("run", relu_study / "study.toml", "--out", out, "-q", "--no-plots")
     assert code == 0, err
     text = (out / "gradcheck.txt").read_text()
     assert "WARN: not differentiable at this point" in text and "FAIL" not in text
