@@ -1211,7 +1211,7 @@ def _starts_stack(params0, starts):
 def _noise(template, seed: int) -> list[np.ndarray]:
     """Standard-normal perturbations of each leaf of one start for `seed` (see the module docstring)."""
     leaves = jax.tree.leaves(template)
-    if _PLAN_ONLY.get():  # check_sweep: shapes are enough, nothing is computed (nor compiled)
+    if _PLAN_ONLY.get() == "check":  # check_sweep: shapes are enough, nothing is computed (nor compiled)
         return [np.zeros(np.shape(x), jax.dtypes.canonicalize_dtype(np.asarray(x).dtype)) for x in leaves]
     key = jax.random.fold_in(validation.seed_key(seed), NOISE_FOLD)
     keys = jax.random.split(key, len(leaves))

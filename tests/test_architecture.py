@@ -388,6 +388,21 @@ def test_a_planned_sweep_runs_without_validating_or_planning_again(monkeypatch):
         run_plan(checked)  # check_sweep's plans only validate
 
 
+def test_a_planned_sweep_draws_the_same_noised_starts_as_the_sweep():
+    """`plan_sweep` draws `init_noise`'s perturbations (only `check_sweep` skips them): a planned
+    sweep with noised starts runs bit for bit like `sweep`, each seed from its own start."""
+    from gdjax.sweep import plan_sweep, run_plan
+
+    X, y = _data()
+    args = (COST, "sgd", gdjax.Starts(gdjax.init_linear(3), init_noise=0.5, stacked=False), (X, y))
+    kwargs = dict(grid={"learning_rate": [0.1]}, num_steps=5, seeds=[0, 1, 2])
+    expected = gdjax.sweep(*args, **kwargs)
+    result = run_plan(plan_sweep(*args, **kwargs))
+    timings = dict(compile_seconds=expected.compile_seconds, run_seconds=expected.run_seconds)
+    assert dataclasses.replace(result, **timings) == expected
+    assert len(set(np.asarray(result.trace.loss_history)[:, 0].tolist())) == 3
+
+
 def test_a_study_whose_sweep_is_refused_leaves_no_folder(tmp_path, monkeypatch):
     import importlib
 

@@ -272,14 +272,27 @@ def _fresh_programs():
 
 def test_planning_a_study_compiles_nothing():
     """`check_sweep` (seeds, init_noise, mini-batches) and the memory check do no device work: JAX
-    reports no compilation, not even of the small programs that making a PRNG key or a noise draw needs."""
+    reports no compilation, not even of the small programs that making a PRNG key or a noise draw needs.
+    The study's own plans (`check_sweeps`, `plan_sweep`) are the ones its run executes, so they draw
+    `init_noise`'s perturbations (small programs the run would compile anyway), and no sweep program."""
     cfg = config.loads(SHARED_STUDY)
     problems = preflight.build_problems(cfg)
     unit_list = preflight.units(cfg)
+    calls = [c for u in unit_list for c in experiment.unit_sweeps(cfg, u, problems[u.problem])]
     _fresh_programs()
     with count_compilations() as compiled:
         preflight.check_memory(cfg, problems, unit_list)
+        for args, kwargs in calls:
+            gdjax.check_sweep(*args, **kwargs)
+    assert compiled.count == 0
+    with count_compilations() as compiled:
         preflight.check_sweeps(cfg, problems, unit_list)
+    assert compiled.of("jit(_lanes_program)") == 0
+    full = config.loads(FULL_BATCH)  # no init_noise: nothing to draw, nothing compiled
+    problems, unit_list = preflight.build_problems(full), preflight.units(full)
+    with count_compilations() as compiled:
+        preflight.check_memory(full, problems, unit_list)
+        preflight.check_sweeps(full, problems, unit_list)
     assert compiled.count == 0
 
 

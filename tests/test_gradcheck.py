@@ -1076,6 +1076,15 @@ def test_the_study_checks_every_seed_start_and_kinks_only_warn(relu_study):
     history = jax.tree.leaves(result.trace.params_history)
     for got, want in zip(history, jax.tree.leaves(starts), strict=True):
         np.testing.assert_array_equal(np.asarray(got)[:, 0], want)
+    # The study runs the plan it made before the folder existed (plan_sweep, then run_plan): its
+    # lanes start from the same noised points, so their first losses are the cost at those points.
+    (u,) = experiment.units(cfg)
+    plans = preflight.check_sweeps(cfg, [p], [u])
+    ran = experiment.run_unit(cfg, u, p, plan=plans[u.key])
+    first = np.asarray(ran.trace.loss_history)[:, 0]
+    want = [float(p.cost(jax.tree.map(lambda x, i=i: x[i], starts), p.data)) for i in range(len(cfg.seeds))]
+    np.testing.assert_allclose(first, want, rtol=1e-12)
+    assert len(set(first.tolist())) == len(cfg.seeds)  # each seed its own start
 
 
 def test_a_failed_study_check_says_how_to_skip_it():
