@@ -38,17 +38,12 @@ ENV = "GDJAX_COMPILE_THREADS"
 def threads() -> int:
     """Compiling threads: `GDJAX_COMPILE_THREADS` if set (a positive integer), else 1 (none)."""
     value = os.environ.get(ENV, "").strip()
-    if value:
-        try:
-            n = int(value)
-        except ValueError:
-            raise ValueError(
-                f"{ENV} must be a positive integer (1: no compile threads), got {value!r}"
-            ) from None
-        if n < 1:
-            raise ValueError(f"{ENV} must be a positive integer (1: no compile threads), got {value!r}")
-        return n
-    return 1
+    if not value:
+        return 1
+    n = int(value) if value.isdecimal() else 0
+    if n < 1:
+        raise ValueError(f"{ENV} must be a positive integer (1: no compile threads), got {value!r}")
+    return n
 
 
 class Compiler:
