@@ -1709,13 +1709,16 @@ def _plan(args, kwargs, mode: str) -> SweepPlan:
 def lower_sweep(*args: Any, **kwargs: Any) -> list[LoweredProgram]:
     """The programs `sweep(*args, **kwargs)` would compile, traced and lowered ahead of time.
 
-    The same arguments as `sweep`; nothing is compiled or run. Each distinct program not compiled
+    The same arguments as `sweep`, or a plan of `plan_sweep` alone (`lower_sweep(plan)`: not
+    validated or planned again); nothing is compiled or run. Each distinct program not compiled
     yet in this process is returned once, as a `LoweredProgram`: compile them (one after another,
     or in threads: XLA compiles release the GIL), and the sweep itself then only runs. A study
     does this for all its units with `GDJAX_COMPILE_THREADS` (`gdjax.study.programs`).
     """
     token = _LOWER_ONLY.set(True)
     try:
+        if len(args) == 1 and not kwargs and isinstance(args[0], SweepPlan):
+            return run_plan(args[0])
         return sweep(*args, **kwargs)
     finally:
         _LOWER_ONLY.reset(token)

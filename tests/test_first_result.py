@@ -318,12 +318,21 @@ def _outcomes(rows) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]
 
 
-def test_a_study_compiles_each_program_once_and_concurrently_to_the_same_bits(tmp_path, serial_study):
+def test_a_study_compiles_each_program_once_and_concurrently_to_the_same_bits(
+    tmp_path, monkeypatch, serial_study
+):
     """Serially (each sweep compiles its own) and in threads (compiled ahead): two programs for three
     units, and the same histories and outcomes bit for bit."""
     serial, serial_programs = serial_study
+    sweep_module = importlib.import_module("gdjax.sweep")
+    validated = []
+    real = sweep_module._validate_values
+    monkeypatch.setattr(sweep_module, "_validate_values", lambda *a: validated.append(1) or real(*a))
     threaded, threaded_programs = _run_study(tmp_path / "threaded", 2)
     assert serial_programs == threaded_programs == 2
+    # Each unit's values are checked by the config reader and planned once (3 + 3): lowered ahead
+    # from its plan, not planned again (9 when the threads planned each sweep anew).
+    assert len(validated) == 6
     assert threaded.manifest["units"]["large"]["compile_seconds"] == 0.0  # small's program ran it
     a, b = _arrays(serial.folder), _arrays(threaded.folder)
     assert a.keys() == b.keys()

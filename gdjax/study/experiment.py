@@ -352,7 +352,7 @@ def run_experiment(
     compiler = Compiler(compile_threads)
     try:
         if kind != "resume":
-            compiler.start(_unit_calls(cfg, unit_list, problems, per_seed, done=()))
+            compiler.start(_unit_calls(cfg, unit_list, problems, per_seed, plans, done=()))
         reports: dict[str, GradCheckReport] = {}
         if cfg.gradcheck.enabled:
             if gradcheck_x64 is not None:
@@ -406,10 +406,10 @@ def run_experiment(
                 if r is not None:
                     results[u.key] = r
             log(f"resuming {out}: {len(results)} of {len(unit_list)} optimizers already done")
-            compiler.start(_unit_calls(cfg, unit_list, problems, per_seed, done=results))
+            compiler.start(_unit_calls(cfg, unit_list, problems, per_seed, plans, done=results))
         else:
             if kind == "resume":  # --resume of a folder that holds no run yet
-                compiler.start(_unit_calls(cfg, unit_list, problems, per_seed, done=()))
+                compiler.start(_unit_calls(cfg, unit_list, problems, per_seed, plans, done=()))
             folder.write_text("config.toml", cfg.to_toml())
         splits = {
             f"{p.label}/{part}": index
@@ -518,13 +518,23 @@ def run_experiment(
     )
 
 
-def _unit_calls(cfg, unit_list, problems, per_seed, done) -> list:
-    """`(unit key, sweeps)` of the units not done, for `Compiler.start`."""
+def _unit_calls(cfg, unit_list, problems, per_seed, plans, done) -> list:
+    """`(unit key, sweeps)` of the units not done, for `Compiler.start`: a unit's plan where it has
+    one that runs (lowered without planning again), else its sweeps' arguments."""
     return [
-        (u.key, functools.partial(unit_sweeps, cfg, u, problems[u.problem], per_seed))
+        (
+            u.key,
+            functools.partial(_planned, plans[u.key])
+            if plans[u.key].runnable
+            else functools.partial(unit_sweeps, cfg, u, problems[u.problem], per_seed),
+        )
         for u in unit_list
         if u.key not in done
     ]
+
+
+def _planned(plan) -> list[tuple[tuple, dict]]:
+    return [((plan,), {})]  # `lower_sweep(plan)`
 
 
 PlotStage = runfolder.PlotStage  # moved to the run folder's module; the old name still works
