@@ -203,8 +203,57 @@ def scan_program(
     key: jax.Array | None,
     tols: Tolerances,
 ) -> Trace:
-    """The compiled body of `run` (and, under `jax.vmap`, of every lane of `gdjax.sweep`): pure in its
-    array arguments, vmappable over all of them.
+    """The compiled body of `run`: `scan_pieces` with its histories joined (`join_pieces`)."""
+    pieces = scan_pieces(cost, spec, metrics, opts, params0, hyperparams, data, key, tols)
+    return join_pieces(pieces, batch_losses_from_evals(opts, spec))
+
+
+def batch_losses_from_evals(opts: RunOptions, spec: Any) -> bool:
+    """Full batch with an evaluation before every step: the batch loss of step t is the evaluation's
+    loss at t (the step reuses its gradient), so the program does not write it twice: it is
+    `loss_history[:-1]`."""
+    reuse = opts.batch_size is None and getattr(spec, "eval_params", None) is None
+    return opts.batch_losses and reuse and opts.eval_every == 1
+
+
+def join_pieces(pieces: Trace, batch_from_evals: bool) -> Trace:
+    """A `Trace` from `scan_pieces`: each history's pieces concatenated along their leading (time)
+    axis; the batch losses that `batch_from_evals` says are the evaluations' are sliced from them."""
+
+    def join(parts):
+        return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+
+    def joined(field):
+        return None if field is None else jax.tree.map(lambda *xs: join(xs), *field)
+
+    loss = join(pieces.loss_history)
+    return pieces._replace(
+        loss_history=loss,
+        grad_norm_history=join(pieces.grad_norm_history),
+        params_history=joined(pieces.params_history),
+        metrics={name: join(parts) for name, parts in pieces.metrics.items()},
+        batch_loss_history=loss[:-1] if batch_from_evals else joined(pieces.batch_loss_history),
+    )
+
+
+def scan_pieces(
+    cost: Callable,
+    spec: Any,
+    metrics: tuple,
+    opts: RunOptions,
+    params0: PyTree,
+    hyperparams: Any,
+    data: PyTree,
+    key: jax.Array | None,
+    tols: Tolerances,
+) -> Trace:
+    """The run as one scan (under `jax.vmap`, every lane of `gdjax.sweep`): pure in its array
+    arguments, vmappable over all of them. Its histories (`loss_history`, `grad_norm_history`, each
+    metric, `params_history` and `batch_loss_history`) are tuples of pieces along their leading
+    (time) axis, joined by `join_pieces`: under `vmap`, joining inside would put the lane axis first
+    (`concatenate`'s batching rule) and make XLA transpose every history of a sweep, which joins them
+    after the `vmap` with the lanes second instead (`gdjax.sweep`). `batch_loss_history` is None where
+    it is the evaluations' losses (`batch_losses_from_evals`).
 
     Args: the static `cost`, rule `spec` (a `RuleSpec`, or `Opaque` for a transformation built
     outside gdjax), `metrics` and `opts`; the arrays `params0`, `hyperparams` (`(rule values, cost
@@ -394,7 +443,7 @@ def scan_program(
             # One loop of at most `k` steps serves the full intervals and the shorter last one, so
             # the step and the evaluation are compiled once (a scan needs its length on the host).
             # Its bounds are the same in every lane, so under `vmap` it stays one loop.
-            keep = opts.batch_losses and not batch_losses_from_evals
+            keep = opts.batch_losses and not from_evals
             buffer = jnp.zeros((k,), dtype) if keep else None
             if keep and batch_losses is not None:
                 buffer = buffer.at[0].set(batch_losses[0])
@@ -412,12 +461,10 @@ def scan_program(
             batch_losses = more if batch_losses is None else jnp.concatenate([batch_losses, more])
         if opts.progress_intervals:
             gdjax_progress.report(i, every=opts.progress_intervals, eval_every=k, num_steps=num_steps)
-        out = (ev, batch_losses if opts.batch_losses and not batch_losses_from_evals else None)
+        out = (ev, batch_losses if opts.batch_losses and not from_evals else None)
         return c, (out, at_eval if per_record == 1 else None)
 
-    # Full batch with an evaluation before every step: the batch loss of step t is the evaluation's
-    # loss at t (the step reuses it), so it is not written twice.
-    batch_losses_from_evals = opts.batch_losses and reuse and k == 1
+    from_evals = batch_losses_from_evals(opts, spec)
     history = None
     if per_record > 1:
         history = jax.tree.map(lambda p: jnp.zeros((num_records, *p.shape), p.dtype), params0)
@@ -481,16 +528,16 @@ def scan_program(
         status = jnp.where(last.loss > carry.threshold, jnp.int32(Status.DIVERGED), status)
     carry = carry._replace(status=jnp.where(running, status, carry.status))
     evals.append(jax.tree.map(lambda x: x[None], last))
-    ev = jax.tree.map(lambda *xs: jnp.concatenate(xs), *evals)
+    ev = jax.tree.map(lambda *xs: xs, *evals)  # each history: a tuple of pieces
 
     if per_record == 1:
         # Every evaluation is recorded: params came out of the scan (no per-step scatter).
-        params_history = jax.tree.map(
-            lambda *xs: jnp.concatenate(xs), *records, jax.tree.map(lambda x: x[None], final_params)
-        )
+        params_history = (*records, jax.tree.map(lambda x: x[None], final_params))
     else:
         last_row = num_records - 1
-        params_history = jax.tree.map(lambda h, p: h.at[last_row].set(p), carry.params_history, final_params)
+        params_history = (
+            jax.tree.map(lambda h, p: h.at[last_row].set(p), carry.params_history, final_params),
+        )
 
     stop_step = jnp.where(carry.status != Status.MAX_STEPS, carry.steps, _NO_STOP).astype(jnp.int32)
     return Trace(
@@ -503,11 +550,7 @@ def scan_program(
         stop_step=stop_step,
         eval_steps=jnp.asarray(eval_steps, jnp.int32),
         batch_loss_history=(
-            ev.loss[:-1]
-            if batch_losses_from_evals
-            else jnp.concatenate(batch_losses)
-            if opts.batch_losses
-            else None
+            (jnp.concatenate(batch_losses),) if opts.batch_losses and not from_evals else None
         ),
         metrics=ev.metrics,
         record_steps=jnp.asarray(record_steps, jnp.int32),

@@ -1066,20 +1066,75 @@ def _round_up(n: int, multiple: int) -> int:
 
 # ------------------------------------------------------------------------- the compiled program
 def _lanes_program(cost, metrics, opts, spec, lane_sharding, key_impl, params0, hp, data, key_data, tols):
-    """`loop.scan_program` vmapped over lanes; each lane builds its rule state from its values."""
+    """`loop.scan_pieces` vmapped over lanes; each lane builds its rule state from its values.
+
+    The histories come out with the lane axis second (`_lane_axes`), as the loop writes them: moving
+    it first made XLA transpose each history after the loop (16 MB each for 4096 lanes of 1000 steps,
+    slower than the loop itself). The host moves it first as a NumPy view (`_lanes_first`).
+    """
     keys = None if key_data is None else jax.random.wrap_key_data(key_data, impl=key_impl)
 
     def one(p0, values, key, lane_tols):
-        return loop.scan_program(cost, spec, metrics, opts, p0, values, data, key, lane_tols)
+        trace = loop.scan_pieces(cost, spec, metrics, opts, p0, values, data, key, lane_tols)
+        # The schedule's step numbers are the same in every lane: attached on the host (`_execute`),
+        # not written per lane by the device and copied back (2 x 16 MB for 4096 lanes of 1000 steps).
+        return trace._replace(eval_steps=None, record_steps=None)
 
     # `hp` is (rule values, cost values), each a dict of (lanes,) arrays.
-    out = jax.vmap(one)(params0, hp, keys, tols)
-    # The schedule's step numbers are the same in every lane: attached on the host (`_execute`), not
-    # written per lane by the device and copied back (2 x 16 MB for 4096 lanes of 1000 steps).
-    out = out._replace(eval_steps=None, record_steps=None)
+    axes = _lane_axes(opts)
+    out = jax.vmap(one, out_axes=axes)(params0, hp, keys, tols)
+    # Joined after the vmap, along the time axis (the first): a contiguous copy, not a transpose.
+    # Batch losses that are the evaluations' losses are not an output: the host slices them.
+    out = loop.join_pieces(out, batch_from_evals=False)
     if lane_sharding is not None:
-        out = jax.lax.with_sharding_constraint(out, lane_sharding)
+        mesh = lane_sharding.mesh
+        spec_of = {axis: NamedSharding(mesh, PartitionSpec(*([None] * axis), _LANES)) for axis in (0, 1)}
+        out = type(out)(
+            *(
+                jax.lax.with_sharding_constraint(field, spec_of[axis]) if field is not None else None
+                for field, axis in zip(out, axes, strict=True)
+            )
+        )
     return out
+
+
+def _lane_axes(opts: loop.RunOptions) -> Trace:
+    """Where each field of a sweep program's output has its lane axis: second in the histories the
+    loop writes per evaluation (time first), first elsewhere (final values, and the histories that a
+    lane builds whole: thinned records, batch losses)."""
+    records_per_eval = opts.record_every == opts.eval_every
+    return Trace(
+        params=0,
+        loss_history=1,
+        params_history=1 if records_per_eval else 0,
+        grad_norm_history=1,
+        steps=0,
+        status=0,
+        stop_step=0,
+        eval_steps=0,
+        batch_loss_history=0,
+        metrics=1,
+        record_steps=0,
+        evaluated_at=0,
+        invalid=0,
+    )
+
+
+def _lanes_first(out: Trace, axes: Trace, num_lanes: int, batch_from_evals: bool) -> Trace:
+    """A program's output on the host, every field with its lanes first (NumPy views, no copy), the
+    padding lanes dropped, and the batch losses sliced from the evaluations' where they are those."""
+
+    def first(x, axis):
+        return np.moveaxis(np.asarray(x), axis, 0)[:num_lanes]
+
+    fields = [
+        None if field is None else jax.tree.map(functools.partial(first, axis=axis), field)
+        for field, axis in zip(out, axes, strict=True)
+    ]
+    trace = type(out)(*fields)
+    if batch_from_evals:
+        trace = trace._replace(batch_loss_history=trace.loss_history[:, :-1])
+    return trace
 
 
 _program = jax.jit(_lanes_program, static_argnums=(0, 1, 2, 3, 4, 5))
@@ -1934,8 +1989,10 @@ def _execute_chunks(groups, call_lanes, chunk_size, devices, progress, steps, me
                 with gdjax_progress.listening(step_progress):
                     out = jax.block_until_ready(compiled(*args))
                 timing["run_seconds"] += time.perf_counter() - t0
-                timing["sharding"] = out.loss_history.sharding
-                piece = jax.tree.map(lambda x, n=hi - lo: np.asarray(x)[:n], _to_host(out))
+                timing["sharding"] = out.status.sharding  # the lanes' (first axis)
+                piece = _lanes_first(
+                    _to_host(out), _lane_axes(g.opts), hi - lo, loop.batch_losses_from_evals(g.opts, g.spec)
+                )
                 eval_steps, record_steps = loop.schedule(g.opts)
                 pieces.append(
                     piece._replace(
