@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import ctypes
+import importlib
 import json
 import os
 import platform
@@ -656,13 +657,21 @@ def _bench_big_grid(quick: bool) -> dict:
     )
     row["gdjax_s"], row["bare_s"] = best["gdjax"], best["bare"]
     row["gdjax_device_s"] = min(results[1:])
+    # Kernels per step of each program's loop (the sweep's program is the one its calls just used).
+    sweep_module = importlib.import_module("gdjax.sweep")
+    (program, *_) = reversed(sweep_module._COMPILED.values())
+    row["kernels_per_step"] = {
+        "gdjax": loop_body_kernels(program.as_text())[0]["kernels"],
+        "bare": loop_body_kernels(bare.lower(lrs_device, p0["w"], p0["b"]).compile().as_text())[0]["kernels"],
+    }
     lane_steps = K * T
     print(
         f"    big grid on the 7 points, {K} learning rates x {T} steps: gdjax.sweep "
         f"{row['gdjax_s'] * 1e3:.0f} ms ({row['gdjax_s'] / lane_steps * 1e9:.0f} ns/lane-step; device part "
         f"{row['gdjax_device_s'] * 1e3:.0f} ms), bare jit(vmap(scan)) {row['bare_s'] * 1e3:.0f} ms "
         f"({row['bare_s'] / lane_steps * 1e9:.0f} ns/lane-step) -> gdjax speed / bare speed "
-        f"{row['bare_s'] / row['gdjax_s']:.2f} (device part {row['bare_s'] / row['gdjax_device_s']:.2f})"
+        f"{row['bare_s'] / row['gdjax_s']:.2f} (device part {row['bare_s'] / row['gdjax_device_s']:.2f}); "
+        f"kernels per step: gdjax {row['kernels_per_step']['gdjax']}, bare {row['kernels_per_step']['bare']}"
     )
     return row
 

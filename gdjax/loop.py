@@ -203,8 +203,57 @@ def scan_program(
     key: jax.Array | None,
     tols: Tolerances,
 ) -> Trace:
-    """The compiled body of `run` (and, under `jax.vmap`, of every lane of `gdjax.sweep`): pure in its
-    array arguments, vmappable over all of them.
+    """The compiled body of `run`: `scan_pieces` with its histories joined (`join_pieces`)."""
+    pieces = scan_pieces(cost, spec, metrics, opts, params0, hyperparams, data, key, tols)
+    return join_pieces(pieces, batch_losses_from_evals(opts, spec))
+
+
+def batch_losses_from_evals(opts: RunOptions, spec: Any) -> bool:
+    """Full batch with an evaluation before every step: the batch loss of step t is the evaluation's
+    loss at t (the step reuses its gradient), so the program does not write it twice: it is
+    `loss_history[:-1]`."""
+    reuse = opts.batch_size is None and getattr(spec, "eval_params", None) is None
+    return opts.batch_losses and reuse and opts.eval_every == 1
+
+
+def join_pieces(pieces: Trace, batch_from_evals: bool) -> Trace:
+    """A `Trace` from `scan_pieces`: each history's pieces concatenated along their leading (time)
+    axis; the batch losses that `batch_from_evals` says are the evaluations' are sliced from them."""
+
+    def join(parts):
+        return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+
+    def joined(field):
+        return None if field is None else jax.tree.map(lambda *xs: join(xs), *field)
+
+    loss = join(pieces.loss_history)
+    return pieces._replace(
+        loss_history=loss,
+        grad_norm_history=join(pieces.grad_norm_history),
+        params_history=joined(pieces.params_history),
+        metrics={name: join(parts) for name, parts in pieces.metrics.items()},
+        batch_loss_history=loss[:-1] if batch_from_evals else joined(pieces.batch_loss_history),
+    )
+
+
+def scan_pieces(
+    cost: Callable,
+    spec: Any,
+    metrics: tuple,
+    opts: RunOptions,
+    params0: PyTree,
+    hyperparams: Any,
+    data: PyTree,
+    key: jax.Array | None,
+    tols: Tolerances,
+) -> Trace:
+    """The run as one scan (under `jax.vmap`, every lane of `gdjax.sweep`): pure in its array
+    arguments, vmappable over all of them. Its histories (`loss_history`, `grad_norm_history`, each
+    metric, `params_history` and `batch_loss_history`) are tuples of pieces along their leading
+    (time) axis, joined by `join_pieces`: under `vmap`, joining inside would put the lane axis first
+    (`concatenate`'s batching rule) and make XLA transpose every history of a sweep, which joins them
+    after the `vmap` with the lanes second instead (`gdjax.sweep`). `batch_loss_history` is None where
+    it is the evaluations' losses (`batch_losses_from_evals`).
 
     Args: the static `cost`, rule `spec` (a `RuleSpec`, or `Opaque` for a transformation built
     outside gdjax), `metrics` and `opts`; the arrays `params0`, `hyperparams` (`(rule values, cost
@@ -250,8 +299,18 @@ def scan_program(
         values = {name: jnp.asarray(fn(params)).astype(dtype) for name, fn in metrics}
         return Evaluated(loss.astype(dtype), jnp.sqrt(_tree_sq_norm(grad)).astype(dtype), values), grad
 
-    def at_evaluation(c: _Carry, ev: Evaluated) -> _Carry:
-        """Stopping rules decided on full-data quantities (precedence: first listed wins)."""
+    def final_status(c: _Carry, last: Evaluated, status: jax.Array, threshold: jax.Array) -> jax.Array:
+        """The status a running run gets from the evaluation after its last step."""
+        blew_up = jnp.where(c.streak > 0, jnp.int32(Status.DIVERGED), jnp.int32(Status.NONFINITE))
+        status = jnp.where(~(jnp.isfinite(last.loss) & jnp.isfinite(last.grad_norm)), blew_up, status)
+        if opts.use_divergence:
+            # A run that ends above the threshold did not come back within its budget: diverged.
+            status = jnp.where(last.loss > threshold, jnp.int32(Status.DIVERGED), status)
+        return status
+
+    def at_evaluation(c: _Carry, ev: Evaluated, final=None) -> _Carry:
+        """Stopping rules decided on full-data quantities (precedence: first listed wins); `final`
+        (traced, with `fold_last`): this is the evaluation after the last step (`final_status`)."""
         running = c.status == Status.MAX_STEPS
         nonfinite = ~(jnp.isfinite(ev.loss) & jnp.isfinite(ev.grad_norm))
         threshold = c.threshold  # inf: never crossed
@@ -287,6 +346,10 @@ def scan_program(
             ]
         ):
             status = jnp.where(fired, jnp.int32(code), status)
+        if final is not None:
+            # `threshold` is `c.threshold` here (set at the first evaluation); the value the
+            # update reads, so that XLA keeps no second copy of it in the loop.
+            status = jnp.where(final, final_status(c, ev, jnp.int32(Status.MAX_STEPS), threshold), status)
 
         def keep(new, old):
             return jnp.where(running, new, old)
@@ -303,6 +366,8 @@ def scan_program(
     def step(c: _Carry, t, given=None):
         """One update on the batch of step `t` (or on the full data, reusing `given` if computed)."""
         running = c.status == Status.MAX_STEPS
+        if fold_last:
+            running = running & (t < num_steps)  # the interval of the last evaluation takes no step
         if given is not None:
             loss, grad = given
             batch = data
@@ -379,7 +444,8 @@ def scan_program(
         `rest` for the last interval, chosen inside the program)."""
         at_eval = point(c)
         ev, grad = evaluate(at_eval)
-        c = at_evaluation(c, ev)
+        final = (i == num_full) if fold_last else None
+        c = at_evaluation(c, ev, final)
         c = record(c, i)
         t0 = i * k
         if reuse or length == 1:
@@ -394,7 +460,7 @@ def scan_program(
             # One loop of at most `k` steps serves the full intervals and the shorter last one, so
             # the step and the evaluation are compiled once (a scan needs its length on the host).
             # Its bounds are the same in every lane, so under `vmap` it stays one loop.
-            keep = opts.batch_losses and not batch_losses_from_evals
+            keep = opts.batch_losses and not from_evals
             buffer = jnp.zeros((k,), dtype) if keep else None
             if keep and batch_losses is not None:
                 buffer = buffer.at[0].set(batch_losses[0])
@@ -411,13 +477,18 @@ def scan_program(
             )
             batch_losses = more if batch_losses is None else jnp.concatenate([batch_losses, more])
         if opts.progress_intervals:
-            gdjax_progress.report(i, every=opts.progress_intervals, eval_every=k, num_steps=num_steps)
-        out = (ev, batch_losses if opts.batch_losses and not batch_losses_from_evals else None)
+            gdjax_progress.report(
+                i, every=opts.progress_intervals, eval_every=k, num_steps=num_steps, skip=final
+            )
+        out = (ev, batch_losses if opts.batch_losses and not from_evals else None)
         return c, (out, at_eval if per_record == 1 else None)
 
-    # Full batch with an evaluation before every step: the batch loss of step t is the evaluation's
-    # loss at t (the step reuses it), so it is not written twice.
-    batch_losses_from_evals = opts.batch_losses and reuse and k == 1
+    from_evals = batch_losses_from_evals(opts, spec)
+    # An evaluation before every step: the evaluation after the last step is one more interval of
+    # the scan, whose step is not taken. The histories are then the scan's own buffers: joining a
+    # last row after the loop copied each whole history, a third of a 4096-lane sweep's time on
+    # the 7 points (issue 21 item 4). With sparser evaluations the extra interval would take steps.
+    fold_last = k == 1
     history = None
     if per_record > 1:
         history = jax.tree.map(lambda p: jnp.zeros((num_records, *p.shape), p.dtype), params0)
@@ -460,37 +531,36 @@ def scan_program(
         carry, ((ev, bl), rec) = _scan_intervals(
             lambda c, i: interval(c, i, k),
             carry,
-            num_full,
+            num_full + int(fold_last),
             opts.checkpoint_every and opts.checkpoint_every // k,
         )
         evals.append(ev)
-        batch_losses.append(None if bl is None else bl.reshape(-1))
+        batch_losses.append(None if bl is None else bl.reshape(-1)[:num_steps])
         records.append(rec)
     if rest and not ragged:
         carry, ((ev, bl), rec) = interval(carry, jnp.int32(num_full), rest)
         evals.append(jax.tree.map(lambda x: x[None], ev))
         batch_losses.append(bl)
         records.append(None if rec is None else jax.tree.map(lambda x: x[None], rec))
-    final_params = point(carry)
-    last, _ = evaluate(final_params)
-    running = carry.status == Status.MAX_STEPS
-    blew_up = jnp.where(carry.streak > 0, jnp.int32(Status.DIVERGED), jnp.int32(Status.NONFINITE))
-    status = jnp.where(~(jnp.isfinite(last.loss) & jnp.isfinite(last.grad_norm)), blew_up, carry.status)
-    if opts.use_divergence:
-        # A run that ends above the threshold did not come back within its budget: diverged.
-        status = jnp.where(last.loss > carry.threshold, jnp.int32(Status.DIVERGED), status)
-    carry = carry._replace(status=jnp.where(running, status, carry.status))
-    evals.append(jax.tree.map(lambda x: x[None], last))
-    ev = jax.tree.map(lambda *xs: jnp.concatenate(xs), *evals)
+    final_params = point(carry)  # with `fold_last`, the last interval took no step
+    if not fold_last:
+        last, _ = evaluate(final_params)
+        running = carry.status == Status.MAX_STEPS
+        status = jnp.where(running, final_status(carry, last, carry.status, carry.threshold), carry.status)
+        carry = carry._replace(status=status)
+        evals.append(jax.tree.map(lambda x: x[None], last))
+        if per_record == 1:
+            records.append(jax.tree.map(lambda x: x[None], final_params))
+    ev = jax.tree.map(lambda *xs: xs, *evals)  # each history: a tuple of pieces
 
     if per_record == 1:
         # Every evaluation is recorded: params came out of the scan (no per-step scatter).
-        params_history = jax.tree.map(
-            lambda *xs: jnp.concatenate(xs), *records, jax.tree.map(lambda x: x[None], final_params)
-        )
+        params_history = tuple(records)
     else:
         last_row = num_records - 1
-        params_history = jax.tree.map(lambda h, p: h.at[last_row].set(p), carry.params_history, final_params)
+        params_history = (
+            jax.tree.map(lambda h, p: h.at[last_row].set(p), carry.params_history, final_params),
+        )
 
     stop_step = jnp.where(carry.status != Status.MAX_STEPS, carry.steps, _NO_STOP).astype(jnp.int32)
     return Trace(
@@ -503,11 +573,7 @@ def scan_program(
         stop_step=stop_step,
         eval_steps=jnp.asarray(eval_steps, jnp.int32),
         batch_loss_history=(
-            ev.loss[:-1]
-            if batch_losses_from_evals
-            else jnp.concatenate(batch_losses)
-            if opts.batch_losses
-            else None
+            (jnp.concatenate(batch_losses),) if opts.batch_losses and not from_evals else None
         ),
         metrics=ev.metrics,
         record_steps=jnp.asarray(record_steps, jnp.int32),

@@ -719,7 +719,9 @@ def _parse_grid(
             continue
         if arr.size == 0:
             raise ValueError(f"grid[{key!r}] is empty: give at least one value")
-        axes.append(_Axis(key, [_py(v) for v in arr], is_tol, is_cost))
+        # `tolist` makes Python scalars in C (4096 `_py` calls took 5 ms); objects go one by one.
+        values = [_py(v) for v in arr] if arr.dtype == object else arr.tolist()
+        axes.append(_Axis(key, values, is_tol, is_cost))
 
     # Raises ValueError for an unknown rule name.
     valid = rule.spec.numeric if rules_lib.is_rule(rule) else _valid_names(rule, static)
@@ -815,9 +817,10 @@ def _passes_at_extremes(source: _Source, first: dict, name: str, values: list) -
     builds instead of one per value (about 25 us each; a 4096-value grid spent 0.1 s here). False
     sends the caller to the value-by-value check, which names the first value that fails.
     """
-    if len(values) <= 2 or any(
-        isinstance(v, bool) or not isinstance(v, int | float | np.number) for v in values
-    ):
+    if len(values) <= 2:
+        return False
+    kinds = set(map(type, values))  # one pass in C: a 4096-value grid spent 10 ms in isinstance
+    if any(issubclass(t, bool | np.bool_) or not issubclass(t, int | float | np.number) for t in kinds):
         return False
     arr = np.asarray(values, np.float64)  # 1-D: every value is a real scalar
     if not np.all(np.isfinite(arr)):
@@ -1066,20 +1069,75 @@ def _round_up(n: int, multiple: int) -> int:
 
 # ------------------------------------------------------------------------- the compiled program
 def _lanes_program(cost, metrics, opts, spec, lane_sharding, key_impl, params0, hp, data, key_data, tols):
-    """`loop.scan_program` vmapped over lanes; each lane builds its rule state from its values."""
+    """`loop.scan_pieces` vmapped over lanes; each lane builds its rule state from its values.
+
+    The histories come out with the lane axis second (`_lane_axes`), as the loop writes them: moving
+    it first made XLA transpose each history after the loop (16 MB each for 4096 lanes of 1000 steps,
+    slower than the loop itself). The host moves it first as a NumPy view (`_lanes_first`).
+    """
     keys = None if key_data is None else jax.random.wrap_key_data(key_data, impl=key_impl)
 
     def one(p0, values, key, lane_tols):
-        return loop.scan_program(cost, spec, metrics, opts, p0, values, data, key, lane_tols)
+        trace = loop.scan_pieces(cost, spec, metrics, opts, p0, values, data, key, lane_tols)
+        # The schedule's step numbers are the same in every lane: attached on the host (`_execute`),
+        # not written per lane by the device and copied back (2 x 16 MB for 4096 lanes of 1000 steps).
+        return trace._replace(eval_steps=None, record_steps=None)
 
     # `hp` is (rule values, cost values), each a dict of (lanes,) arrays.
-    out = jax.vmap(one)(params0, hp, keys, tols)
-    # The schedule's step numbers are the same in every lane: attached on the host (`_execute`), not
-    # written per lane by the device and copied back (2 x 16 MB for 4096 lanes of 1000 steps).
-    out = out._replace(eval_steps=None, record_steps=None)
+    axes = _lane_axes(opts)
+    out = jax.vmap(one, out_axes=axes)(params0, hp, keys, tols)
+    # Joined after the vmap, along the time axis (the first): a contiguous copy, not a transpose.
+    # Batch losses that are the evaluations' losses are not an output: the host slices them.
+    out = loop.join_pieces(out, batch_from_evals=False)
     if lane_sharding is not None:
-        out = jax.lax.with_sharding_constraint(out, lane_sharding)
+        mesh = lane_sharding.mesh
+        spec_of = {axis: NamedSharding(mesh, PartitionSpec(*([None] * axis), _LANES)) for axis in (0, 1)}
+        out = type(out)(
+            *(
+                jax.lax.with_sharding_constraint(field, spec_of[axis]) if field is not None else None
+                for field, axis in zip(out, axes, strict=True)
+            )
+        )
     return out
+
+
+def _lane_axes(opts: loop.RunOptions) -> Trace:
+    """Where each field of a sweep program's output has its lane axis: second in the histories the
+    loop writes per evaluation (time first), first elsewhere (final values, and the histories that a
+    lane builds whole: thinned records, batch losses)."""
+    records_per_eval = opts.record_every == opts.eval_every
+    return Trace(
+        params=0,
+        loss_history=1,
+        params_history=1 if records_per_eval else 0,
+        grad_norm_history=1,
+        steps=0,
+        status=0,
+        stop_step=0,
+        eval_steps=0,
+        batch_loss_history=0,
+        metrics=1,
+        record_steps=0,
+        evaluated_at=0,
+        invalid=0,
+    )
+
+
+def _lanes_first(out: Trace, axes: Trace, num_lanes: int, batch_from_evals: bool) -> Trace:
+    """A program's output on the host, every field with its lanes first (NumPy views, no copy), the
+    padding lanes dropped, and the batch losses sliced from the evaluations' where they are those."""
+
+    def first(x, axis):
+        return np.moveaxis(np.asarray(x), axis, 0)[:num_lanes]
+
+    fields = [
+        None if field is None else jax.tree.map(functools.partial(first, axis=axis), field)
+        for field, axis in zip(out, axes, strict=True)
+    ]
+    trace = type(out)(*fields)
+    if batch_from_evals:
+        trace = trace._replace(batch_loss_history=trace.loss_history[:, :-1])
+    return trace
 
 
 _program = jax.jit(_lanes_program, static_argnums=(0, 1, 2, 3, 4, 5))
@@ -1799,7 +1857,7 @@ def _lane_values(
 def _bytes_per_lane(cost, data, rule, params0, opts: loop.RunOptions, num_metrics: int) -> int:
     """The memory estimate of one lane (see the module docstring)."""
     params_size = _tree_size(params0)
-    state_size = _tree_size(jax.eval_shape(rule.init, params0))
+    state_size = _state_size(rule, params0)
     # The full-data evaluation is the largest working set (a mini-batch step needs only its batch).
     residual = _largest_intermediate(cost, params0, data)
     num_evals, num_records = loop.schedule_sizes(opts)  # counted: planning allocates nothing per step
@@ -1812,6 +1870,28 @@ def _bytes_per_lane(cost, data, rule, params0, opts: loop.RunOptions, num_metric
         + residual
     )
     return elements * np.dtype(loop.float_dtype(params0)).itemsize
+
+
+_STATE_SIZES: dict = {}  # (rule spec, params and values' shapes) -> elements of the rule's state
+
+
+def _state_size(rule, params0) -> int:
+    """Elements of `rule.init(params0)`: shapes only, traced once per gdjax rule spec and shapes
+    (`eval_shape` of the init cost a sweep call about 5 ms); other rules are traced every call."""
+    spec, values = getattr(rule, "spec", None), getattr(rule, "hyperparams", None)
+    key = None
+    if spec is not None and isinstance(values, Mapping):
+        try:
+            key = (spec, loop._StructKey(params0), loop._StructKey(dict(values)))
+            hash(key)
+        except TypeError:
+            key = None
+    size = None if key is None else _STATE_SIZES.get(key)
+    if size is None:
+        size = _tree_size(jax.eval_shape(rule.init, params0))
+        if key is not None and len(_STATE_SIZES) < 256:
+            _STATE_SIZES[key] = size
+    return size
 
 
 def _check_memory(groups, chunk_size, devices, memory_budget, record_every) -> list[int]:
@@ -1934,8 +2014,10 @@ def _execute_chunks(groups, call_lanes, chunk_size, devices, progress, steps, me
                 with gdjax_progress.listening(step_progress):
                     out = jax.block_until_ready(compiled(*args))
                 timing["run_seconds"] += time.perf_counter() - t0
-                timing["sharding"] = out.loss_history.sharding
-                piece = jax.tree.map(lambda x, n=hi - lo: np.asarray(x)[:n], _to_host(out))
+                timing["sharding"] = out.status.sharding  # the lanes' (first axis)
+                piece = _lanes_first(
+                    _to_host(out), _lane_axes(g.opts), hi - lo, loop.batch_losses_from_evals(g.opts, g.spec)
+                )
                 eval_steps, record_steps = loop.schedule(g.opts)
                 pieces.append(
                     piece._replace(

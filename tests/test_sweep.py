@@ -470,6 +470,44 @@ def test_chunks_equal_one_call_reuse_one_program_and_report_progress():
         _assert_traces_equal(chunked.lane(i), _run_alone(row, chunked.coords[i]), *_f64_tolerances())
 
 
+@pytest.mark.parametrize(
+    ("args", "batch_from_evals"),
+    [
+        (dict(num_steps=37), True),  # full batch, an evaluation every step: batch losses are the losses
+        # mini-batches (batch losses written by each lane), iterates at every other evaluation
+        (
+            dict(
+                num_steps=37, batch_size=8, seeds=[0, 1], eval_every=5, execution=Execution(record_every=10)
+            ),
+            False,
+        ),
+    ],
+)
+def test_histories_leave_the_device_with_the_lanes_second(args, batch_from_evals):
+    """Issue 21 item 4: the loop writes each history as `(time, lanes)`; the program returns it so
+    (moving the lanes first made XLA transpose every history after the loop) and the host presents
+    `(lanes, time)` as a NumPy view. Batch losses that are the evaluations' losses are a view of the
+    loss history, not a second output. Every lane still equals its run alone, batch losses included."""
+    X, y, p0 = _problem({"problem": "synthetic"})
+    grid = {"learning_rate": [0.01, 0.02, 0.05]}
+    result = sweep(COST, "sgd", p0, (X, y), grid=grid, **args)
+    lanes, evals = result.num_lanes, result.eval_steps.size
+    assert result.trace.loss_history.shape == (lanes, evals)
+    # The device's layout: time first (a view keeps the buffer's strides), lanes first for finals.
+    assert result.trace.loss_history.strides[0] < result.trace.loss_history.strides[1]
+    assert result.trace.params["w"].strides[0] > result.trace.params["w"].strides[1]
+    batch = result.trace.batch_loss_history
+    assert batch.shape == (lanes, args["num_steps"])
+    assert np.shares_memory(batch, result.trace.loss_history) == batch_from_evals
+    row = {"problem": "synthetic", "args": {"rule": "sgd", "grid": grid, **args}}
+    for i, coords in enumerate(result.coords):
+        alone = _run_alone(row, coords)
+        _assert_traces_equal(result.lane(i), alone, *_f64_tolerances())
+        np.testing.assert_allclose(
+            result.lane(i).batch_loss_history, alone.batch_loss_history, *_f64_tolerances()
+        )
+
+
 def test_a_failing_chunk_keeps_the_completed_lanes():
     whole = _chunked()
 
