@@ -227,8 +227,8 @@ def _in_swallowing_context(frame) -> bool:
 
 # What the plots and the report page import that the run does not: matplotlib (about 0.5 s on the
 # 2-core CPU), pandas (0.4 s) and SciPy's stats (1.1 s). `gdjax run` imports them on a thread while
-# the study runs, so they load while the run compiles, waits for the disk or loads cached programs
-# (all of which release the GIL) instead of after it (issue 21).
+# the study runs, so they load while XLA compiles and the run waits for the disk (both release the
+# GIL, leaving the second core to the thread) instead of after the run (issue 21).
 _REPORT_MODULES = (
     "matplotlib.figure",
     "matplotlib.backends.backend_agg",
