@@ -3,6 +3,8 @@
 Run:  python experiments/bench.py            (full sizes, a few minutes on 2 CPU cores)
       python experiments/bench.py --quick    (small sizes, a smoke test)
       python experiments/bench.py --only-first-call   (the time-to-first-result table alone)
+      python experiments/bench.py --only-default-study   (that table's default-study row alone: cold,
+                                                  warm, and warm with the report page; best of 3)
       python experiments/bench.py --only-small   (tiny problems: per step, kernels per step, a plain
                                                   call, 4096 learning rates on 7 points)
 
@@ -946,13 +948,15 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _study_seconds(folder: str, env: dict, config: str | None = None) -> tuple[float, float]:
-    """Wall and CPU seconds of `gdjax run [config]` (default: the embedded default study; no report
-    page), a fresh process."""
+def _study_seconds(
+    folder: str, env: dict, config: str | None = None, plots: bool = False
+) -> tuple[float, float]:
+    """Wall and CPU seconds of `gdjax run [config]` (default: the embedded default study; no plots
+    and no report page unless `plots`), a fresh process."""
     t0, c0 = time.perf_counter(), _children_cpu()
     proc = subprocess.run(
         [sys.executable, "-c", "import sys; from gdjax.study.command import main; sys.exit(main())", "run",
-         *([config] if config else []), "--out", folder, "--no-plots", "-q"],
+         *([config] if config else []), "--out", folder, *([] if plots else ["--no-plots"]), "-q"],
         capture_output=True, text=True, env=env, timeout=900,
     )  # fmt: skip
     if proc.returncode != 0:
@@ -988,6 +992,38 @@ def bench_study_compiles(tmp: str, env: dict, results: dict) -> None:
             f"ahead in threads {threads:6.2f} [{threads_cpu:6.2f}]: {threads / serial:.2f} of the wall time"
         )
     results["study_compiles"] = rows
+
+
+def bench_default_study(results: dict, repeats: int = 3) -> None:
+    """The default study as a user runs it, whole processes, best of `repeats` (interleaved; each
+    repeat with its own empty compilation cache): `gdjax run --no-plots` cold (the cache empty) and
+    warm (filled by the cold run), and `gdjax run` warm with the plots and the report page."""
+    print(
+        f"\ndefault study, `gdjax run` as whole processes, best of {repeats} (wall seconds [CPU seconds]; "
+        f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r})"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GDJAX_COMPILE_CACHE"}
+    times: dict[str, list[tuple[float, float]]] = {"cold": [], "warm": [], "warm_plots": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            cache_env = dict(env, GDJAX_COMPILE_CACHE=os.path.join(tmp, f"cache{r}"))
+            for name in times:
+                folder = os.path.join(tmp, f"{name}{r}")
+                times[name].append(_study_seconds(folder, cache_env, plots=name == "warm_plots"))
+    best = {name: (min(w for w, _ in t), min(c for _, c in t)) for name, t in times.items()}
+    (cold, cold_cpu), (warm, warm_cpu), (page, page_cpu) = best["cold"], best["warm"], best["warm_plots"]
+    results["default_study_repeats"] = {
+        "repeats": repeats,
+        **{f"{name}_s": w for name, (w, _) in best.items()},
+        **{f"{name}_cpu_s": c for name, (_, c) in best.items()},
+        "all": {name: t for name, t in times.items()},
+    }
+    print(
+        f"  --no-plots: cold {cold:5.2f} [{cold_cpu:5.2f}], warm {warm:5.2f} [{warm_cpu:5.2f}]: "
+        f"{warm / cold:.2f} [{warm_cpu / cold_cpu:.2f}] of cold (target <= 0.5)\n"
+        f"  with the plots and report.html, warm: {page:5.2f} [{page_cpu:5.2f}], "
+        f"{page / warm:.1f}x [{page_cpu / warm_cpu:.1f}x] the run without them"
+    )
 
 
 def bench_first_call(results: dict, quick: bool) -> None:
@@ -1066,6 +1102,11 @@ def main(argv=None):
         action="store_true",
         help="only the time-to-first-result table (each case in fresh processes)",
     )
+    parser.add_argument(
+        "--only-default-study",
+        action="store_true",
+        help="only the default study's row: cold, warm, and warm with the report page (best of 3)",
+    )
     parser.add_argument("--first-call-case", help=argparse.SUPPRESS)  # a child process's case
     parser.add_argument("--mode", choices=("gdjax", "bare"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1082,6 +1123,9 @@ def main(argv=None):
     results: dict = {"backend": jax.default_backend(), "cpu_count": os.cpu_count(), "quick": q}
     if args.only_first_call:
         bench_first_call(results, q)
+        return _write(results, args.json)
+    if args.only_default_study:
+        bench_default_study(results, 1 if q else 3)
         return _write(results, args.json)
     if args.only_sweep_engine:
         bench_sweep_engine(results, q)
