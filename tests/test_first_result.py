@@ -143,6 +143,24 @@ def test_a_first_minibatch_call_on_host_data_compiles_one_program():
     np.testing.assert_allclose(swept.trace.loss_history[0], host.loss_history, rtol=rtol(np.float32))
 
 
+def test_lane_varying_keeps_the_values_and_is_batched_under_vmap():
+    """The loop carries of a sweep start batched (so vmap batches each loop body once) with unchanged
+    values, whatever the lane's reference value is (NaN included)."""
+    tree = {"count": np.int32(3), "buffer": np.arange(4.0), "flag": np.bool_(True)}
+    refs = np.array([0.5, np.nan, np.inf])
+    out = jax.vmap(lambda r: loop._lane_varying(tree, r))(refs)
+    for name, x in tree.items():
+        np.testing.assert_array_equal(out[name], np.broadcast_to(x, (3, *np.shape(x))))
+        assert out[name].dtype == np.asarray(x).dtype
+    # Batched inside the vmap, not only broadcast on the way out: an unbatched output may leave with
+    # out_axes=None, a batched one may not.
+    jax.vmap(lambda r: tree, out_axes=None)(refs)
+    with pytest.raises(ValueError, match="out_axes"):
+        jax.vmap(lambda r: loop._lane_varying(tree, r), out_axes=None)(refs)
+    alone = loop._lane_varying(tree, np.nan)
+    assert all(np.array_equal(alone[k], v) for k, v in tree.items())
+
+
 def test_a_factory_called_again_shares_its_spec_and_update():
     a, b = rules.adam(0.1), rules.adam(0.2, b1=0.5)
     assert a.spec is b.spec and a.update == b.update
