@@ -916,7 +916,72 @@ def _first_call_bare(case: str):
         f = jax.jit(jax.vmap(jax.vmap(one, (None, 0, None, None)), (0, None, None, None)))
         lrs = jnp.asarray(np.logspace(-3, -1, lanes[0]).astype(F32))
         keys = jax.vmap(jax.random.key)(jnp.arange(lanes[1]))
-    return lambda: jax.device_get(f(lrs, keys, X, y))
+    fn = lambda: jax.device_get(f(lrs, keys, X, y))  # noqa: E731
+    fn.program = f, (lrs, keys, X, y)
+    return fn
+
+
+def _timed_compile(jitted, statics: tuple, args: tuple, parts: dict):
+    """`jitted`'s program for these arguments, traced, lowered and compiled, each part's CPU seconds
+    added to `parts`."""
+    c0 = time.process_time()
+    traced = jitted.trace(*statics, *args)
+    c1 = time.process_time()
+    lowered = traced.lower()
+    c2 = time.process_time()
+    compiled = lowered.compile()
+    c3 = time.process_time()
+    for name, seconds in (("trace", c1 - c0), ("lower", c2 - c1), ("compile", c3 - c2)):
+        parts[name] += seconds
+    return compiled
+
+
+def _first_call_parts_child(case: str, mode: str) -> None:
+    """Runs in a fresh process: CPU seconds of the first call's parts as JSON on the last line (the
+    program gdjax or the bare code compiles is traced, lowered and compiled apart; "rest" is the
+    remainder: validation, planning, data preparation, the run, the copy to the host)."""
+    import importlib
+
+    parts = dict.fromkeys(("trace", "lower", "compile"), 0.0)
+    if mode == "gdjax":
+        sweep_module, loop_module = (importlib.import_module(f"gdjax.{m}") for m in ("sweep", "loop"))
+        sweep_module._compiled = lambda statics, args: (
+            _timed_compile(sweep_module._program, statics, args, parts),
+            0.0,
+        )
+        run_program = loop_module._compiled_run
+        loop_module._compiled_run = lambda *a: _timed_compile(run_program, a[:4], a[4:], parts)(*a[4:])
+        fn = _first_call_gdjax(case)
+    else:
+        f, args = _first_call_bare(case).program
+        fn = lambda: jax.device_get(_timed_compile(f, (), args, parts)(*args))  # noqa: E731
+    c0 = time.process_time()
+    fn()
+    total = time.process_time() - c0
+    print(json.dumps({**parts, "rest": total - sum(parts.values()), "total": total}))
+
+
+def bench_first_call_parts(results: dict, quick: bool) -> None:
+    """What the first call is made of: CPU seconds of tracing, lowering, XLA's compilation and the rest,
+    gdjax against the bare program, each case in fresh processes (the better total of 2)."""
+    print(
+        "\nparts of the first call (CPU seconds of a fresh process: trace / lower / compile / rest = total)"
+    )
+    env = dict({k: v for k, v in os.environ.items() if k != "GDJAX_COMPILE_CACHE"}, GDJAX_COMPILE_CACHE="off")
+    rows = []
+    for case in list(FIRST_CALL_CASES)[1::2] if quick else list(FIRST_CALL_CASES):
+        row = {"case": case}
+        for mode in ("gdjax", "bare"):
+            outs = [_child(["--first-call-case", case, "--mode", mode, "--parts"], env) for _ in range(2)]
+            row[mode] = min(outs, key=lambda o: o["total"])
+        rows.append(row)
+        text = {
+            m: " / ".join(f"{row[m][k]:.2f}" for k in ("trace", "lower", "compile", "rest"))
+            + f" = {row[m]['total']:.2f}"
+            for m in ("gdjax", "bare")
+        }
+        print(f"  {case:50s} gdjax {text['gdjax']} | bare {text['bare']}")
+    results["first_call_parts"] = rows
 
 
 def _first_call_child(case: str, mode: str) -> None:
@@ -1107,11 +1172,17 @@ def main(argv=None):
         action="store_true",
         help="only the default study's row: cold, warm, and warm with the report page (best of 3)",
     )
+    parser.add_argument(
+        "--only-first-call-parts",
+        action="store_true",
+        help="only what a first call is made of: tracing, lowering, compiling, the rest (fresh processes)",
+    )
     parser.add_argument("--first-call-case", help=argparse.SUPPRESS)  # a child process's case
     parser.add_argument("--mode", choices=("gdjax", "bare"), help=argparse.SUPPRESS)
+    parser.add_argument("--parts", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.first_call_case:
-        _first_call_child(args.first_call_case, args.mode)
+        (_first_call_parts_child if args.parts else _first_call_child)(args.first_call_case, args.mode)
         return None
     q = args.quick
     print(
@@ -1126,6 +1197,9 @@ def main(argv=None):
         return _write(results, args.json)
     if args.only_default_study:
         bench_default_study(results, 1 if q else 3)
+        return _write(results, args.json)
+    if args.only_first_call_parts:
+        bench_first_call_parts(results, q)
         return _write(results, args.json)
     if args.only_sweep_engine:
         bench_sweep_engine(results, q)

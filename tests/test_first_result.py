@@ -13,7 +13,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
-from helpers import count_compilations
+from helpers import count_compilations, rtol
 
 import gdjax
 from gdjax import loop, rules
@@ -110,6 +110,55 @@ def test_init_linear_builds_host_arrays_of_the_default_float_dtype():
     softmax = gdjax.init_linear(3, np.float32, num_outputs=4)
     assert softmax["w"].shape == (3, 4) and softmax["b"].dtype == np.float32
     assert not any(np.any(x) for x in (*params.values(), *softmax.values()))
+
+
+def test_a_first_minibatch_call_on_host_data_compiles_one_program():
+    """The feature-major copy of small host data is made by NumPy, not by an XLA transpose compiled on a
+    process's first run; the numbers equal those of device data (whose copy XLA transposes)."""
+    shape = (2011, 29)  # no other test's shape, so nothing is compiled yet; 228 KiB, above the old 64 KiB
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=shape).astype(np.float32)
+    y = (X @ rng.normal(size=shape[1]) > 0).astype(np.float32)
+    cost = gdjax.make_cost(gdjax.linear, gdjax.logistic)
+    kwargs = dict(num_steps=20, batch_size=16, eval_every=5)
+    with count_compilations() as compiled:
+        host = gdjax.run(
+            cost, rules.adam(0.01), gdjax.init_linear(shape[1], np.float32), (X, y), key=2, **kwargs
+        )
+    assert compiled.count == 1
+    with count_compilations() as compiled:
+        swept = gdjax.sweep(cost, "adam", gdjax.init_linear(shape[1], np.float32), (X, y),
+                            grid={"learning_rate": [0.01, 0.02]}, seeds=[2], **kwargs)  # fmt: skip
+    assert compiled.count == 1
+    device = gdjax.run(
+        cost,
+        rules.adam(0.01),
+        gdjax.init_linear(shape[1], np.float32),
+        jax.device_put((X, y)),
+        key=2,
+        **kwargs,
+    )
+    assert _same_bits(host, device)
+    # A lane is the run alone up to the order of vmapped sums (design.md).
+    np.testing.assert_allclose(swept.trace.loss_history[0], host.loss_history, rtol=rtol(np.float32))
+
+
+def test_lane_varying_keeps_the_values_and_is_batched_under_vmap():
+    """The loop carries of a sweep start batched (so vmap batches each loop body once) with unchanged
+    values, whatever the lane's reference value is (NaN included)."""
+    tree = {"count": np.int32(3), "buffer": np.arange(4.0), "flag": np.bool_(True)}
+    refs = np.array([0.5, np.nan, np.inf])
+    out = jax.vmap(lambda r: loop._lane_varying(tree, r))(refs)
+    for name, x in tree.items():
+        np.testing.assert_array_equal(out[name], np.broadcast_to(x, (3, *np.shape(x))))
+        assert out[name].dtype == np.asarray(x).dtype
+    # Batched inside the vmap, not only broadcast on the way out: an unbatched output may leave with
+    # out_axes=None, a batched one may not.
+    jax.vmap(lambda r: tree, out_axes=None)(refs)
+    with pytest.raises(ValueError, match="out_axes"):
+        jax.vmap(lambda r: loop._lane_varying(tree, r), out_axes=None)(refs)
+    alone = loop._lane_varying(tree, np.nan)
+    assert all(np.array_equal(alone[k], v) for k, v in tree.items())
 
 
 def test_a_factory_called_again_shares_its_spec_and_update():
