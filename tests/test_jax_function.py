@@ -221,8 +221,8 @@ def test_stopped_run_is_piecewise_smooth(problem):
     iterate's loss, where the stop step does not change under the perturbation."""
     trace = gdjax.run(COST, rules.sgd(LR), gdjax.init_linear(3), problem, num_steps=500, tol=1e-3)
     assert gdjax.Status(int(trace.status)) == gdjax.Status.CONVERGED
-    f = lambda lr: _final_loss(problem, lr, num_steps=500, tol=1e-3)
-    np.testing.assert_allclose(jax.grad(f)(LR), _central(lambda x: float(f(x)), LR, 1e-6), rtol=1e-5)
+    f = jax.jit(lambda lr: _final_loss(problem, lr, num_steps=500, tol=1e-3))
+    np.testing.assert_allclose(jax.jit(jax.grad(f))(LR), _central(lambda x: float(f(x)), LR, 1e-6), rtol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -267,7 +267,7 @@ def test_gradients_are_finite_through_frozen_lanes(problem, case):
         )
         return jnp.sum(trace.params["w"]) + trace.params["b"], trace.status
 
-    grad, got = jax.grad(final_params, has_aux=True)(lr)
+    grad, got = jax.jit(jax.grad(final_params, has_aux=True))(lr)
     if status is not None:
         assert gdjax.Status(int(got)) == status
     assert np.isfinite(grad)
@@ -282,7 +282,7 @@ def test_gradient_is_finite_where_the_cost_overflows():
         trace = gdjax.run(_exploding, rules.sgd(lr), jnp.asarray([1.0, -0.5]), None, num_steps=50)
         return jnp.sum(trace.params), trace.status
 
-    grad, status = jax.grad(final, has_aux=True)(0.5)
+    grad, status = jax.jit(jax.grad(final, has_aux=True))(0.5)
     assert gdjax.Status(int(status)) in (gdjax.Status.NONFINITE, gdjax.Status.DIVERGED)
     assert np.isfinite(grad)
 
@@ -295,9 +295,9 @@ def test_gradient_is_finite_at_a_stationary_start(name):
     f = lambda lr: gdjax.run(
         cost, rules.get(name, learning_rate=lr), jnp.zeros(2), None, num_steps=10
     ).loss_history[-1]
-    assert np.isfinite(jax.grad(f)(0.1))
+    assert np.isfinite(jax.jit(jax.grad(f))(0.1))
     g = lambda p: gdjax.run(cost, rules.get(name, learning_rate=0.1), p, None, num_steps=10).loss_history[-1]
-    assert np.all(np.isfinite(jax.grad(g)(jnp.zeros(2))))
+    assert np.all(np.isfinite(jax.jit(jax.grad(g))(jnp.zeros(2))))
 
 
 def test_vmap_of_grad_over_learning_rates(problem):
@@ -313,7 +313,7 @@ def test_hessian_with_respect_to_params0(problem):
             COST, rules.sgd(LR), {"w": w0, "b": jnp.asarray(0.0)}, problem, num_steps=20
         ).loss_history[-1]
 
-    H = jax.hessian(f)(jnp.zeros(3))
+    H = jax.jit(jax.hessian(f))(jnp.zeros(3))
     assert H.shape == (3, 3)
     np.testing.assert_allclose(H, H.T, rtol=1e-10, atol=1e-14)
     assert np.all(np.linalg.eigvalsh(np.asarray(H)) > 0)  # a convex quadratic through a linear map
