@@ -80,7 +80,7 @@ def test_hypergradient_of_least_squares_equals_closed_form(problem):
     # Forward mode and second order agree with the closed form too.
     _, tangent = jax.jvp(f, (LR,), (1.0,))
     np.testing.assert_allclose(tangent, dloss, rtol=1e-8)
-    np.testing.assert_allclose(jax.hessian(f)(LR), d2loss, rtol=1e-8)
+    np.testing.assert_allclose(jax.jit(jax.hessian(f))(LR), d2loss, rtol=1e-8)
 
 
 def test_run_inside_jit_equals_run(problem):
@@ -302,7 +302,7 @@ def test_gradient_is_finite_at_a_stationary_start(name):
 
 def test_vmap_of_grad_over_learning_rates(problem):
     lrs = jnp.asarray([0.05, 0.1, 0.2])
-    grads = jax.vmap(jax.grad(lambda lr: _final_loss(problem, lr)))(lrs)
+    grads = jax.jit(jax.vmap(jax.grad(lambda lr: _final_loss(problem, lr))))(lrs)
     expected = [_closed_form(problem, float(lr), NUM_STEPS)[1] for lr in lrs]
     np.testing.assert_allclose(grads, expected, rtol=1e-8)
 
