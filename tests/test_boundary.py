@@ -10,7 +10,9 @@ import json
 import os
 import pathlib
 import shutil
+import struct
 import zipfile
+import zlib
 
 import jax
 import numpy as np
@@ -338,8 +340,12 @@ def test_a_folder_with_a_version_1_marker_owns_what_gdjax_wrote_then(study, tmp_
     assert marker["version"] == runfolder.MARKER_VERSION and "notes.md" not in marker["owned"]
 
 
-def test_the_ownership_list_is_written_before_each_file(study, tmp_path, monkeypatch):
-    """Crash safety: at the moment any file is created, the marker already lists it."""
+def test_the_ownership_list_is_written_before_each_file_and_a_refused_run_removes_only_those(
+    study, tmp_path, monkeypatch
+):
+    """Crash safety: at the moment any file is created, the marker already lists it; so a run that is
+    refused afterwards removes every file gdjax wrote (the report page's too) and nothing else. One
+    run with its report page serves both checks (drawing the page is most of its time)."""
     cfg, _ = study
     out = tmp_path / "run"
     seen = []
@@ -354,13 +360,9 @@ def test_the_ownership_list_is_written_before_each_file(study, tmp_path, monkeyp
 
     monkeypatch.setattr(gdjax_io, "atomic_write", spy)
     complete_run(cfg, out, plots=True)  # the report page's files too
+    monkeypatch.undo()
     assert seen and all(listed for _, listed in seen), seen
-
-
-def test_a_refused_run_removes_only_its_own_files(study, tmp_path):
-    cfg, _ = study
-    out = tmp_path / "run"
-    complete_run(cfg, out, plots=True)  # the report page's files too
+    assert runfolder.STAGING in {name for name, _ in seen}  # the page's files, written before the move
     (out / "notes.md").write_text("mine")
     folder, _ = runfolder.prepare(config_lib.load(cfg), str(out), resume=False, force=True)
     folder.discard()
@@ -643,20 +645,46 @@ def test_a_latin1_csv_is_one_line_naming_the_file(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- zip budget
+def _deflated(prefix: bytes, zeros: int) -> tuple[bytes, int]:
+    """`prefix` then `zeros` zero bytes as one raw deflate stream (level 6, as zipfile writes), and
+    the CRC-32 of those bytes.
+
+    After a full flush zlib starts afresh, so each 16 MiB block of zeros deflates to the same bytes:
+    deflated once and repeated (deflating 1.5 GiB takes zlib about 6 s of CPU)."""
+    block = bytes(1 << 24)
+    full, rest = divmod(zeros, len(block))
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+    head = deflate.compress(prefix) + deflate.flush(zlib.Z_FULL_FLUSH)
+    body = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH) if full else b""
+    tail = deflate.compress(bytes(rest)) + deflate.flush()
+    crc = zlib.crc32(prefix)
+    for _ in range(full):
+        crc = zlib.crc32(block, crc)
+    return head + body * full + tail, zlib.crc32(bytes(rest), crc)
+
+
 def _bomb(path, nbytes: int):
-    """An `.npz` whose one member is `nbytes` of float64 zeros, deflated (about 1000:1)."""
+    """An `.npz` whose member `X.npy` is `nbytes` of float64 zeros, deflated (about 1000:1), beside a
+    small `y.npy`; a plain zip archive written member by member (local headers, central directory)."""
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(
         header, {"descr": "<f8", "fortran_order": False, "shape": (nbytes // 8,)}
     )
-    chunk = bytes(1 << 24)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        with z.open("X.npy", "w", force_zip64=True) as m:
-            m.write(header.getvalue())
-            for start in range(0, nbytes, len(chunk)):
-                m.write(chunk[: min(len(chunk), nbytes - start)])
-        with z.open("y.npy", "w") as m:
-            np.lib.format.write_array(m, np.zeros(nbytes // 8 // 1000))
+    y = io.BytesIO()
+    np.lib.format.write_array(y, np.zeros(nbytes // 8 // 1000))
+    members = [("X.npy", header.getvalue(), nbytes), ("y.npy", y.getvalue(), 0)]
+    local, central = b"", b""
+    for name, prefix, zeros in members:
+        data, crc = _deflated(prefix, zeros)
+        sizes = (crc, len(data), len(prefix) + zeros, len(name))
+        # version 2.0, no flags, deflated, 1980-01-01 00:00
+        central += struct.pack(
+            "<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0x21, *sizes, 0, 0, 0, 0, 0, len(local)
+        )
+        central += name.encode()
+        local += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0x21, *sizes, 0) + name.encode() + data
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central), len(local), 0)
+    pathlib.Path(path).write_bytes(local + central + end)
 
 
 def test_a_zip_bomb_is_refused_by_the_budget_before_anything_is_inflated(tmp_path, monkeypatch):

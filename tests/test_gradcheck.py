@@ -672,26 +672,31 @@ WEIGHT = (5, 17)
 MUTANT_KEYS = [0, 1, 2]
 
 
+# The keys draw different coordinates and directions of the same shapes: one test per dtype loops
+# over them, so that the mutant's check compiles once and serves every key.
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("key", MUTANT_KEYS)
-def test_five_percent_error_in_one_weight_of_a_custom_vjp_is_caught(key, dtype):
+def test_five_percent_error_in_one_weight_of_a_custom_vjp_is_caught(dtype):
     params, batch = deep_mlp_problem(dtype)
-    report = check_grad(vjp_mutant(0, WEIGHT, 1.05), params, batch, key=key)
-    assert not report.ok, str(report)
-    assert {(r.leaf, r.pair, r.along) for r in report.failed} == {("0/0", "reverse vs fd", "directions")}
-    assert report.skipped and report.skipped[0][0] == "forward"  # forward mode through custom_vjp
-    assert report.verdict.startswith("FAIL: reverse vs fd along directions on ['0/0'] (max rel err")
+    mutant = vjp_mutant(0, WEIGHT, 1.05)
+    for key in MUTANT_KEYS:
+        report = check_grad(mutant, params, batch, key=key)
+        assert not report.ok, (key, str(report))
+        failed = {(r.leaf, r.pair, r.along) for r in report.failed}
+        assert failed == {("0/0", "reverse vs fd", "directions")}, key
+        assert report.skipped and report.skipped[0][0] == "forward", key  # forward mode through custom_vjp
+        assert report.verdict.startswith("FAIL: reverse vs fd along directions on ['0/0'] (max rel err"), key
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("key", MUTANT_KEYS)
-def test_five_percent_error_in_one_weight_of_an_analytic_gradient_is_caught(key, dtype):
+def test_five_percent_error_in_one_weight_of_an_analytic_gradient_is_caught(dtype):
     params, batch = deep_mlp_problem(dtype)
-    report = check_grad(deep_mlp_cost, params, batch, analytic=analytic_mutant(0, WEIGHT, 1.05), key=key)
-    assert not report.ok, str(report)
-    assert {r.leaf for r in report.failed} == {"0/0"}
-    assert {r.pair for r in report.failed if r.along == "directions"} == ANALYTIC_PAIRS
-    assert report.verdict.endswith("common to every failure: analytic")
+    mutant = analytic_mutant(0, WEIGHT, 1.05)
+    for key in MUTANT_KEYS:
+        report = check_grad(deep_mlp_cost, params, batch, analytic=mutant, key=key)
+        assert not report.ok, (key, str(report))
+        assert {r.leaf for r in report.failed} == {"0/0"}, key
+        assert {r.pair for r in report.failed if r.along == "directions"} == ANALYTIC_PAIRS, key
+        assert report.verdict.endswith("common to every failure: analytic"), key
 
 
 def test_the_true_weight_gradient_is_typical():
@@ -1107,6 +1112,7 @@ def test_hypergradient_example_learns_what_the_grid_finds():
     spec.loader.exec_module(module)
     out = module.main()
     assert out["check"].status == "pass"
+    assert out["learned_check"].status == "pass", str(out["learned_check"])
     # Hypergradient descent lands within 1% of the grid's best held-out loss, between grid points.
     assert out["learned_loss"] <= 1.01 * out["grid_loss"]
     assert 0.2 < out["learned_l2"] / out["grid_l2"] < 5.0

@@ -80,7 +80,7 @@ def test_hypergradient_of_least_squares_equals_closed_form(problem):
     # Forward mode and second order agree with the closed form too.
     _, tangent = jax.jvp(f, (LR,), (1.0,))
     np.testing.assert_allclose(tangent, dloss, rtol=1e-8)
-    np.testing.assert_allclose(jax.hessian(f)(LR), d2loss, rtol=1e-8)
+    np.testing.assert_allclose(jax.jit(jax.hessian(f))(LR), d2loss, rtol=1e-8)
 
 
 def test_run_inside_jit_equals_run(problem):
@@ -205,11 +205,14 @@ CENTRAL = [
 def test_gradient_equals_central_differences(problem, target, setting):
     _, fn, x, h = target
     f = lambda x: fn(problem, x, **setting)
-    grad = jax.grad(f)(x)
-    fd = _central(lambda x: float(f(x)), x, h)
+    grad = jax.jit(jax.grad(f))(x)
+    # One compiled forward-mode program gives the tangent and, as its primal output, the values the
+    # finite differences need (a plain call's values equal a jitted run's: test_run_inside_jit_equals_run).
+    jvp = jax.jit(lambda x: jax.jvp(f, (x,), (1.0,)))
+    fd = _central(lambda x: float(jvp(x)[0]), x, h)
     assert np.isfinite(grad)
     np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-9)
-    _, tangent = jax.jvp(f, (x,), (1.0,))
+    _, tangent = jvp(x)
     np.testing.assert_allclose(tangent, grad, rtol=1e-10, atol=1e-14)
 
 
@@ -218,8 +221,8 @@ def test_stopped_run_is_piecewise_smooth(problem):
     iterate's loss, where the stop step does not change under the perturbation."""
     trace = gdjax.run(COST, rules.sgd(LR), gdjax.init_linear(3), problem, num_steps=500, tol=1e-3)
     assert gdjax.Status(int(trace.status)) == gdjax.Status.CONVERGED
-    f = lambda lr: _final_loss(problem, lr, num_steps=500, tol=1e-3)
-    np.testing.assert_allclose(jax.grad(f)(LR), _central(lambda x: float(f(x)), LR, 1e-6), rtol=1e-5)
+    f = jax.jit(lambda lr: _final_loss(problem, lr, num_steps=500, tol=1e-3))
+    np.testing.assert_allclose(jax.jit(jax.grad(f))(LR), _central(lambda x: float(f(x)), LR, 1e-6), rtol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,7 +267,7 @@ def test_gradients_are_finite_through_frozen_lanes(problem, case):
         )
         return jnp.sum(trace.params["w"]) + trace.params["b"], trace.status
 
-    grad, got = jax.grad(final_params, has_aux=True)(lr)
+    grad, got = jax.jit(jax.grad(final_params, has_aux=True))(lr)
     if status is not None:
         assert gdjax.Status(int(got)) == status
     assert np.isfinite(grad)
@@ -279,7 +282,7 @@ def test_gradient_is_finite_where_the_cost_overflows():
         trace = gdjax.run(_exploding, rules.sgd(lr), jnp.asarray([1.0, -0.5]), None, num_steps=50)
         return jnp.sum(trace.params), trace.status
 
-    grad, status = jax.grad(final, has_aux=True)(0.5)
+    grad, status = jax.jit(jax.grad(final, has_aux=True))(0.5)
     assert gdjax.Status(int(status)) in (gdjax.Status.NONFINITE, gdjax.Status.DIVERGED)
     assert np.isfinite(grad)
 
@@ -292,14 +295,14 @@ def test_gradient_is_finite_at_a_stationary_start(name):
     f = lambda lr: gdjax.run(
         cost, rules.get(name, learning_rate=lr), jnp.zeros(2), None, num_steps=10
     ).loss_history[-1]
-    assert np.isfinite(jax.grad(f)(0.1))
+    assert np.isfinite(jax.jit(jax.grad(f))(0.1))
     g = lambda p: gdjax.run(cost, rules.get(name, learning_rate=0.1), p, None, num_steps=10).loss_history[-1]
-    assert np.all(np.isfinite(jax.grad(g)(jnp.zeros(2))))
+    assert np.all(np.isfinite(jax.jit(jax.grad(g))(jnp.zeros(2))))
 
 
 def test_vmap_of_grad_over_learning_rates(problem):
     lrs = jnp.asarray([0.05, 0.1, 0.2])
-    grads = jax.vmap(jax.grad(lambda lr: _final_loss(problem, lr)))(lrs)
+    grads = jax.jit(jax.vmap(jax.grad(lambda lr: _final_loss(problem, lr))))(lrs)
     expected = [_closed_form(problem, float(lr), NUM_STEPS)[1] for lr in lrs]
     np.testing.assert_allclose(grads, expected, rtol=1e-8)
 
@@ -310,7 +313,7 @@ def test_hessian_with_respect_to_params0(problem):
             COST, rules.sgd(LR), {"w": w0, "b": jnp.asarray(0.0)}, problem, num_steps=20
         ).loss_history[-1]
 
-    H = jax.hessian(f)(jnp.zeros(3))
+    H = jax.jit(jax.hessian(f))(jnp.zeros(3))
     assert H.shape == (3, 3)
     np.testing.assert_allclose(H, H.T, rtol=1e-10, atol=1e-14)
     assert np.all(np.linalg.eigvalsh(np.asarray(H)) > 0)  # a convex quadratic through a linear map
@@ -402,9 +405,9 @@ def test_checkpointing_changes_no_forward_result_and_no_gradient(problem, case):
     checked = jax.jit(lambda lr: trace_of(lr, gdjax.Execution(checkpoint_every=every)))(LR)
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(checked), strict=True):
         np.testing.assert_array_equal(a, b)  # bit for bit
-    grad = jax.grad(lambda lr: trace_of(lr).loss_history[-1])(LR)
-    grad_checked = jax.grad(
-        lambda lr: trace_of(lr, gdjax.Execution(checkpoint_every=every)).loss_history[-1]
+    grad = jax.jit(jax.grad(lambda lr: trace_of(lr).loss_history[-1]))(LR)
+    grad_checked = jax.jit(
+        jax.grad(lambda lr: trace_of(lr, gdjax.Execution(checkpoint_every=every)).loss_history[-1])
     )(LR)
     np.testing.assert_allclose(grad_checked, grad, rtol=1e-12)
 
