@@ -313,18 +313,8 @@ def scan_pieces(
         values = {name: jnp.asarray(fn(params)).astype(dtype) for name, fn in metrics}
         return Evaluated(loss.astype(dtype), jnp.sqrt(_tree_sq_norm(grad)).astype(dtype), values), grad
 
-    def final_status(c: _Carry, last: Evaluated, status: jax.Array, threshold: jax.Array) -> jax.Array:
-        """The status a running run gets from the evaluation after its last step."""
-        blew_up = jnp.where(c.streak > 0, jnp.int32(Status.DIVERGED), jnp.int32(Status.NONFINITE))
-        status = jnp.where(~(jnp.isfinite(last.loss) & jnp.isfinite(last.grad_norm)), blew_up, status)
-        if opts.use_divergence:
-            # A run that ends above the threshold did not come back within its budget: diverged.
-            status = jnp.where(last.loss > threshold, jnp.int32(Status.DIVERGED), status)
-        return status
-
-    def at_evaluation(c: _Carry, ev: Evaluated, final=None) -> _Carry:
-        """Stopping rules decided on full-data quantities (precedence: first listed wins); `final`
-        (traced, with `fold_last`): this is the evaluation after the last step (`final_status`)."""
+    def at_evaluation(c: _Carry, ev: Evaluated) -> _Carry:
+        """Stopping rules decided on full-data quantities (precedence: first listed wins)."""
         running = c.status == Status.MAX_STEPS
         nonfinite = ~(jnp.isfinite(ev.loss) & jnp.isfinite(ev.grad_norm))
         threshold = c.threshold  # inf: never crossed
@@ -360,10 +350,6 @@ def scan_pieces(
             ]
         ):
             status = jnp.where(fired, jnp.int32(code), status)
-        if final is not None:
-            # `threshold` is `c.threshold` here (set at the first evaluation); the value the
-            # update reads, so that XLA keeps no second copy of it in the loop.
-            status = jnp.where(final, final_status(c, ev, jnp.int32(Status.MAX_STEPS), threshold), status)
 
         def keep(new, old):
             return jnp.where(running, new, old)
@@ -380,8 +366,6 @@ def scan_pieces(
     def step(c: _Carry, t, given=None):
         """One update on the batch of step `t` (or on the full data, reusing `given` if computed)."""
         running = c.status == Status.MAX_STEPS
-        if fold_last:
-            running = running & (t < num_steps)  # the interval of the last evaluation takes no step
         if given is not None:
             loss, grad = given
             batch = data
@@ -458,8 +442,7 @@ def scan_pieces(
         `rest` for the last interval, chosen inside the program)."""
         at_eval = point(c)
         ev, grad = evaluate(at_eval)
-        final = (i == num_full) if fold_last else None
-        c = at_evaluation(c, ev, final)
+        c = at_evaluation(c, ev)
         c = record(c, i)
         t0 = i * k
         if reuse or length == 1:
@@ -491,18 +474,11 @@ def scan_pieces(
             )
             batch_losses = more if batch_losses is None else jnp.concatenate([batch_losses, more])
         if opts.progress_intervals:
-            gdjax_progress.report(
-                i, every=opts.progress_intervals, eval_every=k, num_steps=num_steps, skip=final
-            )
+            gdjax_progress.report(i, every=opts.progress_intervals, eval_every=k, num_steps=num_steps)
         out = (ev, batch_losses if opts.batch_losses and not from_evals else None)
         return c, (out, at_eval if per_record == 1 else None)
 
     from_evals = batch_losses_from_evals(opts, spec)
-    # An evaluation before every step: the evaluation after the last step is one more interval of
-    # the scan, whose step is not taken. The histories are then the scan's own buffers: joining a
-    # last row after the loop copied each whole history, a third of a 4096-lane sweep's time on
-    # the 7 points (issue 21 item 4). With sparser evaluations the extra interval would take steps.
-    fold_last = k == 1
     history = None
     if per_record > 1:
         history = jax.tree.map(lambda p: jnp.zeros((num_records, *p.shape), p.dtype), params0)
@@ -546,31 +522,32 @@ def scan_pieces(
         carry, ((ev, bl), rec) = _scan_intervals(
             lambda c, i: interval(c, i, k),
             carry,
-            num_full + int(fold_last),
+            num_full,
             opts.checkpoint_every and opts.checkpoint_every // k,
         )
         evals.append(ev)
-        batch_losses.append(None if bl is None else bl.reshape(-1)[:num_steps])
+        batch_losses.append(None if bl is None else bl.reshape(-1))
         records.append(rec)
     if rest and not ragged:
         carry, ((ev, bl), rec) = interval(carry, jnp.int32(num_full), rest)
         evals.append(jax.tree.map(lambda x: x[None], ev))
         batch_losses.append(bl)
         records.append(None if rec is None else jax.tree.map(lambda x: x[None], rec))
-    final_params = point(carry)  # with `fold_last`, the last interval took no step
-    if not fold_last:
-        last, _ = evaluate(final_params)
-        running = carry.status == Status.MAX_STEPS
-        status = jnp.where(running, final_status(carry, last, carry.status, carry.threshold), carry.status)
-        carry = carry._replace(status=status)
-        evals.append(jax.tree.map(lambda x: x[None], last))
-        if per_record == 1:
-            records.append(jax.tree.map(lambda x: x[None], final_params))
+    final_params = point(carry)
+    last, _ = evaluate(final_params)
+    running = carry.status == Status.MAX_STEPS
+    blew_up = jnp.where(carry.streak > 0, jnp.int32(Status.DIVERGED), jnp.int32(Status.NONFINITE))
+    status = jnp.where(~(jnp.isfinite(last.loss) & jnp.isfinite(last.grad_norm)), blew_up, carry.status)
+    if opts.use_divergence:
+        # A run that ends above the threshold did not come back within its budget: diverged.
+        status = jnp.where(last.loss > carry.threshold, jnp.int32(Status.DIVERGED), status)
+    carry = carry._replace(status=jnp.where(running, status, carry.status))
+    evals.append(jax.tree.map(lambda x: x[None], last))
     ev = jax.tree.map(lambda *xs: xs, *evals)  # each history: a tuple of pieces
 
     if per_record == 1:
         # Every evaluation is recorded: params came out of the scan (no per-step scatter).
-        params_history = tuple(records)
+        params_history = (*records, jax.tree.map(lambda x: x[None], final_params))
     else:
         last_row = num_records - 1
         params_history = (
