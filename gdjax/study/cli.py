@@ -279,9 +279,10 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
     if cfg.description and not args.quiet:
         say(_wrap(cfg.description))
     results = None  # the run's Results, for the page
-    if not args.no_plots:
-        _preload(_REPORT_MODULES)
     try:
+        if not args.no_plots:
+            # Inside the try: a signal while the thread starts is the run's interrupt like any other.
+            _preload(_REPORT_MODULES)
         outcome = experiment.run_experiment(
             cfg,
             args.out,
