@@ -5,14 +5,21 @@ compared at tight tolerances, and rank promotion raises so that the classic `(n,
 an error rather than a silent `(n, n)` matrix. Library code never flips these flags itself.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import jax
 import pytest
 
 # The `gdjax` command keeps a per-user persistent compilation cache; tests (and the commands they
-# start) compile afresh and write nothing to the user's home.
-os.environ.setdefault("GDJAX_COMPILE_CACHE", "off")
+# start) write nothing to the user's home. They share one cache of their own, made for the session
+# (by the process that starts pytest; xdist's workers and the commands tests start inherit it), so a
+# program that several test modules build (the default study, the tiny configs) compiles once.
+if "GDJAX_COMPILE_CACHE" not in os.environ:
+    os.environ["GDJAX_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="gdjax-test-compile-cache-")
+    atexit.register(shutil.rmtree, os.environ["GDJAX_COMPILE_CACHE"], ignore_errors=True)
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
