@@ -7,9 +7,9 @@ that builds the same program then loads it instead of compiling it. `enable_comp
 that on for everything the process compiles afterwards; the `gdjax run` command calls it by default.
 
 The environment variable `GDJAX_COMPILE_CACHE` says the same without code: a folder, `on` (the
-default folder), or `off` (never). The test suite sets a folder of its own for the session. The Python API reads it on its first
-`run` or `sweep` (never on `import gdjax`: importing changes no JAX setting); the command reads it
-always and uses the default folder when it is unset.
+default folder), or `off` (never); the test suite sets a folder of its own for the session. The
+Python API reads it on its first `run` or `sweep` (never on `import gdjax`: importing changes no
+JAX setting); the command reads it always and uses the default folder when it is unset.
 
 The cache is trusted input: executables are loaded from it. Keep it in a folder only you can write.
 """
