@@ -235,6 +235,21 @@ def test_bad_engine_arguments_get_clear_errors(kwargs, match):
 
 
 # ------------------------------------------------------------------------------------ memory
+@pytest.mark.parametrize("num_steps", [1, 2, 7, 10, 200_000])
+@pytest.mark.parametrize(("eval_every", "per_record"), [(1, 1), (1, 3), (3, 1), (3, 2), (20, 1)])
+def test_schedule_is_every_kth_step_and_the_last(num_steps, eval_every, per_record):
+    """Oracle: the set definition (`np.unique` of the multiples and the last step), as the schedule
+    was computed before it was built directly (cached, read-only: every caller shares the arrays)."""
+    opts = loop.RunOptions(num_steps, None, None, eval_every, eval_every * per_record, 1)
+    evals, records = loop.schedule(opts)
+    want = np.unique(np.r_[np.arange(0, num_steps, eval_every), num_steps])
+    np.testing.assert_array_equal(evals, want)
+    np.testing.assert_array_equal(records, np.unique(np.r_[want[:-1][::per_record], num_steps]))
+    assert (len(evals), len(records)) == loop.schedule_sizes(opts)
+    assert not evals.flags.writeable and not records.flags.writeable
+    assert loop.schedule(opts)[0] is evals
+
+
 def test_records_are_bounded_by_default():
     params = {"w": jnp.zeros(2**20, jnp.float32)}  # 4 MiB
     rule = rules.sgd(0.1)
