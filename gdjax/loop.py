@@ -321,6 +321,15 @@ def scan_pieces(
         values = {name: jnp.asarray(fn(params)).astype(dtype) for name, fn in metrics}
         return Evaluated(loss.astype(dtype), jnp.sqrt(_tree_sq_norm(grad)).astype(dtype), values), grad
 
+    def final_status(c: _Carry, last: Evaluated, status: jax.Array, threshold: jax.Array) -> jax.Array:
+        """The status a running run gets from the evaluation after its last step."""
+        blew_up = jnp.where(c.streak > 0, jnp.int32(Status.DIVERGED), jnp.int32(Status.NONFINITE))
+        status = jnp.where(~(jnp.isfinite(last.loss) & jnp.isfinite(last.grad_norm)), blew_up, status)
+        if opts.use_divergence:
+            # A run that ends above the threshold did not come back within its budget: diverged.
+            status = jnp.where(last.loss > threshold, jnp.int32(Status.DIVERGED), status)
+        return status
+
     def at_evaluation(c: _Carry, ev: Evaluated) -> _Carry:
         """Stopping rules decided on full-data quantities (precedence: first listed wins)."""
         running = c.status == Status.MAX_STEPS
@@ -439,6 +448,8 @@ def scan_pieces(
             return c
         # Rows at evaluations 0, m, 2m, ...; others write out of bounds, which mode="drop" discards.
         row = jnp.where(i % per_record == 0, i // per_record, num_records)
+        if fold_last:
+            row = jnp.where(i == num_full, num_records - 1, row)  # the evaluation after the last step
         history = jax.tree.map(lambda h, p: h.at[row].set(p, mode="drop"), c.params_history, point(c))
         return c._replace(params_history=history)
 
@@ -450,11 +461,26 @@ def scan_pieces(
         `rest` for the last interval, chosen inside the program)."""
         at_eval = point(c)
         ev, grad = evaluate(at_eval)
+        final = (i == num_full) if fold_last else None
+        before = c
         c = at_evaluation(c, ev)
         c = record(c, i)
         t0 = i * k
         if reuse or length == 1:
-            c, first = step(c, t0, (ev.loss, grad) if reuse else None)
+            stepped, first = step(c, t0, (ev.loss, grad) if reuse else None)
+            if fold_last:
+                # The interval of the evaluation after the last step runs like every other one and
+                # keeps none of its stopping rules and step: the status, the count and the streak
+                # are the ones before it (the final rule is applied after the loop, as without the
+                # fold), and the params returned are the ones it recorded. (Not taking the step or
+                # applying the final rule here, as predicates the step reads, made XLA fuse the rule
+                # differently: its last bits left plain Optax's.)
+                stepped = stepped._replace(
+                    status=jnp.where(final, before.status, stepped.status),
+                    steps=jnp.where(final, before.steps, stepped.steps),
+                    streak=jnp.where(final, before.streak, stepped.streak),
+                )
+            c = stepped
             batch_losses = first[None]
             done = 1
         else:
@@ -482,11 +508,20 @@ def scan_pieces(
             )
             batch_losses = more if batch_losses is None else jnp.concatenate([batch_losses, more])
         if opts.progress_intervals:
-            gdjax_progress.report(i, every=opts.progress_intervals, eval_every=k, num_steps=num_steps)
+            gdjax_progress.report(
+                i, every=opts.progress_intervals, eval_every=k, num_steps=num_steps, skip=final
+            )
         out = (ev, batch_losses if opts.batch_losses and not from_evals else None)
         return c, (out, at_eval if per_record == 1 else None)
 
     from_evals = batch_losses_from_evals(opts, spec)
+    # An evaluation before every step: the evaluation after the last step is one more interval of
+    # the scan, whose step is computed and not kept. The histories are then the scan's own buffers
+    # (joining a last row after the loop copied each whole history: 4 x 16 MB for a sweep of 4096
+    # lanes x 1000 steps) and XLA compiles the evaluation once, not twice (a quarter of a small
+    # full-batch program's compile time). With sparser evaluations the extra interval would be
+    # `eval_every` steps.
+    fold_last = k == 1 and num_full > 0
     history = None
     if per_record > 1:
         history = jax.tree.map(lambda p: jnp.zeros((num_records, *p.shape), p.dtype), params0)
@@ -530,37 +565,44 @@ def scan_pieces(
         carry, ((ev, bl), rec) = _scan_intervals(
             lambda c, i: interval(c, i, k),
             carry,
-            num_full,
+            num_full + int(fold_last),
             opts.checkpoint_every and opts.checkpoint_every // k,
         )
         evals.append(ev)
-        batch_losses.append(None if bl is None else bl.reshape(-1))
+        batch_losses.append(None if bl is None else bl.reshape(-1)[:num_steps])
         records.append(rec)
     if rest and not ragged:
         carry, ((ev, bl), rec) = interval(carry, jnp.int32(num_full), rest)
         evals.append(jax.tree.map(lambda x: x[None], ev))
         batch_losses.append(bl)
         records.append(None if rec is None else jax.tree.map(lambda x: x[None], rec))
-    final_params = point(carry)
-    last, _ = evaluate(final_params)
+    if fold_last:
+        last = jax.tree.map(lambda x: x[-1], evals[-1])  # the scan's last interval
+    else:
+        final_params = point(carry)
+        last, _ = evaluate(final_params)
+        evals.append(jax.tree.map(lambda x: x[None], last))
+        if per_record == 1:
+            records.append(jax.tree.map(lambda x: x[None], final_params))
     running = carry.status == Status.MAX_STEPS
-    blew_up = jnp.where(carry.streak > 0, jnp.int32(Status.DIVERGED), jnp.int32(Status.NONFINITE))
-    status = jnp.where(~(jnp.isfinite(last.loss) & jnp.isfinite(last.grad_norm)), blew_up, carry.status)
-    if opts.use_divergence:
-        # A run that ends above the threshold did not come back within its budget: diverged.
-        status = jnp.where(last.loss > carry.threshold, jnp.int32(Status.DIVERGED), status)
-    carry = carry._replace(status=jnp.where(running, status, carry.status))
-    evals.append(jax.tree.map(lambda x: x[None], last))
+    status = jnp.where(running, final_status(carry, last, carry.status, carry.threshold), carry.status)
+    carry = carry._replace(status=status)
     ev = jax.tree.map(lambda *xs: xs, *evals)  # each history: a tuple of pieces
 
     if per_record == 1:
         # Every evaluation is recorded: params came out of the scan (no per-step scatter).
-        params_history = (*records, jax.tree.map(lambda x: x[None], final_params))
+        params_history = tuple(records)
+    elif fold_last:
+        params_history = (carry.params_history,)  # the last row was written in the loop
     else:
         last_row = num_records - 1
         params_history = (
             jax.tree.map(lambda h, p: h.at[last_row].set(p), carry.params_history, final_params),
         )
+    if fold_last:
+        # The params (or where the rule evaluates: schedule-free's average) at the evaluation after
+        # the last step are its record, the last row; the carry's took that interval's unkept step.
+        final_params = jax.tree.map(lambda h: h[-1], params_history[-1])
 
     stop_step = jnp.where(carry.status != Status.MAX_STEPS, carry.steps, _NO_STOP).astype(jnp.int32)
     return Trace(

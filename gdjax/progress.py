@@ -62,11 +62,14 @@ def intervals_between_reports(progress_every: int | None, eval_every: int, num_s
     return max(1, progress_every // eval_every)
 
 
-def report(i: jax.Array, *, every: int, eval_every: int, num_steps: int) -> None:
+def report(i: jax.Array, *, every: int, eval_every: int, num_steps: int, skip=None) -> None:
     """Traced at the end of evaluation interval `i` (an unbatched int32): reports the steps done so
-    far every `every` intervals and after the last one."""
+    far every `every` intervals and after the last one; never where `skip` (traced) is true (the
+    interval of the evaluation after the last step)."""
     last = -(-num_steps // eval_every) - 1
     fire = ((i + 1) % every == 0) | (i == last)
+    if skip is not None:
+        fire = fire & ~skip
     done = jnp.minimum((i + 1) * eval_every, num_steps)
     jax.lax.cond(
         fire,
