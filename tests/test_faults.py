@@ -189,6 +189,30 @@ def test_temp_files_left_by_a_kill_are_removed_before_completion(tiny, tmp_path)
     assert_same_results(out, ref)
 
 
+def test_a_run_stopped_before_its_first_manifest_resumes_from_the_start(tiny, tmp_path, monkeypatch):
+    """A signal between writing config.toml and the first manifest (a moment a SIGTERM half a second
+    after the first line hit under load) left a folder that --resume refused: 'run manifest not
+    found'. Nothing was done there, so it is resumed from the start."""
+    cfg, ref = tiny
+    out = tmp_path / "run"
+    write_json = runfolder.RunFolder.write_json
+
+    def stopped(self, name, value):
+        if name == "manifest.json":
+            raise KeyboardInterrupt
+        return write_json(self, name, value)
+
+    monkeypatch.setattr(runfolder.RunFolder, "write_json", stopped)
+    code, _, err = run_cli("run", str(cfg), "--out", str(out))
+    assert code == 130, err
+    assert (out / "config.toml").exists() and not (out / "manifest.json").exists()
+    monkeypatch.undo()
+    code, stdout, err = run_cli("run", str(cfg), "--out", str(out), "--resume")
+    assert code == 0, err
+    assert "0 of 2 optimizers already done" in stdout, stdout
+    assert_same_results(out, ref)
+
+
 # ------------------------------------------------------------------------------- hostile inputs
 def _npz_config(tmp_path, data_file):
     cfg = tmp_path / "npz.toml"
