@@ -48,6 +48,34 @@ grid.learning_rate = [0.05]
 """
 
 
+# STUDY's problem with more examples: only the problem needs to differ for merging to refuse it, so
+# one optimizer at one configuration, full batch (one program to compile).
+OTHER_STUDY = """
+name = "tiny"
+precision = "float64"
+seeds = [0, 1, 2]
+
+[data]
+source = "synthetic"
+num_examples = 70
+num_features = 3
+noise = 0.5
+seed = 0
+test_fraction = 0.25
+
+[cost]
+model = "linear"
+loss = "mse"
+
+[run]
+num_steps = 40
+
+[[optimizers]]
+rule = "sgd"
+grid.learning_rate = [0.1]
+"""
+
+
 @pytest.fixture(scope="module")
 def sweep_result():
     X, y = gdjax.data.synthetic(0, 80, 4)[:2]
@@ -200,7 +228,7 @@ def test_merging_run_folders(run_folder, tmp_path):
     assert both.curves["lane"].max() == both.num_lanes - 1
     # the same name for different problems is refused, naming both
     other = tmp_path / "other.toml"
-    other.write_text(STUDY.replace("num_examples = 60", "num_examples = 70"))
+    other.write_text(OTHER_STUDY)
     code, _, err = run_cli("run", str(other), "--out", str(tmp_path / "run2"), "-q", "--no-plots")
     assert code == 0, err
     with pytest.raises(ResultsError, match="problem .tiny. differs .*num_examples: 45 vs 52"):
