@@ -23,14 +23,14 @@ import datetime
 import html
 import itertools
 import os
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from gdjax.io import format_number, write_text
+from gdjax.io import format_number, write_bytes, write_text
 from gdjax.study import figures as figures_lib
 from gdjax.study import runfolder
-from gdjax.study.plots import save as save_figure
 from gdjax.study.results_model import Results
 
 __all__ = ["write_report"]
@@ -144,14 +144,18 @@ def _comparisons(r: Results, by: str) -> tuple[str, str | None]:
     return _table(table), r.best_statement(by=by)
 
 
-def _image(path: str) -> str:
-    with open(path, "rb") as f:
-        return base64.b64encode(f.read()).decode("ascii")
-
-
-def write_report(results: Results, folder: str | os.PathLike, *, title: str | None = None) -> str:
+def write_report(
+    results: Results,
+    folder: str | os.PathLike,
+    *,
+    title: str | None = None,
+    drawn_elsewhere: Mapping[str, Callable[[], bytes]] | None = None,
+) -> str:
     """Writes `report.html` into `folder` (created if missing) and one PNG per figure into
     `folder/figures/` (the page itself embeds them: it can be moved or mailed alone).
+
+    `drawn_elsewhere` maps figure names to calls that return their PNG bytes (`figures.render` run
+    by another process: `gdjax run`'s drawing worker); the page draws the others itself, then asks.
 
     Returns:
       The path of `report.html`.
@@ -197,11 +201,19 @@ def write_report(results: Results, folder: str | os.PathLike, *, title: str | No
         else:
             parts.append('<p class="note">No comparison supports naming a best optimizer.</p>')
     parts.append("<h2>Figures</h2>")
-    for name, fig in figures_lib.draw(r).items():
-        path = save_figure(fig, os.path.join(folder, FIGURES_DIR, f"{name}.png"), dpi=110)
+    names = figures_lib.applicable(r)
+    elsewhere = drawn_elsewhere or {}
+    pngs = figures_lib.render(r, [n for n in names if n not in elsewhere])
+    names = [n for n in names if n in pngs or n in elsewhere]
+    if names:  # no figure applies: no figures/
+        os.makedirs(os.path.join(folder, FIGURES_DIR), exist_ok=True)
+    for name in names:
+        png = pngs[name] if name in pngs else elsewhere[name]()
+        write_bytes(os.path.join(folder, FIGURES_DIR, f"{name}.png"), png)
         doc = figures_lib.FIGURES[name].doc
+        image = base64.b64encode(png).decode("ascii")
         parts.append(
-            f'<figure id="{name}"><img alt="{html.escape(name)}" src="data:image/png;base64,{_image(path)}">'
+            f'<figure id="{name}"><img alt="{html.escape(name)}" src="data:image/png;base64,{image}">'
             f"<figcaption><b>{html.escape(name)}</b>: {html.escape(doc)}</figcaption></figure>"
         )
     provenance = r.lanes[["run", "machine", "gdjax_version", "jax_version", "commit"]].drop_duplicates()
