@@ -2,6 +2,7 @@
 drawing in-process, no worker where it cannot help, and faults (a killed worker, an interrupt while
 it draws, Ctrl-C at the terminal) that end the worker, keep the run's results and say so in one line."""
 
+import dataclasses
 import os
 import pathlib
 import re
@@ -82,22 +83,29 @@ def _page(text: bytes, folder: pathlib.Path) -> str:
 
 
 def test_the_worker_draws_the_same_files_as_the_command_alone(tiny, tmp_path, monkeypatch, drawers):
-    submitted = []
-    submit = drawing.Drawer.submit
-    monkeypatch.setattr(drawing.Drawer, "submit", lambda self, *a: (submitted.append(a[1]), submit(self, *a)))
-    code, _, err = run_cli("run", tiny, "--out", tmp_path / "worker", "-q")
+    preloaded = []
+    monkeypatch.setattr(cli, "_preload", preloaded.append)  # the page's libraries: imported there
+    code, out, err = run_cli("run", tiny, "--out", tmp_path / "worker")
     assert code == 0 and err == "", err
-    assert len(drawers) == 1 and drawers[0] is not None and not drawers[0]._process.is_alive()
-    assert submitted == [list(drawers[0].names)] and len(submitted[0]) >= 4  # the page's figures
+    assert len(drawers) == 1 and drawers[0] is not None and drawers[0].submitted
+    assert not drawers[0]._process.is_alive() and preloaded == [cli._PLOT_MODULES]
 
     monkeypatch.setattr(drawing, "start", lambda: None)  # one core, or spawning failed
-    code, _, err = run_cli("run", tiny, "--out", tmp_path / "alone", "-q")
+    code, out_alone, err = run_cli("run", tiny, "--out", tmp_path / "alone")
     assert code == 0 and err == "", err
+    assert preloaded[1:] == [cli._REPORT_MODULES]
+
+    # the same lines (the table, and the best-optimizer sentence where there is one), but where and when
+    def lines(text):
+        timed = ("run folder:", "compile ", "report:", "  done in ")
+        return [line for line in text.splitlines() if not line.startswith(timed)]
+
+    assert lines(out) == lines(out_alone)
 
     worker, alone = _files(tmp_path / "worker"), _files(tmp_path / "alone")
     assert sorted(worker) == sorted(alone)
     figures = [n for n in worker if n.endswith(".png")]
-    assert len(figures) == len(submitted[0]) + 1 and "loss_curves.png" in figures
+    assert len(figures) >= 5 and "loss_curves.png" in figures and "figures/data_profile.png" in figures
     for name in figures:  # the same pixels, the same bytes
         assert worker[name] == alone[name], name
     page = _page(worker["report.html"], tmp_path / "worker")
@@ -171,16 +179,16 @@ def test_a_killed_worker_is_one_line_and_the_results_stay(tiny, tmp_path, monkey
 
 
 # What the worker is handed, and the one line the command prints when drawing it fails there: a
-# ValueError (here an unknown figure name) is the page's note, as in-process (exit 0); anything else
-# is an error (exit 1) that says how to draw the page again.
+# ValueError (here a Results without lanes) is the page's note, as in-process (exit 0); anything
+# else is an error (exit 1) that says how to draw the page again.
 FAILURES = {
     "value": (
-        lambda results, names: (results, [*names, "nope"]),
+        lambda results: dataclasses.replace(results, lanes=results.lanes.iloc[:0]),
         0,
-        "gdjax: note: report.html not written: unknown figure 'nope'",
+        "gdjax: note: report.html not written: lanes has no rows\n",
     ),
     "other": (
-        lambda results, names: (None, names),
+        lambda results: None,
         1,
         "gdjax: error: report.html not written: the drawing process failed: AttributeError: ",
     ),
@@ -191,7 +199,7 @@ FAILURES = {
 def test_a_worker_that_fails_reports_its_error_in_one_line(tiny, tmp_path, monkeypatch, kind):
     job, expected_code, expected = FAILURES[kind]
     submit = drawing.Drawer.submit
-    monkeypatch.setattr(drawing.Drawer, "submit", lambda self, *args: submit(self, *job(*args)))
+    monkeypatch.setattr(drawing.Drawer, "submit", lambda self, results: submit(self, job(results)))
     out = tmp_path / "run"
     code, _, err = run_cli("run", tiny, "--out", out, "-q")
     assert code == expected_code and err.count("\n") == 1 and err.startswith(expected), err
@@ -208,8 +216,8 @@ def test_an_interrupt_while_the_worker_draws_ends_it(tiny, tmp_path, monkeypatch
 
     if where == "plots":  # the command's own plots, while the worker draws the page's figures
         monkeypatch.setattr(report, "draw_plots", interrupt)
-    else:  # waiting for the worker's figures
-        monkeypatch.setattr(drawing.Drawer, "png", interrupt)
+    else:  # waiting for the worker's page
+        monkeypatch.setattr(drawing.Drawer, "page", interrupt)
     out = tmp_path / "run"
     code, _, err = run_cli("run", tiny, "--out", out, "-q")
     assert code == 130

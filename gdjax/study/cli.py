@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import functools
 import gc
 import importlib
 import os
@@ -238,6 +237,11 @@ _REPORT_MODULES = (
 )
 
 
+# With a drawing process (`gdjax.study.drawing`), which draws the page, this one needs only what the
+# run's plots and its results model import.
+_PLOT_MODULES = ("matplotlib.figure", "matplotlib.backends.backend_agg", "gdjax.study.results_model")
+
+
 def _preload(modules: tuple[str, ...]) -> threading.Thread:
     """Imports `modules` on a daemon thread; an import that fails is left to the main thread, which
     imports the module again when it needs it and reports the error there as it always did."""
@@ -293,9 +297,9 @@ def _run(args, out: TextIO, err: TextIO, argv: list[str], cleanup, drawer) -> in
         if cfg.description and not args.quiet:
             say(_wrap(cfg.description))
         if not args.no_plots:
-            _preload(_REPORT_MODULES)
             if drawer is None and (drawer := drawing.start()) is not None:
                 cleanup.callback(drawer.close)
+            _preload(_REPORT_MODULES if drawer is None else _PLOT_MODULES)
         outcome = experiment.run_experiment(
             cfg,
             args.out,
@@ -308,10 +312,8 @@ def _run(args, out: TextIO, err: TextIO, argv: list[str], cleanup, drawer) -> in
         )
         if not args.no_plots:  # the results model first: the page below is drawn from it
             results = _results_of(outcome, err)
-            if results is not None and drawer is not None:  # the page's figures: drawn beside the plots
-                from gdjax.study import figures
-
-                drawer.submit(results, figures.applicable(results))
+            if results is not None and drawer is not None:  # the page: drawn beside the plots
+                drawer.submit(results)
         if not args.no_plots and outcome.ran:  # the config's plots, into the finished folder
             with runfolder.PlotStage(outcome, log=say) as stage:
                 stage.add(
@@ -343,10 +345,12 @@ def _run(args, out: TextIO, err: TextIO, argv: list[str], cleanup, drawer) -> in
     page_path = verdict = None
     code = 0
     if results is not None:  # the comparison page
-        drawn = {n: functools.partial(drawer.png, n) for n in drawer.names} if drawer is not None else None
         try:
-            statement = results.best_statement(by="suboptimality")  # once: the page states it too
-            page_path = write_run_report(outcome.folder, results=results, drawn_elsewhere=drawn)
+            if drawer is not None and drawer.submitted:  # drawn by the second process
+                statement, rendered = drawer.page()
+            else:  # once: the page states it too
+                statement, rendered = results.best_statement(by="suboptimality"), None
+            page_path = write_run_report(outcome.folder, results=results, rendered=rendered)
             verdict = statement
         except (ValueError, OSError) as error:  # the run's results are on disk: say so, do not fail
             print(f"{PROG}: note: report.html not written: {str(error).splitlines()[0]}", file=err)
@@ -423,10 +427,10 @@ def _first_line(obj) -> str:
     return doc.splitlines()[0].strip() if doc else ""
 
 
-def write_run_report(path: str, *, title: str | None = None, results=None, drawn_elsewhere=None) -> str:
+def write_run_report(path: str, *, title: str | None = None, results=None, rendered=None) -> str:
     """Writes `report.html` and `figures/` into the finished run folder `path`, as gdjax's own files
     (listed in the folder's marker before they appear; a user's file of either name is kept).
-    `drawn_elsewhere`: figures drawn by another process (`page.write_report`)."""
+    `rendered`: the page as another process rendered it (`page.write_report`)."""
     from gdjax.study import page, results_model, runfolder
 
     results = results if results is not None else results_model.load(path)
@@ -435,11 +439,11 @@ def write_run_report(path: str, *, title: str | None = None, results=None, drawn
     try:
         staging = folder.staging()
         try:
-            page.write_report(results, staging, title=title, drawn_elsewhere=drawn_elsewhere)
+            page.write_report(results, staging, title=title, rendered=rendered)
         except BaseException:  # a failed or interrupted page leaves no half-drawn staging folder
             folder.remove(runfolder.STAGING)
             raise
-        for name in (page.FIGURES_DIR, "report.html"):
+        for name in (runfolder.FIGURES, "report.html"):
             if not os.path.lexists(os.path.join(staging, name)):  # no figure applies: no figures/
                 continue
             if name in folder.owned():

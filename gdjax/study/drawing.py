@@ -1,19 +1,20 @@
-"""The report page's figures drawn in a second process while the command draws the run's plots.
+"""The report page drawn in a second process while `gdjax run` draws the run's plots (issue 21).
 
-`gdjax run` with plots spends more time drawing than running on a small study (issue 21): the page's
-six figures and the config's plots are matplotlib's work, one core's worth each, and a thread shares
-Python's lock. `start()` spawns a worker (multiprocessing's *spawn* context: never a fork of a
-process that has JAX's threads) that imports matplotlib, pandas, `scipy.stats` and the page's
-modules while the study runs; `Drawer.submit(results, names)` hands it the run's `Results` (pandas
-frames: plain pickled data, never a JAX object) and the figures to draw; `Drawer.png(name)` waits
-for their PNG bytes, which the command embeds and writes itself (`page.write_report(drawn_elsewhere=)`):
-the worker writes no file.
+`gdjax run` with plots spends more time drawing than running on a small study: the page (its six
+figures, tables and paired tests) and the config's plots are matplotlib's and SciPy's work, a core's
+worth each, and a thread shares Python's lock. `start()` spawns a worker (multiprocessing's *spawn*
+context: never a fork of a process that has JAX's threads) that imports matplotlib, pandas,
+`scipy.stats` and the page's modules, JAX not among them, while the study runs. `Drawer.submit`
+hands it the run's `Results` (pandas frames: plain pickled data, never a JAX object);
+`Drawer.page()` waits for the page it renders (`page.render`: the HTML text and the PNG bytes) and
+the best-optimizer sentence, which the command writes and prints itself (`page.write_report(rendered=)`):
+the worker writes no file, and the command draws the plots meanwhile.
 
 Faults: the worker ignores SIGINT, SIGTERM and SIGHUP (a Ctrl-C reaches the whole process group;
 the command decides) and leaves when the command's end of the pipe closes; `Drawer.close()` kills it
 (the command closes it on every way out, an interrupt included). A worker that dies or fails makes
-`png` raise `DrawingFailed` with one line; a `ValueError` or `OSError` inside it comes back as a
-`ValueError` with its message, as the same error drawn in-process would. Where a second process
+`page()` raise `DrawingFailed` with one line; a `ValueError` or `OSError` inside it comes back as a
+`ValueError` with its message, as the same error met in-process would. Where a second process
 cannot help (one core) or cannot start, `start()` returns None and the command draws in-process.
 
 This module imports only the standard library: the command can start the worker before it imports
@@ -32,11 +33,11 @@ import threading
 
 __all__ = ["MODULES", "Drawer", "DrawingFailed", "start"]
 
-# What the worker imports while it waits for its job (the page's figures and the profiles they draw).
+# What the worker imports while it waits for its job: the page, its figures and its statistics.
 MODULES = (
     "matplotlib.figure",
     "matplotlib.backends.backend_agg",
-    "gdjax.study.figures",
+    "gdjax.study.page",
     "gdjax.study.statistics",
 )
 
@@ -73,12 +74,12 @@ def start() -> Drawer | None:
 
 
 class Drawer:
-    """A started drawing process: `submit` once, then `png(name)`; `close()` always (or `with`)."""
+    """A started drawing process: `submit` once, then `page()`; `close()` always (or `with`)."""
 
     def __init__(self, process, connection):
         self._process, self._connection = process, connection
-        self.names: tuple[str, ...] = ()
-        self._pngs: dict[str, bytes] | None = None
+        self.submitted = False
+        self._page: tuple | None = None
         self._failure: BaseException | None = None
 
     def __enter__(self) -> Drawer:
@@ -87,17 +88,18 @@ class Drawer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def submit(self, results, names) -> None:
-        """Asks the worker for the PNGs of the page's figures `names` drawn from `results`."""
-        self.names = tuple(names)
+    def submit(self, results, *, title: str | None = None) -> None:
+        """Asks the worker for the report page of `results` (`page.render`) and the best-optimizer
+        sentence (`results.best_statement(by="suboptimality")`)."""
+        self.submitted = True
         try:
-            self._connection.send((results, self.names))
-        except (OSError, EOFError, ValueError):  # the worker is gone: `png` says how
+            self._connection.send((results, title))
+        except (OSError, EOFError, ValueError):  # the worker is gone: `page` says how
             self._failure = DrawingFailed(self._ended())
 
-    def png(self, name: str) -> bytes:
-        """The PNG bytes of figure `name`, waiting for the worker the first time."""
-        if self._pngs is None:
+    def page(self) -> tuple[str | None, tuple[str, dict[str, bytes]]]:
+        """`(sentence, (html, pngs))`, waiting for the worker; it ends then."""
+        if self._page is None:
             if self._failure is not None:
                 raise self._failure
             try:
@@ -105,15 +107,16 @@ class Drawer:
             except (OSError, EOFError):
                 self._failure = DrawingFailed(self._ended())
                 raise self._failure from None
+            finally:
+                self.close()  # done (it leaves by itself), or gone
             if kind == "value":
                 self._failure = ValueError(value)
                 raise self._failure
             if kind != "ok":
                 self._failure = DrawingFailed(f"the drawing process failed: {value}")
                 raise self._failure
-            self._pngs = value
-            self.close()  # done: it leaves by itself; make sure
-        return self._pngs[name]
+            self._page = value
+        return self._page
 
     def close(self) -> None:
         """Ends the worker (killed if it is still running) and closes the pipe; idempotent."""
@@ -155,10 +158,11 @@ def _serve(connection) -> None:
         os._exit(0)
     loader.join()
     try:
-        from gdjax.study import figures
+        from gdjax.study import page
 
-        results, names = pickle.loads(job)  # here: a module that fails to import is reported below
-        reply = ("ok", figures.render(results, names))
+        results, title = pickle.loads(job)  # here: a module that fails to import is reported below
+        statement = results.best_statement(by="suboptimality")
+        reply = ("ok", (statement, page.render(results, title=title)))
     except (ValueError, OSError) as error:
         reply = ("value", str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
     except BaseException as error:  # noqa: BLE001 - reported to the command in one line

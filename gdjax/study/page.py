@@ -23,20 +23,18 @@ import datetime
 import html
 import itertools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
 from gdjax.io import format_number, write_bytes, write_text
 from gdjax.study import figures as figures_lib
-from gdjax.study import runfolder
 from gdjax.study.results_model import Results
 
-__all__ = ["write_report"]
+__all__ = ["render", "write_report"]
 
-SCORE_EPS = (1e-1, 1e-3, 1e-6)
-FIGURES_DIR = runfolder.FIGURES  # the PNGs beside report.html  # the targets the scores table reports
+SCORE_EPS = (1e-1, 1e-3, 1e-6)  # the targets the scores table reports
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px;
        padding: 0 1rem; color: #222; line-height: 1.45; }
@@ -149,19 +147,31 @@ def write_report(
     folder: str | os.PathLike,
     *,
     title: str | None = None,
-    drawn_elsewhere: Mapping[str, Callable[[], bytes]] | None = None,
+    rendered: tuple[str, Mapping[str, bytes]] | None = None,
 ) -> str:
     """Writes `report.html` into `folder` (created if missing) and one PNG per figure into
     `folder/figures/` (the page itself embeds them: it can be moved or mailed alone).
 
-    `drawn_elsewhere` maps figure names to calls that return their PNG bytes (`figures.render` run
-    by another process: `gdjax run`'s drawing worker); the page draws the others itself, then asks.
+    `rendered`: the page as `render(results, title=title)` returned it in another process (`gdjax
+    run`'s drawing process, `gdjax.study.drawing`); only written here.
 
     Returns:
       The path of `report.html`.
     """
+    from gdjax.study.runfolder import FIGURES  # here: `render` runs where JAX is not imported
+
+    text, pngs = rendered if rendered is not None else render(results, title=title)
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
+    if pngs:  # no figure applies: no figures/
+        os.makedirs(os.path.join(folder, FIGURES), exist_ok=True)
+    for name, png in pngs.items():
+        write_bytes(os.path.join(folder, FIGURES, f"{name}.png"), png)
+    return write_text(os.path.join(folder, "report.html"), text)
+
+
+def render(results: Results, *, title: str | None = None) -> tuple[str, dict[str, bytes]]:
+    """The page's HTML text and its figures' PNG bytes by name (what `write_report` writes)."""
     r = results
     by = "suboptimality" if r.lanes["suboptimality"].notna().any() else "final_loss"
     several = r.lanes["optimizer"].nunique() > 1
@@ -201,15 +211,8 @@ def write_report(
         else:
             parts.append('<p class="note">No comparison supports naming a best optimizer.</p>')
     parts.append("<h2>Figures</h2>")
-    names = figures_lib.applicable(r)
-    elsewhere = drawn_elsewhere or {}
-    pngs = figures_lib.render(r, [n for n in names if n not in elsewhere])
-    names = [n for n in names if n in pngs or n in elsewhere]
-    if names:  # no figure applies: no figures/
-        os.makedirs(os.path.join(folder, FIGURES_DIR), exist_ok=True)
-    for name in names:
-        png = pngs[name] if name in pngs else elsewhere[name]()
-        write_bytes(os.path.join(folder, FIGURES_DIR, f"{name}.png"), png)
+    pngs = figures_lib.render(r)
+    for name, png in pngs.items():
         doc = figures_lib.FIGURES[name].doc
         image = base64.b64encode(png).decode("ascii")
         parts.append(
@@ -224,7 +227,7 @@ def write_report(
         + "\n".join(parts)
         + "\n</body></html>\n"
     )
-    return write_text(os.path.join(folder, "report.html"), page)
+    return page, pngs
 
 
 def _count(n: int, word: str) -> str:
