@@ -30,6 +30,7 @@ import os
 import pickle
 import signal
 import threading
+from multiprocessing import resource_tracker
 
 __all__ = ["MODULES", "Drawer", "DrawingFailed", "start"]
 
@@ -58,19 +59,38 @@ def start() -> Drawer | None:
     except OSError:
         return None
     process = context.Process(target=_serve, args=(theirs,), name="gdjax-drawing", daemon=True)
-    # The child inherits the calling thread's signal mask through exec: blocked until `_serve` has
-    # set its dispositions, a Ctrl-C at the terminal cannot end it with a traceback while it starts.
-    # A signal meant for this process stays pending here meanwhile, and is handled right after.
+    # multiprocessing's resource tracker unblocks SIGINT and SIGTERM after it starts: started first.
+    resource_tracker.ensure_running()
+    # A signal's handler could raise inside `Process.start`, after the child exists and before anyone
+    # holds it: the command's signals are only recorded meanwhile, then the child is ended and the
+    # signal delivered again to the command's own handlers. The child inherits the signal mask
+    # through exec: blocked until `_serve` ignores them, a Ctrl-C at the terminal (which reaches the
+    # whole process group) cannot end it with a traceback while it starts.
+    pending: list[int] = []
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in _SIGNALS}
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    started = False
     try:
         process.start()
-    except Exception:  # noqa: BLE001 - any failure to spawn: draw in-process instead
-        mine.close()
-        return None
+        started = True
+    except Exception:  # noqa: BLE001, S110 - any failure to spawn: draw in-process instead
+        pass
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a pending signal is recorded here
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         theirs.close()  # the child has its own copy: its EOF now means this process has gone
-    return Drawer(process, mine)
+    if started and not pending:
+        return Drawer(process, mine)
+    if started:
+        process.kill()
+        process.join()
+    mine.close()
+    if pending:
+        os.kill(os.getpid(), pending[0])
+    return None
 
 
 class Drawer:
