@@ -396,6 +396,9 @@ def run_experiment(
             "units": {u.key: {"status": "pending", "lanes": plans[u.key].num_lanes} for u in unit_list},
         }
         results: dict[str, UnitResult] = {}
+        # A signal between config.toml and the manifest (a few fsyncs) left a folder where nothing ran:
+        # it is started again, not refused for its missing manifest.
+        resumed = resumed and os.path.lexists(folder.file("manifest.json"))
         if resumed:
             old = read_json(folder.checked("manifest.json"), what="run manifest", follow=False)
             old = old if isinstance(old, dict) else {}
