@@ -237,11 +237,6 @@ _REPORT_MODULES = (
 )
 
 
-# With a drawing process (`gdjax.study.drawing`), which draws the page, this one needs only what the
-# run's plots and its results model import.
-_PLOT_MODULES = ("matplotlib.figure", "matplotlib.backends.backend_agg", "gdjax.study.results_model")
-
-
 def _preload(modules: tuple[str, ...]) -> threading.Thread:
     """Imports `modules` on a daemon thread; an import that fails is left to the main thread, which
     imports the module again when it needs it and reports the error there as it always did."""
@@ -299,7 +294,8 @@ def _run(args, out: TextIO, err: TextIO, argv: list[str], cleanup, drawer) -> in
         if not args.no_plots:
             if drawer is None and (drawer := drawing.start()) is not None:
                 cleanup.callback(drawer.close)
-            _preload(_REPORT_MODULES if drawer is None else _PLOT_MODULES)
+            if drawer is None:  # with one, the page's libraries load there; none here on a thread
+                _preload(_REPORT_MODULES)
         outcome = experiment.run_experiment(
             cfg,
             args.out,

@@ -10,8 +10,8 @@ hands it the run's `Results` (pandas frames: plain pickled data, never a JAX obj
 the best-optimizer sentence, which the command writes and prints itself (`page.write_report(rendered=)`):
 the worker writes no file, and the command draws the plots meanwhile.
 
-Faults: the worker ignores SIGINT, SIGTERM and SIGHUP (a Ctrl-C reaches the whole process group;
-the command decides) and leaves when the command's end of the pipe closes; `Drawer.close()` kills it
+Faults: the worker ignores SIGINT and SIGHUP (a Ctrl-C reaches the whole process group; the
+command decides) and leaves when the command's end of the pipe closes; `Drawer.close()` kills it
 (the command closes it on every way out, an interrupt included). A worker that dies or fails makes
 `page()` raise `DrawingFailed` with one line; a `ValueError` or `OSError` inside it comes back as a
 `ValueError` with its message, as the same error met in-process would. Where a second process
@@ -160,8 +160,10 @@ class Drawer:
 # ----------------------------------------------------------------------------------- the worker
 def _serve(connection) -> None:
     """The worker: imports `MODULES` on a thread while waiting for its one job, draws, replies, leaves."""
+    # Ctrl-C and a hang-up reach the whole process group: the command decides. SIGTERM ends it (what
+    # multiprocessing sends a daemon process when a Python caller exits without closing it).
     for s in _SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
+        signal.signal(s, signal.SIG_DFL if s == signal.SIGTERM else signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
     def load():
