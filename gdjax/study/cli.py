@@ -45,7 +45,7 @@ PROG = "gdjax"
 
 _MAIN_EPILOG = """\
 examples:
-  gdjax run                               the default study (house prices; about 12 s on a CPU)
+  gdjax run                               the default study (house prices; about 6 s on a CPU)
   gdjax run configs/lr_regimes.toml       a study from a config file
   gdjax run my.toml --out runs/try1       choose the run folder
   gdjax run my.toml --out runs/try1 --resume   finish an interrupted run
