@@ -579,9 +579,10 @@ def main(
                 # "Exception ignored in ..."); the command went on, but the caller asked it to stop.
                 print(f"{PROG}: interrupted ({signal.Signals(_received[0]).name})", file=err)
                 code = 128 + _received[0]
-    except KeyboardInterrupt as stop:  # a signal outside any command's own handling
+    except KeyboardInterrupt as stop:  # a signal outside any command's own handling (the page, say)
+        name = f" ({stop.args[0]})" if isinstance(stop, Interrupted) else ""
         with contextlib.suppress(Exception):
-            print(f"\n{PROG}: interrupted", file=err)
+            print(f"\n{PROG}: interrupted{name}", file=err)
         code = _interrupt_code(stop)
     if as_command:  # leave without interpreter teardown, which can race XLA's threads
         for stream in (sys.stdout, sys.stderr):
