@@ -34,7 +34,6 @@ import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, BinaryIO
 
-import jax
 import numpy as np
 
 from gdjax.types import PyTree, Trace
@@ -572,6 +571,8 @@ def read_npz(
 # ------------------------------------------------------------------------------------ Trace files
 def leaf_names(params: PyTree) -> list[str]:
     """Names of the leaves of a params pytree (`w`, `b`; `x` for a bare array)."""
+    import jax  # here: the study face's readers of results and figures run without JAX
+
     paths = jax.tree_util.tree_flatten_with_path(params)[0]
     return [jax.tree_util.keystr(p, simple=True, separator="/") or "x" for p, _ in paths]
 
@@ -592,6 +593,8 @@ def trace_arrays(trace: Trace, names: list[str] | None = None) -> dict[str, np.n
     `metric_names` (the metric names in order; an empty array for `metrics={}`) and
     `metrics/<name>`.
     """
+    import jax
+
     names = leaf_names(trace.params) if names is None else names
     out = {k: np.asarray(getattr(trace, k)) for k in _TRACE_FIELDS}
     for name, leaf in zip(names, jax.tree.leaves(trace.params), strict=True):
@@ -632,6 +635,8 @@ def trace_from_arrays(arrays: Mapping[str, np.ndarray], template: PyTree, *, sou
         metrics = {str(n): arrays[_METRIC + str(n)] for n in np.asarray(arrays[_METRIC_NAMES]).tolist()}
     elif any(k.startswith(_METRIC) for k in arrays):  # written by a study part: no name list
         metrics = {k[len(_METRIC) :]: v for k, v in arrays.items() if k.startswith(_METRIC)}
+    import jax
+
     treedef = jax.tree.structure(template)
     return Trace(
         params=jax.tree.unflatten(treedef, [arrays[f"params/{n}"] for n in names]),

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import jax
+if TYPE_CHECKING:  # annotations only: reading results (gdjax.study.drawing) does not import JAX
+    import jax
 
 PyTree = Any
 

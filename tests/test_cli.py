@@ -423,6 +423,8 @@ def test_preload_imports_on_its_thread_and_leaves_a_failure_to_the_main_thread(t
 def test_run_preloads_the_report_libraries_only_when_it_draws(tmp_path, monkeypatch):
     preloaded = []
     monkeypatch.setattr(cli, "_preload", preloaded.append)
+    # drawn in this process (tests/test_drawing.py: what it imports beside a drawing process)
+    monkeypatch.setattr(cli.drawing, "start", lambda: None)
 
     def refuse(*args, **kwargs):
         raise ValueError("refused before running")

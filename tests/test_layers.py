@@ -44,6 +44,7 @@ STUDY_ORDER += [
     "plots",
     "page",
     "report",
+    "drawing",
     "cli",
     "command",
 ]
@@ -112,7 +113,7 @@ def test_a_config_passes_the_config_and_problem_modules_once(tmp_path, monkeypat
     # `gdjax run CONFIG` down to the report: once the first results exist (gdjax.study.parts), the
     # orchestration (cli, experiment) never goes back to the config or problem modules, and the
     # report is drawn from the run it holds, not the folder read back.
-    from gdjax.study import figures
+    from gdjax.study import drawing, figures
     from tests.helpers import run_cli
     from tests.test_faults import TINY  # no gradient check, no plots
 
@@ -121,7 +122,8 @@ def test_a_config_passes_the_config_and_problem_modules_once(tmp_path, monkeypat
         'rule = "momentum"\ngrid.learning_rate = [0.01, 0.1]\n', 'rule = "adam"\ngrid.learning_rate = 0.1\n'
     )
 
-    monkeypatch.setattr(figures, "draw", lambda results: {})  # the page without its figures: fast
+    monkeypatch.setattr(figures, "draw", lambda results, names=None: {})  # the page without its figures: fast
+    monkeypatch.setattr(drawing, "start", lambda: None)  # drawn in this process, where the patch holds
     (tmp_path / "flow.toml").write_text(study.replace("grid.momentum = 0.9\n", ""))
     orchestrators = ("gdjax.study.cli", "gdjax.study.experiment")
     flow, loads = [], []

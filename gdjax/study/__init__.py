@@ -33,6 +33,7 @@ Modules, each importing only the core and the modules above it in this list:
 | `plots` | matplotlib figures of traces and sweeps; re-exports the four above |
 | `page` | the self-contained HTML report page |
 | `report` | the figures of a finished run |
+| `drawing` | the report page's figures drawn in a second process while `gdjax run` draws its plots |
 | `cli` | the `gdjax` command |
 | `command` | its installed entry point: signal handlers before JAX starts, then `cli` |
 """

@@ -36,7 +36,7 @@ import jax
 from gdjax import compile_cache, costs, data, rules
 from gdjax._version import __version__
 from gdjax.progress import Bars
-from gdjax.study import config, experiment, problems, report, runfolder
+from gdjax.study import config, drawing, experiment, problems, report, runfolder
 from gdjax.study.config import ConfigError
 
 __all__ = ["main"]
@@ -45,7 +45,7 @@ PROG = "gdjax"
 
 _MAIN_EPILOG = """\
 examples:
-  gdjax run                               the default study (house prices; about 12 s on a CPU)
+  gdjax run                               the default study (house prices; about 6 s on a CPU)
   gdjax run configs/lr_regimes.toml       a study from a config file
   gdjax run my.toml --out runs/try1       choose the run folder
   gdjax run my.toml --out runs/try1 --resume   finish an interrupted run
@@ -266,7 +266,16 @@ def _x64_on():
     return jax.enable_x64(True)
 
 
-def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
+def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str], drawer: drawing.Drawer | None = None) -> int:
+    # The report's second process (`gdjax.study.drawing`), started here or by the installed command
+    # before it imported JAX: ended on every way out of the command, an interrupt included.
+    with contextlib.ExitStack() as cleanup:
+        if drawer is not None:
+            cleanup.callback(drawer.close)
+        return _run(args, out, err, argv, cleanup, drawer)
+
+
+def _run(args, out: TextIO, err: TextIO, argv: list[str], cleanup, drawer) -> int:
     cfg = _load_config(args.config)
     jax.config.update("jax_enable_x64", cfg.precision == "float64")
     say = (lambda message: None) if args.quiet else (lambda message: print(message, file=out, flush=True))
@@ -275,14 +284,18 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
     bar = Bars(err, enabled=False if args.quiet else None)
     if bar.active:
         cfg = dataclasses.replace(cfg, execution=dataclasses.replace(cfg.execution, step_progress=bar.steps))
-    say(f"gdjax run: {cfg.name}" + (f" ({cfg.source})" if cfg.source else ""))
-    if cfg.description and not args.quiet:
-        say(_wrap(cfg.description))
     results = None  # the run's Results, for the page
     try:
+        # Inside the try from the first line: a signal just after it (a caller that waits for it) or
+        # while the import thread or the drawing process starts is the run's interrupt like any other.
+        say(f"gdjax run: {cfg.name}" + (f" ({cfg.source})" if cfg.source else ""))
+        if cfg.description and not args.quiet:
+            say(_wrap(cfg.description))
         if not args.no_plots:
-            # Inside the try: a signal while the thread starts is the run's interrupt like any other.
-            _preload(_REPORT_MODULES)
+            if drawer is None and (drawer := drawing.start()) is not None:
+                cleanup.callback(drawer.close)
+            if drawer is None:  # with one, the page's libraries load there; none here on a thread
+                _preload(_REPORT_MODULES)
         outcome = experiment.run_experiment(
             cfg,
             args.out,
@@ -295,6 +308,8 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
         )
         if not args.no_plots:  # the results model first: the page below is drawn from it
             results = _results_of(outcome, err)
+            if results is not None and drawer is not None:  # the page: drawn beside the plots
+                drawer.submit(results)
         if not args.no_plots and outcome.ran:  # the config's plots, into the finished folder
             with runfolder.PlotStage(outcome, log=say) as stage:
                 stage.add(
@@ -324,13 +339,21 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
         return _interrupt_code(stop)
     bar.close()
     page_path = verdict = None
+    code = 0
     if results is not None:  # the comparison page
         try:
-            statement = results.best_statement(by="suboptimality")  # once: the page states it too
-            page_path = write_run_report(outcome.folder, results=results)
+            if drawer is not None and drawer.submitted:  # drawn by the second process
+                statement, rendered = drawer.page()
+            else:  # once: the page states it too
+                statement, rendered = results.best_statement(by="suboptimality"), None
+            page_path = write_run_report(outcome.folder, results=results, rendered=rendered)
             verdict = statement
         except (ValueError, OSError) as error:  # the run's results are on disk: say so, do not fail
             print(f"{PROG}: note: report.html not written: {str(error).splitlines()[0]}", file=err)
+        except drawing.DrawingFailed as error:  # the same, but a failure: the exit code says so
+            redraw = shlex.join([PROG, "report", outcome.folder])
+            print(f"{PROG}: error: report.html not written: {error}; redraw it with: {redraw}", file=err)
+            code = 1
     if not args.quiet:
         say("")
         say(
@@ -356,7 +379,7 @@ def _cmd_run(args, out: TextIO, err: TextIO, argv: list[str]) -> int:
         say(timing)
         if page_path:
             say(f"report: {page_path}")
-    return 0
+    return code
 
 
 def _results_of(outcome, err: TextIO):
@@ -400,9 +423,10 @@ def _first_line(obj) -> str:
     return doc.splitlines()[0].strip() if doc else ""
 
 
-def write_run_report(path: str, *, title: str | None = None, results=None) -> str:
+def write_run_report(path: str, *, title: str | None = None, results=None, rendered=None) -> str:
     """Writes `report.html` and `figures/` into the finished run folder `path`, as gdjax's own files
-    (listed in the folder's marker before they appear; a user's file of either name is kept)."""
+    (listed in the folder's marker before they appear; a user's file of either name is kept).
+    `rendered`: the page as another process rendered it (`page.write_report`)."""
     from gdjax.study import page, results_model, runfolder
 
     results = results if results is not None else results_model.load(path)
@@ -410,8 +434,12 @@ def write_run_report(path: str, *, title: str | None = None, results=None) -> st
     folder.lock()
     try:
         staging = folder.staging()
-        page.write_report(results, staging, title=title)
-        for name in (page.FIGURES_DIR, "report.html"):
+        try:
+            page.write_report(results, staging, title=title, rendered=rendered)
+        except BaseException:  # a failed or interrupted page leaves no half-drawn staging folder
+            folder.remove(runfolder.STAGING)
+            raise
+        for name in (runfolder.FIGURES, "report.html"):
             if not os.path.lexists(os.path.join(staging, name)):  # no figure applies: no figures/
                 continue
             if name in folder.owned():
@@ -525,27 +553,36 @@ def _cmd_list(args, out: TextIO) -> int:
 
 
 # ------------------------------------------------------------------------------------------ main
-def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    drawer: drawing.Drawer | None = None,
+) -> int:
     """Runs the `gdjax` command with `argv` (default `sys.argv[1:]`) and returns its exit code.
 
     Errors a person can fix (a bad config, a folder that exists, invalid values) print one line
     `gdjax: error: ...` to stderr and return 2; `--debug` shows the traceback instead. The
     `jax_enable_x64` flag is restored before returning. Called without arguments (the installed
     `gdjax` command), a signal ends the process with `os._exit(128 + signum)` after flushing.
+    `drawer`: a drawing process the caller started for `gdjax run` (`gdjax.study.command`); the
+    command uses it or ends it.
     """
     as_command = argv is None and stdout is None and stderr is None
     err = stderr if stderr is not None else sys.stderr
     try:
         with _signals_as_interrupts(restore=not as_command):
-            code = _main(argv, stdout, err)
+            code = _main(argv, stdout, err, drawer)
             if _received and code not in (129, 130, 143):
                 # The exception was raised inside a callback that swallowed it (Python prints
                 # "Exception ignored in ..."); the command went on, but the caller asked it to stop.
                 print(f"{PROG}: interrupted ({signal.Signals(_received[0]).name})", file=err)
                 code = 128 + _received[0]
-    except KeyboardInterrupt as stop:  # a signal outside any command's own handling
+    except KeyboardInterrupt as stop:  # a signal outside any command's own handling (the page, say)
+        name = f" ({stop.args[0]})" if isinstance(stop, Interrupted) else ""
         with contextlib.suppress(Exception):
-            print(f"\n{PROG}: interrupted", file=err)
+            print(f"\n{PROG}: interrupted{name}", file=err)
         code = _interrupt_code(stop)
     if as_command:  # leave without interpreter teardown, which can race XLA's threads
         for stream in (sys.stdout, sys.stderr):
@@ -561,7 +598,7 @@ def _use_compile_cache() -> None:
     compile_cache.from_environment(default_on=True)
 
 
-def _main(argv: list[str] | None, stdout: TextIO | None, err: TextIO) -> int:
+def _main(argv: list[str] | None, stdout: TextIO | None, err: TextIO, drawer=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     out = stdout if stdout is not None else sys.stdout
     parser = _parser()
@@ -569,7 +606,12 @@ def _main(argv: list[str] | None, stdout: TextIO | None, err: TextIO) -> int:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version, usage errors
+        if drawer is not None:
+            drawer.close()
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    if drawer is not None and (args.command != "run" or args.no_plots):  # nothing for it to draw
+        drawer.close()
+        drawer = None
     if args.command == "run" and not args.no_compile_cache:
         _use_compile_cache()
     if args.command is None:
@@ -579,7 +621,7 @@ def _main(argv: list[str] | None, stdout: TextIO | None, err: TextIO) -> int:
     x64 = jax.config.jax_enable_x64
     try:
         if args.command == "run":
-            return _cmd_run(args, out, err, argv)
+            return _cmd_run(args, out, err, argv, drawer)
         if args.command == "check":
             return _cmd_check(args, out, err)
         if args.command == "report":

@@ -36,11 +36,30 @@ def install_startup_handlers() -> None:
 
 
 def main() -> int:
-    """`gdjax ...`: the start-up handlers, then `gdjax.study.cli.main()` (which leaves by `os._exit`)."""
+    """`gdjax ...`: the start-up handlers, then `gdjax.study.cli.main()` (which leaves by `os._exit`).
+
+    `gdjax run` with plots starts its drawing process here, before JAX is imported, so that the
+    process's own imports (JAX's among them: the page's modules import the core) overlap this one's
+    (`gdjax.study.drawing`); the command uses it or ends it.
+    """
     install_startup_handlers()
+    drawer = None
+    if _draws(sys.argv[1:]):
+        from gdjax.study import drawing
+
+        drawer = drawing.start()
     from gdjax.study.cli import main as command
 
-    return command()
+    return command(drawer=drawer)
+
+
+def _draws(argv: list[str]) -> bool:
+    """Whether `argv` asks for `gdjax run` with its plots and page (argparse's own reading decides
+    later; this one only says whether a drawing process is worth starting now)."""
+    if argv[:1] != ["run"]:
+        return False
+    # argparse accepts a long option's unambiguous prefix: --no-p means --no-plots
+    return not any(a in ("-h", "--help") or (len(a) > 5 and "--no-plots".startswith(a)) for a in argv[1:])
 
 
 if __name__ == "__main__":

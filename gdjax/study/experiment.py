@@ -396,6 +396,9 @@ def run_experiment(
             "units": {u.key: {"status": "pending", "lanes": plans[u.key].num_lanes} for u in unit_list},
         }
         results: dict[str, UnitResult] = {}
+        # A signal between config.toml and the manifest (a few fsyncs) left a folder where nothing ran:
+        # it is started again, not refused for its missing manifest.
+        resumed = resumed and os.path.lexists(folder.file("manifest.json"))
         if resumed:
             old = {}
             # A run stopped after writing its config.toml and before its first manifest (a signal

@@ -14,6 +14,7 @@ any lane used mini-batches (a full-batch step is one epoch) and in steps otherwi
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import warnings
 from collections.abc import Callable
@@ -25,9 +26,10 @@ from gdjax.io import format_number
 from gdjax.study.palette import color_for
 from gdjax.study.results_model import Results
 
-__all__ = ["FIGURES", "FigureSpec", "draw", "figure"]
+__all__ = ["FIGURES", "FigureSpec", "applicable", "draw", "figure", "render"]
 
 _BLEW_UP = ("diverged", "nonfinite", "invalid")
+PAGE_DPI = 110  # the report page's PNGs
 _EPS_LIST = (1e-1, 1e-3, 1e-6)  # the targets of the profile figures: f <= f* + eps (f0 - f*)
 
 
@@ -54,10 +56,15 @@ def figure(name: str, *, applies: Callable[[Results], bool], doc: str):
     return register
 
 
+def applicable(results: Results) -> list[str]:
+    """The names of the registered figures that apply to `results`, in the registry's order."""
+    return [n for n, spec in FIGURES.items() if spec.applies(results)]
+
+
 def draw(results: Results, names=None) -> dict[str, object]:
     """The figures `names` (default: every registered figure that applies), by name."""
     if names is None:
-        names = [n for n, spec in FIGURES.items() if spec.applies(results)]
+        names = applicable(results)
     unknown = [n for n in names if n not in FIGURES]
     if unknown:
         import difflib
@@ -71,6 +78,18 @@ def draw(results: Results, names=None) -> dict[str, object]:
         action="ignore", category=RuntimeWarning
     ):  # NaN and infinite medians of blown-up lanes are expected while drawing
         return {n: FIGURES[n].draw(results) for n in names}
+
+
+def render(results: Results, names=None, *, dpi: int = PAGE_DPI) -> dict[str, bytes]:
+    """The figures `names` (default: every one that applies) as PNG bytes, by name: what the report
+    page embeds and writes. `gdjax run` calls it in its drawing process (`gdjax.study.drawing`),
+    which imports this module and the statistics but not JAX."""
+    pngs = {}
+    for name, fig in draw(results, names).items():
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi)
+        pngs[name] = buffer.getvalue()
+    return pngs
 
 
 # ------------------------------------------------------------------------------------- helpers

@@ -23,20 +23,18 @@ import datetime
 import html
 import itertools
 import os
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
-from gdjax.io import format_number, write_text
+from gdjax.io import format_number, write_bytes, write_text
 from gdjax.study import figures as figures_lib
-from gdjax.study import runfolder
-from gdjax.study.plots import save as save_figure
 from gdjax.study.results_model import Results
 
-__all__ = ["write_report"]
+__all__ = ["render", "write_report"]
 
-SCORE_EPS = (1e-1, 1e-3, 1e-6)
-FIGURES_DIR = runfolder.FIGURES  # the PNGs beside report.html  # the targets the scores table reports
+SCORE_EPS = (1e-1, 1e-3, 1e-6)  # the targets the scores table reports
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px;
        padding: 0 1rem; color: #222; line-height: 1.45; }
@@ -144,20 +142,36 @@ def _comparisons(r: Results, by: str) -> tuple[str, str | None]:
     return _table(table), r.best_statement(by=by)
 
 
-def _image(path: str) -> str:
-    with open(path, "rb") as f:
-        return base64.b64encode(f.read()).decode("ascii")
-
-
-def write_report(results: Results, folder: str | os.PathLike, *, title: str | None = None) -> str:
+def write_report(
+    results: Results,
+    folder: str | os.PathLike,
+    *,
+    title: str | None = None,
+    rendered: tuple[str, Mapping[str, bytes]] | None = None,
+) -> str:
     """Writes `report.html` into `folder` (created if missing) and one PNG per figure into
     `folder/figures/` (the page itself embeds them: it can be moved or mailed alone).
+
+    `rendered`: the page as `render(results, title=title)` returned it in another process (`gdjax
+    run`'s drawing process, `gdjax.study.drawing`); only written here.
 
     Returns:
       The path of `report.html`.
     """
+    from gdjax.study.runfolder import FIGURES  # here: `render` runs where JAX is not imported
+
+    text, pngs = rendered if rendered is not None else render(results, title=title)
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
+    if pngs:  # no figure applies: no figures/
+        os.makedirs(os.path.join(folder, FIGURES), exist_ok=True)
+    for name, png in pngs.items():
+        write_bytes(os.path.join(folder, FIGURES, f"{name}.png"), png)
+    return write_text(os.path.join(folder, "report.html"), text)
+
+
+def render(results: Results, *, title: str | None = None) -> tuple[str, dict[str, bytes]]:
+    """The page's HTML text and its figures' PNG bytes by name (what `write_report` writes)."""
     r = results
     by = "suboptimality" if r.lanes["suboptimality"].notna().any() else "final_loss"
     several = r.lanes["optimizer"].nunique() > 1
@@ -197,11 +211,12 @@ def write_report(results: Results, folder: str | os.PathLike, *, title: str | No
         else:
             parts.append('<p class="note">No comparison supports naming a best optimizer.</p>')
     parts.append("<h2>Figures</h2>")
-    for name, fig in figures_lib.draw(r).items():
-        path = save_figure(fig, os.path.join(folder, FIGURES_DIR, f"{name}.png"), dpi=110)
+    pngs = figures_lib.render(r)
+    for name, png in pngs.items():
         doc = figures_lib.FIGURES[name].doc
+        image = base64.b64encode(png).decode("ascii")
         parts.append(
-            f'<figure id="{name}"><img alt="{html.escape(name)}" src="data:image/png;base64,{_image(path)}">'
+            f'<figure id="{name}"><img alt="{html.escape(name)}" src="data:image/png;base64,{image}">'
             f"<figcaption><b>{html.escape(name)}</b>: {html.escape(doc)}</figcaption></figure>"
         )
     provenance = r.lanes[["run", "machine", "gdjax_version", "jax_version", "commit"]].drop_duplicates()
@@ -212,7 +227,7 @@ def write_report(results: Results, folder: str | os.PathLike, *, title: str | No
         + "\n".join(parts)
         + "\n</body></html>\n"
     )
-    return write_text(os.path.join(folder, "report.html"), page)
+    return page, pngs
 
 
 def _count(n: int, word: str) -> str:

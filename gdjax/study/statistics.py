@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from gdjax.study.config import halton_grid  # noqa: F401  (search spaces live with the grids; re-exported)
 from gdjax.study.profiles import (  # noqa: F401  (re-exported: targets and profiles live there)
     DEFAULT_EPS,
     MAX_TAU,
@@ -49,6 +48,16 @@ from gdjax.study.statbase import (  # noqa: F401  (re-exported: the shared conve
 )
 
 _BLOCK = 256  # k values per block in expected_best_of_k: bounds memory at _BLOCK x m
+
+
+def __getattr__(name: str):
+    # `halton_grid` lives with the grids (`gdjax.study.config`), which import the core and JAX: re-exported
+    # on first use, so that reading results and drawing their figures (`gdjax.study.drawing`) does not.
+    if name == "halton_grid":
+        from gdjax.study.config import halton_grid
+
+        return halton_grid
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- tuning budgets -----------------------------------------------------------------------------

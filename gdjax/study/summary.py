@@ -13,7 +13,6 @@ import numpy as np
 
 from gdjax.io import BLEW_UP, format_number, format_table
 from gdjax.types import Status
-from gdjax.validation import nearest
 
 __all__ = [
     "METRIC_NAMES",
@@ -85,7 +84,7 @@ def best_configurations(
     rows, sweep_metrics = _study_rows(rows)
     metrics = tuple(dict.fromkeys((*metrics, *sweep_metrics)))
     if rows and not any(by in r for r in rows):
-        raise ValueError(f"cannot rank by {by!r}{nearest(by, rows[0])}; columns: {', '.join(rows[0])}")
+        raise ValueError(f"cannot rank by {by!r}{_nearest(by, rows[0])}; columns: {', '.join(rows[0])}")
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         unit = (r.get("cost"), r["optimizer"])
@@ -243,3 +242,9 @@ def normalize_rows(rows: list[dict], results: list) -> list[dict]:
     cols += [c for c in present if c not in cols and c not in _ROW_TAIL and c not in user]
     cols += [c for c in _ROW_TAIL if c not in _OPTIONAL_TAIL or c in present] + user
     return [{c: r.get(c) for c in cols} for r in rows]
+
+
+def _nearest(name: str, options) -> str:
+    from gdjax.validation import nearest  # here: validation imports JAX, which reading results does not need
+
+    return nearest(name, options)
