@@ -207,9 +207,8 @@ def test_a_run_stopped_before_its_first_manifest_resumes_from_the_start(tiny, tm
     assert code == 130, err
     assert (out / "config.toml").exists() and not (out / "manifest.json").exists()
     monkeypatch.undo()
-    code, stdout, err = run_cli("run", str(cfg), "--out", str(out), "--resume")
+    code, _, err = run_cli("run", str(cfg), "--out", str(out), "--resume")
     assert code == 0, err
-    assert "0 of 2 optimizers already done" in stdout, stdout
     assert_same_results(out, ref)
 
 

@@ -400,12 +400,8 @@ def run_experiment(
         # it is started again, not refused for its missing manifest.
         resumed = resumed and os.path.lexists(folder.file("manifest.json"))
         if resumed:
-            old = {}
-            # A run stopped after writing its config.toml and before its first manifest (a signal
-            # in that moment, or kill -9) has done nothing: it is resumed from the start.
-            if os.path.lexists(folder.file("manifest.json")):
-                old = read_json(folder.checked("manifest.json"), what="run manifest", follow=False)
-                old = old if isinstance(old, dict) else {}
+            old = read_json(folder.checked("manifest.json"), what="run manifest", follow=False)
+            old = old if isinstance(old, dict) else {}
             manifest["started"] = old.get("started", started)
             manifest["resumed"] = [*old.get("resumed", []), started]
             for u in unit_list:
