@@ -2,14 +2,12 @@
 installed script). The default study's programs compile once per session and are reused after."""
 
 import dataclasses
-import importlib.util
 import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import tomllib
 
 import jax
@@ -400,41 +398,6 @@ def test_stopping_and_execution_tables_reach_the_sweep(tmp_path, monkeypatch):
     assert [r["steps"] for r in rows] == [2, 2], rows
     written = config.load(tmp_path / "run" / "config.toml")
     assert written == cfg
-
-
-def test_preload_imports_on_its_thread_and_leaves_a_failure_to_the_main_thread(tmp_path, monkeypatch):
-    (tmp_path / "gdjax_probe_first.py").write_text("import threading\nBY = threading.current_thread().name\n")
-    (tmp_path / "gdjax_probe_after.py").write_text("")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    names = ("gdjax_probe_first", "gdjax_probe_missing", "gdjax_probe_after")
-    for name in names:
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    escaped = []
-    monkeypatch.setattr(threading, "excepthook", escaped.append)
-    thread = cli._preload(names)
-    thread.join(30)
-    assert not thread.is_alive() and thread.daemon and not escaped
-    assert sys.modules["gdjax_probe_first"].BY == thread.name == "gdjax-preload"
-    # the first failure ends the preload: the main thread imports the rest itself, and meets the error
-    assert "gdjax_probe_after" not in sys.modules and "gdjax_probe_missing" not in sys.modules
-    assert all(importlib.util.find_spec(name) is not None for name in cli._REPORT_MODULES)
-
-
-def test_run_preloads_the_report_libraries_only_when_it_draws(tmp_path, monkeypatch):
-    preloaded = []
-    monkeypatch.setattr(cli, "_preload", preloaded.append)
-    # drawn in this process (tests/test_drawing.py: what it imports beside a drawing process)
-    monkeypatch.setattr(cli.drawing, "start", lambda: None)
-
-    def refuse(*args, **kwargs):
-        raise ValueError("refused before running")
-
-    monkeypatch.setattr(experiment, "run_experiment", refuse)
-    for flags, expected in (((), [cli._REPORT_MODULES]), (("--no-plots",), [])):
-        preloaded.clear()
-        code, _, err = run_cli("run", "--out", tmp_path / "run", "-q", *flags)
-        assert (code, err.strip()) == (2, "gdjax: error: refused before running")
-        assert preloaded == expected
 
 
 def test_list():

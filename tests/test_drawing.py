@@ -83,19 +83,14 @@ def _page(text: bytes, folder: pathlib.Path) -> str:
 
 
 def test_the_worker_draws_the_same_files_as_the_command_alone(tiny, tmp_path, monkeypatch, drawers):
-    preloaded = []
-    monkeypatch.setattr(cli, "_preload", preloaded.append)  # the page's libraries: imported there
     code, out, err = run_cli("run", tiny, "--out", tmp_path / "worker")
     assert code == 0 and err == "", err
     assert len(drawers) == 1 and drawers[0] is not None and drawers[0].submitted
-    # the page's libraries are imported there; here none on a thread (a thread that loads a C extension
-    # while JAX's MLIR needs the dynamic loader's lock can deadlock: seen once with matplotlib's ft2font)
-    assert not drawers[0]._process.is_alive() and preloaded == []
+    assert not drawers[0]._process.is_alive()
 
     monkeypatch.setattr(drawing, "start", lambda: None)  # one core, or spawning failed
     code, out_alone, err = run_cli("run", tiny, "--out", tmp_path / "alone")
     assert code == 0 and err == "", err
-    assert preloaded == [cli._REPORT_MODULES]
 
     # the same lines (the table, and the best-optimizer sentence where there is one), but where and when
     def lines(text):

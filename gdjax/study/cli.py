@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import dataclasses
 import gc
-import importlib
 import os
 import shlex
 import signal
@@ -225,34 +224,6 @@ def _in_swallowing_context(frame) -> bool:
     return False
 
 
-# What the plots and the report page import that the run does not: matplotlib (about 0.5 s on the
-# 2-core CPU), pandas (0.4 s) and SciPy's stats (1.1 s). `gdjax run` imports them on a thread while
-# the study runs, so they load while XLA compiles and the run waits for the disk (both release the
-# GIL, leaving the second core to the thread) instead of after the run (issue 21).
-_REPORT_MODULES = (
-    "matplotlib.figure",
-    "matplotlib.backends.backend_agg",
-    "gdjax.study.page",
-    "gdjax.study.statistics",
-)
-
-
-def _preload(modules: tuple[str, ...]) -> threading.Thread:
-    """Imports `modules` on a daemon thread; an import that fails is left to the main thread, which
-    imports the module again when it needs it and reports the error there as it always did."""
-
-    def load():
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except BaseException:  # noqa: BLE001 - the main thread's own import reports it
-                return
-
-    thread = threading.Thread(target=load, name="gdjax-preload", daemon=True)
-    thread.start()
-    return thread
-
-
 def _interrupt_code(stop: BaseException) -> int:
     return getattr(stop, "code", 130)
 
@@ -292,10 +263,11 @@ def _run(args, out: TextIO, err: TextIO, argv: list[str], cleanup, drawer) -> in
         if cfg.description and not args.quiet:
             say(_wrap(cfg.description))
         if not args.no_plots:
+            # Without one (one core, or spawning failed), the page's libraries are imported when the
+            # page is drawn. Not on a thread: one importing matplotlib's ft2font deadlocked once
+            # against JAX's MLIR on the dynamic loader's lock, and on one core it gained nothing.
             if drawer is None and (drawer := drawing.start()) is not None:
                 cleanup.callback(drawer.close)
-            if drawer is None:  # with one, the page's libraries load there; none here on a thread
-                _preload(_REPORT_MODULES)
         outcome = experiment.run_experiment(
             cfg,
             args.out,
