@@ -321,15 +321,6 @@ def scan_pieces(
         values = {name: jnp.asarray(fn(params)).astype(dtype) for name, fn in metrics}
         return Evaluated(loss.astype(dtype), jnp.sqrt(_tree_sq_norm(grad)).astype(dtype), values), grad
 
-    def final_status(c: _Carry, last: Evaluated, status: jax.Array, threshold: jax.Array) -> jax.Array:
-        """The status a running run gets from the evaluation after its last step."""
-        blew_up = jnp.where(c.streak > 0, jnp.int32(Status.DIVERGED), jnp.int32(Status.NONFINITE))
-        status = jnp.where(~(jnp.isfinite(last.loss) & jnp.isfinite(last.grad_norm)), blew_up, status)
-        if opts.use_divergence:
-            # A run that ends above the threshold did not come back within its budget: diverged.
-            status = jnp.where(last.loss > threshold, jnp.int32(Status.DIVERGED), status)
-        return status
-
     def at_evaluation(c: _Carry, ev: Evaluated) -> _Carry:
         """Stopping rules decided on full-data quantities (precedence: first listed wins)."""
         running = c.status == Status.MAX_STEPS
@@ -585,8 +576,12 @@ def scan_pieces(
         if per_record == 1:
             records.append(jax.tree.map(lambda x: x[None], final_params))
     running = carry.status == Status.MAX_STEPS
-    status = jnp.where(running, final_status(carry, last, carry.status, carry.threshold), carry.status)
-    carry = carry._replace(status=status)
+    blew_up = jnp.where(carry.streak > 0, jnp.int32(Status.DIVERGED), jnp.int32(Status.NONFINITE))
+    status = jnp.where(~(jnp.isfinite(last.loss) & jnp.isfinite(last.grad_norm)), blew_up, carry.status)
+    if opts.use_divergence:
+        # A run that ends above the threshold did not come back within its budget: diverged.
+        status = jnp.where(last.loss > carry.threshold, jnp.int32(Status.DIVERGED), status)
+    carry = carry._replace(status=jnp.where(running, status, carry.status))
     ev = jax.tree.map(lambda *xs: xs, *evals)  # each history: a tuple of pieces
 
     if per_record == 1:
