@@ -15,34 +15,14 @@ import pytest
 
 from gdjax.study import cli, command, drawing, report, runfolder
 from tests.helpers import run_cli
+from tests.test_faults import TINY as FAULTS_TINY
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-# Two optimizers (the page's scores, comparisons and profiles apply) and one run plot drawn by the
-# command itself; no gradient check: a few seconds in-process.
-TINY = """
-name = "tiny"
-precision = "float64"
-seeds = [0, 1]
-[data]
-source = "house_prices"
-standardize = true
-[cost]
-model = "linear"
-[run]
-num_steps = 200
-[[optimizers]]
-rule = "gd"
-grid.learning_rate = [0.01, 0.1, 0.5]
-[[optimizers]]
-rule = "momentum"
-grid.learning_rate = [0.01, 0.1]
-grid.momentum = 0.9
-[gradcheck]
-enabled = false
-[outputs]
-plots = ["loss_curves"]
-"""
+# test_faults' tiny study (two optimizers: the page's scores, comparisons and profiles apply; no
+# gradient check) with one run plot drawn by the command itself: a few seconds in-process.
+TINY = FAULTS_TINY.replace("plots = []", 'plots = ["loss_curves"]')
+assert 'plots = ["loss_curves"]' in TINY
 RESULTS = ("summary.csv", "summary.json", "histories.npz", "loss_curves.png")
 
 
