@@ -50,30 +50,17 @@ grid.learning_rate = [0.05]
 
 # STUDY's problem with more examples: only the problem needs to differ for merging to refuse it, so
 # one optimizer at one configuration, full batch (one program to compile).
-OTHER_STUDY = """
-name = "tiny"
-precision = "float64"
-seeds = [0, 1, 2]
-
-[data]
-source = "synthetic"
-num_examples = 70
-num_features = 3
-noise = 0.5
-seed = 0
-test_fraction = 0.25
-
-[cost]
-model = "linear"
-loss = "mse"
-
-[run]
+OTHER_STUDY = (
+    STUDY.split("[run]")[0].replace("num_examples = 60", "num_examples = 70")
+    + """[run]
 num_steps = 40
 
 [[optimizers]]
 rule = "sgd"
 grid.learning_rate = [0.1]
 """
+)
+assert "num_examples = 70" in OTHER_STUDY
 
 
 @pytest.fixture(scope="module")
