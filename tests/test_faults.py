@@ -212,6 +212,29 @@ def test_a_run_stopped_before_its_first_manifest_resumes_from_the_start(tiny, tm
     assert_same_results(out, ref)
 
 
+def test_a_run_killed_while_cleaning_up_after_its_last_manifest_is_tidied_by_resume(tiny, tmp_path, monkeypatch):
+    """A SIGKILL after the complete manifest and PARTIAL's removal, before `parts/` was removed (CI
+    hit it once), left a complete run with its parts: --resume said "nothing to resume" and kept them.
+    It now finishes the clean-up, and the results are untouched."""
+    cfg, ref = tiny
+    out = tmp_path / "run"
+    remove = runfolder.RunFolder.remove
+
+    def killed(self, name):
+        if name == runfolder.PARTS:
+            raise KeyboardInterrupt
+        return remove(self, name)
+
+    monkeypatch.setattr(runfolder.RunFolder, "remove", killed)
+    code, _, err = run_cli("run", str(cfg), "--out", str(out), "--no-plots")
+    assert code == 130, err
+    assert (out / runfolder.PARTS).is_dir() and not (out / runfolder.PARTIAL_MARKER).exists()
+    monkeypatch.undo()
+    code, _, err = run_cli("run", str(cfg), "--out", str(out), "--resume", "--no-plots")
+    assert code == 0, err
+    assert_same_results(out, ref)
+
+
 # ------------------------------------------------------------------------------- hostile inputs
 def _npz_config(tmp_path, data_file):
     cfg = tmp_path / "npz.toml"

@@ -343,7 +343,11 @@ def run_experiment(
             raise FileFormatError(f"{manifest_file} is not a run manifest (not a JSON object)")
         if old.get("status") == "complete" and not os.path.lexists(os.path.join(out, PARTIAL_MARKER)):
             done, _ = runfolder.prepare(cfg, out, resume=True, force=False, fingerprints=fingerprints)
-            done.unlock()
+            try:  # a kill after the last manifest, while its clean-up ran, left these
+                done.clean_temps()
+                done.remove(PARTS)
+            finally:
+                done.unlock()
             log(f"nothing to resume: {out} is complete")
             return dataclasses.replace(read_run(out, cfg=cfg, problems=problems), ran=False)
 
