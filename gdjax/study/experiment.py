@@ -343,9 +343,10 @@ def run_experiment(
             raise FileFormatError(f"{manifest_file} is not a run manifest (not a JSON object)")
         if old.get("status") == "complete" and not os.path.lexists(os.path.join(out, PARTIAL_MARKER)):
             done, _ = runfolder.prepare(cfg, out, resume=True, force=False, fingerprints=fingerprints)
-            try:  # a kill after the last manifest, while its clean-up ran, left these
+            try:  # a kill after the last manifest (its clean-up, or the plots) left these
                 done.clean_temps()
-                done.remove(PARTS)
+                for name in {PARTS, runfolder.STAGING} & set(done.owned()):  # gdjax made them
+                    done.remove(name)
             finally:
                 done.unlock()
             log(f"nothing to resume: {out} is complete")
