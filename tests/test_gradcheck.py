@@ -1135,6 +1135,37 @@ def test_the_study_checks_every_seed_start_and_kinks_only_warn(relu_study):
     assert len(set(first.tolist())) == len(cfg.seeds)  # each seed its own start
 
 
+def test_a_study_checks_at_most_max_examples_drawn_with_its_first_seed(relu_study):
+    """On big data the step ladder (25 cost evaluations per coordinate, at every point) cost as much
+    as the study (n = 1e6, d = 32: 46 s); the study's check uses `[gradcheck] max_examples` rows
+    (4096 by default), drawn without replacement with the first seed, and says so."""
+    from gdjax.study import config as config_lib
+    from gdjax.study import experiment, preflight
+
+    toml = (relu_study / "study.toml").read_text()
+    cfg = config_lib.loads(toml + "\n[gradcheck]\nmax_examples = 10\n", base_dir=relu_study)
+    (p,) = experiment.build_problems(cfg)
+    X, y = preflight.gradcheck_data(cfg, p)
+    rows = np.sort(np.random.default_rng(cfg.seeds[0]).choice(30, 10, replace=False))
+    np.testing.assert_array_equal(X, np.asarray(p.data[0])[rows])
+    np.testing.assert_array_equal(y, np.asarray(p.data[1])[rows])
+    reports = experiment.check_gradients(cfg, [p])
+    assert reports[p.label].ok, str(reports[p.label])
+    text = experiment.gradcheck_text(reports, cfg, [p])
+    assert "checked on 10 of the 30 training examples, drawn with seed 0 ([gradcheck] max_examples)" in text
+    # at or above n, every example, and no note
+    for limit in (30, 4096):
+        whole = config_lib.loads(toml + f"\n[gradcheck]\nmax_examples = {limit}\n", base_dir=relu_study)
+        assert preflight.gradcheck_data(whole, p) is p.data
+        assert "checked on" not in experiment.gradcheck_text(reports, whole, [p])
+    with pytest.raises(config_lib.ConfigError, match="max_examples"):
+        config_lib.loads(toml + "\n[gradcheck]\nmax_examples = 0\n", base_dir=relu_study)
+    # a wrong gradient is still caught on the subset
+    subset = preflight.gradcheck_data(cfg, p)
+    wrong = lambda params, data: jax.tree.map(lambda g: 1.01 * g, jax.grad(p.cost)(params, data))  # noqa: E731
+    assert not check_grad(p.cost, p.params0, subset, analytic=wrong, num_points=2).ok
+
+
 def test_a_failed_study_check_says_how_to_skip_it():
     from gdjax.study import experiment
 

@@ -289,7 +289,7 @@ def _run(args, out: TextIO, err: TextIO, argv: list[str], cleanup, drawer) -> in
                 )
     except experiment.GradCheckFailed as failure:
         bar.close()
-        print(experiment.gradcheck_text(failure.reports), file=err, end="")
+        print(failure.text, file=err, end="")
         print(f"{PROG}: error: {failure}; nothing was run", file=err)
         return 1
     except experiment.RunInterrupted as stop:
@@ -383,7 +383,7 @@ def _cmd_check(args, out: TextIO, err: TextIO) -> int:
     problems = experiment.build_problems(cfg)
     with _x64_on():
         reports = experiment.check_gradients(cfg, problems)
-    print(experiment.gradcheck_text(reports), file=out, end="")
+    print(experiment.gradcheck_text(reports, cfg, problems), file=out, end="")
     ok = all(r.ok for r in reports.values())
     if not ok:
         print(f"{PROG}: error: gradient check failed", file=err)

@@ -299,7 +299,11 @@ def _num_metrics(cfg: ExperimentConfig) -> int:
 def _read_gradcheck(t: Table | None) -> GradcheckConfig:
     if t is None:
         return GradcheckConfig()
-    cfg = GradcheckConfig(enabled=t.bool("enabled", True), num_points=t.int("num_points", 3, minimum=1))
+    cfg = GradcheckConfig(
+        enabled=t.bool("enabled", True),
+        num_points=t.int("num_points", 3, minimum=1),
+        max_examples=t.int("max_examples", GradcheckConfig.max_examples, minimum=1),
+    )
     t.finish()
     return cfg
 

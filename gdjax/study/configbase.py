@@ -255,10 +255,19 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class GradcheckConfig:
-    """The gradient check run before any optimisation."""
+    """The gradient check run before any optimisation.
+
+    Attributes:
+      enabled: whether it runs.
+      num_points: the start plus `num_points - 1` random points (every seed's start is added).
+      max_examples: the check uses at most this many training examples, drawn without replacement
+        with the first seed (what is checked is the cost's gradient code, which a subset exercises
+        as the whole does; the step ladder costs 25 evaluations of the cost per coordinate).
+    """
 
     enabled: bool = True
     num_points: int = 3
+    max_examples: int = 4096
 
 
 @dataclass(frozen=True)

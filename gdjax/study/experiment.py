@@ -67,6 +67,7 @@ from gdjax.study.preflight import (
     check_memory,
     check_sweeps,
     check_units,
+    gradcheck_examples,
     gradcheck_text,
     is_line,
     load_data,
@@ -365,11 +366,14 @@ def run_experiment(
                     reports = check_gradients(cfg, problems)
             else:
                 reports = check_gradients(cfg, problems)
+        checked = gradcheck_text(reports, cfg, problems) if reports else None  # written with the folder
         if not all(r.ok for r in reports.values()):
-            raise GradCheckFailed(reports)
-        checked = gradcheck_text(reports) if reports else None  # written with the folder
-        for label, report in reports.items():  # a warning (a kink at a start) does not stop the run
-            log(f"gradient check of {label}: {report.verdict}")
+            raise GradCheckFailed(reports, checked)
+        for p in problems:  # a warning (a kink at a start) does not stop the run
+            if p.label in reports:
+                n = gradcheck_examples(cfg, p)
+                on = f" (on {n:,} of {p.data[0].shape[0]:,} examples)" if n is not None else ""
+                log(f"gradient check of {p.label}{on}: {reports[p.label].verdict}")
 
         folder, resumed = runfolder.prepare(
             cfg, out, resume=resume, force=force, fingerprints=fingerprints, log=log

@@ -42,6 +42,8 @@ __all__ = [
     "check_memory",
     "check_sweeps",
     "check_units",
+    "gradcheck_data",
+    "gradcheck_examples",
     "gradcheck_text",
     "noised_starts",
     "num_lanes",
@@ -170,8 +172,9 @@ SKIP_GRADCHECK = "to run without the check, set `[gradcheck] enabled = false` in
 class GradCheckFailed(RuntimeError):
     """The gradient check of a cost failed: nothing was run. `reports` maps cost label -> report."""
 
-    def __init__(self, reports: dict[str, GradCheckReport]):
+    def __init__(self, reports: dict[str, GradCheckReport], text: str | None = None):
         self.reports = reports
+        self.text = text if text is not None else gradcheck_text(reports)  # as gradcheck.txt would be
         failed = [k for k, r in reports.items() if not r.ok]
         super().__init__(
             f"gradient check failed for cost {', '.join(map(repr, failed))}: "
@@ -194,7 +197,7 @@ def check_gradients(cfg: ExperimentConfig, problems: list[Problem]) -> dict[str,
         reports[p.label] = check_grad(
             p.cost,
             p.params0,
-            p.data,
+            gradcheck_data(cfg, p),
             analytic=p.analytic,
             num_points=cfg.gradcheck.num_points,
             key=cfg.seeds[0],
@@ -230,8 +233,36 @@ def noised_starts(p: Problem, seeds) -> PyTree | None:
     return treedef.unflatten([np.stack(column) for column in zip(*stacked, strict=True)])
 
 
-def gradcheck_text(reports: dict[str, GradCheckReport]) -> str:
-    text = "\n\n".join(f"cost {label!r}\n{report}" for label, report in reports.items()) + "\n"
+def gradcheck_data(cfg: ExperimentConfig, p: Problem):
+    """The data the gradient check of `p` uses: its training data, or `[gradcheck] max_examples`
+    of its examples drawn without replacement with the first seed (in their order)."""
+    n = gradcheck_examples(cfg, p)
+    if n is None:
+        return p.data
+    X, y = p.data
+    rows = np.sort(np.random.default_rng(cfg.seeds[0]).choice(X.shape[0], n, replace=False))
+    return np.asarray(X)[rows], np.asarray(y)[rows]
+
+
+def gradcheck_examples(cfg: ExperimentConfig, p: Problem) -> int | None:
+    """How many examples the gradient check of `p` uses when it uses a subset, else None."""
+    if p.data is None or p.data[0].shape[0] <= cfg.gradcheck.max_examples:
+        return None
+    return cfg.gradcheck.max_examples
+
+
+def gradcheck_text(
+    reports: dict[str, GradCheckReport], cfg: ExperimentConfig | None = None, problems=()
+) -> str:
+    """The reports as `gradcheck.txt` holds them; with `cfg` and `problems`, each says which
+    examples it was checked on when it was a subset."""
+    subsets = {
+        p.label: f"checked on {n:,} of the {p.data[0].shape[0]:,} training examples, drawn with seed "
+        f"{cfg.seeds[0]} ([gradcheck] max_examples)\n"
+        for p in problems
+        if (n := gradcheck_examples(cfg, p)) is not None
+    }
+    text = "\n\n".join(f"cost {k!r}\n{subsets.get(k, '')}{report}" for k, report in reports.items()) + "\n"
     if not all(r.ok for r in reports.values()):
         text += f"{SKIP_GRADCHECK}\n"
     return text
