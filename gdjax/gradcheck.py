@@ -190,7 +190,7 @@ DEFAULT_COORDINATES = 8
 # The batched evaluations (forward mode per coordinate or direction, the step ladder's 2 FD_RUNGS + 1
 # costs per coordinate or direction, at every point) run in chunks whose values stay under about
 # this many elements (1 GiB in float64). Vmapped whole, the 650 coordinates of the digits softmax
-# (1,348 examples, 3 points) took 11 GB and 40 s, mostly page faults; in chunks 0.5 GB and 6 s.
+# (1,348 examples, 3 points) took 11 GB and 40 s, mostly page faults; in chunks 0.7 GB and 5-6 s.
 _CHUNK_ELEMENTS = 2**27
 
 # What a NumPy-only analytic function raises when traced: it is then called point by point.

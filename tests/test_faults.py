@@ -212,7 +212,9 @@ def test_a_run_stopped_before_its_first_manifest_resumes_from_the_start(tiny, tm
     assert_same_results(out, ref)
 
 
-def test_a_run_killed_while_cleaning_up_after_its_last_manifest_is_tidied_by_resume(tiny, tmp_path, monkeypatch):
+def test_a_run_killed_while_cleaning_up_after_its_last_manifest_is_tidied_by_resume(
+    tiny, tmp_path, monkeypatch
+):
     """A SIGKILL after the complete manifest and PARTIAL's removal, before `parts/` was removed (CI
     hit it once), left a complete run with its parts: --resume said "nothing to resume" and kept them.
     It now finishes the clean-up, and the results are untouched."""

@@ -67,7 +67,7 @@ from gdjax.study.preflight import (
     check_memory,
     check_sweeps,
     check_units,
-    gradcheck_examples,
+    gradcheck_subset,
     gradcheck_text,
     is_line,
     load_data,
@@ -346,8 +346,10 @@ def run_experiment(
             done, _ = runfolder.prepare(cfg, out, resume=True, force=False, fingerprints=fingerprints)
             try:  # a kill after the last manifest (its clean-up, or the plots) left these
                 done.clean_temps()
-                for name in {PARTS, runfolder.STAGING} & set(done.owned()):  # gdjax made them
-                    done.remove(name)
+                owned = done.owned()
+                for name in (PARTS, runfolder.STAGING):
+                    if name in owned:  # gdjax made it
+                        done.remove(name)
             finally:
                 done.unlock()
             log(f"nothing to resume: {out} is complete")
@@ -371,8 +373,8 @@ def run_experiment(
             raise GradCheckFailed(reports, checked)
         for p in problems:  # a warning (a kink at a start) does not stop the run
             if p.label in reports:
-                n = gradcheck_examples(cfg, p)
-                on = f" (on {n:,} of {p.data[0].shape[0]:,} examples)" if n is not None else ""
+                subset = gradcheck_subset(cfg, p)
+                on = f" (on {subset})" if subset is not None else ""
                 log(f"gradient check of {p.label}{on}: {reports[p.label].verdict}")
 
         folder, resumed = runfolder.prepare(

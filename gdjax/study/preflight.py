@@ -44,6 +44,7 @@ __all__ = [
     "check_units",
     "gradcheck_data",
     "gradcheck_examples",
+    "gradcheck_subset",
     "gradcheck_text",
     "noised_starts",
     "num_lanes",
@@ -184,7 +185,8 @@ class GradCheckFailed(RuntimeError):
 
 
 def check_gradients(cfg: ExperimentConfig, problems: list[Problem]) -> dict[str, GradCheckReport]:
-    """`check_grad` of every cost at the points its runs start from, and at random points.
+    """`check_grad` of every cost at the points its runs start from, and at random points, on at
+    most `[gradcheck] max_examples` of its training examples (`gradcheck_data`).
 
     The points: the problem's start; with `init_noise`, the noised start of every seed, exactly as
     the sweep's lanes draw them (`noised_starts`); and `gradcheck.num_points - 1` random points.
@@ -251,16 +253,24 @@ def gradcheck_examples(cfg: ExperimentConfig, p: Problem) -> int | None:
     return cfg.gradcheck.max_examples
 
 
+def gradcheck_subset(cfg: ExperimentConfig, p: Problem) -> str | None:
+    """ "4,096 of the 400,000 training examples, drawn with seed 0" when the check of `p` uses a
+    subset, else None."""
+    n = gradcheck_examples(cfg, p)
+    if n is None:
+        return None
+    return f"{n:,} of the {p.data[0].shape[0]:,} training examples, drawn with seed {cfg.seeds[0]}"
+
+
 def gradcheck_text(
     reports: dict[str, GradCheckReport], cfg: ExperimentConfig | None = None, problems=()
 ) -> str:
     """The reports as `gradcheck.txt` holds them; with `cfg` and `problems`, each says which
     examples it was checked on when it was a subset."""
     subsets = {
-        p.label: f"checked on {n:,} of the {p.data[0].shape[0]:,} training examples, drawn with seed "
-        f"{cfg.seeds[0]} ([gradcheck] max_examples)\n"
+        p.label: f"checked on {subset} ([gradcheck] max_examples)\n"
         for p in problems
-        if (n := gradcheck_examples(cfg, p)) is not None
+        if (subset := gradcheck_subset(cfg, p)) is not None
     }
     text = "\n\n".join(f"cost {k!r}\n{subsets.get(k, '')}{report}" for k, report in reports.items()) + "\n"
     if not all(r.ok for r in reports.values()):
