@@ -860,6 +860,17 @@ def _vmap_in_chunks(f, xs, per_item: int):
     return jax.lax.map(lambda x: f(*x), xs, batch_size=chunk)
 
 
+def _over_points(one_point):
+    """`jax.jit` of `one_point` vmapped over the points (the leading axis of its first argument's
+    leaves; the other arguments shared), called with `num_points=` so that it can size its chunks."""
+
+    def program(points, *shared):
+        one = functools.partial(one_point, num_points=int(points[0].shape[0]))
+        return jax.vmap(one, in_axes=(0, *[None] * len(shared)))(points, *shared)
+
+    return jax.jit(program)
+
+
 @functools.lru_cache(maxsize=32)
 def _compiled_native(cost, treedef, traced_analytic, with_forward: bool):
     """Reverse, forward and a traced analytic gradient in the params' own dtype, on the sampled
@@ -893,11 +904,7 @@ def _compiled_native(cost, treedef, traced_analytic, with_forward: bool):
             out["forward"] = _vmap_in_chunks(along, (coords,), per_item)
         return out
 
-    def program(points, data, coords):
-        one = functools.partial(one_point, num_points=int(points[0].shape[0]))
-        return jax.vmap(one, in_axes=(0, None, None))(points, data, coords)
-
-    return jax.jit(program)
+    return _over_points(one_point)
 
 
 @functools.lru_cache(maxsize=32)
@@ -937,11 +944,7 @@ def _compiled_reference(cost, treedef, traced_analytic, with_forward: bool, with
                 out["analytic64"] = _ravel(treedef.flatten_up_to(traced_analytic(params64, batch64)))
         return out
 
-    def program(points, data, coords, fd_step, dirs):
-        one = functools.partial(one_point, num_points=int(points[0].shape[0]))
-        return jax.vmap(one, in_axes=(0, None, None, None, None))(points, data, coords, fd_step, dirs)
-
-    return jax.jit(program)
+    return _over_points(one_point)
 
 
 # What `_extrapolate` returns, as keys of the reference computation's outputs (`fd_dir_...` along
