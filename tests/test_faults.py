@@ -6,6 +6,7 @@ subprocess and are marked slow; the rest drive `gdjax.study.cli.main` in-process
 """
 
 import io
+import json
 import os
 import pathlib
 import signal
@@ -235,6 +236,41 @@ def test_a_run_killed_while_cleaning_up_after_its_last_manifest_is_tidied_by_res
     code, _, err = run_cli("run", str(cfg), "--out", str(out), "--resume", "--no-plots")
     assert code == 0, err
     assert_same_results(out, ref)
+
+
+def test_an_incomplete_folder_holds_the_summaries_done_and_their_histories_in_parts(tiny, tmp_path):
+    """What a kill -9 or a Ctrl-C leaves mid-run: PARTIAL, the summaries of the optimizers done so
+    far, their histories in `parts/`, and no `histories.npz` (written once, when the run is complete:
+    rewriting every history after every optimizer was quadratic in their number)."""
+    cfg_path, ref = tiny
+    out = tmp_path / "run"
+    seen = {}
+
+    def progress(key, done, total):
+        if key == "momentum" and done == 0:
+            rows = json.loads((out / "summary.json").read_text())
+            seen["optimizers"] = sorted({r["optimizer"] for r in rows})
+            seen["histories"] = (out / "histories.npz").exists()
+            seen["parts"] = sorted(os.listdir(out / runfolder.PARTS))
+            seen["partial"] = (out / runfolder.PARTIAL_MARKER).exists()
+
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        experiment.run_experiment(config_lib.load(cfg_path), str(out), progress=progress)
+    finally:
+        jax.config.update("jax_enable_x64", before)
+    assert seen["optimizers"] == ["gd"] and seen["partial"], seen
+    assert not seen["histories"] and "gd.npz" in seen["parts"], seen
+    assert_same_results(out, ref)
+
+    stopped = tmp_path / "stopped"
+    interrupted_folder(cfg_path, stopped, after="momentum")
+    rows = json.loads((stopped / "summary.json").read_text())
+    assert {r["optimizer"] for r in rows} == {"gd"} and not (stopped / "histories.npz").exists()
+    code, _, err = run_cli("run", str(cfg_path), "--out", str(stopped), "--resume")
+    assert code == 0, err
+    assert_same_results(stopped, ref)
 
 
 # ------------------------------------------------------------------------------- hostile inputs

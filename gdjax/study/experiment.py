@@ -18,6 +18,8 @@ it (`PlotStage`):
       gradcheck.txt      the gradient-check report of every cost
       summary.csv/.json  one row per lane of every optimizer
       histories.npz      loss / grad-norm / params histories, statuses, steps, per optimizer
+                         (written when the run is complete; until then, the finished
+                         optimizers' histories are in parts/)
       split.npz          with [data] test_fraction: the held-out split, `<cost>/train` and
                          `<cost>/test` (sorted row indices into the data as read)
       *.png              the plots named in outputs.plots (drawn by the command after the run)
@@ -449,8 +451,9 @@ def run_experiment(
             manifest["run_seconds"] = sum(r.run_seconds for r in results.values())
             manifest["status"] = "partial"
             manifest["interrupted"] = reason
-            rows, arrays = merge(cfg, unit_list, results, problems)
-            write_results(folder, rows, arrays)
+            # The summaries of the optimizers done; their histories stay in parts/ until the end.
+            rows, _ = merge(cfg, unit_list, results, problems, arrays=False)
+            write_results(folder, rows, None)
             folder.write_json("manifest.json", manifest)
             folder.write_text(
                 PARTIAL_MARKER, _partial_text(cfg, unit_list, results, interrupted, reason, folder.path)

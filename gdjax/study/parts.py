@@ -193,21 +193,27 @@ def load_part(folder: runfolder.RunFolder, key: str, template: PyTree, log) -> U
         return None
 
 
-def merge(cfg, unit_list, results: dict[str, UnitResult], problems) -> tuple[list[dict], dict]:
-    rows, arrays = [], {}
+def merge(
+    cfg, unit_list, results: dict[str, UnitResult], problems, arrays: bool = True
+) -> tuple[list[dict], dict | None]:
+    """The summary rows of the units done, and the arrays of `histories.npz` (None without `arrays`)."""
+    rows, out = [], {}
     for u in unit_list:
         r = results.get(u.key)
         if r is None:
             continue
         rows.extend(r.rows)
+        if not arrays:
+            continue
         for k, v in histories_of(r.trace, problems[u.problem].params0).items():
-            arrays[f"{u.key}/{k}"] = v
+            out[f"{u.key}/{k}"] = v
         for k, v in _coord_arrays(r.coords).items():
-            arrays[f"{u.key}/{k}"] = v
-    if arrays:
-        arrays["status_names"] = np.asarray([str(s) for s in Status])
+            out[f"{u.key}/{k}"] = v
+    if out:
+        out["status_names"] = np.asarray([str(s) for s in Status])
     _suboptimality_vs_best(rows, unit_list, results, problems)
-    return normalize_rows(rows, [results[u.key] for u in unit_list if u.key in results]), arrays
+    rows = normalize_rows(rows, [results[u.key] for u in unit_list if u.key in results])
+    return rows, out if arrays else None
 
 
 def _suboptimality_vs_best(rows: list[dict], unit_list, results, problems) -> None:
@@ -229,7 +235,14 @@ def _suboptimality_vs_best(rows: list[dict], unit_list, results, problems) -> No
                 r["suboptimality_vs_best"] = fl - best if ok else None
 
 
-def write_results(folder: runfolder.RunFolder, rows: list[dict], arrays: dict) -> None:
+def write_results(folder: runfolder.RunFolder, rows: list[dict], arrays: dict | None) -> None:
+    """The summaries, and `histories.npz` unless `arrays` is None: an incomplete folder holds the
+    summaries of the optimizers done so far and no `histories.npz` (their histories are in `parts/`);
+    rewriting every history after every optimizer wrote a study's histories once per optimizer
+    (quadratic in their number: 37 rewrites of a growing 24 MB file for configs/suite.toml)."""
     folder.write_text("summary.csv", csv_text(rows))
     folder.write_json("summary.json", rows)
-    folder.write_npz("histories.npz", arrays)
+    if arrays is None:
+        folder.remove("histories.npz")  # one left by a stopped run would not match the summaries
+    else:
+        folder.write_npz("histories.npz", arrays)
