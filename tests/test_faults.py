@@ -429,6 +429,49 @@ def test_a_signal_ends_cleanly_and_resume_gives_identical_results(tiny, tmp_path
     assert_same_results(out, ref)
 
 
+def test_a_signal_in_a_callback_that_would_swallow_it_is_delivered_again():
+    """Python prints and drops an exception raised in a destructor, a gc callback or a weakref
+    callback ("Exception ignored in ..." and a traceback, which a signal test once caught on CI): the
+    handler delivers the signal again 10 ms later instead of raising there."""
+    import gc
+    import sys
+    import weakref
+
+    class Thing:
+        pass
+
+    seen = []
+
+    def probe(*_):
+        seen.append(cli._in_swallowing_context(sys._getframe()))
+
+    finalized = Thing()
+    weakref.finalize(finalized, probe)
+    del finalized
+    gc.collect()
+
+    class Watched(set):
+        def discard(self, item):  # called by the WeakSet's weakref callback, `_remove`
+            probe()
+            super().discard(item)
+
+    members = weakref.WeakSet()
+    members.data = Watched()
+    value = Thing()
+    members.add(value)
+    del value
+    gc.collect()
+
+    class Dying:
+        def __del__(self):
+            probe()
+
+    Dying()
+    gc.collect()
+    probe()  # ordinary code: the exception is raised where the signal lands
+    assert seen == [True, True, True, False]
+
+
 def test_a_model_file_with_non_finite_coefficients_is_refused(tmp_path):
     X, y = np.arange(8.0).reshape(4, 2), np.arange(4.0)
     path = tmp_path / "model.npz"

@@ -213,12 +213,18 @@ def _signals_as_interrupts(restore: bool = True):
 
 
 def _in_swallowing_context(frame) -> bool:
-    """Whether an exception raised at `frame` would be swallowed ("Exception ignored in ...")."""
+    """Whether an exception raised at `frame` would be swallowed ("Exception ignored in ...").
+
+    Destructors, gc callbacks and weakref callbacks (JAX's caches are weak: a `WeakValueDictionary`'s
+    `remove`, `weakref.finalize`) swallow it. Any frame of the weakref modules counts: a signal
+    delivered again 10 ms later costs nothing where the exception would not have been swallowed."""
     callbacks = {getattr(c, "__code__", None) for c in gc.callbacks}
     depth = 0
     while frame is not None and depth < 8:
         code = frame.f_code
         if code.co_name in ("__del__", "_xla_gc_callback") or code in callbacks:
+            return True
+        if os.path.basename(code.co_filename) in ("weakref.py", "_weakrefset.py"):
             return True
         frame, depth = frame.f_back, depth + 1
     return False
