@@ -200,33 +200,42 @@ def reference_optimum(
         data64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), data)
         if x.size > _NEWTON_MAX_PARAMS:
             return _lbfgs_optimum(cost, x, unravel, data64)
-        f = jax.jit(lambda v: cost(unravel(v), data64))
-        g = jax.jit(jax.grad(lambda v: cost(unravel(v), data64)))
-        h = jax.jit(jax.hessian(lambda v: cost(unravel(v), data64)))
+        objective = lambda v: cost(unravel(v), data64)  # noqa: E731
+        f = jax.jit(objective)
+
+        @jax.jit
+        def newton(v):
+            """The gradient, its norm, the Newton step and the slope along it: one program (the
+            gradient, the Hessian and the solve compiled apart, with eager norms and products,
+            were most of a second per problem)."""
+            gv = jax.grad(objective)(v)
+            step = jnp.linalg.solve(jax.hessian(objective)(v), -gv)
+            return jnp.linalg.norm(gv), step, gv @ step
+
+        x = np.asarray(x)
         fx = float(f(x))
         for it in range(max_iter):
-            gx = g(x)
-            norm = float(jnp.linalg.norm(gx))
+            norm, step, slope = (np.asarray(a) for a in newton(x))
+            norm, slope = float(norm), float(slope)
             if norm <= 1e-12 * max(1.0, abs(fx)):
                 return (
                     fx,
-                    jax.tree.map(np.asarray, unravel(x)),
+                    jax.tree.map(np.asarray, unravel(jnp.asarray(x))),
                     f"Newton, float64 ({it} steps, gradient norm {norm:.1e})",
                 )
-            step = jnp.linalg.solve(h(x), -gx)
-            if not bool(jnp.all(jnp.isfinite(step))) or float(gx @ step) >= 0:
+            if not np.all(np.isfinite(step)) or slope >= 0:
                 return None  # not a descent direction: not strictly convex here
             t = 1.0
             while t > 1e-12:
                 trial = float(f(x + t * step))
-                if trial <= fx + 1e-4 * t * float(gx @ step):
+                if trial <= fx + 1e-4 * t * slope:
                     break
                 t *= 0.5
             else:
                 # no decrease is measurable in float64: x is as good as it gets
                 return (
                     fx,
-                    jax.tree.map(np.asarray, unravel(x)),
+                    jax.tree.map(np.asarray, unravel(jnp.asarray(x))),
                     f"Newton, float64 ({it} steps, gradient norm {norm:.1e})",
                 )
             x, fx = x + t * step, trial
