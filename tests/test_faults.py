@@ -268,6 +268,7 @@ def test_an_incomplete_folder_holds_the_summaries_done_and_their_histories_in_pa
     interrupted_folder(cfg_path, stopped, after="momentum")
     rows = json.loads((stopped / "summary.json").read_text())
     assert {r["optimizer"] for r in rows} == {"gd"} and not (stopped / "histories.npz").exists()
+    assert "their histories are in parts/" in (stopped / runfolder.PARTIAL_MARKER).read_text()
     code, _, err = run_cli("run", str(cfg_path), "--out", str(stopped), "--resume")
     assert code == 0, err
     assert_same_results(stopped, ref)

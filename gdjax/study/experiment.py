@@ -283,6 +283,11 @@ def _partial_text(cfg, unit_list, results, interrupted: dict | None, reason: str
             f"(chunks done, in {PARTS}/{interrupted['key']}.partial.npz; rerun in full on --resume)"
         )
     lines.append("pending:  " + (", ".join(pending) or "none"))
+    lines += [
+        "",
+        f"summary.csv and summary.json hold the optimizers done; their histories are in {PARTS}/ "
+        "(histories.npz is written when the run is complete).",
+    ]
     return "\n".join(lines) + "\n"
 
 
