@@ -5,6 +5,7 @@ and that a resumed run gives byte-identical summaries. The signal cases run the 
 subprocess and are marked slow; the rest drive `gdjax.study.cli.main` in-process.
 """
 
+import gc
 import io
 import json
 import os
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 
 import jax
 import numpy as np
@@ -434,9 +436,6 @@ def test_a_signal_in_a_callback_that_would_swallow_it_is_delivered_again():
     """Python prints and drops an exception raised in a destructor, a gc callback or a weakref
     callback ("Exception ignored in ..." and a traceback, which a signal test once caught on CI): the
     handler delivers the signal again 10 ms later instead of raising there."""
-    import gc
-    import sys
-    import weakref
 
     class Thing:
         pass

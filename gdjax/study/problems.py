@@ -212,17 +212,17 @@ def reference_optimum(
             step = jnp.linalg.solve(jax.hessian(objective)(v), -gv)
             return jnp.linalg.norm(gv), step, gv @ step
 
+        def solved(x, fx, it, norm):
+            params = jax.tree.map(np.asarray, unravel(jnp.asarray(x)))
+            return fx, params, f"Newton, float64 ({it} steps, gradient norm {norm:.1e})"
+
         x = np.asarray(x)
         fx = float(f(x))
         for it in range(max_iter):
             norm, step, slope = (np.asarray(a) for a in newton(x))
             norm, slope = float(norm), float(slope)
             if norm <= 1e-12 * max(1.0, abs(fx)):
-                return (
-                    fx,
-                    jax.tree.map(np.asarray, unravel(jnp.asarray(x))),
-                    f"Newton, float64 ({it} steps, gradient norm {norm:.1e})",
-                )
+                return solved(x, fx, it, norm)
             if not np.all(np.isfinite(step)) or slope >= 0:
                 return None  # not a descent direction: not strictly convex here
             t = 1.0
@@ -232,12 +232,7 @@ def reference_optimum(
                     break
                 t *= 0.5
             else:
-                # no decrease is measurable in float64: x is as good as it gets
-                return (
-                    fx,
-                    jax.tree.map(np.asarray, unravel(jnp.asarray(x))),
-                    f"Newton, float64 ({it} steps, gradient norm {norm:.1e})",
-                )
+                return solved(x, fx, it, norm)  # no decrease measurable in float64: x is as good as it gets
             x, fx = x + t * step, trial
         return None
 
