@@ -113,6 +113,7 @@ from gdjax.validation import (
     check_params,
     check_positive_int,
     check_seed,
+    one_key,
     seed_key,
 )
 
@@ -319,6 +320,8 @@ def check_grad(
         )
     if key is not None and not isinstance(key, jax.Array):
         key = seed_key(check_seed("key", key))
+    elif key is not None and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = one_key(key)
     if num_points:
         # Every point is a perturbed copy of params (float64 on the host): sized before it is drawn.
         per_point = 8 * sum(int(np.size(leaf)) for leaf in jax.tree.leaves(params))

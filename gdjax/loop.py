@@ -1148,17 +1148,20 @@ def prepare(
 
 
 def _as_key(key):
-    """An integer seed, raw key data or a typed key -> a typed PRNG key (None stays None)."""
-    if key is None or (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
+    """An integer seed, raw key data or a typed key -> one typed PRNG key (None stays None)."""
+    if key is None:
         return key
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return validation.one_key(key)
     if isinstance(key, bool) or (np.ndim(key) == 0 and not isinstance(key, int | np.integer)):
         raise ValueError(f"key must be an integer seed or a jax.random.key, got {key!r}")
     if np.ndim(key) == 0:
         return validation.seed_key(validation.check_seed("key", key))
     try:
-        return jax.random.wrap_key_data(np.asarray(key, np.uint32))
+        typed = jax.random.wrap_key_data(np.asarray(key, np.uint32))
     except (TypeError, ValueError) as err:
         raise ValueError(f"key must be an integer seed or a jax.random.key, got {key!r} ({err})") from None
+    return validation.one_key(typed)
 
 
 def run(

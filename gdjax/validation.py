@@ -57,6 +57,16 @@ def check_positive_int(name: str, value: Any, *, allow_none: bool = False, upper
         raise ValueError(f"{name} must be an integer in [1, {upper}], got {value!r}")
 
 
+def one_key(key: jax.Array) -> jax.Array:
+    """`key` if it is one key: a batch of keys (`jax.random.split(key, n)`) would be read as none of them."""
+    if key.shape != ():
+        raise ValueError(
+            f"key must be one key, got an array of keys of shape {key.shape}; pass one of them "
+            "(keys[i]), or run several seeds in one call with gdjax.sweep(..., seeds=[...])"
+        )
+    return key
+
+
 def seed_key(seed: int) -> jax.Array:
     """The PRNG key of an integer seed in `[0, 2**63)`, the same with and without float64 enabled.
 

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,6 +122,23 @@ def test_seeds_outside_64_bits_are_one_clear_error(seed):
         gdjax.run(COST, gdjax.rules.sgd(0.1), params0, data, num_steps=2, batch_size=4, key=seed)
     with pytest.raises(ValueError, match=r"key must be .*" + want):
         gdjax.check_grad(COST, params0, data, key=seed)
+
+
+def test_a_batch_of_keys_is_refused_not_read_as_some_other_key():
+    """`jax.random.split(key, n)` passed as `key` was silently one stream matching none of its keys."""
+    data, params0 = _float32_problem()
+    keys = jax.random.split(jax.random.key(0), 3)
+    run = functools.partial(gdjax.run, COST, gdjax.rules.sgd(0.1), params0, data, num_steps=2, batch_size=4)
+    for batch in (keys, jax.random.key_data(keys[:2])):
+        with pytest.raises(ValueError, match=r"key must be one key, got an array of keys of shape \(\d,\)"):
+            run(key=batch)
+    with pytest.raises(ValueError, match="key must be one key"):
+        gdjax.check_grad(COST, params0, data, key=keys)
+    # One key, typed or as the legacy uint32 pair, is the seed's key; under vmap each lane gets one.
+    legacy = jax.random.key_data(keys[1])
+    np.testing.assert_array_equal(run(key=keys[1]).loss_history, run(key=legacy).loss_history)
+    lanes = jax.vmap(lambda k: run(key=k).loss_history)(keys)
+    np.testing.assert_array_equal(lanes[1], run(key=keys[1]).loss_history)
 
 
 def test_one_lane_calls_are_padded_to_two_only_where_the_budget_allows():
