@@ -143,6 +143,7 @@ def _tree_sq_norm(tree) -> jax.Array:
     """
     total = None
     for x in jax.tree.leaves(tree):
+        x = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # float16's squares overflow at 256
         part = _pairwise_sum(jnp.real(x * jnp.conj(x)).reshape(-1))
         total = part if total is None else total + part
     return total
@@ -181,6 +182,14 @@ def float_dtype(params) -> np.dtype:
     leaves = jax.tree.leaves(params)
     dtypes = tuple(x.dtype if hasattr(x, "dtype") else type(x) for x in leaves)
     return _float_dtype_of(dtypes, jax.config.jax_enable_x64)
+
+
+def measure_dtype(params) -> np.dtype:
+    """The dtype of a run's measurements (losses, gradient norms, metrics, the stopping state): the
+    params' floating dtype, and at least float32. In float16 a gradient entry of 256 squares past the
+    largest number (65504), and a float32 cost of float16 weights (mixed precision) above 65504 would
+    be recorded as inf: finite runs were frozen as `nonfinite`."""
+    return np.dtype(jnp.promote_types(float_dtype(params), jnp.float32))
 
 
 @functools.lru_cache(maxsize=256)
@@ -285,7 +294,7 @@ def scan_pieces(
     gradient norm and metrics at its first iterate (and decides the stopping rules that need them),
     then takes `eval_every` steps, each on its own batch. A last evaluation follows the last step.
     """
-    dtype = float_dtype(params0)
+    dtype = measure_dtype(params0)
     tols = jax.tree.map(lambda t: jnp.asarray(t, jnp.int32 if t.dtype == np.int32 else dtype), tols)
     rule_values, cost_values = hyperparams
     base_cost = cost
@@ -1142,7 +1151,7 @@ def prepare(
         max_record_bytes=max_record_bytes,
         record_explicit_limit=record_explicit_limit,
         extra_args=bool(extra_args),
-        itemsize=np.dtype(dtype).itemsize,
+        itemsize=measure_dtype(params0).itemsize,
     )
     return params0, data, key, opts, metric_fns
 

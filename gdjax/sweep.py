@@ -1238,7 +1238,7 @@ def _starts_stack(params0, starts):
 
     def canon(x):
         x = np.asarray(x)
-        if x.dtype.kind not in "fc":
+        if not jax.numpy.issubdtype(x.dtype, jax.numpy.inexact):  # bfloat16's NumPy kind is "V"
             raise ValueError(f"parameters must be floating point (or complex), got dtype {x.dtype}")
         return x.astype(jax.dtypes.canonicalize_dtype(x.dtype))
 
@@ -1869,7 +1869,7 @@ def _bytes_per_lane(cost, data, rule, params0, opts: loop.RunOptions, num_metric
         + state_size
         + residual
     )
-    return elements * np.dtype(loop.float_dtype(params0)).itemsize
+    return elements * loop.measure_dtype(params0).itemsize  # at least float32: the histories
 
 
 _STATE_SIZES: dict = {}  # (rule spec, params and values' shapes) -> elements of the rule's state

@@ -141,6 +141,29 @@ def test_a_batch_of_keys_is_refused_not_read_as_some_other_key():
     np.testing.assert_array_equal(lanes[1], run(key=keys[1]).loss_history)
 
 
+@pytest.mark.parametrize("half", [jnp.float16, jnp.bfloat16])
+def test_half_precision_weights_are_measured_in_float32_not_frozen_as_nonfinite(half):
+    """Mixed precision: half-precision weights, a float32 cost. A gradient entry above 256 squared past
+    float16's largest number, and a loss above 65504 was cast to inf: finite runs stopped at step 0."""
+    X, y = gdjax.data.house_prices()  # prices in the hundreds of thousands
+
+    def cost(p, d):
+        return jnp.mean((d[0][:, 0] * p["w"][0].astype(jnp.float32) + p["b"] - d[1]) ** 2)
+
+    params0 = {"w": jnp.zeros(1, half), "b": jnp.zeros((), jnp.float32)}
+    for kw in ({}, {"batch_size": 2, "key": 0}):
+        trace = gdjax.run(cost, gdjax.rules.sgd(1e-5), params0, (X, y), num_steps=3, **kw)
+        assert trace.status_name() == "max_steps" and int(trace.steps) == 3
+        assert trace.loss_history.dtype == trace.grad_norm_history.dtype == np.float32
+        assert trace.params["w"].dtype == half  # the weights keep their precision
+        loss0, grad0 = jax.value_and_grad(cost)(params0, (X, y))
+        np.testing.assert_allclose(trace.loss_history[0], loss0, rtol=1e-6)
+        norm0 = np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in jax.tree.leaves(grad0)))
+        np.testing.assert_allclose(trace.grad_norm_history[0], norm0, rtol=1e-3)
+    result = gdjax.sweep(cost, "sgd", params0, (X, y), grid={"learning_rate": [1e-5, 1e-6]}, num_steps=3)
+    assert result.trace.status_name() == ["max_steps", "max_steps"]
+
+
 def test_one_lane_calls_are_padded_to_two_only_where_the_budget_allows():
     data, params0 = _float32_problem()
     kwargs = dict(grid={"learning_rate": [0.1, 0.2, 0.3]}, num_steps=50, chunk_size=1)
