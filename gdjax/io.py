@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import csv
+import errno
 import io as _io
 import json
 import math
@@ -90,7 +91,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> s
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix="-" + os.path.basename(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "a folder is there; give a file name", path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix="-" + os.path.basename(path))
+    except OSError as err:
+        # Name the file asked for, not the temporary one beside it.
+        raise type(err)(err.errno, f"cannot write {path!r}: {err.strerror}", folder) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -98,9 +105,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> s
             os.fsync(f.fileno())
         os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; what gdjax writes is meant to be read
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+        if isinstance(err, OSError) and tmp in (err.filename, err.filename2):
+            raise type(err)(err.errno, f"cannot write {path!r}: {err.strerror}", path) from None
         raise
     return path
 

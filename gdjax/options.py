@@ -37,6 +37,26 @@ DIVERGENCE_PATIENCE = 50  # ... without falling for this many evaluations in a r
 LAYOUTS = ("feature_major", "as_given", "gram")
 
 
+def _unknown_keywords_named(cls):
+    """`cls(..., patiance=3)` says which setting was meant, not only "unexpected keyword argument"."""
+    init = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls)]
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        for name in kwargs:
+            if name not in names:
+                raise TypeError(
+                    f"{cls.__name__} has no setting {name!r}{validation.nearest(name, names)}; "
+                    f"its settings: {', '.join(names)}"
+                )
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+@_unknown_keywords_named
 @dataclasses.dataclass(frozen=True)
 class Stopping:
     """When a run stops early, and when it is diverged (each criterion optional; first to fire wins).
@@ -86,6 +106,7 @@ class Stopping:
         return dataclasses.asdict(self)
 
 
+@_unknown_keywords_named
 @dataclasses.dataclass(frozen=True)
 class Execution:
     """How the work is carried out; none of these settings changes the numbers.

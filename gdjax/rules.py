@@ -49,7 +49,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import inspect
 import math
@@ -62,6 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gdjax import validation
 from gdjax.types import PyTree
 
 __all__ = [
@@ -1584,8 +1584,8 @@ _CONTRIB_PREFIX = "optax.contrib."
 
 
 def _suggest(word: str, candidates) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    close = validation.closest(word, candidates)
+    return f"; did you mean {close!r}?" if close else ""
 
 
 def names() -> tuple[str, ...]:

@@ -27,6 +27,29 @@ def test_atomic_write_gives_0644_and_leaves_no_temp_file_on_interrupt(tmp_path):
     assert path.read_text() == "first\n" and os.listdir(tmp_path) == ["a.txt"]
 
 
+def test_a_write_that_cannot_happen_names_the_file_asked_for_not_the_temporary(tmp_path):
+    (tmp_path / "a_folder").mkdir()
+    cases = [
+        (tmp_path / "missing" / "trace.npz", FileNotFoundError, "cannot write .*missing/trace.npz"),
+        (tmp_path / "a_folder", IsADirectoryError, "a folder is there; give a file name: .*a_folder"),
+    ]
+    for path, error, message in cases:
+        with pytest.raises(error, match=message) as caught:
+            io.write_text(path, "x")
+        assert io.TEMP_PREFIX not in str(caught.value)
+    assert os.listdir(tmp_path) == ["a_folder"] and not os.listdir(tmp_path / "a_folder")
+
+
+def test_an_unknown_option_setting_names_the_nearest_one():
+    with pytest.raises(TypeError, match=r"Stopping has no setting 'patiance' \(did you mean 'patience'\?\)"):
+        gdjax.Stopping(patiance=3)
+    with pytest.raises(TypeError, match=r"no setting 'chunksize' \(did you mean 'chunk_size'\?\)"):
+        gdjax.Execution(chunksize=2)
+    assert gdjax.Stopping(patience=3).patience == 3  # known settings and their checks are unchanged
+    with pytest.raises(ValueError, match="patience must be an integer >= 1"):
+        gdjax.Stopping(patience=0)
+
+
 def test_remove_stale_temps_removes_only_gdjax_temporaries(tmp_path):
     (tmp_path / f"{io.TEMP_PREFIX}x-summary.csv").write_text("half")
     (tmp_path / ".tmp-someone-else").write_text("theirs")

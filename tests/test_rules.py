@@ -620,6 +620,8 @@ def test_get_takes_schedule_hyperparameters_flat():
 REGISTRY_ERRORS = [
     ("adma", {"learning_rate": 0.1}, r"unknown rule 'adma'.*optax\.<name>.*did you mean 'adam'\?"),
     ("optax.adamm", {"learning_rate": 0.1}, r"'optax\.adamm'.*did you mean 'optax\.adam'\?"),
+    ("SGD", {"learning_rate": 0.1}, r"unknown rule 'SGD'.*did you mean 'sgd'\?"),
+    ("optax.ADAM", {"learning_rate": 0.1}, r"did you mean 'optax\.adam'\?"),
     ("adam", {"learning_rate": 0.1, "bb1": 0.9}, r"no hyperparameter 'bb1'.*did you mean 'b1'\?"),
     ("momentum", {"learning_rate": 0.1, "momentun": 0.9}, r"did you mean 'momentum'\?"),
     ("optax.lamb", {"learning_rate": 0.1, "weight_decai": 0.1}, r"did you mean 'weight_decay'\?"),

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from gdjax import validation
 from gdjax.io import format_number
 from gdjax.study.palette import color_for
 from gdjax.study.results_model import Results
@@ -67,11 +68,8 @@ def draw(results: Results, names=None) -> dict[str, object]:
         names = applicable(results)
     unknown = [n for n in names if n not in FIGURES]
     if unknown:
-        import difflib
-
-        hint = difflib.get_close_matches(unknown[0], list(FIGURES), n=1)
         raise ValueError(
-            f"unknown figure {unknown[0]!r}{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
+            f"unknown figure {unknown[0]!r}{validation.nearest(unknown[0], FIGURES)}; "
             f"figures: {', '.join(FIGURES)}"
         )
     with warnings.catch_warnings(

@@ -10,7 +10,6 @@ and one line of `_unit_frames`, both in this file. `results_model` re-exports th
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from gdjax import io as gdjax_io
+from gdjax import validation
 
 FORMAT = "gdjax-results"
 FORMAT_VERSION = 1
@@ -126,8 +126,8 @@ _PROBLEM_COLUMNS = ("problem", "num_examples", "num_params", "f_star", "f_star_s
 
 
 def _nearest(name: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    close = validation.closest(name, options)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 # ------------------------------------------------------------------------------------ building

@@ -7,13 +7,14 @@ reporting seeds (`_split_seeds`); intervals are seeded percentile bootstraps (`_
 
 from __future__ import annotations
 
-import difflib
 import numbers
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from gdjax import validation
 
 MODES = ("min", "max")
 _NUM_RESAMPLES = 9999
@@ -65,8 +66,8 @@ def _check_eps(eps) -> list[float]:
 def _check_optimizer(lanes: pd.DataFrame, name, argument: str) -> None:
     known = sorted(str(o) for o in lanes["optimizer"].unique())
     if name not in known:
-        close = difflib.get_close_matches(str(name), known, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"known: {known}"
+        close = validation.closest(name, known)
+        hint = f"did you mean {close!r}?" if close else f"known: {known}"
         raise ValueError(f"{argument}={name!r} is not an optimizer in lanes; {hint}")
 
 
