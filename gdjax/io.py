@@ -592,6 +592,9 @@ _TRACE_FIELDS = ("loss_history", "grad_norm_history", "status", "steps", "stop_s
 _OPTIONAL_FIELDS = ("eval_steps", "record_steps", "batch_loss_history")
 _METRIC_NAMES = "metric_names"  # the names of `trace.metrics`, in order (present iff it is not None)
 _METRIC = "metrics/"
+_INVALID_NAMES = "invalid_names"  # the names of `trace.invalid`, in order (present iff it is not None)
+_INVALID = "invalid/"
+_EVALUATED_AT = "evaluated_at"  # a 0-d string, present iff `trace.evaluated_at` is not None
 
 
 def trace_arrays(trace: Trace, names: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -600,7 +603,8 @@ def trace_arrays(trace: Trace, names: list[str] | None = None) -> dict[str, np.n
     Members: `loss_history`, `grad_norm_history`, `status`, `steps`, `stop_step`, `params/<leaf>`,
     `params_history/<leaf>`, and when present `eval_steps`, `record_steps`, `batch_loss_history`,
     `metric_names` (the metric names in order; an empty array for `metrics={}`) and
-    `metrics/<name>`.
+    `metrics/<name>`, `invalid_names` and `invalid/<name>` (the values a traced run checked), and
+    `evaluated_at`.
     """
     import jax
 
@@ -618,6 +622,13 @@ def trace_arrays(trace: Trace, names: list[str] | None = None) -> dict[str, np.n
         out[_METRIC_NAMES] = np.asarray(metric_names, dtype=str)
         for name in metric_names:
             out[_METRIC + name] = np.asarray(trace.metrics[name])
+    if trace.invalid is not None:
+        invalid_names = [str(n) for n in trace.invalid]
+        out[_INVALID_NAMES] = np.asarray(invalid_names, dtype=str)
+        for name in invalid_names:
+            out[_INVALID + name] = np.asarray(trace.invalid[name], dtype=bool)
+    if trace.evaluated_at is not None:
+        out[_EVALUATED_AT] = np.asarray(str(trace.evaluated_at))
     return out
 
 
@@ -644,6 +655,10 @@ def trace_from_arrays(arrays: Mapping[str, np.ndarray], template: PyTree, *, sou
         metrics = {str(n): arrays[_METRIC + str(n)] for n in np.asarray(arrays[_METRIC_NAMES]).tolist()}
     elif any(k.startswith(_METRIC) for k in arrays):  # written by a study part: no name list
         metrics = {k[len(_METRIC) :]: v for k, v in arrays.items() if k.startswith(_METRIC)}
+    invalid = None
+    if _INVALID_NAMES in arrays:
+        invalid = {str(n): arrays[_INVALID + str(n)] for n in np.asarray(arrays[_INVALID_NAMES]).tolist()}
+    evaluated_at = str(np.asarray(arrays[_EVALUATED_AT])) if _EVALUATED_AT in arrays else None
     import jax
 
     treedef = jax.tree.structure(template)
@@ -659,6 +674,8 @@ def trace_from_arrays(arrays: Mapping[str, np.ndarray], template: PyTree, *, sou
         batch_loss_history=arrays.get("batch_loss_history"),
         metrics=metrics,
         record_steps=arrays.get("record_steps"),
+        evaluated_at=evaluated_at,
+        invalid=invalid,
     )
 
 
@@ -686,6 +703,7 @@ def check_trace_shapes(members: Mapping[str, tuple], names: list[str], source: s
     expect = {"grad_norm_history": loss_shape, "eval_steps": loss_shape}
     expect.update({k: lanes for k in ("status", "steps", "stop_step")})
     expect.update({k: loss_shape for k in members if k.startswith(_METRIC)})
+    expect.update({k: lanes for k in members if k.startswith(_INVALID)})
     for k, want in expect.items():
         if k in members and tuple(members[k][0]) != want:
             fail(
@@ -705,22 +723,35 @@ def check_trace_shapes(members: Mapping[str, tuple], names: list[str], source: s
     for k in ("eval_steps", "record_steps", "steps", "status", "stop_step"):
         if k in members and not np.issubdtype(np.dtype(members[k][1]), np.integer):
             fail(f"member {k!r} must hold integers, got dtype {members[k][1]}")
-    if _METRIC_NAMES in members:
-        shape, dtype = members[_METRIC_NAMES]
-        if len(tuple(shape)) != 1 or np.dtype(dtype).kind != "U":
-            fail(f"member {_METRIC_NAMES!r} must be a 1-D array of names, got shape {tuple(shape)} {dtype}")
+    for k in (_METRIC_NAMES, _INVALID_NAMES):
+        if k in members:
+            shape, dtype = members[k]
+            if len(tuple(shape)) != 1 or np.dtype(dtype).kind != "U":
+                fail(f"member {k!r} must be a 1-D array of names, got shape {tuple(shape)} {dtype}")
+    for k in members:
+        if k.startswith(_INVALID) and np.dtype(members[k][1]) != np.bool_:
+            fail(f"member {k!r} must hold booleans, got dtype {members[k][1]}")
+    if _EVALUATED_AT in members:
+        shape, dtype = members[_EVALUATED_AT]
+        if tuple(shape) != () or np.dtype(dtype).kind != "U":
+            fail(f"member {_EVALUATED_AT!r} must be one name, got shape {tuple(shape)} {dtype}")
 
 
 def _check_metric_names(arrays: Mapping[str, np.ndarray], source: str) -> None:
-    if _METRIC_NAMES not in arrays:
-        return
-    listed = [str(n) for n in np.asarray(arrays[_METRIC_NAMES]).tolist()]
-    stored = [k[len(_METRIC) :] for k in arrays if k.startswith(_METRIC)]
-    if len(set(listed)) != len(listed) or set(listed) != set(stored):
-        raise FileFormatError(
-            f"{source}: member {_METRIC_NAMES!r} lists the metrics {listed}, but the file holds "
-            f"{sorted(stored)} (damaged or not a gdjax trace)"
-        )
+    """`metric_names` (and `invalid_names`) list exactly the `metrics/` (`invalid/`) members."""
+    for names, prefix, what in (
+        (_METRIC_NAMES, _METRIC, "metrics"),
+        (_INVALID_NAMES, _INVALID, "checked values"),
+    ):
+        if names not in arrays:
+            continue
+        listed = [str(n) for n in np.asarray(arrays[names]).tolist()]
+        stored = [k[len(prefix) :] for k in arrays if k.startswith(prefix)]
+        if len(set(listed)) != len(listed) or set(listed) != set(stored):
+            raise FileFormatError(
+                f"{source}: member {names!r} lists the {what} {listed}, but the file holds "
+                f"{sorted(stored)} (damaged or not a gdjax trace)"
+            )
 
 
 def save_trace(path: str | os.PathLike, trace: Trace) -> str:

@@ -90,6 +90,9 @@ def assert_same_trace(back, trace):
             continue
         if field == "metrics":
             assert list(b) == list(a)
+        if isinstance(a, str):
+            assert a == b, field
+            continue
         jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, a), b)
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
             assert np.asarray(x).dtype == y.dtype, field
@@ -128,6 +131,19 @@ def test_trace_save_and_load_round_trip_every_field(tmp_path, house, name, is_sw
     back = io.load_trace(tmp_path / "t.npz", gdjax.init_linear(1))
     assert_same_trace(back, trace)
     assert sorted(back.metrics) == (["b", "test_loss"] if with_metrics else [])
+
+
+def test_the_values_a_traced_run_checked_and_the_point_evaluated_are_saved(tmp_path, house):
+    cost, data, _ = house
+    params0 = gdjax.init_linear(1, jnp.float64)
+    traced = jax.jit(lambda lr: gdjax.run(cost, gdjax.rules.sgd(lr), params0, data, num_steps=5))(-0.01)
+    assert traced.status_name() == "invalid" and bool(traced.invalid["learning_rate"])
+    rule = gdjax.rules.get("optax.contrib.schedule_free_sgd", learning_rate=0.01)
+    averaged = gdjax.run(cost, rule, params0, data, num_steps=5)
+    assert averaged.evaluated_at == "schedule_free_eval_params"
+    for name, trace in (("traced", traced), ("averaged", averaged)):
+        io.save_trace(tmp_path / f"{name}.npz", trace)
+        assert_same_trace(io.load_trace(tmp_path / f"{name}.npz", params0), trace)
 
 
 def test_trace_fields_that_are_none_stay_none(tmp_path, house):

@@ -124,11 +124,12 @@ def save_part(folder: runfolder.RunFolder, u: UnitResult, template: PyTree, suff
 def histories_of(trace: Trace, template: PyTree) -> dict[str, np.ndarray]:
     """`gdjax.io.trace_arrays` as the run folder stores it: the histories, evaluation steps and metric
     histories (`metrics/<name>`, their names in the part's meta); the per-step batch losses and the
-    record steps are left out, so `parts/` and `histories.npz` hold what they always have."""
+    record steps (and what a run folder's summary says: the point evaluated, the values checked) are
+    left out, so `parts/` and `histories.npz` hold what they always have."""
     arrays = trace_arrays(trace, leaf_names(template))
-    for k in ("batch_loss_history", "record_steps", "metric_names"):
+    for k in ("batch_loss_history", "record_steps", "metric_names", "evaluated_at", "invalid_names"):
         arrays.pop(k, None)
-    return arrays
+    return {k: v for k, v in arrays.items() if not k.startswith("invalid/")}
 
 
 def trace_from(arrays: dict, template: PyTree, metric_names=None) -> Trace:
