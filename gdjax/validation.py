@@ -140,7 +140,10 @@ def check_data(data: PyTree) -> int | None:
         arr = np.asarray(leaf)
         name = "data" + _path_name(path) if arr.ndim == 0 or arr.shape[0] == 0 else ""
         if arr.ndim == 0:
-            raise ValueError(f"{name} is a scalar; every data entry needs a leading example axis")
+            hint = ""
+            if type(leaf) in (int, float, complex):  # an element of a Python list: a leaf to JAX
+                hint = " (a Python list of numbers is a tree of scalars to JAX: pass arrays, np.asarray(X))"
+            raise ValueError(f"{name} is a scalar; every data entry needs a leading example axis{hint}")
         if arr.shape[0] == 0:
             raise ValueError(f"{name} is empty (shape {arr.shape}); need at least one example")
         inexact = arr.dtype.kind in "fc" or (arr.dtype.kind == "V" and jnp.issubdtype(arr.dtype, jnp.inexact))

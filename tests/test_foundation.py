@@ -497,3 +497,11 @@ def test_bfloat16_is_floating_point_for_validation():
     with pytest.raises(ValueError, match="non-finite"):
         validation.check_data(jnp.array([1.0, jnp.nan], jnp.bfloat16))
     validation.check_cost(lambda p, b: jnp.sum(p["w"]), {"w": jnp.ones(2, jnp.bfloat16)}, None)
+
+
+def test_data_as_python_lists_is_told_to_pass_arrays():
+    X, y = gdjax.data.line()
+    with pytest.raises(ValueError, match=r"data\[0\]\[0\]\[0\] is a scalar.*pass arrays, np\.asarray\(X\)"):
+        validation.check_data((X.tolist(), y.tolist()))
+    with pytest.raises(ValueError, match=r"data\[1\] is a scalar; .* leading example axis$"):
+        validation.check_data((X, np.float64(1.0)))  # a NumPy scalar: no word about lists
