@@ -359,10 +359,16 @@ def check_grad(
     traced_analytic, analytic_dtypes = None, None
     if analytic is not None:
         try:
-            first = jax.eval_shape(analytic, params, data)
-            traced_analytic = analytic
-        except _HOST_ONLY:
-            first = analytic(params, data)  # a NumPy function: its value at point 0
+            try:
+                first = jax.eval_shape(analytic, params, data)
+                traced_analytic = analytic
+            except _HOST_ONLY:
+                first = analytic(params, data)  # a NumPy function: its value at point 0
+        except Exception as err:
+            raise ValueError(
+                f"analytic(params, data) raised {type(err).__name__}: {err} (the hand-derived gradient "
+                "given as analytic=, called at params)"
+            ) from err
         analytic_dtypes = _check_analytic(first, treedef, leaves, names)
         for dtype in analytic_dtypes:
             _tolerance(dtype)

@@ -1189,3 +1189,19 @@ def test_hypergradient_example_learns_what_the_grid_finds():
     # Hypergradient descent lands within 1% of the grid's best held-out loss, between grid points.
     assert out["learned_loss"] <= 1.01 * out["grid_loss"]
     assert 0.2 < out["learned_l2"] / out["grid_l2"] < 5.0
+
+
+@pytest.mark.parametrize("host", [False, True], ids=["traceable", "numpy"])
+def test_an_analytic_gradient_that_raises_is_named(host):
+    X, y = gdjax.data.line()
+    cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
+
+    def analytic(params, data):
+        if host:
+            np.asarray(params["w"])  # a NumPy function: called on the host, not traced
+        raise ZeroDivisionError("division by zero")
+
+    with pytest.raises(
+        ValueError, match=r"analytic\(params, data\) raised ZeroDivisionError: division by zero"
+    ):
+        gdjax.check_grad(cost, gdjax.init_linear(1), (X, y), analytic=analytic)
