@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gdjax import validation
+from gdjax import spelling
 from gdjax.types import PyTree
 
 __all__ = [
@@ -1584,7 +1584,7 @@ _CONTRIB_PREFIX = "optax.contrib."
 
 
 def _suggest(word: str, candidates) -> str:
-    close = validation.closest(word, candidates)
+    close = spelling.closest(word, candidates)
     return f"; did you mean {close!r}?" if close else ""
 
 

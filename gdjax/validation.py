@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdjax.spelling import nearest
 from gdjax.types import PyTree
 
 
@@ -218,28 +219,6 @@ def check_params(params: PyTree):
         if not np.isfinite(np.asarray(leaf)).all():
             raise ValueError(f"params{_path_name(path)} contains non-finite values")
         _remember_finite(leaf)
-
-
-def closest(name, options, cutoff: float = 0.6) -> str | None:
-    """The option `name` most likely meant: the same name in another case ("SGD" -> "sgd"), else the
-    closest spelling (`difflib`, compared case-folded too), else None."""
-    import difflib
-
-    options = [str(o) for o in options]
-    folded = {o.casefold(): o for o in options}
-    if str(name).casefold() in folded:
-        return folded[str(name).casefold()]
-    match = difflib.get_close_matches(str(name), options, n=1, cutoff=cutoff)
-    if match:
-        return match[0]
-    match = difflib.get_close_matches(str(name).casefold(), list(folded), n=1, cutoff=cutoff)
-    return folded[match[0]] if match else None
-
-
-def nearest(name: str, options) -> str:
-    """A ' (did you mean X?)' suffix naming the closest option, or ''."""
-    match = closest(name, options, cutoff=0.5)
-    return f" (did you mean {match!r}?)" if match else ""
 
 
 __all__ = [

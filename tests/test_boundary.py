@@ -746,3 +746,47 @@ def test_the_issue_19_bomb_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv(gdjax_io.BUDGET_ENV, str(1 << 30))
     with pytest.raises(ValueError, match="budget"):
         data.load_npz(path)
+
+
+# ------------------------------------------------------------------------------ gdjax report --out
+def test_report_out_writes_only_into_a_new_folder_or_one_gdjax_made(study, tmp_path):
+    """`gdjax report RUN --out DIR` went straight to the page writer: it followed a `figures/` link
+    out of DIR and replaced a user's `report.html`. DIR now has a run folder's protections."""
+    cfg, outside = study
+    run = tmp_path / "run"
+    complete_run(cfg, run)
+    before = snapshot(outside)
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "figures").symlink_to(outside)
+    (linked / "report.html").symlink_to(outside / "precious.txt")
+    users = tmp_path / "users"
+    (users / "figures").mkdir(parents=True)
+    (users / "report.html").write_text("mine")
+    (tmp_path / "a_link").symlink_to(tmp_path / "new_target", target_is_directory=True)
+    for out, message in [
+        (linked, "already holds files gdjax did not make"),
+        (users, "already holds files gdjax did not make"),
+        (tmp_path / "a_link", "is a symbolic link"),
+        (cfg, "exists and is not a folder"),
+    ]:
+        code, _, err = run_cli("report", str(run), "--out", str(out))
+        assert code == 2 and message in err, err
+    assert snapshot(outside) == before
+    assert (users / "report.html").read_text() == "mine" and not os.listdir(users / "figures")
+    assert not (tmp_path / "new_target").exists()
+
+    fresh = tmp_path / "fresh"
+    for _ in range(2):  # a new folder, then the same folder again: gdjax's own files are replaced
+        code, _, err = run_cli("report", str(run), "--out", str(fresh))
+        assert code == 0, err
+    assert sorted(os.listdir(fresh)) == [runfolder.MARKER, "figures", "report.html"]
+    (fresh / "figures" / "notes.txt").write_text("mine")  # a user's file in gdjax's figures/ stays
+    code, _, err = run_cli("report", str(run), "--out", str(fresh))
+    assert code == 2 and "figures/notes.txt" in err, err
+    assert (fresh / "figures" / "notes.txt").read_text() == "mine"
+    (fresh / "report.html").unlink()
+    (fresh / "report.html").symlink_to(outside / "precious.txt")  # a link where the page goes
+    code, _, err = run_cli("report", str(run), "--out", str(fresh))
+    assert code == 2 and "is a symbolic link" in err, err
+    assert snapshot(outside) == before

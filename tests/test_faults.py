@@ -78,11 +78,11 @@ def tiny(tmp_path_factory):
     return cfg, ref
 
 
-def assert_same_results(folder, ref):
+def assert_same_results(folder, ref, parts_kept=False):
     for name in SUMMARIES:
         assert (folder / name).read_bytes() == (ref / name).read_bytes(), name
     assert not (folder / runfolder.PARTIAL_MARKER).exists()
-    assert not (folder / runfolder.PARTS).exists()
+    assert (folder / runfolder.PARTS).exists() == parts_kept
     assert not [n for n in os.listdir(folder) if n.startswith(".tmp-")]
 
 
@@ -274,6 +274,24 @@ def test_an_incomplete_folder_holds_the_summaries_done_and_their_histories_in_pa
     code, _, err = run_cli("run", str(cfg_path), "--out", str(stopped), "--resume")
     assert code == 0, err
     assert_same_results(stopped, ref)
+
+
+def test_a_users_files_in_parts_outlive_resume_and_force(tiny, tmp_path):
+    """`parts/` is gdjax's folder, but what a user put in it is theirs: finishing a run (or `--force`)
+    removes only the parts gdjax wrote, keeps the rest with the folder, and says so."""
+    cfg_path, ref = tiny
+    for flag in ("--resume", "--force"):
+        out = tmp_path / flag.strip("-")
+        interrupted_folder(cfg_path, out, after="momentum")
+        (out / runfolder.PARTS / "notes.txt").write_text("mine")
+        (out / runfolder.PARTS / "mine").mkdir()
+        (out / runfolder.PARTS / "mine" / "f.npz").write_bytes(b"mine")
+        code, said, err = run_cli("run", str(cfg_path), "--out", str(out), flag)
+        assert code == 0, err
+        assert_same_results(out, ref, parts_kept=True)
+        assert sorted(os.listdir(out / runfolder.PARTS)) == ["mine", "notes.txt"]
+        assert (out / runfolder.PARTS / "mine" / "f.npz").read_bytes() == b"mine"
+        assert "parts/mine" in said + err and "parts/notes.txt" in said + err
 
 
 # ------------------------------------------------------------------------------- hostile inputs

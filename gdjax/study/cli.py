@@ -411,6 +411,8 @@ def write_run_report(path: str, *, title: str | None = None, results=None, rende
     folder = runfolder.RunFolder(path)
     folder.lock()
     try:
+        for name in (runfolder.FIGURES, "report.html"):
+            folder.checked(name)  # a link planted where the page goes is refused, not replaced
         staging = folder.staging()
         try:
             page.write_report(results, staging, title=title, rendered=rendered)
@@ -421,7 +423,12 @@ def write_run_report(path: str, *, title: str | None = None, results=None, rende
             if not os.path.lexists(os.path.join(staging, name)):  # no figure applies: no figures/
                 continue
             if name in folder.owned():
-                folder.remove(name)
+                kept = folder.remove(name)
+                if kept:
+                    raise ValueError(
+                        f"{folder.file(name)} holds files gdjax did not make ({', '.join(kept)}); move "
+                        "them away or give --out DIR"
+                    )
             if folder.adopt(os.path.join(staging, name)) is None:
                 raise ValueError(f"{folder.file(name)} is not gdjax's; move it away or give --out DIR")
         folder.remove(runfolder.STAGING)
@@ -433,14 +440,14 @@ def write_run_report(path: str, *, title: str | None = None, results=None, rende
 def _cmd_report(args, out: TextIO) -> int:
     import time
 
-    from gdjax.study import page, results_model, runfolder
+    from gdjax.study import results_model, runfolder
 
     results = results_model.load(args.runs)
     if args.out is None and len(args.runs) == 1 and runfolder.is_run_folder(args.runs[0]):
-        path = write_run_report(args.runs[0], title=args.title, results=results)
-    else:
-        folder = args.out or f"report-{time.strftime('%Y%m%d-%H%M%S')}"
-        path = page.write_report(results, folder, title=args.title)
+        folder = args.runs[0]
+    else:  # a new folder, made gdjax's, or one gdjax made: the run folder's protections hold there too
+        folder = runfolder.report_folder(args.out or f"report-{time.strftime('%Y%m%d-%H%M%S')}").path
+    path = write_run_report(folder, title=args.title, results=results)
     print(
         f"{results.num_lanes} lanes of {len(results.problems)} problem(s) from {len(args.runs)} run(s)",
         file=out,

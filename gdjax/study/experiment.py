@@ -291,6 +291,11 @@ def _partial_text(cfg, unit_list, results, interrupted: dict | None, reason: str
     return "\n".join(lines) + "\n"
 
 
+def _note_kept(kept: list[str], log) -> None:
+    if kept:
+        log(f"note: kept what gdjax did not make in {PARTS}/: {', '.join(kept)}")
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     out: str | None = None,
@@ -356,7 +361,7 @@ def run_experiment(
                 owned = done.owned()
                 for name in (PARTS, runfolder.STAGING):
                     if name in owned:  # gdjax made it
-                        done.remove(name)
+                        _note_kept(done.remove(name), log)
             finally:
                 done.unlock()
             log(f"nothing to resume: {out} is complete")
@@ -527,7 +532,7 @@ def run_experiment(
         folder.clean_temps()
         folder.write_json("manifest.json", manifest)
         folder.remove(PARTIAL_MARKER)
-        folder.remove(PARTS)
+        _note_kept(folder.remove(PARTS), log)
     except KeyboardInterrupt as err:
         if os.path.exists(folder.file(PARTIAL_MARKER)):  # stopped while writing the results
             err.gdjax_run_folder = folder.path

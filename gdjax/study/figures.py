@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from gdjax import validation
+from gdjax import spelling
 from gdjax.io import format_number
 from gdjax.study.palette import color_for
 from gdjax.study.results_model import Results
@@ -69,7 +69,7 @@ def draw(results: Results, names=None) -> dict[str, object]:
     unknown = [n for n in names if n not in FIGURES]
     if unknown:
         raise ValueError(
-            f"unknown figure {unknown[0]!r}{validation.nearest(unknown[0], FIGURES)}; "
+            f"unknown figure {unknown[0]!r}{spelling.nearest(unknown[0], FIGURES)}; "
             f"figures: {', '.join(FIGURES)}"
         )
     with warnings.catch_warnings(

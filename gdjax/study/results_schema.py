@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from gdjax import io as gdjax_io
-from gdjax import validation
+from gdjax import spelling
 
 FORMAT = "gdjax-results"
 FORMAT_VERSION = 1
@@ -126,7 +126,7 @@ _PROBLEM_COLUMNS = ("problem", "num_examples", "num_params", "f_star", "f_star_s
 
 
 def _nearest(name: str, options: Iterable[str]) -> str:
-    close = validation.closest(name, options)
+    close = spelling.closest(name, options)
     return f" (did you mean {close!r}?)" if close else ""
 
 

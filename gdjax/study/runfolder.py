@@ -60,6 +60,7 @@ __all__ = [
     "data_fingerprints",
     "is_run_folder",
     "prepare",
+    "report_folder",
 ]
 
 MARKER = ".gdjax-run"
@@ -74,6 +75,9 @@ PARTS = "parts"
 STAGING = ".gdjax-staging"
 FIGURES = "figures"  # the PNGs of the report page beside report.html (gdjax.study.page)
 _FOLDERS = (PARTS, STAGING, FIGURES)
+# The files gdjax writes inside its folders: removing one of these folders removes only those (and
+# gdjax's temporaries); anything else a user put there stays, and the folder with it.
+_OWN_SUFFIXES = {PARTS: (".npz", ".json"), FIGURES: (".png",)}
 # What a version-1 marker (written before the ownership list) stood for: the names gdjax wrote then.
 _LEGACY_OWNED = (
     "config.toml",
@@ -367,17 +371,32 @@ class RunFolder:
         os.replace(path, self.checked(name))
         return self.file(name)
 
-    def remove(self, name: str) -> None:
-        """Removes an owned entry: a file (or a link, itself: never its target) or the `parts/` folder."""
+    def remove(self, name: str) -> list[str]:
+        """Removes an owned entry: a file (or a link, itself: never its target) or one of gdjax's
+        folders. From `parts/` and `figures/` only the files gdjax writes there go (parts, PNGs, its
+        temporaries); what else is there stays, with the folder, and is returned (`parts/notes.txt`)."""
         path = self.file(name)
         try:
             mode = os.lstat(path).st_mode
         except FileNotFoundError:
-            return
-        if stat.S_ISDIR(mode):
-            shutil.rmtree(path)  # fd-based on Linux: does not follow links inside
-        else:
+            return []
+        if not stat.S_ISDIR(mode):
             os.remove(path)
+            return []
+        if name not in _OWN_SUFFIXES:
+            shutil.rmtree(path)  # gdjax's staging folder; fd-based on Linux: does not follow links
+            return []
+        kept = []
+        with os.scandir(path) as entries:
+            for entry in entries:
+                ours = entry.name.endswith(_OWN_SUFFIXES[name]) or entry.name.startswith(io.TEMP_PREFIX)
+                if ours and entry.is_file(follow_symlinks=False):
+                    os.remove(entry.path)
+                else:
+                    kept.append(f"{name}/{entry.name}")
+        if not kept:
+            os.rmdir(path)
+        return sorted(kept)
 
     def user_entries(self) -> list[str]:
         """Entries of the folder gdjax did not make (kept by `--force`)."""
@@ -387,11 +406,14 @@ class RunFolder:
     def clear(self) -> list[str]:
         """Removes every owned entry (for `--force`) and returns the user's entries left in place."""
         marker = self._load_marker()
+        kept = []
         for name in marker["owned"]:
-            self.remove(name)
+            kept += self.remove(name)
         self.clean_temps()
-        self._write_marker({**marker, "owned": []})
-        return self.user_entries()
+        # A folder of gdjax's that keeps a user's file stays listed: it is still gdjax's to clear.
+        still = [n for n in _FOLDERS if any(k.startswith(n + "/") for k in kept)]
+        self._write_marker({**marker, "owned": still})
+        return sorted([*self.user_entries(), *kept])
 
     def discard(self) -> None:
         """Removes what gdjax made here (the folder too, when nothing else is left) and releases the
@@ -453,6 +475,36 @@ class RunFolder:
         if self._parts_folder():
             removed += io.remove_stale_temps(self.file(PARTS))
         return removed
+
+
+def _new_folder(out: str) -> RunFolder:
+    """Makes `out` (absent or empty) gdjax's: first of all its marker, which says for which folder it
+    was written."""
+    os.makedirs(out, exist_ok=True)
+    folder = RunFolder(out)
+    folder._write_marker(
+        {**MARKER_CONTENT, "id": secrets.token_hex(16), "folder": _identity(out), "owned": []}
+    )
+    return folder
+
+
+def report_folder(out: str) -> RunFolder:
+    """The folder `gdjax report --out` writes into: a new one (absent or empty), made gdjax's with a
+    marker, or one gdjax made (a run folder or an earlier report). A link, a file, or a folder of
+    someone else's files is refused, and nothing in it is touched."""
+    if os.path.islink(out):
+        raise ValueError(f"--out {out} is a symbolic link: give the folder itself, or a new one")
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} exists and is not a folder")
+    if os.path.isdir(out) and os.listdir(out):
+        marker, why = _read_marker(out)
+        if marker is None:
+            raise ValueError(
+                f"--out {out} already holds files gdjax did not make ({why}); nothing in it was touched: "
+                "give a new folder"
+            )
+        return RunFolder(out)
+    return _new_folder(out)
 
 
 # ------------------------------------------------------------------------------------------ prepare
@@ -551,12 +603,7 @@ def prepare(
     """
     kind = check(cfg, out, resume=resume, force=force)  # cheap refusals first, before the lock
     if kind == "new":
-        os.makedirs(out, exist_ok=True)
-        folder = RunFolder(out)
-        # First: the folder is ours from now on, and the marker says for which folder it was written.
-        folder._write_marker(
-            {**MARKER_CONTENT, "id": secrets.token_hex(16), "folder": _identity(out), "owned": []}
-        )
+        folder = _new_folder(out)
         folder.lock()
         return folder, False
     folder = RunFolder(out)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from gdjax import validation
+from gdjax import spelling
 
 MODES = ("min", "max")
 _NUM_RESAMPLES = 9999
@@ -66,7 +66,7 @@ def _check_eps(eps) -> list[float]:
 def _check_optimizer(lanes: pd.DataFrame, name, argument: str) -> None:
     known = sorted(str(o) for o in lanes["optimizer"].unique())
     if name not in known:
-        close = validation.closest(name, known)
+        close = spelling.closest(name, known)
         hint = f"did you mean {close!r}?" if close else f"known: {known}"
         raise ValueError(f"{argument}={name!r} is not an optimizer in lanes; {hint}")
 
