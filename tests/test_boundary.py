@@ -269,6 +269,24 @@ def test_force_removes_only_what_gdjax_made_and_names_the_rest(study, tmp_path):
     assert not (out / runfolder.PARTS).exists() and not (out / runfolder.PARTIAL_MARKER).exists()
 
 
+@pytest.mark.parametrize("listed", ["notes.md", "analysis"])
+def test_a_marker_listing_a_name_gdjax_never_makes_is_refused(study, tmp_path, listed):
+    """The ownership list is trusted only with names gdjax makes: one edited to list a user's
+    `notes.md` made `--force` delete it."""
+    cfg, _ = study
+    out = tmp_path / "run"
+    interrupted_run(cfg, out)
+    (out / "notes.md").write_text("my notes")
+    (out / "analysis").mkdir()
+    marker = json.loads((out / runfolder.MARKER).read_text())
+    marker["owned"].append(listed)
+    (out / runfolder.MARKER).write_text(json.dumps(marker))
+    for flag in ("--force", "--resume"):
+        code, _, err = run_cli("run", str(cfg), "--out", str(out), flag)
+        assert code == 2 and "marker is damaged" in err, err
+    assert (out / "notes.md").read_text() == "my notes" and (out / "analysis").is_dir()
+
+
 def test_a_copied_marker_is_refused(study, tmp_path):
     cfg, _ = study
     run = tmp_path / "run"

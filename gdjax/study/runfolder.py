@@ -118,7 +118,7 @@ def _read_marker(path: str) -> tuple[dict | None, str | None]:
     owned, where = content.get("owned"), content.get("folder")
     if not (
         isinstance(owned, list)
-        and all(isinstance(n, str) and _plain_name(n) for n in owned)
+        and all(isinstance(n, str) and _ownable(n) for n in owned)
         and isinstance(where, dict)
         and isinstance(content.get("id"), str)
     ):
@@ -135,6 +135,27 @@ def _read_marker(path: str) -> tuple[dict | None, str | None]:
 
 def _plain_name(name: str) -> bool:
     return bool(name) and name not in (".", "..", MARKER, LOCK) and "/" not in name and "\0" not in name
+
+
+# Every name gdjax makes in a run folder: its files, its folders, the report page and the plots
+# (`<plot>.png`). A marker listing any other name was not written by gdjax: trusting it would let
+# `--force` remove a user's `notes.md`.
+_OWNABLE = {
+    "config.toml",
+    "split.npz",
+    "gradcheck.txt",
+    "manifest.json",
+    "summary.csv",
+    "summary.json",
+    "histories.npz",
+    "report.html",
+    PARTIAL_MARKER,
+    *_FOLDERS,
+}
+
+
+def _ownable(name: str) -> bool:
+    return _plain_name(name) and (name in _OWNABLE or name.endswith(".png"))
 
 
 def is_run_folder(path: str) -> bool:
@@ -515,7 +536,7 @@ def _legacy_plots(out: str) -> list[str]:
     except (io.FileFormatError, OSError):
         return []
     plots = manifest.get("plots") if isinstance(manifest, dict) else None
-    return [p for p in plots if isinstance(p, str) and _plain_name(p)] if isinstance(plots, list) else []
+    return [p for p in plots if isinstance(p, str) and _ownable(p)] if isinstance(plots, list) else []
 
 
 def _ignore(message: str) -> None:
