@@ -538,7 +538,33 @@ def _wrong_types(path):
     path.write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize("hurt", [_huge_count, _wrong_types], ids=["huge-count", "wrong-types"])
+def _text_loss(path):
+    meta = json.loads(path.read_text())
+    for row in meta["rows"]:
+        row["final_loss"] = "abc"
+    path.write_text(json.dumps(meta))
+
+
+def _other_coords(path):
+    meta = json.loads(path.read_text())
+    for c in meta["coords"]:
+        c["learning_rate"] = 99.0
+    path.write_text(json.dumps(meta))
+
+
+def _nan_histories(path):
+    npz = path.with_suffix(".npz")
+    with np.load(npz) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["loss_history"] = np.full_like(arrays["loss_history"], np.nan)
+    np.savez(npz, **arrays)
+
+
+@pytest.mark.parametrize(
+    "hurt",
+    [_huge_count, _wrong_types, _text_loss, _other_coords, _nan_histories],
+    ids=["huge-count", "wrong-types", "text-loss", "other-coords", "nan-histories"],
+)
 def test_a_part_with_hostile_values_is_redone_with_a_note(study, tmp_path, hurt):
     cfg, _ = study
     out, ref = tmp_path / "run", tmp_path / "ref"

@@ -54,6 +54,7 @@ from gdjax.study import runfolder
 from gdjax.study.config import ExperimentConfig
 from gdjax.study.parts import (
     UnitResult,
+    disagreement,
     load_part,
     merge,
     save_part,
@@ -429,7 +430,10 @@ def run_experiment(
             manifest["resumed"] = [*old.get("resumed", []), started]
             for u in unit_list:
                 r = load_part(folder, u.key, problems[u.problem].params0, log)
-                if r is not None:
+                why = None if r is None else disagreement(cfg, u, problems[u.problem], r)
+                if why:
+                    log(f"note: the saved part of {u.key} is damaged, so it is redone ({why})")
+                elif r is not None:
                     results[u.key] = r
             log(f"resuming {out}: {len(results)} of {len(unit_list)} optimizers already done")
             compiler.start(_unit_calls(cfg, unit_list, problems, per_seed, plans, done=results))

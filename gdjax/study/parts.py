@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
-from gdjax.io import csv_text, leaf_names, trace_arrays, trace_from_arrays
+from gdjax.io import csv_text, dumps, leaf_names, trace_arrays, trace_from_arrays
 from gdjax.study import runfolder
 from gdjax.study.preflight import Unit
 from gdjax.study.problems import Problem
@@ -89,6 +89,18 @@ def unit_result(cfg, u: Unit, p: Problem, result: SweepResult, complete: bool, t
         hyperparameter_names=tuple(result.hyperparameter_names),
         num_steps=u.num_steps,
     )
+
+
+def disagreement(cfg, u: Unit, p: Problem, r: UnitResult) -> str | None:
+    """Why a part read back from `parts/` disagrees with itself, or None: its summary rows must be
+    the summary of its own histories and lane coordinates (a part edited by hand, e.g. a final loss
+    made text, a learning rate changed or a history overwritten with NaN, is redone, not merged)."""
+    try:
+        expected = unit_result(cfg, u, p, r.sweep_result(p.f_star), True, r.total_lanes).rows
+        same = dumps(expected, indent=None) == dumps(r.rows, indent=None)
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        return f"its lanes cannot be summarised ({type(err).__name__}: {err})"
+    return None if same else "its summary rows are not the summary of its histories and lanes"
 
 
 def _coord_arrays(coords: list[dict]) -> dict[str, np.ndarray]:
