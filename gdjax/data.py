@@ -142,7 +142,7 @@ def load_csv(
     if 4 * size > budget:  # parsed rows take a few times the text
         raise ValueError(f"{path} is {_gb(size)}, too large to read here (at most about {_gb(budget / 4)})")
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Excel) goes
             rows = list(csv.reader(f))
     except UnicodeDecodeError as err:
         raise ValueError(
@@ -170,6 +170,11 @@ def load_csv(
         if features is not None
         else [i for i in range(len(header)) if i != t and i not in skip]
     )
+    if t in cols:  # the target among the features: a fit of y on y
+        raise ValueError(f"{path}: the target column {header[t]!r} is also listed in features")
+    repeated = sorted({header[c] for c in cols if cols.count(c) > 1})
+    if repeated:
+        raise ValueError(f"{path}: features lists the column(s) {repeated} more than once")
     if not cols:
         raise ValueError(f"{path}: no feature column is left (columns {header}, target {header[t]!r})")
     wanted = [*cols, t]

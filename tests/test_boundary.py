@@ -834,3 +834,39 @@ def test_report_out_writes_only_into_a_new_folder_or_one_gdjax_made(study, tmp_p
     code, _, err = run_cli("report", str(run), "--out", str(fresh))
     assert code == 2 and "is a symbolic link" in err, err
     assert snapshot(outside) == before
+
+
+def test_a_run_folder_with_files_of_the_wrong_shape_is_one_line_in_report(study, tmp_path):
+    """Valid JSON of the wrong shape in summary.json or manifest.json was a Python traceback."""
+    cfg, _ = study
+    ref = tmp_path / "ref"
+    complete_run(cfg, ref)
+    cases = [
+        ("summary.json", 5, "summary.json is not a list of summary rows"),
+        ("summary.json", None, "summary.json is not a list of summary rows"),
+        ("summary.json", {"a": 1}, "summary.json is not a list of summary rows"),
+        ("summary.json", [[1]], "summary.json is not a list of summary rows"),
+        ("summary.json", [{"optimizer": 1}], "summary.json has 0 rows for"),
+        ("manifest.json", {"units": {"gd": 5}}, "'units' is not a table of units"),
+        ("manifest.json", {"problems": 7}, "'problems' is not a table of problems"),
+    ]
+    for i, (name, value, message) in enumerate(cases):
+        run = tmp_path / f"run{i}"
+        shutil.copytree(ref, run)
+        if name == "manifest.json":
+            value = {**json.loads((run / name).read_text()), **value}
+        (run / name).write_text(json.dumps(value))
+        code, _, err = run_cli("report", str(run), "--out", str(tmp_path / f"report{i}"))
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (value, err)
+
+
+def test_a_run_given_twice_to_report_is_refused(study, tmp_path):
+    """Its lanes would count twice: twice the seeds in every statistic and paired test."""
+    cfg, _ = study
+    run = tmp_path / "run"
+    complete_run(cfg, run)
+    (tmp_path / "alias").symlink_to(run, target_is_directory=True)
+    for other in (run, f"{run}/", tmp_path / "alias"):
+        code, _, err = run_cli("report", str(run), str(other), "--out", str(tmp_path / "report"))
+        assert code == 2 and "is given twice (first as" in err, err
+    assert not (tmp_path / "report").exists()

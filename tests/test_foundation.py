@@ -341,6 +341,18 @@ def test_load_csv_round_trip(tmp_path):
     np.testing.assert_array_equal(got_y, X[:, 0])
 
 
+def test_load_csv_reads_an_excel_byte_order_mark_and_refuses_the_target_as_a_feature(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbfx,c,y\r\n1,2,3\r\n4,5,6\r\n")  # UTF-8 with a BOM, CRLF
+    X, y = data.load_csv(path, target="x")
+    np.testing.assert_array_equal(X, [[2.0, 3.0], [5.0, 6.0]])
+    np.testing.assert_array_equal(y, [1.0, 4.0])
+    with pytest.raises(ValueError, match="the target column 'y' is also listed in features"):
+        data.load_csv(path, features=["x", "y"])
+    with pytest.raises(ValueError, match=r"features lists the column\(s\) \['x'\] more than once"):
+        data.load_csv(path, features=["x", "x"])
+
+
 def test_load_npz_round_trip(tmp_path):
     X, y = data.house_prices()
     np.savez(tmp_path / "houses.npz", X=X, y=y, x1=X[:, 0])

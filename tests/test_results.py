@@ -209,7 +209,13 @@ def test_load_a_run_folder(run_folder):
 
 
 def test_merging_run_folders(run_folder, tmp_path):
-    both = gdjax.study.load([run_folder, run_folder])
+    import shutil
+
+    copy = tmp_path / "copy"  # the same folder twice is refused (its lanes would count twice)
+    shutil.copytree(run_folder, copy)
+    with pytest.raises(ResultsError, match="is given twice"):
+        gdjax.study.load([run_folder, run_folder])
+    both = gdjax.study.load([run_folder, copy])
     assert both.num_lanes == 2 * gdjax.study.load(run_folder).num_lanes
     assert both.lanes["lane"].tolist() == list(range(both.num_lanes))
     assert both.curves["lane"].max() == both.num_lanes - 1

@@ -212,6 +212,12 @@ def load(path: str | os.PathLike | Sequence[str | os.PathLike]) -> Results:
         paths = list(path)
         if not paths:
             raise ResultsError("load() needs at least one path")
+        seen: dict[str, str] = {}
+        for p in map(os.fspath, paths):
+            real = os.path.realpath(p)
+            if real in seen:  # its lanes would count twice: in the seeds, the bootstraps, the paired tests
+                raise ResultsError(f"{p} is given twice (first as {seen[real]}): give each run once")
+            seen[real] = p
         return merge([load(p) for p in paths])
     path = os.fspath(path)
     if not os.path.isdir(path):
@@ -289,11 +295,27 @@ def _load_run_folder(path: str) -> Results:
     if missing:
         raise ResultsError(f"{path} is missing {', '.join(missing)}: not a complete gdjax run folder")
     rows = _read_json(os.path.join(path, "summary.json"))
+    if not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
+        raise ResultsError(f"{os.path.join(path, 'summary.json')} is not a list of summary rows")
+    for key in ("units", "problems"):
+        entries = manifest.get(key)
+        if entries is not None and not (
+            isinstance(entries, dict) and all(isinstance(v, dict) for v in entries.values())
+        ):
+            raise ResultsError(f"{os.path.join(path, 'manifest.json')}: {key!r} is not a table of {key}")
     try:
         arrays = gdjax_io.read_npz(os.path.join(path, "histories.npz"))
     except gdjax_io.FileFormatError as err:
         raise ResultsError(str(err)) from None
-    return _from_run(path, manifest, rows, arrays, _read_splits(path))
+    try:
+        return _from_run(path, manifest, rows, arrays, _read_splits(path))
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:
+        if isinstance(err, ResultsError):
+            raise
+        raise ResultsError(
+            f"{path}: its manifest.json, summary.json and histories.npz do not fit together "
+            f"({type(err).__name__}: {err}); damaged, or not written by gdjax"
+        ) from None
 
 
 def of_run(outcome) -> Results:
