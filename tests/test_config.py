@@ -106,6 +106,14 @@ ERRORS = [
         "batch_sise",
     ),
     (
+        "eval_every beyond an int32 step count",
+        "num_steps = 100",
+        "num_steps = 100\neval_every = 3000000000",
+        "run.eval_every",
+        "must be an integer <= 2147483647, got 3000000000",
+        "eval_every = 3000000000",
+    ),
+    (
         "unknown stopping key",
         "tol = 1e-6",
         "tols = 1e-6",

@@ -115,7 +115,7 @@ def _read_run(t: Table) -> RunConfig:
         num_steps=t.int("num_steps", minimum=1),
         batch_size=read_batch_sizes(t, "batch_size", (None,)),
         target=t.float("target", None, positive=True),
-        eval_every=t.int("eval_every", None, minimum=1),
+        eval_every=t.int("eval_every", None, minimum=1, maximum=2**31 - 1),  # an int32 step count
     )
     t.known.extend(LEGACY_RUN_KEYS)  # read by _read_options
     _belongs_elsewhere(t, "run")

@@ -507,17 +507,19 @@ class Table:
             self.fail(key, f"expected true or false, got {toml_type(v)}")
         return v
 
-    def int(self, key, default=REQUIRED, *, minimum=None):
+    def int(self, key, default=REQUIRED, *, minimum=None, maximum=None):
         if key not in self.values:
             return self.take(key, default)
         v = self.take(key, default)
-        return self.check_int(key, v, minimum=minimum)
+        return self.check_int(key, v, minimum=minimum, maximum=maximum)
 
-    def check_int(self, key, v, *, minimum=None):
+    def check_int(self, key, v, *, minimum=None, maximum=None):
         if isinstance(v, bool) or not isinstance(v, int):
             self.fail(key, f"expected an integer, got {toml_type(v)}")
         if minimum is not None and v < minimum:
             self.fail(key, f"must be an integer >= {minimum}, got {v}")
+        if maximum is not None and v > maximum:
+            self.fail(key, f"must be an integer <= {maximum}, got {v}")
         return v
 
     def float(self, key, default=REQUIRED, *, positive=False, minimum=None, above=None):
