@@ -807,12 +807,15 @@ def test_report_out_writes_only_into_a_new_folder_or_one_gdjax_made(study, tmp_p
     users = tmp_path / "users"
     (users / "figures").mkdir(parents=True)
     (users / "report.html").write_text("mine")
-    (tmp_path / "a_link").symlink_to(tmp_path / "new_target", target_is_directory=True)
+    (tmp_path / "a_link").symlink_to(users, target_is_directory=True)
+    (tmp_path / "dangling").symlink_to(tmp_path / "new_target", target_is_directory=True)
     for out, message in [
         (linked, "already holds files gdjax did not make"),
         (users, "already holds files gdjax did not make"),
         (tmp_path / "a_link", "is a symbolic link"),
         (cfg, "exists and is not a folder"),
+        (cfg / "sub", f"cannot be made: {cfg} is a file, not a folder"),
+        (tmp_path / "dangling", "is a dangling symbolic link"),
     ]:
         code, _, err = run_cli("report", str(run), "--out", str(out))
         assert code == 2 and message in err, err

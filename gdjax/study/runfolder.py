@@ -498,6 +498,19 @@ class RunFolder:
         return removed
 
 
+def _check_out_path(out: str) -> None:
+    """Refuses an `--out` that cannot be a folder, in words rather than an errno."""
+    if os.path.islink(out) and not os.path.exists(out):
+        raise ValueError(f"--out {out} is a dangling symbolic link (to {os.readlink(out)}); give a folder")
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} exists and is not a folder")
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"--out {out} cannot be made: {parent} is a file, not a folder")
+
+
 def _new_folder(out: str) -> RunFolder:
     """Makes `out` (absent or empty) gdjax's: first of all its marker, which says for which folder it
     was written."""
@@ -513,10 +526,9 @@ def report_folder(out: str) -> RunFolder:
     """The folder `gdjax report --out` writes into: a new one (absent or empty), made gdjax's with a
     marker, or one gdjax made (a run folder or an earlier report). A link, a file, or a folder of
     someone else's files is refused, and nothing in it is touched."""
-    if os.path.islink(out):
+    if os.path.islink(out) and os.path.exists(out):
         raise ValueError(f"--out {out} is a symbolic link: give the folder itself, or a new one")
-    if os.path.lexists(out) and not os.path.isdir(out):
-        raise ValueError(f"--out {out} exists and is not a folder")
+    _check_out_path(out)
     if os.path.isdir(out) and os.listdir(out):
         marker, why = _read_marker(out)
         if marker is None:
@@ -561,8 +573,7 @@ def check(
     Raises:
       ValueError: as `prepare`.
     """
-    if os.path.lexists(out) and not os.path.isdir(out):
-        raise ValueError(f"--out {out} exists and is not a folder")
+    _check_out_path(out)
     if not (os.path.isdir(out) and os.listdir(out)):
         return "new"
     if not (resume or force):
