@@ -1867,8 +1867,9 @@ def _get_optax(name, fn, sig, kwargs) -> Rule:
     kinds = {k: _inject_kind(v, k in static_args) for k, v in kwargs.items()}
     for key, value in kwargs.items():
         if kinds[key] == "numeric":
-            # Beyond a positive learning rate, only finiteness is known to be required.
-            _check_value(key, value, "> 0" if key == "learning_rate" else "")
+            # The hyperparameters every alias means the same by (a learning rate, betas, eps, weight
+            # decay) have their domains; of the others only finiteness is known to be required.
+            _check_value(key, value, _optax_domain(key, sig))
     bound = sig.bind(**kwargs)
     bound.apply_defaults()
     arguments = dict(bound.arguments)
@@ -1895,9 +1896,33 @@ def _get_optax(name, fn, sig, kwargs) -> Rule:
         init_state=init,
         make_update=make_update,
         eval_params=_EVAL_PARAMS.get(name.removeprefix(_CONTRIB_PREFIX)),
-        domain=tuple((k, "> 0" if k == "learning_rate" else "") for k in numeric),
+        domain=tuple((k, _optax_domain(k, sig)) for k in numeric),
     )
     return spec.build({k: arguments[k] for k in numeric})
+
+
+def _optax_domain(key: str, sig: inspect.Signature) -> str:
+    """The domain of an Optax hyperparameter; none where the factory's own default lies outside it
+    (the transformation `scale_by_sm3` defaults `b2` to 1.0)."""
+    domain = _OPTAX_DOMAINS.get(key, "")
+    default = sig.parameters[key].default if key in sig.parameters else None
+    if domain and isinstance(default, int | float) and not _CONSTRAINTS[domain](default):
+        return ""
+    return domain
+
+
+# Optax's hyperparameters that mean the same in every alias that has them, and their domains (the
+# hand-written rules check the same): `optax.adam(b1=2.0)` is refused like `rules.adam(b1=2.0)`.
+_OPTAX_DOMAINS = {
+    "learning_rate": "> 0",
+    "b1": "in [0, 1)",
+    "b2": "in [0, 1)",
+    "b3": "in [0, 1)",
+    "momentum": "in [0, 1)",
+    "eps": ">= 0",
+    "eps_root": ">= 0",
+    "weight_decay": ">= 0",
+}
 
 
 def _obj_fn_from_value_fn(update: Callable) -> Callable:

@@ -247,6 +247,16 @@ def test_test_fraction_that_leaves_no_example_names_the_key(tmp_path):
     expect_key(text.replace("0.25", "0.1"), tmp_path, "data.test_fraction", "no test example")
 
 
+def test_one_example_cannot_be_split_or_standardized(tmp_path):
+    """One row standardizes to all zeros (it read as "the gradient is identically zero"), and a split
+    of it said "hold out between 1 and 0 of them"."""
+    (tmp_path / "one.csv").write_text("x,label\n1,0\n")
+    text = CSV_STUDY.replace("points.csv", "one.csv").replace('features = ["x1", "x2"]', "")
+    expect_key(text, tmp_path, "data.test_fraction", "needs at least 2 examples; the data has 1")
+    text = text.replace("test_fraction = 0.25", "standardize = true")
+    expect_key(text, tmp_path, "data.standardize", "needs at least 2 training examples; the data has 1")
+
+
 def test_misspelt_new_keys_get_suggestions(study_dir):
     expect_key(
         CSV_STUDY.replace("test_fraction", "test_fracton"),

@@ -621,6 +621,8 @@ REGISTRY_ERRORS = [
     ("adma", {"learning_rate": 0.1}, r"unknown rule 'adma'.*optax\.<name>.*did you mean 'adam'\?"),
     ("optax.adamm", {"learning_rate": 0.1}, r"'optax\.adamm'.*did you mean 'optax\.adam'\?"),
     ("SGD", {"learning_rate": 0.1}, r"unknown rule 'SGD'.*did you mean 'sgd'\?"),
+    ("optax.adam", {"learning_rate": 0.1, "b1": 2.0}, r"b1 must be a finite number in \[0, 1\), got 2.0"),
+    ("optax.lamb", {"learning_rate": 0.1, "weight_decay": -1.0}, r"weight_decay must be .* >= 0"),
     ("optax.ADAM", {"learning_rate": 0.1}, r"did you mean 'optax\.adam'\?"),
     ("adam", {"learning_rate": 0.1, "bb1": 0.9}, r"no hyperparameter 'bb1'.*did you mean 'b1'\?"),
     ("momentum", {"learning_rate": 0.1, "momentun": 0.9}, r"did you mean 'momentum'\?"),
@@ -638,6 +640,12 @@ REGISTRY_ERRORS = [
 def test_registry_errors(name, kwargs, message):
     with pytest.raises(ValueError, match=message):
         rules.get(name, **kwargs)
+
+
+def test_an_optax_default_outside_the_usual_domain_is_its_own():
+    """`optax.scale_by_sm3` defaults `b2` to 1.0: its b2 is not held to [0, 1)."""
+    assert dict(rules.get("optax.scale_by_sm3", b2=1.0).spec.domain)["b2"] == ""
+    assert dict(rules.get("optax.adam", learning_rate=0.1).spec.domain)["b1"] == "in [0, 1)"
 
 
 BAD_LEARNING_RATES = [-0.1, 0.0, float("nan"), float("inf"), np.float32(-1.0), jnp.array(-2.0)]
@@ -665,7 +673,7 @@ BAD_VALUES = [
     ("adam", {"b1": 1.0}, "b1 must be a finite number in [0, 1), got 1.0"),
     ("adam", {"b2": float("inf")}, "b2 must be a finite number in [0, 1), got inf"),
     ("adam", {"eps_root": -1e-8}, "eps_root must be a finite number >= 0, got -1e-08"),
-    ("optax.adam", {"b1": float("nan")}, "b1 must be a finite number, got nan"),
+    ("optax.adam", {"b1": float("nan")}, "b1 must be a finite number in [0, 1), got nan"),
     (
         "sgd",
         {"schedule": "inverse_time", "decay_rate": -1.0},

@@ -118,6 +118,10 @@ def read_data(d, seed: int) -> Dataset:
     if d.test_fraction is not None:
         n = X.shape[0]
         train, test = split(n, d.test_fraction, seed)
+        if n < 2:
+            raise ProblemError(
+                "test_fraction", f"a held-out split needs at least 2 examples; the data has {n}"
+            )
         if train.size == 0 or test.size == 0:
             raise ProblemError(
                 "test_fraction",
@@ -130,6 +134,10 @@ def read_data(d, seed: int) -> Dataset:
     standardizer = None
     X_raw = X
     if d.standardize:
+        if X.shape[0] < 2:  # one example standardizes to zeros: a model that cannot see its features
+            raise ProblemError(
+                "standardize", f"standardizing needs at least 2 training examples; the data has {X.shape[0]}"
+            )
         standardizer = data.Standardizer.fit(X)
         X = standardizer.transform(X)
         X_test = None if X_test is None else standardizer.transform(X_test)
