@@ -193,6 +193,25 @@ def test_expected_best_of_k_diverged_configurations_are_worst():
     np.testing.assert_allclose(result["expected"], oracle, rtol=1e-12)
 
 
+def test_a_diverged_lanes_finite_last_loss_counts_as_worst():
+    """A diverged lane is frozen where it stopped: its last loss is finite (1e248) and counted as a
+    result it made E[best of 1] 5e247 and entered medians and paired differences."""
+    values = [0.5, 2.3e248, 0.25, 8.7e93, 1.0]
+    status = ["max_steps", "diverged", "max_steps", "nonfinite", "max_steps"]
+    lanes = pd.DataFrame(
+        {"problem": "p", "optimizer": "sgd", "learning_rate": np.arange(5.0), "seed": 0, "final_loss": values}
+    )
+    kept = [v if s == "max_steps" else np.nan for v, s in zip(values, status, strict=True)]
+    as_nan = lanes.assign(final_loss=kept)
+    with_status = lanes.assign(status=status)
+    for fn in (
+        lambda f: st.expected_best_of_k(f, config=["learning_rate"])["expected"],
+        lambda f: st.summarize(f, "final_loss", by=["optimizer"])[["median", "iqm"]].to_numpy().ravel(),
+    ):
+        np.testing.assert_array_equal(fn(with_status), fn(as_nan))
+    assert st.expected_best_of_k(with_status, config=["learning_rate"])["expected"][0] == INF
+
+
 def test_expected_best_of_k_groups_nan_hyperparameters_per_optimizer():
     lanes = pd.DataFrame(
         {

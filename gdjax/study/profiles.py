@@ -23,7 +23,7 @@ from gdjax.study.statbase import (
     _is_number,
     _require,
     _split_seeds,
-    _worst,
+    _worst_of,
     check_tuning_seeds,
 )
 
@@ -260,11 +260,11 @@ def profile_ratios(
     if lanes is not None:
         _require(lanes, ["lane"], "lanes")
         _require(ttt, ["lane"], "ttt")
-        extra = [c for c in ("final_loss", "is_default") if c in lanes]
+        extra = [c for c in ("final_loss", "is_default", "status") if c in lanes]
         ttt = ttt.drop(columns=[c for c in extra if c in ttt])
         ttt = ttt.merge(lanes[["lane", *extra]], on="lane", how="left")
     keys = [k for k in TARGET_KEYS if k in ttt]
-    final = _worst(ttt["final_loss"], "min") if "final_loss" in ttt else np.zeros(len(ttt))
+    final = _worst_of(ttt, "final_loss", "min") if "final_loss" in ttt else np.zeros(len(ttt))
     ttt = ttt.assign(_final=final, time=ttt["time"].astype(float))
 
     group = [*keys, "problem", "optimizer"]
@@ -328,7 +328,7 @@ def external_tuning(
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {value!r}")
     keys = [k for k in TARGET_KEYS if k in ttt]
-    final = _worst(ttt["final_loss"], "min") if "final_loss" in ttt else np.zeros(len(ttt))
+    final = _worst_of(ttt, "final_loss", "min") if "final_loss" in ttt else np.zeros(len(ttt))
     frame = ttt.assign(_final=final, time=ttt["time"].astype(float))
     rng = np.random.default_rng(seed)
     rows = []

@@ -15,6 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from gdjax import spelling
+from gdjax.io import BLEW_UP
 
 MODES = ("min", "max")
 _NUM_RESAMPLES = 9999
@@ -110,6 +111,16 @@ def _worst(values, mode: str) -> np.ndarray:
     """Non-finite values count as the worst possible for `mode`."""
     v = np.asarray(values, dtype=float)
     return np.where(np.isfinite(v), v, np.inf if mode == "min" else -np.inf)
+
+
+def _worst_of(frame: pd.DataFrame, column: str, mode: str) -> np.ndarray:
+    """`frame[column]` with non-finite values and the lanes that blew up (status diverged or
+    nonfinite, where the frame has a `status`) as the worst possible for `mode`: a diverged lane's
+    last loss is finite (1e248, frozen where it stopped) and must not count as a result."""
+    v = np.asarray(frame[column], dtype=float)
+    if "status" in frame:
+        v = np.where(frame["status"].astype(str).isin(BLEW_UP).to_numpy(), np.nan, v)
+    return _worst(v, mode)
 
 
 def _proxy(x: np.ndarray):

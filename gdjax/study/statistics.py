@@ -44,6 +44,7 @@ from gdjax.study.statbase import (  # noqa: F401  (re-exported: the shared conve
     _require,
     _split_seeds,
     _worst,
+    _worst_of,
     check_tuning_seeds,
 )
 
@@ -111,7 +112,7 @@ def expected_best_of_k(
     _check_choice(mode, MODES, "mode")
     _require(lanes, ["problem", "optimizer", by], "lanes")
     config = _check_config(lanes, config, "lanes")
-    lanes = lanes.assign(_value=_worst(lanes[by], mode))
+    lanes = lanes.assign(_value=_worst_of(lanes, by, mode))
     grouped = lanes.groupby(["problem", "optimizer", *config], dropna=False, as_index=False)
     medians = grouped["_value"].median()
     frames = []
@@ -157,7 +158,7 @@ def summarize(
     _check_choice(mode, MODES, "mode")
     _check_confidence(confidence)
     _require(frame, [column, *by] + ([stratify] if stratify is not None else []), "frame")
-    frame = frame.assign(_value=_worst(frame[column], mode))
+    frame = frame.assign(_value=_worst_of(frame, column, mode))
     groups = frame.groupby(by, dropna=False, sort=True) if by else [((), frame)]
     rows = []
     for key, part in groups:
@@ -185,7 +186,7 @@ def summarize(
 def _chosen(lanes, optimizer, config, by, mode, tuning_seeds) -> pd.DataFrame:
     """The optimizer's value per (problem, seed) for its configuration chosen on the tuning seeds."""
     rows = lanes[lanes["optimizer"] == optimizer]
-    rows = rows.assign(_value=_worst(rows[by], mode))
+    rows = rows.assign(_value=_worst_of(rows, by, mode))
     tuning, reporting = _split_seeds(rows, tuning_seeds)
     medians = tuning.groupby(["problem", *config], dropna=False, as_index=False)["_value"].median()
     order = ["problem", "_value", *config]
