@@ -36,12 +36,13 @@ from gdjax import reference, rules, validation
 from gdjax._version import __version__
 from gdjax.costs import linear, make_cost, mse
 from gdjax.data import Standardizer
-from gdjax.loop import run
-from gdjax.options import Stopping
+from gdjax.loop import MAX_RECORD_BYTES, run
+from gdjax.options import Execution, Stopping
 from gdjax.types import Status
 
 FORMAT = "gdjax.GDRegressor"
 FORMAT_VERSION = 1
+_PATH_BYTES = 8 * MAX_RECORD_BYTES  # the whole path up to run's explicit cap on records
 _META_KEY = "__gdjax_meta__"  # the JSON settings, a 0-d unicode array inside the .npz
 
 
@@ -287,8 +288,10 @@ class GDRegressor:
       n_iter_: number of updates applied.
       status_: `"converged"`, `"max_steps"`, `"diverged"` or `"nonfinite"`.
       loss_curve_: `(n_iter_ + 1,)` mean squared error before each update and at the end.
-      coef_path_, intercept_path_: `(n_iter_ + 1, n_features)` and `(n_iter_ + 1,)` iterates on the
-        original scale; `coef_path_[-1] == coef_`.
+      coef_path_, intercept_path_: iterates on the original scale after `path_steps_` updates, with
+        `coef_path_[-1] == coef_`: every update (`(n_iter_ + 1, n_features)`, `path_steps_ ==
+        arange(n_iter_ + 1)`) unless the path of `num_steps` would pass 512 MiB; then thinned.
+      path_steps_: `(len(coef_path_),)` the number of updates behind each row of `coef_path_`.
       n_features_in_: number of features seen in `fit`.
       feature_names_in_: column names, when `X` was a DataFrame-like with string column names.
 
@@ -500,6 +503,7 @@ class GDRegressor:
         batch_size = settings.batch_size
         if batch_size is not None and batch_size >= n:
             batch_size = None  # a batch of every example is full-batch gradient descent
+        path_bytes = (settings.num_steps + 1) * (d + 1) * np.dtype(dtype).itemsize
         trace = run(
             make_cost(model, mse),
             rule,
@@ -511,18 +515,28 @@ class GDRegressor:
             tol=settings.tol,
             stopping=settings.stopping,
             eval_every=1,  # the estimator keeps the whole history: loss_curve_[k] after k updates
+            # Every iterate too, up to the explicit cap (512 MiB); beyond, run's thinned default,
+            # and `path_steps_` says which updates the rows are.
+            execution=Execution(record_every=1 if path_bytes <= _PATH_BYTES else None),
         )
         trace = jax.device_get(trace)
         steps = int(trace.steps)
         status = Status(int(trace.status))
 
-        # The run's parameters, then the same predictor on the original feature scale.
-        w_path = np.asarray(trace.params_history["w"][: steps + 1])
+        # The run's parameters at the recorded updates up to the last one applied (and the final
+        # iterate where the records were thinned), then the same predictor on the original scale.
+        recorded = np.asarray(trace.record_steps)
+        rows = np.flatnonzero(recorded <= steps)
+        path_steps = recorded[rows].astype(np.int64)
+        w_path = np.asarray(trace.params_history["w"])[rows]
         b_path = (
-            np.asarray(trace.params_history["b"][: steps + 1])
-            if self.fit_intercept
-            else np.zeros(steps + 1, dtype)
+            np.asarray(trace.params_history["b"])[rows] if self.fit_intercept else np.zeros(rows.size, dtype)
         )
+        if path_steps[-1] != steps:  # thinned: the last row is the final iterate
+            path_steps = np.append(path_steps, steps)
+            w_path = np.concatenate([w_path, np.asarray(trace.params["w"])[None]])
+            b_last = np.asarray(trace.params["b"]) if self.fit_intercept else np.zeros((), dtype)
+            b_path = np.concatenate([b_path, b_last[None]])
         if scaler is not None:
             final = scaler.unstandardize({"w": w_path[-1], "b": b_path[-1]})
             # The same map on every row: y = z.w + b = x.(w / scale) + (b - mean.(w / scale)).
@@ -534,6 +548,7 @@ class GDRegressor:
         self.intercept_ = dtype.type(b_path[-1])
         self.coef_path_ = w_path
         self.intercept_path_ = b_path
+        self.path_steps_ = path_steps
         self.loss_curve_ = np.asarray(trace.loss_history[: steps + 1])
         self.n_iter_ = steps
         self.status_ = str(status)
@@ -659,12 +674,14 @@ class GDRegressor:
                 "loss_curve": np.asarray(self.loss_curve_),
                 "coef_path": np.asarray(self.coef_path_),
                 "intercept_path": np.asarray(self.intercept_path_),
+                "path_steps": np.asarray(self.path_steps_, np.int64),
             }
             names = getattr(self, "feature_names_in_", None)
             meta["fitted"] = {
                 "dtype": str(self.coef_.dtype),
                 "status": self.status_,
                 "n_iter": int(self.n_iter_),
+                "path_rows": int(len(self.path_steps_)),
                 "n_features_in": int(self.n_features_in_),
                 "feature_names_in": None if names is None else [str(s) for s in names],
                 "arrays": sorted(arrays),
@@ -733,15 +750,15 @@ class GDRegressor:
         return estimator
 
     def _restore(self, fitted: dict, arrays: dict[str, np.ndarray]) -> None:
-        expected, dtype = _expected_arrays(fitted)
+        expected, dtypes = _expected_arrays(fitted)
         d = expected["coef"][0]
         for name, shape in expected.items():
             if name not in arrays:
                 raise ValueError(f"array {name!r} is missing")
-            if arrays[name].shape != shape or arrays[name].dtype != dtype:
+            if arrays[name].shape != shape or arrays[name].dtype != dtypes[name]:
                 raise ValueError(
                     f"array {name!r} has shape {arrays[name].shape} and dtype {arrays[name].dtype}, "
-                    f"expected {shape} and {dtype}"
+                    f"expected {shape} and {dtypes[name]}"
                 )
         status = str(Status[str(fitted["status"]).upper()])
         if status not in gdjax_io.BLEW_UP and not (
@@ -752,6 +769,8 @@ class GDRegressor:
         self.intercept_ = arrays["intercept"][()]
         self.coef_path_ = arrays["coef_path"]
         self.intercept_path_ = arrays["intercept_path"]
+        # Files written before thinned paths hold every update.
+        self.path_steps_ = arrays.get("path_steps", np.arange(len(self.coef_path_), dtype=np.int64))
         self.loss_curve_ = arrays["loss_curve"]
         self.n_iter_ = int(fitted["n_iter"])
         self.status_ = str(Status[str(fitted["status"]).upper()])
@@ -784,30 +803,39 @@ class _Corrupted(ValueError):
     pass
 
 
-def _expected_arrays(fitted: dict) -> tuple[dict[str, tuple[int, ...]], np.dtype]:
+def _expected_arrays(fitted: dict) -> tuple[dict[str, tuple[int, ...]], dict[str, np.dtype]]:
     d, k = int(fitted["n_features_in"]), int(fitted["n_iter"]) + 1
-    if d < 0 or k < 1:
-        raise _Corrupted(f"n_features_in={d}, n_iter={k - 1}")
+    rows = int(fitted.get("path_rows", k))  # files without it hold every update
+    if d < 0 or k < 1 or not 1 <= rows <= k:
+        raise _Corrupted(f"n_features_in={d}, n_iter={k - 1}, path_rows={rows}")
     dtype = np.dtype(fitted["dtype"])
     if dtype.kind != "f":
         raise _Corrupted(f"dtype {dtype} is not a floating type")
-    shapes = {"coef": (d,), "intercept": (), "loss_curve": (k,), "coef_path": (k, d), "intercept_path": (k,)}
-    return shapes, dtype
+    shapes = {
+        "coef": (d,),
+        "intercept": (),
+        "loss_curve": (k,),
+        "coef_path": (rows, d),
+        "intercept_path": (rows,),
+    }
+    if "path_rows" in fitted:
+        shapes["path_steps"] = (rows,)
+    return shapes, {name: np.dtype(np.int64) if name == "path_steps" else dtype for name in shapes}
 
 
 def _check_declared(fitted: dict, members: dict) -> None:
     """The members' declared shapes and dtypes against the metadata, before any is read."""
     try:
-        expected, dtype = _expected_arrays(fitted)
+        expected, dtypes = _expected_arrays(fitted)
     except (KeyError, TypeError, ValueError) as err:
         raise _Corrupted(f"{type(err).__name__}: {err}") from None
     for name, shape in expected.items():
         if name not in members:
             raise _Corrupted(f"array {name!r} is missing")
         m = members[name]
-        if m.shape != shape or m.dtype != dtype:
+        if m.shape != shape or m.dtype != dtypes[name]:
             raise _Corrupted(
-                f"array {name!r} has shape {m.shape} and dtype {m.dtype}, expected {shape} and {dtype}"
+                f"array {name!r} has shape {m.shape} and dtype {m.dtype}, expected {shape} and {dtypes[name]}"
             )
     extra = sorted(set(members) - set(expected) - {_META_KEY})
     if extra:

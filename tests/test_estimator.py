@@ -56,7 +56,7 @@ def assert_bitwise_equal(a, b):
     assert a.tobytes() == b.tobytes()
 
 
-FITTED_ARRAYS = ("coef_", "intercept_", "loss_curve_", "coef_path_", "intercept_path_")
+FITTED_ARRAYS = ("coef_", "intercept_", "loss_curve_", "coef_path_", "intercept_path_", "path_steps_")
 
 
 # ----------------------------------------------------------------------------- agreement
@@ -667,3 +667,15 @@ def test_sklearn_estimator_checks(estimator, check, monkeypatch):
     # only needs np.asarray-able inputs, which GDRegressor takes, so let it run.
     monkeypatch.setenv("SCIPY_ARRAY_API", "1")
     check(estimator)
+
+
+def test_coef_path_row_k_is_the_iterate_after_path_steps_k_updates():
+    """The run thins its records past 64 MiB; the path read them as if every update were kept: row
+    100 was update 200, and past an early stop every row was the final iterate."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50, 3000)), rng.normal(size=50)  # 6001 x 3001 float32 iterates: 72 MB
+    model = GDRegressor("sgd", learning_rate=1e-4, num_steps=6000, tol=None).fit(X, y)
+    np.testing.assert_array_equal(model.path_steps_, np.arange(model.n_iter_ + 1))  # every update
+    for k in (1, 100, 6000):
+        loss = np.mean((X @ model.coef_path_[k] + model.intercept_path_[k] - y) ** 2)
+        np.testing.assert_allclose(loss, model.loss_curve_[k], rtol=1e-4, atol=1e-12)

@@ -339,3 +339,20 @@ def test_results_model_module_is_the_only_way_in():
     assert gdjax.study.results is results_model.results
     assert gdjax.study.load is results_model.load
     assert gdjax.study.Results is results_model.Results
+
+
+def test_seeds_that_draw_nothing_are_one_lane_not_a_paired_sample():
+    """A full-batch sweep from one start runs the same lane for every seed: eight identical pairs made
+    one comparison "significant" (p = 0.0078). They are one lane with no seed, as `gdjax run` writes."""
+    X, y = gdjax.data.house_prices()
+    cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
+    rule = {"sgd": {"learning_rate": [0.01, 0.02]}, "momentum": {"learning_rate": [0.01, 0.02]}}
+    full = gdjax.sweep(cost, rule, gdjax.init_linear(1), (X, y), num_steps=50, seeds=list(range(8)))
+    results = gdjax.study.results(full)
+    assert results.num_lanes == 4 and results.lanes["seed"].isna().all()
+    assert int(results.compare("momentum", "sgd", by="final_loss")["num_pairs"].iloc[0]) == 1
+    assert results.best_statement(by="final_loss") is None
+    mini = gdjax.sweep(
+        cost, rule, gdjax.init_linear(1), (X, y), num_steps=50, seeds=list(range(3)), batch_size=2
+    )
+    assert gdjax.study.results(mini).num_lanes == 12  # the seeds draw the batches: every lane stays

@@ -159,6 +159,12 @@ def results(
         num_examples = getattr(sweep_result, "num_examples", None)
     num_examples_value = None if num_examples is None else int(num_examples)
     eval_steps = np.asarray(sweep_result.eval_steps)
+    keep, seedless = _seed_independent(trace, coords)
+    coords = [dict(coords[i], seed=None) if i in seedless else coords[i] for i in keep]
+
+    def lanes(x):
+        return np.asarray(x)[keep]
+
     unit = _Unit(
         problem=problem,
         optimizer=[labels.get(c["rule"], c["rule"]) for c in coords],
@@ -167,13 +173,13 @@ def results(
             **{h: [c.get(h) for c in coords] for h in names},
             **{k: [c.get(k) for c in coords] for k in ("seed", "start", "batch_size")},
         },
-        loss=np.asarray(trace.loss_history),
-        grad_norm=np.asarray(trace.grad_norm_history),
+        loss=lanes(trace.loss_history),
+        grad_norm=lanes(trace.grad_norm_history),
         eval_steps=eval_steps,
-        status=[str(Status(int(s))) for s in np.asarray(trace.status)],
-        steps=np.asarray(trace.steps),
-        stop_step=np.asarray(trace.stop_step),
-        metrics={k: np.asarray(v) for k, v in (trace.metrics or {}).items()},
+        status=[str(Status(int(s))) for s in lanes(trace.status)],
+        steps=lanes(trace.steps),
+        stop_step=lanes(trace.stop_step),
+        metrics={k: lanes(v) for k, v in (trace.metrics or {}).items()},
         num_steps=int(sweep_result.num_steps or (eval_steps[-1] if eval_steps.size else 0)),
         compile_seconds=float(sweep_result.compile_seconds),
         run_seconds=float(sweep_result.run_seconds),
@@ -198,6 +204,31 @@ def _leaves(tree):
     import jax
 
     return jax.tree.leaves(tree)
+
+
+def _seed_independent(trace, coords: list[dict]) -> tuple[list[int], set[int]]:
+    """The lanes to keep, and those whose seed did not matter. A configuration whose lanes of every
+    seed are bit-identical (full batch from one start: the seed draws nothing) is one run, kept once
+    with no seed, as `gdjax run` writes it; counted once per seed, every paired test would see
+    identical pairs and call a single comparison significant."""
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(coords):
+        if c.get("seed") is not None:
+            groups.setdefault(repr(sorted((k, repr(v)) for k, v in c.items() if k != "seed")), []).append(i)
+    loss, status, steps = (np.asarray(x) for x in (trace.loss_history, trace.status, trace.steps))
+    drop, seedless = set(), set()
+    for lanes in groups.values():
+        first, rest = lanes[0], lanes[1:]
+        same = all(
+            np.array_equal(loss[i], loss[first], equal_nan=True)
+            and status[i] == status[first]
+            and steps[i] == steps[first]
+            for i in rest
+        )
+        if rest and same:
+            seedless.add(first)
+            drop.update(rest)
+    return [i for i in range(len(coords)) if i not in drop], seedless
 
 
 # -------------------------------------------------------------------------------- run folders
