@@ -664,3 +664,25 @@ def test_external_tuning_draws_reproducibly_without_replacement():
         assert t in allowed[[0, 1][j % 2]]
     with pytest.raises(ValueError, match="trials"):
         st.external_tuning(ttt, config=["learning_rate"], trials=0)
+
+
+def test_the_printed_table_and_compare_choose_the_same_configuration():
+    """The table `gdjax run` prints ranked any configuration with one diverged lane last; the page and
+    `compare` take the median with the diverged lane as worst: the table showed one configuration
+    while the paired test used another, and the direction of the comparison flipped."""
+    from gdjax.study import summary
+
+    cases = [("sgd", 0.1, [0.01, 0.011, 1e30], ["max_steps", "max_steps", "diverged"])]
+    cases += [("sgd", 0.01, [0.5] * 3, ["max_steps"] * 3), ("adam", 0.01, [0.2] * 3, ["max_steps"] * 3)]
+    rows = [
+        dict(optimizer=o, rule=o, learning_rate=lr, seed=i, final_loss=v, status=status, steps=10)
+        for o, lr, values, statuses in cases
+        for i, (v, status) in enumerate(zip(values, statuses, strict=True))
+    ]
+    for lane, r in enumerate(rows):
+        r.update(lane=lane, suboptimality=r["final_loss"])
+    table = {r["optimizer"]: r["learning_rate"] for r in summary.best_configurations(rows)}
+    assert table == {"sgd": 0.1, "adam": 0.01}
+    lanes = pd.DataFrame(rows).assign(problem="p")
+    (cmp,) = st.compare(lanes, "sgd", "adam", config=["learning_rate"], by="final_loss").itertuples()
+    assert cmp.median_difference < 0  # sgd at 0.1 (0.011 on the median seed) beats adam (0.2)

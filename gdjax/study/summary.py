@@ -63,8 +63,9 @@ def best_configurations(
     Lanes that differ only in seed (or start) form one configuration. A configuration is scored by
     the median `by` of its lanes (`final_loss` or `test_loss`: lowest; `accuracy` or
     `test_accuracy`: highest), rounded to 6 significant digits, then by the median number of steps
-    (faster wins among configurations that score the same); a configuration with a diverged or
-    non-finite lane is ranked after every configuration without one. `metrics` names the config's
+    (faster wins among configurations that score the same); a lane that diverged or has no finite
+    value counts as the worst, as on the report page and in the statistics (`compare`), so the three
+    choose the same configuration. `metrics` names the config's
     own metrics (`[cost] metrics`), outcomes like the built-in ones, never part of a configuration.
 
     With `tuning_seeds` (`[outputs] tuning_seeds`), configurations are scored on the lanes of those
@@ -98,13 +99,18 @@ def best_configurations(
 
     for (unit, _), everyone in groups.items():
         members = on(everyone, True) or everyone
-        blew_up = any(m["status"] in BLEW_UP for m in members)
+        # The rule of the page and of the statistics (`Results.best_configurations`, `compare`): the
+        # median over seeds, a lane that blew up or has no finite value counting as the worst.
         sign = -1.0 if by in ("accuracy", "test_accuracy") else 1.0
-        values = [m.get(by) for m in members]
-        bad = blew_up or any(v is None or not math.isfinite(v) for v in values)
-        loss = sign * float(np.median(values)) if not bad else math.inf
+        values = [
+            math.inf
+            if m["status"] in BLEW_UP or not isinstance(m.get(by), int | float) or not math.isfinite(m[by])
+            else sign * m[by]
+            for m in members
+        ]
+        loss = float(np.median(values))
         steps = float(np.median([m["steps"] for m in members]))
-        score = (blew_up, float(f"{loss:.6g}") if math.isfinite(loss) else math.inf, steps)
+        score = (float(f"{loss:.6g}") if math.isfinite(loss) else math.inf, steps)
         if unit not in best or score < best[unit][0]:
             best[unit] = (score, everyone)
     out = []
