@@ -633,16 +633,25 @@ class GDRegressor:
         X = self._check_predict_X(X)
         return X @ np.asarray(self.coef_, np.float64) + np.float64(self.intercept_)
 
-    def score(self, X, y) -> float:
-        """Coefficient of determination `R^2 = 1 - sum((y - pred)**2) / sum((y - mean(y))**2)`.
+    def score(self, X, y, sample_weight=None) -> float:
+        """Coefficient of determination `R^2 = 1 - sum(w (y - pred)**2) / sum(w (y - mean_w(y))**2)`.
 
-        As scikit-learn's `r2_score`: 1.0 for a perfect fit; with a constant `y`, 1.0 if the
-        predictions are exact and 0.0 otherwise.
+        As scikit-learn's `r2_score` (and `RegressorMixin.score`, `sample_weight` included): 1.0 for
+        a perfect fit; with a constant `y`, 1.0 if the predictions are exact and 0.0 otherwise.
         """
         pred = self.predict(X)
-        y = _check_y(y, pred.shape[0], type(self).__name__)
-        residual = float(np.sum((y - pred) ** 2))
-        total = float(np.sum((y - y.mean()) ** 2))
+        owner = type(self).__name__
+        y = _check_y(y, pred.shape[0], owner)
+        w = np.ones_like(y, dtype=np.float64)
+        if sample_weight is not None:
+            w = np.asarray(sample_weight, dtype=np.float64)
+            if w.shape != y.shape or not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+                raise ValueError(
+                    f"{owner}.score: sample_weight must be {y.shape[0]} finite weights >= 0, not all 0; "
+                    f"got shape {w.shape}"
+                )
+        residual = float(np.sum(w * (y - pred) ** 2))
+        total = float(np.sum(w * (y - np.average(y, weights=w)) ** 2))
         if total == 0.0:
             return 1.0 if residual == 0.0 else 0.0
         return 1.0 - residual / total

@@ -358,6 +358,19 @@ def test_score_is_r2_from_the_numpy_formula():
     np.testing.assert_allclose(model.predict(X_test), pred, rtol=rtol(np.float64))
 
 
+def test_score_takes_sample_weight_as_scikit_learn_does():
+    X, y = synthetic(n=300, condition_number=3.0)
+    model = GDRegressor(learning_rate=0.01, standardize=True, tol=None).fit(X, y)
+    w = np.random.default_rng(1).uniform(size=300)
+    pred = model.predict(X)
+    mean = np.sum(w * y) / np.sum(w)
+    r2 = 1.0 - np.sum(w * (y - pred) ** 2) / np.sum(w * (y - mean) ** 2)  # r2_score's weighted form
+    np.testing.assert_allclose(model.score(X, y, sample_weight=w), r2, rtol=rtol(np.float64))
+    assert model.score(X, y, sample_weight=np.ones(300)) == model.score(X, y)
+    with pytest.raises(ValueError, match="sample_weight must be 300 finite weights"):
+        model.score(X, y, sample_weight=-w)
+
+
 def test_score_with_constant_targets():
     X, _ = house()
     model = GDRegressor(learning_rate=0.01).fit(X, np.zeros(7))  # zero gradient: stays exactly at 0
