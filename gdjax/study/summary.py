@@ -181,12 +181,15 @@ def format_summary(rows: list[dict], by: str = "final_loss", metrics=(), tuning_
     skip |= {"status", "steps", "seeds", "lanes", "schedule", "suboptimality_vs_best", *names}
     shown = [m for m in names if any(b.get(m) is not None for b in best)]
     vs_best = any(b.get("suboptimality") is None and b.get("suboptimality_vs_best") is not None for b in best)
+    # Where some lanes ran mini-batches, a configuration on the full data says so ("full"), as the
+    # config spells it: left out, the table could not tell it from a default.
+    mixed = any(r.get("batch_size") is not None for r in rows)
     table = []
     for b in best:
         key = b["optimizer"] if b.get("cost") is None else f"{b['cost']}.{b['optimizer']}"
         hp = ", ".join(f"{k}={format_number(v)}" for k, v in b.items() if k not in skip and v is not None)
-        if b.get("batch_size") is not None:
-            hp += f", batch_size={b['batch_size']}"
+        if b.get("batch_size") is not None or mixed:
+            hp += f"{', ' if hp else ''}batch_size={b.get('batch_size') or 'full'}"
         c = counts[key]
         table.append(
             {
