@@ -620,6 +620,13 @@ class GDRegressor:
                 f"The feature names should match those that were passed during fit: fitted with "
                 f"{list(fitted_names)}, got {list(names)}."
             )
+        # scikit-learn's warnings, word for word: columns matched by position only.
+        owner = type(self).__name__
+        if names is None and fitted_names is not None:
+            message = f"X does not have valid feature names, but {owner} was fitted with feature names"
+            warnings.warn(message, stacklevel=3)
+        elif names is not None and fitted_names is None:
+            warnings.warn(f"X has feature names, but {owner} was fitted without feature names", stacklevel=3)
         X = _check_X(X, type(self).__name__)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(

@@ -401,12 +401,17 @@ def test_feature_names_from_a_dataframe_like(tmp_path):
     names = ["a", "b", "c", "d"]
     model = GDRegressor(learning_rate=0.05, tol=None).fit(FakeFrame(X, names), y)
     np.testing.assert_array_equal(model.feature_names_in_, names)
-    np.testing.assert_array_equal(model.predict(FakeFrame(X, names)), model.predict(X))
+    with pytest.warns(UserWarning, match="X does not have valid feature names, but GDRegressor was fitted"):
+        by_position = model.predict(X)  # scikit-learn's warning: the columns are matched by position
+    np.testing.assert_array_equal(model.predict(FakeFrame(X, names)), by_position)
     with pytest.raises(ValueError, match="feature names should match"):
         model.predict(FakeFrame(X, names[::-1]))
     model.save(tmp_path / "m.npz")
     np.testing.assert_array_equal(GDRegressor.load(tmp_path / "m.npz").feature_names_in_, names)
     assert not hasattr(model.fit(FakeFrame(X, [0, 1, 2, 3]), y), "feature_names_in_")
+    unnamed = GDRegressor(learning_rate=0.05, tol=None).fit(X, y)
+    with pytest.warns(UserWarning, match="X has feature names, but GDRegressor was fitted without"):
+        unnamed.predict(FakeFrame(X, names))
 
 
 # -------------------------------------------------------------------------------- validation
