@@ -107,14 +107,12 @@ import numpy as np
 
 from gdjax.types import GradCheckFinding, GradCheckReport, GradCheckRow, PyTree
 from gdjax.validation import (
+    as_key,
     check_cost,
     check_data,
     check_finite_number,
     check_params,
     check_positive_int,
-    check_seed,
-    one_key,
-    seed_key,
 )
 
 MAX_POINTS_BYTES = 2**30  # the perturbed copies of params that `num_points` stacks on the host
@@ -318,10 +316,7 @@ def check_grad(
             "check_grad compares real coordinates; params has complex leaves: check the cost of "
             "(real, imag) pairs instead, e.g. cost(jax.lax.complex(p['re'], p['im']), data)"
         )
-    if key is not None and not isinstance(key, jax.Array):
-        key = seed_key(check_seed("key", key))
-    elif key is not None and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = one_key(key)
+    key = as_key(key)  # as `run` reads it: a seed, a typed key or raw key data, and one key only
     if num_points:
         # Every point is a perturbed copy of params (float64 on the host): sized before it is drawn.
         per_point = 8 * sum(int(np.size(leaf)) for leaf in jax.tree.leaves(params))

@@ -1135,7 +1135,7 @@ def prepare(
     params_key = _StructKey(params0)
     _checked_signature(cost, params_key, _StructKey(data))
     metric_fns = check_metrics(metrics, params0, params_key)
-    key = _as_key(key)
+    key = validation.as_key(key)
     extra_args = getattr(
         getattr(rule, "spec", None), "extra_args", isinstance(rule, optax.GradientTransformationExtraArgs)
     )
@@ -1154,23 +1154,6 @@ def prepare(
         itemsize=measure_dtype(params0).itemsize,
     )
     return params0, data, key, opts, metric_fns
-
-
-def _as_key(key):
-    """An integer seed, raw key data or a typed key -> one typed PRNG key (None stays None)."""
-    if key is None:
-        return key
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return validation.one_key(key)
-    if isinstance(key, bool) or (np.ndim(key) == 0 and not isinstance(key, int | np.integer)):
-        raise ValueError(f"key must be an integer seed or a jax.random.key, got {key!r}")
-    if np.ndim(key) == 0:
-        return validation.seed_key(validation.check_seed("key", key))
-    try:
-        typed = jax.random.wrap_key_data(np.asarray(key, np.uint32))
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"key must be an integer seed or a jax.random.key, got {key!r} ({err})") from None
-    return validation.one_key(typed)
 
 
 def run(
@@ -1415,7 +1398,7 @@ def _run_planned(planned: _Planned, rule, params0, data, key, cost_values, stopp
         params0,
         (values, cost_values),
         data,
-        _as_key(key),
+        validation.as_key(key),
         _device_tolerances(stopping, jax.config.jax_enable_x64),
     )
     eval_steps, record_steps = _schedule_arrays(opts)

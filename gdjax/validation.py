@@ -68,6 +68,23 @@ def one_key(key: jax.Array) -> jax.Array:
     return key
 
 
+def as_key(key):
+    """An integer seed, raw key data or a typed key -> one typed PRNG key (None stays None)."""
+    if key is None:
+        return key
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return one_key(key)
+    if isinstance(key, bool) or (np.ndim(key) == 0 and not isinstance(key, int | np.integer)):
+        raise ValueError(f"key must be an integer seed or a jax.random.key, got {key!r}")
+    if np.ndim(key) == 0:
+        return seed_key(check_seed("key", key))
+    try:
+        typed = jax.random.wrap_key_data(np.asarray(key, np.uint32))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"key must be an integer seed or a jax.random.key, got {key!r} ({err})") from None
+    return one_key(typed)
+
+
 def seed_key(seed: int) -> jax.Array:
     """The PRNG key of an integer seed in `[0, 2**63)`, the same with and without float64 enabled.
 
