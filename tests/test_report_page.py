@@ -1,6 +1,7 @@
 """Figures drawn from `Results` only, the self-contained report page, `gdjax report`, and the page in
 a real browser (headless Chromium, which `.ci/run` installs when it is missing)."""
 
+import html
 import os
 import pathlib
 import re
@@ -106,6 +107,11 @@ def test_gdjax_report_renders_a_finished_run_folder(tmp_path):
     code, out, err = run_cli("report", tmp_path / "run", "--out", tmp_path / "rep")
     assert code == 0, err
     assert "report: " in out and os.path.isfile(tmp_path / "rep" / "report.html")
+    # No best optimizer, and why (the page says the same).
+    reason = next(line for line in out.splitlines() if line.startswith("No best optimizer: "))
+    assert "cannot give a p-value below" in reason
+    page_text = (tmp_path / "rep" / "report.html").read_text(encoding="utf-8")
+    assert f'<p class="note">{html.escape(reason)}</p>' in page_text
     code, _, err = run_cli("report", tmp_path / "missing")
     assert code == 2 and err.count("\n") == 1 and "no such folder" in err
 

@@ -352,6 +352,8 @@ def test_seeds_that_draw_nothing_are_one_lane_not_a_paired_sample():
     assert results.num_lanes == 4 and results.lanes["seed"].isna().all()
     assert int(results.compare("momentum", "sgd", by="final_loss")["num_pairs"].iloc[0]) == 1
     assert results.best_statement(by="final_loss") is None
+    assert "1 differing pair(s) of 1" in results.verdict(by="final_loss")
+    assert "both ran full batch from one start" in results.verdict(by="final_loss")
     mini = gdjax.sweep(
         cost, rule, gdjax.init_linear(1), (X, y), num_steps=50, seeds=list(range(3)), batch_size=2
     )

@@ -498,6 +498,45 @@ def test_best_statement_only_when_supported():
     assert st.best_statement(_paired_lanes(A_VALUES, B_VALUES[::-1]), config=["learning_rate"]) is None
 
 
+def test_verdict_says_why_no_optimizer_is_named():
+    """Three seeds cannot name a best optimizer, however clear the differences: a Wilcoxon test of 3
+    pairs gives p >= 0.25. The verdict says so (and how many pairs would do), not a silent tie."""
+    clear = _paired_lanes(A_VALUES, A_VALUES + 0.1 + 0.01 * np.arange(12))
+    assert st.verdict(clear, config=["learning_rate"]) == st.best_statement(clear, config=["learning_rate"])
+    few = _paired_lanes(A_VALUES[:3], A_VALUES[:3] + 1.0)
+    third = few[few["optimizer"] == "sgd"].assign(
+        optimizer="momentum", final_loss=lambda f: f["final_loss"] + 1
+    )
+    text = st.verdict(pd.concat([few, third], ignore_index=True), config=["learning_rate"])
+    assert st.best_statement(pd.concat([few, third]), config=["learning_rate"]) is None
+    assert text.startswith("No best optimizer: adam has the best median final_loss, but its comparison with")
+    assert "3 differing pair(s) of 3" in text and "below 0.25" in text and "p < alpha = 0.025" in text
+    assert "at least 7 differing pairs" in text
+    # Enough pairs, no clear difference: the comparison that fails, with its numbers.
+    mixed = _paired_lanes(A_VALUES, B_VALUES[::-1])
+    row = st.compare(mixed, "adam", "sgd", config=["learning_rate"]).iloc[0]
+    text = st.verdict(mixed, config=["learning_rate"])
+    assert "is not significantly better than sgd" in text and f"p = {row['p_value']:.2g}" in text
+    tied = _paired_lanes(A_VALUES, A_VALUES)
+    assert st.verdict(tied, config=["learning_rate"]).endswith(
+        "it ties with sgd on every one of their 12 pair(s)."
+    )
+    assert st.verdict(mixed[mixed["optimizer"] == "adam"], config=["learning_rate"]).endswith(
+        "one optimizer, nothing to compare it with."
+    )
+
+
+def test_smallest_wilcoxon_p_value_and_pairs_needed_against_the_exact_distribution():
+    for n in range(1, 16):
+        assert st.min_wilcoxon_p(n) == pytest.approx(2.0 / 2**n, rel=1e-12)  # all signs alike: 1 of 2^n
+    assert st.min_wilcoxon_p(0) == 1.0
+    for alpha in (0.05, 0.025, 0.0167, 0.01, 0.001):
+        n = st.pairs_needed(alpha)
+        assert 2.0 / 2**n < alpha <= 2.0 / 2 ** (n - 1)
+    with pytest.raises(ValueError, match="alpha"):
+        st.pairs_needed(0.0)
+
+
 # --- uncertainty and search spaces --------------------------------------------------------------
 
 

@@ -323,7 +323,8 @@ def _run(args, out: TextIO, err: TextIO, argv: list[str], cleanup, drawer) -> in
             if drawer is not None and drawer.submitted:  # drawn by the second process
                 statement, rendered = drawer.page()
             else:  # once: the page states it too
-                statement, rendered = results.best_statement(by="suboptimality"), None
+                several = results.num_optimizers > 1
+                statement, rendered = (results.verdict(by="suboptimality") if several else None), None
             page_path = write_run_report(outcome.folder, results=results, rendered=rendered)
             verdict = statement
         except (ValueError, OSError) as error:  # the run's results are on disk: say so, do not fail
@@ -458,11 +459,8 @@ def _cmd_report(args, out: TextIO) -> int:
             f"fresh seeds {results.fresh_seeds}",
             file=out,
         )
-    verdict = results.best_statement(by="suboptimality")
-    print(
-        verdict or "no optimizer is significantly better than every other (see the paired comparisons)",
-        file=out,
-    )
+    if results.num_optimizers > 1:
+        print(results.verdict(by="suboptimality"), file=out)
     print(f"report: {path}", file=out)
     return 0
 

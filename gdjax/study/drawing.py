@@ -110,7 +110,7 @@ class Drawer:
 
     def submit(self, results, *, title: str | None = None) -> None:
         """Asks the worker for the report page of `results` (`page.render`) and the best-optimizer
-        sentence (`results.best_statement(by="suboptimality")`)."""
+        verdict (`results.verdict(by="suboptimality")`: the best optimizer, or why none is named)."""
         self.submitted = True
         try:
             self._connection.send((results, title))
@@ -183,7 +183,7 @@ def _serve(connection) -> None:
         from gdjax.study import page
 
         results, title = pickle.loads(job)  # here: a module that fails to import is reported below
-        statement = results.best_statement(by="suboptimality")
+        statement = results.verdict(by="suboptimality") if results.num_optimizers > 1 else None
         reply = ("ok", (statement, page.render(results, title=title)))
     except (ValueError, OSError) as error:
         reply = ("value", str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)

@@ -139,7 +139,7 @@ def _comparisons(r: Results, by: str) -> tuple[str, str | None]:
         return "", None
     table = pd.concat(rows, ignore_index=True)
     table = table[["a", "b", *[c for c in table.columns if c not in ("a", "b", "by", "mode")]]]
-    return _table(table), r.best_statement(by=by)
+    return _table(table), r.best_statement(by=by), r.verdict(by=by)
 
 
 def write_report(
@@ -200,16 +200,16 @@ def render(results: Results, *, title: str | None = None) -> tuple[str, dict[str
             "by 3 (1: fastest on every problem; 0: never within 4x of the fastest), time in epochs to "
             "reach f &le; f* + eps (f0 &minus; f*), with a bootstrap interval over problems.</p>" + _scores(r)
         )
-        table, verdict = _comparisons(r, by)
+        table, statement, verdict = _comparisons(r, by)
         parts.append(
             f"<h2>Paired comparisons</h2><p>Each optimizer at its best configuration, paired by problem and "
             f"seed on <code>{by}</code> (a &minus; b: negative favours a). p-value: Wilcoxon signed-rank.</p>"
             + table
         )
-        if verdict:
-            parts.append(f'<p class="verdict">{html.escape(verdict)}</p>')
-        else:
-            parts.append('<p class="note">No comparison supports naming a best optimizer.</p>')
+        if statement:
+            parts.append(f'<p class="verdict">{html.escape(statement)}</p>')
+        elif verdict:
+            parts.append(f'<p class="note">{html.escape(verdict)}</p>')
     parts.append("<h2>Figures</h2>")
     pngs = figures_lib.render(r)
     for name, png in pngs.items():

@@ -69,6 +69,10 @@ class Results:
     def num_lanes(self) -> int:
         return len(self.lanes)
 
+    @property
+    def num_optimizers(self) -> int:
+        return int(self.lanes["optimizer"].nunique())
+
     def __repr__(self) -> str:
         problems = ", ".join(self.problems["problem"].tolist())
         optimizers = ", ".join(dict.fromkeys(self.lanes["optimizer"].tolist()))
@@ -299,6 +303,20 @@ class Results:
         key = ("best_statement", by, mode, repr(sorted(options.items())))
         if key not in self._cache:  # the page states it, and the command prints it again
             self._cache[key] = statistics.best_statement(
+                self.lanes, config=self.config_columns, by=by, mode=mode, **options
+            )
+        return self._cache[key]
+
+    def verdict(self, *, by: str = "final_loss", mode: str = "min", **options) -> str:
+        """`best_statement`'s sentence, or why the comparisons support none (too few differing pairs
+        for the test to reach its level, or a comparison that is not significant)."""
+        from gdjax.study import statistics
+
+        self._check_column(by)
+        options = self._seeds(options)
+        key = ("verdict", by, mode, repr(sorted(options.items())))
+        if key not in self._cache:  # the page states it, and the command prints it again
+            self._cache[key] = statistics.verdict(
                 self.lanes, config=self.config_columns, by=by, mode=mode, **options
             )
         return self._cache[key]

@@ -322,43 +322,124 @@ def best_statement(
     The candidate is the optimizer with the best median of `by` over its (problem, seed) values (chosen
     configurations, as in `compare`). It is named best only if `compare` finds it significantly better
     (`is_significant`) than every other optimizer, at a Bonferroni-corrected level
-    `alpha = (1 - confidence) / (number of others)` with intervals at `1 - alpha`.
+    `alpha = (1 - confidence) / (number of others)` with intervals at `1 - alpha`. `verdict` says the
+    same sentence, or why there is none.
 
     Returns:
         The sentence, or None (fewer than two optimizers, no shared pairs, or any comparison not
         significant).
     """
+    statement, _ = _verdict(lanes, config, by, mode, tuning_seeds, confidence, seed)
+    return statement
+
+
+def verdict(
+    lanes: pd.DataFrame,
+    *,
+    config: Sequence[str],
+    by: str = "final_loss",
+    mode: str = "min",
+    tuning_seeds: Sequence[int] | None = None,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> str:
+    """`best_statement`'s sentence where the comparisons support one, else why they do not.
+
+    The reason names the first comparison of the candidate (the best median) that fails, and says
+    whether the data could have supported a verdict at all: a two-sided Wilcoxon signed-rank test of
+    m differing pairs cannot give a p-value below 2 / 2^m (0.25 at 3 pairs, 0.0625 at 5), so with
+    three optimizers (alpha = 0.025 each) fewer than 7 differing pairs per comparison never name a
+    best optimizer, however clear the differences. That case says how many pairs are needed,
+    rather than reading as a tie.
+    """
+    statement, reason = _verdict(lanes, config, by, mode, tuning_seeds, confidence, seed)
+    return statement if statement is not None else f"No best optimizer: {reason}."
+
+
+def min_wilcoxon_p(num_pairs: int) -> float:
+    """The smallest two-sided p-value `scipy.stats.wilcoxon` gives `num_pairs` differing pairs (exact
+    below 51 pairs: 2 / 2^num_pairs; zero differences are dropped, so count only the pairs that differ)."""
+    if num_pairs < 1:
+        return 1.0
+    return float(stats.wilcoxon(np.arange(1.0, num_pairs + 1)).pvalue)
+
+
+def pairs_needed(alpha: float) -> int:
+    """The fewest differing pairs whose Wilcoxon test can give p < alpha (7 at alpha = 0.025)."""
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    n = 1
+    while min_wilcoxon_p(n) >= alpha:
+        n += 1
+    return n
+
+
+def _more_pairs(lanes, a, b, config, by, mode, seeds) -> str:
+    """How a comparison of a and b gets more pairs: seeds, unless both ran deterministically."""
+    fixed = all(_chosen(lanes, n, config, by, mode, seeds)["seed"].isna().all() for n in (a, b))
+    if fixed:  # full batch from one start: every seed is the same run, one pair per problem
+        return (
+            "more problems or starts: both ran full batch from one start, which draws nothing at "
+            "random, so every seed is the same run and each problem gives one pair"
+        )
+    return "more seeds, or more problems"
+
+
+def _verdict(lanes, config, by, mode, tuning_seeds, confidence, seed) -> tuple[str | None, str]:
+    """(the best-optimizer sentence or None, why there is none)."""
     _check_confidence(confidence)
     _check_choice(mode, MODES, "mode")
     _require(lanes, ["problem", "optimizer", "seed", by], "lanes")
     names = sorted(str(o) for o in lanes["optimizer"].unique())
     if len(names) < 2:
-        return None
+        return None, "one optimizer, nothing to compare it with"
     seeds = check_tuning_seeds(lanes["seed"], tuning_seeds)
     config = _check_config(lanes, config, "lanes")
     values = {n: _chosen(lanes, n, config, by, mode, seeds)["_value"].to_numpy() for n in names}
-    if any(v.size == 0 for v in values.values()):
-        return None  # an optimizer with no reporting seeds
+    for n, v in values.items():
+        if v.size == 0:
+            return None, f"{n} has no values on the reported seeds"
     medians = {n: np.median(v) for n, v in values.items()}  # infinities share one sign: no inf - inf
     best = min(names, key=lambda n: medians[n] if mode == "min" else -medians[n])
     others = [n for n in names if n != best]
     alpha = (1.0 - confidence) / len(others)
+    level = f"alpha = {alpha:.3g}"
+    if len(others) > 1:
+        level += f", Bonferroni-corrected over {len(others)} comparisons"
     parts = []
     for other in others:
-        if _pairs(lanes, best, other, config, by, mode, seeds).empty:
-            return None
+        pairs = _pairs(lanes, best, other, config, by, mode, seeds)
+        if pairs.empty:
+            return None, f"{best} (the best median {by}) and {other} share no (problem, seed) pairs"
         options = dict(config=config, by=by, mode=mode, tuning_seeds=seeds, seed=seed)
         row = compare(lanes, best, other, confidence=1 - alpha, **options).iloc[0]
         if not is_significant(row, alpha=alpha):
-            return None
+            differ = int(np.sum(pairs["_value_a"].to_numpy() != pairs["_value_b"].to_numpy()))
+            head = f"{best} has the best median {by}, but"
+            if differ == 0:
+                return None, f"{head} it ties with {other} on every one of their {row['num_pairs']} pair(s)"
+            if (smallest := min_wilcoxon_p(differ)) >= alpha:
+                more = _more_pairs(lanes, best, other, config, by, mode, seeds)
+                return None, (
+                    f"{head} its comparison with {other} has {differ} differing pair(s) of "
+                    f"{row['num_pairs']}: a Wilcoxon test of so few pairs cannot give a p-value below "
+                    f"{smallest:.3g}, and a verdict needs p < {level}. It needs at least "
+                    f"{pairs_needed(alpha)} differing pairs ({more})"
+                )
+            return None, (
+                f"{head} it is not significantly better than {other} (median difference "
+                f"{row['median_difference']:.3g} [{row['ci_low']:.3g}, {row['ci_high']:.3g}], "
+                f"p = {row['p_value']:.2g}, {row['num_pairs']} pairs; {level})"
+            )
         parts.append(
             f"{other} (median difference {row['median_difference']:.3g} "
             f"[{row['ci_low']:.3g}, {row['ci_high']:.3g}], "
             f"P(improvement) {row['probability_of_improvement']:.2f}, "
             f"p = {row['p_value']:.2g}, {row['num_pairs']} pairs)"
         )
-    return (
+    statement = (
         f"{best} is the best optimizer by {by} ({'lower' if mode == 'min' else 'higher'} is better): "
         f"better than {'; '.join(parts)}. Paired Wilcoxon signed-rank tests, Bonferroni-corrected to "
         f"alpha = {alpha:.3g} each."
     )
+    return statement, ""
