@@ -97,6 +97,7 @@ so check more points.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import NamedTuple
@@ -104,6 +105,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import Literal
 
 from gdjax.types import GradCheckFinding, GradCheckReport, GradCheckRow, PyTree
 from gdjax.validation import (
@@ -306,8 +308,8 @@ def check_grad(
     check_finite_number("atol", atol, lower=0.0)
     if rtol is not None:
         check_finite_number("rtol", rtol, positive=True)
-    fd_step = FD_STEP if fd_step is None else fd_step
-    check_finite_number("fd_step", fd_step, positive=True, upper=1.0)
+    if fd_step is not None:
+        check_finite_number("fd_step", fd_step, positive=True, upper=1.0)
     check_params(params)
     complex_leaves = [x for x in jax.tree.leaves(params) if jnp.iscomplexobj(x)]
     if complex_leaves:
@@ -344,12 +346,12 @@ def check_grad(
         num_directions = DEFAULT_DIRECTIONS if total > DIRECTIONS_ABOVE else 0
     if max_coordinates is None and num_directions:
         max_coordinates = DEFAULT_COORDINATES
-    with jax.enable_x64(True):
-        # The reference's dtype: float64, unless the cost casts to something less precise.
-        ref_dtype = _less_precise(
-            np.float64, jax.eval_shape(cost, *_float64_args(leaves, treedef, data)).dtype
-        )
+    native, ref_dtype, reference_note = _reference(cost, leaves, treedef, data)
     _tolerance(ref_dtype)
+    if fd_step is None:
+        # Below float64, round-off (10 eps |f| / h) would leave eps^(1/3) steps unconverged (5e-3 of
+        # the gradient in float32): eps^(1/5), where Richardson's h^4 error meets round-off.
+        fd_step = FD_STEP if ref_dtype == np.float64 else float(jnp.finfo(ref_dtype).eps) ** (1.0 / 5.0)
 
     traced_analytic, analytic_dtypes = None, None
     if analytic is not None:
@@ -365,7 +367,12 @@ def check_grad(
                 "given as analytic=, called at params)"
             ) from err
         analytic_dtypes = _check_analytic(first, treedef, leaves, names)
-        for dtype in analytic_dtypes:
+        for name, dtype in zip(names, analytic_dtypes, strict=True):
+            if not jnp.issubdtype(dtype, jnp.floating):
+                raise ValueError(
+                    f"analytic(params, data) returned {dtype} for leaf {name!r}: a gradient is "
+                    "floating point (cast it, e.g. np.asarray(g, float))"
+                )
             _tolerance(dtype)
 
     key = jax.random.key(key if key is not None else 0) if not isinstance(key, jax.Array) else key
@@ -381,10 +388,17 @@ def check_grad(
     num_points = int(points[0].shape[0])
     directions = _directions(rng, leaves, num_directions)
 
-    out, skipped = _evaluate(cost, treedef, traced_analytic, points, data, indices, fd_step, directions)
+    out, skipped = _evaluate(
+        cost, treedef, traced_analytic, points, data, indices, fd_step, directions, native, ref_dtype
+    )
+    values = np.asarray(out["cost"])
+    if not np.isfinite(values).all():
+        p = int(np.flatnonzero(~np.isfinite(values))[0])
+        where = "at params" if p == 0 else f"at point {p} (params moved by scale={scale}: try a smaller one)"
+        raise ValueError(f"the cost is {values[p]} {where}: there is no gradient to check there")
     split = np.cumsum([idx.size for idx in indices])[:-1]
     grads = {m: np.split(np.asarray(out[m]), split, axis=1) for m in METHODS if m in out}
-    dtypes = {"reverse": work, "forward": work, "fd": [np.dtype(np.float64)] * len(leaves)}
+    dtypes = {"reverse": work, "forward": work, "fd": [ref_dtype] * len(leaves)}
     analytic_flat = None
     if analytic is not None:
         if traced_analytic is None:
@@ -455,6 +469,7 @@ def check_grad(
         zero_leaves=zero_leaves,
         kinks=kink_list,
         unconverged=tuple(f for f in findings if f.kind == "unconverged"),
+        notes=(reference_note,) if reference_note else (),
     )
 
 
@@ -677,11 +692,122 @@ def _tolerance(dtype) -> Tolerance:
         raise ValueError(f"check_grad has no tolerances for dtype {dtype}; known: {known}") from None
 
 
-def _evaluate(cost, treedef, traced_analytic, points, data, indices, fd_step, directions):
+# Primitives that draw random numbers: JAX draws float64 (and int64) values from other bits than
+# float32 ones, so under `jax.enable_x64(True)` such a cost is another function.
+_RANDOM = frozenset(
+    {"random_bits", "random_seed", "random_wrap", "random_split", "random_fold_in", "threefry2x32",
+     "rng_bit_generator", "rng_uniform"}
+)  # fmt: skip
+# Primitives whose inner jaxpr takes the equation's inputs one for one (calls, custom rules).
+_CALLS = frozenset(
+    {"pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
+     "custom_vjp_call_jaxpr", "checkpoint", "remat"}
+)  # fmt: skip
+
+
+def _inner_jaxprs(eqn):
+    for param in eqn.params.values():
+        for inner in param if isinstance(param, tuple | list) else (param,):
+            inner = getattr(inner, "jaxpr", inner)  # a ClosedJaxpr's Jaxpr
+            if hasattr(inner, "eqns"):
+                yield inner
+
+
+def _path_precision(jaxpr, dependent) -> tuple[float, bool]:
+    """`(eps, random)`: the largest machine epsilon among the floating values of `jaxpr` that depend
+    on the inputs marked in `dependent` (the params), and whether it draws random numbers. Inner
+    jaxprs of calls follow their inputs one for one; those of loops and branches count as wholly
+    dependent when any input of theirs is."""
+    dep = {v for v, d in zip(jaxpr.invars, dependent, strict=True) if d}
+    eps, random = 0.0, False
+
+    def depends(v) -> bool:
+        return not isinstance(v, Literal) and v in dep
+
+    for eqn in jaxpr.eqns:
+        random |= eqn.primitive.name in _RANDOM
+        hit = any(depends(v) for v in eqn.invars)
+        for inner in _inner_jaxprs(eqn):
+            one_for_one = eqn.primitive.name in _CALLS and len(inner.invars) == len(eqn.invars)
+            marks = [depends(v) for v in eqn.invars] if one_for_one else [hit] * len(inner.invars)
+            e, r = _path_precision(inner, marks)
+            eps, random = max(eps, e), random or r
+        if hit:
+            for v in eqn.outvars:
+                dtype = getattr(v.aval, "dtype", None)
+                if dtype is not None and jnp.issubdtype(dtype, jnp.floating):
+                    eps = max(eps, float(jnp.finfo(dtype).eps))
+                dep.add(v)
+    return eps, random
+
+
+def _reference(cost, leaves, treedef, data) -> tuple[bool, np.dtype, str | None]:
+    """How the finite differences are taken: `(native, dtype, note)`.
+
+    In float64, under `jax.enable_x64(True)` (native False), unless that would not be the caller's
+    function, or not float64 arithmetic:
+    - a cost that draws random numbers (a fixed-key dropout mask, noise) draws other numbers with
+      float64 enabled: the differences are then of the cost as the caller runs it (native), in its
+      own precision;
+    - a cost that casts to float32 (or lower) on the params' path computes in that precision even
+      from float64 params: differences on float64's steps (down to 6e-12) would read its rounding,
+      so the steps, the round-off bound and the tolerance are float32's.
+    `note` says which, for the report (None for plain float64).
+    """
+    size = int(sum(np.size(x) for x in leaves))
+    unravel = _unraveller(treedef, leaves)
+
+    def trace(dtype, data_spec):
+        flat = jax.ShapeDtypeStruct((size,), dtype)
+        closed = jax.make_jaxpr(lambda v, d: cost(unravel(v, [dtype] * len(leaves)), d))(flat, data_spec)
+        eps, random = _path_precision(closed.jaxpr, [True] + [False] * (len(closed.jaxpr.invars) - 1))
+        return eps, random, closed.out_avals[0].dtype
+
+    with jax.enable_x64(True):
+        eps, random, out_dtype = trace(jnp.float64, _float64_args(leaves, treedef, data)[1])
+    out_eps = float(jnp.finfo(_less_precise(np.float64, out_dtype)).eps)
+    if random:
+        common = jnp.result_type(*[x.dtype for x in leaves])
+        spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)), data)
+        eps, _, _ = trace(common, spec)
+        dtype = _dtype_of_eps(max(eps, float(jnp.finfo(common).eps)))
+        return (
+            True,
+            dtype,
+            (
+                f"finite differences in {dtype}, as the cost runs: it draws random numbers, which JAX "
+                "draws differently with float64 enabled"
+            ),
+        )
+    eps = max(eps, out_eps)
+    if eps > float(jnp.finfo(np.float64).eps):
+        dtype = _dtype_of_eps(eps)
+        return (
+            False,
+            dtype,
+            (
+                f"finite differences on {dtype}'s steps: the cost computes in {dtype} on the params' path "
+                "(a cast inside it), whatever the params' dtype"
+            ),
+        )
+    return False, np.dtype(np.float64), None
+
+
+def _dtype_of_eps(eps: float) -> np.dtype:
+    for dtype in (jnp.bfloat16, jnp.float16, np.float32, np.float64):
+        if float(jnp.finfo(dtype).eps) <= eps:
+            return np.dtype(dtype)
+    return np.dtype(np.float64)
+
+
+def _evaluate(
+    cost, treedef, traced_analytic, points, data, indices, fd_step, directions, in_place, ref_dtype
+):
     """Runs the compiled comparison; returns its outputs (float64 NumPy) and the skipped methods.
 
     Two compiled programs: the params' own dtype computations under the caller's float64 setting
-    (what their program computes), the float64 ones inside `jax.enable_x64(True)`. Forward mode
+    (what their program computes), the float64 ones inside `jax.enable_x64(True)` (`in_place`: the
+    reference under the caller's setting too, in `ref_dtype`; see `_reference`). Forward mode
     through a `jax.custom_vjp` is undefined and only fails when lowered (a TypeError): the
     computation is then redone without it and the reason is reported.
     """
@@ -693,12 +819,15 @@ def _evaluate(cost, treedef, traced_analytic, points, data, indices, fd_step, di
             out = {
                 k: np.asarray(v, np.float64) for k, v in jax.device_get(native(points, data, coords)).items()
             }
-            with jax.enable_x64(True):
+            with contextlib.nullcontext() if in_place else jax.enable_x64(True):
+                steps_in = None if in_place or ref_dtype == np.float64 else ref_dtype
                 ref = _compiled_reference(
-                    cost, treedef, traced_analytic, with_forward, directions is not None
+                    cost, treedef, traced_analytic, with_forward, directions is not None, in_place, steps_in
                 )
                 dirs = None if directions is None else (directions.vectors, directions.leaf)
-                out |= jax.device_get(ref(points, data, coords, fd_step, dirs))
+                eps = float(jnp.finfo(ref_dtype).eps)
+                got = jax.device_get(ref(points, data, coords, fd_step, eps, dirs))
+                out |= {k: np.asarray(v, np.float64) for k, v in got.items()}
             return out, tuple(skipped)
         except TypeError as err:
             if not with_forward:
@@ -912,21 +1041,39 @@ def _compiled_native(cost, treedef, traced_analytic, with_forward: bool):
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_reference(cost, treedef, traced_analytic, with_forward: bool, with_directions: bool):
+def _compiled_reference(
+    cost,
+    treedef,
+    traced_analytic,
+    with_forward: bool,
+    with_directions: bool,
+    native: bool = False,
+    steps_in: np.dtype | None = None,
+):
     """The float64 computations, vmapped over points; traced under `jax.enable_x64(True)`.
 
     Central differences on the sampled coordinates, and with directions: the float64 reverse
     gradient (whole), forward mode and central differences along each direction, and a traced
-    analytic gradient at the float64 params (whole).
+    analytic gradient at the float64 params (whole). `native`: the same in the params' own
+    (common) dtype, traced under the caller's setting (`_reference` says when). `steps_in`: the
+    coordinates' perturbed values are rounded to this dtype (the one the cost casts the params to)
+    before the steps actually taken are measured.
     """
 
-    def one_point(leaves, data, coords, fd_step, dirs, num_points):
+    def one_point(leaves, data, coords, fd_step, eps, dirs, num_points):
         unravel = _unraveller(treedef, leaves)
-        batch64 = jax.tree.map(_to_float64, data)
-        flat64 = _ravel(leaves)
-        cost64 = lambda v: cost(unravel(v, [jnp.float64] * len(leaves)), batch64)
+        if native:
+            common = jnp.result_type(*[x.dtype for x in leaves])
+            batch64 = data
+        else:
+            common = jnp.float64
+            batch64 = jax.tree.map(_to_float64, data)
+        flat64 = _ravel(leaves, common)
+        cost64 = lambda v: cost(unravel(v, [common] * len(leaves)), batch64)
         ladder = num_points * (2 * FD_RUNGS + 1) * _footprint(cost64, flat64)  # per coordinate
-        fd = _vmap_in_chunks(lambda i: _central_difference(cost64, flat64, i, fd_step), (coords,), ladder)
+        fd = _vmap_in_chunks(
+            lambda i: _central_difference(cost64, flat64, i, fd_step, eps, steps_in), (coords,), ladder
+        )
         out = dict(zip(_FD_FIELDS, fd, strict=True))
         out["cost"] = cost64(flat64)
         out["xmax"] = jnp.max(jnp.abs(flat64))
@@ -934,17 +1081,19 @@ def _compiled_reference(cost, treedef, traced_analytic, with_forward: bool, with
             vectors, dir_leaf = dirs
             grad64 = jax.grad(cost64)(flat64)
             out["reverse64"] = grad64
-            leaf_max = jnp.stack([jnp.max(jnp.abs(x), initial=0.0).astype(jnp.float64) for x in leaves])
+            leaf_max = jnp.stack([jnp.max(jnp.abs(x), initial=0.0).astype(common) for x in leaves])
             steps = fd_step * jnp.maximum(1.0, leaf_max[dir_leaf])
             d = _vmap_in_chunks(
-                lambda v, t: _directional_difference(cost64, flat64, grad64, v, t), (vectors, steps), ladder
+                lambda v, t: _directional_difference(cost64, flat64, grad64, v, t, eps),
+                (vectors, steps),
+                ladder,
             )
             out |= {name.replace("fd", "fd_dir", 1): x for name, x in zip(_FD_FIELDS, d, strict=True)}
             if with_forward:
                 jvp = lambda v: jax.jvp(cost64, (flat64,), (v,))[1]  # noqa: E731
                 out["forward_dir"] = _vmap_in_chunks(jvp, (vectors,), num_points * _footprint(jvp, flat64))
             if traced_analytic is not None:
-                params64 = unravel(flat64, [jnp.float64] * len(leaves))
+                params64 = unravel(flat64, [common] * len(leaves))
                 out["analytic64"] = _ravel(treedef.flatten_up_to(traced_analytic(params64, batch64)))
         return out
 
@@ -965,7 +1114,7 @@ _FD_FIELDS = (
 )
 
 
-def _central_difference(f, flat, i, fd_step):
+def _central_difference(f, flat, i, fd_step, eps, steps_in=None):
     """Float64 finite differences of `f` along coordinate `i` of `flat` on the step ladder
     (`_extrapolate` says what comes back).
 
@@ -975,29 +1124,31 @@ def _central_difference(f, flat, i, fd_step):
     does not enter the quotients (Numerical Recipes, 3rd ed., sec. 5.7).
     """
     x = flat[i]
-    hs = fd_step * jnp.maximum(1.0, jnp.abs(x)) * _LADDER
+    hs = fd_step * jnp.maximum(1.0, jnp.abs(x)) * jnp.asarray(_LADDER, x.dtype)
     xs = jnp.concatenate([x + hs, x - hs, x[None]])
+    if steps_in is not None:  # the cost rounds its params to `steps_in`: take steps it can see
+        xs = xs.astype(steps_in).astype(xs.dtype)
     at_i = jnp.arange(flat.size) == i  # a mask, not a scatter: cheaper to compile under vmap
     fs = jax.vmap(lambda xt: f(jnp.where(at_i, xt, flat)))(xs)
     k = FD_RUNGS
-    return _extrapolate(fs[:k], fs[k : 2 * k], fs[-1], xs[:k] - x, x - xs[k : 2 * k], 0.0)
+    return _extrapolate(fs[:k], fs[k : 2 * k], fs[-1], xs[:k] - x, x - xs[k : 2 * k], 0.0, eps)
 
 
-def _directional_difference(f, flat, grad, v, t):
+def _directional_difference(f, flat, grad, v, t, eps):
     """Float64 finite differences of `f` along the unit vector `v` on the step ladder `t *
     FD_RATIO**(1 - j)` (`_extrapolate` says what comes back).
 
     Rounding `x + s v` moves each coordinate by up to `eps |x_j|`, hence `f` by up to
     `eps sum_j |g_j x_j|` over the leaf of `v`, on top of the rounding of `f` itself.
     """
-    hs = t * _LADDER
+    hs = t * jnp.asarray(_LADDER, flat.dtype)
     fs = jax.vmap(lambda s: f(flat + s * v))(jnp.concatenate([hs, -hs, jnp.zeros(1)]))
     moved = jnp.sum(jnp.where(v != 0, jnp.abs(grad * flat), 0.0))
     k = FD_RUNGS
-    return _extrapolate(fs[:k], fs[k : 2 * k], fs[-1], hs, hs, moved)
+    return _extrapolate(fs[:k], fs[k : 2 * k], fs[-1], hs, hs, moved, eps)
 
 
-def _extrapolate(fp, fm, f0, hp, hm, moved):
+def _extrapolate(fp, fm, f0, hp, hm, moved, eps):
     """Richardson extrapolation of central differences over the step ladder, the step chosen per
     coordinate (or direction) by the estimates' own agreement, and the one-sided differences there.
 
@@ -1023,7 +1174,9 @@ def _extrapolate(fp, fm, f0, hp, hm, moved):
     # Per rung, from the values that rung uses: a large step where the cost blows up (a run that
     # diverges) must not inflate the round-off bound of the small ones.
     fmax = jnp.maximum(jnp.maximum(jnp.abs(fp), jnp.abs(fm)), jnp.abs(f0))
-    roundoff = _ROUNDOFF_ULPS * jnp.finfo(fs.dtype).eps * (fmax + moved) / jnp.minimum(hp, hm)
+    # eps: of the precision the cost computes in (float64, or float32 where it casts: `_reference`).
+    eps = jnp.maximum(jnp.asarray(eps, fs.dtype), jnp.finfo(fs.dtype).eps)
+    roundoff = _ROUNDOFF_ULPS * eps * (fmax + moved) / jnp.minimum(hp, hm)
     d = (fp - fm) / (hp + hm)
     rich = (r2 * d[1:] - d[:-1]) / (r2 - 1.0)
     diff = jnp.abs(rich[1:] - rich[:-1])

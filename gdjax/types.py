@@ -187,6 +187,10 @@ class GradCheckReport(NamedTuple):
       unconverged: `GradCheckFinding`s where the finite differences did not converge (central
         differences at different steps disagree with each other): a warning, since the gradient
         there could not be checked against them.
+      notes: how the finite differences were taken where it is not float64 arithmetic on the
+        cost as given: a cost that casts to float32 on the params' path is differenced on
+        float32's steps and tolerances, and one that draws random numbers in its own precision
+        (float64 would draw other numbers). Printed under the table's first line.
 
     `status` is `"fail"` when `ok` is false, `"warn"` when it is true but there are kinks or
     unconverged differences, else `"pass"`. `ok` (and `bool(report)`) is true for a warning.
@@ -203,6 +207,7 @@ class GradCheckReport(NamedTuple):
     zero_leaves: tuple[str, ...] = ()
     kinks: tuple[GradCheckFinding, ...] = ()
     unconverged: tuple[GradCheckFinding, ...] = ()
+    notes: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.ok)
@@ -309,6 +314,7 @@ class GradCheckReport(NamedTuple):
             + (f", {self.num_directions} random direction(s) per leaf" if self.num_directions else "")
         ]
         lines += [f"  {method} skipped: {reason}" for method, reason in self.skipped]
+        lines += [f"  note: {note}" for note in self.notes]
         # The `along` column appears only when some rows are directional: small checks keep the
         # original table.
         along = lambda text: f"  {text:<11}" if directions else ""

@@ -155,7 +155,10 @@ def check_data(data: PyTree) -> int | None:
                 shapes = {"data" + _path_name(p): tuple(np.shape(x)) for p, x in leaves}
                 raise ValueError(f"data entries disagree on the number of examples: {shapes}")
             continue
-        arr = np.asarray(leaf)
+        if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            arr = np.empty(leaf.shape, np.bool_)  # typed PRNG keys (one per example): their shape only
+        else:
+            arr = np.asarray(leaf)
         name = "data" + _path_name(path) if arr.ndim == 0 or arr.shape[0] == 0 else ""
         if arr.ndim == 0:
             hint = ""

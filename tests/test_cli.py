@@ -415,6 +415,11 @@ def test_list():
         assert word in out
     for word in ("house_prices", "line", "synthetic", "csv", "npz", "lr_sweep", "contour"):
         assert word in out
+    # `python -m gdjax` is the same command (found missing by an outside check).
+    proc = subprocess.run(
+        [sys.executable, "-m", "gdjax", "list"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0 and proc.stdout == out, proc.stderr
 
 
 @pytest.mark.parametrize("args", [(), ("configs/quadratics.toml",)], ids=["default", "quadratics"])

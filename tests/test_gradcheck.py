@@ -1205,3 +1205,86 @@ def test_an_analytic_gradient_that_raises_is_named(host):
         ValueError, match=r"analytic\(params, data\) raised ZeroDivisionError: division by zero"
     ):
         gdjax.check_grad(cost, gdjax.init_linear(1), (X, y), analytic=analytic)
+
+
+# --- costs that are not float64 arithmetic however they are called (an outside audit) ------------
+_RNG = np.random.default_rng(0)
+_X32 = _RNG.normal(size=(50, 3)).astype(np.float32)
+_Y32 = _RNG.normal(size=50).astype(np.float32)
+_W32 = {"w": np.array([0.3, -0.2, 0.5], np.float32)}
+
+
+def _scaled_vjp(factor):
+    @jax.custom_vjp
+    def ident(w):
+        return w
+
+    ident.defvjp(lambda w: (w, None), lambda _, g: (g * factor,))
+    return ident
+
+
+def test_a_cost_that_casts_to_float32_is_differenced_on_float32_steps():
+    """A float32 program written with its own casts computes in float32 even from float64 params:
+    float64's smallest steps read its rounding, so a 50% wrong gradient passed as "not converged"
+    and a correct one failed. Its differences are now taken on float32's steps and judged so."""
+
+    def with_rule(factor):
+        rule = _scaled_vjp(factor)
+
+        def cost(p, d):
+            X, y = d
+            w = rule(p["w"]).astype(jnp.float32)
+            return jnp.mean((jnp.asarray(X, jnp.float32) @ w - y) ** 2)
+
+        return cost
+
+    wrong = check_grad(with_rule(1.5), _W32, (_X32, _Y32))
+    assert wrong.status == "fail" and "the suspect is reverse mode" in wrong.verdict
+    assert wrong.notes and "float32" in wrong.notes[0] and f"note: {wrong.notes[0]}" in str(wrong)
+    right = check_grad(with_rule(1.0), _W32, (_X32, _Y32))
+    assert right.ok and not right.failed, right
+
+    def mixed(p, d):  # a float32 data term and an L2 term in the params' dtype
+        X, y = d
+        fit = jnp.mean((jnp.asarray(X, jnp.float32) @ p["w"].astype(jnp.float32) - y) ** 2)
+        return fit + 1e-3 * jnp.sum(p["w"] ** 2)
+
+    report = check_grad(mixed, {"w": _W32["w"].astype(np.float64)}, (_X32, _Y32))
+    assert report.ok and not report.failed, report
+    plain = check_grad(LINEAR_MSE, gdjax.init_linear(3), (_X32.astype(np.float64), _Y32.astype(np.float64)))
+    assert plain.notes == ()  # float64 arithmetic: nothing to say
+
+
+def test_a_cost_that_draws_random_numbers_is_differenced_as_it_runs():
+    """JAX draws other numbers with float64 enabled: a fixed-key dropout mask became another
+    function in the float64 differences, and a correct gradient failed."""
+
+    def dropout(p, d):
+        X, y = d
+        keep = jax.random.bernoulli(jax.random.key(0), 0.5, X.shape)
+        return jnp.mean(((jnp.where(keep, X, 0.0) / 0.5) @ p["w"] - y) ** 2)
+
+    report = check_grad(dropout, _W32, (_X32, _Y32))
+    assert report.ok and not report.failed and "random numbers" in report.notes[0], report
+    rule = _scaled_vjp(1.1)
+    wrong = check_grad(lambda p, d: dropout({"w": rule(p["w"])}, d), _W32, (_X32, _Y32))
+    assert wrong.status == "fail" and "the suspect is reverse mode" in wrong.verdict
+    keys = jax.random.split(jax.random.key(1), 50)  # typed keys in the data, one per example
+
+    def per_example(p, d):
+        keep = jax.vmap(lambda k: jax.random.bernoulli(k, 0.5, (3,)))(d["k"])
+        return jnp.mean((jnp.where(keep, d["X"], 0.0) @ p["w"] - d["y"]) ** 2)
+
+    assert check_grad(per_example, _W32, {"X": _X32, "y": _Y32, "k": keys}).ok
+
+
+def test_a_cost_that_is_not_finite_at_the_point_is_an_error():
+    with pytest.raises(ValueError, match="the cost is nan at params: there is no gradient to check"):
+        check_grad(lambda p, d: jnp.sum(jnp.log(p)), np.array([1.0, -1.0]))
+    with pytest.raises(ValueError, match=r"at point [1-9]\d* \(params moved by scale=3.0: try a smaller"):
+        check_grad(lambda p, d: jnp.sum(jnp.log(p)), np.array([1.0, 1.0]), num_points=8, scale=3.0)
+
+
+def test_an_integer_analytic_gradient_is_named():
+    with pytest.raises(ValueError, match="analytic.*returned int64 for leaf '<root>'.*floating point"):
+        check_grad(lambda p, d: jnp.sum(p**2), np.array([1.0, 1.0]), analytic=lambda p, d: np.array([2, 2]))
