@@ -101,6 +101,24 @@ def test_report_page_is_self_contained(comparison, tmp_path):
         assert os.path.isfile(tmp_path / "rep" / "figures" / f"{name}.png")
 
 
+def test_several_problems_get_each_problems_own_comparison():
+    X, y = gdjax.data.house_prices()
+    cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
+    grids = {"sgd": {"learning_rate": [0.01, 0.02]}, "momentum": {"learning_rate": [0.01], "momentum": [0.9]}}
+    parts = []
+    for name, scale in (("houses", 1.0), ("houses_scaled", 1e-3)):
+        data = (X, y * scale)
+        result = gdjax.sweep(
+            cost, grids, gdjax.init_linear(1), data, num_steps=40, batch_size=3, seeds=[0, 1, 2]
+        )
+        parts.append(gdjax.study.results(result, problem=name, num_examples=len(y)))
+    both = gdjax.study.results_model.merge(parts)
+    html_text, _ = page.render(both)
+    assert "The same comparisons on each problem alone" in html_text
+    for name in ("houses", "houses_scaled"):
+        assert f"<td>{name}</td>" in html_text
+
+
 def test_gdjax_report_renders_a_finished_run_folder(tmp_path):
     code, _, err = run_cli("run", "--out", tmp_path / "run", "-q", "--no-plots")
     assert code == 0, err

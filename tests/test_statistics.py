@@ -498,6 +498,24 @@ def test_best_statement_only_when_supported():
     assert st.best_statement(_paired_lanes(A_VALUES, B_VALUES[::-1]), config=["learning_rate"]) is None
 
 
+def test_per_problem_comparisons_are_each_problems_own():
+    """Pooled over problems, d is in each problem's units (here 1000x apart): one row per problem
+    shows that adam wins on the large problem and loses on the small one."""
+    big = _paired_lanes(A_VALUES * 1000, A_VALUES * 1000 + 100, problem="big")
+    small = _paired_lanes(A_VALUES + 0.01, A_VALUES, problem="small")
+    lanes = pd.concat([big, small], ignore_index=True)
+    pooled = st.compare(lanes, "adam", "sgd", config=["learning_rate"])
+    rows = st.compare(lanes, "adam", "sgd", config=["learning_rate"], per_problem=True)
+    assert rows["problem"].tolist() == ["big", "small"] and (rows["num_problems"] == 1).all()
+    for _, row in rows.iterrows():
+        alone = st.compare(lanes[lanes["problem"] == row["problem"]], "adam", "sgd", config=["learning_rate"])
+        pd.testing.assert_series_equal(
+            row.drop("problem"), alone.iloc[0], check_names=False, check_index=False
+        )
+    assert rows.set_index("problem")["median_difference"].tolist() == pytest.approx([-100.0, 0.01])
+    assert pooled["num_pairs"].iloc[0] == 24 and pooled["num_problems"].iloc[0] == 2
+
+
 def test_verdict_says_why_no_optimizer_is_named():
     """Three seeds cannot name a best optimizer, however clear the differences: a Wilcoxon test of 3
     pairs gives p >= 0.25. The verdict says so (and how many pairs would do), not a silent tie."""

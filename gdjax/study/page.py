@@ -136,10 +136,28 @@ def _comparisons(r: Results, by: str) -> tuple[str, str | None]:
             continue
         rows.append(row)
     if not rows:
-        return "", None
+        return "", None, None
     table = pd.concat(rows, ignore_index=True)
     table = table[["a", "b", *[c for c in table.columns if c not in ("a", "b", "by", "mode")]]]
-    return _table(table), r.best_statement(by=by), r.verdict(by=by)
+    text = _table(table)
+    if r.lanes["problem"].nunique() > 1:
+        # Pooled, a problem of large losses weighs most: each problem's own comparison shows where a
+        # conclusion holds and where it flips.
+        per = [
+            r.compare(row["a"], row["b"], by=by, per_problem=True)
+            for _, row in table.iterrows()
+            if "note" not in table.columns or pd.isna(row["note"])
+        ]
+        if per:
+            frame = pd.concat(per, ignore_index=True).drop(columns=["by", "mode", "num_problems"])
+            frame = frame[
+                ["a", "b", "problem", *[c for c in frame.columns if c not in ("a", "b", "problem")]]
+            ]
+            text += (
+                f"<p>The same comparisons on each problem alone (its pairs only: {by} in that "
+                "problem's units).</p>" + _table(frame)
+            )
+    return text, r.best_statement(by=by), r.verdict(by=by)
 
 
 def write_report(

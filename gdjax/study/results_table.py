@@ -287,7 +287,7 @@ class Results:
         best configuration: one row with `median_difference` (a - b), `ci_low`, `ci_high`,
         `probability_of_improvement`, `p_value` (Wilcoxon), `num_pairs`. Options: `tuning_seeds`
         (choose on these, report on the others; default: these results' `tuning_seeds`), `confidence`,
-        `seed`."""
+        `seed`, `per_problem` (one row per problem)."""
         from gdjax.study import statistics
 
         self._check_column(by)

@@ -242,6 +242,7 @@ def compare(
     tuning_seeds: Sequence[int] | None = None,
     confidence: float = 0.95,
     seed: int = 0,
+    per_problem: bool = False,
 ) -> pd.DataFrame:
     """Paired comparison of optimizer `a` against `b` on the (problem, seed) pairs both ran.
 
@@ -258,7 +259,10 @@ def compare(
     - `p_value`: the two-sided Wilcoxon signed-rank test of d (`scipy.stats.wilcoxon`); 1.0 when every
       difference is zero.
 
-    A non-finite value (a diverged lane) is the worst; two such values tie.
+    A non-finite value (a diverged lane) is the worst; two such values tie. Pooled over problems, d is
+    in each problem's units, so a problem of large losses weighs most in the median and the ranks:
+    `per_problem=True` gives one row per problem (the same statistics on its pairs alone), where a
+    conclusion that holds on one problem and flips on another shows.
 
     Args:
         lanes: one row per lane: `problem`, `optimizer`, `seed`, `by` and the `config` columns.
@@ -266,16 +270,30 @@ def compare(
         mode: "min" when smaller `by` is better, "max" when larger is.
         tuning_seeds: seeds on which configurations are chosen; the others are reported.
         confidence, seed: the interval's level and the bootstrap's seed.
+        per_problem: one row per problem instead of one pooled row.
 
     Returns:
-        One row: `a`, `b`, `by`, `mode`, `median_difference`, `ci_low`, `ci_high`,
-        `probability_of_improvement`, `p_value`, `num_pairs`, `num_problems`.
+        One row (or one per problem, with a leading `problem` column): `a`, `b`, `by`, `mode`,
+        `median_difference`, `ci_low`, `ci_high`, `probability_of_improvement`, `p_value`,
+        `num_pairs`, `num_problems`.
     """
     _check_confidence(confidence)
     pairs = _pairs(lanes, a, b, config, by, mode, tuning_seeds)
     if pairs.empty:
         where = " on seeds outside tuning_seeds" if tuning_seeds is not None else ""
         raise ValueError(f"a={a!r} and b={b!r} share no (problem, seed) pairs{where}")
+    head = dict(a=a, b=b, by=by, mode=mode)
+    if not per_problem:
+        return pd.DataFrame([head | _paired_statistics(pairs, mode, confidence, seed)])
+    rows = [
+        dict(problem=problem) | head | _paired_statistics(group, mode, confidence, seed)
+        for problem, group in pairs.groupby("problem", sort=False)
+    ]
+    return pd.DataFrame(rows)
+
+
+def _paired_statistics(pairs: pd.DataFrame, mode: str, confidence: float, seed: int) -> dict:
+    """`compare`'s statistics of these (problem, seed) pairs."""
     x, y = pairs["_value_a"].to_numpy(), pairs["_value_b"].to_numpy()
     d = np.zeros(x.size)
     differ = x != y
@@ -289,9 +307,9 @@ def compare(
     strata = [d[problems == p] for p in pd.unique(problems)]
     low, high = _median_ci(strata, confidence, seed)
     median = float(back(np.median(proxy)))
-    row = dict(a=a, b=b, by=by, mode=mode, median_difference=median, ci_low=low, ci_high=high)
+    row = dict(median_difference=median, ci_low=low, ci_high=high)
     row |= dict(probability_of_improvement=float(wins.mean()), p_value=p_value, num_pairs=int(d.size))
-    return pd.DataFrame([row | dict(num_problems=len(strata))])
+    return row | dict(num_problems=len(strata))
 
 
 def is_significant(comparison: pd.DataFrame | pd.Series, *, alpha: float = 0.05) -> bool:
