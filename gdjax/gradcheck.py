@@ -415,7 +415,7 @@ def check_grad(
     gscale = {(a, b): _gradient_scale(grads[a], grads[b], checked, cost_scale) for a, b in pairs}
     fd_scale = _gradient_scale(grads["fd"], grads.get("reverse", grads["fd"]), checked, cost_scale)
     fd_parts = {name: np.split(np.asarray(out[name]), split, axis=1) for name in _FD_FIELDS}
-    rows, findings = [], []
+    rows, findings, unchecked = [], [], []
     for k in checked:
         tol = _tolerance(work[k])
         excused, found = _findings(
@@ -429,6 +429,8 @@ def check_grad(
             shape=leaves[k].shape,
         )
         findings += found
+        if directions is None and np.all(excused) and all("fd" in (a, b) for a, b in pairs):
+            unchecked.append(names[k])  # only differences that cannot judge: nothing compared it
         for a, b in pairs:
             dtype = _less_precise(dtypes[a][k], dtypes[b][k])
             tol = _tolerance(dtype)
@@ -470,6 +472,7 @@ def check_grad(
         kinks=kink_list,
         unconverged=tuple(f for f in findings if f.kind == "unconverged"),
         notes=(reference_note,) if reference_note else (),
+        unchecked=tuple(unchecked),
     )
 
 

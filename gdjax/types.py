@@ -187,6 +187,9 @@ class GradCheckReport(NamedTuple):
       unconverged: `GradCheckFinding`s where the finite differences did not converge (central
         differences at different steps disagree with each other): a warning, since the gradient
         there could not be checked against them.
+      unchecked: leaves whose gradient nothing compared: every finite difference of theirs is
+        excused (a kink, or not converged) and no other computation ran beside reverse mode
+        (forward mode is skipped through a `jax.custom_vjp`). A warning that says so, not a pass.
       notes: how the finite differences were taken where it is not float64 arithmetic on the
         cost as given: a cost that casts to float32 on the params' path is differenced on
         float32's steps and tolerances, and one that draws random numbers in its own precision
@@ -208,6 +211,7 @@ class GradCheckReport(NamedTuple):
     kinks: tuple[GradCheckFinding, ...] = ()
     unconverged: tuple[GradCheckFinding, ...] = ()
     notes: tuple[str, ...] = ()
+    unchecked: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.ok)
@@ -217,7 +221,7 @@ class GradCheckReport(NamedTuple):
         """`"pass"`, `"warn"` (kinks or unconverged differences, nothing wrong found) or `"fail"`."""
         if not self.ok:
             return "fail"
-        return "warn" if self.kinks or self.unconverged else "pass"
+        return "warn" if self.kinks or self.unconverged or self.unchecked else "pass"
 
     @property
     def failed(self) -> tuple[GradCheckRow, ...]:
@@ -240,6 +244,11 @@ class GradCheckReport(NamedTuple):
                 f"at {self.num_points} point(s){along}"
             )
         if self.ok:
+            if self.unchecked:
+                return (
+                    "WARN: " + "; ".join(notes) + f"; nothing else checked the gradient of "
+                    f"{_first_few(list(self.unchecked))}, so it is not checked at all"
+                )
             return "WARN: " + "; ".join(notes) + "; everything else agrees"
         parts = []
         if self.zero_leaves:

@@ -1288,3 +1288,19 @@ def test_a_cost_that_is_not_finite_at_the_point_is_an_error():
 def test_an_integer_analytic_gradient_is_named():
     with pytest.raises(ValueError, match="analytic.*returned int64 for leaf '<root>'.*floating point"):
         check_grad(lambda p, d: jnp.sum(p**2), np.array([1.0, 1.0]), analytic=lambda p, d: np.array([2, 2]))
+
+
+def test_a_leaf_that_nothing_could_check_is_said_to_be_unchecked():
+    """Forward mode cannot run through a custom_vjp, and a noisy cost's differences do not converge:
+    nothing compared the gradient, and the verdict says so rather than "everything else agrees"."""
+    ident = _scaled_vjp(1.0)
+
+    def noisy(p, d):
+        return jnp.sum(ident(p) ** 2) + 1e-9 * jnp.sum(jnp.sin(1e12 * p))
+
+    report = check_grad(noisy, np.array([0.3, -0.2]))
+    assert report.ok and report.status == "warn" and report.unchecked == ("<root>",), report
+    assert report.verdict.endswith(
+        "nothing else checked the gradient of ['<root>'], so it is not checked at all"
+    )
+    assert check_grad(lambda p, d: jnp.sum(p**2), np.array([0.3, -0.2])).unchecked == ()
