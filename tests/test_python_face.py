@@ -250,3 +250,28 @@ def test_an_unknown_optimizer_keeps_its_colour_across_figures():
     assert plots._group_colors(["optax.lamb", "sgd"])[0] == plots.color_for("optax.lamb")
     colors = plots._group_colors([f"run {i}" for i in range(5)])
     assert len(set(colors)) == 5  # distinct even where two names hash to one colour
+
+
+def test_the_printed_table_ranks_by_exact_medians_and_gives_ties_to_the_first_listed():
+    """The rule of the page and of `compare`: the table once rounded medians to 6 significant digits
+    (f - f* of 0.0047 and 1.1e-5 at a loss of 5691.73 tied) and let the faster win a tie (the lane
+    that diverged fastest)."""
+
+    def row(lane, lr, loss, steps, status="max_steps"):
+        return dict(optimizer="adam", lane=lane, rule="adam", learning_rate=lr, final_loss=loss,
+                    status=status, steps=steps, suboptimality=None)  # fmt: skip
+
+    close = [row(0, 3.16, 5691.734, 10), row(1, 100.0, 5691.729335, 200)]
+    assert experiment.best_configurations(close)[0]["learning_rate"] == 100.0
+    blown = [row(0, 0.01, 1e300, 46, "diverged"), row(1, 0.1, 1e304, 5, "diverged")]
+    assert experiment.best_configurations(blown)[0]["learning_rate"] == 0.01  # listed first
+    # compare's choice: a's two configurations tie on the tuning seed 0 (both diverged); the first
+    # listed is reported on seed 1.
+    lanes = pd.DataFrame(
+        dict(problem="p", optimizer="a", learning_rate=[0.1, 0.1, 0.01, 0.01], seed=[0, 1, 0, 1],
+             final_loss=[np.inf, 5.0, np.inf, 7.0])
+    )  # fmt: skip
+    from gdjax.study.statistics import _chosen as pick
+    assert pick(lanes, "a", ["learning_rate"], "final_loss", "min", [0])["_value"].tolist() == [5.0]
+    flipped = lanes.iloc[[2, 3, 0, 1]]
+    assert pick(flipped, "a", ["learning_rate"], "final_loss", "min", [0])["_value"].tolist() == [7.0]

@@ -78,6 +78,55 @@ def test_loss_curves_show_the_median_over_seeds_of_the_best_configuration(compar
     )
 
 
+def test_the_profile_figures_defaults_are_the_scores_defaults(comparison):
+    """The dashed defaults lines are measured against the best of all (tuned included), as the page's
+    scores are: drawn as their own profile, a line sat at 0.67 where the table said 0."""
+    fig = figures.FIGURES["performance_profile"].draw(comparison)
+    for ax, eps in zip(fig.axes, figures._EPS_LIST, strict=True):
+        both = comparison.performance_profile(eps, unit="epochs", variant="both")
+        dashed = [line for line in ax.get_lines() if line.get_label().endswith("(defaults)")]
+        assert dashed, "the comparison has default lanes"
+        for line in dashed:
+            rows = both[
+                (both["optimizer"] == line.get_label().split(" ")[0]) & (both["variant"] == "default")
+            ]
+            np.testing.assert_array_equal(line.get_ydata(), rows["rho"].to_numpy())
+
+
+def test_divergence_markers_of_two_optimizers_at_one_learning_rate_both_show():
+    X, y = gdjax.data.house_prices()
+    cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
+    grids = {
+        "sgd": {"learning_rate": [1e-3, 5.0]},
+        "momentum": {"learning_rate": [1e-3, 5.0], "momentum": [0.9]},
+    }
+    result = gdjax.sweep(cost, grids, gdjax.init_linear(1), (X, y), num_steps=60)
+    r = gdjax.study.results(result, problem="houses", num_examples=len(y))
+    assert set(r.lanes.loc[r.lanes["learning_rate"] == 5.0, "status"]) == {"diverged"}
+    fig = figures.FIGURES["lr_sensitivity"].draw(r)
+    marks = [line for line in fig.axes[0].get_lines() if line.get_marker() == "x"]
+    assert len(marks) == 2 and [m.get_xdata().tolist() for m in marks] == [[5.0], [5.0]]
+    assert marks[0].get_ydata()[0] != marks[1].get_ydata()[0]  # one row each, not one over the other
+    assert {m.get_color() for m in marks} == {color_for("sgd"), color_for("momentum")}
+
+
+def test_a_metric_spanning_orders_of_magnitude_is_drawn_on_a_log_axis():
+    """A diverged optimizer's held-out loss (1e30 and up) beside the others' (1e3) on a linear axis
+    flattened them at 0."""
+    X, y = gdjax.data.house_prices()
+    cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
+    grids = {"sgd": {"learning_rate": [5.0]}, "momentum": {"learning_rate": [1e-3], "momentum": [0.9]}}
+    metrics = {"test_loss": gdjax.costs.on_data(cost, (X, y))}
+    result = gdjax.sweep(cost, grids, gdjax.init_linear(1), (X, y), num_steps=60, metrics=metrics)
+    r = gdjax.study.results(result, problem="houses", num_examples=len(y))
+    (ax,) = figures.FIGURES["metric_curves"].draw(r).axes
+    assert ax.get_yscale() == "log"
+    calm = gdjax.sweep(cost, {"momentum": grids["momentum"]}, gdjax.init_linear(1), (X, y), num_steps=60,
+                       metrics=metrics)  # fmt: skip
+    (ax,) = figures.FIGURES["metric_curves"].draw(gdjax.study.results(calm, problem="houses")).axes
+    assert ax.get_yscale() == "linear"  # a curve over a narrow range: as it was
+
+
 def test_unknown_figure_names_the_nearest(comparison):
     with pytest.raises(ValueError, match="did you mean 'loss_curves'"):
         figures.draw(comparison, ["loss_curve"])

@@ -285,15 +285,20 @@ def metric_curves(r: Results, *, metrics=None, ax=None):
         fig, axes = _panels_or(ax, [f"{p}: {m}" for p, m in pairs])
     best = _best_lanes(r)
     for ax, (p, m) in zip(axes, pairs, strict=True):
-        shown = 0
+        drawn = []
         for opt in _order(r):
             lanes = best.get((p, opt))
-            if lanes is None or lanes.empty:
-                continue
-            x, y = _curve_matrix(r, lanes, m)
-            _band(ax, x, y, color_for(opt), opt, log=False)
-            shown += 1
-        _finish(ax, _x_column(r), m, p, shown)
+            if lanes is not None and not lanes.empty:
+                drawn.append((opt, *_curve_matrix(r, lanes, m)))
+        # A positive metric spanning orders of magnitude (a held-out loss with a spike, or beside a
+        # diverged optimizer's band) on a log axis: linear, one curve at 1e230 flattened the others.
+        values = np.concatenate([y[np.isfinite(y)].ravel() for _, _, y in drawn] + [np.empty(0)])
+        log = values.size > 0 and values.min() > 0 and values.max() / values.min() > 1e3
+        for opt, x, y in drawn:
+            _band(ax, x, _capped(y) if log else y, color_for(opt), opt, log=log)
+        if log:
+            ax.set_yscale("log")
+        _finish(ax, _x_column(r), m, p, len(drawn))
     if own:
         fig.suptitle(
             "Metrics of each optimizer's best configuration (median over seeds, interquartile band)",
@@ -313,6 +318,8 @@ def _has_learning_rates(r: Results) -> bool:
     "over seeds with the interquartile band; diverged configurations marked x at the top",
 )
 def lr_sensitivity(r: Results):
+    from matplotlib.transforms import blended_transform_factory
+
     fig, panels = _problem_panels(r)
     for ax, p, mine, known in panels:
         column = "suboptimality" if known else "final_loss"
@@ -343,16 +350,17 @@ def lr_sensitivity(r: Results):
             ax.fill_between(
                 best["learning_rate"][ok], best["q25"][ok], best["q75"][ok], color=color, alpha=0.2
             )
-            top.append(best["learning_rate"][~finite].to_numpy())
+            top.append((opt, best["learning_rate"][~finite].to_numpy()))
             shown += 1
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ymax = ax.get_ylim()[1]
-        for opt, lrs in zip(
-            [o for o in _order(r) if not mine[mine["optimizer"] == o].empty], top, strict=False
-        ):
-            if len(lrs):
-                ax.plot(lrs, np.full(len(lrs), ymax), "x", color=color_for(opt), ms=7, clip_on=False)
+        # Each optimizer's diverged learning rates on a row of its own above the axes: on one row, a
+        # learning rate where two optimizers diverged showed only the marker drawn last.
+        above = blended_transform_factory(ax.transData, ax.transAxes)
+        rows = [(opt, lrs) for opt, lrs in top if len(lrs)]
+        for k, (opt, lrs) in enumerate(rows):
+            y = np.full(len(lrs), 1.0 + 0.035 * (k - (len(rows) - 1) / 2))
+            ax.plot(lrs, y, "x", color=color_for(opt), ms=7, clip_on=False, transform=above)
         _finish(ax, "learning rate", "final f - f*" if known else "final loss", p, shown)
     fig.suptitle(
         "Learning-rate sensitivity (median over seeds, interquartile band; x: diverged)", fontsize=10
@@ -473,12 +481,13 @@ def performance_profile(r: Results):
     fig, axes = _panels(len(eps_list), width=5.5)
     default = "is_default" in r.lanes.columns and r.lanes["is_default"].any()
     for ax, eps in zip(axes, eps_list, strict=True):
+        # One profile of both variants: the defaults' ratios are taken against the best of all, tuned
+        # included, as in the page's scores (drawn apart, "default" measured the defaults only against
+        # the fastest defaults, and a line sat at 0.67 where the table said 0).
+        prof = r.performance_profile(eps, unit="epochs", variant="both" if default else "tuned")
         for variant, style in (("tuned", "-"), ("default", "--")):
-            if variant == "default" and not default:
-                continue
-            prof = r.performance_profile(eps, unit="epochs", variant=variant)
             for opt in _order(r):
-                mine = prof[prof["optimizer"] == opt]
+                mine = prof[(prof["optimizer"] == opt) & (prof["variant"] == variant)]
                 if mine.empty:
                     continue
                 label = opt if variant == "tuned" else f"{opt} (defaults)"

@@ -188,10 +188,13 @@ def _chosen(lanes, optimizer, config, by, mode, tuning_seeds) -> pd.DataFrame:
     rows = lanes[lanes["optimizer"] == optimizer]
     rows = rows.assign(_value=_worst_of(rows, by, mode))
     tuning, reporting = _split_seeds(rows, tuning_seeds)
-    medians = tuning.groupby(["problem", *config], dropna=False, as_index=False)["_value"].median()
-    order = ["problem", "_value", *config]
-    ascending = [True, mode == "min"] + [True] * len(config)
-    best = medians.sort_values(order, ascending=ascending, kind="stable").drop_duplicates("problem")
+    # Ties go to the configuration listed first, as in `Results.best_configurations` and the table
+    # `gdjax run` prints (grouped in the lanes' order, and a stable sort).
+    medians = tuning.groupby(["problem", *config], dropna=False, as_index=False, sort=False)[
+        "_value"
+    ].median()
+    best = medians.sort_values(["problem", "_value"], ascending=[True, mode == "min"], kind="stable")
+    best = best.drop_duplicates("problem")
     reporting = reporting.merge(best[["problem", *config]], on=["problem", *config])
     # Several lanes of one configuration and seed (starts) count as their median.
     return reporting.groupby(["problem", "seed"], as_index=False, dropna=False)["_value"].median()
