@@ -774,6 +774,8 @@ def rule_parts(rule, params0: PyTree, dtype=None) -> tuple[Any, Any]:
     if spec is not None and hasattr(spec, "init") and hasattr(rule, "hyperparams"):
         dtype = dtype or float_dtype(params0)
         values = {k: _host_value(v, dtype) for k, v in rule.hyperparams.items()}
+        if hasattr(spec, "check_in_dtype"):  # bfloat16 holds 0.999 as 1.0: outside b2's domain
+            spec.check_in_dtype(values, rule.hyperparams, dtype)
         return spec, values
     return Opaque(rule.update), rule.init(params0)
 
@@ -1379,6 +1381,8 @@ def _run_planned(planned: _Planned, rule, params0, data, key, cost_values, stopp
     the program, with the hyperparameter values. None sends the call to the full path, whose checks
     say what is wrong (a traced hyperparameter)."""
     values = {k: _host_value(v, planned.dtype) for k, v in rule.hyperparams.items()}
+    if hasattr(planned.spec, "check_in_dtype"):
+        planned.spec.check_in_dtype(values, rule.hyperparams, planned.dtype)
     cost_values = {k: _host_value(v, planned.dtype) for k, v in cost_values.items()}
     for v in (*values.values(), *cost_values.values()):
         if isinstance(v, jax.core.Tracer):

@@ -84,6 +84,7 @@ __all__ = [
     "AverageState",
     "constant",
     "describe",
+    "check_in_dtype",
     "domain_violations",
     "exponential_decay",
     "get",
@@ -170,6 +171,30 @@ def domain_violations(spec: Any, values: Mapping[str, Any]) -> dict[str, jax.Arr
         ok = jnp.all(jnp.isfinite(x) & _TRACED_CONSTRAINTS[domain.get(name, "")](x))
         out[name] = ~ok
     return out
+
+
+def check_in_dtype(spec: Any, values: Mapping[str, Any], originals: Mapping[str, Any], dtype) -> None:
+    """Raises ValueError where a value cast to the run's `dtype` has left its domain: Adam's
+    `b2 = 0.999` is 1.0 in bfloat16 (and `0.99999999` in float32), whose bias correction `1 - b2**t`
+    is then 0 and every step non-finite. `values` are the cast host arrays, `originals` as given."""
+    if np.dtype(dtype) == np.float64:
+        return
+    domain = dict(getattr(spec, "domain", ()))
+    for name, value in values.items():
+        constraint = domain.get(name, "")
+        if not constraint or isinstance(value, jax.core.Tracer):
+            continue
+        arr = np.asarray(value, np.float64)
+        bad = ~np.asarray(_TRACED_CONSTRAINTS[constraint](arr))
+        if bad.any():
+            given = np.asarray(originals[name]).reshape(-1)
+            i = int(np.flatnonzero(bad.reshape(-1))[0])
+            shown = given[i] if given.size > i else given[0]
+            raise ValueError(
+                f"{name} = {float(shown)!r} is {float(arr.reshape(-1)[i])!r} in {np.dtype(dtype).name} (the "
+                f"params' dtype, in which the rule keeps it), outside {constraint}: give a value that "
+                f"{np.dtype(dtype).name} holds inside it, or params in a wider dtype"
+            )
 
 
 def _check_values(values: dict[str, Any], constraints: dict[str, str]) -> None:
@@ -480,6 +505,10 @@ class RuleSpec:
         """`{name: bool}`, traceable: which values lie outside their domain (see `domain_violations`)."""
         return domain_violations(self, hyperparams)
 
+    def check_in_dtype(self, values: Mapping[str, Any], originals: Mapping[str, Any], dtype) -> None:
+        """Host values cast to the run's dtype still in their domains (see `check_in_dtype`)."""
+        check_in_dtype(self, values, originals, dtype)
+
     def init(self, params: PyTree, hyperparams: Mapping[str, Any]) -> Any:
         """The rule state at `params` for the values `hyperparams` (traceable: jit and vmap over them)."""
         return self.init_state(params, dict(hyperparams))
@@ -547,8 +576,9 @@ class Rule(optax.GradientTransformationExtraArgs):
                 f"rule {self.spec.name!r} has no numeric hyperparameter {unknown[0]!r}; its "
                 f"hyperparameters are {list(self.spec.numeric)}" + _suggest(unknown[0], self.spec.numeric)
             )
+        domain = dict(self.spec.domain)  # the factory's domains (a learning rate > 0 at least)
         for key, value in values.items():
-            _check_value(key, value, "> 0" if key == "learning_rate" else "")
+            _check_value(key, value, domain.get(key) or ("> 0" if key == "learning_rate" else ""))
         return self.spec.build({**self.hyperparams, **values})
 
 

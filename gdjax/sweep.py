@@ -740,9 +740,10 @@ def _parse_grid(
                 and key not in valid
                 and key not in cost_names
             ):
+                known = [*valid, *cost_names, *TOLERANCE_NAMES]
                 raise ValueError(
                     f"rule {name!r} has no hyperparameter {key!r}"
-                    f"{validation.nearest(key, [*valid, *cost_names])}; its hyperparameters are "
+                    f"{validation.nearest(key, known)}; its hyperparameters are "
                     f"{list(valid)}, the cost's are {list(cost_names)} (keyword parameters with numeric "
                     f"defaults), and the stopping settings {list(TOLERANCE_NAMES)} can be grid axes too"
                 )
@@ -1597,12 +1598,29 @@ def sweep(
         metrics=metrics,
         unroll=execution.unroll,
     )
+    if isinstance(metrics, Mapping):
+        # A summary row has a column per grid key and per metric: one name would be both.
+        keys = dict.fromkeys(k for p in parsed_grids for k in p.keys)
+        clash = [name for name in metrics if name in keys]
+        if clash:
+            raise ValueError(
+                f"metric name {clash[0]!r} is also a grid key of this sweep: its column in summaries "
+                f"would replace the hyperparameter's; rename the metric (e.g. 'metric_{clash[0]}')"
+            )
     groups = []
     for parsed in parsed_grids:
         spec, base, tol_base = _validate_values(parsed, tolerance_kwargs)
         lane_params, hp, tols, key_data, coord_values, seed_i, start_i = _lane_values(
             parsed, parsed.zipped, lanes, tol_base, base, cost_base
         )
+        if hasattr(spec, "check_in_dtype"):  # the values as the lanes keep them (bfloat16: 0.999 is 1)
+            rule_hp = hp[0]
+            originals = {k: coord_values.get(k, [base.get(k)]) for k in rule_hp}
+            for name in rule_hp:
+                try:
+                    spec.check_in_dtype({name: rule_hp[name]}, originals, loop.float_dtype(lanes.stack))
+                except ValueError as err:
+                    raise GridError(f"rule {parsed.source.name!r}: {err}", name, None, str(err)) from None
         rule0 = spec.build(base)
         for shown_bs, bs in zip(batch_sizes, run_batch_sizes, strict=True):
             p0, prepared, _, opts, metric_fns = loop.prepare(
@@ -2044,8 +2062,15 @@ def _execute_chunks(groups, call_lanes, chunk_size, devices, progress, steps, me
 
 def _result(pieces, coords, **fields) -> SweepResult:
     # One chunk (the usual case) is the result as it came back: no copy of its histories.
-    trace = pieces[0] if len(pieces) == 1 else jax.tree.map(lambda *xs: np.concatenate(xs), *pieces)
+    trace = pieces[0] if len(pieces) == 1 else jax.tree.map(_joined, *pieces)
     return SweepResult(trace=trace, coords=coords, **fields)
+
+
+def _joined(*parts: np.ndarray) -> np.ndarray:
+    """Chunks' (or groups') arrays as one, read-only like a single call's histories."""
+    out = np.concatenate(parts)
+    out.flags.writeable = False
+    return out
 
 
 __all__ = [

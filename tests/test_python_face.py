@@ -272,6 +272,7 @@ def test_the_printed_table_ranks_by_exact_medians_and_gives_ties_to_the_first_li
              final_loss=[np.inf, 5.0, np.inf, 7.0])
     )  # fmt: skip
     from gdjax.study.statistics import _chosen as pick
+
     assert pick(lanes, "a", ["learning_rate"], "final_loss", "min", [0])["_value"].tolist() == [5.0]
     flipped = lanes.iloc[[2, 3, 0, 1]]
     assert pick(flipped, "a", ["learning_rate"], "final_loss", "min", [0])["_value"].tolist() == [7.0]

@@ -28,6 +28,7 @@ from gdjax.options import Execution, Stopping
 from gdjax.sweep import (
     NOISE_FOLD,
     TOLERANCE_NAMES,
+    GridError,
     Starts,
     SweepInterrupted,
     SweepResult,
@@ -706,3 +707,56 @@ def test_a_long_numeric_axis_is_validated_from_its_extremes(monkeypatch):
     lrs = np.geomspace(1e-3, 0.5, 200)
     sweep(**_bad(grid={"learning_rate": lrs}, num_steps=2))
     assert len(calls) < 10, len(calls)
+
+
+# --- an outside audit of the sweep API ----------------------------------------------------------
+_HOUSES = gdjax.data.house_prices()
+_LS = gdjax.make_cost(gdjax.linear, gdjax.mse)
+
+
+def test_a_built_rules_grid_values_are_checked_against_its_domains():
+    """`rules.momentum(0.01)` with `grid={"momentum": [-1.0, 2.0]}` ran (max_steps and diverged):
+    `Rule.replace` checked only finiteness. The name and factory forms refused it already."""
+    for rule, grid in (
+        (rules.momentum(0.01), {"momentum": [-1.0, 2.0]}),
+        (rules.adam(0.01), {"b1": [0.5, 1.5]}),
+        (rules.get("optax.lamb", learning_rate=0.01), {"b2": [3.0]}),
+    ):
+        with pytest.raises(GridError, match=r"must be a finite number in \[0, 1\)"):
+            gdjax.sweep(_LS, rule, gdjax.init_linear(1), _HOUSES, grid=grid, num_steps=5)
+    with pytest.raises(ValueError, match=r"momentum must be a finite number in \[0, 1\), got -1.0"):
+        rules.momentum(0.01).replace(momentum=-1.0)
+
+
+def test_a_metric_may_not_take_a_grid_keys_name():
+    grid = {"learning_rate": [0.01, 0.02]}
+    with pytest.raises(ValueError, match="metric name 'learning_rate' is also a grid key"):
+        gdjax.sweep(_LS, "sgd", gdjax.init_linear(1), _HOUSES, grid=grid, num_steps=5,
+                    metrics={"learning_rate": lambda p: p["b"]})  # fmt: skip
+
+
+def test_a_value_that_rounds_out_of_its_domain_in_the_params_dtype_is_refused():
+    """In bfloat16 Adam's b2 = 0.999 is 1.0: its bias correction 1 - b2**t is 0 and every lane was
+    `nonfinite` at step 0, silently."""
+    half = jax.tree.map(lambda x: jax.numpy.asarray(x, jax.numpy.bfloat16), gdjax.init_linear(1))
+    X, y = _HOUSES
+    data = (X / X.max(), y / y.max())
+    with pytest.raises(GridError, match=r"b2 = 0.999 is 1.0 in bfloat16 .* outside in \[0, 1\)"):
+        gdjax.sweep(_LS, "adam", half, data, grid={"learning_rate": [0.01], "b2": [0.99, 0.999]}, num_steps=5)
+    with pytest.raises(ValueError, match=r"b2 = 0.999 is 1.0 in bfloat16"):
+        gdjax.run(_LS, rules.adam(0.01), half, data, num_steps=5)
+    ok = gdjax.sweep(_LS, "adam", half, data, grid={"learning_rate": [0.01], "b2": [0.99]}, num_steps=5)
+    assert ok.trace.status_name() == ["max_steps"]
+    with pytest.raises(ValueError, match=r"b2 = 0.99999999 is 1.0 in float32"):
+        gdjax.run(_LS, rules.adam(0.01, b2=0.99999999), gdjax.init_linear(1, np.float32), data, num_steps=5)
+
+
+def test_a_stopping_settings_typo_is_suggested_and_joined_histories_are_read_only():
+    typo = {"learning_rate": [0.1], "grad_tl": [1e-3]}
+    with pytest.raises(ValueError, match=r"no hyperparameter 'grad_tl' \(did you mean 'grad_tol'\?\)"):
+        gdjax.sweep(_LS, "sgd", gdjax.init_linear(1), _HOUSES, grid=typo, num_steps=5)
+    grid = {"learning_rate": [0.01, 0.02, 0.03]}
+    chunked = gdjax.sweep(_LS, "sgd", gdjax.init_linear(1), _HOUSES, grid=grid, num_steps=5, chunk_size=2)
+    for leaf in jax.tree.leaves(chunked.trace):
+        if isinstance(leaf, np.ndarray):
+            assert not leaf.flags.writeable
