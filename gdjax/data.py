@@ -161,6 +161,12 @@ def load_csv(
             return c % len(header)
         if c not in header:
             raise ValueError(f"{path}: no column {c!r}{nearest(c, header)}; columns are {header}")
+        if header.count(c) > 1:  # by name, one of them would be taken silently
+            where = [i + 1 for i, h in enumerate(header) if h == c]
+            raise ValueError(
+                f"{path}: the header names {header.count(c)} columns {c!r} (columns {where}); rename "
+                "them, or select by index"
+            )
         return header.index(c)
 
     t = column(target)
@@ -177,6 +183,12 @@ def load_csv(
         raise ValueError(f"{path}: features lists the column(s) {repeated} more than once")
     if not cols:
         raise ValueError(f"{path}: no feature column is left (columns {header}, target {header[t]!r})")
+    named = [header[c] for c in cols] + [header[t]]
+    twice = sorted({h for h in named if header.count(h) > 1}) if features is None else []
+    if twice:  # default features: columns of one name, told apart only by position
+        raise ValueError(
+            f"{path}: the header names several columns {twice}; rename them (or select the features by index)"
+        )
     wanted = [*cols, t]
     table = np.empty((len(rows) - 1, len(wanted)), np.float64)
     n = 0
@@ -204,6 +216,12 @@ def load_csv(
             if math.isinf(v) and "inf" not in r[c].lower():
                 raise ValueError(
                     f"{path}, line {line}, column {header[c]!r}: {r[c].strip()} is too large for float64"
+                )
+            if not math.isfinite(v):  # "nan", "inf": the line and column, not an index into X
+                option = "target" if c == t else "features"
+                raise ValueError(
+                    f"{path}, line {line}, column {header[c]!r}: {r[c].strip()} is not a finite number "
+                    f"(selected by the {option} option); gdjax fits finite data only"
                 )
             table[n, j] = v
         n += 1
@@ -247,6 +265,8 @@ def load_npz(path: str | os.PathLike, *, x_key: str = "X", y_key: str = "y"):
         )
     if mx.shape[0] != my.shape[0]:
         raise ValueError(f"{path}: {x_key!r} has {mx.shape[0]} rows but {y_key!r} has {my.shape[0]}")
+    if len(mx.shape) == 2 and mx.shape[1] == 0:  # as a CSV with no feature column left
+        raise ValueError(f"{path}: {x_key!r} has no feature column (shape {mx.shape})")
     need, budget = 8 * (math.prod(mx.shape) + my.shape[0]) + mx.nbytes + my.nbytes, _memory_budget()
     if need > budget:
         raise ValueError(
@@ -309,9 +329,11 @@ class Standardizer(NamedTuple):
     def unstandardize(self, params: dict) -> dict:
         """Maps linear-model params fitted on standardised X back to the original feature scale.
 
-        `y = z.w + b = x.(w / scale) + (b - mean.(w / scale))`.
+        `y = z.w + b = x.(w / scale) + (b - mean.(w / scale))`; a softmax's `w` is `(d, classes)`,
+        one column per class, and its `b` one entry per class.
         """
-        w = np.asarray(params["w"], np.float64) / self.scale
+        w = np.asarray(params["w"], np.float64)
+        w = w / (self.scale[:, None] if w.ndim == 2 else self.scale)
         b = np.asarray(params["b"], np.float64) - self.mean @ w
         return {"w": w, "b": b}
 

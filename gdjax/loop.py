@@ -1291,6 +1291,13 @@ def run(
     if any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves((values, cost_values, params0, data))):
         opts = opts._replace(guard_steps=True)
     if execution.checkpoint_every is not None:
+        if execution.checkpoint_every < opts.eval_every and opts.num_steps > opts.eval_every:
+            # Blocks are whole evaluation intervals: rounded down to none, nothing would be kept.
+            raise ValueError(
+                f"checkpoint_every={execution.checkpoint_every} is less than eval_every={opts.eval_every} "
+                "(the default for mini-batches is ceil(10 n / batch_size)): the carry is kept at whole "
+                "evaluation intervals, so none would be; give eval_every <= checkpoint_every"
+            )
         opts = opts._replace(checkpoint_every=execution.checkpoint_every)
     _, step_progress, close_bars = gdjax_progress.callbacks(execution)
     if step_progress is not None:
@@ -1299,16 +1306,28 @@ def run(
     try:
         with gdjax_progress.listening(step_progress):
             hyperparams = (values, cost_values)
-            trace = _compiled_run(cost, spec, metric_fns, opts, params0, hyperparams, data, key, tols)
+            try:
+                trace = _compiled_run(cost, spec, metric_fns, opts, params0, hyperparams, data, key, tols)
+            except TypeError as err:
+                if "No constant handler" not in str(err) or "Tracer" not in str(err):
+                    raise
+                raise ValueError(
+                    "the cost closes over a value that is being differentiated (a JAX tracer): pass "
+                    "it as a cost hyperparameter instead, gdjax.bind(cost, name=value) with `name` a "
+                    "keyword parameter of the cost, or as part of params0 or data"
+                ) from None
             if step_progress is not None:
                 trace = jax.block_until_ready(trace)  # the reports arrive while the bar is listening
     finally:
         close_bars()
     eval_steps, record_steps = _schedule_arrays(opts)
     trace = trace._replace(eval_steps=eval_steps, record_steps=record_steps)
-    if getattr(spec, "eval_params", None) is not None:
+    # Under jax.jit, vmap or grad the trace is made of tracers: a string field would be an invalid
+    # output of the transformed function, and no value can be looked at.
+    traced = isinstance(trace.loss_history, jax.core.Tracer)
+    if getattr(spec, "eval_params", None) is not None and not traced:
         trace = trace._replace(evaluated_at=getattr(spec.eval_params, "__name__", "eval_params").lstrip("_"))
-    if isinstance(spec, Opaque):
+    if isinstance(spec, Opaque) and not traced:
         # gdjax's rules refuse values that cannot move (learning_rate <= 0); an Optax transformation
         # built by hand (optax.sgd(0.0)) is checked after the fact, at the price of one small sync.
         _warn_if_stuck(trace, params0)
@@ -1406,7 +1425,8 @@ def _run_planned(planned: _Planned, rule, params0, data, key, cost_values, stopp
         _device_tolerances(stopping, jax.config.jax_enable_x64),
     )
     eval_steps, record_steps = _schedule_arrays(opts)
-    return trace._replace(eval_steps=eval_steps, record_steps=record_steps, evaluated_at=planned.evaluated_at)
+    evaluated_at = None if isinstance(trace.loss_history, jax.core.Tracer) else planned.evaluated_at
+    return trace._replace(eval_steps=eval_steps, record_steps=record_steps, evaluated_at=evaluated_at)
 
 
 SMALL_ARRAY_BYTES = 256  # host arrays up to this size are passed as device copies kept by content

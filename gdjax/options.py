@@ -28,6 +28,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from gdjax import validation
@@ -82,6 +83,13 @@ class Stopping:
     divergence_patience: int = DIVERGENCE_PATIENCE
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if isinstance(getattr(self, f.name), jax.core.Tracer):
+                raise ValueError(
+                    f"Stopping({f.name}=...) got a traced value (inside jax.jit, vmap or grad): stopping "
+                    "settings are host numbers, fixed when the run compiles; to vary one, make it a "
+                    "gdjax.sweep grid axis"
+                )
         for name in ("tol", "grad_tol"):
             value = getattr(self, name)
             if value is not None:

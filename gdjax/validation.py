@@ -146,7 +146,16 @@ def check_data(data: PyTree) -> int | None:
         return None
     n = None
     for path, leaf in leaves:
-        if isinstance(leaf, jax.core.Tracer):
+        if isinstance(leaf, jax.core.Tracer):  # values unknown while tracing; its shape is known
+            if leaf.ndim == 0:
+                raise ValueError(
+                    f"data{_path_name(path)} is a scalar; every data entry needs a leading example axis"
+                )
+            if n is None:
+                n = leaf.shape[0]
+            elif leaf.shape[0] != n:
+                shapes = {"data" + _path_name(p): tuple(np.shape(x)) for p, x in leaves}
+                raise ValueError(f"data entries disagree on the number of examples: {shapes}")
             continue
         if _known_finite(leaf):
             if n is None:

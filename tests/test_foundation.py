@@ -391,7 +391,7 @@ BAD_FILES = {
     "csv_header_only": (lambda p: data.load_csv(_csv(p, "a,b\n")), r"header row and at least one data row"),
     "csv_nan": (
         lambda p: data.load_csv(_csv(p, "a,b\n1,2\nnan,3\n")),
-        r"non-finite value \(nan\) at index \(1, 0\)",
+        r"line 3, column 'a': nan is not a finite number",  # the file's line, not an index into X
     ),
     "npz_missing": (lambda p: data.load_npz(p / "nope.npz"), r"data file not found"),
     "npz_unknown_array": (

@@ -9,6 +9,7 @@ least-squares hypergradient (the Hessian's eigendecomposition), central differen
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import gdjax
@@ -550,3 +551,42 @@ def test_average_needs_exactly_one_kind_and_a_gdjax_rule():
 
     with pytest.raises(ValueError, match="average takes a gdjax rule"):
         rules.average(optax.sgd(0.1), decay=0.9)
+
+
+# --- an outside audit of run under transformations ------------------------------------------------
+def test_traced_data_mini_batches_plain_optax_and_eval_params_rules_run_under_transformations():
+    X, y = gdjax.data.synthetic(0, 40, 3)[:2]
+    cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
+    p0 = gdjax.init_linear(3)
+
+    def mini(X, y):  # every data leaf traced: the example count comes from the tracers' shapes
+        return gdjax.run(cost, gdjax.rules.sgd(0.05), p0, (X, y), num_steps=20, batch_size=8, key=1)
+
+    assert jax.jit(lambda X, y: mini(X, y).loss_history)(X, y).tolist() == mini(X, y).loss_history.tolist()
+    averaged = jax.jit(lambda lr: gdjax.run(cost, gdjax.rules.average(gdjax.rules.sgd(lr), decay=0.9), p0,
+                                            (X, y), num_steps=10))(0.05)  # fmt: skip
+    assert averaged.evaluated_at is None  # a string is no output of a jitted function
+    by_hand = jax.vmap(lambda lr: gdjax.run(cost, optax.adam(lr), p0, (X, y), num_steps=10).loss_history[-1])
+    alone = [gdjax.run(cost, optax.adam(lr), p0, (X, y), num_steps=10).loss_history[-1] for lr in (0.01, 0.1)]
+    np.testing.assert_allclose(by_hand(jnp.array([0.01, 0.1])), alone, rtol=1e-12)
+
+
+def test_what_cannot_be_traced_or_checkpointed_says_so():
+    X, y = gdjax.data.synthetic(0, 40, 3)[:2]
+    cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
+    p0 = gdjax.init_linear(3)
+    with pytest.raises(ValueError, match=r"checkpoint_every=10 is less than eval_every=50"):
+        gdjax.run(cost, gdjax.rules.sgd(0.01), p0, (X, y), num_steps=200, batch_size=8, key=0,
+                  execution=gdjax.Execution(checkpoint_every=10))  # fmt: skip
+
+    def ridge(p, d, l2):
+        return cost(p, d) + l2 * jnp.sum(p["w"] ** 2)
+
+    closure = lambda l2: gdjax.run(  # noqa: E731
+        lambda p, d: ridge(p, d, l2), gdjax.rules.sgd(0.05), p0, (X, y), num_steps=10
+    ).loss_history[-1]
+    with pytest.raises(ValueError, match=r"closes over a value that is being differentiated.*gdjax.bind"):
+        jax.grad(closure)(0.1)
+    with pytest.raises(ValueError, match=r"Stopping\(grad_tol=...\) got a traced value"):
+        jax.jit(lambda g: gdjax.run(cost, gdjax.rules.sgd(0.05), p0, (X, y), num_steps=10,
+                                    stopping=gdjax.Stopping(grad_tol=g)).loss_history[-1])(1e-3)  # fmt: skip

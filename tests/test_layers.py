@@ -91,7 +91,16 @@ def test_core_never_imports_the_study_face(path):
     bad = sorted(m for m in _gdjax_imports(path) if m.startswith("gdjax.study"))
     if path.name == "__init__.py":  # names the study modules only as strings, for lazy loading
         assert not bad
+    if path.name == "__main__.py":  # `python -m gdjax`: the console script's entry, never imported
+        assert bad == ["gdjax.study.command", "gdjax.study.command.main"], bad  # by `import gdjax`
+        return
     assert not bad, f"{path.name} imports {bad}"
+
+
+def test_python_m_gdjax_is_only_the_commands_entry_point():
+    code = "import sys, gdjax, gdjax.loop\nassert 'gdjax.__main__' not in sys.modules\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_every_study_module_has_a_place_in_the_order():
