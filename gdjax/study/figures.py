@@ -362,6 +362,8 @@ def lr_sensitivity(r: Results):
             y = np.full(len(lrs), 1.0 + 0.035 * (k - (len(rows) - 1) / 2))
             ax.plot(lrs, y, "x", color=color_for(opt), ms=7, clip_on=False, transform=above)
         _finish(ax, "learning rate", "final f - f*" if known else "final loss", p, shown)
+        if rows:  # the title clears the rows of markers above the axes
+            ax.set_title(ax.get_title(), pad=6 + 9 * len(rows))
     fig.suptitle(
         "Learning-rate sensitivity (median over seeds, interquartile band; x: diverged)", fontsize=10
     )
