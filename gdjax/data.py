@@ -182,7 +182,9 @@ def load_csv(
     if repeated:
         raise ValueError(f"{path}: features lists the column(s) {repeated} more than once")
     if not cols:
-        raise ValueError(f"{path}: no feature column is left (columns {header}, target {header[t]!r})")
+        separator = next((c for c in ";\t|" if len(header) == 1 and c in header[0]), None)
+        hint = f"; the header holds {separator!r}: gdjax reads comma-separated files" if separator else ""
+        raise ValueError(f"{path}: no feature column is left (columns {header}, target {header[t]!r}){hint}")
     named = [header[c] for c in cols] + [header[t]]
     twice = sorted({h for h in named if header.count(h) > 1}) if features is None else []
     if twice:  # default features: columns of one name, told apart only by position

@@ -1467,6 +1467,11 @@ def sweep(
     compile_cache.from_environment_once()
     stopping = options.stopping_of(stopping, tol)
     execution = options.execution_of(execution, chunk_size)
+    if execution.checkpoint_every is not None:
+        raise ValueError(
+            "Execution(checkpoint_every=...) is for run only (reverse mode through one run); a sweep "
+            "is not differentiated: leave it out"
+        )
     chunk_size, devices = execution.chunk_size, execution.devices
     progress, memory_budget = execution.progress, execution.memory_budget
     record_every = execution.record_every

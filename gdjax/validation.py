@@ -78,6 +78,8 @@ def as_key(key):
         raise ValueError(f"key must be an integer seed or a jax.random.key, got {key!r}")
     if np.ndim(key) == 0:
         return seed_key(check_seed("key", key))
+    if isinstance(key, jax.core.Tracer) and key.dtype == jnp.uint32:  # raw key data under vmap or jit
+        return one_key(jax.random.wrap_key_data(key))
     try:
         typed = jax.random.wrap_key_data(np.asarray(key, np.uint32))
     except (TypeError, ValueError) as err:

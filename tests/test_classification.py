@@ -887,6 +887,10 @@ def test_csv_columns_of_one_name_and_non_finite_cells_are_named(tmp_path):
         ValueError, match=r"line 4, column 'x2': NaN is not a finite number \(selected by the features"
     ):
         data.load_csv(nan, exclude=["id", "name"])
+    semi = tmp_path / "semi.csv"
+    semi.write_text("x;y\n1;2\n3;4\n")
+    with pytest.raises(ValueError, match=r"the header holds ';': gdjax reads comma-separated files"):
+        data.load_csv(semi)
     empty = tmp_path / "empty.npz"
     np.savez(empty, X=np.zeros((3, 0)), y=np.zeros(3))
     with pytest.raises(ValueError, match=r"'X' has no feature column \(shape \(3, 0\)\)"):

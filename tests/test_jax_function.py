@@ -590,3 +590,17 @@ def test_what_cannot_be_traced_or_checkpointed_says_so():
     with pytest.raises(ValueError, match=r"Stopping\(grad_tol=...\) got a traced value"):
         jax.jit(lambda g: gdjax.run(cost, gdjax.rules.sgd(0.05), p0, (X, y), num_steps=10,
                                     stopping=gdjax.Stopping(grad_tol=g)).loss_history[-1])(1e-3)  # fmt: skip
+
+
+def test_raw_uint32_keys_can_be_vmapped_as_outside_vmap():
+    X, y = gdjax.data.synthetic(0, 40, 3)[:2]
+    cost = gdjax.make_cost(gdjax.linear, gdjax.mse)
+    keys = jnp.stack([jax.random.PRNGKey(i) for i in range(3)])
+
+    def final(k):
+        return gdjax.run(
+            cost, rules.sgd(0.05), gdjax.init_linear(3), (X, y), num_steps=10, batch_size=8, key=k
+        )
+
+    batched = jax.vmap(lambda k: final(k).loss_history[-1])(keys)
+    np.testing.assert_array_equal(batched, [final(np.asarray(k)).loss_history[-1] for k in keys])

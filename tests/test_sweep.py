@@ -760,3 +760,9 @@ def test_a_stopping_settings_typo_is_suggested_and_joined_histories_are_read_onl
     for leaf in jax.tree.leaves(chunked.trace):
         if isinstance(leaf, np.ndarray):
             assert not leaf.flags.writeable
+
+
+def test_checkpointing_is_refused_by_a_sweep_it_would_not_change():
+    with pytest.raises(ValueError, match=r"checkpoint_every=...\) is for run only"):
+        gdjax.sweep(_LS, "sgd", gdjax.init_linear(1), _HOUSES, grid={"learning_rate": [0.1]}, num_steps=5,
+                    execution=Execution(checkpoint_every=5))  # fmt: skip
