@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 import warnings
 import weakref
@@ -647,6 +648,19 @@ def _scan_intervals(body: Callable, carry, num: int, block: int | None):
     return carry, out
 
 
+def _takes_extra_args(rule) -> bool:
+    """Whether a transformation built outside gdjax takes Optax's extra arguments (`value`, `grad`,
+    `value_fn`): a `GradientTransformationExtraArgs` whose `update` accepts them by name or as
+    `**kwargs` (optax.contrib.sam is one by type, but its update takes none)."""
+    if not isinstance(rule, optax.GradientTransformationExtraArgs):
+        return False
+    try:
+        parameters = inspect.signature(rule.update).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: as the type says
+        return True
+    return any(p.kind is p.VAR_KEYWORD or p.name in ("value", "grad", "value_fn") for p in parameters)
+
+
 def _value_and_grad(cost: Callable) -> Callable:
     """The cost's own `value_and_grad` where it offers one (linear least squares), else autodiff's."""
     return getattr(cost, "value_and_grad", None) or jax.value_and_grad(cost)
@@ -1109,6 +1123,8 @@ def prepare(
         hint = ""
         if isinstance(rule, str):
             hint = f": a rule by name takes its values, gdjax.rules.get({rule!r}, learning_rate=...)"
+        elif hasattr(rule, "gradient_transformation"):  # optax.MultiSteps
+            hint = ": pass its .gradient_transformation()"
         elif callable(rule):
             hint = ": call the factory with its values first, e.g. gdjax.rules.adam(1e-3)"
         raise ValueError(
@@ -1138,9 +1154,7 @@ def prepare(
     _checked_signature(cost, params_key, _StructKey(data))
     metric_fns = check_metrics(metrics, params0, params_key)
     key = validation.as_key(key)
-    extra_args = getattr(
-        getattr(rule, "spec", None), "extra_args", isinstance(rule, optax.GradientTransformationExtraArgs)
-    )
+    extra_args = getattr(getattr(rule, "spec", None), "extra_args", _takes_extra_args(rule))
     opts = _plan(
         params_key,
         len(metric_fns),

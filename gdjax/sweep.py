@@ -595,6 +595,18 @@ def _registry_factory(rule) -> bool:
     return name in rules_lib.names() and getattr(rules_lib, name, None) is rule
 
 
+def _factory_state(factory, static, name, params, values):
+    """A user's factory's state for traced `values` (a sweep's lanes): its host checks cannot run."""
+    try:
+        return factory(**static, **values).init(params)
+    except (jax.errors.TracerBoolConversionError, jax.errors.ConcretizationTypeError) as err:
+        raise ValueError(
+            f"rule {name!r} is called with traced values inside the sweep's program, and it branches "
+            f"on one ({type(err).__name__}): keep Python `if`s on values out of the factory (a "
+            "sweep checks every grid value on the host before it runs) or use jnp.where"
+        ) from None
+
+
 def _valid_names(rule, static: Mapping[str, Any]) -> tuple[str, ...] | None:
     """The hyperparameters a rule takes (None when they cannot be known)."""
     schedule = static.get("schedule", "constant")
@@ -875,15 +887,17 @@ def _validate_values(parsed: _ParsedGrid, tolerance_kwargs):
                 f"(not among its numeric hyperparameters {list(spec.numeric)}); run one sweep per value"
             )
     else:
-        # A user's factory: its `update` must be shared across values (values kept in the state, as
-        # optax.inject_hyperparams does). One that bakes values into closures returns a new `update`
-        # on every call, even for equal values, so two calls tell it apart.
+        # A user's factory: its `update` must be shared across values (values kept in the state).
+        # One that bakes values into closures (optax.inject_hyperparams too: each call makes a new
+        # closure) returns a new `update` on every call, even for equal values, so two calls tell it
+        # apart.
         if rule0.update is not rule1.update:
             raise ValueError(
                 f"rule {source.name!r} builds a new update function for each hyperparameter value (its "
                 "values are baked into closures, as in optax.adam(lr)), so its lanes cannot share one "
-                "program. Use a gdjax.rules factory or name the Optax optimizer as 'optax.<name>' (e.g. "
-                "'optax.adam'), which keeps values in the state"
+                "program. Use a gdjax.rules factory, name an Optax optimizer as 'optax.<name>' (e.g. "
+                "'optax.adam'), or write your factory to keep its values in the rule's state and return "
+                "one update function defined once (README: 'Your own rule in a sweep')"
             )
         factory, static, update = source.rule, dict(parsed.static), rule0.update
         base = dict(first)
@@ -893,7 +907,7 @@ def _validate_values(parsed: _ParsedGrid, tolerance_kwargs):
             numeric=tuple(base),
             source=factory,
             extra_args=isinstance(rule0, optax.GradientTransformationExtraArgs),
-            init_state=lambda params, values: factory(**static, **values).init(params),
+            init_state=functools.partial(_factory_state, factory, static, source.name),
             make_update=lambda: update,
         )
     base_tol = dict(tolerance_kwargs)  # every stopping setting, the grid's scalars overriding the defaults

@@ -766,3 +766,38 @@ def test_checkpointing_is_refused_by_a_sweep_it_would_not_change():
     with pytest.raises(ValueError, match=r"checkpoint_every=...\) is for run only"):
         gdjax.sweep(_LS, "sgd", gdjax.init_linear(1), _HOUSES, grid={"learning_rate": [0.1]}, num_steps=5,
                     execution=Execution(checkpoint_every=5))  # fmt: skip
+
+
+def test_a_users_factory_that_branches_on_a_value_or_bakes_it_in_is_told_how_to_write_one():
+    def _update(updates, state, params=None):
+        return jax.tree.map(lambda g: -state * g, updates), state
+
+    def strict(learning_rate):
+        if learning_rate <= 0:  # a host check: the sweep calls the factory with traced values
+            raise ValueError("learning_rate must be > 0")
+        return optax.GradientTransformation(lambda p: jax.numpy.asarray(learning_rate), _update)
+
+    grid = {"learning_rate": [1e-3, 1e-2]}
+    with pytest.raises(ValueError, match=r"rule 'strict' is called with traced values .* jnp.where"):
+        gdjax.sweep(_LS, strict, gdjax.init_linear(1), _HOUSES, grid=grid, num_steps=5)
+    with pytest.raises(ValueError, match=r"keep its values in the rule's state .*Your own rule in a sweep"):
+        gdjax.sweep(
+            _LS, optax.inject_hyperparams(optax.sgd), gdjax.init_linear(1), _HOUSES, grid=grid, num_steps=5
+        )
+
+
+def test_plain_optax_transformations_that_take_no_extra_arguments_run():
+    """optax.contrib.sam is a GradientTransformationExtraArgs by type, but its update takes no
+    `value=`: it was passed one and raised inside Optax. optax.MultiSteps is not a transformation:
+    the error says what to pass."""
+    sam = optax.contrib.sam(optax.sgd(1e-3), optax.sgd(1e-4), sync_period=2)
+    X, y = _HOUSES
+    data = ((X - X.mean(0)) / X.std(0), (y - y.mean()) / y.std())
+    trace = gdjax.run(_LS, sam, gdjax.init_linear(1), data, num_steps=20)
+    params, state = gdjax.init_linear(1), sam.init(gdjax.init_linear(1))
+    for _ in range(20):  # the plain loop: update(grads, state, params)
+        updates, state = sam.update(jax.grad(_LS)(params, data), state, params)
+        params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(trace.params["w"], params["w"], rtol=1e-12)
+    with pytest.raises(ValueError, match=r"got MultiSteps: pass its .gradient_transformation\(\)"):
+        gdjax.run(_LS, optax.MultiSteps(optax.sgd(1e-3), 2), gdjax.init_linear(1), data, num_steps=5)
