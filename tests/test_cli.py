@@ -431,6 +431,19 @@ def test_check(args):
     assert "PASS" in out and "FAIL" not in out
 
 
+def test_check_refuses_what_run_would_refuse(tmp_path):
+    """`gdjax check` printed PASS for configs that `gdjax run` then refused at a config line."""
+    text = (
+        'name = "c"\n[data]\nsource = "line"\n[cost]\nmodel = "linear"\nloss = "mse"\n[run]\nnum_steps = 5\n'
+        '[[optimizers]]\nrule = "gd"\ngrid.learning_rate = [0.1]\n[outputs]\nrank_by = "test_loss"\n'
+    )
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    code, _, err = run_cli("check", str(path))
+    assert code == 2 and "outputs.rank_by: ranking by test_loss needs [data] test_fraction" in err, err
+    assert sorted(os.listdir(tmp_path)) == ["c.toml"]  # a dry run: nothing written
+
+
 def _write(tmp_path, text):
     path = tmp_path / "bad.toml"
     path.write_text(text)

@@ -680,3 +680,27 @@ def test_divergence_detection_turns_off_with_false_and_round_trips():
     assert config.loads(BASE).stopping.divergence_factor == gdjax.Stopping().divergence_factor
     with pytest.raises(ConfigError, match="or false to turn it off"):
         config.loads(BASE.replace("tol = 1e-6", "tol = 1e-6\ndivergence_factor = true"))
+
+
+# --- an outside audit of suites and config checks ---------------------------------------------------
+def test_a_single_grid_value_and_a_search_of_the_same_key_are_refused():
+    """The search's points replaced the grid's value silently (0.1 was never run)."""
+    text = (
+        'name = "s"\n[data]\nsource = "line"\n[cost]\nmodel = "linear"\nloss = "mse"\n[run]\nnum_steps = 5\n'
+        '[[optimizers]]\nrule = "gd"\ngrid.learning_rate = 0.1\n'
+        'search = { points = 5, seed = 3, learning_rate = [0.0001, 1.0, "log"] }\n'
+    )
+    with pytest.raises(ConfigError, match="learning_rate is a grid axis too: give it in grid or in search"):
+        config.loads(text)
+
+
+def test_memory_advice_never_exceeds_the_sweeps_own_lane_cap():
+    from gdjax.sweep import MAX_LANES
+
+    text = (
+        'name = "m"\n[data]\nsource = "line"\n[cost]\nmodel = "linear"\nloss = "mse"\n[run]\nnum_steps = 10\n'
+        '[[optimizers]]\nrule = "momentum"\ngrid.learning_rate = { logspace = [1e-4, 1.0, 99999] }\n'
+        "grid.momentum = { linspace = [0.0, 0.9, 99999] }\n"
+    )
+    with pytest.raises(ConfigError, match=rf"use at most {MAX_LANES} lanes"):
+        config.loads(text)

@@ -127,6 +127,27 @@ def test_a_metric_spanning_orders_of_magnitude_is_drawn_on_a_log_axis():
     assert ax.get_yscale() == "linear"  # a curve over a narrow range: as it was
 
 
+def test_best_of_k_of_a_problem_whose_best_found_is_reached_draws_without_a_warning():
+    """Against the best found, a problem's only lane has expected value exactly 0: its log axis of
+    nothing but zeros warned (from matplotlib, in a plain `gdjax run`) and drew nothing."""
+    X, y = gdjax.data.house_prices()
+    logistic = gdjax.make_cost(gdjax.linear, gdjax.logistic)
+    labels = (y > np.median(y)).astype(float)
+    data = (X, labels)
+    many = gdjax.sweep(
+        logistic, {"sgd": {"learning_rate": [0.01, 0.1]}}, gdjax.init_linear(1), data, num_steps=20
+    )
+    one = gdjax.sweep(logistic, {"sgd": {"learning_rate": [0.01]}}, gdjax.init_linear(1), data, num_steps=20)
+    r = gdjax.study.results_model.merge(
+        [
+            gdjax.study.results(many, problem="a", num_examples=7),
+            gdjax.study.results(one, problem="b", num_examples=7),
+        ]
+    )
+    fig = figures.FIGURES["best_of_k"].draw(r)  # filterwarnings = error: a warning fails the test
+    assert all(ax.get_lines() for ax in fig.axes[:2])
+
+
 def test_unknown_figure_names_the_nearest(comparison):
     with pytest.raises(ValueError, match="did you mean 'loss_curves'"):
         figures.draw(comparison, ["loss_curve"])

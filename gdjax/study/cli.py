@@ -388,6 +388,12 @@ def _cmd_check(args, out: TextIO, err: TextIO) -> int:
     cfg = _load_config(args.config)
     jax.config.update("jax_enable_x64", cfg.precision == "float64")
     problems = experiment.build_problems(cfg)
+    # What `gdjax run` refuses before it writes anything is refused here too (a dry run): the
+    # units, the host memory of the histories and each sweep's plan (validated, nothing compiled).
+    unit_list = experiment.units(cfg)
+    experiment.check_units(cfg, problems, unit_list)
+    experiment.check_memory(cfg, problems, unit_list)
+    experiment.check_sweeps(cfg, problems, unit_list)
     with _x64_on():
         reports = experiment.check_gradients(cfg, problems)
     print(experiment.gradcheck_text(reports, cfg, problems), file=out, end="")

@@ -264,7 +264,9 @@ def _check_sizes(top: Table, cfg: ExperimentConfig) -> None:
         if need > budget:
             evals_fit = int(budget // (series * itemsize * max(lanes, 1)))  # evaluations per lane that fit
             max_steps = (evals_fit - 1) * every
-            max_lanes = int(budget // per_lane)
+            from gdjax.sweep import MAX_LANES  # noqa: PLC0415  (the sweep's own cap on one call)
+
+            max_lanes = min(int(budget // per_lane), MAX_LANES)
             advice = []
             if max_steps >= 1:
                 advice.append(f"num_steps <= {max_steps} for this grid")

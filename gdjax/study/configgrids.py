@@ -123,7 +123,8 @@ def read_optimizer_table(t: Table, callable_costs: tuple[bool, ...] = ()) -> Opt
                 g.fail(key, _unknown_hyperparameter(key, rule, schedule, names, callable_costs))
         grid.append((key, parsed))
     if search is not None:
-        axes = _read_search(search, names, {k for k, v in grid if isinstance(v, tuple)})
+        # Any key of the grid, a single value too: the search would replace it silently.
+        axes = _read_search(search, names, {k for k, _ in grid})
         grid += axes
         zip_grid = True
     t.finish()

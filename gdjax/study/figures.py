@@ -541,9 +541,9 @@ def best_of_k(r: Results):
     table = r.expected_best_of_k(by="suboptimality", mode="min")
     for ax, p in zip(axes, problems, strict=True):
         mine = table[table["problem"] == p].assign(
-            expected=lambda t, p=p: (
-                _floored(t["expected"], _f_star_of(r, p)) if known else _capped(t["expected"])
-            )
+            # Against the best found too, a best lane's 0 is drawn at the floor (a log axis has no
+            # 0: one configuration, or all at the best, warned "no positive values" and drew nothing).
+            expected=lambda t, p=p: _floored(t["expected"], _f_star_of(r, p))
         )
         for opt in _order(r):
             rows = mine[mine["optimizer"] == opt]

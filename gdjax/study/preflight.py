@@ -31,7 +31,7 @@ from gdjax.study.problems import (
     read_data,
 )
 from gdjax.study.summary import METRIC_NAMES, SUMMARY_KEYS
-from gdjax.sweep import NOISE_FOLD, Init, Starts, SweepPlan, check_sweep, plan_sweep
+from gdjax.sweep import MAX_LANES, NOISE_FOLD, Init, Starts, SweepPlan, check_sweep, plan_sweep
 from gdjax.types import GradCheckReport, PyTree
 from gdjax.validation import nearest
 
@@ -415,7 +415,7 @@ def check_memory(cfg: ExperimentConfig, problems: list[Problem], unit_list: list
         record_every = -(-record_every // every) * every  # a multiple of eval_every
         table = cfg.key_path("record_every").split(".")[0]
         advice.append(f"[{table}] record_every = {record_every} (iterates every {record_every} steps)")
-    lanes_fit = int(budget * lanes // total)
+    lanes_fit = min(int(budget * lanes // total), MAX_LANES)  # and the sweep's own cap
     if lanes_fit >= 1:
         advice.append(f"at most {lanes_fit} lanes for {u.key} (fewer grid values, seeds or batch sizes)")
     steps_fit = int(u.num_steps * budget // total)
