@@ -123,8 +123,12 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser(
         "check",
-        help="check the gradient of a config's cost",
-        description="Print the gradient-check report of CONFIG's cost(s) (the default study without CONFIG).",
+        help="a dry run: what run would refuse, and the gradient check of a config's cost",
+        description=(
+            "Check CONFIG as `gdjax run` would before it writes anything (its units, the memory of its "
+            "histories, each sweep's plan: nothing is compiled, run or written), then print the "
+            "gradient-check report of its cost(s) (the default study without CONFIG)."
+        ),
         epilog=_CHECK_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
