@@ -147,24 +147,25 @@ def check_data(data: PyTree) -> int | None:
     if not leaves:
         return None
     n = None
+
+    def agree(rows: int) -> None:  # every leaf on one leading (example) axis
+        nonlocal n
+        if n is None:
+            n = rows
+        elif rows != n:
+            shapes = {"data" + _path_name(p): tuple(np.shape(x)) for p, x in leaves}
+            raise ValueError(f"data entries disagree on the number of examples: {shapes}")
+
     for path, leaf in leaves:
         if isinstance(leaf, jax.core.Tracer):  # values unknown while tracing; its shape is known
             if leaf.ndim == 0:
                 raise ValueError(
                     f"data{_path_name(path)} is a scalar; every data entry needs a leading example axis"
                 )
-            if n is None:
-                n = leaf.shape[0]
-            elif leaf.shape[0] != n:
-                shapes = {"data" + _path_name(p): tuple(np.shape(x)) for p, x in leaves}
-                raise ValueError(f"data entries disagree on the number of examples: {shapes}")
+            agree(leaf.shape[0])
             continue
         if _known_finite(leaf):
-            if n is None:
-                n = leaf.shape[0]
-            elif leaf.shape[0] != n:
-                shapes = {"data" + _path_name(p): tuple(np.shape(x)) for p, x in leaves}
-                raise ValueError(f"data entries disagree on the number of examples: {shapes}")
+            agree(leaf.shape[0])
             continue
         if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             arr = np.empty(leaf.shape, np.bool_)  # typed PRNG keys (one per example): their shape only
@@ -185,11 +186,7 @@ def check_data(data: PyTree) -> int | None:
             raise ValueError(
                 f"{name} contains a non-finite value ({arr[tuple(bad)]}) at index {tuple(bad.tolist())}"
             )
-        if n is None:
-            n = arr.shape[0]
-        elif arr.shape[0] != n:
-            shapes = {"data" + _path_name(p): tuple(np.shape(x)) for p, x in leaves}
-            raise ValueError(f"data entries disagree on the number of examples: {shapes}")
+        agree(arr.shape[0])
         _remember_finite(leaf)
     return n
 

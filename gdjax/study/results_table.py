@@ -296,27 +296,23 @@ class Results:
 
     def best_statement(self, *, by: str = "final_loss", mode: str = "min", **options) -> str | None:
         """A "best optimizer" sentence only where every paired comparison supports it, else None."""
-        from gdjax.study import statistics
-
-        self._check_column(by)
-        options = self._seeds(options)
-        key = ("best_statement", by, mode, repr(sorted(options.items())))
-        if key not in self._cache:  # the page states it, and the command prints it again
-            self._cache[key] = statistics.best_statement(
-                self.lanes, config=self.config_columns, by=by, mode=mode, **options
-            )
-        return self._cache[key]
+        return self._statement("best_statement", by, mode, options)
 
     def verdict(self, *, by: str = "final_loss", mode: str = "min", **options) -> str:
         """`best_statement`'s sentence, or why the comparisons support none (too few differing pairs
         for the test to reach its level, or a comparison that is not significant)."""
+        return self._statement("verdict", by, mode, options)
+
+    def _statement(self, name: str, by: str, mode: str, options: dict):
+        """`statistics.<name>` of these lanes, once per arguments (the page states it, and the
+        command prints it again)."""
         from gdjax.study import statistics
 
         self._check_column(by)
         options = self._seeds(options)
-        key = ("verdict", by, mode, repr(sorted(options.items())))
-        if key not in self._cache:  # the page states it, and the command prints it again
-            self._cache[key] = statistics.verdict(
+        key = (name, by, mode, repr(sorted(options.items())))
+        if key not in self._cache:
+            self._cache[key] = getattr(statistics, name)(
                 self.lanes, config=self.config_columns, by=by, mode=mode, **options
             )
         return self._cache[key]
