@@ -176,25 +176,33 @@ def domain_violations(spec: Any, values: Mapping[str, Any]) -> dict[str, jax.Arr
 def check_in_dtype(spec: Any, values: Mapping[str, Any], originals: Mapping[str, Any], dtype) -> None:
     """Raises ValueError where a value cast to the run's `dtype` has left its domain: Adam's
     `b2 = 0.999` is 1.0 in bfloat16 (and `0.99999999` in float32), whose bias correction `1 - b2**t`
-    is then 0 and every step non-finite. `values` are the cast host arrays, `originals` as given."""
+    is then 0 and every step non-finite. `values` are the cast host arrays, `originals` as given.
+    On every plain `run` call, so scalars are checked as Python floats (a few microseconds)."""
     if np.dtype(dtype) == np.float64:
         return
-    domain = dict(getattr(spec, "domain", ()))
-    for name, value in values.items():
-        constraint = domain.get(name, "")
-        if not constraint or isinstance(value, jax.core.Tracer):
+    for name, constraint in spec.domain:
+        value = values.get(name)
+        if not constraint or value is None or isinstance(value, jax.core.Tracer):
             continue
-        arr = np.asarray(value, np.float64)
-        bad = ~np.asarray(_TRACED_CONSTRAINTS[constraint](arr))
-        if bad.any():
-            given = np.asarray(originals[name]).reshape(-1)
-            i = int(np.flatnonzero(bad.reshape(-1))[0])
-            shown = given[i] if given.size > i else given[0]
-            raise ValueError(
-                f"{name} = {float(shown)!r} is {float(arr.reshape(-1)[i])!r} in {np.dtype(dtype).name} (the "
-                f"params' dtype, in which the rule keeps it), outside {constraint}: give a value that "
-                f"{np.dtype(dtype).name} holds inside it, or params in a wider dtype"
-            )
+        if np.ndim(value) == 0:
+            x = float(value)
+            if _CONSTRAINTS[constraint](x) or not math.isfinite(x):  # non-finite: the host check's
+                continue
+            i = 0
+        else:
+            arr = np.asarray(value, np.float64).reshape(-1)
+            outside = ~np.asarray(_TRACED_CONSTRAINTS[constraint](arr)) & np.isfinite(arr)
+            if not outside.any():
+                continue
+            i = int(np.flatnonzero(outside)[0])
+        given = np.asarray(originals[name]).reshape(-1)
+        shown = given[i] if given.size > i else given[0]
+        cast = float(np.asarray(value, np.float64).reshape(-1)[i])
+        raise ValueError(
+            f"{name} = {float(shown)!r} is {cast!r} in {np.dtype(dtype).name} (the params' dtype, in "
+            f"which the rule keeps it), outside {constraint}: give a value that "
+            f"{np.dtype(dtype).name} holds inside it, or params in a wider dtype"
+        )
 
 
 def _check_values(values: dict[str, Any], constraints: dict[str, str]) -> None:
