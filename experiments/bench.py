@@ -646,18 +646,34 @@ def _bench_big_grid(quick: bool) -> dict:
     bare = jax.jit(jax.vmap(one, in_axes=(0, None, None)))
     results = []
 
-    def call():
-        res = gdjax.sweep(COST, "sgd", p0, (X, y), grid={"learning_rate": lrs}, num_steps=T)
-        jax.block_until_ready(res.trace.loss_history)
-        results.append(res.run_seconds)
+    def sweep_call(keep: list | None = None, **kwargs):
+        def call():
+            res = gdjax.sweep(COST, "sgd", p0, (X, y), grid={"learning_rate": lrs}, num_steps=T, **kwargs)
+            jax.block_until_ready(res.trace.loss_history)
+            if keep is not None:
+                keep.append(res.run_seconds)
 
+        return call
+
+    # The same sweep with the two default features the bare program does not have turned off: the
+    # divergence rule and the per-step parameter records (params recorded at the start and the end).
+    features_off = dict(
+        stopping=gdjax.Stopping(divergence_factor=None), execution=gdjax.Execution(record_every=T)
+    )
     row = dict(lanes=K, num_steps=T)
     lrs_device = jnp.asarray(lrs)
     best = interleaved_best(
-        {"gdjax": call, "bare": lambda: jax.block_until_ready(bare(lrs_device, p0["w"], p0["b"]))},
+        {
+            "gdjax": sweep_call(results),
+            "bare": lambda: jax.block_until_ready(bare(lrs_device, p0["w"], p0["b"])),
+            "no_divergence": sweep_call(stopping=features_off["stopping"]),
+            "no_divergence_no_records": sweep_call(**features_off),
+        },
         3 if quick else 5,
     )
     row["gdjax_s"], row["bare_s"] = best["gdjax"], best["bare"]
+    row["gdjax_no_divergence_s"] = best["no_divergence"]
+    row["gdjax_no_divergence_no_records_s"] = best["no_divergence_no_records"]
     row["gdjax_device_s"] = min(results[1:])
     # Kernels per step of each program's loop (the sweep's program is the one its calls just used).
     sweep_module = importlib.import_module("gdjax.sweep")
@@ -674,6 +690,12 @@ def _bench_big_grid(quick: bool) -> dict:
         f"({row['bare_s'] / lane_steps * 1e9:.0f} ns/lane-step) -> gdjax speed / bare speed "
         f"{row['bare_s'] / row['gdjax_s']:.2f} (device part {row['bare_s'] / row['gdjax_device_s']:.2f}); "
         f"kernels per step: gdjax {row['kernels_per_step']['gdjax']}, bare {row['kernels_per_step']['bare']}"
+    )
+    print(
+        f"      the same sweep without the divergence rule: {row['gdjax_no_divergence_s'] * 1e3:.0f} ms "
+        f"({row['bare_s'] / row['gdjax_no_divergence_s']:.2f}); also without per-step parameter records "
+        f"(what the bare program computes): {row['gdjax_no_divergence_no_records_s'] * 1e3:.0f} ms "
+        f"({row['bare_s'] / row['gdjax_no_divergence_no_records_s']:.2f})"
     )
     return row
 
