@@ -865,7 +865,7 @@ EVAL_COPY_BYTES = 2**30  # mini-batch runs keep a feature-major copy of X for ev
 
 
 def _nbytes(x) -> int:
-    return int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize
+    return math.prod(np.shape(x)) * np.dtype(x.dtype).itemsize
 
 
 # Host X up to this size is transposed by NumPy, on the host: faster than the copy and XLA's transpose up
