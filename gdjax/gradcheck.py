@@ -618,9 +618,10 @@ def _compare(a, b, floor, rtol, extra, leaf, pair, dtype, idx, shape, excused=No
     `excused` (same shape, or None): components shown in the errors but left out of the verdict
     (kinks and unconverged finite differences, for the pairs with `fd`)."""
     finite = np.isfinite(a) & np.isfinite(b)
-    abs_err = np.where(finite, np.abs(a - b), np.inf)
-    size = np.maximum(np.maximum(np.abs(a), np.abs(b)), floor)
-    rel_err = abs_err / np.maximum(size, np.finfo(np.float64).tiny)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf - inf where a or b is not finite
+        abs_err = np.where(finite, np.abs(a - b), np.inf)
+        size = np.maximum(np.maximum(np.abs(a), np.abs(b)), floor)
+        rel_err = abs_err / np.maximum(size, np.finfo(np.float64).tiny)
     allowed = rtol * size + extra
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(abs_err == 0, 0.0, abs_err / allowed)

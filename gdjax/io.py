@@ -108,8 +108,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> s
     except BaseException as err:
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        if isinstance(err, OSError) and tmp in (err.filename, err.filename2):
-            raise type(err)(err.errno, f"cannot write {path!r}: {err.strerror}", path) from None
+        if isinstance(err, OSError) and (err.filename is None or tmp in (err.filename, err.filename2)):
+            # A write that failed (a full disk: EFBIG, ENOSPC) names the file asked for, not its temp.
+            named = type(err)(f"cannot write {path!r}: {err.strerror or err}")
+            named.errno = err.errno  # the message names the file; str() keeps it as written
+            raise named from None
         raise
     return path
 

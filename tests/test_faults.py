@@ -5,11 +5,13 @@ and that a resumed run gives byte-identical summaries. The signal cases run the 
 subprocess and are marked slow; the rest drive `gdjax.study.cli.main` in-process.
 """
 
+import errno
 import gc
 import io
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import jax
 import numpy as np
 import pytest
 
+from gdjax import io as gdjax_io
 from gdjax.estimator import GDRegressor
 from gdjax.study import cli, experiment, runfolder
 from gdjax.study import config as config_lib
@@ -500,3 +503,168 @@ def test_a_model_file_with_non_finite_coefficients_is_refused(tmp_path):
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="corrupted GDRegressor file: .*coefficients are not finite"):
         GDRegressor.load(path)
+
+
+# ------------------------------------------- an outside audit of faults and hostile files (2026-12-04)
+def test_a_resume_finds_the_folder_another_run_finished_meanwhile(tiny, tmp_path, monkeypatch):
+    """Two `--resume`s of one partial folder: the second judged it partial, and before it took the
+    lock (its gradient check and plans run first) the first finished it. It then reran every
+    optimizer over the complete folder (stopped part-way, it left it partial again). It now finds
+    the folder complete and reruns nothing."""
+    cfg, ref = tiny
+    out = tmp_path / "run"
+    interrupted_folder(cfg, out, after="momentum")
+    compiler, run_unit = experiment.Compiler, experiment.run_unit
+    reran = []
+
+    def finished_meanwhile(*args, **kwargs):  # after the folder was judged, before the lock
+        monkeypatch.setattr(experiment, "Compiler", compiler)
+        code, _, err = run_cli("run", str(cfg), "--out", str(out), "--resume", "-q")
+        assert code == 0, err
+        monkeypatch.setattr(
+            experiment, "run_unit", lambda *a, **k: reran.append(a[1].key) or run_unit(*a, **k)
+        )
+        return compiler(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "Compiler", finished_meanwhile)
+    code, text, err = run_cli("run", str(cfg), "--out", str(out), "--resume")
+    assert code == 0, err
+    assert "nothing to resume" in text and reran == []
+    assert_same_results(out, ref)
+
+
+@pytest.mark.parametrize("where", ["optimizers[0]", "cost"])
+@pytest.mark.parametrize("label", ["nan", "inf", "-inf"])
+def test_a_label_that_reads_back_as_a_number_is_refused(tmp_path, where, label):
+    """Run files keep non-finite numbers as "nan"/"inf"/"-inf": an optimizer labelled so was read
+    back as a float, and the run's report could never be written."""
+    text = TINY.replace('rule = "gd"', f'rule = "gd"\nlabel = "{label}"', 1)
+    if where == "cost":
+        text = TINY.replace('model = "linear"', f'model = "linear"\nlabel = "{label}"')
+    with pytest.raises(config_lib.ConfigError, match=rf"{re.escape(where)}\.label: .*cannot be a label"):
+        config_lib.loads(text, source="t.toml")
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (("summary.json", lambda s: ["x", "y"]), "summary.json is not a list of summary rows"),
+        (("manifest.json", lambda m: {**m, "units": [1]}), "'units' is not a table of optimizers"),
+        (("manifest.json", lambda m: {**m, "plots": 5}), "'plots' is not a list of file names"),
+    ],
+)
+def test_resuming_a_complete_folder_with_files_of_another_shape_is_one_line(tiny, tmp_path, damage, message):
+    cfg, _ = tiny
+    out = tmp_path / "run"
+    assert run_cli("run", str(cfg), "--out", str(out), "-q")[0] == 0
+    name, change = damage
+    (out / name).write_text(json.dumps(change(json.loads((out / name).read_text()))))
+    code, _, err = run_cli("run", str(cfg), "--out", str(out), "--resume", "-q")
+    assert code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_a_resumed_manifest_of_another_shape_is_started_afresh(tiny, tmp_path):
+    cfg, ref = tiny
+    out = tmp_path / "run"
+    interrupted_folder(cfg, out, after="momentum")
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "resumed": 5, "started": [1]}))
+    code, _, err = run_cli("run", str(cfg), "--out", str(out), "--resume", "-q")
+    assert code == 0, err
+    assert_same_results(out, ref)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert isinstance(manifest["started"], str) and len(manifest["resumed"]) == 1
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("splits", [1, 2], "splits must map each problem"),
+        ("splits", {"p": "x"}, "splits must map each problem"),
+        ("hyperparameters", 5, "hyperparameters must be a list of column names"),
+        ("hyperparameters", ["no_such_column"], "names hyperparameters ['no_such_column']"),
+        ("metrics", ["zzz"], "names metrics ['zzz']"),
+        ("tuning_seeds", [True], "tuning_seeds must be a list of integer seeds"),
+    ],
+)
+def test_saved_results_whose_results_json_has_another_shape_are_one_line(tiny, tmp_path, key, value, message):
+    from gdjax import study
+    from gdjax.study import results_model
+
+    _, ref = tiny
+    saved = tmp_path / "saved"
+    study.load(str(ref)).save(saved)
+    meta = json.loads((saved / "results.json").read_text())
+    (saved / "results.json").write_text(json.dumps({**meta, key: value}))
+    with pytest.raises(results_model.ResultsError) as err:
+        study.load(str(saved))
+    assert "results.json" in str(err.value) and message in str(err.value)
+    code, _, stderr = run_cli("report", str(saved), "--out", str(tmp_path / "page"))
+    assert code == 2 and message in stderr and "Traceback" not in stderr, stderr
+
+
+def test_a_run_folder_with_an_infinite_step_count_is_one_line(tiny, tmp_path):
+    cfg, _ = tiny
+    out = tmp_path / "run"
+    assert run_cli("run", str(cfg), "--out", str(out), "-q")[0] == 0
+    with np.load(out / "histories.npz", allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["gd/eval_steps"] = np.full(arrays["gd/eval_steps"].shape, np.inf)
+    np.savez(out / "histories.npz", **arrays)
+    code, _, err = run_cli("report", str(out), "--out", str(tmp_path / "page"))
+    assert code == 2 and "do not fit together (OverflowError" in err and "Traceback" not in err, err
+
+
+def test_a_full_disk_names_the_file_and_how_to_finish(tiny, tmp_path, monkeypatch):
+    """A write that fails for want of space said only `[Errno 27] File too large`."""
+    cfg, ref = tiny
+    out = tmp_path / "run"
+    write_results = experiment.write_results
+
+    def full_disk(folder, rows, arrays):
+        if arrays is not None:  # the histories, after every optimizer ran
+            gdjax_io.atomic_write(
+                folder.file("histories.npz"), lambda f: _raise(OSError(errno.EFBIG, "File too large"))
+            )
+        return write_results(folder, rows, arrays)
+
+    monkeypatch.setattr(experiment, "write_results", full_disk)
+    code, _, err = run_cli("run", str(cfg), "--out", str(out), "-q")
+    assert code == 2, err
+    assert f"cannot write '{out / 'histories.npz'}': File too large" in err
+    assert f"partial results in {out}; finish with: gdjax run {cfg} --out {out} --resume" in err
+    monkeypatch.undo()
+    assert run_cli("run", str(cfg), "--out", str(out), "--resume", "-q")[0] == 0
+    assert_same_results(out, ref)
+
+
+def _raise(err):
+    raise err
+
+
+def test_a_polynomial_degree_that_overflows_is_a_config_error(tmp_path):
+    text = TINY.replace('source = "house_prices"\nstandardize = true', 'source = "line"').replace(
+        'model = "linear"', 'model = "polynomial"\ndegree = 300'
+    )
+    path = tmp_path / "poly.toml"
+    path.write_text(text)
+    code, _, err = run_cli("check", str(path))
+    assert code == 2 and "cost.degree: x**600" in err and "overflows float64" in err, err
+
+
+def test_a_config_with_a_byte_order_mark_is_read(tiny, tmp_path):
+    cfg, _ = tiny
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + cfg.read_bytes())
+    assert config_lib.load(str(path)).name == "tiny"
+
+
+def test_run_out_through_a_symbolic_link_is_refused(tiny, tmp_path):
+    """As `gdjax report --out`, and as the README says: the folder itself, never through a link."""
+    cfg, _ = tiny
+    target = tmp_path / "target"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target, target_is_directory=True)
+    code, _, err = run_cli("run", str(cfg), "--out", str(tmp_path / "link"), "-q")
+    assert code == 2 and "is a symbolic link: give the folder itself" in err, err
+    assert os.listdir(target) == []

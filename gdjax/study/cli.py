@@ -630,6 +630,9 @@ def _main(argv: list[str] | None, stdout: TextIO | None, err: TextIO, drawer=Non
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"{PROG}: error: {message}", file=err)
+        folder = getattr(error, "gdjax_run_folder", None)  # a run that stopped part-way (a full disk)
+        if folder and args.command == "run":
+            print(f"{PROG}: partial results in {folder}; finish with: {_resume_hint(args, folder)}", file=err)
         return 2
     except MemoryError:
         if args.debug:

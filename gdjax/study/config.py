@@ -537,7 +537,7 @@ def load(path: str | os.PathLike) -> ExperimentConfig:
     if len(raw) > _MAX_CONFIG_BYTES:
         raise ConfigError(f"larger than {_MAX_CONFIG_BYTES} bytes; not a config file", source=path)
     try:
-        text = raw.decode("utf-8")
+        text = raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8")  # a byte-order mark (Windows editors)
     except UnicodeDecodeError as err:
         raise ConfigError(
             f"not UTF-8 text (byte {err.start}); TOML files are UTF-8: save it as UTF-8",

@@ -76,6 +76,17 @@ RANK_BY = ("final_loss", "test_loss", "accuracy", "test_accuracy")
 LABEL = re.compile(r"[A-Za-z0-9_+-]+")  # whole string (fullmatch): "adam\n" is no label
 
 
+def label_error(label: str) -> str | None:
+    """Why `label` cannot name an optimizer or a problem, or None. A label is a file-name-safe word;
+    "nan", "inf" and "-inf" are refused too: gdjax's JSON files keep non-finite numbers as those
+    strings, so a run's summary would read such a label back as a number."""
+    if not LABEL.fullmatch(label):
+        return f"labels use letters, digits, '_', '+' and '-' only, got {label!r}"
+    if label in ("nan", "inf", "-inf"):
+        return f"{label!r} cannot be a label: run files keep non-finite numbers as that string"
+    return None
+
+
 class ConfigError(ValueError):
     """A config that cannot be run, with the key and TOML line it is about.
 

@@ -14,11 +14,11 @@ from gdjax.study import problems as problems_lib
 from gdjax.study.configbase import (
     DATA_SOURCES,
     FILE_SOURCES,
-    LABEL,
     MODELS,
     CostConfig,
     DataConfig,
     Table,
+    label_error,
     toml_type,
 )
 from gdjax.study.tomltext import fmt_path
@@ -261,8 +261,8 @@ def read_cost_table(t: Table, has_data: bool) -> CostConfig:
             start=start,
             init_noise=init_noise,
         )
-    if not LABEL.fullmatch(cfg.label):
-        t.fail("label", f"labels use letters, digits, '_', '+' and '-' only, got {cfg.label!r}")
+    if (why := label_error(cfg.label)) is not None:
+        t.fail("label", why)
     return dataclasses.replace(cfg, metrics=metrics, init=init)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from gdjax import rules
-from gdjax.study.configbase import LABEL, REQUIRED, OptimizerConfig, Table, read_batch_sizes, toml_type
+from gdjax.study.configbase import REQUIRED, OptimizerConfig, Table, label_error, read_batch_sizes, toml_type
 from gdjax.sweep import GridError, check_grid
 from gdjax.validation import nearest
 
@@ -101,8 +101,8 @@ def read_optimizer_table(t: Table, callable_costs: tuple[bool, ...] = ()) -> Opt
         )
     # "optax.lion" -> "lion": a label is a file-name-safe word (an explicit label is checked as given)
     label = t.str("label", rule.rpartition(".")[2])
-    if not LABEL.fullmatch(label):
-        t.fail("label", f"labels use letters, digits, '_', '+' and '-' only, got {label!r}")
+    if (why := label_error(label)) is not None:
+        t.fail("label", why)
     zip_grid = t.bool("zip_grid", False)
     num_steps = t.int("num_steps", None, minimum=1)
     batch_size = read_batch_sizes(t, "batch_size", None)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -426,8 +427,15 @@ def run_experiment(
         if resumed:
             old = read_json(folder.checked("manifest.json"), what="run manifest", follow=False)
             old = old if isinstance(old, dict) else {}
-            manifest["started"] = old.get("started", started)
-            manifest["resumed"] = [*old.get("resumed", []), started]
+            if old.get("status") == "complete" and not os.path.lexists(folder.file(PARTIAL_MARKER)):
+                # Another gdjax run finished the folder after this one judged it (its gradient check
+                # ran before the lock was taken): nothing to resume, and nothing is rerun over it.
+                log(f"nothing to resume: {out} is complete (another gdjax run finished it meanwhile)")
+                return dataclasses.replace(read_run(out, cfg=cfg, problems=problems), ran=False)
+            # A manifest's own fields are kept only where they have their type (a damaged one is redone).
+            previous = old.get("resumed")
+            manifest["started"] = old["started"] if isinstance(old.get("started"), str) else started
+            manifest["resumed"] = [*(previous if isinstance(previous, list) else []), started]
             for u in unit_list:
                 r = load_part(folder, u.key, problems[u.problem].params0, log)
                 why = None if r is None else disagreement(cfg, u, problems[u.problem], r)
@@ -537,8 +545,8 @@ def run_experiment(
         folder.write_json("manifest.json", manifest)
         folder.remove(PARTIAL_MARKER)
         _note_kept(folder.remove(PARTS), log)
-    except KeyboardInterrupt as err:
-        if os.path.exists(folder.file(PARTIAL_MARKER)):  # stopped while writing the results
+    except (KeyboardInterrupt, OSError) as err:
+        if os.path.exists(folder.file(PARTIAL_MARKER)):  # stopped while writing the results (a full disk)
             err.gdjax_run_folder = folder.path
         raise
     finally:
@@ -572,37 +580,60 @@ PlotStage = runfolder.PlotStage  # moved to the run folder's module; the old nam
 
 
 def read_run(path: str, *, cfg: ExperimentConfig | None = None, problems=None) -> RunOutcome:
-    """Reads a complete run folder back (rows, histories and manifest)."""
+    """Reads a complete run folder back (rows, histories and manifest).
+
+    Raises:
+      FileFormatError: a file that is missing, damaged or of another shape; one line naming it.
+    """
     cfg = cfg or config_lib.load(os.path.join(path, "config.toml"))
     problems = problems or build_problems(cfg)
-    manifest = read_json(os.path.join(path, "manifest.json"), what="run manifest", follow=False)
-    rows = read_json(os.path.join(path, "summary.json"), what="summary", follow=False)
+    manifest_file, summary_file = (os.path.join(path, f) for f in ("manifest.json", "summary.json"))
+    manifest = read_json(manifest_file, what="run manifest", follow=False)
+    rows = read_json(summary_file, what="summary", follow=False)
     if not isinstance(manifest, dict) or not isinstance(rows, list):
         raise FileFormatError(f"{path} does not hold a gdjax run's manifest.json and summary.json")
+    if not all(isinstance(r, dict) and isinstance(r.get("optimizer"), str) for r in rows):
+        raise FileFormatError(f"{summary_file} is not a list of summary rows (damaged?)")
+    timings = manifest.get("units", {})
+    if not isinstance(timings, dict) or not all(isinstance(v, dict) for v in timings.values()):
+        raise FileFormatError(f"{manifest_file}: 'units' is not a table of optimizers (damaged?)")
+    plot_names = manifest.get("plots", [])
+    if not isinstance(plot_names, list) or not all(isinstance(p, str) for p in plot_names):
+        raise FileFormatError(f"{manifest_file}: 'plots' is not a list of file names (damaged?)")
     results = {}
     histories = os.path.join(path, "histories.npz")
     os.close(open_regular(histories, what="histories file", follow=False))  # a regular file, no link
     inspect_npz(histories)  # plain arrays within the decompressed-size budget, before np.load
-    with np.load(histories, allow_pickle=False) as z:
-        for u in units(cfg):
-            prefix = u.key + "/"
-            arrays = {k[len(prefix) :]: z[k] for k in z.files if k.startswith(prefix)}
-            if not arrays:
-                continue
-            mine = [
-                r
-                for r in rows
-                if r["optimizer"] == u.optimizer.label
-                and r.get("cost", None) in (None, problems[u.problem].label)
-            ]
-            results[u.key] = UnitResult(
-                key=u.key,
-                trace=trace_from(arrays, problems[u.problem].params0),
-                coords=[],
-                rows=mine,
-                compile_seconds=manifest["units"].get(u.key, {}).get("compile_seconds", 0.0),
-                run_seconds=manifest["units"].get(u.key, {}).get("run_seconds", 0.0),
-                num_steps=u.num_steps,
-            )
-    plots = [os.path.join(path, p) for p in manifest.get("plots", [])]
+    try:
+        with np.load(histories, allow_pickle=False) as z:
+            for u in units(cfg):
+                prefix = u.key + "/"
+                arrays = {k[len(prefix) :]: z[k] for k in z.files if k.startswith(prefix)}
+                if not arrays:
+                    continue
+                mine = [
+                    r
+                    for r in rows
+                    if r["optimizer"] == u.optimizer.label
+                    and r.get("cost", None) in (None, problems[u.problem].label)
+                ]
+                seconds = {k: timings.get(u.key, {}).get(k, 0.0) for k in ("compile_seconds", "run_seconds")}
+                if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in seconds.values()):
+                    raise ValueError(f"{manifest_file}: the seconds of {u.key} are not numbers")
+                results[u.key] = UnitResult(
+                    key=u.key,
+                    trace=trace_from(arrays, problems[u.problem].params0),
+                    coords=[],
+                    rows=mine,
+                    num_steps=u.num_steps,
+                    **seconds,
+                )
+    except (KeyError, ValueError, TypeError, IndexError, OverflowError) as err:
+        if isinstance(err, FileFormatError):
+            raise
+        raise FileFormatError(
+            f"{histories}: does not fit this run's config and manifest ({type(err).__name__}: {err}); "
+            "damaged, or not written by gdjax"
+        ) from None
+    plots = [os.path.join(path, os.path.basename(p)) for p in plot_names]
     return RunOutcome(path, rows, results, problems, {}, manifest, plots, False)

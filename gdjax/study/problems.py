@@ -394,6 +394,23 @@ def _reference_solve(cost, params0, host_data) -> tuple[float | None, object, st
     return (None, None, "") if found is None else found
 
 
+def _polynomial_features(X, X_test, degree: int, dtype) -> np.ndarray:
+    """`x, ..., x**degree` in float64, refused (`ProblemError` at `degree`) where the squared loss's
+    curvature, of the order of `max|x|**(2 degree)`, overflows the run's dtype: no step size could
+    move such a run, and its first step would be non-finite."""
+    largest = max(float(np.max(np.abs(x), initial=0.0)) for x in (X, X_test) if x is not None)
+    with np.errstate(over="ignore"):
+        curvature = np.float64(largest) ** (2 * degree)
+    if not np.isfinite(curvature) or curvature > np.finfo(dtype).max:
+        raise ProblemError(
+            "degree",
+            f"x**{2 * degree}, the scale of the squared loss's curvature, overflows "
+            f"{np.dtype(dtype).name} on this data (largest |x| is {largest:.3g}); use a lower "
+            "degree, or `standardize = true` in [data]",
+        )
+    return reference.polynomial_features(X, degree)
+
+
 def _least_squares_problem(c, dataset: Dataset, dtype) -> Problem:
     """A linear or polynomial model under the mean squared error; f* in closed form (or by Newton with L2)."""
     X, y = dataset.X, dataset.y
@@ -402,7 +419,7 @@ def _least_squares_problem(c, dataset: Dataset, dtype) -> Problem:
             raise ProblemError(
                 "model", f"a polynomial model takes one input feature; the data has {X.shape[1]}"
             )
-        features = reference.polynomial_features(X, c.degree)
+        features = _polynomial_features(X, dataset.X_test, c.degree, dtype)
         model = costs.polynomial(c.degree)
         num_w = c.degree
 

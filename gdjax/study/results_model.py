@@ -282,25 +282,60 @@ def _load_saved(path: str) -> Results:
             raise ResultsError(
                 f"{file} is not a readable Parquet file: {type(err).__name__}: {err}"
             ) from None
-    splits = {
-        p: {k: np.asarray(v, np.int64) for k, v in s.items()} for p, s in (meta.get("splits") or {}).items()
-    }
+    file = os.path.join(path, "results.json")
+    hyperparameters = _column_names(meta, "hyperparameters", file, frames["lanes"])
+    metrics = _column_names(meta, "metrics", file, frames["lanes"], frames["curves"])
     return Results(
         frames["lanes"],
         frames["curves"],
         frames["problems"],
-        tuple(meta.get("hyperparameters", ())),
-        tuple(meta.get("metrics", ())),
-        splits,
-        _tuning_seeds(meta.get("tuning_seeds")),
+        hyperparameters,
+        metrics,
+        _saved_splits(meta.get("splits"), file),
+        _tuning_seeds(meta.get("tuning_seeds"), file),
     )
 
 
-def _tuning_seeds(value) -> tuple[int, ...] | None:
+def _column_names(meta: dict, key: str, file: str, *frames: pd.DataFrame) -> tuple[str, ...]:
+    """`meta[key]`: names of columns every frame has (a damaged file is one line naming it)."""
+    names = meta.get(key, [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ResultsError(f"{file}: {key} must be a list of column names, got {names!r}")
+    for frame in frames:
+        missing = [n for n in names if n not in frame.columns]
+        if missing:
+            raise ResultsError(
+                f"{file} names {key} {missing} that the saved tables do not have: the folder is damaged "
+                "or its files come from different saves"
+            )
+    return tuple(names)
+
+
+def _saved_splits(value, file: str) -> dict[str, dict[str, np.ndarray]]:
+    """The held-out split indices of `results.json`: {problem: {"train"|"test": [int, ...]}}."""
+    if value is None:
+        return {}
+    ok = isinstance(value, dict) and all(
+        isinstance(s, dict)
+        and all(
+            isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v)
+            for v in s.values()
+        )
+        for s in value.values()
+    )
+    if not ok:
+        raise ResultsError(
+            f"{file}: splits must map each problem to lists of example indices "
+            '({"problem": {"train": [0, 2, ...], "test": [...]}})'
+        )
+    return {p: {k: np.asarray(v, np.int64).reshape(-1) for k, v in s.items()} for p, s in value.items()}
+
+
+def _tuning_seeds(value, file: str) -> tuple[int, ...] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise ResultsError(f"tuning_seeds must be a list of integer seeds, got {value!r}")
+        raise ResultsError(f"{file}: tuning_seeds must be a list of integer seeds, got {value!r}")
     return tuple(value)
 
 
@@ -340,7 +375,7 @@ def _load_run_folder(path: str) -> Results:
         raise ResultsError(str(err)) from None
     try:
         return _from_run(path, manifest, rows, arrays, _read_splits(path))
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as err:
         if isinstance(err, ResultsError):
             raise
         raise ResultsError(
@@ -457,7 +492,9 @@ def _from_run(path: str, manifest: dict, rows, arrays: dict, split_arrays: dict)
     )
     splits = _splits(os.path.join(path, "split.npz"), split_arrays, name_of)
     built = _build(units, problems, _provenance(os.path.abspath(path), manifest), splits)
-    return dataclasses.replace(built, tuning_seeds=_tuning_seeds(manifest.get("tuning_seeds")))
+    return dataclasses.replace(
+        built, tuning_seeds=_tuning_seeds(manifest.get("tuning_seeds"), os.path.join(path, "manifest.json"))
+    )
 
 
 def _read_splits(path: str) -> dict[str, np.ndarray]:

@@ -502,6 +502,8 @@ def _check_out_path(out: str) -> None:
     """Refuses an `--out` that cannot be a folder, in words rather than an errno."""
     if os.path.islink(out) and not os.path.exists(out):
         raise ValueError(f"--out {out} is a dangling symbolic link (to {os.readlink(out)}); give a folder")
+    if os.path.islink(out):  # as for `gdjax report --out`: the folder itself, never through a link
+        raise ValueError(f"--out {out} is a symbolic link: give the folder itself ({os.path.realpath(out)})")
     if os.path.lexists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out} exists and is not a folder")
     parent = os.path.dirname(os.path.abspath(out))
