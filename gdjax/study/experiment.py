@@ -579,6 +579,11 @@ def _planned(plan) -> list[tuple[tuple, dict]]:
 PlotStage = runfolder.PlotStage  # moved to the run folder's module; the old name still works
 
 
+def _seconds(x) -> bool:
+    """A number of seconds as a manifest holds it (a 400-digit integer is not one: no float holds it)."""
+    return (type(x) is int and abs(x) < 2**53) or (type(x) is float and math.isfinite(x))
+
+
 def read_run(path: str, *, cfg: ExperimentConfig | None = None, problems=None) -> RunOutcome:
     """Reads a complete run folder back (rows, histories and manifest).
 
@@ -595,7 +600,10 @@ def read_run(path: str, *, cfg: ExperimentConfig | None = None, problems=None) -
     if not all(isinstance(r, dict) and isinstance(r.get("optimizer"), str) for r in rows):
         raise FileFormatError(f"{summary_file} is not a list of summary rows (damaged?)")
     timings = manifest.get("units", {})
-    if not isinstance(timings, dict) or not all(isinstance(v, dict) for v in timings.values()):
+    if not isinstance(timings, dict) or not all(
+        isinstance(v, dict) and all(_seconds(v.get(k, 0.0)) for k in ("compile_seconds", "run_seconds"))
+        for v in timings.values()
+    ):
         raise FileFormatError(f"{manifest_file}: 'units' is not a table of optimizers (damaged?)")
     plot_names = manifest.get("plots", [])
     if not isinstance(plot_names, list) or not all(isinstance(p, str) for p in plot_names):
@@ -618,8 +626,6 @@ def read_run(path: str, *, cfg: ExperimentConfig | None = None, problems=None) -
                     and r.get("cost", None) in (None, problems[u.problem].label)
                 ]
                 seconds = {k: timings.get(u.key, {}).get(k, 0.0) for k in ("compile_seconds", "run_seconds")}
-                if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in seconds.values()):
-                    raise ValueError(f"{manifest_file}: the seconds of {u.key} are not numbers")
                 results[u.key] = UnitResult(
                     key=u.key,
                     trace=trace_from(arrays, problems[u.problem].params0),
