@@ -869,7 +869,7 @@ def _validate_values(parsed: _ParsedGrid, tolerance_kwargs):
                 index = None if axis is None else (0 if values is first else len(axis.values) - 1)
             raise GridError(f"rule {source.name!r} rejects {where}: {err}", key, index, str(err)) from None
 
-    rule0 = build(first, "the grid's first values " + repr(first))
+    rule0 = build(first, "the grid's first values " + repr({**parsed.static, **first}))
     for axis in rule_axes:
         values = list(dict.fromkeys(axis.values))
         if isinstance(source.rule, str) and _passes_at_extremes(source, first, axis.name, values):
@@ -877,7 +877,7 @@ def _validate_values(parsed: _ParsedGrid, tolerance_kwargs):
         for v in values:
             where = f"grid[{axis.name!r}] = {v!r}"
             build(dict(first, **{axis.name: v}), where, axis.name, axis.values.index(v))
-    rule1 = build(last, "the grid's last values " + repr(last))
+    rule1 = build(last, "the grid's last values " + repr({**parsed.static, **last}))
     if rules_lib.is_rule(rule0):
         spec, base = rule0.spec, rule0.hyperparams
         not_numeric = [a.name for a in rule_axes if a.name not in spec.numeric]

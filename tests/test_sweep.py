@@ -728,6 +728,15 @@ def test_a_built_rules_grid_values_are_checked_against_its_domains():
         rules.momentum(0.01).replace(momentum=-1.0)
 
 
+def test_a_rejected_single_grid_value_is_shown_in_the_message():
+    """A single non-numeric grid value goes to the rule as a static option; the message showed the
+    grid's first values as `{}`."""
+    with pytest.raises(
+        GridError, match=r"first values \{'learning_rate': True\}: learning_rate must be a real"
+    ):
+        gdjax.sweep(_LS, "sgd", gdjax.init_linear(1), _HOUSES, grid={"learning_rate": True}, num_steps=5)
+
+
 def test_a_metric_may_not_take_a_grid_keys_name():
     grid = {"learning_rate": [0.01, 0.02]}
     with pytest.raises(ValueError, match="metric name 'learning_rate' is also a grid key"):
