@@ -713,6 +713,15 @@ def _parse_grid(
         if is_tol and isinstance(value, list | tuple) and any(v is None for v in value):
             axes.append(_Axis(key, list(value), True))  # values checked by loop.make_tolerances
             continue
+        if (
+            not is_tol
+            and isinstance(value, list | tuple)
+            and any(isinstance(v, bool | np.bool_) for v in value)
+        ):
+            # NumPy would read [0.1, True] as [0.1, 1.0]; a flag among numbers is a slip, not a value.
+            raise ValueError(
+                f"grid[{key!r}] = {value!r}: True/False is not a hyperparameter value; give numbers"
+            )
         try:
             arr = np.asarray(value)
         except ValueError:

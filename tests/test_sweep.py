@@ -735,6 +735,11 @@ def test_a_rejected_single_grid_value_is_shown_in_the_message():
         GridError, match=r"first values \{'learning_rate': True\}: learning_rate must be a real"
     ):
         gdjax.sweep(_LS, "sgd", gdjax.init_linear(1), _HOUSES, grid={"learning_rate": True}, num_steps=5)
+    # Among numbers, NumPy read True as 1.0 and the sweep ran it.
+    with pytest.raises(ValueError, match=r"grid\['learning_rate'\] = \[0.1, True\]: True/False is not"):
+        gdjax.sweep(
+            _LS, "sgd", gdjax.init_linear(1), _HOUSES, grid={"learning_rate": [0.1, True]}, num_steps=5
+        )
 
 
 def test_a_metric_may_not_take_a_grid_keys_name():
