@@ -182,32 +182,43 @@ def check_in_dtype(spec: Any, values: Mapping[str, Any], originals: Mapping[str,
         return
     for name, constraint in spec.domain:
         value = values.get(name)
-        if not constraint or value is None or isinstance(value, jax.core.Tracer):
+        if value is None or isinstance(value, jax.core.Tracer):
             continue
         if np.ndim(value) == 0:
             x = float(value)
-            if _CONSTRAINTS[constraint](x) or not math.isfinite(x):  # non-finite: the host check's
+            if math.isfinite(x) and _CONSTRAINTS[constraint](x):
+                continue
+            # Non-finite as given is the host check's; finite as given, it overflowed the dtype (1e300).
+            if not math.isfinite(x) and not np.isfinite(np.asarray(originals[name], np.float64)).all():
                 continue
             i = 0
         else:
             arr = np.asarray(value, np.float64).reshape(-1)
-            outside = ~np.asarray(_TRACED_CONSTRAINTS[constraint](arr)) & np.isfinite(arr)
+            finite = np.isfinite(arr)
+            outside = finite & ~np.asarray(_TRACED_CONSTRAINTS[constraint](arr))
+            if np.isfinite(np.asarray(originals[name], np.float64)).all():
+                outside |= ~finite  # finite as given (a sweep's lanes, or its grid values): overflowed
             if not outside.any():
                 continue
             i = int(np.flatnonzero(outside)[0])
         given = np.asarray(originals[name]).reshape(-1)
         shown = given[i] if given.size > i else given[0]
         cast = float(np.asarray(value, np.float64).reshape(-1)[i])
+        outside = constraint and math.isfinite(cast)
+        where, holds = (f"outside {constraint}", "holds inside it") if outside else ("not finite", "holds")
         raise ValueError(
             f"{name} = {float(shown)!r} is {cast!r} in {np.dtype(dtype).name} (the params' dtype, in "
-            f"which the rule keeps it), outside {constraint}: give a value that "
-            f"{np.dtype(dtype).name} holds inside it, or params in a wider dtype"
+            f"which the rule keeps it), {where}: give a value that {np.dtype(dtype).name} {holds}, or "
+            "params in a wider dtype"
         )
 
 
-def _check_values(values: dict[str, Any], constraints: dict[str, str]) -> None:
+def _check_values(
+    values: dict[str, Any], constraints: dict[str, str], optional: tuple[str, ...] = ()
+) -> None:
+    """Each value in its domain; None only for the `optional` ones (rmsprop's momentum: none)."""
     for name, constraint in constraints.items():
-        if values.get(name) is not None:
+        if name in values and (values[name] is not None or name not in optional):
             _check_value(name, values[name], constraint)
 
 
@@ -1051,7 +1062,7 @@ def rmsprop(
         "initial_scale": ">= 0",
         "momentum": "in [0, 1)",
     }
-    _check_values(values, domain)
+    _check_values(values, domain, optional=("momentum",))
     use_momentum = momentum is not None
     centered = bool(centered)
 
@@ -1904,6 +1915,16 @@ def _get_optax(name, fn, sig, kwargs) -> Rule:
     static_args = tuple(k for k, p in sig.parameters.items() if not _is_numeric_parameter(p))
     kinds = {k: _inject_kind(v, k in static_args) for k, v in kwargs.items()}
     for key, value in kwargs.items():
+        if (
+            kinds[key] == "static"
+            and key not in static_args
+            and not (value is None and sig.parameters[key].default is None)
+        ):
+            # inject_hyperparams would keep it as an option: `learning_rate=None` makes Optax's
+            # scale_by_learning_rate the identity (gradient ascent), a string fails deep in Optax.
+            raise ValueError(
+                f"{name}: {key} must be a real number or a schedule (a function of the step), got {value!r}"
+            )
         if kinds[key] == "numeric":
             # The hyperparameters every alias means the same by (a learning rate, betas, eps, weight
             # decay) have their domains; of the others only finiteness is known to be required.

@@ -1894,7 +1894,8 @@ def _lane_values(
             tol_fields[axis.name] = np.asarray(codes, tol_fields[axis.name].dtype)[idx]
         else:
             target = cost_hp if axis.cost else hp
-            target[axis.name] = np.asarray(axis.values, np.float64).astype(dtype)[idx]
+            with np.errstate(over="ignore"):  # a value the dtype cannot hold: `check_in_dtype` names it
+                target[axis.name] = np.asarray(axis.values, np.float64).astype(dtype)[idx]
         coord_values[axis.name] = [axis.values[i] for i in idx]
     key_data = None if lanes.seed_keys is None else lanes.seed_keys[seed_i]
     return lane_params, (hp, cost_hp), loop.Tolerances(**tol_fields), key_data, coord_values, seed_i, start_i

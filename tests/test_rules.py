@@ -1172,3 +1172,85 @@ def test_adam_hd_with_zero_hypergradient_lr_is_adam():
 def test_hypergradient_rules_refuse_bad_values(name, values, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         rules.get(name, learning_rate=0.1, **values)
+
+
+# ------------------------------------------- an outside audit of values at the API's edges (2026-12-04)
+def _least_squares():
+    import gdjax
+
+    X = np.linspace(-1.0, 1.0, 8, dtype=np.float32)[:, None]
+    return gdjax.make_cost(gdjax.linear, gdjax.mse), (X, 2.0 * X[:, 0] + 1.0)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("optax.sgd", {"learning_rate": None}),  # Optax's scale_by_learning_rate(None) is the identity
+        ("optax.adam", {"learning_rate": None}),
+        ("optax.lamb", {"learning_rate": "0.1"}),
+        ("optax.adam", {"learning_rate": [0.1]}),
+        ("optax.adam", {"learning_rate": True}),
+        ("optax.adam", {"learning_rate": 0.1, "b1": None}),
+        ("optax.adam", {"learning_rate": 0.1, "b1": "0.9"}),
+    ],
+)
+def test_an_optax_alias_refuses_a_value_that_is_not_a_number(name, kwargs):
+    """`learning_rate=None` built an `optax.sgd` that took steps of +grad (gradient ascent); strings
+    and lists failed deep inside Optax at the first step."""
+    key = next(k for k, v in kwargs.items() if not isinstance(v, float))
+    with pytest.raises(ValueError, match=rf"{name}: {key} must be a real number or a schedule"):
+        rules.get(name, **kwargs)
+
+
+def test_an_optax_alias_keeps_none_where_the_factory_means_none():
+    rule = rules.get("optax.lbfgs", learning_rate=None)  # None: its line search chooses the step
+    assert "learning_rate" not in rule.hyperparams
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: rules.adam(None),
+        lambda: rules.adam(0.1, b1=None),
+        lambda: rules.momentum(0.1, momentum=None),
+        lambda: rules.nesterov(None),
+        lambda: rules.adagrad(None),
+        lambda: rules.rmsprop(None),
+    ],
+)
+def test_a_hand_written_rule_refuses_none_for_a_value_it_needs(make):
+    """They raised a KeyError from inside JAX's tracing at the first step."""
+    with pytest.raises(ValueError, match="must be a real number, got None"):
+        make()
+
+
+def test_rmsprop_momentum_none_is_no_momentum():
+    assert "momentum" not in rules.rmsprop(0.1, momentum=None).hyperparams
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        lambda: rules.sgd(1e300),
+        lambda: rules.get("optax.adam", learning_rate=1e300),
+        lambda: rules.adam(0.1, eps=1e39),
+    ],
+)
+def test_a_value_float32_rounds_to_inf_is_refused(rule):
+    """1e300 is finite as given and inf in float32 params: the run ended `nonfinite` after 0 steps
+    (eps=1e39: ran and never moved). 1e-50, which float32 rounds to 0, was already refused."""
+    import gdjax
+
+    cost, data = _least_squares()
+    with pytest.raises(ValueError, match=r"is inf in float32 .*not finite: give a value that float32 holds"):
+        gdjax.run(cost, rule(), gdjax.init_linear(1, np.float32), data, num_steps=5)
+
+
+def test_a_sweep_lane_float32_rounds_to_inf_is_refused():
+    import gdjax
+    from gdjax.sweep import GridError
+
+    cost, data = _least_squares()
+    with pytest.raises(GridError, match=r"learning_rate = 1e\+300 is inf in float32"):
+        gdjax.sweep(cost, "sgd", gdjax.init_linear(1, np.float32), data, grid={"learning_rate": [0.1, 1e300]},
+                    num_steps=5)  # fmt: skip
