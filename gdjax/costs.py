@@ -269,7 +269,8 @@ def make_cost(model: Callable, loss: Callable = mse) -> ModelCost:
 
 @dataclasses.dataclass(frozen=True)
 class ModelCost:
-    """`cost(params, (X, y, ...)) = loss(model(params, X), y)` with the fast forms it can offer.
+    """`cost(params, (X, y)) = loss(model(params, X), y)` with the fast forms it can offer. Data with
+    more parts (per-example weights, a mask) needs a cost of your own: `lambda p, b: ...`.
 
     Attributes:
       model: `model(params, X) -> predictions`.
