@@ -549,11 +549,11 @@ def test_a_label_that_reads_back_as_a_number_is_refused(tmp_path, where, label):
     "damage, message",
     [
         (("summary.json", lambda s: ["x", "y"]), "summary.json is not a list of summary rows"),
-        (("manifest.json", lambda m: {**m, "units": [1]}), "'units' is not a table of optimizers"),
+        (("manifest.json", lambda m: {**m, "units": [1]}), "'units' is not a table of units"),
         (("manifest.json", lambda m: {**m, "plots": 5}), "'plots' is not a list of file names"),
         (
             ("manifest.json", lambda m: {**m, "units": {k: {"run_seconds": 10**400} for k in m["units"]}}),
-            "'units' is not a table of optimizers",
+            "'units' is not a table of units",
         ),
     ],
 )

@@ -91,6 +91,7 @@ from gdjax.study.summary import (
     best_configurations,
     config_key,
     format_summary,
+    run_files_problem,
     status_counts,
 )
 from gdjax.sweep import SweepInterrupted, run_plan, sweep
@@ -592,22 +593,20 @@ def read_run(path: str, *, cfg: ExperimentConfig | None = None, problems=None) -
     """
     cfg = cfg or config_lib.load(os.path.join(path, "config.toml"))
     problems = problems or build_problems(cfg)
-    manifest_file, summary_file = (os.path.join(path, f) for f in ("manifest.json", "summary.json"))
+    manifest_file = os.path.join(path, "manifest.json")
     manifest = read_json(manifest_file, what="run manifest", follow=False)
-    rows = read_json(summary_file, what="summary", follow=False)
-    if not isinstance(manifest, dict) or not isinstance(rows, list):
-        raise FileFormatError(f"{path} does not hold a gdjax run's manifest.json and summary.json")
-    if not all(isinstance(r, dict) and isinstance(r.get("optimizer"), str) for r in rows):
-        raise FileFormatError(f"{summary_file} is not a list of summary rows (damaged?)")
-    timings = manifest.get("units", {})
-    if not isinstance(timings, dict) or not all(
-        isinstance(v, dict) and all(_seconds(v.get(k, 0.0)) for k in ("compile_seconds", "run_seconds"))
-        for v in timings.values()
-    ):
-        raise FileFormatError(f"{manifest_file}: 'units' is not a table of optimizers (damaged?)")
+    rows = read_json(os.path.join(path, "summary.json"), what="summary", follow=False)
+    if (problem := run_files_problem(path, manifest, rows)) is not None:
+        raise FileFormatError(problem)
+    # What this reader uses beyond the shared shape: each row's optimizer, each unit's seconds.
+    if not all(isinstance(r.get("optimizer"), str) for r in rows):
+        raise FileFormatError(f"{os.path.join(path, 'summary.json')} is not a list of summary rows")
+    timings = manifest.get("units") or {}
+    if not all(_seconds(v.get(k, 0.0)) for v in timings.values() for k in ("compile_seconds", "run_seconds")):
+        raise FileFormatError(f"{manifest_file}: 'units' is not a table of units")
     plot_names = manifest.get("plots", [])
     if not isinstance(plot_names, list) or not all(isinstance(p, str) for p in plot_names):
-        raise FileFormatError(f"{manifest_file}: 'plots' is not a list of file names (damaged?)")
+        raise FileFormatError(f"{manifest_file}: 'plots' is not a list of file names")
     results = {}
     histories = os.path.join(path, "histories.npz")
     os.close(open_regular(histories, what="histories file", follow=False))  # a regular file, no link

@@ -54,7 +54,7 @@ from gdjax.study.results_schema import (  # noqa: F401  (re-exported: the schema
     _unit_frames,
 )
 from gdjax.study.results_table import Results  # noqa: F401  (re-exported: the model lives there)
-from gdjax.study.summary import SUMMARY_KEYS
+from gdjax.study.summary import SUMMARY_KEYS, run_files_problem
 from gdjax.types import Status
 
 __all__ = [
@@ -351,7 +351,7 @@ def _read_json(file: str):
 def _load_run_folder(path: str) -> Results:
     manifest = _read_json(os.path.join(path, "manifest.json"))
     if not isinstance(manifest, dict):
-        raise ResultsError(f"{os.path.join(path, 'manifest.json')} is not a gdjax manifest")
+        raise ResultsError(run_files_problem(path, manifest, []))
     if manifest.get("status") != "complete":
         raise ResultsError(
             f"{path} is an incomplete run (status {manifest.get('status')!r}): finish it with "
@@ -361,14 +361,8 @@ def _load_run_folder(path: str) -> Results:
     if missing:
         raise ResultsError(f"{path} is missing {', '.join(missing)}: not a complete gdjax run folder")
     rows = _read_json(os.path.join(path, "summary.json"))
-    if not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
-        raise ResultsError(f"{os.path.join(path, 'summary.json')} is not a list of summary rows")
-    for key in ("units", "problems"):
-        entries = manifest.get(key)
-        if entries is not None and not (
-            isinstance(entries, dict) and all(isinstance(v, dict) for v in entries.values())
-        ):
-            raise ResultsError(f"{os.path.join(path, 'manifest.json')}: {key!r} is not a table of {key}")
+    if (problem := run_files_problem(path, manifest, rows)) is not None:
+        raise ResultsError(problem)
     try:
         arrays = gdjax_io.read_npz(os.path.join(path, "histories.npz"))
     except gdjax_io.FileFormatError as err:

@@ -8,6 +8,7 @@ pools them by the median over seeds, and `format_summary` is the table `gdjax ru
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -23,6 +24,24 @@ __all__ = [
     "normalize_rows",
     "status_counts",
 ]
+
+
+def run_files_problem(folder: str, manifest, rows) -> str | None:
+    """What is wrong with the shape of a run folder's `manifest.json` and `summary.json` (valid JSON
+    of another shape: a damaged or hostile file), or None. One check for every reader of a run
+    folder (`gdjax report`, `--resume`), so each names the file the same way."""
+    manifest_file, summary_file = (os.path.join(folder, f) for f in ("manifest.json", "summary.json"))
+    if not isinstance(manifest, dict):
+        return f"{manifest_file} is not a gdjax manifest"
+    if not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
+        return f"{summary_file} is not a list of summary rows"
+    for key in ("units", "problems"):
+        entries = manifest.get(key)
+        if entries is not None and not (
+            isinstance(entries, dict) and all(isinstance(v, dict) for v in entries.values())
+        ):
+            return f"{manifest_file}: {key!r} is not a table of {key}"
+    return None
 
 
 METRIC_NAMES = ("accuracy", "test_loss", "test_accuracy")  # the metrics a study records (Problem.metrics)
